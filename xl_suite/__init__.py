@@ -1,0 +1,61 @@
+"""xl-suite: cross-lingual synthetic training and evaluation data for open-ended generation.
+
+Implements (and, where the paper is silent, reconstructs) XL-Instruct and XL-AlpacaEval
+(Iyer et al., Findings of EMNLP 2025, arXiv 2503.22973) as Hugging Face datasets.
+
+Public names are resolved lazily so that ``import xl_suite`` stays light (no datasets, torch or vLLM).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # languages
+    "LanguageSpec": "xl_suite.languages",
+    "get_language": "xl_suite.languages",
+    "list_languages": "xl_suite.languages",
+    "register_language": "xl_suite.languages",
+    "save_user_language": "xl_suite.languages",
+    "CORE_LANGUAGES": "xl_suite.languages",
+    "BENCHMARK_LANGUAGES": "xl_suite.languages",
+    # prompts
+    "load_template": "xl_suite.prompting",
+    "render_messages": "xl_suite.prompting",
+    # generation
+    "SamplingConfig": "xl_suite.generation",
+    "Completion": "xl_suite.generation",
+    "Generator": "xl_suite.generation",
+    "FakeGenerator": "xl_suite.generation",
+    "build_generator": "xl_suite.generation",
+    # datasets
+    "load_dataset": "xl_suite.datasets_api",
+    "list_configs": "xl_suite.datasets_api",
+    "export_repo": "xl_suite.hub",
+    "push_config": "xl_suite.hub",
+    # metrics
+    "win_rate": "xl_suite.metrics",
+    "length_controlled_win_rate": "xl_suite.metrics",
+    "bootstrap_ci": "xl_suite.metrics",
+    # language fidelity
+    "language_fidelity": "xl_suite.fidelity",
+    "identify_language": "xl_suite.fidelity",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'xl_suite' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

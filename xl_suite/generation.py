@@ -1,0 +1,199 @@
+"""The generator seam: chat messages in, completions out.
+
+Every backend (vLLM offline, OpenAI-compatible HTTP, transformers, the test fake) implements
+:class:`Generator`. Pipelines receive a generator through arguments; nothing here holds a global engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+
+__all__ = [
+    "SamplingConfig",
+    "Completion",
+    "Generator",
+    "GenerationError",
+    "FakeGenerator",
+    "build_generator",
+    "BACKENDS",
+]
+
+Messages = list[dict[str, str]]
+BACKENDS = ("vllm", "openai", "transformers", "fake")
+
+
+class GenerationError(RuntimeError):
+    """A backend failed to produce completions. Never turned into empty rows."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Decoding settings. Every field is recorded on generated rows.
+
+    Args:
+        temperature: 0.0 means greedy (the default, as for judges).
+        top_p: nucleus sampling mass.
+        max_tokens: maximum new tokens per completion.
+        n: completions per prompt (best-of-n uses n=3).
+        seed: sampling seed; with n>1 and temperature>0 the backend derives per-candidate streams from it.
+        logprobs: number of top log-probabilities to return per generated token (None = none).
+        json_schema: constrain the output to this JSON schema where the backend supports structured outputs.
+        stop: stop strings.
+    """
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    n: int = 1
+    seed: int = 0
+    logprobs: int | None = None
+    json_schema: dict | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}.")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}.")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable dict (schema included), used in fingerprints and provenance columns."""
+        return asdict(self)
+
+    def to_json(self) -> str:
+        """Canonical JSON string."""
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+
+@dataclass
+class Completion:
+    """One completion.
+
+    Attributes:
+        text: generated text.
+        prompt_tokens: tokens in the prompt (0 if unknown).
+        completion_tokens: generated tokens.
+        finish_reason: "stop", "length", ...
+        top_logprobs: per generated token, a dict {token_text: logprob} of the top alternatives (None if not asked).
+        tokens: generated token texts, aligned with ``top_logprobs`` (None if not asked).
+    """
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    top_logprobs: list[dict[str, float]] | None = None
+    tokens: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What pipelines need from a backend."""
+
+    backend: str
+    model: str
+    revision: str | None
+
+    def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
+        """Return ``sampling.n`` completions for each conversation, in input order. Raises GenerationError."""
+        ...
+
+    def fingerprint(self) -> str:
+        """Stable identity of the model behind the backend (model id, revision, backend, dtype...)."""
+        ...
+
+    def supports_structured_output(self) -> bool:
+        """True when ``SamplingConfig.json_schema`` is enforced by the backend."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine (processes, connections)."""
+        ...
+
+
+def stable_hash(*parts: Any) -> str:
+    """SHA-256 (16 hex digits) of the JSON of ``parts``: used for fingerprints and cache keys.
+
+    >>> stable_hash("a", 1) == stable_hash("a", 1)
+    True
+    """
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+class FakeGenerator:
+    """Deterministic CPU double for flow and parsing tests (alpaca_eval's ``decoders/test.py``).
+
+    ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
+    hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
+    """
+
+    backend = "fake"
+
+    def __init__(self, responder=None, *, model: str = "fake-model", revision: str | None = None, fail_on=None):
+        self.model = model
+        self.revision = revision
+        self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
+        self._fail_on = fail_on
+        self.calls = 0
+        self.prompts_seen = 0
+
+    def generate(self, conversations, sampling):
+        self.calls += 1
+        out = []
+        for conv in conversations:
+            if self._fail_on is not None and self._fail_on(conv):
+                raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
+            self.prompts_seen += 1
+            cands = []
+            for i in range(sampling.n):
+                text = self._responder(conv, i, sampling)
+                cands.append(Completion(text=text, prompt_tokens=sum(len(m["content"].split()) for m in conv),
+                                        completion_tokens=len(text.split()), finish_reason="stop"))
+            out.append(cands)
+        return out
+
+    def fingerprint(self) -> str:
+        return stable_hash("fake", self.model, self.revision)
+
+    def supports_structured_output(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def build_generator(
+    backend: Literal["vllm", "openai", "transformers", "fake"],
+    model: str,
+    *,
+    revision: str | None = None,
+    **kwargs,
+) -> Generator:
+    """Build a generator by backend name; heavy imports happen here, never at import time."""
+    if backend == "vllm":
+        from xl_suite.engines.vllm_engine import VLLMGenerator
+
+        return VLLMGenerator(model, revision=revision, **kwargs)
+    if backend == "openai":
+        from xl_suite.engines.openai_engine import OpenAIGenerator
+
+        return OpenAIGenerator(model, revision=revision, **kwargs)
+    if backend == "transformers":
+        from xl_suite.engines.hf_engine import TransformersGenerator
+
+        return TransformersGenerator(model, revision=revision, **kwargs)
+    if backend == "fake":
+        return FakeGenerator(model=model, revision=revision, **kwargs)
+    raise ValueError(f"Unknown backend {backend!r}. Choose one of {list(BACKENDS)}.")
