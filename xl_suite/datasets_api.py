@@ -1,0 +1,80 @@
+"""``xl_suite.load_dataset``: build any XL-Suite config through its builder, with the normal datasets cache."""
+
+from __future__ import annotations
+
+import re
+
+from xl_suite.languages import get_language, list_languages
+
+
+__all__ = ["load_dataset", "list_configs", "get_builder", "parse_config_name"]
+
+_NAME_RE = re.compile(r"^(xl-alpacaeval|m-alpacaeval|xl-instruct)(?:-(bestof3|scored))?-([a-z]{2,3}|all)$")
+
+
+def list_configs() -> list[str]:
+    """Names of the built-in configs (languages registered by the user work too, e.g. ``xl-alpacaeval-sw``)."""
+    from xl_suite.builders import BUILDERS
+
+    return [c.name for b in BUILDERS.values() for c in b.BUILDER_CONFIGS]
+
+
+def parse_config_name(name: str) -> tuple[str, str, str]:
+    """Split a config name into (family, variant, language).
+
+    >>> parse_config_name("xl-instruct-bestof3-mt")
+    ('xl-instruct', 'bestof3', 'mt')
+    >>> parse_config_name("xl-alpacaeval-de")
+    ('xl-alpacaeval', 'default', 'de')
+    """
+    m = _NAME_RE.match(name or "")
+    if not m:
+        raise ValueError(
+            f"Config {name!r} does not exist. Valid configs: {list_configs()}; a user-registered language "
+            f"(known now: {[s.code for s in list_languages()]}) works in place of the code, e.g. 'xl-alpacaeval-sw'."
+        )
+    family, variant, lang = m.group(1), m.group(2) or "default", m.group(3)
+    if variant != "default" and family != "xl-instruct":
+        raise ValueError(f"Config {name!r}: variants ({variant}) exist only for xl-instruct. Valid: {list_configs()}")
+    if lang != "all":
+        get_language(lang)  # unknown language -> error listing the known ones and how to add one
+    return family, variant, lang
+
+
+def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwargs):
+    """Instantiate the builder for ``config_name`` (not prepared yet).
+
+    Built-in config names select a ``BUILDER_CONFIGS`` entry; a user-registered language gets a config made on the
+    fly with the same name pattern.
+    """
+    from xl_suite.builders import BUILDERS
+
+    family, variant, lang = parse_config_name(config_name)
+    builder_cls = BUILDERS[family]
+    names = {c.name for c in builder_cls.BUILDER_CONFIGS}
+    kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
+    if config_name in names:
+        return builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
+    if lang == "all":
+        raise ValueError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
+    return builder_cls(
+        cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family, **kwargs
+    )
+
+
+def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
+    """Load an XL-Suite config (``xl-alpacaeval-de``, ``m-alpacaeval-mt``, ``xl-instruct-bestof3-hi``...).
+
+    Args:
+        config_name: the config; see :func:`list_configs`.
+        split: return one split (``"test"`` for the benchmarks, ``"train"`` for XL-Instruct) instead of the dict.
+        cache_dir: datasets cache folder (default: ``HF_DATASETS_CACHE``).
+        **config_kwargs: :class:`xl_suite.builders.XlSuiteConfig` fields, e.g. ``source="alpaca_eval.json"``,
+            ``column_mapping={"response": "target"}``, ``languages=("de", "mt")`` for an ``-all`` config.
+
+    Returns:
+        ``datasets.DatasetDict``, or a ``datasets.Dataset`` when ``split`` is given.
+    """
+    builder = get_builder(config_name, cache_dir=cache_dir, **config_kwargs)
+    builder.download_and_prepare()
+    return builder.as_dataset(split=split)

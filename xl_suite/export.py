@@ -1,0 +1,140 @@
+"""Export XL-Suite configs as a data-only dataset repo (Parquet per config + README ``configs:``).
+
+The folder loads with plain ``datasets.load_dataset(DIR, "xl-alpacaeval-de", split="test")``, and, named
+``xl-suite`` in the working directory, with ``load_dataset("xl-suite", "xl-alpacaeval-de")``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from xl_suite.languages import BENCHMARK_LANGUAGES, resolve_languages
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["export_repo", "write_repo", "benchmark_configs"]
+
+
+def benchmark_configs(
+    languages: Sequence[str] | str = BENCHMARK_LANGUAGES,
+    *,
+    alpaca_eval: str | None = None,
+    m_alpacaeval: str | None = None,
+    xl_instruct: str | None = None,
+    cache_dir: str | None = None,
+) -> dict[str, tuple[object, str | None]]:
+    """Build the configs to export: ``xl-alpacaeval-<lang>`` always, the others when their source is given.
+
+    Returns:
+        config name -> (DatasetDict, source).
+    """
+    from xl_suite.datasets_api import load_dataset
+    from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
+
+    specs = resolve_languages(languages)
+    out: dict[str, tuple[object, str | None]] = {}
+    src = alpaca_eval or DEFAULT_ALPACA_EVAL_SOURCE
+    for spec in specs:
+        out[f"xl-alpacaeval-{spec.code}"] = (load_dataset(f"xl-alpacaeval-{spec.code}", source=src,
+                                                          cache_dir=cache_dir), src)
+    for family, source in (("m-alpacaeval", m_alpacaeval), ("xl-instruct", xl_instruct)):
+        if source:
+            for spec in specs:
+                name = f"{family}-{spec.code}"
+                out[name] = (load_dataset(name, source=source, cache_dir=cache_dir), source)
+    return out
+
+
+def write_repo(
+    output_dir: str | Path,
+    configs: Mapping[str, tuple[object, str | None] | object],
+    *,
+    overwrite: bool = False,
+    repo_id: str | None = None,
+) -> Path:
+    """Write configs (name -> DatasetDict, or (DatasetDict, source)) as a data-only repo folder.
+
+    The folder is written to a temporary sibling and moved into place at the end, so a failure never leaves a
+    half-written repo, and an existing folder is only replaced when ``overwrite=True``.
+    """
+    from xl_suite.cards import config_summary, render_card
+
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+    if not configs:
+        raise ValueError("Nothing to export: no configs given.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        yaml_configs, summaries = [], []
+        families: dict[str, list[str]] = {}
+        for name in sorted(configs):
+            item = configs[name]
+            data, source = item if isinstance(item, tuple) else (item, None)
+            files = []
+            for split, ds in data.items():
+                rel = f"{name}/{split}-00000-of-00001.parquet"
+                (tmp / name).mkdir(parents=True, exist_ok=True)
+                ds.to_parquet(str(tmp / rel))
+                files.append({"split": split, "path": f"{name}/{split}-*.parquet"})
+            yaml_configs.append({"config_name": name, "data_files": files})
+            summaries.append(config_summary(name, data, source=source))
+            family = name.rsplit("-", 1)[0]
+            families.setdefault(family, []).append(name)
+        for family, names in sorted(families.items()):
+            if len(names) > 1 and f"{family}-all" not in configs:
+                splits = sorted({s["split"] for c in yaml_configs if c["config_name"] in names for s in c["data_files"]})
+                yaml_configs.append({
+                    "config_name": f"{family}-all",
+                    "data_files": [{"split": sp, "path": [f"{n}/{sp}-*.parquet" for n in sorted(names)]}
+                                   for sp in splits],
+                })
+        card = render_card(summaries, repo_id=repo_id or out.name, configs_yaml=yaml_configs)
+        (tmp / "README.md").write_text(str(card), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("Exported %d configs to %s", len(configs), out)
+    return out
+
+
+def export_repo(
+    output_dir: str | Path,
+    *,
+    languages: Sequence[str] | str = BENCHMARK_LANGUAGES,
+    alpaca_eval: str | None = None,
+    m_alpacaeval: str | None = None,
+    xl_instruct: str | None = None,
+    extra: Mapping[str, object] | None = None,
+    overwrite: bool = False,
+    cache_dir: str | None = None,
+) -> Path:
+    """Build the benchmark configs for ``languages`` (plus ``extra`` configs) and write them as a data-only repo.
+
+    Args:
+        output_dir: folder to create (refused if it exists, unless ``overwrite``).
+        languages: target language codes.
+        alpaca_eval: AlpacaEval prompts file (default: the alpaca_eval data on the Hub).
+        m_alpacaeval: folder/file of the translated prompts, to add ``m-alpacaeval-<lang>`` configs.
+        xl_instruct: folder/file of XL-Instruct data (authors' release or a synthesis run).
+        extra: more configs, name -> DatasetDict (e.g. synthesized data or generated references).
+        overwrite: replace an existing folder.
+        cache_dir: datasets cache.
+    """
+    out = Path(output_dir)
+    if out.exists() and not overwrite:  # refuse before doing any work
+        raise FileExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+    configs: dict[str, object] = dict(benchmark_configs(languages, alpaca_eval=alpaca_eval, m_alpacaeval=m_alpacaeval,
+                                                        xl_instruct=xl_instruct, cache_dir=cache_dir))
+    for name, data in (extra or {}).items():
+        configs[name] = data
+    return write_repo(out, configs, overwrite=overwrite)

@@ -1,0 +1,252 @@
+"""Reading source data (AlpacaEval prompts, the authors' releases) and building benchmark rows.
+
+Everything here is a plain function over lists of dicts, so the builders in :mod:`xl_suite.builders` stay thin.
+Sources are paths or fsspec URLs (``hf://datasets/...``, ``s3://...``, ``memory://...``) to JSON, JSON Lines or
+Parquet files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from xl_suite.languages import LanguageSpec
+from xl_suite.prompting import load_template
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_ALPACA_EVAL_SOURCE",
+    "REQUEST_TEMPLATE",
+    "SourceError",
+    "Exclusion",
+    "alpaca_eval_exclusions",
+    "exclusion_rule",
+    "read_records",
+    "read_alpaca_eval",
+    "filter_english_specific",
+    "prompt_id",
+    "xl_alpacaeval_rows",
+    "XL_INSTRUCT_COLUMN_CANDIDATES",
+    "map_columns",
+]
+
+#: AlpacaEval's 805 prompts as published by its authors on the Hub (needs network; pass a local file otherwise).
+DEFAULT_ALPACA_EVAL_SOURCE = "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json"
+#: Template that appends the target-language request to an English prompt.
+REQUEST_TEMPLATE = "xl_alpacaeval_instruction"
+
+
+class SourceError(ValueError):
+    """A source file is missing, unreadable or lacks required fields."""
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One English-specific AlpacaEval prompt removed from XL-AlpacaEval."""
+
+    instruction_prefix: str
+    category: str
+    reason: str
+
+
+@lru_cache(maxsize=1)
+def _exclusion_file() -> dict:
+    text = (resources.files("xl_suite") / "data" / "alpaca_eval_exclusions.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def alpaca_eval_exclusions() -> list[Exclusion]:
+    """The 8 English-specific prompts we exclude (our choice; the paper's list could not be read).
+
+    >>> len(alpaca_eval_exclusions())
+    8
+    """
+    return [Exclusion(**e) for e in _exclusion_file()["excluded"]]
+
+
+def exclusion_rule() -> str:
+    """The written rule by which the exclusions were chosen."""
+    return _exclusion_file()["rule"]
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def read_records(source: str, *, storage_options: dict | None = None) -> list[dict]:
+    """Read a JSON list, JSON Lines or Parquet file from a path or fsspec URL into a list of dicts.
+
+    Raises:
+        SourceError: the file does not exist or cannot be parsed; the message names the path.
+    """
+    import fsspec
+
+    source = str(source)
+    try:
+        with fsspec.open(source, "rb", **(storage_options or {})) as f:
+            raw = f.read()
+    except FileNotFoundError as e:
+        raise SourceError(f"Source file {source!r} does not exist. Pass an existing path or URL.") from e
+    except Exception as e:  # network/auth errors from remote filesystems
+        raise SourceError(
+            f"Could not read {source!r} ({type(e).__name__}: {e}). If you are offline, download the file and "
+            "pass its local path."
+        ) from e
+    if source.endswith(".parquet") or raw[:4] == b"PAR1":
+        import io
+
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(io.BytesIO(raw)).to_pylist()
+        except Exception as e:
+            raise SourceError(f"{source!r} is not a readable Parquet file: {e}") from e
+    text = raw.decode("utf-8-sig")
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            data = json.loads(text)
+        elif stripped.startswith("{") and (source.endswith((".jsonl", ".ndjson")) or "\n{" in stripped):
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SourceError(
+            f"{source!r} is not valid JSON or JSON Lines (line {e.lineno}: {e.msg}). "
+            "Expected a JSON list of objects, JSON Lines, or Parquet."
+        ) from e
+    if isinstance(data, dict):
+        # {"split": [...]} or {"data": [...]} layouts
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) == 1:
+            data = lists[0]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise SourceError(f"{source!r} must hold a list of JSON objects (one per prompt).")
+    return data
+
+
+def read_alpaca_eval(source: str = DEFAULT_ALPACA_EVAL_SOURCE, *, storage_options: dict | None = None) -> list[dict]:
+    """Read AlpacaEval prompts; each record needs ``instruction`` (``dataset``/``output`` are optional).
+
+    Raises:
+        SourceError: missing file, bad JSON, no records, or records without a non-empty ``instruction``.
+    """
+    records = read_records(source, storage_options=storage_options)
+    if not records:
+        raise SourceError(f"{source!r} holds no prompts.")
+    bad = [i for i, r in enumerate(records) if not isinstance(r.get("instruction"), str) or not r["instruction"].strip()]
+    if bad:
+        raise SourceError(
+            f"{source!r}: {len(bad)} record(s) lack a non-empty 'instruction' field (first at index {bad[0]}; "
+            f"fields there: {sorted(records[bad[0]])}). AlpacaEval records need 'instruction'."
+        )
+    return records
+
+
+def prompt_id(instruction: str) -> str:
+    """Stable id of an English prompt, the same in every language config.
+
+    >>> prompt_id("What is 2+2?")
+    'xlae-5b1ff2a4a4'
+    """
+    return "xlae-" + hashlib.sha256(_norm(instruction).encode("utf-8")).hexdigest()[:10]
+
+
+def filter_english_specific(
+    records: Sequence[dict], exclusions: Iterable[Exclusion] | None = None
+) -> tuple[list[dict], list[tuple[Exclusion, dict]]]:
+    """Split records into (kept, excluded-with-their-rule). Each exclusion may match at most one prompt.
+
+    Keeps order. Each kept record gets ``alpaca_eval_index`` (its position in the source).
+    """
+    exclusions = list(alpaca_eval_exclusions() if exclusions is None else exclusions)
+    kept: list[dict] = []
+    excluded: list[tuple[Exclusion, dict]] = []
+    hits: dict[str, int] = {}
+    for idx, rec in enumerate(records):
+        norm = _norm(rec["instruction"])
+        match = next((e for e in exclusions if norm.startswith(_norm(e.instruction_prefix))), None)
+        rec = {**rec, "alpaca_eval_index": idx}
+        if match is None:
+            kept.append(rec)
+            continue
+        hits[match.instruction_prefix] = hits.get(match.instruction_prefix, 0) + 1
+        if hits[match.instruction_prefix] > 1:
+            raise SourceError(f"Exclusion {match.instruction_prefix!r} matched more than one prompt; make it specific.")
+        excluded.append((match, rec))
+    missing = [e.instruction_prefix for e in exclusions if e.instruction_prefix not in hits]
+    if missing:
+        logger.warning("%d exclusion(s) matched no prompt in this source (a subset or another version?): %s",
+                       len(missing), missing)
+    ids = [prompt_id(r["instruction"]) for r in kept]
+    if len(set(ids)) != len(ids):
+        raise SourceError("The source holds duplicate instructions; ids would not be unique. Deduplicate it first.")
+    return kept, excluded
+
+
+def xl_alpacaeval_rows(records: Sequence[dict], language: LanguageSpec, *, template: str = REQUEST_TEMPLATE) -> list[dict]:
+    """Rows of ``xl-alpacaeval-<lang>``: each kept English prompt plus the request to answer in ``language``.
+
+    ``records`` are the kept records of :func:`filter_english_specific`.
+    """
+    tpl = load_template(template)
+    rows = []
+    for rec in records:
+        english = rec["instruction"]
+        instruction = tpl.render_text(instruction=english, language=language).strip()
+        rows.append(
+            {
+                "id": prompt_id(english),
+                "alpaca_eval_index": int(rec["alpaca_eval_index"]),
+                "instruction": instruction,
+                "english_instruction": english,
+                "language": language.code,
+                "dataset": rec.get("dataset") or "",
+                "reference": None,
+                "reference_generator": None,
+                "request_template": tpl.template_version,
+            }
+        )
+    return rows
+
+
+#: Default column mapping for the authors' XL-Instruct release, whose field names we could not read.
+#: Each target field lists candidate source columns, tried in order; override with ``column_mapping``.
+XL_INSTRUCT_COLUMN_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "instruction": ("instruction", "prompt", "input", "question", "query", "en_instruction", "source"),
+    "response": ("response", "output", "answer", "completion", "target", "chosen", "text"),
+}
+
+
+def map_columns(record: dict, mapping: dict[str, str | Sequence[str]], *, source: str) -> dict:
+    """Pick target fields from a record by a column mapping; unmapped columns are returned under ``_rest``.
+
+    >>> map_columns({"prompt": "Hi", "output": "Salut", "x": 1}, {"instruction": ["instruction", "prompt"],
+    ...             "response": "output"}, source="f.json")
+    {'instruction': 'Hi', 'response': 'Salut', '_rest': {'x': 1}}
+
+    Raises:
+        SourceError: when no candidate column exists, naming the available columns and the override.
+    """
+    out: dict = {}
+    used = set()
+    for target, cands in mapping.items():
+        cands = (cands,) if isinstance(cands, str) else tuple(cands)
+        col = next((c for c in cands if c in record), None)
+        if col is None:
+            raise SourceError(
+                f"{source}: no column for {target!r}; tried {list(cands)}, the file has {sorted(record)}. "
+                f"Pass column_mapping={{'{target}': '<column>'}} (CLI: --column-mapping {target}=<column>)."
+            )
+        out[target] = record[col]
+        used.add(col)
+    out["_rest"] = {k: v for k, v in record.items() if k not in used}
+    return out
