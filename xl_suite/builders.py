@@ -80,6 +80,10 @@ class XlSuiteConfig(datasets.BuilderConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        self.validate()
+
+    def validate(self) -> None:
+        """Check fields; also called after datasets applies keyword overrides with setattr."""
         if self.language != "all":
             get_language(self.language)  # unknown code -> clear error listing known codes
         self.languages = tuple(self.languages)

@@ -54,12 +54,14 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
     names = {c.name for c in builder_cls.BUILDER_CONFIGS}
     kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
     if config_name in names:
-        return builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
-    if lang == "all":
+        builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
+    elif lang == "all":
         raise ValueError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
-    return builder_cls(
-        cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family, **kwargs
-    )
+    else:
+        builder = builder_cls(cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family,
+                              **kwargs)
+    builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
+    return builder
 
 
 def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
@@ -75,6 +77,19 @@ def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str |
     Returns:
         ``datasets.DatasetDict``, or a ``datasets.Dataset`` when ``split`` is given.
     """
+    from datasets.exceptions import DatasetGenerationError
+
+    from xl_suite.sources import SourceError
+
     builder = get_builder(config_name, cache_dir=cache_dir, **config_kwargs)
-    builder.download_and_prepare()
+    try:
+        builder.download_and_prepare()
+    except DatasetGenerationError as e:
+        # datasets wraps errors raised while generating; surface our own clear source errors as they are.
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, SourceError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise SourceError(f"{config_name}: {cause}") from e
+        raise
     return builder.as_dataset(split=split)

@@ -87,9 +87,18 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
     Raises:
         SourceError: the file does not exist or cannot be parsed; the message names the path.
     """
+    import os
+
     import fsspec
 
     source = str(source)
+    if source.startswith("hf://") and (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")) in (
+        "1", "true", "True", "ON", "YES",
+    ):
+        raise SourceError(
+            f"{source!r} is on the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). "
+            "Download the file once and pass its local path (CLI: --alpaca-eval PATH), or unset offline mode."
+        )
     try:
         with fsspec.open(source, "rb", **(storage_options or {})) as f:
             raw = f.read()

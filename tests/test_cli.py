@@ -1,0 +1,44 @@
+"""Every subcommand's --help exits 0 without importing heavy engines (TRL's test_help_no_type_error)."""
+
+import subprocess
+import sys
+
+import pytest
+
+from xl_suite.cli import COMMANDS, build_parser
+
+
+def test_all_commands_registered():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_help_exits_zero_and_stays_light(command):
+    args = ["--help"] if command is None else [command, "--help"]
+    code = (
+        "import sys; from xl_suite.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
+        "heavy = [m for m in ('vllm', 'torch', 'transformers', 'ray') if m in sys.modules]\n"
+        "print('HEAVY', heavy); sys.exit(rc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "usage: xl-suite" in r.stdout
+    assert "HEAVY []" in r.stdout
+
+
+def test_languages_add_and_list(tmp_path):
+    import os
+
+    env = dict(os.environ, XL_SUITE_LANGUAGES_FILE=str(tmp_path / "l.json"))
+    base = [sys.executable, "-m", "xl_suite.cli", "languages"]
+    r = subprocess.run(base + ["add", "sw", "--name", "swahili", "--native-name", "Kiswahili", "--script", "Latn"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(base + ["list"], capture_output=True, text=True, env=env, timeout=60)
+    assert "sw    swahili" in r.stdout
+    r = subprocess.run(base + ["add", "sw", "--name", "swahili", "--native-name", "K", "--script", "Latn"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "already exists" in r.stderr

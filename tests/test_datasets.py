@@ -1,0 +1,146 @@
+"""XL-AlpacaEval / m-AlpacaEval / XL-Instruct builders on the real AlpacaEval prompts and project-written fixtures."""
+
+import json
+import textwrap
+
+import pytest
+
+import xl_suite
+from xl_suite.builders import XlAlpacaEval
+from xl_suite.sources import SourceError, alpaca_eval_exclusions, filter_english_specific, read_alpaca_eval
+
+
+pytestmark = pytest.mark.data
+
+EXPECTED_EXCLUDED_INDICES = [457, 475, 623, 624, 661, 709, 713, 723]
+
+
+def test_797_rows_per_language_stable_ids(alpaca_eval_path):
+    de = xl_suite.load_dataset("xl-alpacaeval-de", split="test", source=str(alpaca_eval_path))
+    mt = xl_suite.load_dataset("xl-alpacaeval-mt", split="test", source=str(alpaca_eval_path))
+    assert de.num_rows == mt.num_rows == 797
+    assert de["id"] == mt["id"]
+    assert len(set(de["id"])) == 797
+    assert de["english_instruction"] == mt["english_instruction"]
+    assert set(de["language"]) == {"de"} and set(mt["language"]) == {"mt"}
+    assert all(r is None for r in de["reference"])
+    assert set(de["dataset"]) == {"helpful_base", "koala", "oasst", "selfinstruct", "vicuna"}
+
+
+def test_target_language_request_in_every_prompt(alpaca_eval_path):
+    ds = xl_suite.load_dataset("xl-alpacaeval-hi", split="test", source=str(alpaca_eval_path))
+    for row in ds:
+        assert row["instruction"].startswith(row["english_instruction"])
+        assert row["instruction"].endswith("\n\nPlease respond in Hindi.")
+    assert len(set(ds["request_template"])) == 1
+
+
+def test_exactly_the_8_documented_exclusions(alpaca_eval_path):
+    records = read_alpaca_eval(str(alpaca_eval_path))
+    assert len(records) == 805
+    kept, excluded = filter_english_specific(records)
+    assert len(kept) == 797
+    assert sorted(rec["alpaca_eval_index"] for _, rec in excluded) == EXPECTED_EXCLUDED_INDICES
+    for rule, rec in excluded:
+        assert rule.reason and rule.category
+        assert rec["instruction"].startswith(rule.instruction_prefix)
+    assert len(alpaca_eval_exclusions()) == 8
+    ds = xl_suite.load_dataset("xl-alpacaeval-fr", split="test", source=str(alpaca_eval_path))
+    assert not set(ds["alpaca_eval_index"]) & set(EXPECTED_EXCLUDED_INDICES)
+
+
+def test_all_config_and_builder_used_directly(alpaca_eval_path, tmp_path):
+    b = XlAlpacaEval(config_name="xl-alpacaeval-all", cache_dir=str(tmp_path), source=str(alpaca_eval_path),
+                     languages=("de", "ga"))
+    b.download_and_prepare()
+    ds = b.as_dataset(split="test")
+    assert ds.num_rows == 2 * 797
+    assert sorted(set(ds["language"])) == ["de", "ga"]
+    full = xl_suite.load_dataset("xl-alpacaeval-all", split="test", source=str(alpaca_eval_path))
+    assert full.num_rows == 11 * 797
+
+
+def test_user_registered_language_config(alpaca_eval_path):
+    from xl_suite.languages import LanguageSpec, register_language, unregister_language
+
+    register_language(LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn"))
+    try:
+        ds = xl_suite.load_dataset("xl-alpacaeval-sw", split="test", source=str(alpaca_eval_path))
+    finally:
+        unregister_language("sw")
+    assert ds.num_rows == 797 and ds[0]["instruction"].endswith("Please respond in Swahili.")
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        xl_suite.load_dataset("xl-alpacaeval-de", source=str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("[{not json")
+    with pytest.raises(SourceError, match="not valid JSON"):
+        xl_suite.load_dataset("xl-alpacaeval-de", source=str(bad))
+    noinst = tmp_path / "noinst.json"
+    noinst.write_text(json.dumps([{"prompt": "hi"}]))
+    with pytest.raises(SourceError, match="'instruction'"):
+        xl_suite.load_dataset("xl-alpacaeval-de", source=str(noinst))
+
+
+def test_config_name_errors():
+    with pytest.raises(ValueError) as e:
+        xl_suite.load_dataset("xl-alpacaeval-xx")
+    assert "Unknown language 'xx'" in str(e.value)
+    with pytest.raises(ValueError) as e:
+        xl_suite.load_dataset("alpaca-de")
+    assert "does not exist" in str(e.value) and "xl-alpacaeval-de" in str(e.value)
+    with pytest.raises(ValueError, match="only for xl-instruct"):
+        xl_suite.load_dataset("xl-alpacaeval-bestof3-de")
+    with pytest.raises(ValueError, match="Duplicate"):
+        xl_suite.load_dataset("xl-alpacaeval-all", languages=("de", "de"))
+
+
+def _write(path, text):
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def test_m_alpacaeval_from_release_layout(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    _write(folder / "german.json", """
+        [{"instruction": "Was ist die Hauptstadt von Frankreich?", "dataset": "helpful_base"},
+         {"instruction": "Schreibe ein kurzes Gedicht über den Regen.", "dataset": "vicuna"}]
+    """)
+    _write(folder / "mt.jsonl", """
+        {"id": "xlae-1", "instruction": "X'inhi l-kapitali ta' Franza?", "english_instruction": "What is the capital?"}
+    """)
+    ds = xl_suite.load_dataset("m-alpacaeval-all", split="test", source=str(folder), languages=("de", "mt"))
+    assert ds.num_rows == 3
+    assert ds[0]["language"] == "de" and ds[0]["dataset"] == "helpful_base"
+    assert ds[2]["id"] == "xlae-1" and ds[2]["english_instruction"] == "What is the capital?"
+    with pytest.raises(SourceError, match="No file for language 'hi'"):
+        xl_suite.load_dataset("m-alpacaeval-hi", source=str(folder))
+
+
+def test_xl_instruct_column_mapping(tmp_path):
+    folder = tmp_path / "xli"
+    folder.mkdir()
+    _write(folder / "mt.json", """
+        [{"prompt": "Explain photosynthesis.", "output": "Il-fotosintesi hija ...", "score": 5},
+         {"prompt": "Name three rivers.", "output": "Id-Danubju, ...", "score": 4}]
+    """)
+    _write(folder / "mt_bestof3.json", """
+        [{"question": "Q?", "target": "T", "candidates": ["a", "b", "c"]}]
+    """)
+    ds = xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(folder))
+    assert ds["instruction"] == ["Explain photosynthesis.", "Name three rivers."]
+    assert ds["response"][0] == "Il-fotosintesi hija ..."
+    assert json.loads(ds[0]["metadata"]) == {"score": 5}
+    assert ds[0]["variant"] == "default"
+    b3 = xl_suite.load_dataset("xl-instruct-bestof3-mt", split="train", source=str(folder))
+    assert b3[0]["response"] == "T" and json.loads(b3[0]["metadata"]) == {"candidates": ["a", "b", "c"]}
+    _write(folder / "ga.json", '[{"foo": "x", "bar": "y"}]')
+    with pytest.raises(SourceError) as e:
+        xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder))
+    assert "['bar', 'foo']" in str(e.value) and "column_mapping" in str(e.value)
+    ga = xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder),
+                               column_mapping={"instruction": "foo", "response": "bar"})
+    assert ga[0]["instruction"] == "x" and ga[0]["response"] == "y"

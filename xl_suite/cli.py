@@ -1,0 +1,71 @@
+"""``xl-suite`` command line: a thin dispatcher to ``xl_suite.commands.<name>``.
+
+Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; heavy imports (datasets, torch,
+vLLM) happen inside ``run``, so ``xl-suite --help`` and ``xl-suite <command> --help`` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+
+#: command name -> module under xl_suite.commands
+COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "languages": "languages",
+    "export": "export",
+    "push": "push",
+    "synthesize": "synthesize",
+    "generate": "generate",
+    "translate": "translate",
+    "evaluate": "evaluate",
+}
+
+
+def _available_commands() -> dict[str, object]:
+    mods = {}
+    for name, module in COMMANDS.items():
+        try:
+            mods[name] = importlib.import_module(f"xl_suite.commands.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"xl_suite.commands.{module}":
+                raise
+    return mods
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (used by ``main`` and by the tests of ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="xl-suite",
+        description="Cross-lingual synthetic training and evaluation data (XL-Instruct, XL-AlpacaEval) as HF datasets.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, mod in _available_commands().items():
+        p = mod.add_parser(sub)
+        p.set_defaults(_run=mod.run)
+        assert p.prog.endswith(name), f"command module {mod.__name__} registered {p.prog!r}, expected {name!r}"
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``xl-suite`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args._run(args) or 0)
+    except (ValueError, FileExistsError, FileNotFoundError, ImportError, RuntimeError) as e:
+        if args.verbose:
+            raise
+        print(f"xl-suite {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
