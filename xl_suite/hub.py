@@ -1,0 +1,286 @@
+"""Publishing to the Hugging Face Hub: one config (dataset × language) at a time, in a data-only dataset repo.
+
+The data goes through ``datasets``' own ``push_to_hub(config_name=...)``, which writes the Parquet shards under
+``<config_name>/`` and merges the ``configs:``/``dataset_info:`` YAML of ``README.md``, leaving the other
+configs untouched. An optional card is then pushed on top, keeping that YAML.
+
+Tokens come from the ``token`` argument or huggingface_hub's usual resolution (``HF_TOKEN``, then the stored
+login). They are only handed to huggingface_hub: never logged, never put into a card or an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+
+if TYPE_CHECKING:
+    from datasets import Dataset, DatasetDict
+    from huggingface_hub import DatasetCard
+
+
+logger = logging.getLogger(__name__)
+
+#: Card-data keys that ``push_to_hub`` owns; a regenerated card never overwrites them.
+PUSH_OWNED_KEYS = ("configs", "dataset_info")
+_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
+_CARD_RETRIES = 3
+
+CardFactory = Callable[[str, dict[str, Any]], "DatasetCard"]
+
+
+class HubOfflineError(RuntimeError):
+    """Raised before any network call when an offline-mode variable is set."""
+
+
+class HubPushError(RuntimeError):
+    """A push failed; the message names the repo, the config and what to do about it."""
+
+
+def check_online(action: str) -> None:
+    """Raise :class:`HubOfflineError` if huggingface_hub or datasets would refuse network calls.
+
+    Checks the environment now and the values huggingface_hub/datasets read when they were imported.
+
+    Args:
+        action: What was about to happen, for the message (e.g. ``"push config 'de' to 'user/xl'"``).
+
+    Raises:
+        HubOfflineError: Naming each offline variable that is set and how to unset it.
+
+    Example:
+        >>> import os
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}):
+        ...     check_online("push")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xl_suite.hub.HubOfflineError: Cannot push: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE ...
+    """
+    names = [name for name in _OFFLINE_VARIABLES if _is_true(os.environ.get(name))]
+    if names:
+        values = ", ".join(f"{name}={os.environ[name]}" for name in names)
+        raise HubOfflineError(
+            f"Cannot {action}: offline mode is on ({values}). Unset {' and '.join(names)} (`unset {' '.join(names)}`)"
+            " before starting Python: huggingface_hub and datasets read it at import time."
+        )
+    # The environment may have been cleared after import; the libraries still hold the old value.
+    import sys
+
+    hub_constants = sys.modules.get("huggingface_hub.constants")
+    datasets_config = sys.modules.get("datasets.config")
+    if getattr(hub_constants, "HF_HUB_OFFLINE", False) or getattr(datasets_config, "HF_HUB_OFFLINE", False):
+        raise HubOfflineError(
+            f"Cannot {action}: huggingface_hub/datasets were imported with HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set "
+            "and still run offline although the variable is now unset. Start a new Python process without it."
+        )
+
+
+def _is_true(value: str | None) -> bool:
+    return value is not None and value.strip().upper() in _TRUE_VALUES
+
+
+def push_config(
+    data: Dataset | DatasetDict,
+    repo_id: str,
+    config_name: str,
+    *,
+    split: str = "train",
+    token: str | None = None,
+    private: bool = False,
+    card: DatasetCard | CardFactory | None = None,
+    commit_message: str | None = None,
+    max_shard_size: int | str | None = None,
+) -> str:
+    """Add or replace one config of a Hub dataset repo, leaving its other configs untouched.
+
+    A ``DatasetDict`` replaces the whole config in one commit: ``DatasetDict.push_to_hub`` deletes the config's
+    stale shards, including splits that are no longer there. A ``Dataset`` adds or replaces only the split
+    ``split`` of the config (``Dataset.push_to_hub`` semantics); the config's other splits stay.
+
+    If ``card`` is given, the card is regenerated after the data commit: the README that push_to_hub wrote is
+    loaded, ``card(repo_id, current_card_data)`` is called (or the ready card used), and the result is pushed with
+    its text and metadata (license, language, pretty_name, ...) but with the current ``configs``/``dataset_info``
+    (:data:`PUSH_OWNED_KEYS`), so the configs of every language stay loadable. The card commit is pinned to the
+    commit it was merged from and redone if another push landed in between.
+
+    Args:
+        data: The rows to publish.
+        repo_id: ``"namespace/name"`` of the dataset repo; created if missing.
+        config_name: The config (subset) to add or replace, e.g. ``"de"``. Its files go under ``<config_name>/``.
+        split: The split name when ``data`` is a ``Dataset``. Defaults to ``"train"``; ignored for a ``DatasetDict``.
+        token: A Hub token with write access. Defaults to huggingface_hub's resolution (``HF_TOKEN``, then the
+            stored login).
+        private: Whether a newly created repo is private. Defaults to ``False``; ignored for an existing repo.
+        card: ``None`` (default) keeps the README push_to_hub writes; a ``DatasetCard``, or a callable
+            ``card(repo_id, card_data: dict) -> DatasetCard`` given the current README's YAML as a dict.
+        commit_message: The message of the data commit. Defaults to ``"Upload config <config_name>"``.
+        max_shard_size: Passed to push_to_hub (e.g. ``"500MB"``). Defaults to datasets' default.
+
+    Returns:
+        The URL of the last commit made (the card commit if a card was pushed, else the data commit).
+
+    Raises:
+        HubOfflineError: If an offline-mode variable is set; raised before any network call.
+        ValueError: If ``repo_id``, ``config_name`` or ``data`` is invalid (checked before any network call).
+        HubPushError: If a Hub call fails, or the card is not a ``DatasetCard`` or contains the token; the message
+            names the repo, the config, whether the data was committed, and the fix.
+    """
+    _validate_target(repo_id, config_name)
+    target = f"config {config_name!r} of dataset repo {repo_id!r}"
+    check_online(f"push {target}")
+
+    from datasets import Dataset, DatasetDict
+
+    if not isinstance(data, (Dataset, DatasetDict)):
+        raise ValueError(f"push_config needs a datasets.Dataset or DatasetDict, got {type(data).__name__}")
+    if isinstance(data, DatasetDict) and len(data) == 0:
+        raise ValueError(f"Cannot push {target}: the DatasetDict has no splits")
+    message = commit_message or f"Upload config {config_name}"
+    kwargs: dict[str, Any] = {
+        "config_name": config_name,
+        "commit_message": message,
+        "private": private,
+        "token": token,
+    }
+    if max_shard_size is not None:
+        kwargs["max_shard_size"] = max_shard_size
+    splits = list(data) if isinstance(data, DatasetDict) else [split]
+    logger.info("Pushing %s (splits: %s)", target, ", ".join(splits))
+    try:
+        if isinstance(data, DatasetDict):
+            commit = data.push_to_hub(repo_id, **kwargs)
+        else:
+            commit = data.push_to_hub(repo_id, split=split, **kwargs)
+    except Exception as err:
+        raise HubPushError(_explain(err, target, token, stage="data")) from err
+    logger.info("Pushed %s: %s", target, commit.commit_url)
+    if card is None:
+        return str(commit.commit_url)
+    try:
+        card_url = _push_card(repo_id, card, token=token, parent=commit.oid, config_name=config_name)
+    except Exception as err:
+        raise HubPushError(
+            _explain(err, target, token, stage="card") + f" The data itself was committed: {commit.commit_url}."
+        ) from err
+    logger.info("Pushed the dataset card of %s: %s", repo_id, card_url)
+    return card_url
+
+
+def merge_card(current: dict[str, Any], new_card: DatasetCard) -> DatasetCard:
+    """Return a copy of ``new_card`` whose push-owned YAML (:data:`PUSH_OWNED_KEYS`) comes from ``current``.
+
+    Every other key and the Markdown body come from ``new_card``.
+
+    Args:
+        current: The card data of the README on the Hub (``DatasetCard.data.to_dict()``).
+        new_card: The regenerated card.
+
+    Returns:
+        A new ``DatasetCard``; ``new_card`` is not modified.
+
+    Example:
+        >>> from huggingface_hub import DatasetCard
+        >>> new = DatasetCard("---\\nlicense: mit\\nconfigs: []\\n---\\n# XL\\n")
+        >>> merged = merge_card({"configs": [{"config_name": "de"}], "license": "other"}, new)
+        >>> merged.data.to_dict()
+        {'license': 'mit', 'configs': [{'config_name': 'de'}]}
+        >>> merged.text
+        '# XL\\n'
+    """
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    data = new_card.data.to_dict()
+    for key in PUSH_OWNED_KEYS:
+        if key in current:
+            data[key] = current[key]
+        else:
+            data.pop(key, None)
+    merged = DatasetCard(str(new_card))
+    merged.data = DatasetCardData(**data)
+    return merged
+
+
+def _push_card(repo_id: str, card: DatasetCard | CardFactory, *, token: str | None, parent: str, config_name: str):
+    from huggingface_hub import DatasetCard, HfApi, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    secret = _resolved_token(token)
+    for attempt in range(1, _CARD_RETRIES + 1):
+        readme = hf_hub_download(repo_id, "README.md", repo_type="dataset", revision=parent, token=token)
+        current = DatasetCard.load(readme).data.to_dict()
+        new_card = card(repo_id, current) if callable(card) else card
+        if not isinstance(new_card, DatasetCard):
+            raise TypeError(f"The card for {repo_id!r} must be a huggingface_hub.DatasetCard, got {type(new_card)}")
+        merged = merge_card(current, new_card)
+        if secret and secret in str(merged):
+            raise ValueError(f"Refusing to push the card of {repo_id!r}: it contains the Hub token.")
+        try:
+            info = merged.push_to_hub(
+                repo_id,
+                token=token,
+                repo_type="dataset",
+                commit_message=f"Update dataset card (config {config_name})",
+                parent_commit=parent,
+            )
+            return str(info)
+        except HfHubHTTPError as err:
+            status = getattr(err.response, "status_code", None)
+            if status not in (409, 412) or attempt == _CARD_RETRIES:
+                raise
+            logger.info("The dataset card of %s changed meanwhile (HTTP %s); merging again", repo_id, status)
+            parent = HfApi(token=token).repo_info(repo_id, repo_type="dataset").sha
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _validate_target(repo_id: str, config_name: str) -> None:
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+    if not isinstance(config_name, str) or not config_name or "/" in config_name or config_name == "data":
+        raise ValueError(
+            f"config_name must be a non-empty name without '/' and other than 'data' (reserved by datasets), "
+            f"got {config_name!r}"
+        )
+
+
+def _resolved_token(token: str | None) -> str | None:
+    if token:
+        return token
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _explain(err: Exception, target: str, token: str | None, *, stage: str) -> str:
+    """A one-paragraph message: what failed, the underlying error (token-scrubbed) and the fix."""
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    name = type(err).__name__
+    if status in (401, 403) or name in ("RepositoryNotFoundError", "GatedRepoError"):
+        fix = (
+            "Check that the token (the token argument, HF_TOKEN or `hf auth login`) has write access to the "
+            "repo's namespace."
+        )
+    elif stage == "card":
+        fix = "Only the card is stale; rerun push_config to retry it (identical Parquet is not uploaded again)."
+    elif (status is not None and status >= 500) or name in ("ConnectError", "ConnectionError", "TimeoutException"):
+        fix = (
+            "The Hub or the network failed mid-push. No commit was made by this step, so the repo's existing configs "
+            "are unchanged; rerun push_config (uploaded Parquet is not uploaded twice)."
+        )
+    else:
+        fix = "Fix the cause above and rerun push_config; the repo's other configs are not affected."
+    lines = str(err).strip().splitlines()
+    detail = lines[0] if lines else name
+    if getattr(err, "server_message", None):
+        detail += f"; server said: {err.server_message}"
+    try:
+        secret = _resolved_token(token)
+    except Exception:  # noqa: BLE001 - a broken token store must not hide the original error
+        secret = token
+    if secret:
+        detail = detail.replace(secret, "***")
+    what = "the data" if stage == "data" else "the dataset card"
+    return f"Pushing {what} of {target} failed ({name}{f', HTTP {status}' if status else ''}: {detail}). {fix}"
