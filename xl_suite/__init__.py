@@ -34,8 +34,9 @@ _EXPORTS = {
     # datasets
     "load_dataset": "xl_suite.datasets_api",
     "list_configs": "xl_suite.datasets_api",
-    "export_repo": "xl_suite.hub",
+    "export_repo": "xl_suite.export",
     "push_config": "xl_suite.hub",
+    "publish_config": "xl_suite.publish",
     # metrics
     "win_rate": "xl_suite.metrics",
     "length_controlled_win_rate": "xl_suite.metrics",

@@ -123,7 +123,7 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
     excluded = alpaca_eval_exclusions()
     licenses = [{"name": LICENSES[f][0], "text": LICENSES[f][1]} for f in families]
     lic_ids = sorted({lic["name"] for lic in licenses})
-    stored = [{k: v for k, v in s.items() if k != "fields"} for s in summaries]
+    stored = [dict(s) for s in summaries]
     card_data = DatasetCardData(
         language=codes + (["en"] if "en" not in codes else []),
         license=lic_ids[0] if len(lic_ids) == 1 else lic_ids,

@@ -101,7 +101,7 @@ def split_messages(text: str, *, name: str = "<template>") -> list[dict[str, str
     if head:
         raise TemplateError(f"Template {name!r} has text before its first '### role' marker: {head[:60]!r}")
     messages = []
-    for role, content in zip(parts[1::2], parts[2::2]):
+    for role, content in zip(parts[1::2], parts[2::2], strict=True):
         content = content.strip()
         if not content:
             raise TemplateError(f"Template {name!r} rendered an empty {role!r} message.")
