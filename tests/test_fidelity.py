@@ -1,0 +1,228 @@
+"""Language fidelity (xl_suite.fidelity) on hand-written sentences in tests/data/langid_sentences.json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from xl_suite.fidelity import LanguageIdentifier, get_identifier, identify_language, language_fidelity
+from xl_suite.languages import LanguageSpec, register_language, unregister_language
+
+
+pytest.importorskip("py3langid", reason="language fidelity needs py3langid (pip install 'xl-suite[eval]')")
+
+
+DATA = json.loads((Path(__file__).parent / "data" / "langid_sentences.json").read_text(encoding="utf-8"))
+SENTENCES: dict[str, list[str]] = DATA["sentences"]
+BUILTIN_CODES = ("en", "de", "pt", "hu", "lt", "ga", "mt", "zh", "hi", "fr", "fi", "tr")
+
+
+def _flat() -> tuple[list[str], list[str]]:
+    texts, langs = [], []
+    for code, sentences in SENTENCES.items():
+        texts += sentences
+        langs += [code] * len(sentences)
+    return texts, langs
+
+
+def test_sentence_file_covers_every_builtin_language():
+    assert set(SENTENCES) == set(BUILTIN_CODES)
+    for code, sentences in SENTENCES.items():
+        assert len(sentences) >= 8, code
+        assert len(set(sentences)) == len(sentences), f"duplicate sentence for {code}"
+
+
+def test_accuracy_per_language():
+    texts, langs = _flat()
+    detected = [code for code, _ in identify_language(texts)]
+    per_lang: dict[str, list[bool]] = {}
+    for lang, code in zip(langs, detected, strict=True):
+        per_lang.setdefault(lang, []).append(code == lang)
+    print("\nper-language accuracy:")
+    for lang, hits in per_lang.items():
+        misses = [d for d, lg in zip(detected, langs, strict=True) if lg == lang and d != lang]
+        print(f"  {lang}: {sum(hits)}/{len(hits)}" + (f"  misses: {misses}" if misses else ""))
+    overall = sum(map(sum, per_lang.values())) / len(texts)
+    print(f"  overall: {overall:.1%} of {len(texts)}")
+    assert overall >= 0.95
+    for lang, hits in per_lang.items():
+        assert sum(hits) / len(hits) >= 7 / 8, f"{lang}: {sum(hits)}/{len(hits)}"
+
+
+def test_response_level_fidelity_on_sentences():
+    texts, langs = _flat()
+    result = language_fidelity(texts, langs)
+    assert result["n"] == len(texts)
+    assert result["language_fidelity"] >= 95.0
+    assert set(result["per_language"]) == set(BUILTIN_CODES)
+    for code, summary in result["per_language"].items():
+        assert summary["n"] == len(SENTENCES[code])
+        assert summary["language_fidelity"] >= 100 * 7 / 8, (code, summary)
+    # Against the wrong target everything fails: German sentences are not French.
+    wrong = language_fidelity(SENTENCES["de"], "fr")
+    assert wrong["language_fidelity"] == 0.0
+    assert wrong["line_pass_rate"] == 0.0
+
+
+@pytest.mark.parametrize("case", DATA["mixed"], ids=lambda c: f"{c['target']}-{c['line_pass']}")
+def test_mixed_responses(case):
+    result = language_fidelity([case["text"]], [case["target"]])
+    assert result["is_target"] == [case["response_is_target"]], result["detected_language"]
+    assert result["line_pass"] == [case["line_pass"]]
+
+
+def test_mixed_language_fails_line_level_only():
+    """The German answer with one English line: fine as a whole, caught line by line."""
+    case = DATA["mixed"][0]
+    assert case["target"] == "de" and "The authors" in case["text"]
+    result = language_fidelity([case["text"]], "de")
+    assert result["language_fidelity"] == 100.0
+    assert result["line_pass_rate"] == 0.0
+
+
+def test_code_blocks_and_numbers_are_skipped_at_line_level():
+    text = "\n".join(
+        [
+            "Hier ist ein kurzes Beispiel, wie man eine Liste in Python sortiert:",
+            "```python",
+            "numbers = [3, 1, 2]  # this comment is English and long enough to be a line",
+            "```",
+            "1. 2. 3.",
+            "2024",
+            "Die Methode verändert die Liste direkt, siehe https://docs.python.org/3/howto/sorting.html für Details.",
+        ]
+    )
+    result = language_fidelity([text], "de")
+    assert result["is_target"] == [True]
+    assert result["line_pass"] == [True]
+
+
+def test_empty_and_none_responses_fail():
+    result = language_fidelity(["", "   \n ", None, SENTENCES["de"][0]], "de")
+    assert result["n_empty"] == 3
+    assert result["detected_language"][:3] == ["und", "und", "und"]
+    assert result["detected_prob"][:3] == [0.0, 0.0, 0.0]
+    assert result["is_target"] == [False, False, False, True]
+    assert result["line_pass"] == [False, False, False, True]
+    assert result["language_fidelity"] == 25.0
+    assert result["line_pass_rate"] == 25.0
+    assert result["per_language"]["de"]["n_empty"] == 3
+
+
+def test_short_responses_are_undetermined_and_skipped_at_line_level():
+    result = language_fidelity(["OK", "42", "```\nprint('hello world, this is code')\n```"], "de")
+    assert result["n_empty"] == 0
+    assert result["detected_language"] == ["und", "und", "und"]
+    assert result["is_target"] == [False, False, False]
+    assert result["line_pass"] == [None, None, None]
+    assert result["n_line_skipped"] == 3
+    assert math.isnan(result["line_pass_rate"])
+    assert result["language_fidelity"] == 0.0
+
+
+def test_per_sample_fields_and_breakdown():
+    responses = [SENTENCES["de"][1], SENTENCES["en"][1], SENTENCES["mt"][2], SENTENCES["hi"][3]]
+    result = language_fidelity(responses, ["german", "de", "mt", "hi"])  # names and codes both work
+    assert result["detected_language"] == ["de", "en", "mt", "hi"]
+    assert result["is_target"] == [True, False, True, True]
+    assert result["line_pass"] == [True, False, True, True]
+    assert all(isinstance(p, float) and 0.5 < p <= 1.0 for p in result["detected_prob"])
+    for key in ("detected_language", "detected_prob", "is_target", "line_pass"):
+        assert len(result[key]) == len(responses)
+    assert result["language_fidelity"] == 75.0
+    assert result["per_language"]["de"] == {
+        "n": 2,
+        "n_empty": 0,
+        "n_line_skipped": 0,
+        "language_fidelity": 50.0,
+        "line_pass_rate": 50.0,
+    }
+    assert result["per_language"]["mt"]["language_fidelity"] == 100.0
+    assert result["config"]["identifier"].startswith("py3langid==")
+    assert result["config"]["min_chars"] == 10 and result["config"]["min_line_chars"] == 20
+
+
+def test_length_mismatch_names_both_lengths():
+    with pytest.raises(ValueError, match="3 responses and 2 languages"):
+        language_fidelity(["a", "b", "c"], ["de", "fr"])
+
+
+def test_empty_input_raises():
+    with pytest.raises(ValueError, match="at least one response"):
+        language_fidelity([], [])
+
+
+def test_unknown_language_uses_registry_error():
+    with pytest.raises(ValueError, match="Unknown language 'xx'"):
+        language_fidelity(["Hallo Welt, wie geht es dir heute?"], "xx")
+
+
+def test_non_string_response_raises():
+    with pytest.raises(TypeError, match="strings or None"):
+        language_fidelity([42], "de")
+
+
+@pytest.fixture
+def swahili():
+    spec = register_language(LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn"))
+    try:
+        yield spec
+    finally:
+        unregister_language("sw")
+
+
+def test_user_registered_language(swahili):
+    sentences = DATA["user_languages"]["sw"]
+    result = language_fidelity(sentences, "sw")
+    assert result["detected_language"] == ["sw"] * len(sentences)
+    assert result["language_fidelity"] == 100.0
+    assert result["line_pass_rate"] == 100.0
+    assert list(result["per_language"]) == ["sw"]
+    assert language_fidelity(SENTENCES["en"][:2], "sw")["language_fidelity"] == 0.0
+
+
+def test_language_the_identifier_cannot_output_raises():
+    register_language(LanguageSpec(code="qaa", name="placeholder", native_name="Placeholder", script="Latn"))
+    try:
+        with pytest.raises(ValueError, match="langid_code 'qaa'"):
+            language_fidelity(["Hello there, this is a test."], "qaa")
+    finally:
+        unregister_language("qaa")
+
+
+def test_identify_language_single_string_and_short_texts():
+    assert [c for c, _ in identify_language(SENTENCES["fi"][0])] == ["fi"]
+    assert identify_language(["", "...", "123"]) == [("und", 0.0)] * 3
+    assert identify_language(["Hei"], min_chars=5) == [("und", 0.0)]
+
+
+def test_batched_scorer_matches_py3langid_classify():
+    """The vectorised scorer is active and reproduces py3langid's own classify, label and probability."""
+    texts, _ = _flat()
+    texts += [case["text"] for case in DATA["mixed"]] + ["x", "HALLO WELT", "a" * 20000]
+    fast = get_identifier()
+    assert fast._load() is not None and fast._scorer is not None, "batched scorer disabled (see the warning log)"
+    slow = LanguageIdentifier(batched=False)
+    got, ref = fast.identify(texts, min_chars=0), slow.identify(texts, min_chars=0)
+    for text, (code, prob), (ref_code, ref_prob) in zip(texts, got, ref, strict=True):
+        assert code == ref_code, text
+        assert prob == pytest.approx(ref_prob, abs=1e-5), text
+
+
+def test_identifier_instances_are_independent():
+    a, b = LanguageIdentifier(), LanguageIdentifier()
+    assert a._model is None  # lazy: nothing loaded before first use
+    assert a.identify(["Bonjour à tous, comment allez-vous ?"])[0][0] == "fr"
+    assert a._model is not None and b._model is None
+    assert get_identifier() is get_identifier()
+
+
+def test_missing_py3langid_gives_install_hint(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "py3langid", None)
+    with pytest.raises(ImportError, match=r"pip install 'xl-suite\[eval\]'"):
+        LanguageIdentifier().identify(["Hallo"])

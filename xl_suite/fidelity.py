@@ -1,0 +1,538 @@
+"""Language fidelity: is a response written in the requested language? Offline, no judge.
+
+The identifier is `py3langid <https://pypi.org/project/py3langid/>`_ (a maintained fork of langid.py), which
+ships its model inside the package, covers all built-in languages and ~140 in total, and runs fully offline
+(``pip install 'xl-suite[eval]'``). Two scores are reported by :func:`language_fidelity`:
+
+* **language fidelity** (response level): the share of responses whose identified language is the target.
+* **line-level pass rate** in the manner of the Language Confusion Benchmark (Marchisio et al., 2024,
+  "Understanding and Mitigating Language Confusion in LLMs", ``for-ai/language-confusion``): each response is
+  split into lines, every line that is long enough is identified, and a response passes only if all of them are
+  in the target language. A German answer with one English sentence on its own line passes at the response level
+  but fails here.
+
+Text handling (both levels):
+
+* Fenced code blocks (```` ``` ```` or ``~~~``, an unclosed fence runs to the end), inline code spans and URLs
+  are removed before identification: they are not prose in any language.
+* Length is counted in *letters* (``\\w`` minus digits and ``_``); Chinese, Japanese and Korean characters count
+  as 3 letters each, since one of them carries about as much as a short Latin-script word.
+* Response level: an empty or whitespace-only response (or ``None``) is a failure and is counted in ``n_empty``.
+  A response with fewer than ``min_chars`` letters after cleaning (``"OK"``, ``"42"``, only code) cannot be
+  identified reliably: it is reported as ``"und"`` with probability 0 and counts as a failure.
+* Line level: lines with fewer than ``min_line_chars`` letters (headings like ``"**Zutaten:**"``, list numbers,
+  numbers-only lines, lines of code) are skipped, like LCB skips lines under 5 tokens. A non-empty response with
+  no line left to check is skipped too (``line_pass`` is ``None``, counted in ``n_line_skipped`` and left out of
+  the rate's denominator, as in LCB); an empty response fails.
+
+Unlike LCB, no minimum confidence is applied (LCB maps fastText scores under 0.3 to "unknown"): py3langid's
+normalised probabilities are calibrated differently, so ``detected_prob`` is reported per sample instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from functools import lru_cache
+
+from xl_suite.languages import LanguageSpec, get_language
+
+
+__all__ = [
+    "LanguageIdentifier",
+    "UNDETERMINED",
+    "get_identifier",
+    "identify_language",
+    "language_fidelity",
+    "count_letters",
+    "has_letters",
+    "clean_text",
+    "split_lines",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Label reported for texts too short (or empty) to identify.
+UNDETERMINED = "und"
+
+_FENCE_RE = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.DOTALL | re.MULTILINE)
+_INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+")
+_NON_LETTER_RE = re.compile(r"[\W\d_]+")
+_CJK_RE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_CJK_WEIGHT = 3
+
+
+def count_letters(text: str) -> int:
+    """Count letters, with Chinese, Japanese and Korean characters weighted 3.
+
+    Args:
+        text: any string.
+
+    Returns:
+        The number of word characters that are not digits or ``_``, plus 2 per CJK character.
+
+    >>> count_letters("Hallo, Welt! 123")
+    9
+    >>> count_letters("你好")
+    6
+    >>> count_letters("   42.  ")
+    0
+    """
+    letters = len(_NON_LETTER_RE.sub("", text))
+    if not text.isascii():
+        letters += (_CJK_WEIGHT - 1) * len(_CJK_RE.findall(text))
+    return letters
+
+
+@lru_cache(maxsize=64)
+def _letters_run_re(n: int) -> re.Pattern:
+    # n letters with non-letters in between; the two classes are disjoint, so the search cannot backtrack badly.
+    return re.compile(rf"(?:[^\W\d_][\W\d_]*){{{n}}}")
+
+
+def has_letters(text: str, n: int) -> bool:
+    """Whether ``count_letters(text) >= n``, stopping as soon as that is certain (the hot path of the filters).
+
+    Args:
+        text: any string.
+        n: the number of letters needed (``n <= 0`` is always met).
+
+    Returns:
+        ``True`` when the text has at least ``n`` letters as :func:`count_letters` counts them.
+
+    >>> has_letters("Hallo, Welt!", 9), has_letters("Hallo, Welt!", 10), has_letters("你好", 6)
+    (True, False, True)
+    """
+    if n <= 0:
+        return True
+    if _letters_run_re(n).search(text):
+        return True
+    # Fewer than n letters counted one each: only CJK weighting can still reach n.
+    return not text.isascii() and count_letters(text) >= n
+
+
+def clean_text(text: str) -> str:
+    """Remove what is not prose: fenced code blocks, inline code spans and URLs.
+
+    Args:
+        text: a response.
+
+    Returns:
+        The text with those parts removed (newlines elsewhere are kept).
+
+    >>> clean_text("Siehe https://example.org und `x = 1`:\\n```py\\nprint(1)\\n```\\nEnde.")
+    'Siehe  und :\\n\\nEnde.'
+    """
+    if "`" in text or "~~~" in text:
+        text = _FENCE_RE.sub("", text)
+        text = _INLINE_CODE_RE.sub("", text)
+    if "://" in text or "www." in text:
+        text = _URL_RE.sub("", text)
+    return text
+
+
+def split_lines(text: str, *, min_chars: int = 20) -> list[str]:
+    """The lines of a (cleaned) response that are long enough to identify, stripped.
+
+    Args:
+        text: a response, already passed through :func:`clean_text`.
+        min_chars: minimum letters (see :func:`count_letters`) for a line to be kept; blank lines never are.
+
+    Returns:
+        The kept lines, in order.
+
+    >>> split_lines("**Zutaten:**\\n1. 200 g Mehl\\nDen Teig eine Stunde lang gehen lassen.", min_chars=20)
+    ['Den Teig eine Stunde lang gehen lassen.']
+    """
+    return [line for line in (raw.strip() for raw in text.split("\n")) if line and has_letters(line, min_chars)]
+
+
+def _import_py3langid():
+    try:
+        from py3langid import langid
+    except ImportError as e:
+        raise ImportError(
+            "Language fidelity needs the offline language identifier py3langid: pip install 'xl-suite[eval]'"
+        ) from e
+    return langid
+
+
+# Short probes in several scripts; the batched scorer must reproduce ``classify`` on them or it is not used.
+_SELF_CHECK_TEXTS = (
+    "The weather is lovely today, so we are going for a walk.",
+    "Heute scheint die Sonne, deshalb gehen wir spazieren.",
+    "今天天气很好，我们去散步吧。",
+    "आज मौसम बहुत अच्छा है, इसलिए हम टहलने जा रहे हैं।",
+    "Tá an aimsir go hálainn inniu.",
+    "IL-ĠURNATA SABIĦA ĦAFNA",
+    "x",
+)
+#: Texts longer than this many UTF-8 bytes go through py3langid's own per-text path: a lone very long text
+#: gains nothing from the step-by-step vectorised walk.
+_MAX_BATCH_BYTES = 16384
+#: Cells (texts x bytes) per vectorised chunk, bounding memory to a few tens of MB.
+_CHUNK_CELLS = 1 << 22
+
+
+class _BatchScorer:
+    """Vectorised py3langid ``classify`` for many texts at once (same model, same numbers).
+
+    py3langid walks a byte-level DFA in pure Python and then scores each text with a small matrix product, about
+    55 us per short text. Here the DFA is walked for a whole batch in lock step with NumPy (texts sorted by length,
+    one vector step per byte position), the features of all texts are counted with one ``np.unique``, and only the
+    tiny per-text product stays in a loop: about 7x faster on short texts. It relies on the model layout of
+    py3langid >= 0.4 (``tk_nextmove``, ``tk_row``, ``tk_output``, ``nb_ptc``, ``nb_pc``, ``_alias_pairs``);
+    :meth:`build` checks it against ``classify`` and returns ``None`` on any difference, in which case
+    ``classify`` is used.
+    """
+
+    def __init__(self, model):
+        import numpy as np
+
+        self.np = np
+        self.model = model
+        nextmove, rows = model.tk_nextmove, model.tk_row
+        # Zero-copy views of the stdlib arrays py3langid stores.
+        self.nextmove = np.frombuffer(nextmove, dtype=np.dtype(f"u{nextmove.itemsize}"))
+        self.rowbase = np.frombuffer(rows, dtype=np.dtype(f"u{rows.itemsize}")).astype(np.int64) << 8
+        self.output = np.asarray(model.tk_output, dtype=np.int64)
+        # float32 copy of the (float16) feature table: gathering float16 rows costs 3x more than the product itself.
+        # ~57 MB with the bundled model, the price of the speed-up.
+        self.ptc = np.ascontiguousarray(model.nb_ptc, dtype=np.float32)
+        self.pc = np.asarray(model.nb_pc, dtype=np.float32)
+        self.n_features = int(self.ptc.shape[0])
+        self.classes = list(model.nb_classes)
+        self.alias_pairs = list(model._alias_pairs)
+        if self.output.ndim != 1 or self.output.shape[0] != self.rowbase.shape[0]:
+            raise ValueError("unexpected py3langid model layout")
+
+    @classmethod
+    def build(cls, model) -> _BatchScorer | None:
+        """A scorer for ``model``, or ``None`` when its layout differs or a self-check disagrees with classify."""
+        try:
+            if not getattr(model, "_norm_probs", False):
+                return None
+            scorer = cls(model)
+            got = scorer.classify_batch([model._encode(t) for t in _SELF_CHECK_TEXTS])
+            for text, (code, prob) in zip(_SELF_CHECK_TEXTS, got, strict=True):
+                ref_code, ref_prob = model.classify(text)
+                if code != ref_code or abs(prob - float(ref_prob)) > 1e-4:
+                    raise ValueError(
+                        f"batched scorer gives {(code, prob)} for {text!r}, classify {ref_code, ref_prob}"
+                    )
+        except Exception as e:  # any layout change in py3langid: fall back to its own (slower) classify
+            logger.warning("Batched language identification disabled (%s); using py3langid's classify.", e)
+            return None
+        return scorer
+
+    def classify_batch(self, encoded: list[bytes]) -> list[tuple[str, float]]:
+        """``classify`` for texts already encoded by ``model._encode``."""
+        np = self.np
+        lengths = np.fromiter((len(b) for b in encoded), dtype=np.int64, count=len(encoded))
+        order = np.argsort(-lengths, kind="stable")
+        out: list[tuple[str, float]] = [("", 0.0)] * len(encoded)
+        start = 0
+        while start < len(order):
+            longest = max(int(lengths[order[start]]), 1)
+            stop = min(len(order), start + max(1, _CHUNK_CELLS // longest))
+            idx = order[start:stop]
+            for i, result in zip(idx.tolist(), self._chunk([encoded[i] for i in idx], lengths[idx]), strict=True):
+                out[i] = result
+            start = stop
+        return out
+
+    def _chunk(self, encoded: list[bytes], lengths) -> list[tuple[str, float]]:
+        np = self.np
+        n, width = len(encoded), int(lengths[0])  # sorted longest first
+        valid = np.arange(width)[None, :] < lengths[:, None]
+        padded = np.zeros((n, width), dtype=np.uint8)
+        padded[valid] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        by_pos = np.ascontiguousarray(padded.T)
+        active = np.searchsorted(-lengths, -np.arange(width), side="left")  # texts still running at each position
+        state = np.zeros(n, dtype=np.int64)
+        states = np.zeros((width, n), dtype=np.int64)
+        for t in range(width):
+            k = active[t]
+            step = self.nextmove[self.rowbase[state[:k]] + by_pos[t, :k]]
+            state[:k] = step
+            states[t, :k] = step
+        valid_t = valid.T
+        feats = self.output[states[valid_t]]
+        rows = np.nonzero(valid_t)[1]
+        keep = feats >= 0
+        keys, counts = np.unique(rows[keep] * self.n_features + feats[keep], return_counts=True)
+        key_rows = keys // self.n_features
+        key_feats = keys - key_rows * self.n_features
+        weights = np.log1p(counts.astype(np.float32))
+        bounds = np.searchsorted(key_rows, np.arange(n + 1)).tolist()
+        scores = np.zeros((n, len(self.classes)), dtype=np.float32)
+        ptc, pc = self.ptc, self.pc
+        for r in range(n):
+            a, b = bounds[r], bounds[r + 1]
+            if b > a:  # as py3langid: sum of log1p(count) * log P(feature|class) plus the prior
+                scores[r] = weights[a:b] @ ptc[key_feats[a:b]] + pc
+            # else no feature: zeros, a uniform distribution after the softmax, as in py3langid
+        scores *= (1.0 / np.sqrt(np.maximum(lengths, 1).astype(np.float32)))[:, None]
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        scores /= scores.sum(axis=1, keepdims=True)
+        for i, j in self.alias_pairs:  # labels listed twice (script variants) share one probability
+            scores[:, i] += scores[:, j]
+            scores[:, j] = 0.0
+        best = scores.argmax(axis=1)
+        probs = scores[np.arange(n), best].tolist()
+        return [(self.classes[c], p) for c, p in zip(best.tolist(), probs, strict=True)]
+
+
+class LanguageIdentifier:
+    """An offline language identifier (py3langid) that loads its model on first use.
+
+    Each instance holds its own py3langid model (no module-level state is touched), loaded lazily and thread-safely
+    on the first call, with probabilities normalised over all labels. Batches are scored with a vectorised
+    re-implementation of py3langid's ``classify`` that is checked against it when the model loads.
+
+    Args:
+        model_file: a py3langid model file; ``None`` uses the model shipped with py3langid.
+        batched: use the vectorised scorer (``False``: py3langid's ``classify``, one text at a time).
+    """
+
+    def __init__(self, model_file: str | None = None, *, batched: bool = True):
+        self.model_file = model_file
+        self.batched = batched
+        self._model = None
+        self._scorer: _BatchScorer | None = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    langid = _import_py3langid()
+                    cls = langid.LanguageIdentifier
+                    # py3langid >= 0.4 loads an npz model ("from_model_file"); 0.3 loaded a pickle.
+                    loader = getattr(cls, "from_model_file", None) or cls.from_pickled_model
+                    path = self.model_file or langid.MODEL_FILE
+                    logger.debug("Loading py3langid model %s", path)
+                    model = loader(path, norm_probs=True)
+                    self._scorer = _BatchScorer.build(model) if self.batched else None
+                    self._model = model
+        return self._model
+
+    @property
+    def name(self) -> str:
+        """The identifier and its version, e.g. ``"py3langid==0.4.0"`` (recorded with every result)."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"py3langid=={version('py3langid')}"
+        except PackageNotFoundError:
+            return "py3langid"
+
+    @property
+    def labels(self) -> list[str]:
+        """All language codes the model can output."""
+        model = self._load()
+        return list(dict.fromkeys(model.nb_classes))
+
+    def check_supported(self, spec: LanguageSpec) -> None:
+        """Raise a ValueError when the model cannot output ``spec.langid_code`` (the language could never pass)."""
+        if spec.langid_code not in set(self.labels):
+            raise ValueError(
+                f"Language {spec.code!r} ({spec.name}) has langid_code {spec.langid_code!r}, which the identifier "
+                f"{self.name} cannot output. Supported codes: {sorted(self.labels)}. Register the language with the "
+                "identifier's code, e.g. LanguageSpec(..., langid_code='sw')."
+            )
+
+    def identify(self, texts: Sequence[str], *, min_chars: int = 1) -> list[tuple[str, float]]:
+        """Identify each text; repeated texts are classified once.
+
+        Args:
+            texts: the texts, used as they are (no cleaning).
+            min_chars: texts with fewer letters (see :func:`count_letters`) get ``("und", 0.0)``; ``0`` disables
+                the check (for callers that filtered already: an empty text would then get an arbitrary label).
+
+        Returns:
+            One ``(code, probability)`` per text, codes as the identifier writes them.
+        """
+        model = self._load()
+        results: dict[str, tuple[str, float]] = {}
+        todo: list[str] = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"Texts must be strings, got {type(text).__name__}: {text!r}")
+            if text not in results:
+                if not has_letters(text, min_chars):
+                    results[text] = (UNDETERMINED, 0.0)
+                else:
+                    results[text] = ("", 0.0)
+                    todo.append(text)
+        if self._scorer is not None:
+            encoded = [model._encode(text) for text in todo]
+            short = [i for i, b in enumerate(encoded) if len(b) <= _MAX_BATCH_BYTES]
+            for i, result in zip(short, self._scorer.classify_batch([encoded[i] for i in short]), strict=True):
+                results[todo[i]] = result
+            todo = [todo[i] for i, b in enumerate(encoded) if len(b) > _MAX_BATCH_BYTES]
+        for text in todo:
+            code, prob = model.classify(text)
+            results[text] = (code, float(prob))
+        return [results[text] for text in texts]
+
+
+@lru_cache(maxsize=1)
+def get_identifier() -> LanguageIdentifier:
+    """The default identifier, created on first call and shared (its model still loads lazily)."""
+    return LanguageIdentifier()
+
+
+def identify_language(
+    texts: str | Sequence[str], *, min_chars: int = 1, identifier: LanguageIdentifier | None = None
+) -> list[tuple[str, float]]:
+    """Identify the language of one text or a batch of texts, offline.
+
+    Args:
+        texts: a string or a list of strings, used as they are.
+        min_chars: texts with fewer letters get ``("und", 0.0)``; the default only catches texts without letters.
+        identifier: the identifier to use (default: :func:`get_identifier`).
+
+    Returns:
+        A list with one ``(code, probability)`` per text (a single string gives a list of one).
+
+    >>> identify_language(["Das ist ein kurzer deutscher Satz.", "Tá an aimsir go hálainn inniu."])[0][0]
+    'de'
+    >>> [code for code, _ in identify_language(["Kiitos paljon avustasi!", "", "1234"])]
+    ['fi', 'und', 'und']
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    return (identifier or get_identifier()).identify(texts, min_chars=min_chars)
+
+
+def _rate(values: list[bool]) -> float:
+    return 100.0 * sum(values) / len(values) if values else float("nan")
+
+
+def language_fidelity(
+    responses: Sequence[str | None],
+    languages: str | Sequence[str],
+    *,
+    min_chars: int = 10,
+    min_line_chars: int = 20,
+    identifier: LanguageIdentifier | None = None,
+) -> dict:
+    """Response-level language fidelity and LCB-style line-level pass rate (see the module docstring).
+
+    Args:
+        responses: model outputs; ``None`` counts as empty.
+        languages: the target language of each response (registry codes or names, e.g. ``"de"``), or one code for
+            all of them.
+        min_chars: a response needs this many letters (after removing code and URLs) to be identified; fewer
+            gives ``"und"``, a failure.
+        min_line_chars: a line needs this many letters to be checked at line level; shorter lines are skipped.
+        identifier: the identifier to use (default: :func:`get_identifier`).
+
+    Returns:
+        A dict with
+
+        * ``language_fidelity``: % of responses identified as their target language (0-100).
+        * ``line_pass_rate``: % of checked responses whose long-enough lines are all in the target language
+          (NaN when no response could be checked).
+        * ``n``, ``n_empty``, ``n_line_skipped``: counts of responses, empty responses, and responses without a
+          line to check.
+        * ``per_language``: ``{code: {"n", "n_empty", "n_line_skipped", "language_fidelity", "line_pass_rate"}}``.
+        * per-sample lists: ``detected_language`` (identifier code or ``"und"``), ``detected_prob``, ``is_target``
+          and ``line_pass`` (``None`` where skipped).
+        * ``config``: the identifier name and version and the two thresholds.
+
+    Raises:
+        ValueError: when the lengths differ, the input is empty, a language is unknown to the registry or cannot
+            be output by the identifier.
+
+    >>> r = language_fidelity(["Das Wetter ist heute wirklich schön.", "The weather is really nice today.", ""], "de")
+    >>> round(r["language_fidelity"], 1), r["detected_language"], r["n_empty"]
+    (33.3, ['de', 'en', 'und'], 1)
+    """
+    responses = list(responses)
+    if isinstance(languages, str):
+        languages = [languages] * len(responses)
+    languages = list(languages)
+    if len(responses) != len(languages):
+        raise ValueError(
+            f"responses and languages must have the same length, got {len(responses)} responses and "
+            f"{len(languages)} languages."
+        )
+    if not responses:
+        raise ValueError("No responses given: language_fidelity needs at least one response.")
+    identifier = identifier or get_identifier()
+    specs: dict[str, LanguageSpec] = {}
+    for lang in dict.fromkeys(languages):
+        spec = get_language(lang)
+        identifier.check_supported(spec)
+        specs[lang] = spec
+
+    texts: list[str] = []
+    for response in responses:
+        if response is not None and not isinstance(response, str):
+            raise TypeError(f"Responses must be strings or None, got {type(response).__name__}: {response!r}")
+        texts.append(clean_text(response).strip() if response else "")
+    empty = [not (response and response.strip()) for response in responses]
+    identifiable = [bool(text) and has_letters(text, min_chars) for text in texts]
+    line_lists = [split_lines(text, min_chars=min_line_chars) for text in texts]
+
+    # One identify() call for responses and lines, so a one-line response is classified once (lines are stripped
+    # like the responses, hence identical strings share the cache).
+    to_identify = [text for text, ok in zip(texts, identifiable, strict=True) if ok]
+    to_identify.extend(line for lines in line_lists for line in lines)
+    detected = iter(identifier.identify(to_identify, min_chars=0))
+    response_det = [next(detected) if ok else (UNDETERMINED, 0.0) for ok in identifiable]
+    line_det = list(detected)
+
+    detected_language: list[str] = []
+    detected_prob: list[float] = []
+    is_target: list[bool] = []
+    line_pass: list[bool | None] = []
+    pos = 0
+    for i, lang in enumerate(languages):
+        target = specs[lang].langid_code
+        code, prob = response_det[i]
+        detected_language.append(code)
+        detected_prob.append(prob)
+        is_target.append(code == target)
+        n_lines = len(line_lists[i])
+        if empty[i]:
+            line_pass.append(False)
+        elif n_lines == 0:
+            line_pass.append(None)
+        else:
+            line_pass.append(all(c == target for c, _ in line_det[pos : pos + n_lines]))
+        pos += n_lines
+
+    def summary(idx: list[int]) -> dict:
+        checked = [line_pass[i] for i in idx if line_pass[i] is not None]
+        return {
+            "n": len(idx),
+            "n_empty": sum(empty[i] for i in idx),
+            "n_line_skipped": len(idx) - len(checked),
+            "language_fidelity": _rate([is_target[i] for i in idx]),
+            "line_pass_rate": _rate(checked),
+        }
+
+    by_code: dict[str, list[int]] = {}
+    for i, lang in enumerate(languages):
+        by_code.setdefault(specs[lang].code, []).append(i)
+    overall = summary(list(range(len(responses))))
+    return {
+        "language_fidelity": overall["language_fidelity"],
+        "line_pass_rate": overall["line_pass_rate"],
+        "n": overall["n"],
+        "n_empty": overall["n_empty"],
+        "n_line_skipped": overall["n_line_skipped"],
+        "per_language": {code: summary(idx) for code, idx in by_code.items()},
+        "detected_language": detected_language,
+        "detected_prob": detected_prob,
+        "is_target": is_target,
+        "line_pass": line_pass,
+        "config": {"identifier": identifier.name, "min_chars": min_chars, "min_line_chars": min_line_chars},
+    }
