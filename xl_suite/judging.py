@@ -1,0 +1,818 @@
+"""Pairwise and rubric LLM judges for XL-AlpacaEval and m-AlpacaEval, with an on-disk annotation cache.
+
+**Reconstruction.** The paper (arXiv 2503.22973) judges with GPT-4o against GPT-4o-mini references, but its judge
+prompt, its handling of position bias, its tie rule, how it scores an answer in the wrong language and its
+fine-grained metric set could not be read. Everything below is our choice, following alpaca_eval and Arena-Hard:
+
+* **Prompt** (``prompts/judge_pairwise.jinja``): names the target language and says that an answer written in
+  another language fails the instruction. The verdict is a JSON object ``{"winner": "A" | "B" | "tie"}``;
+  where the backend enforces JSON schemas (vLLM structured outputs, OpenAI ``response_format``) the verdict is
+  constrained to :data:`VERDICT_SCHEMA`, and :func:`parse_verdict` reads it for the backends that cannot.
+* **Orders.** ``order="both"`` (default) judges each item twice, model answer shown first and shown second, and
+  averages the two preferences (Arena-Hard, MT-Bench); ``order="random"`` judges once, in an order drawn by
+  a *content-seeded* RNG (a hash of the seed, the instruction and both answers: alpaca_eval's
+  ``RandomSwitchTwoColumnsProcessor``), and un-swaps the verdict afterwards. Either way every judgment is
+  stored in the model's frame: ``preference`` = P(model beats reference).
+* **Soft preferences.** When the backend returns log-probabilities, the preference is read from the
+  probabilities of the verdict token's alternatives (``A``, ``B``, ``tie``): P(A better) =
+  (P(A) + P(tie)/2) / (P(A) + P(B) + P(tie)), in the manner of alpaca_eval's weighted annotators. Otherwise the
+  verdict is discrete: A = 1, B = 0, tie = 0.5.
+* **Tie rule.** A tie is worth 0.5 (alpaca_eval's ``preference == 1.5``).
+* **Empty answers** are not sent to the judge: an empty (or whitespace-only) model answer loses to a non-empty
+  reference (preference 0) and ties an empty one; the row says so (``parse_status="rule:empty_output"``).
+* **Unparseable verdicts** are kept with ``preference=None`` and ``parse_status="unparsed"``; the statistics
+  leave them out and count them (``n_unparsed``, parse rate in the report). They are never dropped.
+* **Rubric** (``prompts/judge_rubric.jinja``): 1-5 scores on named dimensions (:data:`DEFAULT_DIMENSIONS`:
+  helpfulness, relevance, accuracy, fluency, naturalness). The paper reports "several fine-grained quality
+  metrics" whose names and scales are unknown; this set is ours.
+* **Decoding** is greedy (``temperature=0.0``) by default; the sampling settings are recorded on every row.
+
+**Annotation cache.** Judgments go through :func:`xl_suite.runner.run_stage`, whose chunk files under
+``cache_dir/<stage>/`` double as the annotation store. Every judged row carries a ``cache_key`` hashing (judge
+fingerprint, revision, template version, sampling settings, instruction, language, the two outputs, order).
+Before judging, all chunk files of the stage are read and indexed by that key; only the misses are judged. So a
+rerun makes zero judge calls, a run killed even by SIGKILL loses at most the chunk in flight, and a truncated or
+corrupt chunk file is detected on reading, moved aside (``*.corrupt``) and only its items are judged again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from xl_suite.generation import Completion, Generator, SamplingConfig, stable_hash
+from xl_suite.languages import LanguageSpec, get_language
+from xl_suite.prompting import PromptTemplate, load_template
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VERDICT_SCHEMA",
+    "DEFAULT_DIMENSIONS",
+    "ORDERS",
+    "JudgeConfig",
+    "PairwiseJudgments",
+    "RubricScores",
+    "parse_verdict",
+    "parse_rubric",
+    "rubric_schema",
+    "verdict_distribution",
+    "preference_from_verdict",
+    "to_model_frame",
+    "choose_order",
+    "render_pairwise",
+    "render_rubric",
+    "judge_pairwise",
+    "score_rubric",
+    "load_annotations",
+]
+
+Verdict = Literal["A", "B", "tie"]
+OrderMode = Literal["both", "random"]
+#: The two presentation orders: the model's answer shown as A, or as B.
+ORDERS: tuple[str, str] = ("model_first", "model_second")
+_ORDER_MODES = ("both", "random")
+
+#: JSON schema of the pairwise verdict, enforced where the backend supports structured outputs.
+VERDICT_SCHEMA: dict = {
+    "type": "object",
+    "properties": {"winner": {"type": "string", "enum": ["A", "B", "tie"]}},
+    "required": ["winner"],
+    "additionalProperties": False,
+}
+
+#: Rubric dimensions (ours; the paper's fine-grained metrics are unknown): name -> what the judge scores.
+DEFAULT_DIMENSIONS: dict[str, str] = {
+    "helpfulness": "how well the answer meets the user's need: it does what the instruction asks, completely.",
+    "relevance": "the answer stays on the instruction's topic and contains nothing unrelated.",
+    "accuracy": "the facts, reasoning, calculations and code in the answer are correct.",
+    "fluency": "the answer is grammatical, correctly spelt text in the target language.",
+    "naturalness": "the answer reads as if a native speaker of the target language wrote it, not as a literal "
+    "translation; register and idioms fit.",
+}
+
+_PARSE_OK = "ok"
+_PARSE_UNPARSED = "unparsed"
+_RULE_EMPTY = "rule:empty_output"
+_ROLE_LINE = re.compile(r"^(### (?:system|user|assistant)\s*)$", re.MULTILINE)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How the judge is prompted, decoded, cached and priced. Every field is recorded in the report.
+
+    Args:
+        template: pairwise template (shipped name or ``.jinja`` path). Default ``"judge_pairwise"``.
+        rubric_template: rubric template. Default ``"judge_rubric"``.
+        order: ``"both"`` (default: each item judged in both presentation orders, preferences averaged) or
+            ``"random"`` (one content-seeded order per item, un-swapped afterwards).
+        seed: seed of the content-seeded order RNG and of the judge's sampling. Default 0.
+        temperature: judge temperature; 0.0 (default) is greedy decoding.
+        max_tokens: token budget of a pairwise verdict. Default 32.
+        rubric_max_tokens: token budget of a rubric reply. Default 128.
+        logprobs: top log-probabilities to ask for per token (soft preferences); None asks for none. Default 5.
+        structured_output: constrain replies to their JSON schema when the backend supports it. Default True.
+        rubric: also score the model's answers with the rubric judge. Default True.
+        dimensions: rubric dimensions, name -> description. Default :data:`DEFAULT_DIMENSIONS`.
+        chunk_size: judgments per resumable cache chunk (a SIGKILL loses at most one). Default 256.
+        batch_size: judgments per engine call. Default 64.
+        price_input_per_mtok: USD per million prompt tokens, for the cost ledger (None: cost not shown).
+        price_output_per_mtok: USD per million completion tokens.
+    """
+
+    template: str = "judge_pairwise"
+    rubric_template: str = "judge_rubric"
+    order: OrderMode = "both"
+    seed: int = 0
+    temperature: float = 0.0
+    max_tokens: int = 32
+    rubric_max_tokens: int = 128
+    logprobs: int | None = 5
+    structured_output: bool = True
+    rubric: bool = True
+    dimensions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DIMENSIONS))
+    chunk_size: int = 256
+    batch_size: int = 64
+    price_input_per_mtok: float | None = None
+    price_output_per_mtok: float | None = None
+
+    def __post_init__(self):
+        if self.order not in _ORDER_MODES:
+            raise ValueError(f"order={self.order!r} is not supported; choose one of {list(_ORDER_MODES)}.")
+        if not self.dimensions:
+            raise ValueError("dimensions must name at least one rubric dimension, e.g. {'helpfulness': '...'}.")
+        bad = [d for d in self.dimensions if not re.fullmatch(r"[a-z][a-z0-9_]*", d)]
+        if bad:
+            raise ValueError(f"Rubric dimension names must be lower_snake_case identifiers, got {bad}.")
+        if self.chunk_size < 1 or self.batch_size < 1:
+            raise ValueError(f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, {self.batch_size}.")
+        object.__setattr__(self, "dimensions", dict(self.dimensions))
+        self.pairwise_sampling()  # validates temperature / max_tokens
+        self.rubric_sampling()
+
+    def pairwise_sampling(self, *, structured: bool = False) -> SamplingConfig:
+        """Sampling settings of the pairwise judge (``json_schema`` set only when ``structured``)."""
+        return SamplingConfig(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed,
+                              logprobs=self.logprobs, json_schema=VERDICT_SCHEMA if structured else None)
+
+    def rubric_sampling(self, *, structured: bool = False) -> SamplingConfig:
+        """Sampling settings of the rubric judge."""
+        return SamplingConfig(temperature=self.temperature, max_tokens=self.rubric_max_tokens, seed=self.seed,
+                              json_schema=rubric_schema(self.dimensions) if structured else None)
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# parsing (pure)
+
+_LABEL_WORDS = {"a": "A", "b": "B", "tie": "tie", "draw": "tie", "equal": "tie", "c": "tie"}
+_JSON_VERDICT = re.compile(r'"(?:winner|verdict|preference|better|choice)"\s*:\s*"\s*([^"]{0,40}?)\s*"', re.IGNORECASE)
+_BRACKET_VERDICT = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)
+_BARE_VERDICT = re.compile(
+    r"^\W*(?:(?:answer|output|response|assistant|winner|verdict)\s*[:(]?\s*)?\(?([AB]|tie)\)?"
+    r"(?:\s+is\s+better)?\W*$",
+    re.IGNORECASE,
+)
+
+
+def _label(value: str) -> str | None:
+    """Map a verdict value to ``"A"``, ``"B"`` or ``"tie"`` (None when it is not one).
+
+    >>> _label("Answer B"), _label(" tie "), _label("output (a)"), _label("maybe")
+    ('B', 'tie', 'A', None)
+    """
+    v = re.sub(r"^(?:answer|output|response|assistant)\s*", "", value.strip().lower()).strip(" ()[].")
+    return _LABEL_WORDS.get(v) if v != "c" else None
+
+
+def _find_verdict(text: str) -> tuple[str, int] | None:
+    """The verdict label and the character offset where it starts, or None."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    m = _JSON_VERDICT.search(text)
+    if m:
+        label = _label(m.group(1))
+        return (label, m.start(1)) if label else None
+    brackets = {"A": "A", "B": "B", "C": "tie", "TIE": "tie"}
+    found = {brackets[mm.group(1).upper()] for mm in _BRACKET_VERDICT.finditer(text)}
+    if found:
+        if len(found) > 1:
+            return None  # "[[A]] ... [[B]]": ambiguous
+        return found.pop(), _BRACKET_VERDICT.search(text).start(1)
+    stripped = text.strip()
+    m = _BARE_VERDICT.match(stripped)
+    if m:
+        label = _LABEL_WORDS.get(m.group(1).lower())
+        offset = len(text) - len(text.lstrip())
+        return (label, offset + m.start(1)) if label else None
+    return None
+
+
+def parse_verdict(text: str | None) -> Verdict | None:
+    """Read a pairwise verdict; None when it cannot (never guesses, never ``eval``).
+
+    Understands the JSON object the judge template asks for (also inside other text or code fences, and with
+    ``verdict``/``preference`` as key), MT-Bench's ``[[A]]``/``[[B]]``/``[[C]]`` (C is a tie), and a bare
+    ``A``/``B``/``tie`` (``"Answer A"``, ``"(B)"``, ``"A is better"``). Two different bracketed verdicts are
+    ambiguous: None.
+
+    Args:
+        text: the judge's raw completion.
+
+    Returns:
+        ``"A"``, ``"B"``, ``"tie"`` or None.
+
+    >>> parse_verdict('{"winner": "A"}'), parse_verdict('```json\\n{"winner":"tie"}\\n```')
+    ('A', 'tie')
+    >>> parse_verdict("My final verdict is [[B]]."), parse_verdict("Answer A"), parse_verdict("[[A]] or [[B]]")
+    ('B', 'A', None)
+    >>> parse_verdict("I like both."), parse_verdict(""), parse_verdict(None)
+    (None, None, None)
+    """
+    found = _find_verdict(text) if text is not None else None
+    return found[0] if found else None  # type: ignore[return-value]
+
+
+def preference_from_verdict(verdict: str | None) -> float | None:
+    """P(answer A is better) from a discrete verdict: A = 1, B = 0, tie = 0.5, None stays None.
+
+    >>> [preference_from_verdict(v) for v in ("A", "B", "tie", None)]
+    [1.0, 0.0, 0.5, None]
+    """
+    return {"A": 1.0, "B": 0.0, "tie": 0.5}.get(verdict) if verdict is not None else None
+
+
+def to_model_frame(p_a: float | None, order: str) -> float | None:
+    """Un-swap: P(answer A better) -> P(model beats reference), given the presentation order.
+
+    >>> to_model_frame(0.8, "model_first"), to_model_frame(0.8, "model_second"), to_model_frame(None, "model_first")
+    (0.8, 0.19999999999999996, None)
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r} is not one of {list(ORDERS)}.")
+    if p_a is None:
+        return None
+    return p_a if order == "model_first" else 1.0 - p_a
+
+
+def _token_label(token: str) -> str | None:
+    """Verdict label a single token stands for (``'"A'`` -> A, ``' t'``/``'tie'`` -> tie), else None.
+
+    >>> [_token_label(t) for t in ('"A', " B", '"t', "tie", "x", "")]
+    ['A', 'B', 'tie', 'tie', None, None]
+    """
+    s = token.strip().strip("\"'`[](){}*:.,").strip().lower()
+    if s in ("a", "b"):
+        return s.upper()
+    if s and "tie".startswith(s):
+        return "tie"
+    return None
+
+
+def verdict_distribution(
+    text: str, tokens: Sequence[str] | None, top_logprobs: Sequence[dict[str, float]] | None
+) -> dict[str, float] | None:
+    """Probabilities of the verdict labels at the verdict token, renormalised over the labels present.
+
+    The verdict token is the generated token that covers the verdict's first character (tokens are aligned with
+    the text when they join to it; otherwise the first token that is the verdict label). Its top alternatives are
+    mapped to labels (``A``, ``B``, ``tie``; quotes and spaces ignored) and their probabilities summed. Returns
+    None when there is no verdict, no log-probabilities, or the sampled label is not among the alternatives.
+
+    >>> d = verdict_distribution('{"winner": "A"}', ['{"', 'winner', '":', ' "', 'A', '"}'],
+    ...                          [{}, {}, {}, {}, {"A": math.log(0.6), "B": math.log(0.3), "x": -1.0}, {}])
+    >>> {k: round(v, 3) for k, v in d.items()}
+    {'A': 0.667, 'B': 0.333}
+    >>> verdict_distribution("A", ["A"], None) is None
+    True
+    """
+    found = _find_verdict(text)
+    if found is None or not tokens or not top_logprobs or len(tokens) != len(top_logprobs):
+        return None
+    label, start = found
+    idx = None
+    if "".join(tokens) == text:
+        pos = 0
+        for i, tok in enumerate(tokens):
+            if pos + len(tok) > start:
+                idx = i
+                break
+            pos += len(tok)
+    if idx is None or _token_label(tokens[idx]) != label:
+        idx = next((i for i, tok in enumerate(tokens) if _token_label(tok) == label), None)
+    if idx is None:
+        return None
+    mass: dict[str, float] = {}
+    for tok, logprob in (top_logprobs[idx] or {}).items():
+        lab = _token_label(tok)
+        if lab is not None and logprob is not None and math.isfinite(logprob):
+            mass[lab] = mass.get(lab, 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if label not in mass or total <= 0:
+        return None
+    return {k: v / total for k, v in mass.items()}
+
+
+def _soft_p_a(dist: dict[str, float]) -> float:
+    return min(1.0, max(0.0, dist.get("A", 0.0) + 0.5 * dist.get("tie", 0.0)))
+
+
+def rubric_schema(dimensions: Sequence[str] | dict[str, str]) -> dict:
+    """JSON schema of a rubric reply: one integer 1-5 per dimension.
+
+    >>> rubric_schema(["fluency"])["properties"]["fluency"]
+    {'type': 'integer', 'enum': [1, 2, 3, 4, 5]}
+    """
+    names = list(dimensions)
+    return {
+        "type": "object",
+        "properties": {d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in names},
+        "required": names,
+        "additionalProperties": False,
+    }
+
+
+def parse_rubric(text: str | None, dimensions: Sequence[str] | dict[str, str]) -> dict[str, int] | None:
+    """Read 1-5 scores for every dimension from a rubric reply; None unless all are there and in range.
+
+    Reads ``"name": N`` pairs (the JSON the template asks for, also inside other text) and ``name: N`` lines;
+    names match case-insensitively; ``4.0`` counts as 4, ``4.5`` does not parse.
+
+    >>> parse_rubric('{"fluency": 4, "accuracy": 5}', ["accuracy", "fluency"])
+    {'accuracy': 5, 'fluency': 4}
+    >>> parse_rubric("Fluency: 3\\nAccuracy: 2", ["accuracy", "fluency"])
+    {'accuracy': 2, 'fluency': 3}
+    >>> parse_rubric('{"fluency": 7, "accuracy": 5}', ["accuracy", "fluency"]) is None
+    True
+    >>> parse_rubric("no scores", ["fluency"]) is None
+    True
+    """
+    if not isinstance(text, str) or not text.strip():
+        return None
+    out: dict[str, int] = {}
+    for name in dimensions:
+        m = re.search(r'["\']?\b' + re.escape(name) + r'\b["\']?\s*[:=]\s*["\']?(\d+(?:\.\d+)?)', text, re.IGNORECASE)
+        if not m:
+            return None
+        value = float(m.group(1))
+        if value != int(value) or not 1 <= value <= 5:
+            return None
+        out[name] = int(value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rendering
+
+
+def _neutralise(text: str) -> str:
+    """Indent lines that look like ``### role`` markers so an answer cannot open a new chat turn.
+
+    >>> _neutralise("a\\n### user\\nb")
+    'a\\n ### user\\nb'
+    """
+    return _ROLE_LINE.sub(r" \1", text)
+
+
+def render_pairwise(template: str | PromptTemplate, *, instruction: str, output_a: str, output_b: str,
+                    language: str | LanguageSpec) -> list[dict[str, str]]:
+    """Chat messages of one pairwise judgment (answers shown as A and B, in that order)."""
+    return load_template(template).render(
+        instruction=_neutralise(instruction), output_a=_neutralise(output_a), output_b=_neutralise(output_b),
+        language=get_language(language),
+    )
+
+
+def render_rubric(template: str | PromptTemplate, *, instruction: str, output: str, language: str | LanguageSpec,
+                  dimensions: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Chat messages of one rubric judgment."""
+    dims = dimensions or DEFAULT_DIMENSIONS
+    return load_template(template).render(
+        instruction=_neutralise(instruction), output=_neutralise(output), language=get_language(language),
+        dimensions=[{"name": k, "description": v} for k, v in dims.items()],
+    )
+
+
+def choose_order(instruction: str, output_model: str, output_reference: str, *, seed: int = 0) -> str:
+    """Content-seeded presentation order: the same texts and seed always give the same order.
+
+    >>> choose_order("q", "x", "y") == choose_order("q", "x", "y")
+    True
+    >>> sorted({choose_order("q", str(i), "y") for i in range(20)})
+    ['model_first', 'model_second']
+    """
+    return ORDERS[int(stable_hash("order", seed, instruction, output_model, output_reference), 16) % 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# batched map functions (pure apart from the engine call)
+
+
+def _judge_identity(generator: Generator) -> dict[str, str | None]:
+    return {"judge_backend": getattr(generator, "backend", None), "judge_model": generator.model,
+            "judge_revision": getattr(generator, "revision", None)}
+
+
+def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
+                   sampling: SamplingConfig) -> dict[str, list]:
+    """Judge a batch of (instruction, output_a, output_b, language, order) rows with one engine call.
+
+    Returns the judgment columns: identity and provenance (``judge_*``, ``judge_template_version``,
+    ``judge_sampling``), ``raw_completion``, ``verdict``, ``parse_status``, ``p_a`` (P(A better)),
+    ``preference`` (P(model beats reference)), ``preference_source`` (``logprobs``/``discrete``),
+    ``verdict_probs`` (JSON) and token counts.
+    """
+    n = len(batch["order"])
+    convs = [render_pairwise(template, instruction=batch["instruction"][i], output_a=batch["output_a"][i],
+                             output_b=batch["output_b"][i], language=batch["language"][i]) for i in range(n)]
+    completions = generator.generate(convs, sampling) if n else []
+    if len(completions) != n:
+        raise RuntimeError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
+    out: dict[str, list] = {k: [] for k in _JUDGMENT_COLUMNS}
+    ident = _judge_identity(generator)
+    for i, cands in enumerate(completions):
+        c: Completion = cands[0]
+        verdict = parse_verdict(c.text)
+        dist = verdict_distribution(c.text, c.tokens, c.top_logprobs) if verdict is not None else None
+        p_a = _soft_p_a(dist) if dist is not None else preference_from_verdict(verdict)
+        row = {
+            **ident,
+            "judge_template_version": template.template_version,
+            "judge_sampling": sampling.to_json(),
+            "raw_completion": c.text,
+            "verdict": verdict,
+            "parse_status": _PARSE_OK if verdict is not None else _PARSE_UNPARSED,
+            "p_a": p_a,
+            "preference": to_model_frame(p_a, batch["order"][i]),
+            "preference_source": None if verdict is None else ("logprobs" if dist is not None else "discrete"),
+            "verdict_probs": json.dumps(dist, sort_keys=True) if dist is not None else None,
+            "prompt_tokens": int(c.prompt_tokens or 0),
+            "completion_tokens": int(c.completion_tokens or 0),
+            "finish_reason": c.finish_reason,
+        }
+        for k in _JUDGMENT_COLUMNS:
+            out[k].append(row[k])
+    return out
+
+
+def rubric_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
+                 sampling: SamplingConfig, dimensions: dict[str, str]) -> dict[str, list]:
+    """Score a batch of (instruction, output, language) rows on the rubric with one engine call."""
+    n = len(batch["output"])
+    convs = [render_rubric(template, instruction=batch["instruction"][i], output=batch["output"][i],
+                           language=batch["language"][i], dimensions=dimensions) for i in range(n)]
+    completions = generator.generate(convs, sampling) if n else []
+    if len(completions) != n:
+        raise RuntimeError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
+    ident = _judge_identity(generator)
+    out: dict[str, list] = {k: [] for k in _RUBRIC_COLUMNS}
+    for cands in completions:
+        c = cands[0]
+        scores = parse_rubric(c.text, dimensions)
+        row = {**ident, "judge_template_version": template.template_version, "judge_sampling": sampling.to_json(),
+               "raw_completion": c.text, "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
+               "scores": json.dumps(scores, sort_keys=True) if scores else None,
+               "prompt_tokens": int(c.prompt_tokens or 0), "completion_tokens": int(c.completion_tokens or 0),
+               "finish_reason": c.finish_reason}
+        for k in _RUBRIC_COLUMNS:
+            out[k].append(row[k])
+    return out
+
+
+_JUDGMENT_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
+                     "raw_completion", "verdict", "parse_status", "p_a", "preference", "preference_source",
+                     "verdict_probs", "prompt_tokens", "completion_tokens", "finish_reason")
+_RUBRIC_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
+                   "raw_completion", "parse_status", "scores", "prompt_tokens", "completion_tokens", "finish_reason")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the annotation cache
+
+
+def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict | None = None,
+                     required: Sequence[str] = ("cache_key",)) -> tuple[dict[str, dict], list[str]]:
+    """Index the chunk files of a judging stage by ``cache_key``.
+
+    A file that cannot be read back (truncated, corrupt, or missing a required column) is renamed to
+    ``<name>.corrupt`` with a warning, so that its items are judged again; the other files stay in use.
+
+    Returns:
+        (cache_key -> stored row, list of the quarantined paths).
+    """
+    if cache_dir is None:
+        return {}, []
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(str(cache_dir), **(storage_options or {}))
+    folder = f"{root.rstrip('/')}/{stage}"
+    if not fs.exists(folder):
+        return {}, []
+    index: dict[str, dict] = {}
+    bad: list[str] = []
+    for path in sorted(fs.glob(f"{folder}/*.parquet")):
+        try:
+            with fs.open(path, "rb") as f:
+                table = pq.read_table(f)
+            missing = [c for c in required if c not in table.column_names]
+            if missing:
+                raise ValueError(f"missing columns {missing}")
+            rows = table.to_pylist()
+        except Exception as e:  # pyarrow raises ArrowInvalid/OSError/... on truncated or garbled files
+            target = f"{path}.corrupt"
+            logger.warning("Annotation cache file %s is unreadable (%s: %s); moved to %s, its items will be judged "
+                           "again.", path, type(e).__name__, e, target)
+            try:
+                fs.mv(path, target)
+            except Exception as e2:  # read-only stores: leave it, it is re-detected next time
+                logger.warning("Could not move %s aside (%s); it stays and is skipped.", path, e2)
+            bad.append(path)
+            continue
+        for row in rows:
+            index[row["cache_key"]] = row
+    return index, bad
+
+
+def _run_cached(rows: list[dict], function, *, stage: str, fingerprint: str, cache_dir: str | None,
+                storage_options: dict | None, fn_kwargs: dict, chunk_size: int, batch_size: int,
+                required: Sequence[str]) -> tuple[dict[str, dict], dict]:
+    """Judge the rows whose ``cache_key`` is not in the cache; return key -> row for all rows, and counts."""
+    import datasets
+
+    from xl_suite.runner import StageStats, run_stage
+
+    t0 = time.perf_counter()
+    index, bad = load_annotations(cache_dir, stage, storage_options=storage_options, required=required)
+    todo: dict[str, dict] = {}
+    for r in rows:
+        if r["cache_key"] not in index:
+            todo.setdefault(r["cache_key"], r)  # identical requests are judged once
+    n_cached = len({r["cache_key"] for r in rows} - set(todo))
+    stats = StageStats(stage=stage)
+    computed: dict[str, dict] = {}
+    if todo:
+        ds = datasets.Dataset.from_list(list(todo.values()))
+        result = run_stage(ds, function, stage=stage, fingerprint=fingerprint, work_dir=cache_dir,
+                           fn_kwargs=fn_kwargs, batch_size=batch_size, chunk_size=chunk_size,
+                           storage_options=storage_options, stats=stats)
+        computed = {r["cache_key"]: r for r in result.to_list()}
+    merged = {**{k: index[k] for k in {r["cache_key"] for r in rows} if k in index}, **computed}
+    counts = {"unique_requests": len({r["cache_key"] for r in rows}), "from_cache": n_cached,
+              "judged_now": len(todo), "corrupt_files": bad, "chunks_computed": stats.chunks_computed,
+              "seconds": time.perf_counter() - t0, "computed_keys": set(computed)}
+    return merged, counts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# high-level judging
+
+
+@dataclass
+class PairwiseJudgments:
+    """Result of :func:`judge_pairwise`.
+
+    Attributes:
+        rows: one dict per judgment (item x order), with the item fields, the order, every provenance column,
+            the parse status and ``cached`` (True when read from the annotation cache).
+        preferences: per item, P(model beats reference) after combining the orders (None: no parsed judgment).
+        pref_model_first: per item, the preference judged with the model's answer first (None: not judged in
+            that order, or unparsed).
+        pref_model_second: the same with the model's answer second.
+        ledger: requests, cache hits, engine work and tokens (see :func:`judge_pairwise`).
+    """
+
+    rows: list[dict]
+    preferences: list[float | None]
+    pref_model_first: list[float | None]
+    pref_model_second: list[float | None]
+    ledger: dict[str, Any]
+
+
+@dataclass
+class RubricScores:
+    """Result of :func:`score_rubric`: per-item scores (None when unparsed), the rows and a ledger."""
+
+    scores: list[dict[str, int] | None]
+    rows: list[dict]
+    ledger: dict[str, Any]
+
+
+def _check_inputs(n: int, named: dict[str, Sequence | None]) -> None:
+    for name, seq in named.items():
+        if seq is not None and len(seq) != n:
+            lengths = {k: len(v) for k, v in named.items() if v is not None}
+            raise ValueError(f"Inputs must have the same length; got {lengths} ({name} differs).")
+
+
+def _validate_texts(values: Sequence, name: str, *, allow_empty: bool) -> None:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ValueError(f"{name}[{i}] must be a string, got {type(v).__name__}: {v!r}.")
+        if not allow_empty and not v.strip():
+            raise ValueError(f"{name}[{i}] is empty; every item needs a non-empty {name[:-1]}.")
+
+
+def _ledger_entry(rows: list[dict], counts: dict, generator: Generator, config: JudgeConfig, *, rule_count: int) -> dict:
+    unique = list({r["cache_key"]: r for r in rows if r["parse_status"] != _RULE_EMPTY}.values())
+    now = [r for r in unique if not r["cached"]]
+    cached = [r for r in unique if r["cached"]]
+    p_in = sum(r["prompt_tokens"] for r in now)
+    p_out = sum(r["completion_tokens"] for r in now)
+    entry = {
+        "judge_backend": getattr(generator, "backend", None), "judge_model": generator.model,
+        "judge_revision": getattr(generator, "revision", None),
+        "requests": len(rows), "unique_requests": counts["unique_requests"], "judged_now": counts["judged_now"],
+        "from_cache": counts["from_cache"], "rule_based": rule_count, "corrupt_cache_files": len(counts["corrupt_files"]),
+        "prompt_tokens": p_in, "completion_tokens": p_out,
+        "cached_prompt_tokens": sum(r["prompt_tokens"] for r in cached),
+        "cached_completion_tokens": sum(r["completion_tokens"] for r in cached),
+        "seconds": round(counts["seconds"], 3), "cost_usd": None,
+    }
+    if config.price_input_per_mtok is not None and config.price_output_per_mtok is not None:
+        entry["cost_usd"] = (p_in * config.price_input_per_mtok + p_out * config.price_output_per_mtok) / 1e6
+    return entry
+
+
+def _structured(generator: Generator, config: JudgeConfig) -> bool:
+    supports = getattr(generator, "supports_structured_output", None)
+    return bool(config.structured_output and callable(supports) and supports())
+
+
+def judge_pairwise(
+    instructions: Sequence[str],
+    model_outputs: Sequence[str],
+    reference_outputs: Sequence[str],
+    languages: Sequence[str],
+    *,
+    judge: Generator,
+    config: JudgeConfig | None = None,
+    cache_dir: str | None = None,
+    storage_options: dict | None = None,
+    ids: Sequence[str] | None = None,
+) -> PairwiseJudgments:
+    """Judge model answers against reference answers, in both orders (or one content-seeded order).
+
+    Args:
+        instructions: the prompts as the models saw them.
+        model_outputs: the evaluated model's answers (empty answers lose by rule, see the module docstring).
+        reference_outputs: the reference answers (must be non-empty).
+        languages: target language code (or name) of each item.
+        judge: the judge backend (any :class:`~xl_suite.generation.Generator`).
+        config: judge settings (default :class:`JudgeConfig`).
+        cache_dir: annotation cache folder / fsspec URL; None judges in memory (no reuse, no resume).
+        storage_options: fsspec options for ``cache_dir``.
+        ids: optional item ids, copied onto the rows.
+
+    Returns:
+        :class:`PairwiseJudgments`. Its ledger has ``requests`` (judgments asked for), ``unique_requests``,
+        ``judged_now`` (sent to the judge in this call), ``from_cache``, ``rule_based``,
+        ``corrupt_cache_files``, token counts of this call and of the cached rows, ``seconds`` and ``cost_usd``
+        (when the config has prices).
+
+    Raises:
+        ValueError: inputs of different lengths, a non-string or empty instruction/reference, an unknown language.
+    """
+    config = config or JudgeConfig()
+    n = len(model_outputs)
+    _check_inputs(n, {"instructions": instructions, "model_outputs": model_outputs,
+                      "reference_outputs": reference_outputs, "languages": languages, "ids": ids})
+    if n == 0:
+        raise ValueError("Nothing to judge: no model outputs given.")
+    _validate_texts(instructions, "instructions", allow_empty=False)
+    _validate_texts(reference_outputs, "reference_outputs", allow_empty=False)
+    _validate_texts(model_outputs, "model_outputs", allow_empty=True)
+    codes = [get_language(lang).code for lang in languages]
+    template = load_template(config.template)
+    structured = _structured(judge, config)
+    sampling = config.pairwise_sampling(structured=structured)
+    fingerprint = stable_hash("pairwise", judge.fingerprint(), getattr(judge, "revision", None),
+                              template.template_version, sampling.to_json())
+    stage = f"judge-pairwise-{fingerprint}"
+
+    rows: list[dict] = []
+    for i in range(n):
+        orders = ORDERS if config.order == "both" else (
+            choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        for order in orders:
+            a, b = ((model_outputs[i], reference_outputs[i]) if order == "model_first"
+                    else (reference_outputs[i], model_outputs[i]))
+            rows.append({
+                "item_index": i, "id": str(ids[i]) if ids is not None else str(i), "language": codes[i],
+                "instruction": instructions[i], "output_model": model_outputs[i],
+                "output_reference": reference_outputs[i], "order": order, "output_a": a, "output_b": b,
+                "cache_key": stable_hash(fingerprint, instructions[i], codes[i], a, b, order),
+            })
+    to_judge = [r for r in rows if r["output_model"].strip()]
+    keep = ("cache_key", "instruction", "language", "output_a", "output_b", "order")
+    results, counts = _run_cached(
+        [{k: r[k] for k in keep} for r in to_judge], pairwise_batch, stage=stage, fingerprint=fingerprint,
+        cache_dir=cache_dir, storage_options=storage_options,
+        fn_kwargs={"generator": judge, "template": template, "sampling": sampling},
+        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_JUDGMENT_COLUMNS),
+    )
+    ident = _judge_identity(judge)
+    rule_count = 0
+    for r in rows:
+        if not r["output_model"].strip():
+            rule_count += 1
+            p = 0.5 if not r["output_reference"].strip() else 0.0
+            p_a = p if r["order"] == "model_first" else 1.0 - p
+            r.update({**ident, "judge_template_version": template.template_version,
+                      "judge_sampling": sampling.to_json(), "raw_completion": "", "verdict": None,
+                      "parse_status": _RULE_EMPTY, "p_a": p_a, "preference": p, "preference_source": "rule",
+                      "verdict_probs": None, "prompt_tokens": 0, "completion_tokens": 0, "finish_reason": None,
+                      "cached": False})
+            continue
+        stored = results[r["cache_key"]]
+        r.update({k: stored[k] for k in _JUDGMENT_COLUMNS})
+        r["cached"] = r["cache_key"] not in counts["computed_keys"]
+    first: list[float | None] = [None] * n
+    second: list[float | None] = [None] * n
+    for r in rows:
+        (first if r["order"] == "model_first" else second)[r["item_index"]] = r["preference"]
+    from xl_suite.metrics import combine_orders
+
+    prefs = combine_orders(first, second)
+    ledger = _ledger_entry(rows, counts, judge, config, rule_count=rule_count)
+    ledger["order"] = config.order
+    ledger["structured_output"] = structured
+    logger.info("pairwise judge %s: %d judgments, %d judged now, %d from cache, %d unparsed", judge.model,
+                len(rows), counts["judged_now"], counts["from_cache"],
+                sum(r["parse_status"] == _PARSE_UNPARSED for r in rows))
+    return PairwiseJudgments(rows=rows, preferences=prefs, pref_model_first=first, pref_model_second=second,
+                             ledger=ledger)
+
+
+def score_rubric(
+    instructions: Sequence[str],
+    outputs: Sequence[str],
+    languages: Sequence[str],
+    *,
+    judge: Generator,
+    config: JudgeConfig | None = None,
+    cache_dir: str | None = None,
+    storage_options: dict | None = None,
+    ids: Sequence[str] | None = None,
+) -> RubricScores:
+    """Score answers 1-5 on the config's rubric dimensions (cached like :func:`judge_pairwise`).
+
+    An empty answer is not sent to the judge: it scores 1 on every dimension (``parse_status="rule:empty_output"``).
+    An unparseable reply gives None for that item; it is counted, never dropped.
+    """
+    config = config or JudgeConfig()
+    n = len(outputs)
+    _check_inputs(n, {"instructions": instructions, "outputs": outputs, "languages": languages, "ids": ids})
+    _validate_texts(instructions, "instructions", allow_empty=False)
+    _validate_texts(outputs, "outputs", allow_empty=True)
+    codes = [get_language(lang).code for lang in languages]
+    template = load_template(config.rubric_template)
+    structured = _structured(judge, config)
+    sampling = config.rubric_sampling(structured=structured)
+    dims = dict(config.dimensions)
+    fingerprint = stable_hash("rubric", judge.fingerprint(), getattr(judge, "revision", None),
+                              template.template_version, sampling.to_json(), dims)
+    stage = f"judge-rubric-{fingerprint}"
+    rows = [{"item_index": i, "id": str(ids[i]) if ids is not None else str(i), "language": codes[i],
+             "instruction": instructions[i], "output": outputs[i],
+             "cache_key": stable_hash(fingerprint, instructions[i], codes[i], outputs[i])} for i in range(n)]
+    keep = ("cache_key", "instruction", "language", "output")
+    results, counts = _run_cached(
+        [{k: r[k] for k in keep} for r in rows if r["output"].strip()], rubric_batch, stage=stage,
+        fingerprint=fingerprint, cache_dir=cache_dir, storage_options=storage_options,
+        fn_kwargs={"generator": judge, "template": template, "sampling": sampling, "dimensions": dims},
+        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_RUBRIC_COLUMNS),
+    )
+    ident = _judge_identity(judge)
+    scores: list[dict[str, int] | None] = []
+    rule_count = 0
+    for r in rows:
+        if not r["output"].strip():
+            rule_count += 1
+            s = dict.fromkeys(dims, 1)
+            r.update({**ident, "judge_template_version": template.template_version,
+                      "judge_sampling": sampling.to_json(), "raw_completion": "", "parse_status": _RULE_EMPTY,
+                      "scores": json.dumps(s, sort_keys=True), "prompt_tokens": 0, "completion_tokens": 0,
+                      "finish_reason": None, "cached": False})
+        else:
+            stored = results[r["cache_key"]]
+            r.update({k: stored[k] for k in _RUBRIC_COLUMNS})
+            r["cached"] = r["cache_key"] not in counts["computed_keys"]
+        scores.append(json.loads(r["scores"]) if r["scores"] else None)
+    ledger = _ledger_entry(rows, counts, judge, config, rule_count=rule_count)
+    ledger["structured_output"] = structured
+    return RubricScores(scores=scores, rows=rows, ledger=ledger)
