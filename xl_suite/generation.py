@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
 
@@ -18,6 +19,8 @@ __all__ = [
     "Completion",
     "Generator",
     "GenerationError",
+    "TokenLedger",
+    "conversation_seed",
     "FakeGenerator",
     "build_generator",
     "BACKENDS",
@@ -97,6 +100,73 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class TokenLedger:
+    """Thread-safe running totals of what a backend consumed (the OpenAI backend adds retries and cost).
+
+    Attributes:
+        requests: engine calls or HTTP requests sent (retries included).
+        prompt_tokens: prompt tokens, summed over requests that succeeded.
+        completion_tokens: generated tokens, summed over all candidates.
+        retries: requests that were sent again after a retryable failure.
+        failures: requests that failed for good (raised ``GenerationError``).
+        cost: spend in the currency of the configured prices; ``None`` when no prices were given.
+
+    >>> ledger = TokenLedger()
+    >>> ledger.add(prompt_tokens=10, completion_tokens=5)
+    >>> ledger.to_dict()["completion_tokens"]
+    5
+    """
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    failures: int = 0
+    cost: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(
+        self,
+        *,
+        requests: int = 1,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        retries: int = 0,
+        failures: int = 0,
+        cost: float | None = None,
+    ) -> None:
+        """Add to the totals atomically."""
+        with self._lock:
+            self.requests += requests
+            self.prompt_tokens += prompt_tokens
+            self.completion_tokens += completion_tokens
+            self.retries += retries
+            self.failures += failures
+            if cost is not None:
+                self.cost = (self.cost or 0.0) + cost
+
+    def to_dict(self) -> dict:
+        """A consistent snapshot as a plain dict."""
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+
+def conversation_seed(seed: int, messages: Messages) -> int:
+    """The per-request seed engines use: a function of the config seed and the conversation only.
+
+    Each prompt thus gets its own random stream (no correlation between prompts that share ``seed``), and a
+    prompt's sampled output does not depend on the batch it was sent in or its position there.
+
+    >>> msgs = [{"role": "user", "content": "hi"}]
+    >>> conversation_seed(0, msgs) == conversation_seed(0, list(msgs))
+    True
+    >>> conversation_seed(0, msgs) != conversation_seed(1, msgs)
+    True
+    """
+    return int(stable_hash("seed", seed, messages), 16) % (2**31 - 1)
+
+
 @runtime_checkable
 class Generator(Protocol):
     """What pipelines need from a backend."""
@@ -159,8 +229,14 @@ class FakeGenerator:
             cands = []
             for i in range(sampling.n):
                 text = self._responder(conv, i, sampling)
-                cands.append(Completion(text=text, prompt_tokens=sum(len(m["content"].split()) for m in conv),
-                                        completion_tokens=len(text.split()), finish_reason="stop"))
+                cands.append(
+                    Completion(
+                        text=text,
+                        prompt_tokens=sum(len(m["content"].split()) for m in conv),
+                        completion_tokens=len(text.split()),
+                        finish_reason="stop",
+                    )
+                )
             out.append(cands)
         return out
 

