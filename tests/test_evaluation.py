@@ -1,0 +1,328 @@
+"""Evaluation: answers/references/translation stages, per-language tables, reports, the generate/translate/evaluate
+commands, with fake engines (the real engine runs in test_evaluation_engine.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from xl_suite.cli import main
+from xl_suite.evaluation import (
+    OVERALL,
+    align_references,
+    english_prompts,
+    evaluate_responses,
+    generate_answers,
+    generate_references,
+    read_rows,
+    translate_prompts,
+    write_m_alpacaeval,
+    write_report,
+)
+from xl_suite.generation import FakeGenerator, SamplingConfig
+from xl_suite.judging import DEFAULT_DIMENSIONS
+
+
+GERMAN = [
+    "Berlin ist die Hauptstadt von Deutschland und hat viele Museen, Parks und Theater.",
+    "Zum Frühstück esse ich gerne Brot mit Butter und trinke einen heißen Kaffee.",
+    "Der Rhein fließt durch mehrere Länder und mündet schließlich in die Nordsee.",
+    "Sorry, I will answer in English because it is easier for me to explain this.",
+]
+MALTESE = [
+    "Il-Belt Valletta hija l-kapitali ta' Malta u għandha ħafna knejjes sbieħ.",
+    "Fis-sajf in-nies imorru l-baħar u jieklu l-ħobż biż-żejt u t-tadam.",
+    "",
+]
+
+
+def judge_responder(messages, i, sampling):
+    """Prefers the answer marked GOOD; returns garbage when asked about a BAD answer; scores rubric 4s."""
+    text = messages[-1]["content"]
+    if "Score the answer" in text:
+        return json.dumps(dict.fromkeys(DEFAULT_DIMENSIONS, 4))
+    a = text.split("# Answer A", 1)[1].split("# Answer B", 1)[0]
+    b = text.split("# Answer B", 1)[1]
+    if "BAD" in a or "BAD" in b:
+        return "no idea"
+    return '{"winner": "A"}' if "GOOD" in a else ('{"winner": "B"}' if "GOOD" in b else '{"winner": "tie"}')
+
+
+def inputs():
+    preds = [f"GOOD {t}" if k % 2 == 0 and t else t for k, t in enumerate(GERMAN + MALTESE)]
+    preds[1] = "BAD " + preds[1]
+    langs = ["de"] * 4 + ["mt"] * 3
+    refs = [f"Reference answer {k} in some language." for k in range(7)]
+    instr = [f"Question {k}? Please respond in {'German' if lang == 'de' else 'Maltese'}." for k, lang in
+             enumerate(langs)]
+    return preds, langs, refs, instr
+
+
+def test_fidelity_only_without_judge():
+    preds, langs, _, _ = inputs()
+    res = evaluate_responses(preds, langs)
+    assert list(res.table) == ["de", "mt", OVERALL]
+    assert not res.judged and res.judgments == [] and res.ledger == {}
+    de = res.table["de"]
+    assert de["n"] == 4 and de["language_fidelity"] == 75.0 and "win_rate" not in de
+    assert res.table["mt"]["n_empty"] == 1
+    assert [s["detected_language"] for s in res.per_sample[:4]] == ["de", "de", "de", "en"]
+
+
+def test_judged_table_per_language():
+    preds, langs, refs, instr = inputs()
+    res = evaluate_responses(preds, langs, references=refs, instructions=instr,
+                             judge=FakeGenerator(judge_responder, model="judge"), model_name="m", lc_method="mle",
+                             n_resamples=200)
+    de, mt, overall = res.table["de"], res.table["mt"], res.table[OVERALL]
+    # de: GOOD wins twice, BAD is unparsed (never dropped), the English answer ties.
+    assert de["win_rate"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
+    assert de["n_unparsed"] == 1 and de["n_unparsed_judgments"] == 2 and de["n_judgments"] == 8
+    assert de["parse_rate"] == 75.0
+    assert de["ci_low"] <= de["win_rate"] <= de["ci_high"]
+    # mt: GOOD wins, plain ties, the empty answer loses by rule.
+    assert mt["win_rate"] == pytest.approx(100 * (1 + 0.5 + 0) / 3)
+    assert mt["n_judgments"] == 4 and mt["parse_rate"] == 100.0
+    assert overall["n"] == 7 and overall["n_unparsed"] == 1
+    assert overall["prefer_first_rate"] == 0.5  # content-based judge: no position bias
+    assert overall["rubric_helpfulness"] == pytest.approx((6 * 4 + 1) / 7)  # empty answer scores 1 by rule
+    assert res.ledger["pairwise_judge"]["judged_now"] == 12 and res.ledger["pairwise_judge"]["rule_based"] == 2
+    assert res.per_sample[1]["preference"] is None and res.per_sample[1]["parse_status"] == ["unparsed"]
+    assert res.meta["judge"]["model"] == "judge" and res.meta["judge"]["template_version"].startswith("judge_pairwise@")
+
+
+def test_language_with_only_garbage_is_nan_and_reported(tmp_path):
+    res = evaluate_responses(["BAD a", "GOOD b"], ["de", "mt"], references=["r", "s"], instructions=["q", "p"],
+                             judge=FakeGenerator(judge_responder), lc_method="mle", n_resamples=50)
+    assert math.isnan(res.table["de"]["win_rate"]) and res.table["de"]["n_unparsed"] == 1
+    assert res.table["mt"]["win_rate"] == 100.0
+    assert any("de: no judgment could be parsed" in w for w in res.meta["warnings"])
+    paths = write_report(res, tmp_path)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    assert "2 of 4 judgments could not be parsed" in md and "'no idea'" in md
+
+
+def test_multiple_references_average():
+    res = evaluate_responses(["GOOD x"], ["de"], references=[["plain", "GOOD too"]], instructions=["q"],
+                             judge=FakeGenerator(judge_responder), lc_method="mle", n_resamples=20)
+    assert res.per_sample[0]["preference"] == pytest.approx(0.75)  # beats one reference, ties the other
+    assert len(res.judgments) == 4 and res.meta["multi_reference"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"languages": ["de"]}, "same length"),
+        ({"references": ["r"]}, "same length"),
+        ({"languages": ["de", "klingon"]}, "Unknown language 'klingon'"),
+        ({"predictions": ["a", None]}, "must be a string"),
+        ({"references": ["r", ""]}, "reference_outputs\\[1\\] is empty"),
+        ({"instructions": None}, "needs references= and instructions="),
+    ],
+)
+def test_bad_inputs(kwargs, match):
+    args = {"predictions": ["a", "b"], "languages": ["de", "de"], "references": ["r", "s"], "instructions": ["q", "p"],
+            "judge": FakeGenerator(judge_responder)}
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        evaluate_responses(args.pop("predictions"), args.pop("languages"), **args)
+
+
+def test_report_files_and_png(tmp_path):
+    preds, langs, refs, instr = inputs()
+    res = evaluate_responses(preds, langs, references=refs, instructions=instr, judge=FakeGenerator(judge_responder),
+                             model_name="my-model", lc_method="mle", n_resamples=100)
+    paths = write_report(res, tmp_path / "report")
+    for key in ("markdown", "csv", "png", "summary", "per_sample", "judgments", "rubric"):
+        assert paths[key].is_file() and paths[key].stat().st_size > 0, key
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(paths["png"])
+    assert image.shape[0] > 100 and image.shape[1] > 300
+    with paths["csv"].open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["language"] for r in rows] == ["de", "mt", OVERALL]
+    assert rows[0]["model"] == "my-model" and float(rows[1]["win_rate"]) == pytest.approx(50.0)
+    md = paths["markdown"].read_text(encoding="utf-8")
+    for needle in ("## Results per language", "win_rates.png", "## Cost and token ledger", "## Unparsed judgments",
+                   "reconstructs", "judge_pairwise@1+"):
+        assert needle in md
+    summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+    assert summary["table"]["de"]["n_unparsed"] == 1
+    assert len(paths["judgments"].read_text(encoding="utf-8").splitlines()) == 14
+    assert "win rate" not in res.format_table() and "WR" in res.format_table()
+
+
+def test_fidelity_only_report(tmp_path):
+    res = evaluate_responses(GERMAN, "de")
+    paths = write_report(res, tmp_path)
+    assert "judgments" not in paths and paths["png"].read_bytes()[:4] == b"\x89PNG"
+    assert "none: language fidelity only" in paths["markdown"].read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# generation stages
+
+
+def benchmark(n=3):
+    import datasets
+
+    rows = [{"id": f"id{k}", "language": lang, "instruction": f"Question {k}? Please respond in {lang}.",
+             "english_instruction": f"Question {k}?", "dataset": "x", "reference": None, "reference_generator": None,
+             "alpaca_eval_index": k, "request_template": "t"} for lang in ("de", "mt") for k in range(n)]
+    return datasets.Dataset.from_list(rows)
+
+
+def test_generate_answers_and_references_resume(tmp_path):
+    ds = benchmark()
+    gen = FakeGenerator(lambda m, i, s: "Antwort: " + m[-1]["content"][:10], model="m", revision="r1")
+    sampling = SamplingConfig(max_tokens=16)
+    out = generate_answers(ds, gen, sampling=sampling, work_dir=str(tmp_path), chunk_size=2)
+    assert out.num_rows == 6 and gen.prompts_seen == 6
+    row = out[0]
+    assert row["output"] == "Antwort: Question 0" and row["generator"] == "m@r1" and row["revision"] == "r1"
+    assert row["template_version"].startswith("answer@1+") and json.loads(row["sampling"])["max_tokens"] == 16
+    assert {"id", "language", "instruction", "finish_reason", "prompt_tokens", "completion_tokens"} <= set(out.column_names)
+    again = FakeGenerator(lambda m, i, s: "never", model="m", revision="r1")
+    out2 = generate_answers(ds, again, sampling=sampling, work_dir=str(tmp_path), chunk_size=2)
+    assert again.prompts_seen == 0 and out2["output"] == out["output"]
+
+    refs = generate_references(ds, FakeGenerator(lambda m, i, s: "Ref", model="gpt-4o-mini-2024-07-18"))
+    assert refs.column_names[: len(ds.column_names)] == ds.column_names or set(ds.column_names) <= set(refs.column_names)
+    assert refs["reference"] == ["Ref"] * 6 and refs["reference_generator"][0] == "gpt-4o-mini-2024-07-18"
+    assert json.loads(refs[0]["reference_provenance"])["template_version"].startswith("answer@")
+
+
+def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
+    import datasets
+
+    prompts = datasets.Dataset.from_list([{"id": f"xlae-{k}", "english_instruction": f"Write {k} lines.",
+                                           "dataset": "x"} for k in range(3)])
+    gen = FakeGenerator(lambda m, i, s: "" if "Write 2" in m[-1]["content"] else " Ikteb linji. ", model="tr")
+    out = translate_prompts(prompts, gen, "mt,de")
+    assert list(out) == ["mt", "de"]
+    mt = out["mt"]
+    assert mt["instruction"][:2] == ["Ikteb linji.", "Ikteb linji."] and mt["translation_status"] == ["ok", "ok", "empty"]
+    assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@1+")
+    paths = write_m_alpacaeval(out, tmp_path / "m")
+    with pytest.raises(FileExistsError):
+        write_m_alpacaeval(out, tmp_path / "m")
+    from xl_suite.datasets_api import load_dataset
+
+    ds = load_dataset("m-alpacaeval-mt", split="test", source=str(tmp_path / "m"))
+    assert ds.num_rows == 3 and ds[0]["id"] == "xlae-0" and ds[0]["translator"] == "tr"
+    assert ds[0]["english_instruction"] == "Write 0 lines." and paths["de"].name == "de.jsonl"
+    with pytest.raises(ValueError, match="query language"):
+        translate_prompts(prompts, gen, ["en"])
+
+
+def test_align_references_errors():
+    model = [{"id": "1", "language": "de", "output": "a", "instruction": "q"}]
+    with pytest.raises(ValueError, match="have no reference"):
+        align_references(model, [{"id": "2", "language": "de", "reference": "r"}])
+    with pytest.raises(ValueError, match="Duplicate model output"):
+        align_references(model * 2, [{"id": "1", "language": "de", "reference": "r"}])
+    with pytest.raises(ValueError, match="lacks \\['language'\\]"):
+        align_references([{"id": "1", "output": "a"}], [])
+    rows = align_references(model, [{"id": "1", "language": "german", "output": "alpaca-style reference"}])
+    assert rows[0]["reference"] == "alpaca-style reference"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# commands (in-process, fake engines)
+
+
+ALPACA = [{"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}.", "generator": "x",
+           "dataset": "helpful_base"} for k in range(4)]
+
+
+@pytest.fixture
+def alpaca_file(tmp_path):
+    path = tmp_path / "alpaca_eval.json"
+    path.write_text(json.dumps(ALPACA), encoding="utf-8")
+    return path
+
+
+def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
+    common = ["--backend", "fake", "--config", "xl-alpacaeval-de,xl-alpacaeval-mt", "--source", str(alpaca_file),
+              "--max-tokens", "32"]
+    assert main(["generate", "--model", "my-model", *common, "--output", str(tmp_path / "ans")]) == 0
+    assert main(["generate", "--model", "ref-model", *common, "--output", str(tmp_path / "refs"), "--as-reference"]) == 0
+    rows = read_rows(tmp_path / "ans")
+    assert len(rows) == 8 and {"id", "language", "output", "instruction", "model", "template_version"} <= set(rows[0])
+    refs = read_rows(tmp_path / "refs" / "xl-alpacaeval-mt.jsonl")
+    assert refs[0]["reference"] and refs[0]["reference_generator"] == "ref-model"
+    # existing outputs are not overwritten silently
+    assert main(["generate", "--model", "my-model", *common, "--output", str(tmp_path / "ans")]) == 2
+    assert main(["generate", "--model", "m", *common, "--output", str(tmp_path / "x"), "--push", "u/r"]) == 2
+
+    report = tmp_path / "report"
+    args = ["evaluate", "--model-outputs", str(tmp_path / "ans"), "--references", str(tmp_path / "refs"),
+            "--judge-backend", "fake", "--judge-model", "judge", "--output", str(report), "--n-resamples", "50",
+            "--lc-method", "mle"]
+    capsys.readouterr()
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "pairwise_judge: 16 judged now, 0 from cache" in printed
+    for name in ("report.md", "leaderboard.csv", "win_rates.png", "judgments.jsonl"):
+        assert (report / name).is_file()
+    summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
+    assert summary["meta"]["model"] == "my-model" and summary["meta"]["preset"] == "local-vllm v1"
+    assert summary["table"]["overall"]["n_unparsed"] == 8  # the fake judge's default reply is garbage: all counted
+    assert summary["ledger"]["model_outputs"]["requests"] == 8
+    assert main(args) == 0
+    assert "pairwise_judge: 0 judged now, 16 from cache" in capsys.readouterr().out
+
+    assert main(["evaluate", "--model-outputs", str(tmp_path / "ans"), "--output", str(tmp_path / "fid"),
+                 "--languages", "mt"]) == 0
+    out = capsys.readouterr().out
+    assert "fidelity" in out and " de " not in out
+    assert main(["evaluate", "--model-outputs", str(tmp_path / "ans"), "--judge-model", "j", "--judge-backend", "fake",
+                 "--output", str(tmp_path / "r2")]) == 2
+    assert "pass --references" in capsys.readouterr().err
+
+    assert main(["translate", "--model", "tr", "--backend", "fake", "--languages", "ga", "--source", str(alpaca_file),
+                 "--output", str(tmp_path / "m"), "--limit", "2"]) == 0
+    from xl_suite.datasets_api import load_dataset
+
+    assert load_dataset("m-alpacaeval-ga", split="test", source=str(tmp_path / "m")).num_rows == 2
+
+
+def test_english_prompts_ids_match_benchmark(alpaca_file):
+    from xl_suite.datasets_api import load_dataset
+
+    en = english_prompts(str(alpaca_file))
+    de = load_dataset("xl-alpacaeval-de", split="test", source=str(alpaca_file))
+    assert en["id"] == de["id"] and en["english_instruction"] == de["english_instruction"]
+    assert english_prompts(str(alpaca_file), limit=2).num_rows == 2
+
+
+def test_generate_and_evaluate_help_mention_key_flags(capsys):
+    for cmd, flags in (("generate", ["--as-reference", "--push", "--config"]),
+                       ("evaluate", ["--model-outputs", "--judge-preset", "--order"]),
+                       ("translate", ["--languages", "--output"])):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        text = capsys.readouterr().out
+        assert all(f in text for f in flags)
+
+
+def test_read_rows_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_rows(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no"):
+        read_rows(tmp_path / "empty")
+
+
+def test_outputs_stage_paths_are_stable(tmp_path):
+    """The answer stage writes resumable chunks under work_dir/answers (one folder per stage)."""
+    generate_answers(benchmark(1), FakeGenerator(), work_dir=str(tmp_path))
+    assert [p.name for p in Path(tmp_path).iterdir()] == ["answers"]

@@ -1,0 +1,108 @@
+"""The ``evaluate`` metric folder: loads offline, fidelity without a judge, full scores with a (fake) judge."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from xl_suite.generation import FakeGenerator
+
+
+evaluate = pytest.importorskip("evaluate")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+METRIC = str(REPO_ROOT / "evaluate_metrics" / "xl_alpacaeval")
+PREDS = ["Das Wetter ist heute wirklich schön und warm.", "The weather is really nice today, isn't it?",
+         "Il-Belt Valletta hija l-kapitali ta' Malta u għandha ħafna knejjes."]
+LANGS = ["de", "de", "mt"]
+REFS = ["Heute ist es sonnig.", "Es regnet.", "Valletta hija l-kapitali."]
+INSTR = ["How is the weather? Please respond in German.", "How is the weather? Please respond in German.",
+         "Describe Valletta. Please respond in Maltese."]
+
+
+def always_a(messages, i, sampling):
+    return '{"winner": "A"}'
+
+
+def test_fidelity_config():
+    metric = evaluate.load(METRIC, "fidelity")
+    out = metric.compute(predictions=PREDS, languages=LANGS)
+    assert out["language_fidelity"] == pytest.approx(200 / 3)
+    assert out["detected_language"] == ["de", "en", "mt"] and out["is_target"] == [True, False, True]
+    assert set(out["per_language"]) == {"de", "mt"}
+    with pytest.raises(ValueError, match="never judges"):
+        metric.compute(predictions=PREDS, languages=LANGS, judge=FakeGenerator(always_a))
+
+
+def test_default_config_without_judge_is_fidelity_only():
+    metric = evaluate.load(METRIC)
+    out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS)
+    assert "win_rate" not in out and out["language_fidelity"] == pytest.approx(200 / 3)
+
+
+def test_default_config_with_judge(tmp_path):
+    metric = evaluate.load(METRIC)
+    judge = FakeGenerator(always_a)
+    out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, judge=judge,
+                         annotation_cache_dir=str(tmp_path), n_resamples=100, lc_method="mle")
+    assert out["win_rate"] == 50.0 and out["prefer_first_rate"] == 1.0 and out["parse_rate"] == 100.0
+    assert out["preferences"] == [0.5, 0.5, 0.5] and out["pref_model_first"] == [1.0, 1.0, 1.0]
+    assert out["rubric_scores"] == [None, None, None] and out["rubric_parse_rate"] == 0.0  # rubric reply unparsed
+    assert math.isnan(out["rubric_fluency"])
+    assert set(out["per_language"]) == {"de", "mt"} and out["per_language"]["de"]["n"] == 2
+    assert out["ledger"]["pairwise_judge"]["judged_now"] == 6
+    assert {"ci_low", "ci_high", "standard_error", "discrete_win_rate", "length_controlled_win_rate",
+            "language_fidelity", "line_pass_rate", "verdicts", "detected_language"} <= set(out)
+    # The annotation cache: a second metric call makes zero judge calls.
+    seen = judge.prompts_seen
+    again = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, judge=judge,
+                           annotation_cache_dir=str(tmp_path), n_resamples=100, lc_method="mle")
+    assert judge.prompts_seen == seen and again["ledger"]["pairwise_judge"]["from_cache"] == 6
+
+
+def test_multiple_references_schema():
+    metric = evaluate.load(METRIC)
+    out = metric.compute(predictions=PREDS[:1], references=[["a", "b"]], instructions=INSTR[:1], languages=["de"],
+                         judge=FakeGenerator(always_a), rubric=False, n_resamples=10, lc_method="mle")
+    assert out["preferences"] == [0.5] and "rubric_fluency" not in out
+
+
+def test_preset_config_builds_judge_lazily():
+    metric = evaluate.load(METRIC, "local-vllm", judge_model="tiny-judge", judge_backend="fake")
+    assert isinstance(metric.judge, FakeGenerator) and metric.judge.model == "tiny-judge"
+    out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, rubric=False,
+                         order="random", n_resamples=10, lc_method="mle")
+    assert out["n_unparsed"] == 3 and math.isnan(out["win_rate"])  # the fake's default reply is not a verdict
+    assert out["warnings"] and out["ledger"]["pairwise_judge"]["requests"] == 3
+    metric.close()
+    assert metric.judge is None
+
+
+def test_configs_and_bad_input():
+    with pytest.raises(ValueError, match="Unknown config 'gpt-5'"):
+        evaluate.load(METRIC, "gpt-5")
+    metric = evaluate.load(METRIC, "local-vllm")  # no judge_model: fails only when asked to judge
+    with pytest.raises(ValueError, match="needs a judge model"):
+        metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS)
+    metric = evaluate.load(METRIC, "fidelity")
+    with pytest.raises(ValueError, match="Unknown language 'xx'"):
+        metric.compute(predictions=PREDS, languages=["de", "de", "xx"])
+    with pytest.raises(ValueError, match="Mismatch in the number of predictions"):
+        metric.compute(predictions=PREDS, languages=["de"])
+
+
+def test_kwargs_description_examples_run(monkeypatch):
+    """The docstring examples of the metric (evaluate layout) are doctests: run them from the repo root."""
+    monkeypatch.chdir(REPO_ROOT)
+    spec = importlib.util.spec_from_file_location("xl_alpacaeval_module", f"{METRIC}/xl_alpacaeval.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    test = doctest.DocTestParser().get_doctest(module._KWARGS_DESCRIPTION, {}, "xl_alpacaeval", None, 0)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    runner.run(test)
+    assert runner.failures == 0 and runner.tries >= 8
