@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 
+# tests/ is not a package: the plugin is importable by module name under pytest's default import mode.
+pytest_plugins = ["engine_fixtures"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "data"
 
