@@ -264,7 +264,10 @@ def translate_prompts(
         languages: target codes (list or comma-separated string; English is refused).
         sampling: decoding settings (default greedy, :data:`DEFAULT_TRANSLATION_SAMPLING`).
         template: translation template (default ``"translate_instruction"``).
-        work_dir, storage_options, chunk_size, batch_size: as in :func:`generate_answers`.
+        work_dir: resumable chunk folder / fsspec URL (None: in memory); one stage per language.
+        storage_options: fsspec options for ``work_dir``.
+        chunk_size: rows per resumable chunk.
+        batch_size: prompts per engine call.
 
     Returns:
         code -> Dataset with ``id``, ``instruction`` (translated), ``english_instruction``, ``language``,
@@ -750,8 +753,8 @@ def _csv_columns(result: EvaluationResult) -> list[str]:
              "prefer_longer_rate", "length_spearman"]
     present = set().union(*(row.keys() for row in result.table.values()))
     cols = [c for c in order if c in present or c == "model"]
-    cols += sorted(k for k in present if k.startswith("rubric_"))
-    cols += [c for c in ("language_fidelity", "line_pass_rate", "n_empty", "avg_model_length", "avg_reference_length")
+    cols += sorted(k for k in present if k.startswith("rubric_") and k != "rubric_parse_rate")
+    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_model_length", "avg_reference_length")
              if c in present]
     return cols
 

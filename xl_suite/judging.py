@@ -148,6 +148,7 @@ class JudgeConfig:
     price_output_per_mtok: float | None = None
 
     def __post_init__(self):
+        """Validate the settings (order, dimension names, sizes, sampling values)."""
         if self.order not in _ORDER_MODES:
             raise ValueError(f"order={self.order!r} is not supported; choose one of {list(_ORDER_MODES)}.")
         if not self.dimensions:

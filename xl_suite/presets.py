@@ -63,6 +63,7 @@ class JudgePreset:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     def __post_init__(self):
+        """Check the backend names."""
         from xl_suite.generation import BACKENDS
 
         for attr in ("judge_backend", "reference_backend"):

@@ -18,6 +18,7 @@ from xl_suite.commands.generate import add_engine_arguments, parse_engine_kwargs
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``xl-suite evaluate`` and its flags on the CLI's subparsers."""
     p = subparsers.add_parser(
         "evaluate", help="judge answers against references; per-language win rates, fidelity, report",
         description="Pairwise LLM judge (both orders by default) of model answers against reference answers, "
@@ -52,6 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    """Run ``xl-suite evaluate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
     from xl_suite.evaluation import align_references, evaluate_responses, read_rows, write_report

@@ -68,6 +68,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``xl-suite generate`` and its flags on the CLI's subparsers."""
     p = subparsers.add_parser(
         "generate", help="answer a benchmark config with a model (or write its reference answers)",
         description="Answer every prompt of XL-AlpacaEval / m-AlpacaEval configs through a batched, resumable map "
@@ -92,6 +93,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
     from xl_suite.datasets_api import load_dataset, parse_config_name

@@ -15,6 +15,7 @@ from xl_suite.commands.generate import add_engine_arguments, add_run_arguments, 
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``xl-suite translate`` and its flags on the CLI's subparsers."""
     p = subparsers.add_parser(
         "translate", help="translate the benchmark prompts into m-AlpacaEval files",
         description="Translate the 797 kept English AlpacaEval prompts into each language with an LLM (template "
@@ -33,6 +34,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
