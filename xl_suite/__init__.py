@@ -31,6 +31,7 @@ _EXPORTS = {
     "Generator": "xl_suite.generation",
     "FakeGenerator": "xl_suite.generation",
     "build_generator": "xl_suite.generation",
+    "build_tiny_model": "xl_suite.tiny_model",
     # datasets
     "load_dataset": "xl_suite.datasets_api",
     "list_configs": "xl_suite.datasets_api",
@@ -41,6 +42,26 @@ _EXPORTS = {
     "win_rate": "xl_suite.metrics",
     "length_controlled_win_rate": "xl_suite.metrics",
     "bootstrap_ci": "xl_suite.metrics",
+    # evaluation
+    "evaluate_responses": "xl_suite.evaluation",
+    "write_report": "xl_suite.evaluation",
+    "generate_answers": "xl_suite.evaluation",
+    "generate_references": "xl_suite.evaluation",
+    "translate_prompts": "xl_suite.evaluation",
+    "judge_pairwise": "xl_suite.judging",
+    "score_rubric": "xl_suite.judging",
+    "parse_verdict": "xl_suite.judging",
+    "parse_rubric": "xl_suite.judging",
+    "JudgeConfig": "xl_suite.judging",
+    "load_preset": "xl_suite.presets",
+    "list_presets": "xl_suite.presets",
+    # synthesis
+    "synthesize": "xl_suite.synthesis",
+    "SynthesisConfig": "xl_suite.synthesis",
+    "load_seeds": "xl_suite.seeds",
+    # demo
+    "run_demo": "xl_suite.demo",
+    "DemoConfig": "xl_suite.demo",
     # language fidelity
     "language_fidelity": "xl_suite.fidelity",
     "identify_language": "xl_suite.fidelity",

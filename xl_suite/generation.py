@@ -42,6 +42,8 @@ class SamplingConfig:
         temperature: 0.0 means greedy (the default, as for judges).
         top_p: nucleus sampling mass.
         max_tokens: maximum new tokens per completion.
+        min_tokens: minimum new tokens before end-of-sequence may be generated (0 = no minimum). Supported by vLLM
+            (offline and ``vllm serve``) and transformers; not by the OpenAI API itself.
         n: completions per prompt (best-of-n uses n=3).
         seed: sampling seed; with n>1 and temperature>0 the backend derives per-candidate streams from it.
         logprobs: number of top log-probabilities to return per generated token (None = none).
@@ -52,6 +54,7 @@ class SamplingConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 512
+    min_tokens: int = 0
     n: int = 1
     seed: int = 0
     logprobs: int | None = None
@@ -65,6 +68,8 @@ class SamplingConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}.")
+        if not 0 <= self.min_tokens <= self.max_tokens:
+            raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}.")
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}.")
         object.__setattr__(self, "stop", tuple(self.stop))

@@ -192,9 +192,11 @@ def filter_english_specific(
             raise SourceError(f"Exclusion {match.instruction_prefix!r} matched more than one prompt; make it specific.")
         excluded.append((match, rec))
     missing = [e.instruction_prefix for e in exclusions if e.instruction_prefix not in hits]
-    if missing:
+    if missing and len(missing) < len(exclusions):
         logger.warning("%d exclusion(s) matched no prompt in this source (a subset or another version?): %s",
                        len(missing), missing)
+    elif missing:
+        logger.info("No English-specific exclusion applies to this source (not AlpacaEval's 805 prompts).")
     ids = [prompt_id(r["instruction"]) for r in kept]
     if len(set(ids)) != len(ids):
         raise SourceError("The source holds duplicate instructions; ids would not be unique. Deduplicate it first.")

@@ -106,6 +106,7 @@ class TransformersGenerator:
         greedy = sampling.temperature == 0
         gen_kwargs = {
             "max_new_tokens": sampling.max_tokens,
+            "min_new_tokens": sampling.min_tokens or None,
             "do_sample": not greedy,
             "num_return_sequences": 1 if greedy else sampling.n,
             "pad_token_id": tok.pad_token_id,

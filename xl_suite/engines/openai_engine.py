@@ -194,6 +194,9 @@ class OpenAIGenerator:
         }
         if sampling.stop:
             kwargs["stop"] = list(sampling.stop)
+        if sampling.min_tokens:
+            # Not an OpenAI API parameter: vLLM's OpenAI-compatible server reads it from the request body.
+            kwargs["extra_body"] = {"min_tokens": sampling.min_tokens}
         if sampling.logprobs is not None:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = sampling.logprobs

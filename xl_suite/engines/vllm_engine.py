@@ -346,6 +346,7 @@ class VLLMGenerator:
             temperature=sampling.temperature,
             top_p=sampling.top_p,
             max_tokens=sampling.max_tokens,
+            min_tokens=sampling.min_tokens,
             seed=seed,
             stop=list(sampling.stop) or None,
             logprobs=sampling.logprobs,
