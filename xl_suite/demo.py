@@ -99,7 +99,13 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     import datasets
 
     from xl_suite.datasets_api import load_dataset
-    from xl_suite.evaluation import evaluate_responses, format_table, generate_answers, generate_references, write_report
+    from xl_suite.evaluation import (
+        evaluate_responses,
+        format_table,
+        generate_answers,
+        generate_references,
+        write_report,
+    )
     from xl_suite.export import write_repo
     from xl_suite.generation import SamplingConfig, build_generator
     from xl_suite.languages import resolve_languages
