@@ -42,7 +42,7 @@ class SeedCounts:
         read: rows read from the source.
         empty: rows dropped because the text was empty or only whitespace.
         duplicate: rows dropped because their text (whitespace-normalised) was seen before.
-        used: rows handed to the pipeline.
+        used: rows kept (prepared for the pipeline; the pipeline may stop before using them all).
     """
 
     read: int = 0
@@ -225,6 +225,15 @@ def iter_seed_chunks(dataset, *, text_column: str = "text", chunk_size: int = 10
     source = dataset.select_columns(columns)
     buffer: dict[str, list] = {"seed_id": [], "seed_text": []}
     features = datasets.Features({"seed_id": datasets.Value("string"), "seed_text": datasets.Value("string")})
+
+    def make(columns: dict[str, list]):
+        import uuid
+
+        import pyarrow as pa
+
+        table = pa.Table.from_pydict(columns, schema=features.arrow_schema)
+        return datasets.Dataset(table, fingerprint=uuid.uuid4().hex)  # no hashing of the whole table
+
     limit = max_seeds if max_seeds is not None else float("inf")
     yielded = 0
     for start in range(0, source.num_rows, read_batch):
@@ -243,10 +252,10 @@ def iter_seed_chunks(dataset, *, text_column: str = "text", chunk_size: int = 10
             chunk = {k: v[:chunk_size] for k, v in buffer.items()}
             buffer = {k: v[chunk_size:] for k, v in buffer.items()}
             yielded += chunk_size
-            yield datasets.Dataset.from_dict(chunk, features=features)
+            yield make(chunk)
     if buffer["seed_id"]:
         yielded += len(buffer["seed_id"])
-        yield datasets.Dataset.from_dict(buffer, features=features)
+        yield make(buffer)
     if yielded == 0:
         raise SeedError(
             f"No usable seed passage: {counts.read} rows read, {counts.empty} empty, {counts.duplicate} duplicates "

@@ -84,6 +84,7 @@ __all__ = [
     "judge_batch",
     "language_check_batch",
     "format_summary",
+    "preflight",
     "FakeSynthesisResponder",
     "apply_stages",
     "check_templates",
@@ -880,15 +881,14 @@ def apply_stages(batch: dict[str, list], stages: Sequence[Stage], *, engines: Ma
     """Run ``stages`` directly on one batch, with their keep filters (no chunk files, no cache).
 
     This is what a Ray Data actor does with each block (:mod:`xl_suite.ray_pipeline`); :func:`synthesize` runs
-    the same functions through :func:`xl_suite.runner.run_stage` instead.
+    the same functions through :func:`xl_suite.runner.run_stage` instead. Stage functions must accept an empty
+    batch (the built-in ones do): a batch emptied by a filter still passes through the later stages.
 
     >>> st = [Stage("mark", score_filter_batch, params={"threshold": 4.0}, keep="score_passed")]
     >>> apply_stages({"score_mean": [4.5, 2.0], "x": ["a", "b"]}, st, engines={}, templates={})
     {'score_mean': [4.5], 'x': ['a'], 'score_passed': [True]}
     """
-    for stage in stages:
-        if _n_rows(batch) == 0:
-            break
+    for stage in stages:  # an emptied batch still goes through every stage, so its columns stay the same
         kwargs = dict(stage.params)
         if stage.engine:
             kwargs.update(generator=engines[stage.engine], template=templates[stage.name], sampling=stage.sampling)
@@ -970,6 +970,30 @@ class FakeSynthesisResponder:
             except ValueError:
                 code = "en"
         return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h % 100000}-{index})"
+
+
+def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) -> dict[str, Any]:
+    """Check everything that can be checked before an engine starts; return the loaded templates.
+
+    Loads every stage template (a missing file fails, naming it), renders each once with example values (an
+    undefined variable fails, naming it) and, when the language filter is on, checks that the offline language
+    identifier can recognise every target language.
+    """
+    from xl_suite.prompting import load_template
+
+    stages = list(stages) if stages is not None else default_stages(config)
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Stage names must be unique, got {names}.")
+    templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
+    check_templates(stages, templates, language=config.languages[0])
+    if config.language_filter and any(s.function is language_check_batch for s in stages):
+        from xl_suite.fidelity import get_identifier
+
+        identifier = get_identifier()
+        for code in config.languages:
+            identifier.check_supported(get_language(code))
+    return templates
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1067,7 +1091,17 @@ def _normalised(ds):
     import datasets
 
     table = _arrow(ds).combine_chunks().cast(ds.features.arrow_schema)
-    return datasets.Dataset(table, info=ds.info)
+    return datasets.Dataset(table, fingerprint=_new_fingerprint())
+
+
+def _new_fingerprint() -> str:
+    """A fresh fingerprint for in-memory datasets: spares datasets from hashing (pickling) the whole table.
+
+    Nothing is cached by these fingerprints; the maps run by ``run_stage`` get theirs from the stage fingerprint.
+    """
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 def _keep(ds, column: str):
@@ -1173,6 +1207,9 @@ class _ShapeWriter:
                 handle.close()
                 self.fs.mv(tmp, final)
             paths[filename] = self._url(filename)
+        # partial files of an earlier run that was killed (a SIGKILL leaves its temporary files behind)
+        for stale in self.fs.glob(f"{self.root}/*.parquet.tmp-*") if self.fs is not None else []:
+            self.fs.rm(stale)
         return paths
 
     def abort(self) -> None:
@@ -1293,7 +1330,6 @@ def synthesize(
         xl_suite.prompting.TemplateError: a template that cannot be loaded or uses an undefined variable.
         xl_suite.generation.GenerationError: the engine failed (completed chunks stay cached; rerun to continue).
     """
-    from xl_suite.prompting import load_template
     from xl_suite.runner import StageStats, run_stage
     from xl_suite.seeds import SeedCounts, check_text_column, iter_seed_chunks
 
@@ -1301,18 +1337,8 @@ def synthesize(
     config = config or SynthesisConfig()
     check_text_column(seeds, text_column)
     stages = list(stages) if stages is not None else default_stages(config, generator, scorer)
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise ValueError(f"Stage names must be unique, got {names}.")
     engines = {"generator": generator, "scorer": scorer or generator}
-    templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
-    check_templates(stages, templates, language=config.languages[0])
-    if config.language_filter and any(s.function is language_check_batch for s in stages):
-        from xl_suite.fidelity import get_identifier
-
-        identifier = get_identifier()
-        for code in config.languages:
-            identifier.check_supported(get_language(code))
+    templates = preflight(config, stages)
     counters = {s.name: _Counted(engines[s.engine]) for s in stages if s.engine}
     fingerprints = {s.name: stage_fingerprint(s, templates.get(s.name), engines[s.engine] if s.engine else None)
                     for s in stages}
@@ -1327,6 +1353,7 @@ def synthesize(
     seen: set[bytes] = set()
     duplicates = 0
     final_in = 0
+    processed = 0
     quota = config.num_examples
     bar = None
     if progress:
@@ -1339,6 +1366,7 @@ def synthesize(
         chunks = iter_seed_chunks(seeds, text_column=text_column, chunk_size=config.chunk_size,
                                   max_seeds=config.seed_limit, id_column=id_column, counts=seed_counts)
         for chunk in chunks:
+            processed += chunk.num_rows
             ds = chunk
             for stage in stages:
                 if ds.num_rows == 0:
@@ -1409,10 +1437,11 @@ def synthesize(
     summary = _summary(
         config=config, generator=generator, scorer=scorer, stages=stages, reports=reports, counters=counters,
         templates=templates, fingerprints=fingerprints, seed_counts=seed_counts, seeds_rows=seeds.num_rows,
-        produced=produced, over_quota=over_quota, duplicates=duplicates, final_in=final_in,
+        produced=produced, over_quota=over_quota, duplicates=duplicates, final_in=final_in, processed=processed,
         stopped_early=stopped_early, rows=writer.rows, seconds=time.perf_counter() - t_start,
         output=output, work_dir=work_dir, seed_source=seed_source, text_column=text_column,
     )
+    summary = json.loads(json.dumps(summary, default=str))  # the same object as summary.json (lists, not tuples)
     summary_url = writer.write_json("summary.json", summary)
     if summary_url:
         files["summary.json"] = summary_url
@@ -1459,7 +1488,8 @@ def _append_by_language(writer: _ShapeWriter, pattern: str, table, languages: Se
 
 
 def _summary(*, config, generator, scorer, stages, reports, counters, templates, fingerprints, seed_counts,
-             seeds_rows, produced, over_quota, duplicates, final_in, stopped_early, rows, seconds, output, work_dir,
+             seeds_rows, produced, over_quota, duplicates, final_in, processed, stopped_early, rows, seconds, output,
+             work_dir,
              seed_source, text_column) -> dict:
     import xl_suite
 
@@ -1471,7 +1501,7 @@ def _summary(*, config, generator, scorer, stages, reports, counters, templates,
                 shortfall[code] = config.num_examples - n
         if shortfall:
             warnings.append(
-                f"--num-examples {config.num_examples}: only {produced} pairs survived from {seed_counts.used} seeds "
+                f"--num-examples {config.num_examples}: only {produced} pairs survived from {processed} seeds "
                 f"(short by {shortfall}). Use more seeds (--max-seeds), a lower --threshold, or check the stage "
                 "table for where rows were dropped."
             )
@@ -1501,7 +1531,7 @@ def _summary(*, config, generator, scorer, stages, reports, counters, templates,
                    "fingerprint": scorer.fingerprint()},
         "config": {k: finite(v) for k, v in config.to_dict().items()},
         "seeds": {"source": seed_source, "text_column": text_column, "rows_available": seeds_rows,
-                  "limit": config.seed_limit, **seed_counts.to_dict()},
+                  "limit": config.seed_limit, **seed_counts.to_dict(), "processed": processed},
         "stages": [
             {**{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
              "template": templates[s.name].template_version if s.name in templates else None,

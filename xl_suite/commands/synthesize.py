@@ -116,10 +116,11 @@ def run(args, *, generator=None, scorer=None) -> int:
     import datasets
 
     from xl_suite.commands.generate import parse_engine_kwargs
-    from xl_suite.seeds import load_seeds
-    from xl_suite.synthesis import format_summary, synthesize
+    from xl_suite.seeds import check_text_column, load_seeds
+    from xl_suite.synthesis import format_summary, preflight, synthesize
 
-    config = config_from_args(args)  # validate everything before any engine starts
+    config = config_from_args(args)  # validate everything that can be validated before any engine starts
+    preflight(config)
     storage_options = parse_engine_kwargs(args.storage_options) if args.storage_options else None
     if storage_options is not None and not isinstance(storage_options, dict):
         raise ValueError(f"--storage-options must be a JSON object, got {args.storage_options!r}.")
@@ -129,6 +130,7 @@ def run(args, *, generator=None, scorer=None) -> int:
         check_online(f"push the synthesized configs to {args.push!r}")  # before hours of generation
     seeds = load_seeds(args.seeds, split=args.seeds_split, config_name=args.seeds_config,
                        storage_options=storage_options)
+    check_text_column(seeds, args.text_column)
     owned = []
     if generator is None:
         generator = _engine(args.backend, args.model, args.revision, args.engine_kwargs)
