@@ -164,7 +164,7 @@ def prompt_id(instruction: str) -> str:
     """Stable id of an English prompt, the same in every language config.
 
     >>> prompt_id("What is 2+2?")
-    'xlae-5b1ff2a4a4'
+    'xlae-52cb6b5e4a'
     """
     return "xlae-" + hashlib.sha256(_norm(instruction).encode("utf-8")).hexdigest()[:10]
 
