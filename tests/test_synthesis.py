@@ -720,3 +720,84 @@ def test_sigkill_mid_run_costs_at_most_one_chunk(tmp_path):
         assert a["response"][:] == b["response"][:]
     assert resumed.summary["languages"] == ref.summary["languages"]
     assert not list(out.glob("*.tmp-*"))  # the killed run's partial output files were cleaned up
+
+
+# --------------------------------------------------------------------------------------------------------------
+# HTTP errors beyond retries (OpenAI-compatible backend against a stdlib server on 127.0.0.1)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _ChatServer:
+    """Answers /v1/chat/completions with FakeSynthesisResponder texts; 500 for prompts containing ``fail_on``."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.fail_on: str | None = None
+        self.requests = 0
+        responder = FakeSynthesisResponder()
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests += 1
+                messages = body["messages"]
+                if owner.fail_on and owner.fail_on in messages[-1]["content"]:
+                    data, status = b'{"error": {"message": "overloaded"}}', 500
+                else:
+                    sampling = SamplingConfig(n=body.get("n", 1), json_schema=None)
+                    choices = [{"index": i, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": responder(messages, i, sampling)}}
+                               for i in range(body.get("n", 1))]
+                    data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                       "choices": choices,
+                                       "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}})
+                    data, status = data.encode(), 200
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_http_errors_beyond_retries_leave_the_chunk_undone(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("openai")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    server = _ChatServer()
+    try:
+        data = seeds(4)
+        seeds_file = tmp_path / "seeds.jsonl"
+        seeds_file.write_text("".join(json.dumps({"text": t}) + "\n" for t in data["text"]), encoding="utf-8")
+        server.fail_on = data[3]["text"][:30]  # second chunk
+        kwargs = json.dumps({"base_url": server.url, "max_retries": 2, "backoff_base": 0.01, "backoff_max": 0.02})
+        argv = ["synthesize", "--backend", "openai", "--model", "served", "--engine-kwargs", kwargs, "--seeds",
+                str(seeds_file), "--languages", "mt", "--chunk-size", "2", "--output", str(tmp_path / "out"),
+                "--no-progress"]
+        rc, _, err = _cli(argv, capsys)
+        assert rc == 2 and "HTTP 500" in err and "after 2 retries" in err
+        work = tmp_path / "out" / ".xl_suite_work"
+        assert len(list((work / "backtranslate").glob("*.parquet"))) == 1 and not (tmp_path / "out" / "mt.parquet").exists()
+
+        server.fail_on = None
+        before = server.requests
+        rc, out, err = _cli(argv, capsys)
+        assert rc == 0, err
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["stages"][0]["chunks_reused"] == 1 and summary["stages"][0]["chunks_computed"] == 1
+        assert summary["languages"]["mt"]["produced"] == 4
+        assert server.requests - before == summary["generated"]["prompts"]  # only the second chunk's work
+    finally:
+        server.close()
