@@ -1,15 +1,16 @@
 """The synthesis stages on Ray Data, for runs that outgrow one machine.
 
 The same :class:`~xl_suite.synthesis.Stage` objects and pure batched functions as :func:`xl_suite.synthesis.synthesize`
-run inside ``ray.data.Dataset.map_batches`` with an **actor pool**: each actor builds its engine once (from a
-picklable factory, e.g. :func:`engine_factory`) and applies a run of stages to every block with
+run over ``ray.data.Dataset.map_batches``, with a **pool of engine actors** (:class:`EngineActor`): each actor
+builds its engines once (from picklable factories, e.g. :func:`engine_factory`) and applies stages to blocks with
 :func:`xl_suite.synthesis.apply_stages`. Data goes in with ``ray.data.from_huggingface`` and comes back as a
 ``datasets.Dataset``; duplicate removal, the per-language quota and the release shapes (``en_scored``,
 ``<code>_bestof3``, ``<code>``) are then done on the driver with the code of the local pipeline.
 
 The stage list is cut into segments at the snapshot stages (``scored``, ``bestof3``): each segment is one
-``map_batches`` (an actor pool when it calls an engine, plain tasks otherwise) and is materialized so its snapshot
-can be written. Two engine segments mean two actor pools, so each engine is started once per segment.
+``map_batches`` whose light tasks hand each block to an engine actor (segments without an engine run as plain
+tasks), and is materialized so its snapshot can be written. The actors live for the whole run, so each engine
+starts once, and are closed (engine processes included) at the end.
 
 Why not ``ray.data.llm.build_processor``: its vLLM processor (which works on CPU with the settings in
 ``shared/ENVIRONMENT.md`` section 5) owns prompt building and output handling through its own
@@ -48,7 +49,7 @@ from xl_suite.synthesis import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["synthesize_ray", "engine_factory", "ray_init_kwargs", "split_segments", "StagesActor"]
+__all__ = ["synthesize_ray", "engine_factory", "ray_init_kwargs", "split_segments", "EngineActor"]
 
 #: Environment a vLLM engine needs inside Ray workers on a small CPU machine (ENVIRONMENT.md section 5).
 CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -95,14 +96,19 @@ def split_segments(stages: Sequence[Stage]) -> list[list[Stage]]:
     return [s for s in segments if s]
 
 
-class StagesActor:
-    """Ray Data actor: builds the engines once, then applies its stages to every block (a ``pyarrow.Table``)."""
+class EngineActor:
+    """Holds the engines (built once from picklable factories) and applies any segment of stages to a block.
 
-    def __init__(self, stages: Sequence[Stage], generator_factory=None, scorer_factory=None):
+    Used as a Ray actor (``ray.remote(EngineActor)``) shared by every segment of a run, so each engine starts once
+    per run, not once per segment; :meth:`close` shuts the engines down cleanly at the end.
+    """
+
+    def __init__(self, segments: Sequence[Sequence[Stage]], generator_factory=None, scorer_factory=None):
         from xl_suite.prompting import load_template
 
-        self.stages = list(stages)
-        needs = {s.engine for s in self.stages if s.engine}
+        self.segments = [list(seg) for seg in segments]
+        stages = [s for seg in self.segments for s in seg]
+        needs = {s.engine for s in stages if s.engine}
         self.engines: dict[str, Any] = {}
         if "generator" in needs or ("scorer" in needs and scorer_factory is None):
             if generator_factory is None:
@@ -110,20 +116,41 @@ class StagesActor:
             self.engines["generator"] = generator_factory()
         if "scorer" in needs:
             self.engines["scorer"] = scorer_factory() if scorer_factory is not None else self.engines["generator"]
-        self.templates = {s.name: load_template(s.template) for s in self.stages if s.template is not None}
+        self.templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
 
-    def __call__(self, batch):
+    def apply(self, table, segment: int):
+        """Run segment ``segment`` on a ``pyarrow.Table`` and return a ``pyarrow.Table``."""
         import pyarrow as pa
 
-        out = apply_stages(batch.to_pydict(), self.stages, engines=self.engines, templates=self.templates)
+        out = apply_stages(table.to_pydict(), self.segments[segment], engines=self.engines, templates=self.templates)
         return pa.Table.from_pydict(out)
 
-    def __del__(self):
-        for engine in {id(e): e for e in getattr(self, "engines", {}).values()}.values():
-            try:
-                engine.close()
-            except Exception:  # interpreter shutdown: best effort
-                pass
+    def close(self) -> bool:
+        """Shut the engines down (vLLM engine processes included)."""
+        for engine in {id(e): e for e in self.engines.values()}.values():
+            engine.close()
+        self.engines = {}
+        return True
+
+
+def _forward(batch, *, actors, segment: int):
+    """Ray Data task: send a block to one of the engine actors (chosen by the block's first seed) and wait."""
+    import ray
+
+    if batch.num_rows == 0:
+        return batch
+    actor = actors[int(batch.column("seed_index")[0].as_py()) % len(actors)]
+    return ray.get(actor.apply.remote(batch, segment))
+
+
+class _Structured:
+    """Answers :func:`default_stages`' only question to an engine, on the driver."""
+
+    def __init__(self, value: bool):
+        self.value = value
+
+    def supports_structured_output(self) -> bool:
+        return self.value
 
 
 def _plain(batch, stages):
@@ -159,6 +186,7 @@ def synthesize_ray(
     num_actors: int = 1,
     num_cpus_per_actor: float = 1,
     ray_remote_args: dict | None = None,
+    structured_outputs: bool = False,
 ) -> SynthesisResult:
     """Run the synthesis stages on Ray Data (``ray.init`` must have been called).
 
@@ -167,16 +195,17 @@ def synthesize_ray(
         generator_factory: builds the generation engine inside each actor (:func:`engine_factory`).
         config: :class:`~xl_suite.synthesis.SynthesisConfig`.
         scorer_factory: builds the scoring engine (default: the generator's engine, shared in the actor).
-        stages: replace the stage list (default :func:`~xl_suite.synthesis.default_stages`; the generator is
-            not available on the driver, so structured outputs for the scoring stages are requested only when
-            ``default_stages`` is given a generator: pass your own ``stages`` built with one to get them).
+        stages: replace the stage list (default :func:`~xl_suite.synthesis.default_stages`).
         output: folder/URL for the same files as the local pipeline (``None``: kept in memory).
         storage_options: fsspec options for ``output``.
         text_column: seed column with the passages.
         id_column: seed column with row ids (default ``id`` when present).
-        num_actors: actors (engines) per engine segment.
+        num_actors: engine actors (each holds its own engines), shared by every segment.
         num_cpus_per_actor: logical CPUs each actor requests.
         ray_remote_args: extra Ray options for the actors (e.g. ``{"num_gpus": 1}`` or a ``runtime_env``).
+        structured_outputs: constrain the scoring stages to their JSON schema (for backends that support it, such
+            as vLLM and OpenAI). The engines only exist inside the actors, so the driver cannot ask them; default
+            False (the parser then reads free text).
 
     Returns:
         A :class:`~xl_suite.synthesis.SynthesisResult` (summary with rows in/out per segment).
@@ -190,7 +219,7 @@ def synthesize_ray(
 
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
-    stages = list(stages) if stages is not None else default_stages(config, None)
+    stages = list(stages) if stages is not None else default_stages(config, _Structured(structured_outputs))
     templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
     check_templates(stages, templates, language=config.languages[0])
     counts = SeedCounts()
@@ -199,21 +228,22 @@ def synthesize_ray(
     prepared = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     prepared = prepared.add_column("seed_index", list(range(prepared.num_rows)))
     ds = ray.data.from_huggingface(prepared)
+    segments = split_segments(stages)
+    actors = []
+    if any(s.engine for s in stages):
+        remote_cls = ray.remote(num_cpus=num_cpus_per_actor, **(ray_remote_args or {}))(EngineActor)
+        actors = [remote_cls.remote(segments, generator_factory, scorer_factory) for _ in range(num_actors)]
     writer = _ShapeWriter(output, storage_options)
     report = []
     lang_pos = {code: i for i, code in enumerate(config.languages)}
     final = None
     try:
         rows_in = prepared.num_rows
-        for segment in split_segments(stages):
+        for index, segment in enumerate(segments):
             t0 = time.perf_counter()
             if any(s.engine for s in segment):
-                ds = ds.map_batches(
-                    StagesActor, fn_constructor_kwargs={"stages": segment, "generator_factory": generator_factory,
-                                                        "scorer_factory": scorer_factory},
-                    batch_size=config.batch_size, batch_format="pyarrow", concurrency=num_actors,
-                    num_cpus=num_cpus_per_actor, **(ray_remote_args or {}),
-                )
+                ds = ds.map_batches(_forward, fn_kwargs={"actors": actors, "segment": index},
+                                    batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25)
             else:
                 ds = ds.map_batches(_plain, fn_kwargs={"stages": segment}, batch_size=config.batch_size,
                                     batch_format="pyarrow")
@@ -250,6 +280,13 @@ def synthesize_ray(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if actors:
+            try:
+                ray.get([a.close.remote() for a in actors], timeout=120)
+            finally:
+                for a in actors:
+                    ray.kill(a)
     summary = {
         "engine": "ray",
         "config": config.to_dict(),
