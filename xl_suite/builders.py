@@ -14,21 +14,11 @@ from dataclasses import dataclass, field
 import datasets
 
 from xl_suite import sources
+from xl_suite.constants import CITATION
 from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, get_language
 
 
-_CITATION = """\
-@inproceedings{iyer-etal-2025-xl,
-    title = "{XL}-Suite: Cross-Lingual Synthetic Training and Evaluation Data for Open-Ended Generation",
-    author = "Iyer, Vivek and Chen, Pinzhen and Rei, Ricardo and Birch, Alexandra",
-    booktitle = "Findings of the Association for Computational Linguistics: EMNLP 2025",
-    year = "2025",
-    pages = "10418--10432",
-    doi = "10.18653/v1/2025.findings-emnlp.550",
-    eprint = "2503.22973",
-    archivePrefix = "arXiv",
-}
-"""
+_CITATION = CITATION
 _HOMEPAGE = "https://arxiv.org/abs/2503.22973"
 _LICENSE_BENCHMARK = "cc-by-nc-4.0"  # AlpacaEval data and the XL-/m-AlpacaEval releases
 _LICENSE_INSTRUCT = "cc-by-sa-4.0"  # the authors' XL-Instruct release

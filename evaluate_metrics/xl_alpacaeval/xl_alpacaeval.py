@@ -11,6 +11,7 @@ import logging
 import datasets
 import evaluate
 
+from xl_suite.constants import CITATION
 from xl_suite.evaluation import evaluate_responses
 from xl_suite.fidelity import language_fidelity
 from xl_suite.presets import list_presets, load_preset
@@ -18,18 +19,7 @@ from xl_suite.presets import list_presets, load_preset
 
 logger = logging.getLogger(__name__)
 
-_CITATION = """\
-@inproceedings{iyer-etal-2025-xl,
-    title = "{XL}-Suite: Cross-Lingual Synthetic Training and Evaluation Data for Open-Ended Generation",
-    author = "Iyer, Vivek and Chen, Pinzhen and Rei, Ricardo and Birch, Alexandra",
-    booktitle = "Findings of the Association for Computational Linguistics: EMNLP 2025",
-    year = "2025",
-    pages = "10418--10432",
-    doi = "10.18653/v1/2025.findings-emnlp.550",
-    eprint = "2503.22973",
-    archivePrefix = "arXiv",
-}
-"""
+_CITATION = CITATION
 
 _DESCRIPTION = """\
 XL-AlpacaEval scores answers to English instructions that ask for a reply in another language (cross-lingual

@@ -1,0 +1,16 @@
+"""Constants shared by the builders, cards and the evaluate metric."""
+
+CITATION = """\
+@inproceedings{iyer-etal-2025-xl,
+    title = "{XL}-Suite: Cross-Lingual Synthetic Training and Evaluation Data for Open-Ended Generation",
+    author = "Iyer, Vivek and Chen, Pinzhen and Rei, Ricardo and Birch, Alexandra",
+    booktitle = "Findings of the Association for Computational Linguistics: EMNLP 2025",
+    year = "2025",
+    pages = "10418--10432",
+    doi = "10.18653/v1/2025.findings-emnlp.550",
+    eprint = "2503.22973",
+    archivePrefix = "arXiv",
+}
+"""
+
+PAPER_URL = "https://arxiv.org/abs/2503.22973"
