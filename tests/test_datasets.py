@@ -144,3 +144,14 @@ def test_xl_instruct_column_mapping(tmp_path):
     ga = xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder),
                                column_mapping={"instruction": "foo", "response": "bar"})
     assert ga[0]["instruction"] == "x" and ga[0]["response"] == "y"
+
+
+def test_changed_source_file_is_not_served_from_a_stale_cache(tmp_path):
+    folder = tmp_path / "src"
+    folder.mkdir()
+    f = folder / "de.json"
+    f.write_text(json.dumps([{"instruction": "a", "response": "b"}]), encoding="utf-8")
+    assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder)).num_rows == 1
+    f.write_text(json.dumps([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": "d"}]),
+                 encoding="utf-8")
+    assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder))["instruction"] == ["a", "c"]

@@ -57,6 +57,8 @@ class XlSuiteConfig(datasets.BuilderConfig):
         variant: XL-Instruct variant (``default``, ``bestof3``, ``scored``); ignored by the benchmarks.
         column_mapping: target field -> source column (or candidate list) for releases with unknown field names.
         request_template: template (name or .jinja path) that adds the target-language request (XL-AlpacaEval).
+        source_version: fingerprint of the source files (sizes, times); set by :func:`xl_suite.load_dataset` so a
+            changed file is never served from a stale cache.
     """
 
     language: str = "all"
@@ -66,6 +68,7 @@ class XlSuiteConfig(datasets.BuilderConfig):
     variant: str = "default"
     column_mapping: dict | None = None
     request_template: str = sources.REQUEST_TEMPLATE
+    source_version: str = ""
     family: str = field(default="", repr=False)
 
     def __post_init__(self):

