@@ -45,7 +45,7 @@ class DemoConfig:
         alpaca_eval: AlpacaEval prompts file/URL; None tries the Hub copy and falls back to the labelled sample.
         num_prompts: XL-AlpacaEval prompts per language to answer and judge. Default 12.
         num_examples: XL-Instruct pairs wanted per language. Default 8.
-        max_tokens: new tokens per completion. Default 48 (the tiny model's text is meaningless anyway).
+        max_tokens: new tokens per completion. Default 128 (room for the JSON of the scoring stages).
         language_filter: apply the synthesis language filter (False for the tiny model, whose text is in no language).
         overwrite: replace an existing export folder written by an earlier demo.
     """
@@ -60,7 +60,7 @@ class DemoConfig:
     alpaca_eval: str | None = None
     num_prompts: int = 12
     num_examples: int = 8
-    max_tokens: int = 48
+    max_tokens: int = 128
     language_filter: bool | None = None
     overwrite: bool = True
     engine_kwargs: dict = field(default_factory=dict)
@@ -243,9 +243,9 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     echo(f'    datasets.load_dataset("{export_dir}", "{first}", split="test")')
     if f"xl-instruct-{langs[0]}" in configs:
         echo(f'    datasets.load_dataset("{export_dir}", "xl-instruct-{langs[0]}", split="train")')
-    echo("Score answers with the metric (language fidelity offline; pass judge=... for win rates):")
+    echo("Score answers with the metric (language fidelity, offline; the default config with a judge gives win rates):")
     echo("    import evaluate")
-    echo(f'    metric = evaluate.load("{_metric_path()}")')
+    echo(f'    metric = evaluate.load("{_metric_path()}", "fidelity")')
     echo(f'    metric.compute(predictions=["Hallo Welt, wie geht es dir heute?"], languages=["{langs[0]}"])')
     return summary
 

@@ -24,7 +24,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="AlpacaEval prompts file (default: the Hub copy if reachable, else a labelled sample)")
     p.add_argument("--num-prompts", type=int, default=12, help="XL-AlpacaEval prompts per language (default 12)")
     p.add_argument("--num-examples", type=int, default=8, help="XL-Instruct pairs per language (default 8)")
-    p.add_argument("--max-tokens", type=int, default=48, help="new tokens per completion (default 48)")
+    p.add_argument("--max-tokens", type=int, default=128, help="new tokens per completion (default 128)")
     p.add_argument("--output-dir", default="xl-suite-demo", help="working folder (default xl-suite-demo)")
     p.add_argument("--export-dir", default="xl-suite", help="data-only dataset folder (default xl-suite)")
     p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an earlier demo's export folder")
