@@ -305,7 +305,7 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
     assert scored.column_names[:4] == ["id", "instruction", "response", "language"]
     n_bad = scored["score_status"][:].count("unparseable")
     assert n_bad > 0 and stages["score"]["status"]["unparseable"] == n_bad  # counted, kept, reported
-    assert any("not parsed" in w for w in s["warnings"])
+    assert any("could not be parsed" in w for w in s["warnings"])
     passed = [m >= 3.5 for m in scored["score_mean"]]  # NaN compares False
     assert stages["score_filter"]["rows_out"] == sum(passed) < 16
 
@@ -437,7 +437,7 @@ def test_all_scores_unparseable_is_reported_not_looped(tmp_path):
     s = res.summary
     assert s["stages"][2]["status"] == {"unparseable": 10} and s["stages"][2]["parse_rate"] == 0.0
     assert s["languages"]["mt"] == {"requested": 50, "produced": 0, "shortfall": 50}
-    assert any("short by" in w for w in s["warnings"]) and any("not parsed" in w for w in s["warnings"])
+    assert any("short by" in w for w in s["warnings"]) and any("could not be parsed" in w for w in s["warnings"])
     assert read(tmp_path / "mt.parquet").num_rows == 0  # written empty, with the schema of the other files
     assert read(tmp_path / "en_scored.parquet").num_rows == 10
 
@@ -801,3 +801,55 @@ def test_http_errors_beyond_retries_leave_the_chunk_undone(tmp_path, capsys, mon
         assert server.requests - before == summary["generated"]["prompts"]  # only the second chunk's work
     finally:
         server.close()
+
+
+def test_a_chunk_of_duplicates_only(tmp_path):
+    data = datasets.Dataset.from_dict({"text": ["First passage.", "Second passage.", "Third passage."]})
+
+    def responder(messages, i, s):
+        if stage_of(messages) == "backtranslate":
+            return "How do I bake bread?"
+        return FakeSynthesisResponder()(messages, i, s)
+
+    res = synthesize(data, FakeGenerator(responder), small_config(languages=("mt",), chunk_size=1),
+                     output=str(tmp_path))
+    assert res.summary["final"]["duplicates_removed"] == 2 and res.dataset("mt").num_rows == 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Seeds from a Hub dataset id and --push of a new language config, over real HTTP (Hub stand-in, subprocesses)
+# --------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hub_seeds_and_push_of_a_new_language(tmp_path):
+    from hub_server import serve_hub
+
+    secret = "hf_SynthesisSecretToken_0123456789abcdef"
+    with serve_hub(tmp_path / "hub") as (url, server):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "XL_SUITE_"))}
+        env.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"), HF_TOKEN=secret,
+                   HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1",
+                   XL_SUITE_LANGUAGES_FILE=str(tmp_path / "languages.json"))
+
+        def run(*cmd):
+            r = subprocess.run([sys.executable, *cmd], env=env, cwd=tmp_path, capture_output=True, text=True,
+                               timeout=300)
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+            assert secret not in r.stdout + r.stderr
+            return r.stdout
+
+        texts = seeds(6)["text"][:]
+        run("-c", "import datasets, json, sys; datasets.Dataset.from_dict({'body': json.loads(sys.argv[1])})"
+                  ".push_to_hub('me/web-seeds')", json.dumps(texts))
+        run("-m", "xl_suite.cli", "languages", "add", "sw", "--name", "swahili", "--native-name", "Kiswahili",
+            "--script", "Latn")
+        out = run("-m", "xl_suite.cli", "synthesize", "--backend", "fake", "--model", "fake", "--seeds",
+                  "me/web-seeds", "--text-column", "body", "--languages", "mt,sw", "--output", str(tmp_path / "out"),
+                  "--push", "me/xl-instruct", "--no-progress")
+        assert "xl-instruct-sw: pushed to me/xl-instruct" in out
+        rows = run("-c", "import datasets; print(*[datasets.load_dataset('me/xl-instruct', c, split='train').num_rows"
+                         " for c in ('xl-instruct-mt', 'xl-instruct-sw')])")
+        assert rows.split()[-2:] == ["6", "6"]
+        card = server.read("me/xl-instruct", "README.md").decode()
+        assert "config_name: xl-instruct-sw" in card and secret not in card

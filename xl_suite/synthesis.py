@@ -969,15 +969,15 @@ class FakeSynthesisResponder:
                 code = get_language(lang.group(1).lower()).code
             except ValueError:
                 code = "en"
-        return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h % 100000}-{index})"
+        return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h}-{index})"
 
 
 def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) -> dict[str, Any]:
     """Check everything that can be checked before an engine starts; return the loaded templates.
 
     Loads every stage template (a missing file fails, naming it), renders each once with example values (an
-    undefined variable fails, naming it) and, when the language filter is on, checks that the offline language
-    identifier can recognise every target language.
+    undefined variable fails, naming it), loads the offline language identifier when a ``language_check`` stage
+    is present and, when the language filter is on, checks that it can recognise every target language.
     """
     from xl_suite.prompting import load_template
 
@@ -987,12 +987,17 @@ def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) ->
         raise ValueError(f"Stage names must be unique, got {names}.")
     templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
     check_templates(stages, templates, language=config.languages[0])
-    if config.language_filter and any(s.function is language_check_batch for s in stages):
+    if any(s.function is language_check_batch for s in stages):
         from xl_suite.fidelity import get_identifier
 
         identifier = get_identifier()
-        for code in config.languages:
-            identifier.check_supported(get_language(code))
+        labels = identifier.labels  # loads the identifier now: a missing install fails before any generation
+        if config.language_filter:
+            for code in config.languages:
+                identifier.check_supported(get_language(code))
+        elif any(get_language(c).langid_code not in labels for c in config.languages):
+            logger.warning("The language identifier cannot recognise some of %s; their check reports "
+                           "wrong_language (the filter is off).", list(config.languages))
     return templates
 
 
@@ -1475,8 +1480,10 @@ def _final_rows(ds, config: SynthesisConfig, seen: set, produced: dict, over_quo
             continue
         produced[lang] = produced.get(lang, 0) + 1
         keep.append(i)
+    import pyarrow as pa
+
     table = _arrow(ds)
-    return (table.take(keep) if len(keep) != table.num_rows else table), duplicates
+    return (table.take(pa.array(keep, pa.int64())) if len(keep) != table.num_rows else table), duplicates
 
 
 def _append_by_language(writer: _ShapeWriter, pattern: str, table, languages: Sequence[str]) -> None:
@@ -1508,9 +1515,15 @@ def _summary(*, config, generator, scorer, stages, reports, counters, templates,
     for stage in stages:
         r = reports[stage.name]
         bad = {k: v for k, v in r.status.items() if k != _OK}
-        if bad:
-            warnings.append(f"stage {stage.name}: {sum(bad.values())} of {sum(r.status.values())} outputs not parsed "
-                            f"({bad}); they are counted, kept in the intermediate files, and not used further.")
+        if not bad:
+            continue
+        n, total = sum(bad.values()), sum(r.status.values())
+        if stage.engine:
+            warnings.append(f"stage {stage.name}: {n} of {total} outputs could not be parsed ({bad}); they are "
+                            "counted, kept in the intermediate files where the stage has one, and not used further.")
+        else:
+            warnings.append(f"stage {stage.name}: {n} of {total} rows failed the check ({bad})"
+                            + ("." if r.dropped else "; they were kept (the check does not filter here)."))
     lang_report = reports.get("language_check")
     if lang_report is not None and not config.language_filter:
         warnings.append("The language filter is disabled (--no-language-filter): answers not identified as the "
@@ -1557,15 +1570,18 @@ def _summary(*, config, generator, scorer, stages, reports, counters, templates,
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:
-    """A plain-text table of a run summary: rows in/out per stage, parse and keep rates, tokens, time.
+    """A plain-text table of a run summary: rows in/out per stage, keep and ok rates, tokens, chunks, time.
+
+    ``ok`` is the share of a stage's outputs whose status is ``ok``: parsed, for the LLM stages; identified as the
+    target language, for ``language_check``.
 
     >>> s = {"stages": [{"stage": "score", "rows_in": 4, "rows_out": 4, "dropped": 0, "kept_rate": 1.0,
     ...      "parse_rate": 0.75, "prompt_tokens": 10, "completion_tokens": 8, "chunks_computed": 1,
     ...      "chunks_reused": 0, "seconds": 0.5}], "languages": {"mt": {"requested": 2, "produced": 1,
     ...      "shortfall": 1}}, "generated": {"prompts": 4, "completion_tokens": 8}, "seconds": 1.0, "warnings": []}
     >>> print(format_summary(s))  # doctest: +NORMALIZE_WHITESPACE
-    stage  rows_in  rows_out  kept  parsed  prompt_tok  compl_tok  chunks(new/reused)  seconds
-    score        4         4  100%     75%          10          8                 1/0     0.50
+    stage  rows_in  rows_out  kept   ok  prompt_tok  compl_tok  chunks(new/reused)  seconds
+    score        4         4  100%  75%          10          8                 1/0     0.50
     language  requested  produced  shortfall
     mt                2         1          1
     generated this run: 4 prompts, 8 completion tokens; total 1.0 s
@@ -1574,7 +1590,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}%"
 
-    header = ["stage", "rows_in", "rows_out", "kept", "parsed", "prompt_tok", "compl_tok", "chunks(new/reused)",
+    header = ["stage", "rows_in", "rows_out", "kept", "ok", "prompt_tok", "compl_tok", "chunks(new/reused)",
               "seconds"]
     rows = [[s["stage"], str(s["rows_in"]), str(s["rows_out"]), pct(s.get("kept_rate")), pct(s.get("parse_rate")),
              str(s["prompt_tokens"]), str(s["completion_tokens"]), f"{s['chunks_computed']}/{s['chunks_reused']}",
