@@ -811,7 +811,7 @@ def test_a_chunk_of_duplicates_only(tmp_path):
             return "How do I bake bread?"
         return FakeSynthesisResponder()(messages, i, s)
 
-    res = synthesize(data, FakeGenerator(responder), small_config(languages=("mt",), chunk_size=1),
+    res = synthesize(data, FakeGenerator(responder), small_config(languages=("mt",), chunk_size=2),
                      output=str(tmp_path))
     assert res.summary["final"]["duplicates_removed"] == 2 and res.dataset("mt").num_rows == 1
 
