@@ -1,6 +1,7 @@
 """XL-Instruct synthesis, unit tier: flow, parsers, golden prompts, caching and resume, bad input (FakeGenerator).
 
-The SIGKILL test runs a real subprocess (marked slow); everything else runs in-process in a few seconds.
+Marked slow: the SIGKILL test (a real subprocess), the HTTP-error test (the OpenAI client against a local server)
+and the Hub test (subprocesses against the Hub stand-in); everything else runs in-process in a few seconds.
 """
 
 from __future__ import annotations
@@ -773,6 +774,7 @@ class _ChatServer:
         self.httpd.server_close()
 
 
+@pytest.mark.slow
 def test_http_errors_beyond_retries_leave_the_chunk_undone(tmp_path, capsys, monkeypatch):
     pytest.importorskip("openai")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
