@@ -155,3 +155,9 @@ def test_changed_source_file_is_not_served_from_a_stale_cache(tmp_path):
     f.write_text(json.dumps([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": "d"}]),
                  encoding="utf-8")
     assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder))["instruction"] == ["a", "c"]
+
+
+def test_empty_source_file_is_a_clear_error(tmp_path):
+    (tmp_path / "mt.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(SourceError, match="holds no rows"):
+        xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(tmp_path))

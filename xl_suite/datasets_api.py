@@ -116,4 +116,12 @@ def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str |
         if cause is not None:
             raise SourceError(f"{config_name}: {cause}") from e
         raise
-    return builder.as_dataset(split=split)
+    try:
+        return builder.as_dataset(split=split)
+    except ValueError as e:
+        if "corresponds to no data" not in str(e):
+            raise
+        raise SourceError(
+            f"{config_name}: the source {builder.config.source or '(default)'!r} holds no rows for this config "
+            "(for a synthesis run: no pair survived for this language; see its summary.json)."
+        ) from e

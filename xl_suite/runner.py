@@ -50,11 +50,17 @@ class StageStats:
 
 
 def content_hash(ds) -> str:
-    """Hash of a Dataset's content (schema + rows), independent of how it was created.
+    """Hash of a Dataset's content (schema + rows), independent of how it was created or stored.
+
+    The table is combined into one chunk per column and cast to the features' canonical Arrow schema (Parquet
+    renames list items, ``list<item>`` -> ``list<element>``), without schema metadata, before hashing.
 
     >>> import datasets
     >>> a = datasets.Dataset.from_dict({"x": [1, 2]}); b = datasets.Dataset.from_dict({"x": [1, 2]})
     >>> content_hash(a) == content_hash(b)
+    True
+    >>> parts = datasets.concatenate_datasets([a.select([0]), a.select([1])])
+    >>> content_hash(parts) == content_hash(a)
     True
     """
     import pyarrow as pa
@@ -62,6 +68,7 @@ def content_hash(ds) -> str:
     table = ds.with_format("arrow")[:] if ds.num_rows else ds.data.table.slice(0, 0)
     if not isinstance(table, pa.Table):
         table = pa.table(table)
+    table = table.combine_chunks().cast(ds.features.arrow_schema).replace_schema_metadata(None)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
