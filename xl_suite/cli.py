@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # vLLM's start-up chatter hides our progress bars and summaries; -v shows it
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileExistsError, FileNotFoundError, ImportError, RuntimeError) as e:
