@@ -359,6 +359,15 @@ def neutralise_markers(text: str) -> str:
     return _ROLE_LINE.sub(r" \1", text) if "###" in text else text
 
 
+def _completion_columns(prefix: str, results: list) -> dict[str, list]:
+    """Finish reason and token counts of each row's first completion, as ``<prefix>_...`` columns."""
+    return {
+        f"{prefix}_finish_reason": [str(r[0].finish_reason or "") for r in results],
+        f"{prefix}_prompt_tokens": [int(r[0].prompt_tokens or 0) for r in results],
+        f"{prefix}_completion_tokens": [int(r[0].completion_tokens or 0) for r in results],
+    }
+
+
 def _render(template, **variables) -> list[dict[str, str]]:
     return template.render(**{k: neutralise_markers(v) if isinstance(v, str) else v for k, v in variables.items()})
 
@@ -392,9 +401,7 @@ def backtranslate_batch(batch: dict[str, list], *, generator, template, sampling
         "instruction": [p or "" for p in parsed],
         "backtranslate_raw": texts,
         "backtranslate_status": [_OK if p else "empty" for p in parsed],
-        "backtranslate_finish_reason": [str(r[0].finish_reason or "") for r in results],
-        "backtranslate_prompt_tokens": [int(r[0].prompt_tokens or 0) for r in results],
-        "backtranslate_completion_tokens": [int(r[0].completion_tokens or 0) for r in results],
+        **_completion_columns("backtranslate", results),
     }
     return out
 
@@ -418,9 +425,7 @@ def refine_batch(batch: dict[str, list], *, generator, template, sampling: Sampl
         "response_en": [p or "" for p in parsed],
         "refine_raw": texts,
         "refine_status": [_OK if p else "empty" for p in parsed],
-        "refine_finish_reason": [str(r[0].finish_reason or "") for r in results],
-        "refine_prompt_tokens": [int(r[0].prompt_tokens or 0) for r in results],
-        "refine_completion_tokens": [int(r[0].completion_tokens or 0) for r in results],
+        **_completion_columns("refine", results),
     }
     return out
 
@@ -458,9 +463,7 @@ def score_batch(
         "score_mean": [aggregate_scores(p, aggregate) for p in parsed],
         "score_raw": texts,
         "score_status": [_OK if p is not None else "unparseable" for p in parsed],
-        "score_finish_reason": [str(r[0].finish_reason or "") for r in results],
-        "score_prompt_tokens": [int(r[0].prompt_tokens or 0) for r in results],
-        "score_completion_tokens": [int(r[0].completion_tokens or 0) for r in results],
+        **_completion_columns("score", results),
     }
     return out
 
