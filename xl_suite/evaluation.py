@@ -85,6 +85,12 @@ def _complete(conversations, generator, sampling) -> list:
     return [c[0] for c in completions]
 
 
+def _answer_prompts(batch, generator, template, sampling) -> tuple[list, dict[str, Any]]:
+    """One engine call over the batch's ``instruction`` prompts: (completions, provenance)."""
+    convs = [template.render(instruction=text) for text in batch["instruction"]]
+    return _complete(convs, generator, sampling), _provenance(generator, template, sampling)
+
+
 def answer_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
                  sampling: SamplingConfig) -> dict[str, list]:
     """Answer a batch of benchmark prompts (``instruction`` column) with one engine call.
@@ -93,9 +99,7 @@ def answer_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     ``model``, ``revision``, ``backend``, ``template_version``, ``sampling``, ``finish_reason``,
     ``prompt_tokens``, ``completion_tokens``.
     """
-    convs = [template.render(instruction=text) for text in batch["instruction"]]
-    comps = _complete(convs, generator, sampling)
-    prov = _provenance(generator, template, sampling)
+    comps, prov = _answer_prompts(batch, generator, template, sampling)
     n = len(comps)
     out = {"output": [c.text for c in comps], "generator": [_model_label(generator)] * n}
     out.update({k: [v] * n for k, v in prov.items()})
@@ -112,8 +116,7 @@ def reference_batch(batch: dict[str, list], *, generator: Generator, template: P
     The provenance goes, as JSON, into ``reference_provenance`` (model, revision, backend, template version,
     sampling, finish reason, token counts).
     """
-    comps = _complete([template.render(instruction=text) for text in batch["instruction"]], generator, sampling)
-    prov = _provenance(generator, template, sampling)
+    comps, prov = _answer_prompts(batch, generator, template, sampling)
     return {
         "reference": [c.text for c in comps],
         "reference_generator": [_model_label(generator)] * len(comps),
