@@ -15,6 +15,7 @@ import datasets
 
 from xl_suite import sources
 from xl_suite.constants import CITATION
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, get_language
 
 
@@ -83,9 +84,9 @@ class XlSuiteConfig(datasets.BuilderConfig):
         for code in self.languages:
             get_language(code)
         if len(set(self.languages)) != len(self.languages):
-            raise ValueError(f"Duplicate language codes in {list(self.languages)}; list each once.")
+            raise InvalidArgumentError(f"Duplicate language codes in {list(self.languages)}; list each once.")
         if self.variant not in XL_INSTRUCT_VARIANTS:
-            raise ValueError(f"Unknown XL-Instruct variant {self.variant!r}; choose one of {list(XL_INSTRUCT_VARIANTS)}.")
+            raise InvalidArgumentError(f"Unknown XL-Instruct variant {self.variant!r}; choose one of {list(XL_INSTRUCT_VARIANTS)}.")
 
     def target_languages(self, default: tuple[str, ...]) -> list[str]:
         """Codes this config produces, in order."""

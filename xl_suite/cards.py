@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from importlib import resources
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language
 from xl_suite.prompting import TemplateError
 
@@ -109,7 +110,7 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
     from xl_suite.sources import alpaca_eval_exclusions, exclusion_rule
 
     if not summaries:
-        raise ValueError("A card needs at least one config summary.")
+        raise InvalidArgumentError("A card needs at least one config summary.")
     summaries = sorted(summaries, key=lambda s: s["name"])
     families = sorted({s["family"] for s in summaries}, key=["xl-alpacaeval", "m-alpacaeval", "xl-instruct"].index)
     codes = sorted({c for s in summaries for c in (s["languages"] or ([s["language"]] if s["language"] != "all" else []))})

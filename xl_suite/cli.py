@@ -61,13 +61,23 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # vLLM's start-up chatter hides our progress bars and summaries; -v shows it
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    from xl_suite.errors import XlSuiteError
+
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileExistsError, FileNotFoundError, ImportError, RuntimeError) as e:
+    except XlSuiteError as e:  # a problem the user can fix: one line that names the fix
         if args.verbose:
             raise
         print(f"xl-suite {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",
+              file=sys.stderr)
+        return 130
+    except Exception:  # anything else is a bug in xl-suite: show it in full
+        print(f"xl-suite {args.command}: internal error (a bug in xl-suite; please report it with the traceback "
+              "below):", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language, list_languages
 
 
@@ -29,13 +30,13 @@ def parse_config_name(name: str) -> tuple[str, str, str]:
     """
     m = _NAME_RE.match(name or "")
     if not m:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"Config {name!r} does not exist. Valid configs: {list_configs()}; a user-registered language "
             f"(known now: {[s.code for s in list_languages()]}) works in place of the code, e.g. 'xl-alpacaeval-sw'."
         )
     family, variant, lang = m.group(1), m.group(2) or "default", m.group(3)
     if variant != "default" and family != "xl-instruct":
-        raise ValueError(f"Config {name!r}: variants ({variant}) exist only for xl-instruct. Valid: {list_configs()}")
+        raise InvalidArgumentError(f"Config {name!r}: variants ({variant}) exist only for xl-instruct. Valid: {list_configs()}")
     if lang != "all":
         get_language(lang)  # unknown language -> error listing the known ones and how to add one
     return family, variant, lang
@@ -58,7 +59,7 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
     if config_name in names:
         builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
     elif lang == "all":
-        raise ValueError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
+        raise InvalidArgumentError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
     else:
         builder = builder_cls(cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family,
                               **kwargs)

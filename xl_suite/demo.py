@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from xl_suite.errors import OutputExistsError
+
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +91,9 @@ def _prepare_export_dir(path: Path, overwrite: bool) -> None:
     if not path.exists():
         return
     if not (path / _EXPORT_MARKER).exists():
-        raise FileExistsError(f"{str(path)!r} exists and was not written by `xl-suite demo`; choose --export-dir.")
+        raise OutputExistsError(f"{str(path)!r} exists and was not written by `xl-suite demo`; choose --export-dir.")
     if not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass --overwrite to replace it.")
+        raise OutputExistsError(f"{str(path)!r} exists; pass --overwrite to replace it.")
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=print) -> dict:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xl_suite.errors import GenerationError, InvalidArgumentError, OutputExistsError, SourceNotFoundError
 from xl_suite.generation import Generator, SamplingConfig, stable_hash
 from xl_suite.judging import JudgeConfig, judge_pairwise, score_rubric
 from xl_suite.languages import get_language, resolve_languages
@@ -81,7 +82,7 @@ def _model_label(generator: Generator) -> str:
 def _complete(conversations, generator, sampling) -> list:
     completions = generator.generate(conversations, sampling) if conversations else []
     if len(completions) != len(conversations):
-        raise RuntimeError(f"{generator.model!r} returned {len(completions)} results for {len(conversations)} prompts.")
+        raise GenerationError(f"{generator.model!r} returned {len(completions)} results for {len(conversations)} prompts.")
     return [c[0] for c in completions]
 
 
@@ -312,7 +313,7 @@ def write_m_alpacaeval(translations: dict[str, Any], output_dir: str | Path, *, 
     for code, ds in translations.items():
         path = out / f"{code}.jsonl"
         if path.exists() and not overwrite:
-            raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI --overwrite) to replace it.")
+            raise OutputExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI --overwrite) to replace it.")
         _write_jsonl(ds.to_list(), path)
         paths[code] = path
     return paths
@@ -329,7 +330,7 @@ def _write_jsonl(rows: list[dict], path: Path) -> None:
 def _require_columns(dataset, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"The dataset lacks columns {missing}; it has {dataset.column_names}.")
+        raise InvalidArgumentError(f"The dataset lacks columns {missing}; it has {dataset.column_names}.")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,12 +347,12 @@ def read_rows(path: str | Path) -> list[dict]:
 
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"{str(p)!r} does not exist.")
+        raise SourceNotFoundError(f"{str(p)!r} does not exist.")
     if p.is_dir():
         files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
                        and f.suffix in (".jsonl", ".json", ".parquet"))
         if not files:
-            raise FileNotFoundError(f"{str(p)!r} holds no .jsonl/.json/.parquet file.")
+            raise SourceNotFoundError(f"{str(p)!r} holds no .jsonl/.json/.parquet file.")
     else:
         files = [p]
     rows: list[dict] = []
@@ -380,26 +381,26 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
     def key(row, i, what):
         missing = [k for k in ("id", "language") if row.get(k) in (None, "")]
         if missing:
-            raise ValueError(f"{what} row {i} lacks {missing}: {sorted(row)}")
+            raise InvalidArgumentError(f"{what} row {i} lacks {missing}: {sorted(row)}")
         return str(row["id"]), get_language(row["language"]).code
 
     refs: dict[tuple[str, str], dict] = {}
     for i, r in enumerate(reference_rows):
         k = key(r, i, "reference")
         if k in refs:
-            raise ValueError(f"Duplicate reference for id={k[0]!r}, language={k[1]!r}.")
+            raise InvalidArgumentError(f"Duplicate reference for id={k[0]!r}, language={k[1]!r}.")
         text = r.get("reference") if r.get("reference") is not None else r.get("output")
         if text is None:
-            raise ValueError(f"reference row {i} has neither 'reference' nor 'output': {sorted(r)}")
+            raise InvalidArgumentError(f"reference row {i} has neither 'reference' nor 'output': {sorted(r)}")
         refs[k] = {"reference": text, "instruction": r.get("instruction")}
     out, seen, missing = [], set(), []
     for i, r in enumerate(model_rows):
         k = key(r, i, "model output")
         if k in seen:
-            raise ValueError(f"Duplicate model output for id={k[0]!r}, language={k[1]!r}.")
+            raise InvalidArgumentError(f"Duplicate model output for id={k[0]!r}, language={k[1]!r}.")
         seen.add(k)
         if "output" not in r:
-            raise ValueError(f"model output row {i} has no 'output': {sorted(r)}")
+            raise InvalidArgumentError(f"model output row {i} has no 'output': {sorted(r)}")
         if k not in refs:
             missing.append(k)
             continue
@@ -407,7 +408,7 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
         out.append({"id": k[0], "language": k[1], "instruction": instruction, "output": r["output"] or "",
                     "reference": refs[k]["reference"]})
     if missing:
-        raise ValueError(f"{len(missing)} model output(s) have no reference, e.g. {missing[:3]}. Generate the "
+        raise InvalidArgumentError(f"{len(missing)} model output(s) have no reference, e.g. {missing[:3]}. Generate the "
                          "references for these prompts (xl-suite generate --as-reference) or pass the right file.")
     return out
 
@@ -465,7 +466,7 @@ def _as_reference_lists(references) -> tuple[list[list[str]], bool]:
             lists.append(list(ref))
             multi = True
         else:
-            raise ValueError(f"references[{i}] must be a string or a non-empty list of strings, got {ref!r}.")
+            raise InvalidArgumentError(f"references[{i}] must be a string or a non-empty list of strings, got {ref!r}.")
     return lists, multi
 
 
@@ -528,7 +529,7 @@ def evaluate_responses(
     preds = list(predictions)
     n = len(preds)
     if n == 0:
-        raise ValueError("No predictions given.")
+        raise InvalidArgumentError("No predictions given.")
     langs = [languages] * n if isinstance(languages, str) else list(languages)
     lengths = {"predictions": n, "languages": len(langs)}
     if references is not None:
@@ -538,10 +539,10 @@ def evaluate_responses(
     if ids is not None:
         lengths["ids"] = len(ids)
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"Inputs must have the same length; got {lengths}.")
+        raise InvalidArgumentError(f"Inputs must have the same length; got {lengths}.")
     for i, p in enumerate(preds):
         if not isinstance(p, str):
-            raise ValueError(f"predictions[{i}] must be a string (use '' for an empty answer), got {p!r}.")
+            raise InvalidArgumentError(f"predictions[{i}] must be a string (use '' for an empty answer), got {p!r}.")
     codes = [get_language(lang).code for lang in langs]
     ids = [str(x) for x in ids] if ids is not None else [str(i) for i in range(n)]
     config = config or JudgeConfig()
@@ -571,7 +572,7 @@ def evaluate_responses(
     rubric_scores = None
     if judge is not None:
         if references is None or instructions is None:
-            raise ValueError("A judge needs references= and instructions= (the prompts as the model saw them).")
+            raise InvalidArgumentError("A judge needs references= and instructions= (the prompts as the model saw them).")
         ref_lists, multi = _as_reference_lists(references)
         pair_item = [i for i, refs in enumerate(ref_lists) for _ in refs]
         pair_refs = [r for refs in ref_lists for r in refs]

@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from xl_suite.errors import InvalidArgumentError, OutputExistsError
 from xl_suite.languages import BENCHMARK_LANGUAGES, resolve_languages
 
 
@@ -66,9 +67,9 @@ def write_repo(
 
     out = Path(output_dir)
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+        raise OutputExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
     if not configs:
-        raise ValueError("Nothing to export: no configs given.")
+        raise InvalidArgumentError("Nothing to export: no configs given.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -132,7 +133,7 @@ def export_repo(
     """
     out = Path(output_dir)
     if out.exists() and not overwrite:  # refuse before doing any work
-        raise FileExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+        raise OutputExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
     configs: dict[str, object] = dict(benchmark_configs(languages, alpaca_eval=alpaca_eval, m_alpacaeval=m_alpacaeval,
                                                         xl_instruct=xl_instruct, cache_dir=cache_dir))
     for name, data in (extra or {}).items():

@@ -37,6 +37,7 @@ import threading
 from collections.abc import Sequence
 from functools import lru_cache
 
+from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.languages import LanguageSpec, get_language
 
 
@@ -154,7 +155,7 @@ def _import_py3langid():
     try:
         from py3langid import langid
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             "Language fidelity needs the offline language identifier py3langid: pip install 'xl-suite[eval]'"
         ) from e
     return langid
@@ -207,7 +208,7 @@ class _BatchScorer:
         self.classes = list(model.nb_classes)
         self.alias_pairs = list(model._alias_pairs)
         if self.output.ndim != 1 or self.output.shape[0] != self.rowbase.shape[0]:
-            raise ValueError("unexpected py3langid model layout")
+            raise InvalidArgumentError("unexpected py3langid model layout")
 
     @classmethod
     def build(cls, model) -> _BatchScorer | None:
@@ -220,7 +221,7 @@ class _BatchScorer:
             for text, (code, prob) in zip(_SELF_CHECK_TEXTS, got, strict=True):
                 ref_code, ref_prob = model.classify(text)
                 if code != ref_code or abs(prob - float(ref_prob)) > 1e-4:
-                    raise ValueError(
+                    raise InvalidArgumentError(
                         f"batched scorer gives {(code, prob)} for {text!r}, classify {ref_code, ref_prob}"
                     )
         except Exception as e:  # any layout change in py3langid: fall back to its own (slower) classify
@@ -340,7 +341,7 @@ class LanguageIdentifier:
     def check_supported(self, spec: LanguageSpec) -> None:
         """Raise a ValueError when the model cannot output ``spec.langid_code`` (the language could never pass)."""
         if spec.langid_code not in set(self.labels):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Language {spec.code!r} ({spec.name}) has langid_code {spec.langid_code!r}, which the identifier "
                 f"{self.name} cannot output. Supported codes: {sorted(self.labels)}. Register the language with the "
                 "identifier's code, e.g. LanguageSpec(..., langid_code='sw')."
@@ -459,12 +460,12 @@ def language_fidelity(
         languages = [languages] * len(responses)
     languages = list(languages)
     if len(responses) != len(languages):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"responses and languages must have the same length, got {len(responses)} responses and "
             f"{len(languages)} languages."
         )
     if not responses:
-        raise ValueError("No responses given: language_fidelity needs at least one response.")
+        raise InvalidArgumentError("No responses given: language_fidelity needs at least one response.")
     identifier = identifier or get_identifier()
     specs: dict[str, LanguageSpec] = {}
     for lang in dict.fromkeys(languages):

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from xl_suite.errors import GenerationError, InvalidArgumentError
+
 
 __all__ = [
     "SamplingConfig",
@@ -29,9 +31,6 @@ __all__ = [
 Messages = list[dict[str, str]]
 BACKENDS = ("vllm", "openai", "transformers", "fake")
 
-
-class GenerationError(RuntimeError):
-    """A backend failed to produce completions. Never turned into empty rows."""
 
 
 @dataclass(frozen=True)
@@ -63,15 +62,15 @@ class SamplingConfig:
 
     def __post_init__(self):
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}.")
+            raise InvalidArgumentError(f"temperature must be >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}.")
+            raise InvalidArgumentError(f"max_tokens must be >= 1, got {self.max_tokens}.")
         if not 0 <= self.min_tokens <= self.max_tokens:
-            raise ValueError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}.")
+            raise InvalidArgumentError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}.")
         if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}.")
+            raise InvalidArgumentError(f"n must be >= 1, got {self.n}.")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     def to_dict(self) -> dict:
@@ -277,4 +276,4 @@ def build_generator(
         return TransformersGenerator(model, revision=revision, **kwargs)
     if backend == "fake":
         return FakeGenerator(model=model, revision=revision, **kwargs)
-    raise ValueError(f"Unknown backend {backend!r}. Choose one of {list(BACKENDS)}.")
+    raise InvalidArgumentError(f"Unknown backend {backend!r}. Choose one of {list(BACKENDS)}.")

@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from xl_suite.errors import HubOfflineError, HubPushError, InvalidArgumentError
+
 
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
@@ -32,12 +34,6 @@ _CARD_RETRIES = 3
 CardFactory = Callable[[str, dict[str, Any]], "DatasetCard"]
 
 
-class HubOfflineError(RuntimeError):
-    """Raised before any network call when an offline-mode variable is set."""
-
-
-class HubPushError(RuntimeError):
-    """A push failed; the message names the repo, the config and what to do about it."""
 
 
 def check_online(action: str) -> None:
@@ -58,7 +54,7 @@ def check_online(action: str) -> None:
         ...     check_online("push")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        xl_suite.hub.HubOfflineError: Cannot push: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE ...
+        xl_suite.errors.HubOfflineError: Cannot push: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE ...
     """
     names = [name for name in _OFFLINE_VARIABLES if _is_true(os.environ.get(name))]
     if names:
@@ -136,9 +132,9 @@ def push_config(
     from datasets import Dataset, DatasetDict
 
     if not isinstance(data, (Dataset, DatasetDict)):
-        raise ValueError(f"push_config needs a datasets.Dataset or DatasetDict, got {type(data).__name__}")
+        raise InvalidArgumentError(f"push_config needs a datasets.Dataset or DatasetDict, got {type(data).__name__}")
     if isinstance(data, DatasetDict) and len(data) == 0:
-        raise ValueError(f"Cannot push {target}: the DatasetDict has no splits")
+        raise InvalidArgumentError(f"Cannot push {target}: the DatasetDict has no splits")
     message = commit_message or f"Upload config {config_name}"
     kwargs: dict[str, Any] = {
         "config_name": config_name,
@@ -217,7 +213,7 @@ def _push_card(repo_id: str, card: DatasetCard | CardFactory, *, token: str | No
             raise TypeError(f"The card for {repo_id!r} must be a huggingface_hub.DatasetCard, got {type(new_card)}")
         merged = merge_card(current, new_card)
         if secret and secret in str(merged):
-            raise ValueError(f"Refusing to push the card of {repo_id!r}: it contains the Hub token.")
+            raise InvalidArgumentError(f"Refusing to push the card of {repo_id!r}: it contains the Hub token.")
         try:
             info = merged.push_to_hub(
                 repo_id,
@@ -238,9 +234,9 @@ def _push_card(repo_id: str, card: DatasetCard | CardFactory, *, token: str | No
 
 def _validate_target(repo_id: str, config_name: str) -> None:
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError(f"repo_id must be 'namespace/name', got {repo_id!r}")
+        raise InvalidArgumentError(f"repo_id must be 'namespace/name', got {repo_id!r}")
     if not isinstance(config_name, str) or not config_name or "/" in config_name or config_name == "data":
-        raise ValueError(
+        raise InvalidArgumentError(
             f"config_name must be a non-empty name without '/' and other than 'data' (reserved by datasets), "
             f"got {config_name!r}"
         )

@@ -46,6 +46,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.generation import Completion, Generator, SamplingConfig, stable_hash
 from xl_suite.languages import LanguageSpec, get_language
 from xl_suite.prompting import PromptTemplate, load_template
@@ -150,14 +151,14 @@ class JudgeConfig:
     def __post_init__(self):
         """Validate the settings (order, dimension names, sizes, sampling values)."""
         if self.order not in _ORDER_MODES:
-            raise ValueError(f"order={self.order!r} is not supported; choose one of {list(_ORDER_MODES)}.")
+            raise InvalidArgumentError(f"order={self.order!r} is not supported; choose one of {list(_ORDER_MODES)}.")
         if not self.dimensions:
-            raise ValueError("dimensions must name at least one rubric dimension, e.g. {'helpfulness': '...'}.")
+            raise InvalidArgumentError("dimensions must name at least one rubric dimension, e.g. {'helpfulness': '...'}.")
         bad = [d for d in self.dimensions if not re.fullmatch(r"[a-z][a-z0-9_]*", d)]
         if bad:
-            raise ValueError(f"Rubric dimension names must be lower_snake_case identifiers, got {bad}.")
+            raise InvalidArgumentError(f"Rubric dimension names must be lower_snake_case identifiers, got {bad}.")
         if self.chunk_size < 1 or self.batch_size < 1:
-            raise ValueError(f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, {self.batch_size}.")
+            raise InvalidArgumentError(f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, {self.batch_size}.")
         object.__setattr__(self, "dimensions", dict(self.dimensions))
         self.pairwise_sampling()  # validates temperature / max_tokens
         self.rubric_sampling()
@@ -264,7 +265,7 @@ def to_model_frame(p_a: float | None, order: str) -> float | None:
     (0.8, 0.19999999999999996, None)
     """
     if order not in ORDERS:
-        raise ValueError(f"order={order!r} is not one of {list(ORDERS)}.")
+        raise InvalidArgumentError(f"order={order!r} is not one of {list(ORDERS)}.")
     if p_a is None:
         return None
     return p_a if order == "model_first" else 1.0 - p_a
@@ -442,7 +443,7 @@ def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: Pr
                              output_b=batch["output_b"][i], language=batch["language"][i]) for i in range(n)]
     completions = generator.generate(convs, sampling) if n else []
     if len(completions) != n:
-        raise RuntimeError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
+        raise GenerationError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
     out: dict[str, list] = {k: [] for k in _JUDGMENT_COLUMNS}
     ident = _judge_identity(generator)
     for i, cands in enumerate(completions):
@@ -478,7 +479,7 @@ def rubric_batch(batch: dict[str, list], *, generator: Generator, template: Prom
                            language=batch["language"][i], dimensions=dimensions) for i in range(n)]
     completions = generator.generate(convs, sampling) if n else []
     if len(completions) != n:
-        raise RuntimeError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
+        raise GenerationError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
     ident = _judge_identity(generator)
     out: dict[str, list] = {k: [] for k in _RUBRIC_COLUMNS}
     for cands in completions:
@@ -532,7 +533,7 @@ def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict
                 table = pq.read_table(f)
             missing = [c for c in required if c not in table.column_names]
             if missing:
-                raise ValueError(f"missing columns {missing}")
+                raise InvalidArgumentError(f"missing columns {missing}")
             rows = table.to_pylist()
         except Exception as e:  # pyarrow raises ArrowInvalid/OSError/... on truncated or garbled files
             target = f"{path}.corrupt"
@@ -617,15 +618,15 @@ def _check_inputs(n: int, named: dict[str, Sequence | None]) -> None:
     for name, seq in named.items():
         if seq is not None and len(seq) != n:
             lengths = {k: len(v) for k, v in named.items() if v is not None}
-            raise ValueError(f"Inputs must have the same length; got {lengths} ({name} differs).")
+            raise InvalidArgumentError(f"Inputs must have the same length; got {lengths} ({name} differs).")
 
 
 def _validate_texts(values: Sequence, name: str, *, allow_empty: bool) -> None:
     for i, v in enumerate(values):
         if not isinstance(v, str):
-            raise ValueError(f"{name}[{i}] must be a string, got {type(v).__name__}: {v!r}.")
+            raise InvalidArgumentError(f"{name}[{i}] must be a string, got {type(v).__name__}: {v!r}.")
         if not allow_empty and not v.strip():
-            raise ValueError(f"{name}[{i}] is empty; every item needs a non-empty {name[:-1]}.")
+            raise InvalidArgumentError(f"{name}[{i}] is empty; every item needs a non-empty {name[:-1]}.")
 
 
 def _ledger_entry(rows: list[dict], counts: dict, generator: Generator, config: JudgeConfig, *, rule_count: int) -> dict:
@@ -693,7 +694,7 @@ def judge_pairwise(
     _check_inputs(n, {"instructions": instructions, "model_outputs": model_outputs,
                       "reference_outputs": reference_outputs, "languages": languages, "ids": ids})
     if n == 0:
-        raise ValueError("Nothing to judge: no model outputs given.")
+        raise InvalidArgumentError("Nothing to judge: no model outputs given.")
     _validate_texts(instructions, "instructions", allow_empty=False)
     _validate_texts(reference_outputs, "reference_outputs", allow_empty=False)
     _validate_texts(model_outputs, "model_outputs", allow_empty=True)

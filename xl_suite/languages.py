@@ -16,6 +16,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from xl_suite.errors import LanguageError
+
 
 __all__ = [
     "LanguageSpec",
@@ -57,16 +59,16 @@ class LanguageSpec:
 
     def __post_init__(self):
         if not _CODE_RE.match(self.code or ""):
-            raise ValueError(
+            raise LanguageError(
                 f"Invalid language code {self.code!r}: use a lower-case ISO 639-1 code such as 'sw' "
                 "(ISO 639-3 where no 2-letter code exists)."
             )
         if not self.name or not self.name.replace(" ", "").isalpha():
-            raise ValueError(f"Language {self.code!r} needs an English name such as 'swahili', got {self.name!r}.")
+            raise LanguageError(f"Language {self.code!r} needs an English name such as 'swahili', got {self.name!r}.")
         if not self.native_name:
-            raise ValueError(f"Language {self.code!r} needs a native name (e.g. 'Kiswahili').")
+            raise LanguageError(f"Language {self.code!r} needs a native name (e.g. 'Kiswahili').")
         if not re.match(r"^[A-Z][a-z]{3}$", self.script or ""):
-            raise ValueError(f"Language {self.code!r}: script must be an ISO 15924 code like 'Latn', got {self.script!r}.")
+            raise LanguageError(f"Language {self.code!r}: script must be an ISO 15924 code like 'Latn', got {self.script!r}.")
         object.__setattr__(self, "name", self.name.lower())
         if not self.request:
             object.__setattr__(self, "request", f"Please respond in {self.display_name}.")
@@ -115,7 +117,7 @@ def _check_unique(specs) -> None:
         seen: set[str] = set()
         dups = sorted({getattr(s, attr) for s in specs if getattr(s, attr) in seen or seen.add(getattr(s, attr))})
         if dups:
-            raise ValueError(f"Duplicate language {attr}s in the registry: {dups}. Each language must appear once.")
+            raise LanguageError(f"Duplicate language {attr}s in the registry: {dups}. Each language must appear once.")
 
 
 _check_unique(_BUILTIN_LIST)  # validation only: a duplicate in the table above must fail loudly at import.
@@ -139,15 +141,15 @@ def _load_user_languages() -> dict[str, LanguageSpec]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise ValueError(f"User language file {path} is not valid JSON ({e}). Fix or delete it.") from e
+        raise LanguageError(f"User language file {path} is not valid JSON ({e}). Fix or delete it.") from e
     if not isinstance(data, list):
-        raise ValueError(f"User language file {path} must hold a JSON list of language objects.")
+        raise LanguageError(f"User language file {path} must hold a JSON list of language objects.")
     out: dict[str, LanguageSpec] = {}
     for item in data:
         try:
             spec = LanguageSpec(**item)
         except TypeError as e:
-            raise ValueError(f"Bad language entry {item!r} in {path}: {e}") from e
+            raise LanguageError(f"Bad language entry {item!r} in {path}: {e}") from e
         out[spec.code] = spec
     return out
 
@@ -164,8 +166,8 @@ def list_languages() -> list[LanguageSpec]:
     return list(_all().values())
 
 
-def _unknown(code: str, known: dict[str, LanguageSpec]) -> ValueError:
-    return ValueError(
+def _unknown(code: str, known: dict[str, LanguageSpec]) -> LanguageError:
+    return LanguageError(
         f"Unknown language {code!r}. Known codes: {sorted(known)}. Add it from Python with "
         "xl_suite.register_language(xl_suite.LanguageSpec(code=..., name=..., native_name=..., script=...)) "
         "or from the shell with `xl-suite languages add CODE --name NAME --native-name NATIVE --script Latn`."
@@ -204,13 +206,13 @@ def resolve_languages(codes, *, allow_english: bool = False) -> list[LanguageSpe
         codes = [c for c in codes.split(",") if c.strip()]
     specs = [get_language(c) for c in codes]
     if not specs:
-        raise ValueError("No languages given. Pass at least one code, e.g. --languages de,mt.")
+        raise LanguageError("No languages given. Pass at least one code, e.g. --languages de,mt.")
     seen: set[str] = set()
     dups = [s.code for s in specs if s.code in seen or seen.add(s.code)]
     if dups:
-        raise ValueError(f"Duplicate language codes {dups} in {[s.code for s in specs]}: list each language once.")
+        raise LanguageError(f"Duplicate language codes {dups} in {[s.code for s in specs]}: list each language once.")
     if not allow_english and any(s.code == "en" for s in specs):
-        raise ValueError("'en' is the query language, not a target language here; remove it from the list.")
+        raise LanguageError("'en' is the query language, not a target language here; remove it from the list.")
     return specs
 
 
@@ -222,10 +224,10 @@ def register_language(spec: LanguageSpec, *, overwrite: bool = False) -> Languag
     known = _all()
     if not overwrite:
         if spec.code in known:
-            raise ValueError(f"Language {spec.code!r} already exists; pass overwrite=True to replace it.")
+            raise LanguageError(f"Language {spec.code!r} already exists; pass overwrite=True to replace it.")
         clash = [s.code for s in known.values() if s.name == spec.name]
         if clash:
-            raise ValueError(f"English name {spec.name!r} is already used by {clash[0]!r}.")
+            raise LanguageError(f"English name {spec.name!r} is already used by {clash[0]!r}.")
     _REGISTERED[spec.code] = spec
     return spec
 
@@ -233,7 +235,7 @@ def register_language(spec: LanguageSpec, *, overwrite: bool = False) -> Languag
 def unregister_language(code: str) -> None:
     """Forget a language registered in this process (built-ins cannot be removed)."""
     if code not in _REGISTERED:
-        raise ValueError(f"Language {code!r} was not registered in this process; registered: {sorted(_REGISTERED)}.")
+        raise LanguageError(f"Language {code!r} was not registered in this process; registered: {sorted(_REGISTERED)}.")
     del _REGISTERED[code]
 
 
@@ -242,9 +244,9 @@ def save_user_language(spec: LanguageSpec, *, overwrite: bool = False) -> Path:
     path = user_languages_file()
     current = _load_user_languages()
     if not overwrite and (spec.code in current or spec.code in _BUILTIN):
-        raise ValueError(f"Language {spec.code!r} already exists; pass --overwrite to replace it.")
+        raise LanguageError(f"Language {spec.code!r} already exists; pass --overwrite to replace it.")
     if spec.code in _BUILTIN and overwrite:
-        raise ValueError(f"{spec.code!r} is built in and cannot be replaced; pick another code.")
+        raise LanguageError(f"{spec.code!r} is built in and cannot be replaced; pick another code.")
     current[spec.code] = spec
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

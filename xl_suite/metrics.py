@@ -30,6 +30,8 @@ from typing import Literal
 
 import numpy as np
 
+from xl_suite.errors import InvalidArgumentError, MissingDependencyError
+
 
 __all__ = [
     "aggregate_by_language",
@@ -168,7 +170,7 @@ def length_controlled_win_rate(
         (62.02, True)
     """
     if method not in _LENGTH_CONTROL_METHODS:
-        raise ValueError(f"method={method!r} is not supported; use one of {_LENGTH_CONTROL_METHODS}")
+        raise InvalidArgumentError(f"method={method!r} is not supported; use one of {_LENGTH_CONTROL_METHODS}")
     p_all = _as_preferences(preferences)
     model_len = _as_lengths(model_lengths, "model_lengths", p_all.size)
     reference_len = _as_lengths(reference_lengths, "reference_lengths", p_all.size)
@@ -176,9 +178,9 @@ def length_controlled_win_rate(
     p = p_all[parsed]
     n_unparsed = int(p_all.size - p.size)
     if p.size == 0:
-        raise ValueError(_no_parsed_message(p_all.size))
+        raise InvalidArgumentError(_no_parsed_message(p_all.size))
     if method == "alpaca_eval" and p.size < _ALPACA_EVAL_N_SPLITS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"method='alpaca_eval' needs at least {_ALPACA_EVAL_N_SPLITS} parsed judgments for its "
             f"{_ALPACA_EVAL_N_SPLITS}-fold cross-validation, got {p.size}; use method='mle' or judge more items"
         )
@@ -202,7 +204,7 @@ def length_controlled_win_rate(
     elif not np.any(delta):
         feature = np.zeros_like(delta)  # equal lengths everywhere: the GLM reduces to the intercept
     else:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"every parsed judgment has the same non-zero length difference ({float(delta[0]):g} characters), "
             "so the length effect cannot be separated from the intercept; use win_rate() instead"
         )
@@ -269,13 +271,13 @@ def bootstrap_ci(
         True
     """
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, numbers.Integral) or n_resamples < 1:
-        raise ValueError(f"n_resamples={n_resamples!r} must be an integer >= 1, e.g. 1000")
+        raise InvalidArgumentError(f"n_resamples={n_resamples!r} must be an integer >= 1, e.g. 1000")
     if isinstance(confidence, bool) or not isinstance(confidence, numbers.Real) or not 0 < confidence < 1:
-        raise ValueError(f"confidence={confidence!r} must be a number strictly between 0 and 1, e.g. 0.95")
+        raise InvalidArgumentError(f"confidence={confidence!r} must be a number strictly between 0 and 1, e.g. 0.95")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed={seed!r} must be a non-negative integer")
+        raise InvalidArgumentError(f"seed={seed!r} must be a non-negative integer")
     if statistic not in _WIN_RATE_STATISTICS:
-        raise ValueError(f"statistic={statistic!r} is not supported; use one of {_WIN_RATE_STATISTICS}")
+        raise InvalidArgumentError(f"statistic={statistic!r} is not supported; use one of {_WIN_RATE_STATISTICS}")
     p, n_unparsed = _parsed_preferences(preferences)
     scores = p if statistic == "win_rate" else _discrete_scores(p)
     n = scores.size
@@ -487,11 +489,11 @@ def aggregate_by_language(
     _check_same_length(p_all.size, len(languages), "preferences", "languages")
     for i, language in enumerate(languages):
         if not isinstance(language, str) or not language:
-            raise ValueError(f"languages[{i}] = {language!r} must be a non-empty language code such as 'de'")
+            raise InvalidArgumentError(f"languages[{i}] = {language!r} must be a non-empty language code such as 'de'")
         if language == _OVERALL:
-            raise ValueError(f"languages[{i}] = {_OVERALL!r} clashes with the overall group; rename the language")
+            raise InvalidArgumentError(f"languages[{i}] = {_OVERALL!r} clashes with the overall group; rename the language")
     if (model_lengths is None) != (reference_lengths is None):
-        raise ValueError(
+        raise InvalidArgumentError(
             "give both model_lengths and reference_lengths for the length-controlled win rate, or neither"
         )
     with_lengths = model_lengths is not None and reference_lengths is not None
@@ -513,7 +515,7 @@ def aggregate_by_language(
                 row["length_controlled_win_rate"] = lc["length_controlled_win_rate"]
                 row["lc_standard_error"] = lc["lc_standard_error"]
         except ValueError as e:
-            raise ValueError(f"language {language!r}: {e}") from e
+            raise InvalidArgumentError(f"language {language!r}: {e}") from e
         summary[language] = row
     return summary
 
@@ -525,9 +527,9 @@ def aggregate_by_language(
 def _as_preferences(preferences: Sequence[float | None], name: str = "preferences") -> np.ndarray:
     """Validate preferences into a float array with NaN for unparsed judgments."""
     if isinstance(preferences, (str, bytes, dict)):
-        raise ValueError(f"{name} must be a sequence of floats in [0, 1] or None, got {type(preferences).__name__}")
+        raise InvalidArgumentError(f"{name} must be a sequence of floats in [0, 1] or None, got {type(preferences).__name__}")
     if isinstance(preferences, np.ndarray) and preferences.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {preferences.shape}")
+        raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {preferences.shape}")
     if isinstance(preferences, np.ndarray) and preferences.dtype.kind in "fiu":
         values = preferences.astype(float)
     else:
@@ -536,7 +538,7 @@ def _as_preferences(preferences: Sequence[float | None], name: str = "preference
             if value is None:
                 values[i] = math.nan
             elif isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"{name}[{i}] = {value!r} is not a number; pass P(model beats reference) in [0, 1] or None"
                 )
             else:
@@ -544,7 +546,7 @@ def _as_preferences(preferences: Sequence[float | None], name: str = "preference
     bad = np.flatnonzero(~np.isnan(values) & ((values < 0) | (values > 1)))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}[{i}] = {float(values[i])!r} is outside [0, 1]; pass P(model beats reference) "
             "(an AlpacaEval preference in [1, 2] minus 1), or None when unparsed"
         )
@@ -556,7 +558,7 @@ def _parsed_preferences(preferences: Sequence[float | None]) -> tuple[np.ndarray
     values = _as_preferences(preferences)
     parsed = values[~np.isnan(values)]
     if parsed.size == 0:
-        raise ValueError(_no_parsed_message(values.size))
+        raise InvalidArgumentError(_no_parsed_message(values.size))
     return parsed, int(values.size - parsed.size)
 
 
@@ -574,14 +576,14 @@ def _as_lengths(lengths: Sequence[float], name: str, n: int) -> np.ndarray:
     try:
         values = np.asarray(lengths, dtype=float)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a sequence of non-negative numbers (characters per output)") from e
+        raise InvalidArgumentError(f"{name} must be a sequence of non-negative numbers (characters per output)") from e
     if values.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {values.shape}")
+        raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {values.shape}")
     _check_same_length(n, values.size, "preferences", name)
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
     if bad.size:
         i = int(bad[0])
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{name}[{i}] = {float(values[i])!r} is not a valid length; pass a non-negative character count"
         )
     return values
@@ -589,7 +591,7 @@ def _as_lengths(lengths: Sequence[float], name: str, n: int) -> np.ndarray:
 
 def _check_same_length(n_a: int, n_b: int, name_a: str, name_b: str) -> None:
     if n_a != n_b:
-        raise ValueError(f"{name_a} has {n_a} items but {name_b} has {n_b}; pass one entry per judged item in each")
+        raise InvalidArgumentError(f"{name_a} has {n_a} items but {name_b} has {n_b}; pass one entry per judged item in each")
 
 
 def _discrete_scores(p: np.ndarray) -> np.ndarray:
@@ -647,7 +649,7 @@ def _fit_soft_logistic_mle(design: np.ndarray, p: np.ndarray, max_iter: int = 20
         coef, loss = candidate, candidate_loss
         if converged:
             return coef
-    raise ValueError(
+    raise InvalidArgumentError(
         f"the length-controlled GLM did not converge in {max_iter} Newton steps (coefficients {coef.tolist()}); "
         "check the preferences and lengths, or use method='alpaca_eval'"
     )
@@ -667,7 +669,7 @@ def _fit_alpaca_eval_glm(design: np.ndarray, p: np.ndarray) -> tuple[np.ndarray,
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import GroupKFold
     except ImportError as e:
-        raise ImportError(
+        raise MissingDependencyError(
             "method='alpaca_eval' needs scikit-learn: pip install 'xl-suite[eval]' (or use method='mle')"
         ) from e
 

@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.judging import JudgeConfig
 
 
@@ -69,17 +70,17 @@ class JudgePreset:
         for attr in ("judge_backend", "reference_backend"):
             value = getattr(self, attr)
             if value is not None and value not in BACKENDS:
-                raise ValueError(f"Preset {self.name!r}: {attr}={value!r} is not a backend; choose one of {list(BACKENDS)}.")
+                raise InvalidArgumentError(f"Preset {self.name!r}: {attr}={value!r} is not a backend; choose one of {list(BACKENDS)}.")
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> JudgePreset:
         """Build a preset from a flat mapping; unknown keys raise ``ValueError`` naming the allowed ones."""
         if not isinstance(data, dict):
-            raise ValueError(f"Preset {name!r} must be a mapping of settings, got {type(data).__name__}.")
+            raise InvalidArgumentError(f"Preset {name!r} must be a mapping of settings, got {type(data).__name__}.")
         own = {f.name for f in dataclasses.fields(cls)} - {"name", "judge"}
         unknown = sorted(set(data) - own - _JUDGE_FIELDS)
         if unknown:
-            raise ValueError(f"Preset {name!r} has unknown keys {unknown}. Allowed keys: {sorted(own | _JUDGE_FIELDS)}.")
+            raise InvalidArgumentError(f"Preset {name!r} has unknown keys {unknown}. Allowed keys: {sorted(own | _JUDGE_FIELDS)}.")
         judge_kwargs = {k: v for k, v in data.items() if k in _JUDGE_FIELDS}
         if "dimensions" in judge_kwargs and judge_kwargs["dimensions"] is None:
             del judge_kwargs["dimensions"]
@@ -106,7 +107,7 @@ class JudgePreset:
         from xl_suite.generation import build_generator
 
         if not self.judge_model:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Preset {self.name!r} names no judge model: pass one (CLI --judge-model, Python "
                 "load_preset(..., judge_model=...), evaluate.load(..., judge_model=...))."
             )
@@ -118,7 +119,7 @@ def _shipped() -> dict[str, dict]:
     text = (resources.files("xl_suite") / "data" / "judge_presets.json").read_text(encoding="utf-8")
     data = json.loads(text)
     if len(set(data)) != len(data):  # json.loads keeps the last duplicate; the count check is for clarity
-        raise ValueError("Duplicate preset names in judge_presets.json.")
+        raise InvalidArgumentError("Duplicate preset names in judge_presets.json.")
     return data
 
 
@@ -149,7 +150,7 @@ def load_preset(name_or_path: str | Path, **overrides) -> JudgePreset:
     >>> load_preset("gpt-4o", colour="red")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: Preset 'gpt-4o' has unknown keys ['colour']. ...
+    xl_suite.errors.InvalidArgumentError: Preset 'gpt-4o' has unknown keys ['colour']. ...
     """
     s = str(name_or_path)
     shipped = _shipped()
@@ -158,7 +159,7 @@ def load_preset(name_or_path: str | Path, **overrides) -> JudgePreset:
     elif s.endswith((".json", ".yaml", ".yml")):
         path = Path(s).expanduser()
         if not path.is_file():
-            raise ValueError(f"Preset file {s!r} does not exist.")
+            raise InvalidArgumentError(f"Preset file {s!r} does not exist.")
         text = path.read_text(encoding="utf-8")
         if s.endswith(".json"):
             data = json.loads(text)
@@ -168,5 +169,5 @@ def load_preset(name_or_path: str | Path, **overrides) -> JudgePreset:
             data = yaml.safe_load(text)
         preset = JudgePreset.from_dict(str(path), data)
     else:
-        raise ValueError(f"Unknown judge preset {s!r}. Shipped presets: {sorted(shipped)}; or pass a .json/.yaml file.")
+        raise InvalidArgumentError(f"Unknown judge preset {s!r}. Shipped presets: {sorted(shipped)}; or pass a .json/.yaml file.")
     return preset.with_overrides(**overrides)

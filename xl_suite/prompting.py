@@ -19,15 +19,14 @@ from pathlib import Path
 
 import jinja2
 
+from xl_suite.errors import TemplateError
+
 
 __all__ = ["PromptTemplate", "load_template", "list_templates", "render_messages", "TemplateError"]
 
 _ROLE_RE = re.compile(r"^### (system|user|assistant)\s*$", re.MULTILINE)
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*([\w.\-]+)\s*-?#\}")
 
-
-class TemplateError(ValueError):
-    """A template could not be found or rendered."""
 
 
 @dataclass(frozen=True)

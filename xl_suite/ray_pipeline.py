@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.synthesis import (
     SNAPSHOT_FILES,
     Stage,
@@ -112,7 +113,7 @@ class EngineActor:
         self.engines: dict[str, Any] = {}
         if "generator" in needs or ("scorer" in needs and scorer_factory is None):
             if generator_factory is None:
-                raise ValueError("These stages call an engine: pass generator_factory.")
+                raise InvalidArgumentError("These stages call an engine: pass generator_factory.")
             self.engines["generator"] = generator_factory()
         if "scorer" in needs:
             self.engines["scorer"] = scorer_factory() if scorer_factory is not None else self.engines["generator"]

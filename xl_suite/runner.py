@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.generation import stable_hash
 
 
@@ -134,7 +135,7 @@ def run_stage(
     import datasets
 
     if chunk_size < 1 or batch_size < 1:
-        raise ValueError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}.")
+        raise InvalidArgumentError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}.")
     stats = stats or StageStats(stage=stage)
     stats.rows_in += dataset.num_rows
     t0 = time.perf_counter()

@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from xl_suite.errors import InvalidArgumentError, SeedError
+
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ __all__ = ["BUILTIN_SEEDS", "SeedError", "SeedCounts", "load_seeds", "builtin_se
 BUILTIN_SEEDS = "builtin"
 _FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text", ".tsv": "csv"}
 
-
-class SeedError(ValueError):
-    """The seeds are missing, empty or lack the text column."""
 
 
 @dataclass
@@ -219,7 +218,7 @@ def iter_seed_chunks(dataset, *, text_column: str = "text", chunk_size: int = 10
 
     check_text_column(dataset, text_column)
     if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
+        raise InvalidArgumentError(f"chunk_size must be >= 1, got {chunk_size}.")
     counts = counts if counts is not None else SeedCounts()
     columns = [text_column] + ([id_column] if id_column else ["id"] if "id" in dataset.column_names else [])
     source = dataset.select_columns(columns)

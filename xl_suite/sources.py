@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
+from xl_suite.errors import SourceError
 from xl_suite.languages import LanguageSpec
 from xl_suite.prompting import load_template
 
@@ -43,9 +44,6 @@ DEFAULT_ALPACA_EVAL_SOURCE = "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.js
 #: Template that appends the target-language request to an English prompt.
 REQUEST_TEMPLATE = "xl_alpacaeval_instruction"
 
-
-class SourceError(ValueError):
-    """A source file is missing, unreadable or lacks required fields."""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.generation import GenerationError, SamplingConfig, stable_hash
 from xl_suite.languages import get_language, resolve_languages
 
@@ -278,7 +279,7 @@ def aggregate_scores(scores: Mapping[str, int] | None, how: str = "mean") -> flo
         return sum(values) / len(values)
     if how == "min":
         return float(min(values))
-    raise ValueError(f"Unknown score aggregate {how!r}; choose 'mean' or 'min'.")
+    raise InvalidArgumentError(f"Unknown score aggregate {how!r}; choose 'mean' or 'min'.")
 
 
 def select_best(means: Sequence[float]) -> int:
@@ -547,7 +548,7 @@ def judge_batch(
     reaches it), tokens and provenance.
     """
     if sampling.n != 1:
-        raise ValueError(f"The judge stage scores each candidate once: sampling.n must be 1, got {sampling.n}.")
+        raise InvalidArgumentError(f"The judge stage scores each candidate once: sampling.n must be 1, got {sampling.n}.")
     n = _n_rows(batch)
     crit = _criteria_list(criteria)
     specs = {code: get_language(code) for code in set(batch["language"])}
@@ -674,18 +675,18 @@ class Stage:
 
     def __post_init__(self):
         if not _STAGE_NAME_RE.match(self.name or ""):
-            raise ValueError(f"Invalid stage name {self.name!r}: use lower-case letters, digits and '_'.")
+            raise InvalidArgumentError(f"Invalid stage name {self.name!r}: use lower-case letters, digits and '_'.")
         if self.engine not in (None, *_ENGINES):
-            raise ValueError(f"Stage {self.name!r}: engine must be one of {list(_ENGINES)} or None, got {self.engine!r}.")
+            raise InvalidArgumentError(f"Stage {self.name!r}: engine must be one of {list(_ENGINES)} or None, got {self.engine!r}.")
         if self.engine and (self.template is None or self.sampling is None):
-            raise ValueError(f"Stage {self.name!r} calls an engine: it needs a template and a sampling config.")
+            raise InvalidArgumentError(f"Stage {self.name!r} calls an engine: it needs a template and a sampling config.")
         if self.snapshot not in (None, *_SNAPSHOTS):
-            raise ValueError(f"Stage {self.name!r}: snapshot must be one of {list(_SNAPSHOTS)} or None, "
+            raise InvalidArgumentError(f"Stage {self.name!r}: snapshot must be one of {list(_SNAPSHOTS)} or None, "
                              f"got {self.snapshot!r}.")
         try:
             json.dumps(self.params, sort_keys=True)
         except TypeError as e:
-            raise ValueError(f"Stage {self.name!r}: params must be JSON-serialisable (they are fingerprinted): {e}") from e
+            raise InvalidArgumentError(f"Stage {self.name!r}: params must be JSON-serialisable (they are fingerprinted): {e}") from e
 
     @property
     def column_prefix(self) -> str:
@@ -748,28 +749,28 @@ class SynthesisConfig:
             self.languages = tuple(c.strip() for c in self.languages.split(",") if c.strip())
         self.languages = tuple(s.code for s in resolve_languages(list(self.languages)))
         if self.num_examples is not None and self.num_examples < 1:
-            raise ValueError(f"num_examples must be >= 1 (or None for all), got {self.num_examples}.")
+            raise InvalidArgumentError(f"num_examples must be >= 1 (or None for all), got {self.num_examples}.")
         if self.max_seeds is not None and self.max_seeds < 1:
-            raise ValueError(f"max_seeds must be >= 1 (or None), got {self.max_seeds}.")
+            raise InvalidArgumentError(f"max_seeds must be >= 1 (or None), got {self.max_seeds}.")
         if self.oversample < 1:
-            raise ValueError(f"oversample must be >= 1, got {self.oversample}.")
+            raise InvalidArgumentError(f"oversample must be >= 1, got {self.oversample}.")
         if self.n_candidates < 1:
-            raise ValueError(f"n_candidates must be >= 1, got {self.n_candidates}.")
+            raise InvalidArgumentError(f"n_candidates must be >= 1, got {self.n_candidates}.")
         lo, hi = SCORE_SCALE
         for name in ("threshold", "target_threshold"):
             value = getattr(self, name)
             if value is not None and not lo <= value <= hi:
-                raise ValueError(f"{name} must be within the score scale {SCORE_SCALE}, got {value}.")
+                raise InvalidArgumentError(f"{name} must be within the score scale {SCORE_SCALE}, got {value}.")
         if self.aggregate not in ("mean", "min"):
-            raise ValueError(f"aggregate must be 'mean' or 'min', got {self.aggregate!r}.")
+            raise InvalidArgumentError(f"aggregate must be 'mean' or 'min', got {self.aggregate!r}.")
         if not 0 <= self.min_language_prob <= 1:
-            raise ValueError(f"min_language_prob must be in [0, 1], got {self.min_language_prob}.")
+            raise InvalidArgumentError(f"min_language_prob must be in [0, 1], got {self.min_language_prob}.")
         if self.batch_size < 1 or self.chunk_size < 1:
-            raise ValueError(f"batch_size and chunk_size must be >= 1, got {self.batch_size}, {self.chunk_size}.")
+            raise InvalidArgumentError(f"batch_size and chunk_size must be >= 1, got {self.batch_size}, {self.chunk_size}.")
         for name in ("criteria", "target_criteria"):
             crit = getattr(self, name)
             if not crit or not all(isinstance(k, str) and k for k in crit):
-                raise ValueError(f"{name} must be a non-empty dict of criterion name -> description, got {crit!r}.")
+                raise InvalidArgumentError(f"{name} must be a non-empty dict of criterion name -> description, got {crit!r}.")
         SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)  # validates
 
     @property
@@ -835,7 +836,7 @@ def apply_template_overrides(stages: Sequence[Stage], templates: Mapping[str, st
     llm = {s.name for s in stages if s.template is not None}
     unknown = sorted(set(templates) - llm)
     if unknown:
-        raise ValueError(f"Template overrides for unknown stages {unknown}; stages with a template: {sorted(llm)}.")
+        raise InvalidArgumentError(f"Template overrides for unknown stages {unknown}; stages with a template: {sorted(llm)}.")
     return [replace(s, template=str(templates[s.name])) if s.name in templates else s for s in stages]
 
 
@@ -987,7 +988,7 @@ def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) ->
     stages = list(stages) if stages is not None else default_stages(config)
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
-        raise ValueError(f"Stage names must be unique, got {names}.")
+        raise InvalidArgumentError(f"Stage names must be unique, got {names}.")
     templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
     check_templates(stages, templates, language=config.languages[0])
     if any(s.function is language_check_batch for s in stages):
@@ -1174,7 +1175,7 @@ class _ShapeWriter:
             try:
                 table = table.select(schema.names).cast(schema)
             except (KeyError, ValueError, TypeError) as e:
-                raise ValueError(f"Rows for {filename} changed schema between chunks ({e}); a custom stage must "
+                raise InvalidArgumentError(f"Rows for {filename} changed schema between chunks ({e}); a custom stage must "
                                  "return the same columns and types for every batch.") from e
         if table.num_rows == 0:
             return
@@ -1406,7 +1407,7 @@ def synthesize(
                         setattr(report, attr, getattr(report, attr) + sum(_column(out, f"{prefix}_{attr}")))
                 if stage.keep:
                     if stage.keep not in out.column_names:
-                        raise ValueError(f"Stage {stage.name!r} keeps rows by column {stage.keep!r}, which its "
+                        raise InvalidArgumentError(f"Stage {stage.name!r} keeps rows by column {stage.keep!r}, which its "
                                          f"function did not return (columns: {out.column_names}).")
                     kept = _keep(out, stage.keep)
                     report.dropped += out.num_rows - kept.num_rows

@@ -24,6 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from xl_suite.errors import OutputExistsError
+
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +126,7 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
         logger.debug("Reusing tiny model at %s", out)
         return out
     if out.exists() and not overwrite and any(out.iterdir()) and not (out / MARKER_FILE).is_file():
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{out} is not empty and is not a tiny model built by xl_suite; pass overwrite=True or another directory."
         )
 

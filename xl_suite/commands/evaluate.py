@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 
 from xl_suite.commands.generate import add_engine_arguments, parse_engine_kwargs
+from xl_suite.errors import InvalidArgumentError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -62,25 +63,25 @@ def run(args) -> int:
     out = Path(args.output)
     model_rows = read_rows(args.model_outputs)
     if not model_rows:
-        raise ValueError(f"{args.model_outputs!r} holds no rows.")
+        raise InvalidArgumentError(f"{args.model_outputs!r} holds no rows.")
     use_judge = bool(args.judge_preset or args.judge_model)
     if args.judge_backend and not use_judge:
-        raise ValueError("--judge-backend needs --judge-model (or --judge-preset).")
+        raise InvalidArgumentError("--judge-backend needs --judge-model (or --judge-preset).")
     if args.languages:
         keep = {s.code for s in resolve_languages(args.languages)}
         model_rows = [r for r in model_rows if get_language(r.get("language", "")).code in keep]
         if not model_rows:
-            raise ValueError(f"No model output is in --languages {args.languages!r}.")
+            raise InvalidArgumentError(f"No model output is in --languages {args.languages!r}.")
     model_name = args.model_name or _model_name(model_rows, args.model_outputs)
 
     preset = judge = None
     if use_judge:
         if not args.references:
-            raise ValueError("A judge compares answers with references: pass --references DIR_OR_FILE.")
+            raise InvalidArgumentError("A judge compares answers with references: pass --references DIR_OR_FILE.")
         rows = align_references(model_rows, read_rows(args.references))
         missing = [r["id"] for r in rows if not (r.get("instruction") or "").strip()]
         if missing:
-            raise ValueError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
+            raise InvalidArgumentError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
                              "prompt. Use outputs written by `xl-suite generate`, which keep it.")
         from xl_suite.presets import load_preset
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from xl_suite.errors import InvalidArgumentError, OutputExistsError
+
 
 def add_engine_arguments(p: argparse.ArgumentParser, *, prefix: str = "", required: bool = True,
                          what: str = "model") -> None:
@@ -36,9 +38,9 @@ def parse_engine_kwargs(text: str | None) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"--engine-kwargs must be a JSON object, got {text!r} ({e.msg}).") from e
+        raise InvalidArgumentError(f"--engine-kwargs must be a JSON object, got {text!r} ({e.msg}).") from e
     if not isinstance(value, dict):
-        raise ValueError(f"--engine-kwargs must be a JSON object, got {text!r}.")
+        raise InvalidArgumentError(f"--engine-kwargs must be a JSON object, got {text!r}.")
     return value
 
 
@@ -101,20 +103,20 @@ def run(args) -> int:
     from xl_suite.generation import SamplingConfig
 
     if args.push and not args.as_reference:
-        raise ValueError("--push publishes reference answers: use it with --as-reference.")
+        raise InvalidArgumentError("--push publishes reference answers: use it with --as-reference.")
     configs = [c.strip() for c in args.config.split(",") if c.strip()]
     for name in configs:
         family, _, lang = parse_config_name(name)
         if family == "xl-instruct" or lang == "all":
-            raise ValueError(f"--config {name!r}: give benchmark configs of one language (xl-alpacaeval-de, "
+            raise InvalidArgumentError(f"--config {name!r}: give benchmark configs of one language (xl-alpacaeval-de, "
                              "m-alpacaeval-mt, ...).")
     if len(set(configs)) != len(configs):
-        raise ValueError(f"Duplicate configs in --config {args.config!r}.")
+        raise InvalidArgumentError(f"Duplicate configs in --config {args.config!r}.")
     out = Path(args.output)
     targets = {name: out / f"{name}.jsonl" for name in configs}
     existing = [str(p) for p in targets.values() if p.exists()]
     if existing and not args.overwrite:
-        raise FileExistsError(f"{existing} exist; pass --overwrite to replace them.")
+        raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                               seed=args.seed)
     work_dir = args.work_dir or str(out / ".work")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from xl_suite.errors import InvalidArgumentError
+
 
 def _template_override(text: str) -> tuple[str, str]:
     stage, sep, path = text.partition("=")
@@ -98,7 +100,7 @@ def config_from_args(args):
 
     templates = dict(args.template)
     if len(templates) != len(args.template):
-        raise ValueError(f"--template given twice for the same stage: {args.template}")
+        raise InvalidArgumentError(f"--template given twice for the same stage: {args.template}")
     return SynthesisConfig(
         languages=args.languages, num_examples=args.num_examples, max_seeds=args.max_seeds,
         oversample=args.oversample, n_candidates=args.n_candidates, threshold=args.threshold,
@@ -123,7 +125,7 @@ def run(args, *, generator=None, scorer=None) -> int:
     preflight(config)
     storage_options = parse_engine_kwargs(args.storage_options) if args.storage_options else None
     if storage_options is not None and not isinstance(storage_options, dict):
-        raise ValueError(f"--storage-options must be a JSON object, got {args.storage_options!r}.")
+        raise InvalidArgumentError(f"--storage-options must be a JSON object, got {args.storage_options!r}.")
     if args.push:
         from xl_suite.hub import check_online
 

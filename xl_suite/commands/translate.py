@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from xl_suite.commands.generate import add_engine_arguments, add_run_arguments, add_sampling_arguments, build_engine
+from xl_suite.errors import OutputExistsError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,7 +46,7 @@ def run(args) -> int:
     out = Path(args.output)
     existing = [str(out / f"{s.code}.jsonl") for s in specs if (out / f"{s.code}.jsonl").exists()]
     if existing and not args.overwrite:
-        raise FileExistsError(f"{existing} exist; pass --overwrite to replace them.")
+        raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
     prompts = english_prompts(args.source, limit=args.limit)
     sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
                               seed=args.seed)

@@ -17,6 +17,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from xl_suite.errors import InvalidArgumentError
+
 
 logger = logging.getLogger(__name__)
 
@@ -82,16 +84,16 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
     >>> resolve_model("/no/such/model")
     Traceback (most recent call last):
     ...
-    ValueError: Model path '/no/such/model' does not exist (and is not a Hugging Face Hub id like 'org/name').
+    xl_suite.errors.InvalidArgumentError: Model path '/no/such/model' does not exist (and is not a Hugging Face Hub id like 'org/name').
     """
     text = str(model)
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise ValueError(f"Model path {text!r} is not a model directory: it has no config.json.")
+            raise InvalidArgumentError(f"Model path {text!r} is not a model directory: it has no config.json.")
         return str(path.resolve()), path.resolve()
     if isinstance(model, Path) or not _HUB_ID_RE.match(text) or ".." in text:
-        raise ValueError(f"Model path {text!r} does not exist (and is not a Hugging Face Hub id like 'org/name').")
+        raise InvalidArgumentError(f"Model path {text!r} does not exist (and is not a Hugging Face Hub id like 'org/name').")
     return text, None
 
 
@@ -130,14 +132,14 @@ def validate_conversations(conversations: Sequence) -> list[list[dict[str, str]]
     >>> validate_conversations([{"role": "user", "content": "hi"}])
     Traceback (most recent call last):
     ...
-    ValueError: conversation 0 must be a non-empty list of {'role', 'content'} messages, got dict.
+    xl_suite.errors.InvalidArgumentError: conversation 0 must be a non-empty list of {'role', 'content'} messages, got dict.
     """
     if isinstance(conversations, (str, dict)):
-        raise ValueError(f"conversations must be a list of message lists, got {type(conversations).__name__}.")
+        raise InvalidArgumentError(f"conversations must be a list of message lists, got {type(conversations).__name__}.")
     out = []
     for i, conv in enumerate(conversations):
         if not isinstance(conv, (list, tuple)) or not conv:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"conversation {i} must be a non-empty list of {{'role', 'content'}} messages, "
                 f"got {type(conv).__name__}."
             )
@@ -147,7 +149,7 @@ def validate_conversations(conversations: Sequence) -> list[list[dict[str, str]]
                 or not isinstance(msg.get("role"), str)
                 or not isinstance(msg.get("content"), str)
             ):
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"conversation {i}, message {j} must be a dict with str 'role' and 'content': {msg!r}"
                 )
         out.append(list(conv))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xl_suite.engines import is_transformers_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.generation import Completion, GenerationError, Messages, SamplingConfig, TokenLedger, stable_hash
 
 
@@ -50,7 +51,7 @@ class TransformersGenerator:
         chat_template: str | None = None,
     ):
         if not is_transformers_available():
-            raise ImportError("The transformers backend needs torch and transformers: pip install 'xl-suite[tests]'.")
+            raise MissingDependencyError("The transformers backend needs torch and transformers: pip install 'xl-suite[tests]'.")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -63,7 +64,7 @@ class TransformersGenerator:
         if chat_template is not None:
             self.tokenizer.chat_template = chat_template
         if not self.tokenizer.chat_template:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"Model {self.model!r} has no chat template. Use an instruct/chat model or pass chat_template=..."
             )
         if self.tokenizer.pad_token is None:
@@ -82,7 +83,7 @@ class TransformersGenerator:
             GenerationError: the model failed.
         """
         if sampling.json_schema is not None:
-            raise ValueError("The transformers backend cannot enforce json_schema; use the vllm or openai backend.")
+            raise InvalidArgumentError("The transformers backend cannot enforce json_schema; use the vllm or openai backend.")
         convs = validate_conversations(conversations)
         if self._model is None:
             raise GenerationError("This TransformersGenerator is closed.")

