@@ -29,7 +29,7 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from xl_suite.tiny_model import build_tiny_model
+    from xl_suite.engines.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(out / "tiny")
     tok = AutoTokenizer.from_pretrained(tiny)
@@ -50,9 +50,9 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
 def main() -> None:
     import datasets
 
+    from xl_suite.engines.base import SamplingConfig
     from xl_suite.engines.hf_engine import TransformersGenerator
     from xl_suite.evaluation import generate_answers
-    from xl_suite.generation import SamplingConfig
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=512)

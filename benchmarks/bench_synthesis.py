@@ -40,7 +40,7 @@ def _seed_rows(n: int):
     """``n`` distinct passages: the built-in sample cycled, each numbered first (so instructions differ too)."""
     import datasets
 
-    from xl_suite.seeds import builtin_seeds
+    from xl_suite.synthesis.seeds import builtin_seeds
 
     base = builtin_seeds()["text"][:]
     return datasets.Dataset.from_dict({"text": [f"Passage {i}: {base[i % len(base)]}" for i in range(n)]})
@@ -88,13 +88,12 @@ def throughput(args) -> tuple[float, float]:
 
     datasets.disable_progress_bars()
     if args.backend == "fake":
-        from xl_suite.generation import FakeGenerator
-        from xl_suite.synthesis import FakeSynthesisResponder
+        from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
         engine = FakeGenerator(FakeSynthesisResponder())
     else:
+        from xl_suite.engines.tiny_model import build_tiny_model
         from xl_suite.engines.vllm_engine import VLLMGenerator
-        from xl_suite.tiny_model import build_tiny_model
 
         model = args.model or build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-tiny-")) / "tiny-llama", seed=0)
         t = time.perf_counter()
@@ -152,9 +151,9 @@ def memory_child(rows: int) -> None:
     """Run the pipeline with the fake engine on ``rows`` seeds read from Parquet; print the peak RSS (MiB)."""
     import datasets
 
-    from xl_suite.generation import FakeGenerator
-    from xl_suite.seeds import load_seeds
-    from xl_suite.synthesis import FakeSynthesisResponder, SynthesisConfig, synthesize
+    from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis.seeds import load_seeds
 
     datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as tmp:

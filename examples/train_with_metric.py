@@ -6,7 +6,7 @@ pairs with a plain PyTorch loop and, after every epoch, answers held-out prompts
 language, offline and without a judge, cheap enough to run every epoch. With ``--judge-backend/--judge-model`` the
 last epoch is also scored by a pairwise judge against reference answers (win rate, CI, rubric).
 
-By default it trains the tiny random model of ``xl_suite.tiny_model`` (a meaningless stand-in built locally in a
+By default it trains the tiny random model of ``xl_suite.engines.tiny_model`` (a meaningless stand-in built locally in a
 second), so the numbers only show that the plumbing works. Point ``--model`` at a real checkpoint for real numbers.
 
     python examples/train_with_metric.py --epochs 3
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     model_dir = args.model
     if model_dir is None:
-        from xl_suite.tiny_model import build_tiny_model
+        from xl_suite.engines.tiny_model import build_tiny_model
 
         model_dir = str(build_tiny_model(Path(tempfile.mkdtemp(prefix="tiny-")) / "tiny-llama", seed=args.seed))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -1,6 +1,6 @@
 """Engine-tier fixtures, loaded from ``tests/conftest.py`` as a pytest plugin.
 
-* ``tiny_model_dir`` (session): the tiny random chat model (:mod:`xl_suite.tiny_model`), built once per session.
+* ``tiny_model_dir`` (session): the tiny random chat model (:mod:`xl_suite.engines.tiny_model`), built once per session.
 * ``vllm_generator`` (session): ONE shared :class:`~xl_suite.engines.vllm_engine.VLLMGenerator` on the tiny model
   for the whole run (engine start-up costs about 20 s on 2 CPU cores). Closed at session end, where the teardown
   also fails if any of its engine processes outlives ``close()``.
@@ -55,7 +55,7 @@ def _need_vllm() -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny random chat model, built once per session (about 1 s after torch is imported)."""
-    from xl_suite.tiny_model import build_tiny_model
+    from xl_suite.engines.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny-llama", seed=0)
 

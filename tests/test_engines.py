@@ -18,7 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from xl_suite.engines import is_openai_available, is_transformers_available, local_model_hash, resolve_model
-from xl_suite.generation import Completion, GenerationError, SamplingConfig, conversation_seed, stable_hash
+from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed
+from xl_suite.errors import GenerationError
+from xl_suite.fingerprint import stable_hash
 
 
 requires_openai = pytest.mark.skipif(not is_openai_available(), reason="test requires openai (xl-suite[openai])")
@@ -123,7 +125,7 @@ def test_closed_vllm_generator_refuses_work():
 
 @requires_transformers
 def test_tiny_model_is_deterministic_and_reused(tiny_model_dir, tmp_path):
-    from xl_suite.tiny_model import MARKER_FILE, build_tiny_model
+    from xl_suite.engines.tiny_model import MARKER_FILE, build_tiny_model
 
     again = build_tiny_model(tmp_path / "again", seed=0)
     other = build_tiny_model(tmp_path / "other", seed=1)
@@ -147,7 +149,7 @@ def test_tiny_model_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, xl_suite.tiny_model, xl_suite.engines.vllm_engine, xl_suite.engines.openai_engine, "
+    code = "import sys, xl_suite.engines.tiny_model, xl_suite.engines.vllm_engine, xl_suite.engines.openai_engine, "
     code += "xl_suite.engines.hf_engine; print(sorted(m for m in ('torch', 'vllm', 'transformers', 'openai') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -303,7 +305,7 @@ def test_vllm_fingerprint(vllm_generator, tiny_model_dir, tmp_path, monkeypatch)
     monkeypatch.setattr(vllm_generator, "revision", "abc123")
     assert vllm_generator.fingerprint() != fp
     monkeypatch.undo()
-    from xl_suite.tiny_model import build_tiny_model
+    from xl_suite.engines.tiny_model import build_tiny_model
 
     other = local_model_hash(build_tiny_model(tmp_path / "seed1", seed=1))
     monkeypatch.setattr(vllm_generator, "_content_hash", other)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from xl_suite.cli import main
+from xl_suite.engines.base import SamplingConfig
+from xl_suite.engines.fake import FakeGenerator
 from xl_suite.evaluation import (
     OVERALL,
     align_references,
@@ -23,7 +25,6 @@ from xl_suite.evaluation import (
     write_m_alpacaeval,
     write_report,
 )
-from xl_suite.generation import FakeGenerator, SamplingConfig
 from xl_suite.judging import DEFAULT_DIMENSIONS
 
 

@@ -51,7 +51,7 @@ def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, mon
         built.append(model)
         return engine
 
-    monkeypatch.setattr("xl_suite.generation.build_generator", fake_build)
+    monkeypatch.setattr("xl_suite.engines.registry.build_generator", fake_build)
     source = tmp_path / "alpaca_eval.json"
     source.write_text(json.dumps([{"instruction": p, "output": "", "dataset": "helpful_base"} for p in PROMPTS]),
                       encoding="utf-8")

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from xl_suite.generation import Completion, FakeGenerator, stable_hash
+from xl_suite.engines.base import Completion
+from xl_suite.engines.fake import FakeGenerator
+from xl_suite.fingerprint import stable_hash
 from xl_suite.judging import (
     DEFAULT_DIMENSIONS,
     VERDICT_SCHEMA,
@@ -305,7 +307,7 @@ def test_corrupt_cache_file_rejudges_only_its_items(tmp_path):
 SIGKILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
-    from xl_suite.generation import FakeGenerator
+    from xl_suite.engines.fake import FakeGenerator
     from xl_suite.judging import JudgeConfig, judge_pairwise
 
     log = open(sys.argv[2], "a", buffering=1)

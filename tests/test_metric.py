@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from xl_suite.generation import FakeGenerator
+from xl_suite.engines.fake import FakeGenerator
 
 
 evaluate = pytest.importorskip("evaluate")

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from xl_suite.generation import FakeGenerator
-from xl_suite.seeds import builtin_seeds
-from xl_suite.synthesis import FakeSynthesisResponder, SynthesisConfig, synthesize
+from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+from xl_suite.synthesis import SynthesisConfig, synthesize
+from xl_suite.synthesis.seeds import builtin_seeds
 
 
 ray = pytest.importorskip("ray")
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from xl_suite.ray_pipeline import ray_init_kwargs
+    from xl_suite.synthesis.ray import ray_init_kwargs
 
     if ray.is_initialized():
         pytest.fail("Ray is already initialized in this process; this module starts its own local Ray.")
@@ -39,7 +39,7 @@ def _rows(table) -> str:
 
 
 def test_ray_runs_the_same_stages_as_the_local_pipeline(local_ray, tmp_path):
-    from xl_suite.ray_pipeline import synthesize_ray
+    from xl_suite.synthesis.ray import synthesize_ray
 
     config = SynthesisConfig(languages=("mt", "de"), max_seeds=12, batch_size=4, chunk_size=8)
     factory = functools.partial(FakeGenerator, FakeSynthesisResponder(unparseable_every=5, low_score_every=4))
@@ -62,7 +62,7 @@ def test_ray_runs_the_same_stages_as_the_local_pipeline(local_ray, tmp_path):
 def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
     import xl_suite
-    from xl_suite.ray_pipeline import engine_factory, synthesize_ray
+    from xl_suite.synthesis.ray import engine_factory, synthesize_ray
 
     config = SynthesisConfig(languages=("mt",), max_seeds=4, threshold=1.0, language_filter=False, max_tokens=96,
                              batch_size=64, chunk_size=64)

@@ -22,27 +22,26 @@ import pyarrow.parquet as pq
 import pytest
 
 import xl_suite
-from xl_suite.generation import FakeGenerator, GenerationError, SamplingConfig
+from xl_suite.engines.base import SamplingConfig
+from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+from xl_suite.errors import GenerationError
 from xl_suite.prompting import TemplateError, load_template
-from xl_suite.seeds import SeedError, builtin_seeds, iter_seed_chunks, load_seeds
+from xl_suite.scoring import parse_scores, select_best
 from xl_suite.synthesis import (
     DEFAULT_STAGE_NAMES,
-    FakeSynthesisResponder,
     Stage,
     SynthesisConfig,
     backtranslate_batch,
     default_stages,
     judge_batch,
-    parse_instruction,
-    parse_response,
-    parse_scores,
     refine_batch,
     respond_batch,
     score_batch,
-    select_best,
     stage_fingerprint,
     synthesize,
 )
+from xl_suite.synthesis.seeds import SeedError, builtin_seeds, iter_seed_chunks, load_seeds
+from xl_suite.synthesis.stages import parse_instruction, parse_response
 
 
 DATA = Path(__file__).parent / "data"
@@ -213,7 +212,7 @@ def test_judge_keeps_best_candidate_and_counts_unparseable():
     assert out["best_index"] == [1, -1]
     assert out["response"] == ["B...", ""]
     assert out["judge_passed"] == [True, False]
-    assert out["judge_status"] == [["ok", "ok", "empty_candidate"], ["unparseable"] * 3]
+    assert out["judge_status"] == [["ok", "ok", "empty_candidate"], ["unparsed"] * 3]
     assert gen.prompts_seen == 5  # the empty candidate is not sent
     with pytest.raises(ValueError, match="sampling.n must be 1"):
         judge_batch(batch, generator=gen, template=load_template("synth_judge"), sampling=SamplingConfig(n=2),
@@ -304,8 +303,8 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
     scored = read(out / "en_scored.parquet")
     assert scored.num_rows == 16 and set(scored["language"]) == {"en"}
     assert scored.column_names[:4] == ["id", "instruction", "response", "language"]
-    n_bad = scored["score_status"][:].count("unparseable")
-    assert n_bad > 0 and stages["score"]["status"]["unparseable"] == n_bad  # counted, kept, reported
+    n_bad = scored["score_status"][:].count("unparsed")
+    assert n_bad > 0 and stages["score"]["status"]["unparsed"] == n_bad  # counted, kept, reported
     assert any("could not be parsed" in w for w in s["warnings"])
     passed = [m >= 3.5 for m in scored["score_mean"]]  # NaN compares False
     assert stages["score_filter"]["rows_out"] == sum(passed) < 16
@@ -436,7 +435,7 @@ def test_all_scores_unparseable_is_reported_not_looped(tmp_path):
     gen = FakeGenerator(responder)
     res = synthesize(seeds(10), gen, small_config(num_examples=50), output=str(tmp_path))
     s = res.summary
-    assert s["stages"][2]["status"] == {"unparseable": 10} and s["stages"][2]["parse_rate"] == 0.0
+    assert s["stages"][2]["status"] == {"unparsed": 10} and s["stages"][2]["parse_rate"] == 0.0
     assert s["languages"]["mt"] == {"requested": 50, "produced": 0, "shortfall": 50}
     assert any("short by" in w for w in s["warnings"]) and any("could not be parsed" in w for w in s["warnings"])
     assert read(tmp_path / "mt.parquet").num_rows == 0  # written empty, with the schema of the other files
@@ -653,9 +652,10 @@ _KILL_SCRIPT = textwrap.dedent("""
     import datasets
     datasets.disable_progress_bars()
     from test_synthesis import stage_of, small_config
-    from xl_suite.generation import FakeGenerator
-    from xl_suite.seeds import builtin_seeds
-    from xl_suite.synthesis import FakeSynthesisResponder, synthesize
+    from xl_suite.engines.fake import FakeGenerator
+    from xl_suite.synthesis.seeds import builtin_seeds
+    from xl_suite.engines.fake import FakeSynthesisResponder
+    from xl_suite.synthesis import synthesize
 
     inner = FakeSynthesisResponder(low_score_every=5)
     log = open({log!r}, "a", buffering=1)

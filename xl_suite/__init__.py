@@ -26,12 +26,12 @@ _EXPORTS = {
     "load_template": "xl_suite.prompting",
     "render_messages": "xl_suite.prompting",
     # generation
-    "SamplingConfig": "xl_suite.generation",
-    "Completion": "xl_suite.generation",
-    "Generator": "xl_suite.generation",
-    "FakeGenerator": "xl_suite.generation",
-    "build_generator": "xl_suite.generation",
-    "build_tiny_model": "xl_suite.tiny_model",
+    "SamplingConfig": "xl_suite.engines.base",
+    "Completion": "xl_suite.engines.base",
+    "Generator": "xl_suite.engines.base",
+    "FakeGenerator": "xl_suite.engines.fake",
+    "build_generator": "xl_suite.engines.registry",
+    "build_tiny_model": "xl_suite.engines.tiny_model",
     # datasets
     "load_dataset": "xl_suite.datasets_api",
     "list_configs": "xl_suite.datasets_api",
@@ -58,7 +58,7 @@ _EXPORTS = {
     # synthesis
     "synthesize": "xl_suite.synthesis",
     "SynthesisConfig": "xl_suite.synthesis",
-    "load_seeds": "xl_suite.seeds",
+    "load_seeds": "xl_suite.synthesis.seeds",
     # demo
     "run_demo": "xl_suite.demo",
     "DemoConfig": "xl_suite.demo",

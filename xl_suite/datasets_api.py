@@ -74,7 +74,7 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
     """
     import fsspec
 
-    from xl_suite.generation import stable_hash
+    from xl_suite.fingerprint import stable_hash
 
     try:
         fs, path = fsspec.core.url_to_fs(str(source), **(storage_options or {}))

@@ -101,6 +101,8 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     import datasets
 
     from xl_suite.datasets_api import load_dataset
+    from xl_suite.engines.base import SamplingConfig
+    from xl_suite.engines.registry import build_generator
     from xl_suite.evaluation import (
         evaluate_responses,
         format_table,
@@ -109,10 +111,9 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
         write_report,
     )
     from xl_suite.export import write_repo
-    from xl_suite.generation import SamplingConfig, build_generator
     from xl_suite.languages import resolve_languages
-    from xl_suite.seeds import builtin_seeds
     from xl_suite.synthesis import SynthesisConfig, format_summary, synthesize
+    from xl_suite.synthesis.seeds import builtin_seeds
 
     cfg = config or DemoConfig()
     langs = [s.code for s in resolve_languages(list(cfg.languages))]
@@ -127,7 +128,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     model = cfg.model
     stand_in = model is None
     if stand_in:
-        from xl_suite.tiny_model import build_tiny_model
+        from xl_suite.engines.tiny_model import build_tiny_model
 
         echo("[1/5] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model for a real one)")
         model = str(build_tiny_model(out / "tiny-model"))

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xl_suite.engines.base import Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError, OutputExistsError, SourceNotFoundError
-from xl_suite.generation import Generator, SamplingConfig, stable_hash
+from xl_suite.fingerprint import stable_hash
 from xl_suite.judging import JudgeConfig, judge_pairwise, score_rubric
 from xl_suite.languages import get_language, resolve_languages
 from xl_suite.prompting import PromptTemplate, load_template

@@ -46,10 +46,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from xl_suite.engines.base import Completion, Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError
-from xl_suite.generation import Completion, Generator, SamplingConfig, stable_hash
+from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import LanguageSpec, get_language
-from xl_suite.prompting import PromptTemplate, load_template
+from xl_suite.prompting import PromptTemplate, load_template, neutralise_markers
+from xl_suite.scoring import parse_scores, score_schema
 
 
 logger = logging.getLogger(__name__)
@@ -102,7 +104,6 @@ DEFAULT_DIMENSIONS: dict[str, str] = {
 _PARSE_OK = "ok"
 _PARSE_UNPARSED = "unparsed"
 _RULE_EMPTY = "rule:empty_output"
-_ROLE_LINE = re.compile(r"^(### (?:system|user|assistant)\s*)$", re.MULTILINE)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,68 +334,39 @@ def _soft_p_a(dist: dict[str, float]) -> float:
     return min(1.0, max(0.0, dist.get("A", 0.0) + 0.5 * dist.get("tie", 0.0)))
 
 
-def rubric_schema(dimensions: Sequence[str] | dict[str, str]) -> dict:
-    """JSON schema of a rubric reply: one integer 1-5 per dimension.
-
-    >>> rubric_schema(["fluency"])["properties"]["fluency"]
-    {'type': 'integer', 'enum': [1, 2, 3, 4, 5]}
-    """
-    names = list(dimensions)
-    return {
-        "type": "object",
-        "properties": {d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in names},
-        "required": names,
-        "additionalProperties": False,
-    }
 
 
-def parse_rubric(text: str | None, dimensions: Sequence[str] | dict[str, str]) -> dict[str, int] | None:
-    """Read 1-5 scores for every dimension from a rubric reply; None unless all are there and in range.
-
-    Reads ``"name": N`` pairs (the JSON the template asks for, also inside other text) and ``name: N`` lines;
-    names match case-insensitively; ``4.0`` counts as 4, ``4.5`` does not parse.
-
-    >>> parse_rubric('{"fluency": 4, "accuracy": 5}', ["accuracy", "fluency"])
-    {'accuracy': 5, 'fluency': 4}
-    >>> parse_rubric("Fluency: 3\\nAccuracy: 2", ["accuracy", "fluency"])
-    {'accuracy': 2, 'fluency': 3}
-    >>> parse_rubric('{"fluency": 7, "accuracy": 5}', ["accuracy", "fluency"]) is None
-    True
-    >>> parse_rubric("no scores", ["fluency"]) is None
-    True
-    """
-    if not isinstance(text, str) or not text.strip():
-        return None
-    out: dict[str, int] = {}
-    for name in dimensions:
-        m = re.search(r'["\']?\b' + re.escape(name) + r'\b["\']?\s*[:=]\s*["\']?(\d+(?:\.\d+)?)', text, re.IGNORECASE)
-        if not m:
-            return None
-        value = float(m.group(1))
-        if value != int(value) or not 1 <= value <= 5:
-            return None
-        out[name] = int(value)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # rendering
 
 
-def _neutralise(text: str) -> str:
-    """Indent lines that look like ``### role`` markers so an answer cannot open a new chat turn.
 
-    >>> _neutralise("a\\n### user\\nb")
-    'a\\n ### user\\nb'
+
+def rubric_schema(dimensions: Sequence[str] | dict[str, str]) -> dict:
+    """JSON schema of a rubric reply: :func:`xl_suite.scoring.score_schema` over the dimensions (the criteria).
+
+    >>> rubric_schema(["fluency"])["properties"]["fluency"]
+    {'type': 'integer', 'minimum': 1, 'maximum': 5}
     """
-    return _ROLE_LINE.sub(r" \1", text)
+    return score_schema(dimensions)
+
+
+def parse_rubric(text: str | None, dimensions: Sequence[str] | dict[str, str]) -> dict[str, int] | None:
+    """Read 1-5 scores for every dimension of a rubric reply: :func:`xl_suite.scoring.parse_scores`.
+
+    >>> parse_rubric("Fluency: 3\\nAccuracy: 2", ["accuracy", "fluency"])
+    {'accuracy': 2, 'fluency': 3}
+    """
+    return parse_scores(text, dimensions)
 
 
 def render_pairwise(template: str | PromptTemplate, *, instruction: str, output_a: str, output_b: str,
                     language: str | LanguageSpec) -> list[dict[str, str]]:
     """Chat messages of one pairwise judgment (answers shown as A and B, in that order)."""
     return load_template(template).render(
-        instruction=_neutralise(instruction), output_a=_neutralise(output_a), output_b=_neutralise(output_b),
+        instruction=neutralise_markers(instruction), output_a=neutralise_markers(output_a), output_b=neutralise_markers(output_b),
         language=get_language(language),
     )
 
@@ -404,7 +376,7 @@ def render_rubric(template: str | PromptTemplate, *, instruction: str, output: s
     """Chat messages of one rubric judgment."""
     dims = dimensions or DEFAULT_DIMENSIONS
     return load_template(template).render(
-        instruction=_neutralise(instruction), output=_neutralise(output), language=get_language(language),
+        instruction=neutralise_markers(instruction), output=neutralise_markers(output), language=get_language(language),
         dimensions=[{"name": k, "description": v} for k, v in dims.items()],
     )
 
@@ -484,7 +456,7 @@ def rubric_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     out: dict[str, list] = {k: [] for k in _RUBRIC_COLUMNS}
     for cands in completions:
         c = cands[0]
-        scores = parse_rubric(c.text, dimensions)
+        scores = parse_scores(c.text, dimensions)
         row = {**ident, "judge_template_version": template.template_version, "judge_sampling": sampling.to_json(),
                "raw_completion": c.text, "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
                "scores": json.dumps(scores, sort_keys=True) if scores else None,
@@ -674,7 +646,7 @@ def judge_pairwise(
         model_outputs: the evaluated model's answers (empty answers lose by rule, see the module docstring).
         reference_outputs: the reference answers (must be non-empty).
         languages: target language code (or name) of each item.
-        judge: the judge backend (any :class:`~xl_suite.generation.Generator`).
+        judge: the judge backend (any :class:`~xl_suite.engines.base.Generator`).
         config: judge settings (default :class:`JudgeConfig`).
         cache_dir: annotation cache folder / fsspec URL; None judges in memory (no reuse, no resume).
         storage_options: fsspec options for ``cache_dir``.

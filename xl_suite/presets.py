@@ -44,7 +44,7 @@ class JudgePreset:
         judge_backend: ``"vllm"``, ``"openai"``, ``"transformers"`` or ``"fake"``. Default ``"vllm"``.
         judge_model: model id or local path of the judge; None means "must be given at use time".
         judge_revision: pinned revision (commit SHA) of the judge, where the backend has one.
-        judge_engine_kwargs: extra keyword arguments for :func:`xl_suite.generation.build_generator`.
+        judge_engine_kwargs: extra keyword arguments for :func:`xl_suite.engines.registry.build_generator`.
         reference_backend: backend of the reference model (for ``xl-suite generate --as-reference``).
         reference_model: the reference model (the paper: GPT-4o-mini).
         reference_revision: its pinned revision.
@@ -65,7 +65,7 @@ class JudgePreset:
 
     def __post_init__(self):
         """Check the backend names."""
-        from xl_suite.generation import BACKENDS
+        from xl_suite.engines.registry import BACKENDS
 
         for attr in ("judge_backend", "reference_backend"):
             value = getattr(self, attr)
@@ -104,7 +104,7 @@ class JudgePreset:
 
     def build_judge(self, **engine_kwargs):
         """Build the judge backend (heavy imports happen here)."""
-        from xl_suite.generation import build_generator
+        from xl_suite.engines.registry import build_generator
 
         if not self.judge_model:
             raise InvalidArgumentError(

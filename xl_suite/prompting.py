@@ -22,9 +22,10 @@ import jinja2
 from xl_suite.errors import TemplateError
 
 
-__all__ = ["PromptTemplate", "load_template", "list_templates", "render_messages", "TemplateError"]
+__all__ = ["PromptTemplate", "load_template", "list_templates", "render_messages", "neutralise_markers", "TemplateError"]
 
 _ROLE_RE = re.compile(r"^### (system|user|assistant)\s*$", re.MULTILINE)
+_ROLE_LINE = re.compile(r"^(### (?:system|user|assistant)\s*)$", re.MULTILINE)
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*([\w.\-]+)\s*-?#\}")
 
 
@@ -108,6 +109,16 @@ def split_messages(text: str, *, name: str = "<template>") -> list[dict[str, str
     if messages[-1]["role"] == "assistant":
         raise TemplateError(f"Template {name!r} ends with an assistant message; the model needs a user turn last.")
     return messages
+
+
+def neutralise_markers(text: str) -> str:
+    """Indent lines that look like ``### role`` markers, so inserted text (a web passage, a model's answer) cannot
+    open a new chat turn when the rendered template is split into messages.
+
+    >>> neutralise_markers("a\\n### user\\nb")
+    'a\\n ### user\\nb'
+    """
+    return _ROLE_LINE.sub(r" \1", text) if "###" in text else text
 
 
 def list_templates() -> list[str]:

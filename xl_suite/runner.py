@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.generation import stable_hash
+from xl_suite.fingerprint import stable_hash
 
 
 logger = logging.getLogger(__name__)

@@ -46,7 +46,7 @@ Args:
         With several references per item, the item's preference is the mean over them.
     instructions (`list` of `str`): the prompts as the model saw them (config `fidelity`: not taken).
     languages (`list` of `str`): target language code of each answer (e.g. "de", "mt").
-    judge (`xl_suite.generation.Generator`, optional): judge engine for this call (e.g. a
+    judge (`xl_suite.engines.base.Generator`, optional): judge engine for this call (e.g. a
         `xl_suite.engines.vllm_engine.VLLMGenerator`); default: the one built from the config's preset, if any.
         Without a judge, only language fidelity is computed.
     rubric (`bool`, optional): also compute rubric scores (default: the preset's setting, True).

@@ -46,7 +46,7 @@ def parse_engine_kwargs(text: str | None) -> dict:
 
 def build_engine(backend: str | None, model: str, revision: str | None, engine_kwargs: str | dict | None):
     """Build a generator from CLI values (heavy imports happen here)."""
-    from xl_suite.generation import build_generator
+    from xl_suite.engines.registry import build_generator
 
     kwargs = engine_kwargs if isinstance(engine_kwargs, dict) else parse_engine_kwargs(engine_kwargs)
     return build_generator(backend or "vllm", model, revision=revision, **kwargs)
@@ -99,8 +99,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from xl_suite.datasets_api import load_dataset, parse_config_name
+    from xl_suite.engines.base import SamplingConfig
     from xl_suite.evaluation import _write_jsonl, generate_answers, generate_references
-    from xl_suite.generation import SamplingConfig
 
     if args.push and not args.as_reference:
         raise InvalidArgumentError("--push publishes reference answers: use it with --as-reference.")

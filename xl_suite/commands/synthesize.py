@@ -86,8 +86,7 @@ def _engine(backend, model, revision, engine_kwargs):
     from xl_suite.commands.generate import build_engine, parse_engine_kwargs
 
     if backend == "fake":
-        from xl_suite.generation import FakeGenerator
-        from xl_suite.synthesis import FakeSynthesisResponder
+        from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
         kwargs = parse_engine_kwargs(engine_kwargs) if isinstance(engine_kwargs, str) else dict(engine_kwargs or {})
         return FakeGenerator(FakeSynthesisResponder(**kwargs), model=model, revision=revision)
@@ -118,8 +117,8 @@ def run(args, *, generator=None, scorer=None) -> int:
     import datasets
 
     from xl_suite.commands.generate import parse_engine_kwargs
-    from xl_suite.seeds import check_text_column, load_seeds
     from xl_suite.synthesis import format_summary, preflight, synthesize
+    from xl_suite.synthesis.seeds import check_text_column, load_seeds
 
     config = config_from_args(args)  # validate everything that can be validated before any engine starts
     preflight(config)

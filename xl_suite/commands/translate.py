@@ -38,8 +38,8 @@ def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
+    from xl_suite.engines.base import SamplingConfig
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
-    from xl_suite.generation import SamplingConfig
     from xl_suite.languages import resolve_languages
 
     specs = resolve_languages(args.languages)

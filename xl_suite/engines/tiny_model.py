@@ -187,7 +187,7 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
         (staging / "README.md").write_text(
             "# xl-suite tiny model (meaningless stand-in)\n\n"
             "A 2-layer Llama with **random weights** and a toy BPE tokenizer, built locally by "
-            "`xl_suite.tiny_model.build_tiny_model` for tests and the offline demo.\n"
+            "`xl_suite.engines.tiny_model.build_tiny_model` for tests and the offline demo.\n"
             "Its outputs are random tokens. Do not report any result produced with it.\n",
             encoding="utf-8",
         )

@@ -1,0 +1,138 @@
+"""Test doubles: a deterministic generator and canned replies to the shipped synthesis templates.
+
+For flow and parsing tests only (alpaca_eval's ``decoders/test.py``, distilabel's ``DummyLLM``); numbers produced
+with them mean nothing. Engine-tier tests use the real vLLM engine on a tiny local model instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from xl_suite.engines.base import Completion
+from xl_suite.errors import GenerationError, XlSuiteError
+from xl_suite.fingerprint import stable_hash
+from xl_suite.languages import get_language
+
+
+__all__ = ["FakeGenerator", "FakeSynthesisResponder"]
+
+
+class FakeGenerator:
+    """Deterministic CPU double for flow and parsing tests (alpaca_eval's ``decoders/test.py``).
+
+    ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
+    hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
+    """
+
+    backend = "fake"
+
+    def __init__(self, responder=None, *, model: str = "fake-model", revision: str | None = None, fail_on=None):
+        self.model = model
+        self.revision = revision
+        self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
+        self._fail_on = fail_on
+        self.calls = 0
+        self.prompts_seen = 0
+
+    def generate(self, conversations, sampling):
+        self.calls += 1
+        out = []
+        for conv in conversations:
+            if self._fail_on is not None and self._fail_on(conv):
+                raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
+            self.prompts_seen += 1
+            cands = []
+            for i in range(sampling.n):
+                text = self._responder(conv, i, sampling)
+                cands.append(
+                    Completion(
+                        text=text,
+                        prompt_tokens=sum(len(m["content"].split()) for m in conv),
+                        completion_tokens=len(text.split()),
+                        finish_reason="stop",
+                    )
+                )
+            out.append(cands)
+        return out
+
+    def fingerprint(self) -> str:
+        return stable_hash("fake", self.model, self.revision)
+
+    def supports_structured_output(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+_FAKE_ANSWERS = {
+    "en": "This is a detailed answer in English that explains every important point of the question.",
+    "de": "Das ist eine ausführliche Antwort auf Deutsch, die alle wichtigen Punkte der Frage erklärt.",
+    "mt": "Din hija tweġiba dettaljata bil-Malti li tispjega l-punti kollha importanti tal-mistoqsija.",
+    "fr": "Voici une réponse détaillée en français qui explique tous les points importants de la question.",
+    "pt": "Esta é uma resposta detalhada em português que explica todos os pontos importantes da pergunta.",
+    "hu": "Ez egy részletes magyar nyelvű válasz, amely elmagyarázza a kérdés minden fontos pontját.",
+    "lt": "Tai išsamus atsakymas lietuvių kalba, kuris paaiškina visus svarbiausius klausimo dalykus.",
+    "ga": "Is freagra mionsonraithe i nGaeilge é seo a mhíníonn na pointí tábhachtacha go léir den cheist.",
+    "zh": "这是一个详细的中文回答，解释了这个问题的所有重要内容。",
+    "hi": "यह हिंदी में एक विस्तृत उत्तर है जो प्रश्न के सभी महत्वपूर्ण बिंदुओं को समझाता है।",
+    "fi": "Tämä on yksityiskohtainen suomenkielinen vastaus, joka selittää kysymyksen kaikki tärkeät kohdat.",
+    "tr": "Bu, sorunun tüm önemli noktalarını açıklayan ayrıntılı bir Türkçe cevaptır.",
+    "sw": "Hili ni jibu la kina kwa Kiswahili linaloeleza mambo yote muhimu ya swali.",
+}
+
+
+class FakeSynthesisResponder:
+    """Deterministic replies to the shipped synthesis templates, for :class:`FakeGenerator`.
+
+    Not a model: it recognises each stage's prompt and returns a canned, well-formed reply (an instruction made of
+    the passage's first words, the passage as the answer, JSON scores derived from a hash of the prompt, a fixed
+    sentence in the target language numbered per prompt and candidate). It makes the flow testable and
+    ``xl-suite synthesize --backend fake`` runnable offline; numbers produced with it mean nothing.
+
+    Args:
+        unparseable_every: every k-th English scoring prompt (by hash) gets a reply that is not JSON (0: never).
+        low_score_every: every k-th English pair (by hash) gets scores of 2, below the default threshold (0: never).
+
+    >>> from xl_suite import FakeGenerator, SamplingConfig
+    >>> r = FakeSynthesisResponder()
+    >>> msgs = [{"role": "system", "content": "You always write your answers in Maltese (Malti), whatever..."},
+    ...         {"role": "user", "content": "Q"}]
+    >>> r(msgs, 0, SamplingConfig()).startswith("Din hija")
+    True
+    """
+
+    def __init__(self, unparseable_every: int = 0, low_score_every: int = 0):
+        self.unparseable_every = unparseable_every
+        self.low_score_every = low_score_every
+
+    def __call__(self, messages, index: int, sampling) -> str:
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        user = messages[-1]["content"]
+        h = int(hashlib.sha256(user.encode("utf-8")).hexdigest()[:8], 16)
+        if "JSON" in system or sampling.json_schema:
+            names = re.findall(r"^- (\w+):", user, re.MULTILINE) or ["score"]
+            if "bilingual" in system:
+                values = [3 + (h >> (3 * k)) % 3 for k in range(len(names))]
+            else:
+                if self.unparseable_every and h % self.unparseable_every == 0:
+                    return "I would rate this response quite highly overall."
+                low = self.low_score_every and (h // 7) % self.low_score_every == 0
+                values = [2 if low else 4 + (h >> k) % 2 for k in range(len(names))]
+            return json.dumps(dict(zip(names, values, strict=True)))
+        passage = re.search(r"<passage>\s*(.*?)\s*</passage>", user, re.DOTALL)
+        if "user requests" in system and passage:
+            words = passage.group(1).split()[:10]
+            return "Can you explain this: " + " ".join(words).rstrip(".,;:") + "?"
+        if "in English" in system and passage:
+            return "Here is a clear answer. " + passage.group(1)
+        lang = re.search(r"answers in ([A-Z][\w ]*?) \(", system)
+        code = "en"
+        if lang:
+            try:
+                code = get_language(lang.group(1).lower()).code
+            except XlSuiteError:
+                code = "en"
+        return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h}-{index})"

@@ -1,0 +1,379 @@
+"""The synthesis run: seed chunks through every stage, one chunk at a time.
+
+:func:`synthesize` reads as its steps: for each seed chunk, for each stage, *run* it (through the resumable
+:func:`xl_suite.runner.run_stage`), *record* its counts and *snapshot* its release shape; then *finish* the chunk
+(duplicates, quotas, the default shape) and, at the end, *write* the files and the summary. Seed chunks go through
+all stages one after the other (chunk-major), so memory is bounded by the chunk size, results are written as they
+finish, and a killed run redoes at most one chunk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from xl_suite.errors import InvalidArgumentError
+from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
+from xl_suite.synthesis.outputs import (
+    SNAPSHOT_FILES,
+    ShapeWriter,
+    SynthesisResult,
+    append_by_language,
+    fallback_schema,
+    shape_table,
+)
+from xl_suite.synthesis.report import build_summary
+from xl_suite.tables import STATUS_OK, column_values, count_status, keep_rows, normalised, to_arrow
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["synthesize", "apply_stages", "dedup_key", "select_final_rows", "SynthesisRun", "StageReport", "CountingGenerator"]
+
+
+def dedup_key(text: str) -> str:
+    """Normalised form used for duplicate removal: lower case, punctuation and extra spaces removed.
+
+    >>> dedup_key("  How do I  bake bread? ") == dedup_key("how do i bake bread")
+    True
+    """
+    words = re.sub(r"[\W_]+", " ", text.lower()).split()
+    return " ".join(words)
+
+
+def apply_stages(batch: dict[str, list], stages: Sequence[Stage], *, engines: Mapping[str, Any],
+                 templates: Mapping[str, Any]) -> dict[str, list]:
+    """Run ``stages`` directly on one batch, with their keep filters (no chunk files, no cache).
+
+    This is what a Ray Data actor does with each block (:mod:`xl_suite.synthesis.ray`); :func:`synthesize` runs
+    the same functions through :func:`xl_suite.runner.run_stage` instead. Stage functions must accept an empty
+    batch (the built-in ones do): a batch emptied by a filter still passes through the later stages.
+
+    >>> from xl_suite.synthesis.stages import score_filter_batch
+    >>> st = [Stage("mark", score_filter_batch, params={"threshold": 4.0}, keep="score_passed")]
+    >>> apply_stages({"score_mean": [4.5, 2.0], "x": ["a", "b"]}, st, engines={}, templates={})
+    {'score_mean': [4.5], 'x': ['a'], 'score_passed': [True]}
+    """
+    for stage in stages:  # an emptied batch still goes through every stage, so its columns stay the same
+        kwargs = dict(stage.params)
+        if stage.engine:
+            kwargs.update(generator=engines[stage.engine], template=templates[stage.name], sampling=stage.sampling)
+        out = stage.function(batch, **kwargs)
+        batch = dict(out) if stage.reshape else {**batch, **out}
+        if stage.keep:
+            idx = [i for i, v in enumerate(batch[stage.keep]) if v is True or v == STATUS_OK]
+            if len(idx) != (len(next(iter(batch.values()))) if batch else 0):
+                batch = {k: [v[i] for i in idx] for k, v in batch.items()}
+    return batch
+
+
+class CountingGenerator:
+    """Wraps a generator to count what this run actually generated (prompts, completions, tokens, seconds)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.backend = getattr(inner, "backend", "?")
+        self.model = inner.model
+        self.revision = getattr(inner, "revision", None)
+        self.prompts = self.completions = self.prompt_tokens = self.completion_tokens = self.calls = 0
+        self.seconds = 0.0
+
+    def generate(self, conversations, sampling):
+        t0 = time.perf_counter()
+        out = self.inner.generate(conversations, sampling)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.prompts += len(conversations)
+        for cands in out:
+            self.completions += len(cands)
+            for c in cands:
+                self.prompt_tokens += int(getattr(c, "prompt_tokens", 0) or 0)
+                self.completion_tokens += int(getattr(c, "completion_tokens", 0) or 0)
+        return out
+
+    def fingerprint(self):
+        return self.inner.fingerprint()
+
+    def supports_structured_output(self):
+        return self.inner.supports_structured_output()
+
+    def close(self):  # the caller owns the engine
+        pass
+
+
+@dataclass
+class StageReport:
+    name: str
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: int = 0
+    status: dict = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    chunks_computed: int = 0
+    chunks_reused: int = 0
+
+    def to_dict(self, counter: CountingGenerator | None) -> dict:
+        total = sum(self.status.values())
+        d = {
+            "stage": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out, "dropped": self.dropped,
+            "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
+            "status": dict(sorted(self.status.items())),
+            "parse_rate": (self.status.get(STATUS_OK, 0) / total) if total else None,
+            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+            "chunks_computed": self.chunks_computed, "chunks_reused": self.chunks_reused,
+            "seconds": round(self.seconds, 3),
+        }
+        if counter is not None:
+            d["generated"] = {"calls": counter.calls, "prompts": counter.prompts, "completions": counter.completions,
+                              "prompt_tokens": counter.prompt_tokens, "completion_tokens": counter.completion_tokens,
+                              "engine_seconds": round(counter.seconds, 3)}
+        return d
+
+
+def select_final_rows(ds, config: SynthesisConfig, *, seen: set, produced: dict, over_quota: dict):
+    """Duplicate removal (across chunks, through ``seen``) and the per-language quota (``config.num_examples``).
+
+    ``seen``, ``produced`` and ``over_quota`` are updated in place.
+
+    Returns:
+        (the kept Arrow rows, the number of duplicates removed).
+    """
+    import pyarrow as pa
+
+    quota = config.num_examples
+    langs = column_values(ds, "language")
+    instr = column_values(ds, "instruction")
+    resp = column_values(ds, "response")
+    keep, duplicates = [], 0
+    for i, (lang, ins, res) in enumerate(zip(langs, instr, resp, strict=True)):
+        if config.dedup:
+            keys = [hashlib.blake2b(f"{tag}\0{lang}\0{dedup_key(t)}".encode(), digest_size=12).digest()
+                    for tag, t in (("i", ins), ("r", res))]
+            if any(k in seen for k in keys):
+                duplicates += 1
+                continue
+            seen.update(keys)
+        if quota is not None and produced.get(lang, 0) >= quota:
+            over_quota[lang] = over_quota.get(lang, 0) + 1
+            continue
+        produced[lang] = produced.get(lang, 0) + 1
+        keep.append(i)
+    table = to_arrow(ds)
+    return (table.take(pa.array(keep, pa.int64())) if len(keep) != table.num_rows else table), duplicates
+
+
+class SynthesisRun:
+    """The state of one :func:`synthesize` call: engines, stages, per-stage reports, quotas and the writer.
+
+    Its methods are the pipeline's steps; :func:`synthesize` calls them in order.
+    """
+
+    def __init__(self, config: SynthesisConfig, generator, scorer, stages: Sequence[Stage], *, output, work_dir,
+                 storage_options):
+        from xl_suite.runner import StageStats
+
+        self.config, self.generator, self.scorer = config, generator, scorer or generator
+        self.stages = list(stages)
+        self.engines = {"generator": generator, "scorer": self.scorer}
+        self.templates = preflight(config, self.stages)
+        self.counters = {s.name: CountingGenerator(self.engines[s.engine]) for s in self.stages if s.engine}
+        self.fingerprints = {
+            s.name: stage_fingerprint(s, self.templates.get(s.name), self.engines[s.engine] if s.engine else None)
+            for s in self.stages
+        }
+        self.output, self.storage_options = output, storage_options
+        self.work_dir = work_dir if work_dir is not None or output is None else f"{str(output).rstrip('/')}/.xl_suite_work"
+        self.reports = {s.name: StageReport(s.name) for s in self.stages}
+        self.run_stats = {s.name: StageStats(stage=s.name) for s in self.stages}
+        self.writer = ShapeWriter(output, storage_options)
+        self.produced = dict.fromkeys(config.languages, 0)
+        self.over_quota = dict.fromkeys(config.languages, 0)
+        self.seen: set[bytes] = set()
+        self.duplicates = self.final_in = self.processed = 0
+        self.stopped_early = False
+        self.seed_counts = None
+
+    # -- the steps -------------------------------------------------------------------------------------------
+
+    def run(self, stage: Stage, ds):
+        """Run one stage over one chunk through the resumable, cached ``run_stage``."""
+        from xl_suite.runner import run_stage
+
+        fn_kwargs = dict(stage.params)
+        if stage.engine:
+            fn_kwargs.update(generator=self.counters[stage.name], template=self.templates[stage.name],
+                             sampling=stage.sampling)
+        stats = self.run_stats[stage.name]
+        before = (stats.chunks_computed, stats.chunks_reused)
+        out = run_stage(
+            ds, stage.function, stage=stage.name, fingerprint=self.fingerprints[stage.name], work_dir=self.work_dir,
+            fn_kwargs=fn_kwargs, batch_size=self.config.batch_size, chunk_size=self.config.chunk_size,
+            remove_columns=ds.column_names if stage.reshape else None, storage_options=self.storage_options,
+            desc=stage.name, stats=stats,
+        )
+        report = self.reports[stage.name]
+        report.chunks_computed += stats.chunks_computed - before[0]
+        report.chunks_reused += stats.chunks_reused - before[1]
+        return normalised(out)
+
+    def record(self, stage: Stage, rows_in: int, out):
+        """Count statuses, tokens and dropped rows; apply the stage's keep filter. Returns the kept rows."""
+        report = self.reports[stage.name]
+        report.rows_in += rows_in
+        prefix = stage.column_prefix
+        if f"{prefix}_status" in out.column_names:
+            count_status(column_values(out, f"{prefix}_status"), report.status)
+        for attr in ("prompt_tokens", "completion_tokens"):
+            if f"{prefix}_{attr}" in out.column_names:
+                setattr(report, attr, getattr(report, attr) + sum(column_values(out, f"{prefix}_{attr}")))
+        if stage.keep:
+            if stage.keep not in out.column_names:
+                raise InvalidArgumentError(f"Stage {stage.name!r} keeps rows by column {stage.keep!r}, which its "
+                                           f"function did not return (columns: {out.column_names}).")
+            kept = keep_rows(out, stage.keep)
+            report.dropped += out.num_rows - kept.num_rows
+            out = kept
+        report.rows_out += out.num_rows
+        return out
+
+    def snapshot(self, stage: Stage, out) -> None:
+        """Append the stage's kept rows to its release shape file (``scored``/``bestof3``), if it has one."""
+        if stage.snapshot == "scored":
+            self.writer.append(SNAPSHOT_FILES["scored"], shape_table("scored", to_arrow(out)))
+        elif stage.snapshot == "bestof3":
+            append_by_language(self.writer, SNAPSHOT_FILES["bestof3"], shape_table("bestof3", to_arrow(out)),
+                               self.config.languages)
+
+    def finish_chunk(self, ds) -> None:
+        """Remove duplicates, apply the per-language quota and append the default shape."""
+        self.final_in += ds.num_rows
+        table, duplicates = select_final_rows(ds, self.config, seen=self.seen, produced=self.produced,
+                                              over_quota=self.over_quota)
+        self.duplicates += duplicates
+        append_by_language(self.writer, SNAPSHOT_FILES["default"], shape_table("default", table),
+                           self.config.languages)
+
+    def quota_reached(self) -> bool:
+        """True when every language has ``num_examples`` pairs."""
+        quota = self.config.num_examples
+        return quota is not None and all(v >= quota for v in self.produced.values())
+
+    def write(self) -> dict[str, str]:
+        """Close the shape files (languages without rows get empty files with a known schema)."""
+        known = dict(self.writer.schemas)
+        languages = self.config.languages
+        expected = [SNAPSHOT_FILES["default"].format(code=c) for c in languages]
+        if any(s.snapshot == "bestof3" for s in self.stages):
+            expected += [SNAPSHOT_FILES["bestof3"].format(code=c) for c in languages]
+        if any(s.snapshot == "scored" for s in self.stages):
+            expected.append(SNAPSHOT_FILES["scored"])
+        return self.writer.close(expected, lambda name: fallback_schema(name, known))
+
+
+
+def synthesize(
+    seeds,
+    generator,
+    config: SynthesisConfig | None = None,
+    *,
+    output: str | None = None,
+    work_dir: str | None = None,
+    storage_options: dict | None = None,
+    scorer=None,
+    stages: Sequence[Stage] | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    progress: bool = False,
+    seed_source: str | None = None,
+) -> SynthesisResult:
+    """Run the synthesis pipeline over seed passages.
+
+    Args:
+        seeds: a ``datasets.Dataset`` with ``text_column`` (see :func:`xl_suite.synthesis.seeds.load_seeds`).
+        generator: the engine (:class:`xl_suite.engines.base.Generator`) for generation stages; not closed here.
+        config: :class:`SynthesisConfig` (default: all defaults).
+        output: folder or fsspec URL for ``<code>.parquet``, ``<code>_bestof3.parquet``, ``en_scored.parquet`` and
+            ``summary.json``; ``None`` keeps the results in memory.
+        work_dir: folder/URL of the resumable chunk files (default ``<output>/.xl_suite_work``; ``None`` without
+            output: nothing is cached).
+        storage_options: fsspec options for ``output`` and ``work_dir``.
+        scorer: engine of the scoring stages (default: ``generator``).
+        stages: replace the stage list (default :func:`default_stages`); see :class:`Stage`.
+        text_column: seed column holding the passages.
+        id_column: seed column with row ids (default ``id`` when present).
+        progress: show a progress bar over the seeds.
+        seed_source: recorded in the summary.
+
+    Returns:
+        A :class:`SynthesisResult`.
+
+    Raises:
+        xl_suite.synthesis.seeds.SeedError: missing text column, empty seeds.
+        xl_suite.prompting.TemplateError: a template that cannot be loaded or uses an undefined variable.
+        xl_suite.errors.GenerationError: the engine failed (completed chunks stay cached; rerun to continue).
+    """
+    from xl_suite.synthesis.seeds import SeedCounts, check_text_column, iter_seed_chunks
+
+    t_start = time.perf_counter()
+    config = config or SynthesisConfig()
+    check_text_column(seeds, text_column)
+    stages = list(stages) if stages is not None else default_stages(config, generator, scorer)
+    run = SynthesisRun(config, generator, scorer, stages, output=output, work_dir=work_dir,
+                       storage_options=storage_options)
+    run.seed_counts = SeedCounts()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        total = seeds.num_rows if config.seed_limit is None else min(seeds.num_rows, config.seed_limit)
+        bar = tqdm(total=total, desc="synthesize", unit="seed")
+    try:
+        chunks = iter_seed_chunks(seeds, text_column=text_column, chunk_size=config.chunk_size,
+                                  max_seeds=config.seed_limit, id_column=id_column, counts=run.seed_counts)
+        for chunk in chunks:
+            run.processed += chunk.num_rows
+            ds = chunk
+            for stage in stages:
+                if ds.num_rows == 0:
+                    break
+                if bar is not None:
+                    bar.set_postfix_str(stage.name)
+                t0 = time.perf_counter()
+                out = run.run(stage, ds)
+                out = run.record(stage, ds.num_rows, out)
+                run.snapshot(stage, out)
+                run.reports[stage.name].seconds += time.perf_counter() - t0
+                ds = out
+            else:
+                run.finish_chunk(ds)
+            if bar is not None:
+                bar.update(chunk.num_rows)
+            if run.quota_reached():
+                run.stopped_early = True
+                break
+        files = run.write()
+    except BaseException:
+        run.writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = build_summary(run, seeds_rows=seeds.num_rows, seconds=time.perf_counter() - t_start,
+                            seed_source=seed_source, text_column=text_column)
+    summary = json.loads(json.dumps(summary, default=str))  # the same object as summary.json (lists, not tuples)
+    summary_url = run.writer.write_json("summary.json", summary)
+    if summary_url:
+        files["summary.json"] = summary_url
+    for warning in summary["warnings"]:
+        logger.warning(warning)
+    tables = {} if output else {name: run.writer.table(name) for name in run.writer.schemas}
+    return SynthesisResult(summary=summary, files=files, output=output, _tables=tables,
+                           storage_options=storage_options)

@@ -1,0 +1,131 @@
+"""The run summary of a synthesis (``summary.json``) and its plain-text table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from xl_suite import __version__
+from xl_suite.synthesis.config import SYNTHESIS_VERSION
+from xl_suite.tables import STATUS_OK
+
+
+__all__ = ["build_summary", "format_summary", "text_table"]
+
+
+def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | None, text_column: str) -> dict:
+    """The summary of a finished run (``run`` is the pipeline's :class:`~xl_suite.synthesis.pipeline.SynthesisRun`)."""
+    config, generator, stages, reports, counters = run.config, run.generator, run.stages, run.reports, run.counters
+    templates, fingerprints, produced, processed = run.templates, run.fingerprints, run.produced, run.processed
+
+    warnings = []
+    shortfall = {}
+    if config.num_examples is not None:
+        for code, n in produced.items():
+            if n < config.num_examples:
+                shortfall[code] = config.num_examples - n
+        if shortfall:
+            warnings.append(
+                f"--num-examples {config.num_examples}: only {produced} pairs survived from {processed} seeds "
+                f"(short by {shortfall}). Use more seeds (--max-seeds), a lower --threshold, or check the stage "
+                "table for where rows were dropped."
+            )
+    for stage in stages:
+        r = reports[stage.name]
+        bad = {k: v for k, v in r.status.items() if k != STATUS_OK}
+        if not bad:
+            continue
+        n, total = sum(bad.values()), sum(r.status.values())
+        if stage.engine:
+            warnings.append(f"stage {stage.name}: {n} of {total} outputs could not be parsed ({bad}); they are "
+                            "counted, kept in the intermediate files where the stage has one, and not used further.")
+        else:
+            warnings.append(f"stage {stage.name}: {n} of {total} rows failed the check ({bad})"
+                            + ("." if r.dropped else "; they were kept (the check does not filter here)."))
+    lang_report = reports.get("language_check")
+    if lang_report is not None and not config.language_filter:
+        warnings.append("The language filter is disabled (--no-language-filter): answers not identified as the "
+                        "target language were kept; see language_ok in the output rows.")
+    scorer = run.scorer
+
+    def finite(x):
+        return None if isinstance(x, float) and not math.isfinite(x) else x
+
+    return {
+        "xl_suite_version": __version__,
+        "synthesis_version": SYNTHESIS_VERSION,
+        "reconstruction": "Stages, prompts, criteria and thresholds are our reconstruction of XL-Instruct "
+                          "(arXiv 2503.22973), not the authors' documented method.",
+        "generator": {"backend": getattr(generator, "backend", "?"), "model": generator.model,
+                      "revision": generator.revision, "fingerprint": generator.fingerprint()},
+        "scorer": {"backend": getattr(scorer, "backend", "?"), "model": scorer.model, "revision": scorer.revision,
+                   "fingerprint": scorer.fingerprint()},
+        "config": {k: finite(v) for k, v in config.to_dict().items()},
+        "seeds": {"source": seed_source, "text_column": text_column, "rows_available": seeds_rows,
+                  "limit": config.seed_limit, **run.seed_counts.to_dict(), "processed": processed},
+        "stages": [
+            {**{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
+             "template": templates[s.name].template_version if s.name in templates else None,
+             "sampling": s.sampling.to_dict() if s.sampling else None, "fingerprint": fingerprints[s.name]}
+            for s in stages
+        ],
+        "final": {"rows_in": run.final_in, "duplicates_removed": run.duplicates, "over_quota": run.over_quota,
+                  "dedup": config.dedup, "stopped_early": run.stopped_early},
+        "languages": {code: {"requested": config.num_examples, "produced": produced[code],
+                             "shortfall": shortfall.get(code, 0)} for code in config.languages},
+        "files": dict(sorted(run.writer.rows.items())),
+        "generated": {
+            "prompts": sum(c.prompts for c in counters.values()),
+            "completions": sum(c.completions for c in counters.values()),
+            "prompt_tokens": sum(c.prompt_tokens for c in counters.values()),
+            "completion_tokens": sum(c.completion_tokens for c in counters.values()),
+        },
+        "output": str(run.output) if run.output else None,
+        "work_dir": str(run.work_dir) if run.work_dir else None,
+        "seconds": round(seconds, 3),
+        "warnings": warnings,
+    }
+
+
+def format_summary(summary: Mapping[str, Any]) -> str:
+    """A plain-text table of a run summary: rows in/out per stage, keep and ok rates, tokens, chunks, time.
+
+    ``ok`` is the share of a stage's outputs whose status is ``ok``: parsed, for the LLM stages; identified as the
+    target language, for ``language_check``.
+
+    >>> s = {"stages": [{"stage": "score", "rows_in": 4, "rows_out": 4, "dropped": 0, "kept_rate": 1.0,
+    ...      "parse_rate": 0.75, "prompt_tokens": 10, "completion_tokens": 8, "chunks_computed": 1,
+    ...      "chunks_reused": 0, "seconds": 0.5}], "languages": {"mt": {"requested": 2, "produced": 1,
+    ...      "shortfall": 1}}, "generated": {"prompts": 4, "completion_tokens": 8}, "seconds": 1.0, "warnings": []}
+    >>> print(format_summary(s))  # doctest: +NORMALIZE_WHITESPACE
+    stage  rows_in  rows_out  kept   ok  prompt_tok  compl_tok  chunks(new/reused)  seconds
+    score        4         4  100%  75%          10          8                 1/0     0.50
+    language  requested  produced  shortfall
+    mt                2         1          1
+    generated this run: 4 prompts, 8 completion tokens; total 1.0 s
+    """
+
+    def pct(x):
+        return "-" if x is None else f"{100 * x:.0f}%"
+
+    header = ["stage", "rows_in", "rows_out", "kept", "ok", "prompt_tok", "compl_tok", "chunks(new/reused)",
+              "seconds"]
+    rows = [[s["stage"], str(s["rows_in"]), str(s["rows_out"]), pct(s.get("kept_rate")), pct(s.get("parse_rate")),
+             str(s["prompt_tokens"]), str(s["completion_tokens"]), f"{s['chunks_computed']}/{s['chunks_reused']}",
+             f"{s['seconds']:.2f}"] for s in summary["stages"]]
+    lines = text_table(header, rows)
+    lang_rows = [[code, "-" if v["requested"] is None else str(v["requested"]), str(v["produced"]),
+                  str(v["shortfall"])] for code, v in summary["languages"].items()]
+    lines += text_table(["language", "requested", "produced", "shortfall"], lang_rows)
+    gen = summary.get("generated", {})
+    lines.append(f"generated this run: {gen.get('prompts', 0)} prompts, {gen.get('completion_tokens', 0)} completion "
+                 f"tokens; total {summary.get('seconds', 0):.1f} s")
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in [header, *rows]]
