@@ -25,7 +25,7 @@ from xl_suite.evaluation import (
     write_m_alpacaeval,
     write_report,
 )
-from xl_suite.judging import DEFAULT_DIMENSIONS
+from xl_suite.evaluation.judging import DEFAULT_DIMENSIONS
 
 
 GERMAN = [

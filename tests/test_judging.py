@@ -16,8 +16,7 @@ import pytest
 
 from xl_suite.engines.base import Completion
 from xl_suite.engines.fake import FakeGenerator
-from xl_suite.fingerprint import stable_hash
-from xl_suite.judging import (
+from xl_suite.evaluation.judging import (
     DEFAULT_DIMENSIONS,
     VERDICT_SCHEMA,
     JudgeConfig,
@@ -30,8 +29,9 @@ from xl_suite.judging import (
     render_rubric,
     score_rubric,
 )
+from xl_suite.evaluation.presets import JudgePreset, list_presets, load_preset
+from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language
-from xl_suite.presets import JudgePreset, list_presets, load_preset
 from xl_suite.prompting import load_template
 
 
@@ -308,7 +308,7 @@ SIGKILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from xl_suite.engines.fake import FakeGenerator
-    from xl_suite.judging import JudgeConfig, judge_pairwise
+    from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise
 
     log = open(sys.argv[2], "a", buffering=1)
 

@@ -1,4 +1,4 @@
-"""Tests for xl_suite.metrics.
+"""Tests for xl_suite.evaluation.metrics.
 
 The AlpacaEval tests reproduce the published leaderboard from alpaca_eval's own annotations (third-party data in
 ../shared/data, read through the ``shared_data`` fixture). Every other expected value is worked out by hand in the
@@ -14,9 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from xl_suite.metrics import (
+from xl_suite.evaluation.metrics import (
     _sklearn_l1_kwargs,
-    aggregate_by_language,
     bootstrap_ci,
     combine_orders,
     length_bias,
@@ -402,46 +401,3 @@ def test_length_bias_with_equal_lengths_is_undefined():
     assert out["n_decided"] == 0
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# aggregate_by_language
-
-
-def test_aggregate_by_language():
-    prefs = [1.0, 0.0, 0.5, 1.0, None, 0.25]
-    languages = ["sw", "sw", "de", "de", "de", "de"]
-    lengths = [100] * 6
-
-    out = aggregate_by_language(
-        prefs, languages, model_lengths=lengths, reference_lengths=lengths, lc_method="mle", n_resamples=200
-    )
-
-    assert list(out) == ["sw", "de", "overall"]
-    assert out["sw"]["win_rate"] == pytest.approx(50.0)
-    assert out["de"]["win_rate"] == pytest.approx(100 * 1.75 / 3)
-    assert (out["de"]["n_total"], out["de"]["n_unparsed"]) == (3, 1)
-    assert out["overall"]["win_rate"] == pytest.approx(100 * 2.75 / 5)
-    assert (out["overall"]["n_total"], out["overall"]["n_unparsed"]) == (5, 1)
-    for row in out.values():
-        assert row["ci_low"] <= row["win_rate"] <= row["ci_high"]
-        # Equal lengths: the length-controlled win rate is the plain win rate.
-        assert row["length_controlled_win_rate"] == pytest.approx(row["win_rate"], abs=1e-4)
-
-
-def test_aggregate_by_language_without_lengths_has_no_lc():
-    out = aggregate_by_language([0.2, 0.4], ["fr", "fr"], n_resamples=20)
-    assert "length_controlled_win_rate" not in out["fr"]
-
-
-@pytest.mark.parametrize(
-    ("prefs", "languages", "kwargs", "match"),
-    [
-        ([0.1, 0.2], ["de"], {}, r"preferences has 2 items but languages has 1"),
-        ([0.1], ["overall"], {}, r"languages\[0\] = 'overall' clashes"),
-        ([0.1], [""], {}, r"languages\[0\] = '' must be a non-empty language code"),
-        ([0.1], ["de"], {"model_lengths": [1]}, r"give both model_lengths and reference_lengths"),
-        ([0.1, None], ["de", "sw"], {}, r"language 'sw': no parsed preferences"),
-    ],
-)
-def test_aggregate_by_language_rejects_bad_input(prefs, languages, kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        aggregate_by_language(prefs, languages, n_resamples=10, **kwargs)

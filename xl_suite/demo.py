@@ -143,7 +143,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     preset = None
     try:
         if cfg.judge_preset:
-            from xl_suite.presets import load_preset
+            from xl_suite.evaluation.presets import load_preset
 
             preset = load_preset(cfg.judge_preset, judge_model=cfg.judge_model)
             judge = preset.build_judge()
@@ -183,7 +183,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
         echo("[4/5] Judging (both orders) and scoring language fidelity")
         judge_config = preset.judge if preset else None
         if judge_config is None:
-            from xl_suite.judging import JudgeConfig
+            from xl_suite.evaluation.judging import JudgeConfig
 
             judge_config = JudgeConfig(max_tokens=32, rubric_max_tokens=64)
         result = evaluate_responses(

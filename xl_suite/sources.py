@@ -31,6 +31,7 @@ __all__ = [
     "alpaca_eval_exclusions",
     "exclusion_rule",
     "read_records",
+    "write_jsonl",
     "read_alpaca_eval",
     "filter_english_specific",
     "prompt_id",
@@ -259,3 +260,23 @@ def map_columns(record: dict, mapping: dict[str, str | Sequence[str]], *, source
         used.add(col)
     out["_rest"] = {k: v for k, v in record.items() if k not in used}
     return out
+
+
+def write_jsonl(rows: Iterable[dict], path) -> None:
+    """Write rows as JSON Lines, atomically: a uniquely named temporary file beside ``path``, then a rename.
+
+    Non-ASCII text is kept as is; values JSON cannot hold are written with ``str``.
+    """
+    import os
+    import uuid
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -13,8 +13,8 @@ import evaluate
 
 from xl_suite.constants import CITATION
 from xl_suite.evaluation import evaluate_responses
+from xl_suite.evaluation.presets import list_presets, load_preset
 from xl_suite.fidelity import language_fidelity
-from xl_suite.presets import list_presets, load_preset
 
 
 logger = logging.getLogger(__name__)

@@ -83,7 +83,7 @@ def run(args) -> int:
         if missing:
             raise InvalidArgumentError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
                              "prompt. Use outputs written by `xl-suite generate`, which keep it.")
-        from xl_suite.presets import load_preset
+        from xl_suite.evaluation.presets import load_preset
 
         preset = load_preset(args.judge_preset or "local-vllm", judge_model=args.judge_model,
                              judge_backend=args.judge_backend, judge_revision=args.judge_revision,

@@ -100,7 +100,8 @@ def run(args) -> int:
 
     from xl_suite.datasets_api import load_dataset, parse_config_name
     from xl_suite.engines.base import SamplingConfig
-    from xl_suite.evaluation import _write_jsonl, generate_answers, generate_references
+    from xl_suite.evaluation import generate_answers, generate_references
+    from xl_suite.sources import write_jsonl
 
     if args.push and not args.as_reference:
         raise InvalidArgumentError("--push publishes reference answers: use it with --as-reference.")
@@ -130,7 +131,7 @@ def run(args) -> int:
             fn = generate_references if args.as_reference else generate_answers
             result = fn(ds, generator, sampling=sampling, template=args.template, work_dir=f"{work_dir}/{name}",
                         chunk_size=args.chunk_size, batch_size=args.batch_size)
-            _write_jsonl(result.to_list(), targets[name])
+            write_jsonl(result.to_list(), targets[name])
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
             print(f"{name}: {result.num_rows} {'references' if args.as_reference else 'answers'} -> {targets[name]}"
                   + (f" ({tokens} completion tokens)" if tokens is not None else ""))

@@ -34,7 +34,6 @@ from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 
 
 __all__ = [
-    "aggregate_by_language",
     "bootstrap_ci",
     "combine_orders",
     "length_bias",
@@ -48,7 +47,6 @@ LengthControlMethod = Literal["alpaca_eval", "mle"]
 
 _WIN_RATE_STATISTICS = ("win_rate", "discrete_win_rate")
 _LENGTH_CONTROL_METHODS = ("alpaca_eval", "mle")
-_OVERALL = "overall"
 
 # alpaca_eval's `fit_LogisticRegressionCV` defaults: LogisticRegressionCV(Cs=10) searches np.logspace(-4, 4, 10).
 _ALPACA_EVAL_CS = np.logspace(-4, 4, 10)
@@ -444,80 +442,6 @@ def length_bias(
     }
 
 
-def aggregate_by_language(
-    preferences: Sequence[float | None],
-    languages: Sequence[str],
-    *,
-    model_lengths: Sequence[float] | None = None,
-    reference_lengths: Sequence[float] | None = None,
-    lc_method: LengthControlMethod = "alpaca_eval",
-    n_resamples: int = 1000,
-    confidence: float = 0.95,
-    seed: int = 0,
-) -> dict[str, dict[str, float | int]]:
-    """Win-rate summary per language and over all languages, for reports.
-
-    Args:
-        preferences: P(model beats reference) per judgment, or ``None``/NaN when unparsed.
-        languages: Language code of each judgment (e.g. ``"de"``), same length as ``preferences``.
-        model_lengths: Optional model output lengths in characters; give both lengths to add the
-            length-controlled win rate.
-        reference_lengths: Optional reference output lengths in characters.
-        lc_method: Fit used by :func:`length_controlled_win_rate`.
-        n_resamples: Bootstrap resamples, see :func:`bootstrap_ci`.
-        confidence: Bootstrap confidence level.
-        seed: Bootstrap seed, the same for every group.
-
-    Returns:
-        A dict from each language (in order of first appearance) and then ``"overall"`` to the
-        :func:`win_rate` dict plus ``ci_low`` and ``ci_high`` (percentile bootstrap of ``win_rate``) and, when
-        lengths are given, ``length_controlled_win_rate`` and ``lc_standard_error``.
-
-    Raises:
-        ValueError: If the inputs differ in length, a language is not a non-empty string or is named
-            ``"overall"``, only one of the two length sequences is given, or a group has no parsed preference
-            (the message names the language).
-
-    Example:
-        >>> out = aggregate_by_language([1.0, 0.0, 0.5, 1.0, None], ["de", "de", "sw", "sw", "sw"])
-        >>> list(out)
-        ['de', 'sw', 'overall']
-        >>> out["sw"]["win_rate"], out["sw"]["n_unparsed"], out["overall"]["win_rate"]
-        (75.0, 1, 62.5)
-    """
-    p_all = _as_preferences(preferences)
-    _check_same_length(p_all.size, len(languages), "preferences", "languages")
-    for i, language in enumerate(languages):
-        if not isinstance(language, str) or not language:
-            raise InvalidArgumentError(f"languages[{i}] = {language!r} must be a non-empty language code such as 'de'")
-        if language == _OVERALL:
-            raise InvalidArgumentError(f"languages[{i}] = {_OVERALL!r} clashes with the overall group; rename the language")
-    if (model_lengths is None) != (reference_lengths is None):
-        raise InvalidArgumentError(
-            "give both model_lengths and reference_lengths for the length-controlled win rate, or neither"
-        )
-    with_lengths = model_lengths is not None and reference_lengths is not None
-    if with_lengths:
-        model_len = _as_lengths(model_lengths, "model_lengths", p_all.size)
-        reference_len = _as_lengths(reference_lengths, "reference_lengths", p_all.size)
-
-    labels = np.asarray(languages, dtype=object)
-    groups = {language: labels == language for language in dict.fromkeys(languages)}
-    groups[_OVERALL] = np.ones(p_all.size, dtype=bool)
-    summary: dict[str, dict[str, float | int]] = {}
-    for language, mask in groups.items():
-        try:
-            row = win_rate(p_all[mask])
-            ci = bootstrap_ci(p_all[mask], n_resamples=n_resamples, confidence=confidence, seed=seed)
-            row["ci_low"], row["ci_high"] = ci["low"], ci["high"]
-            if with_lengths:
-                lc = length_controlled_win_rate(p_all[mask], model_len[mask], reference_len[mask], method=lc_method)
-                row["length_controlled_win_rate"] = lc["length_controlled_win_rate"]
-                row["lc_standard_error"] = lc["lc_standard_error"]
-        except ValueError as e:
-            raise InvalidArgumentError(f"language {language!r}: {e}") from e
-        summary[language] = row
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Shipped presets live in ``xl_suite/data/judge_presets.json``; a user's preset is a JSON or YAML file holding one
 mapping with the same keys. Unknown keys are rejected (never silently ignored), and values given on the command
 line or as keyword arguments override the preset, which overrides the defaults of :class:`JudgePreset` and
-:class:`~xl_suite.judging.JudgeConfig`.
+:class:`~xl_suite.evaluation.judging.JudgeConfig`.
 
 Shipped presets:
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.judging import JudgeConfig
+from xl_suite.evaluation.judging import JudgeConfig
 
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class JudgePreset:
         reference_backend: backend of the reference model (for ``xl-suite generate --as-reference``).
         reference_model: the reference model (the paper: GPT-4o-mini).
         reference_revision: its pinned revision.
-        judge: judging settings (:class:`~xl_suite.judging.JudgeConfig`); in files, its fields sit at the top level.
+        judge: judging settings (:class:`~xl_suite.evaluation.judging.JudgeConfig`); in files, its fields sit at the top level.
     """
 
     name: str

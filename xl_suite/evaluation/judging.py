@@ -719,7 +719,7 @@ def judge_pairwise(
     second: list[float | None] = [None] * n
     for r in rows:
         (first if r["order"] == "model_first" else second)[r["item_index"]] = r["preference"]
-    from xl_suite.metrics import combine_orders
+    from xl_suite.evaluation.metrics import combine_orders
 
     prefs = combine_orders(first, second)
     ledger = _ledger_entry(rows, counts, judge, config, rule_count=rule_count)

@@ -1,0 +1,164 @@
+"""A model's answers and a reference model's answers to benchmark prompts, as resumable batched maps."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from xl_suite.engines.base import Generator, SamplingConfig
+from xl_suite.errors import GenerationError, InvalidArgumentError
+from xl_suite.fingerprint import stable_hash
+from xl_suite.prompting import PromptTemplate, load_template
+
+
+__all__ = ["DEFAULT_ANSWER_SAMPLING", "answer_batch", "reference_batch", "generate_answers", "generate_references",
+           "engine_provenance", "model_label", "complete_first", "generation_fingerprint", "require_columns"]
+
+#: Greedy decoding for answers and references unless the caller says otherwise (recorded on every row).
+DEFAULT_ANSWER_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
+
+
+def engine_provenance(generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> dict[str, Any]:
+    return {"model": generator.model, "revision": getattr(generator, "revision", None),
+            "backend": getattr(generator, "backend", None), "template_version": template.template_version,
+            "sampling": sampling.to_json()}
+
+
+def model_label(generator: Generator) -> str:
+    rev = getattr(generator, "revision", None)
+    return f"{generator.model}@{rev}" if rev else generator.model
+
+
+def complete_first(conversations, generator, sampling) -> list:
+    completions = generator.generate(conversations, sampling) if conversations else []
+    if len(completions) != len(conversations):
+        raise GenerationError(f"{generator.model!r} returned {len(completions)} results for {len(conversations)} prompts.")
+    return [c[0] for c in completions]
+
+
+def _answer_prompts(batch, generator, template, sampling) -> tuple[list, dict[str, Any]]:
+    """One engine call over the batch's ``instruction`` prompts: (completions, provenance)."""
+    convs = [template.render(instruction=text) for text in batch["instruction"]]
+    return complete_first(convs, generator, sampling), engine_provenance(generator, template, sampling)
+
+
+def answer_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
+                 sampling: SamplingConfig) -> dict[str, list]:
+    """Answer a batch of benchmark prompts (``instruction`` column) with one engine call.
+
+    Returns ``output``, ``generator`` (alpaca_eval's column: the model label) and the provenance columns
+    ``model``, ``revision``, ``backend``, ``template_version``, ``sampling``, ``finish_reason``,
+    ``prompt_tokens``, ``completion_tokens``.
+    """
+    comps, prov = _answer_prompts(batch, generator, template, sampling)
+    n = len(comps)
+    out = {"output": [c.text for c in comps], "generator": [model_label(generator)] * n}
+    out.update({k: [v] * n for k, v in prov.items()})
+    out["finish_reason"] = [c.finish_reason for c in comps]
+    out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]
+    out["completion_tokens"] = [int(c.completion_tokens or 0) for c in comps]
+    return out
+
+
+def reference_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
+                    sampling: SamplingConfig) -> dict[str, list]:
+    """Write reference answers into the benchmark's ``reference``/``reference_generator`` columns.
+
+    The provenance goes, as JSON, into ``reference_provenance`` (model, revision, backend, template version,
+    sampling, finish reason, token counts).
+    """
+    comps, prov = _answer_prompts(batch, generator, template, sampling)
+    return {
+        "reference": [c.text for c in comps],
+        "reference_generator": [model_label(generator)] * len(comps),
+        "reference_provenance": [json.dumps({**prov, "finish_reason": c.finish_reason,
+                                             "prompt_tokens": int(c.prompt_tokens or 0),
+                                             "completion_tokens": int(c.completion_tokens or 0)}, sort_keys=True)
+                                 for c in comps],
+    }
+
+
+def generation_fingerprint(kind: str, generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> str:
+    return stable_hash(kind, generator.fingerprint(), getattr(generator, "revision", None), template.template_version,
+                       sampling.to_json())
+
+
+def generate_answers(
+    dataset,
+    generator: Generator,
+    *,
+    sampling: SamplingConfig | None = None,
+    template: str | PromptTemplate = "answer",
+    work_dir: str | None = None,
+    storage_options: dict | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 64,
+    stats=None,
+):
+    """Answer every prompt of a benchmark split (``xl-alpacaeval-*`` or ``m-alpacaeval-*``).
+
+    Args:
+        dataset: ``datasets.Dataset`` with ``id``, ``language`` and ``instruction`` columns.
+        generator: the model's backend.
+        sampling: decoding settings (default :data:`DEFAULT_ANSWER_SAMPLING`, greedy).
+        template: answer template (default ``"answer"``: the prompt as one user turn).
+        work_dir: resumable chunk folder / fsspec URL (None: in memory).
+        storage_options: fsspec options for ``work_dir``.
+        chunk_size: rows per resumable chunk.
+        batch_size: prompts per engine call.
+        stats: optional :class:`xl_suite.runner.StageStats` to fill.
+
+    Returns:
+        ``datasets.Dataset`` with ``id``, ``language``, ``instruction`` (and ``english_instruction``/``dataset``
+        when present), ``output``, ``generator`` and the provenance columns of :func:`answer_batch`.
+    """
+    from xl_suite.runner import run_stage
+
+    require_columns(dataset, ("id", "language", "instruction"))
+    tpl = load_template(template)
+    sampling = sampling or DEFAULT_ANSWER_SAMPLING
+    keep = [c for c in ("id", "language", "instruction", "english_instruction", "dataset") if c in dataset.column_names]
+    ds = dataset.select_columns(keep)
+    return run_stage(ds, answer_batch, stage="answers", fingerprint=generation_fingerprint("answers", generator, tpl, sampling),
+                     work_dir=work_dir, fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+                     batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
+                     desc=f"answers ({generator.model})", stats=stats)
+
+
+def generate_references(
+    dataset,
+    generator: Generator,
+    *,
+    sampling: SamplingConfig | None = None,
+    template: str | PromptTemplate = "answer",
+    work_dir: str | None = None,
+    storage_options: dict | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 64,
+    stats=None,
+):
+    """Fill a benchmark split's ``reference`` column with a reference model's answers (the paper: GPT-4o-mini).
+
+    Same arguments as :func:`generate_answers`. Returns the benchmark split with ``reference``,
+    ``reference_generator`` and ``reference_provenance`` filled; every other column is unchanged, so the result can
+    be published as the benchmark's references (``xl-suite generate --as-reference --push``).
+    """
+    from xl_suite.runner import run_stage
+
+    require_columns(dataset, ("id", "language", "instruction"))
+    tpl = load_template(template)
+    sampling = sampling or DEFAULT_ANSWER_SAMPLING
+    ds = dataset.remove_columns([c for c in ("reference", "reference_generator", "reference_provenance")
+                                 if c in dataset.column_names])
+    return run_stage(ds, reference_batch, stage="references",
+                     fingerprint=generation_fingerprint("references", generator, tpl, sampling), work_dir=work_dir,
+                     fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+                     batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
+                     desc=f"references ({generator.model})", stats=stats)
+
+
+def require_columns(dataset, columns: Sequence[str]) -> None:
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise InvalidArgumentError(f"The dataset lacks columns {missing}; it has {dataset.column_names}.")

@@ -1,0 +1,244 @@
+"""Reports of an evaluation: a plain-text table, ``report.md``, ``leaderboard.csv``, ``results.json`` and a plot."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from xl_suite.evaluation.results import OVERALL, EvaluationResult
+from xl_suite.sources import write_jsonl
+
+
+__all__ = ["format_table", "write_report"]
+
+_MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standard_error", "SE"),
+                 ("ci_low", "CI low"), ("ci_high", "CI high"), ("discrete_win_rate", "discrete"),
+                 ("length_controlled_win_rate", "LC WR"), ("parse_rate", "parsed %"),
+                 ("n_unparsed_judgments", "unparsed"), ("prefer_first_rate", "prefer 1st"),
+                 ("prefer_longer_rate", "prefer longer"), ("language_fidelity", "fidelity %"),
+                 ("line_pass_rate", "line pass %")]
+
+
+def _fmt(v: Any, digits: int = 1) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "n/a"
+        return f"{v:.{digits}f}" if abs(v) >= 1 or v == 0 else f"{v:.2f}"
+    return str(v)
+
+
+def _columns(result: EvaluationResult) -> list[tuple[str, str]]:
+    present = set().union(*(row.keys() for row in result.table.values()))
+    cols = [(k, label) for k, label in _MAIN_COLUMNS if k in present]
+    cols += [(k, k.replace("rubric_", "")) for k in sorted(present) if k.startswith("rubric_") and k != "rubric_parse_rate"]
+    return cols
+
+
+def format_table(result: EvaluationResult) -> str:
+    """Fixed-width text table, one row per language and one for ``overall``."""
+    cols = _columns(result)
+    rows = [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]
+    widths = [max(len(label), *(len(r[j]) for r in rows)) for j, (_, label) in enumerate(cols)]
+    lines = ["  ".join(label.rjust(w) for (_, label), w in zip(cols, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _csv_columns(result: EvaluationResult) -> list[str]:
+    order = ["model", "language", "n", "win_rate", "standard_error", "ci_low", "ci_high", "discrete_win_rate",
+             "length_controlled_win_rate", "lc_standard_error", "n_wins", "n_losses", "n_draws", "n_unparsed",
+             "n_judgments", "n_unparsed_judgments", "parse_rate", "prefer_first_rate", "order_agreement",
+             "prefer_longer_rate", "length_spearman"]
+    present = set().union(*(row.keys() for row in result.table.values()))
+    cols = [c for c in order if c in present or c == "model"]
+    cols += sorted(k for k in present if k.startswith("rubric_") and k != "rubric_parse_rate")
+    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_model_length", "avg_reference_length")
+             if c in present]
+    return cols
+
+
+def _plot(result: EvaluationResult, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(result.table)
+    x = list(range(len(names)))
+    judged = result.judged
+    fig = Figure(figsize=(max(6.0, 1.1 * len(names) * (2 if judged else 1)), 4.2), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2 if judged else 1, squeeze=False)[0]
+    if judged:
+        ax = axes[0]
+        wr = [result.table[k].get("win_rate", math.nan) for k in names]
+        lo = [max(0.0, w - result.table[k].get("ci_low", w)) if not math.isnan(w) else 0.0 for k, w in zip(names, wr, strict=True)]
+        hi = [max(0.0, result.table[k].get("ci_high", w) - w) if not math.isnan(w) else 0.0 for k, w in zip(names, wr, strict=True)]
+        colors = ["#4C72B0" if k != OVERALL else "#333333" for k in names]
+        ax.bar(x, [0.0 if math.isnan(w) else w for w in wr], yerr=[lo, hi], capsize=4, color=colors)
+        ax.axhline(50, color="grey", linestyle="--", linewidth=1)
+        ax.set_xticks(x, names)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("win rate vs reference (%)")
+        conf = int(round(100 * result.meta.get("confidence", 0.95)))
+        ax.set_title(f"Win rate ({conf}% bootstrap CI)")
+    ax = axes[-1]
+    fidelity = [result.table[k].get("language_fidelity", math.nan) for k in names]
+    ax.bar(x, [0.0 if math.isnan(f) else f for f in fidelity],
+           color=["#55A868" if k != OVERALL else "#333333" for k in names])
+    ax.set_xticks(x, names)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("responses in the target language (%)")
+    ax.set_title("Language fidelity")
+    title = result.meta.get("model") or "model"
+    if judged:
+        title += f" - judge: {result.meta['judge']['model']}"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _json_default(o):
+    if isinstance(o, set):
+        return sorted(o)
+    if isinstance(o, float) and math.isnan(o):
+        return None
+    return str(o)
+
+
+def _clean(o):
+    """NaN -> None recursively (strict JSON)."""
+    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str | None = None) -> dict[str, Path]:
+    """Write the report folder; existing report files in it are replaced.
+
+    Files: ``report.md`` (tables, settings, diagnostics, ledger, unparsed judgments), ``leaderboard.csv`` (one row
+    per language and ``overall``), ``win_rates.png`` (win rate per language with CI bars, language fidelity beside
+    it), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
+
+    Returns:
+        file kind -> path.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    model = result.meta.get("model") or "model"
+
+    paths["csv"] = out / "leaderboard.csv"
+    cols = _csv_columns(result)
+    with paths["csv"].open("w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in result.table.values():
+            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
+                        for k, v in {"model": model, **row}.items()})
+
+    paths["png"] = out / "win_rates.png"
+    _plot(result, paths["png"])
+
+    paths["summary"] = out / "summary.json"
+    paths["summary"].write_text(json.dumps(_clean(result.to_dict()), indent=2, ensure_ascii=False,
+                                           default=_json_default), encoding="utf-8")
+    paths["per_sample"] = out / "per_sample.jsonl"
+    write_jsonl([_clean(r) for r in result.per_sample], paths["per_sample"])
+    if result.judged:
+        paths["judgments"] = out / "judgments.jsonl"
+        write_jsonl([_clean(r) for r in result.judgments], paths["judgments"])
+        if result.rubric_rows:
+            paths["rubric"] = out / "rubric.jsonl"
+            write_jsonl([_clean(r) for r in result.rubric_rows], paths["rubric"])
+
+    paths["markdown"] = out / "report.md"
+    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}"), encoding="utf-8")
+    return paths
+
+
+def _markdown(result: EvaluationResult, title: str) -> str:
+    meta = result.meta
+    md = [f"# {title}", "", f"_Generated {meta.get('created')} by xl-suite {meta.get('xl_suite_version')}._", ""]
+    md += ["> " + meta["notes"], ""]
+    settings = [["model", str(meta.get("model") or "-")], ["items", str(meta.get("n_items"))],
+                ["languages", ", ".join(meta.get("languages", []))]]
+    judge = meta.get("judge")
+    if judge:
+        cfg = judge["config"]
+        settings += [
+            ["judge", f"{judge['model']} ({judge['backend']}, revision {judge['revision'] or '-'})"],
+            ["preset", str(meta.get("preset") or "-")],
+            ["judge template", judge["template_version"]],
+            ["rubric template", str(judge.get("rubric_template_version") or "-")],
+            ["orders", "both (preferences averaged)" if cfg["order"] == "both"
+             else "one content-seeded random order per item, un-swapped"],
+            ["decoding", f"temperature {cfg['temperature']}, max_tokens {cfg['max_tokens']}, "
+                         f"logprobs {cfg['logprobs']}, JSON-schema constrained: {judge['structured_output']}"],
+            ["win rate CI", f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
+                            f"resamples, seed {meta['seed']}"],
+            ["length control", meta["lc_method"]],
+        ]
+    else:
+        settings.append(["judge", "none: language fidelity only"])
+    if meta.get("fidelity"):
+        settings.append(["language identifier", json.dumps(meta["fidelity"], default=str)])
+    md += ["## Settings", "", _markdown_table(["setting", "value"], settings), ""]
+    md += ["## Results per language", "", "![Win rate and language fidelity per language](win_rates.png)", ""]
+    cols = _columns(result)
+    md.append(_markdown_table([label for _, label in cols],
+                              [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]))
+    md += ["", "WR: mean P(model beats reference) x 100 (tie = 50); SE: standard error; CI: bootstrap interval; "
+           "discrete: wins + half the ties; LC WR: length-controlled win rate; parsed %: judgments whose verdict "
+           "could be read; prefer 1st: share of decided judgments won by the answer shown first (0.5 = no position "
+           "bias); prefer longer: share won by the longer answer; fidelity: responses identified as the target "
+           "language; line pass: responses whose every long line is in the target language.", ""]
+    if result.ledger:
+        md += ["## Cost and token ledger", ""]
+        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "corrupt_cache_files",
+                "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens", "seconds",
+                "cost_usd"]
+        md.append(_markdown_table(["stage", *keys], [[stage, *[_fmt(entry.get(k), 4 if k == "cost_usd" else 1)
+                                                               for k in keys]] for stage, entry in result.ledger.items()]))
+        md += ["", "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
+               "from the annotation cache. cost_usd needs prices in the preset.", ""]
+    if result.judged:
+        bad = [r for r in result.judgments if r["parse_status"] == "unparsed"]
+        md += ["## Unparsed judgments", ""]
+        if bad:
+            md += [f"{len(bad)} of {len(result.judgments)} judgments could not be parsed; they are left out of the "
+                   "win rates and counted above. First ones:", ""]
+            md.append(_markdown_table(["id", "language", "order", "raw completion"],
+                                      [[r["id"], r["language"], r["order"], repr(r["raw_completion"][:160])]
+                                       for r in bad[:10]]))
+            md.append("")
+        else:
+            md += ["None: every judgment was parsed.", ""]
+        rules = sum(r["parse_status"].startswith("rule:") for r in result.judgments)
+        if rules:
+            md += [f"{rules} judgment(s) of empty model answers were decided by rule (an empty answer loses).", ""]
+    if meta.get("warnings"):
+        md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
+    md += ["## Files", "", "- `leaderboard.csv`: the table above, one row per language and overall.",
+           "- `per_sample.jsonl`: per item preference, verdicts, rubric scores and detected language.",
+           "- `judgments.jsonl` / `rubric.jsonl`: every judgment with its provenance and raw completion.",
+           "- `summary.json`: table, ledger and settings.", ""]
+    return "\n".join(md)

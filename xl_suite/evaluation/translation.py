@@ -1,0 +1,143 @@
+"""m-AlpacaEval: the kept English prompts machine-translated into each language (the paper used GPT-4o)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from xl_suite.engines.base import Generator, SamplingConfig
+from xl_suite.errors import OutputExistsError
+from xl_suite.evaluation.answers import (
+    complete_first,
+    engine_provenance,
+    generation_fingerprint,
+    model_label,
+    require_columns,
+)
+from xl_suite.fingerprint import stable_hash
+from xl_suite.languages import get_language, resolve_languages
+from xl_suite.prompting import PromptTemplate, load_template
+from xl_suite.sources import write_jsonl
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_TRANSLATION_SAMPLING", "translate_batch", "english_prompts", "translate_prompts",
+           "write_m_alpacaeval"]
+
+#: Greedy decoding for m-AlpacaEval translation.
+DEFAULT_TRANSLATION_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
+
+
+def translate_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
+                    sampling: SamplingConfig) -> dict[str, list]:
+    """Translate English prompts (``english_instruction``) into each row's ``language``, one engine call.
+
+    Returns ``instruction`` (the translation, stripped), ``translator`` (model label), ``translation_status``
+    (``ok``, ``empty`` or ``truncated``: never dropped) and the provenance columns.
+    """
+    convs = [template.render(text=text, language=get_language(lang))
+             for text, lang in zip(batch["english_instruction"], batch["language"], strict=True)]
+    comps = complete_first(convs, generator, sampling)
+    prov = engine_provenance(generator, template, sampling)
+    n = len(comps)
+    status = ["empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok") for c in comps]
+    out = {"instruction": [c.text.strip() for c in comps], "translator": [model_label(generator)] * n,
+           "translation_status": status, "raw_completion": [c.text for c in comps]}
+    out.update({k: [v] * n for k, v in prov.items()})
+    out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]
+    out["completion_tokens"] = [int(c.completion_tokens or 0) for c in comps]
+    return out
+
+
+def english_prompts(source: str | None = None, *, limit: int | None = None, storage_options: dict | None = None):
+    """The kept English XL-AlpacaEval prompts (797 of AlpacaEval's 805) as a Dataset to translate.
+
+    Columns: ``id`` (the same id as in every ``xl-alpacaeval-*`` config), ``english_instruction``, ``dataset``,
+    ``alpaca_eval_index``.
+    """
+    import datasets
+
+    from xl_suite import sources
+
+    records = sources.read_alpaca_eval(source or sources.DEFAULT_ALPACA_EVAL_SOURCE, storage_options=storage_options)
+    kept, _ = sources.filter_english_specific(records)
+    if limit is not None:
+        kept = kept[:limit]
+    return datasets.Dataset.from_list([
+        {"id": sources.prompt_id(r["instruction"]), "english_instruction": r["instruction"],
+         "dataset": r.get("dataset") or "", "alpaca_eval_index": int(r["alpaca_eval_index"])} for r in kept
+    ])
+
+
+def translate_prompts(
+    prompts,
+    generator: Generator,
+    languages: Sequence[str] | str,
+    *,
+    sampling: SamplingConfig | None = None,
+    template: str | PromptTemplate = "translate_instruction",
+    work_dir: str | None = None,
+    storage_options: dict | None = None,
+    chunk_size: int = 256,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """Machine-translate English prompts into each language (m-AlpacaEval; the paper used GPT-4o).
+
+    Args:
+        prompts: Dataset with ``id`` and ``english_instruction`` (see :func:`english_prompts`).
+        generator: the translation model.
+        languages: target codes (list or comma-separated string; English is refused).
+        sampling: decoding settings (default greedy, :data:`DEFAULT_TRANSLATION_SAMPLING`).
+        template: translation template (default ``"translate_instruction"``).
+        work_dir: resumable chunk folder / fsspec URL (None: in memory); one stage per language.
+        storage_options: fsspec options for ``work_dir``.
+        chunk_size: rows per resumable chunk.
+        batch_size: prompts per engine call.
+
+    Returns:
+        code -> Dataset with ``id``, ``instruction`` (translated), ``english_instruction``, ``language``,
+        ``dataset``, ``translator``, ``translation_status`` and provenance; loadable by the m-AlpacaEval builder
+        once written with :func:`write_m_alpacaeval`.
+    """
+    from xl_suite.runner import run_stage
+
+    require_columns(prompts, ("id", "english_instruction"))
+    specs = resolve_languages(languages)
+    tpl = load_template(template)
+    sampling = sampling or DEFAULT_TRANSLATION_SAMPLING
+    fp = generation_fingerprint("translate", generator, tpl, sampling)
+    out = {}
+    for spec in specs:
+        ds = prompts.map(lambda b, code=spec.code: {"language": [code] * len(b["id"])}, batched=True,
+                         new_fingerprint=stable_hash("lang", fp, spec.code), keep_in_memory=True)
+        result = run_stage(ds, translate_batch, stage=f"translate-{spec.code}", fingerprint=fp, work_dir=work_dir,
+                           fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+                           batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
+                           desc=f"translate {spec.code} ({generator.model})")
+        bad = [s for s in result["translation_status"] if s != "ok"]
+        if bad:
+            logger.warning("%s: %d of %d translations are empty or truncated (kept, marked in translation_status).",
+                           spec.code, len(bad), result.num_rows)
+        out[spec.code] = result
+    return out
+
+
+def write_m_alpacaeval(translations: dict[str, Any], output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+    """Write ``<code>.jsonl`` per language: the layout the m-AlpacaEval builder reads (``source=output_dir``).
+
+    Raises:
+        FileExistsError: a language file exists and ``overwrite`` is False.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for code, ds in translations.items():
+        path = out / f"{code}.jsonl"
+        if path.exists() and not overwrite:
+            raise OutputExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI --overwrite) to replace it.")
+        write_jsonl(ds.to_list(), path)
+        paths[code] = path
+    return paths
