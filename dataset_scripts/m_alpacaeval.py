@@ -3,4 +3,5 @@
 Use ``xl_suite.load_dataset("m-alpacaeval-de", source=FOLDER)`` or ``MAlpacaEval(config_name=..., source=...)``.
 """
 
-from xl_suite.builders import _CITATION, _HOMEPAGE, _LICENSE_BENCHMARK, MAlpacaEval, XlSuiteConfig  # noqa: F401
+from xl_suite.builders import MAlpacaEval, XlSuiteConfig  # noqa: F401
+from xl_suite.constants import CITATION, PAPER_URL, LICENSE_BENCHMARK  # noqa: F401

@@ -4,4 +4,5 @@ datasets>=4 no longer runs loading scripts: use ``xl_suite.load_dataset("xl-alpa
 ``XlAlpacaEval(config_name="xl-alpacaeval-de", source=...)`` and call ``download_and_prepare()``.
 """
 
-from xl_suite.builders import _CITATION, _HOMEPAGE, _LICENSE_BENCHMARK, XlAlpacaEval, XlSuiteConfig  # noqa: F401
+from xl_suite.builders import XlAlpacaEval, XlSuiteConfig  # noqa: F401
+from xl_suite.constants import CITATION, PAPER_URL, LICENSE_BENCHMARK  # noqa: F401

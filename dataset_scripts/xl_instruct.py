@@ -3,4 +3,5 @@
 Use ``xl_suite.load_dataset("xl-instruct-mt", source=FOLDER)`` or ``XlInstruct(config_name=..., source=...)``.
 """
 
-from xl_suite.builders import _CITATION, _HOMEPAGE, _LICENSE_INSTRUCT, XlInstruct, XlSuiteConfig  # noqa: F401
+from xl_suite.builders import XlInstruct, XlSuiteConfig  # noqa: F401
+from xl_suite.constants import CITATION, PAPER_URL, LICENSE_INSTRUCT  # noqa: F401

@@ -629,10 +629,9 @@ def test_cli_bad_input_messages(tmp_path, capsys):
 def test_cli_push_calls_publish_per_language(tmp_path, capsys, monkeypatch):
     calls = []
     import xl_suite.hub
-    import xl_suite.publish
 
     monkeypatch.setattr(xl_suite.hub, "check_online", lambda action: None)
-    monkeypatch.setattr(xl_suite.publish, "publish_config",
+    monkeypatch.setattr(xl_suite.hub, "publish_config",
                         lambda repo, name, **kw: calls.append((repo, name, kw["source"])) or f"https://hub/{name}")
     out = str(tmp_path / "out")
     rc, stdout, err = _cli(["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt,de", "--output", out,

@@ -36,8 +36,7 @@ _EXPORTS = {
     "load_dataset": "xl_suite.datasets_api",
     "list_configs": "xl_suite.datasets_api",
     "export_repo": "xl_suite.export",
-    "push_config": "xl_suite.hub",
-    "publish_config": "xl_suite.publish",
+    "publish_config": "xl_suite.hub",
     # metrics
     "win_rate": "xl_suite.evaluation.metrics",
     "length_controlled_win_rate": "xl_suite.evaluation.metrics",

@@ -14,15 +14,11 @@ from dataclasses import dataclass, field
 import datasets
 
 from xl_suite import sources
-from xl_suite.constants import CITATION
+from xl_suite.constants import CITATION, LICENSE_BENCHMARK, LICENSE_INSTRUCT, PAPER_URL
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, get_language
 
 
-_CITATION = CITATION
-_HOMEPAGE = "https://arxiv.org/abs/2503.22973"
-_LICENSE_BENCHMARK = "cc-by-nc-4.0"  # AlpacaEval data and the XL-/m-AlpacaEval releases
-_LICENSE_INSTRUCT = "cc-by-sa-4.0"  # the authors' XL-Instruct release
 _LANGUAGES = BENCHMARK_LANGUAGES
 _VERSION = datasets.Version("1.0.0")
 
@@ -95,9 +91,6 @@ class XlSuiteConfig(datasets.BuilderConfig):
         return list(self.languages or default)
 
 
-def _config_name(family: str, lang: str, variant: str = "default") -> str:
-    return f"{family}-{lang}" if variant == "default" else f"{family}-{variant}-{lang}"
-
 
 class XlAlpacaEval(datasets.GeneratorBasedBuilder):
     """XL-AlpacaEval: English prompts + a request to answer in the target language (split ``test``)."""
@@ -128,9 +121,9 @@ class XlAlpacaEval(datasets.GeneratorBasedBuilder):
                     "request_template": datasets.Value("string"),
                 }
             ),
-            homepage=_HOMEPAGE,
-            license=_LICENSE_BENCHMARK,
-            citation=_CITATION,
+            homepage=PAPER_URL,
+            license=LICENSE_BENCHMARK,
+            citation=CITATION,
         )
 
     def _split_generators(self, dl_manager):
@@ -180,9 +173,9 @@ class MAlpacaEval(datasets.GeneratorBasedBuilder):
                     "translator": datasets.Value("string"),
                 }
             ),
-            homepage=_HOMEPAGE,
-            license=_LICENSE_BENCHMARK,
-            citation=_CITATION,
+            homepage=PAPER_URL,
+            license=LICENSE_BENCHMARK,
+            citation=CITATION,
         )
 
     def _split_generators(self, dl_manager):
@@ -248,9 +241,9 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
                     "metadata": datasets.Value("string"),
                 }
             ),
-            homepage=_HOMEPAGE,
-            license=_LICENSE_INSTRUCT,
-            citation=_CITATION,
+            homepage=PAPER_URL,
+            license=LICENSE_INSTRUCT,
+            citation=CITATION,
         )
 
     def _split_generators(self, dl_manager):

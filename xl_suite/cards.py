@@ -106,7 +106,7 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
     from huggingface_hub import DatasetCard, DatasetCardData
 
     from xl_suite import __version__
-    from xl_suite.builders import _CITATION
+    from xl_suite.constants import CITATION
     from xl_suite.sources import alpaca_eval_exclusions, exclusion_rule
 
     if not summaries:
@@ -154,7 +154,7 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
             fields=fields,
             request_templates=request_templates,
             licenses=licenses,
-            citation=_CITATION.strip(),
+            citation=CITATION.strip(),
         )
     except jinja2.UndefinedError as e:
         raise TemplateError(f"Card template uses an undefined variable: {e.message}") from e

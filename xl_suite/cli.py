@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, mod in _available_commands().items():
         p = mod.add_parser(sub)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _parser=p)
         assert p.prog.endswith(name), f"command module {mod.__name__} registered {p.prog!r}, expected {name!r}"
     return parser
 
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``xl-suite`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -64,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     from xl_suite.errors import XlSuiteError
 
     try:
+        if getattr(args, "config_file", None):
+            from xl_suite.configuration import apply_config_file
+
+            sub_argv = argv[argv.index(args.command) + 1:]
+            namespace = apply_config_file(args._parser, sub_argv, args.config_file)
+            for key, value in vars(namespace).items():
+                setattr(args, key, value)
         return int(args._run(args) or 0)
     except XlSuiteError as e:  # a problem the user can fix: one line that names the fix
         if args.verbose:

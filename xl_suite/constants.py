@@ -14,3 +14,6 @@ CITATION = """\
 """
 
 PAPER_URL = "https://arxiv.org/abs/2503.22973"
+#: Licenses of the releases: AlpacaEval data and the XL-/m-AlpacaEval benchmarks; the authors' XL-Instruct release.
+LICENSE_BENCHMARK = "cc-by-nc-4.0"
+LICENSE_INSTRUCT = "cc-by-sa-4.0"

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 
-from xl_suite.commands.generate import add_engine_arguments, parse_engine_kwargs
+from xl_suite.commands._args import add_config_file_argument, add_engine_arguments, engine_spec
 from xl_suite.errors import InvalidArgumentError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``xl-suite evaluate`` and its flags on the CLI's subparsers."""
+    """Register ``xl-suite evaluate``; its flags come from EvaluateConfig and the judge's EngineSpec."""
+    from xl_suite.configuration import add_arguments
+    from xl_suite.evaluation.results import EvaluateConfig
+
     p = subparsers.add_parser(
         "evaluate", help="judge answers against references; per-language win rates, fidelity, report",
         description="Pairwise LLM judge (both orders by default) of model answers against reference answers, "
@@ -27,29 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "Markdown + CSV leaderboard and a PNG plot. Without a judge, only language fidelity is "
                     "computed. The judge prompt, tie rule and rubric are a reconstruction (the paper's are "
                     "unknown).")
-    p.add_argument("--model-outputs", required=True, metavar="DIR_OR_FILE",
-                   help="answers (.jsonl/.json/.parquet file or folder) with id, language, output (and instruction), "
-                        "as written by xl-suite generate")
-    p.add_argument("--references", default=None, metavar="DIR_OR_FILE",
-                   help="reference answers with id, language and reference (or output); needed with a judge")
-    p.add_argument("--output", required=True, metavar="REPORT_DIR", help="report folder")
-    p.add_argument("--judge-preset", default=None, metavar="NAME_OR_FILE",
-                   help="judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default local-vllm when "
-                        "--judge-model is given")
-    add_engine_arguments(p, prefix="judge", required=False, what="judge model")
-    p.add_argument("--order", choices=["both", "random"], default=None,
-                   help="both presentation orders (default) or one content-seeded random order per item")
-    p.add_argument("--no-rubric", action="store_true", help="skip the 1-5 rubric scores")
-    p.add_argument("--no-structured-output", action="store_true",
-                   help="do not constrain the judge's replies to their JSON schema")
-    p.add_argument("--judge-temperature", type=float, default=None, help="judge temperature (default 0.0: greedy)")
-    p.add_argument("--cache-dir", default=None, help="annotation cache folder or fsspec URL (default OUTPUT/annotations)")
-    p.add_argument("--languages", default=None, help="only these language codes (comma-separated)")
-    p.add_argument("--model-name", default=None, help="name of the evaluated model in the report")
-    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples for the CI (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--lc-method", choices=["alpaca_eval", "mle"], default="alpaca_eval",
-                   help="length-controlled win rate fit (default alpaca_eval)")
+    add_config_file_argument(p)
+    add_arguments(p, EvaluateConfig, title="evaluation")
+    add_engine_arguments(p, prefix="judge", title="judge model")
     return p
 
 
@@ -57,40 +40,44 @@ def run(args) -> int:
     """Run ``xl-suite evaluate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
+    from xl_suite.configuration import from_args
     from xl_suite.evaluation import align_references, evaluate_responses, read_rows, write_report
+    from xl_suite.evaluation.results import EvaluateConfig
     from xl_suite.languages import get_language, resolve_languages
 
-    out = Path(args.output)
-    model_rows = read_rows(args.model_outputs)
+    job = from_args(EvaluateConfig, args)
+    judge_spec = engine_spec(args, prefix="judge")
+    out = Path(job.output)
+    model_rows = read_rows(job.model_outputs)
     if not model_rows:
-        raise InvalidArgumentError(f"{args.model_outputs!r} holds no rows.")
-    use_judge = bool(args.judge_preset or args.judge_model)
-    if args.judge_backend and not use_judge:
+        raise InvalidArgumentError(f"{job.model_outputs!r} holds no rows.")
+    use_judge = bool(job.judge_preset or judge_spec.model)
+    if judge_spec.backend and not use_judge:
         raise InvalidArgumentError("--judge-backend needs --judge-model (or --judge-preset).")
-    if args.languages:
-        keep = {s.code for s in resolve_languages(args.languages)}
+    if job.languages:
+        keep = {s.code for s in resolve_languages(job.languages)}
         model_rows = [r for r in model_rows if get_language(r.get("language", "")).code in keep]
         if not model_rows:
-            raise InvalidArgumentError(f"No model output is in --languages {args.languages!r}.")
-    model_name = args.model_name or _model_name(model_rows, args.model_outputs)
+            raise InvalidArgumentError(f"No model output is in --languages {job.languages!r}.")
+    model_name = job.model_name or _model_name(model_rows, job.model_outputs)
 
     preset = judge = None
     if use_judge:
-        if not args.references:
+        if not job.references:
             raise InvalidArgumentError("A judge compares answers with references: pass --references DIR_OR_FILE.")
-        rows = align_references(model_rows, read_rows(args.references))
+        rows = align_references(model_rows, read_rows(job.references))
         missing = [r["id"] for r in rows if not (r.get("instruction") or "").strip()]
         if missing:
             raise InvalidArgumentError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
                              "prompt. Use outputs written by `xl-suite generate`, which keep it.")
         from xl_suite.evaluation.presets import load_preset
 
-        preset = load_preset(args.judge_preset or "local-vllm", judge_model=args.judge_model,
-                             judge_backend=args.judge_backend, judge_revision=args.judge_revision,
-                             order=args.order, rubric=False if args.no_rubric else None,
-                             structured_output=False if args.no_structured_output else None,
-                             temperature=args.judge_temperature)
-        judge = preset.build_judge(**parse_engine_kwargs(args.judge_engine_kwargs))
+        preset = load_preset(job.judge_preset or "local-vllm", judge_model=judge_spec.model,
+                             judge_backend=judge_spec.backend, judge_revision=judge_spec.revision,
+                             order=job.order, rubric=None if job.rubric else False,
+                             structured_output=None if job.structured_output else False,
+                             temperature=job.judge_temperature)
+        judge = preset.build_judge(**judge_spec.engine_kwargs)
     else:
         rows = [{"id": str(r.get("id", i)), "language": r["language"], "output": r.get("output") or "",
                  "instruction": r.get("instruction"), "reference": None} for i, r in enumerate(model_rows)]
@@ -100,9 +87,9 @@ def run(args) -> int:
             references=[r["reference"] for r in rows] if judge is not None else None,
             instructions=[r["instruction"] for r in rows] if judge is not None else None,
             ids=[r["id"] for r in rows], judge=judge, config=preset.judge if preset else None,
-            cache_dir=args.cache_dir or str(out / "annotations"), model_name=model_name,
-            preset=f"{preset.name} v{preset.version}" if preset else None, n_resamples=args.n_resamples,
-            seed=args.seed, lc_method=args.lc_method,
+            cache_dir=job.cache_dir or str(out / "annotations"), model_name=model_name,
+            preset=f"{preset.name} v{preset.version}" if preset else None, n_resamples=job.n_resamples,
+            seed=job.seed, lc_method=job.lc_method,
         )
     finally:
         if judge is not None:

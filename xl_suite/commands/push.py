@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    from xl_suite.publish import publish_config
+    from xl_suite.hub import publish_config
 
     url = publish_config(args.repo_id, args.config, from_dir=args.from_dir, source=args.source, private=args.private)
     print(f"Pushed {args.config} to {args.repo_id}: {url}")

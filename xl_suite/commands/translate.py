@@ -11,26 +11,23 @@ from __future__ import annotations
 
 import argparse
 
-from xl_suite.commands.generate import add_engine_arguments, add_run_arguments, add_sampling_arguments, build_engine
-from xl_suite.errors import OutputExistsError
+from xl_suite.commands._args import add_config_file_argument, add_engine_arguments, engine_spec
+from xl_suite.errors import InvalidArgumentError, OutputExistsError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``xl-suite translate`` and its flags on the CLI's subparsers."""
+    """Register ``xl-suite translate``; its flags come from TranslateConfig and EngineSpec."""
+    from xl_suite.configuration import add_arguments
+    from xl_suite.evaluation.translation import TranslateConfig
+
     p = subparsers.add_parser(
         "translate", help="translate the benchmark prompts into m-AlpacaEval files",
         description="Translate the 797 kept English AlpacaEval prompts into each language with an LLM (template "
                     "translate_instruction; the paper used GPT-4o) as a batched, resumable map. Writes "
                     "OUTPUT/<code>.jsonl, loadable as m-alpacaeval-<code> with source=OUTPUT.")
-    add_engine_arguments(p, what="translation model")
-    p.add_argument("--languages", required=True, help="comma-separated target codes, e.g. de,mt")
-    p.add_argument("--source", default=None, metavar="PATH",
-                   help="AlpacaEval prompts (JSON/JSONL/Parquet; default: the alpaca_eval data on the Hub)")
-    p.add_argument("--output", required=True, metavar="DIR", help="folder for <code>.jsonl files")
-    p.add_argument("--template", default="translate_instruction", help="translation template name or .jinja path")
-    p.add_argument("--overwrite", action="store_true", help="replace existing language files")
-    add_sampling_arguments(p)
-    add_run_arguments(p)
+    add_config_file_argument(p)
+    add_engine_arguments(p, title="translation model")
+    add_arguments(p, TranslateConfig, title="translation")
     return p
 
 
@@ -38,26 +35,29 @@ def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
     from pathlib import Path
 
-    from xl_suite.engines.base import SamplingConfig
+    from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
+    from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
 
-    specs = resolve_languages(args.languages)
-    out = Path(args.output)
+    job = from_args(TranslateConfig, args)
+    spec = engine_spec(args)
+    if not spec.model:
+        raise InvalidArgumentError("--model is required.")
+    specs = resolve_languages(job.languages)
+    out = Path(job.output)
     existing = [str(out / f"{s.code}.jsonl") for s in specs if (out / f"{s.code}.jsonl").exists()]
-    if existing and not args.overwrite:
+    if existing and not job.overwrite:
         raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
-    prompts = english_prompts(args.source, limit=args.limit)
-    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                              seed=args.seed)
-    generator = build_engine(args.backend, args.model, args.revision, args.engine_kwargs)
+    prompts = english_prompts(job.source, limit=job.limit)
+    generator = spec.build()
     try:
-        translations = translate_prompts(prompts, generator, [s.code for s in specs], sampling=sampling,
-                                         template=args.template, work_dir=args.work_dir or str(out / ".work"),
-                                         chunk_size=args.chunk_size, batch_size=args.batch_size)
+        translations = translate_prompts(prompts, generator, [s.code for s in specs], sampling=job.sampling(),
+                                         template=job.template, work_dir=job.work_dir or str(out / ".work"),
+                                         chunk_size=job.chunk_size, batch_size=job.batch_size)
     finally:
         generator.close()
-    paths = write_m_alpacaeval(translations, out, overwrite=args.overwrite)
+    paths = write_m_alpacaeval(translations, out, overwrite=job.overwrite)
     for code, path in paths.items():
         status = translations[code]["translation_status"]
         bad = sum(s != "ok" for s in status)

@@ -4,19 +4,99 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from xl_suite.configuration import option
 from xl_suite.engines.base import Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.prompting import PromptTemplate, load_template
 
 
-__all__ = ["DEFAULT_ANSWER_SAMPLING", "answer_batch", "reference_batch", "generate_answers", "generate_references",
+__all__ = ["BatchGenerationConfig", "GenerateConfig", "DEFAULT_ANSWER_SAMPLING", "answer_batch", "reference_batch", "generate_answers", "generate_references",
            "engine_provenance", "model_label", "complete_first", "generation_fingerprint", "require_columns"]
 
 #: Greedy decoding for answers and references unless the caller says otherwise (recorded on every row).
 DEFAULT_ANSWER_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
+
+
+@dataclass
+class BatchGenerationConfig:
+    """Decoding, chunking and output settings shared by the answer, reference and translation jobs."""
+
+    output: str | None = option(None, "output folder", required=True, metavar="DIR")
+    overwrite: bool = option(False, "replace existing output files")
+    temperature: float = option(0.0, "sampling temperature (0.0: greedy)")
+    top_p: float = option(1.0, "nucleus mass")
+    max_tokens: int = option(1024, "tokens per completion")
+    seed: int = option(0, "sampling seed")
+    work_dir: str | None = option(None, "resumable chunk folder or fsspec URL (default: OUTPUT/.work); a rerun reuses "
+                                        "finished chunks")
+    chunk_size: int = option(256, "rows per resumable chunk")
+    batch_size: int = option(64, "prompts per engine call")
+    limit: int | None = option(None, "only the first N prompts of each config (smoke runs)")
+
+    def __post_init__(self):
+        for name in ("chunk_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.limit is not None and self.limit < 1:
+            raise InvalidArgumentError(f"limit must be >= 1 (or None for all prompts), got {self.limit}.")
+        self.sampling()  # validates the decoding values
+
+    def sampling(self) -> SamplingConfig:
+        """The decoding settings (recorded on every row)."""
+        return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                              seed=self.seed)
+
+    @classmethod
+    def from_file(cls, path: str):
+        """Read the settings from a YAML/JSON file (unknown keys are an error)."""
+        from xl_suite.configuration import from_mapping, read_config_file
+
+        return from_mapping(cls, read_config_file(path), source=str(path))
+
+
+@dataclass
+class GenerateConfig(BatchGenerationConfig):
+    """``xl-suite generate``: a model's answers to benchmark configs, or a reference model's answers."""
+
+    config: str | None = option(None, "benchmark config(s), comma-separated: xl-alpacaeval-de, m-alpacaeval-mt, ...",
+                                required=True)
+    source: str | None = option(None, "source of the config: AlpacaEval prompts file (xl-alpacaeval) or translation "
+                                      "folder (m-alpacaeval); default: the builder's default", metavar="PATH")
+    as_reference: bool = option(False, "write reference answers into the benchmark's reference column")
+    push: str | None = option(None, "with --as-reference: push each config (split test) to this Hub dataset repo",
+                              metavar="REPO_ID")
+    template: str = option("answer", "answer template name or .jinja path")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.push and not self.as_reference:
+            raise InvalidArgumentError("--push publishes reference answers: use it with --as-reference.")
+
+    def config_names(self) -> list[str]:
+        """The benchmark configs, checked: one language each, no duplicates.
+
+        Raises:
+            InvalidArgumentError: an empty list, a training-data or ``-all`` config, or a duplicate.
+        """
+        from xl_suite.datasets_api import parse_config_name
+
+        names = [c.strip() for c in (self.config or "").split(",") if c.strip()]
+        if not names:
+            raise InvalidArgumentError(f"--config names no benchmark config: {self.config!r}. Give e.g. "
+                                       "xl-alpacaeval-de.")
+        for name in names:
+            family, _, lang = parse_config_name(name)
+            if family == "xl-instruct" or lang == "all":
+                raise InvalidArgumentError(f"--config {name!r}: give benchmark configs of one language "
+                                           "(xl-alpacaeval-de, m-alpacaeval-mt, ...).")
+        if len(set(names)) != len(names):
+            raise InvalidArgumentError(f"Duplicate configs in --config {self.config!r}.")
+        return names
+
 
 
 def engine_provenance(generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> dict[str, Any]:

@@ -43,9 +43,10 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from xl_suite.configuration import option
 from xl_suite.engines.base import Completion, Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
@@ -133,21 +134,23 @@ class JudgeConfig:
         price_output_per_mtok: USD per million completion tokens.
     """
 
-    template: str = "judge_pairwise"
-    rubric_template: str = "judge_rubric"
-    order: OrderMode = "both"
-    seed: int = 0
-    temperature: float = 0.0
-    max_tokens: int = 32
-    rubric_max_tokens: int = 128
-    logprobs: int | None = 5
-    structured_output: bool = True
-    rubric: bool = True
-    dimensions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DIMENSIONS))
-    chunk_size: int = 256
-    batch_size: int = 64
-    price_input_per_mtok: float | None = None
-    price_output_per_mtok: float | None = None
+    template: str = option("judge_pairwise", "pairwise template (shipped name or .jinja path)")
+    rubric_template: str = option("judge_rubric", "rubric template")
+    order: OrderMode = option("both", "both presentation orders, preferences averaged; or one content-seeded random "
+                                      "order per item", choices=_ORDER_MODES)
+    seed: int = option(0, "seed of the content-seeded order and of the judge's sampling")
+    temperature: float = option(0.0, "judge temperature (0.0: greedy)")
+    max_tokens: int = option(32, "token budget of a pairwise verdict")
+    rubric_max_tokens: int = option(128, "token budget of a rubric reply")
+    logprobs: int | None = option(5, "top log-probabilities per token, for soft preferences (None: none)")
+    structured_output: bool = option(True, "constrain replies to their JSON schema when the backend supports it")
+    rubric: bool = option(True, "also score the answers with the rubric judge")
+    dimensions: dict[str, str] = option(default_factory=lambda: dict(DEFAULT_DIMENSIONS),
+                                        help="rubric dimensions (criteria), name -> description", cli=False)
+    chunk_size: int = option(256, "judgments per resumable cache chunk (a SIGKILL loses at most one)")
+    batch_size: int = option(64, "judgments per engine call")
+    price_input_per_mtok: float | None = option(None, "USD per million prompt tokens, for the cost ledger")
+    price_output_per_mtok: float | None = option(None, "USD per million completion tokens")
 
     def __post_init__(self):
         """Validate the settings (order, dimension names, sizes, sampling values)."""

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xl_suite.configuration import option
 from xl_suite.engines.base import Generator
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise, score_rubric
@@ -20,7 +21,7 @@ from xl_suite.languages import get_language
 from xl_suite.prompting import load_template
 
 
-__all__ = ["OVERALL", "EvaluationResult", "evaluate_responses"]
+__all__ = ["OVERALL", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
 
 OVERALL = "overall"
 
@@ -30,6 +31,51 @@ _NOTES = (
     "template, the both-orders averaging (tie = 0.5), the rubric dimensions and the language-fidelity check used "
     "here are our choices, documented in xl_suite/prompts/README.md and xl_suite/judging.py."
 )
+
+
+
+@dataclass
+class EvaluateConfig:
+    """``xl-suite evaluate``: which answers to score, against what, with which judge settings, and where to report.
+
+    The judge engine itself is an :class:`~xl_suite.engines.spec.EngineSpec` (``--judge-model`` ...); ``order``,
+    ``rubric``, ``structured_output`` and ``judge_temperature`` override the judge preset's values.
+    """
+
+    model_outputs: str | None = option(None, "answers (.jsonl/.json/.parquet file or folder) with id, language, "
+                                             "output (and instruction), as written by xl-suite generate",
+                                       required=True, metavar="DIR_OR_FILE")
+    references: str | None = option(None, "reference answers with id, language and reference (or output); needed "
+                                          "with a judge", metavar="DIR_OR_FILE")
+    output: str | None = option(None, "report folder", required=True, metavar="REPORT_DIR")
+    judge_preset: str | None = option(None, "judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default "
+                                            "local-vllm when --judge-model is given", metavar="NAME_OR_FILE")
+    order: str | None = option(None, "both presentation orders (preset default: both) or one content-seeded random "
+                                     "order per item", choices=("both", "random"))
+    rubric: bool = option(True, "score the answers with the 1-5 rubric judge")
+    structured_output: bool = option(True, "constrain the judge's replies to their JSON schema")
+    judge_temperature: float | None = option(None, "judge temperature (preset default 0.0: greedy)")
+    cache_dir: str | None = option(None, "annotation cache folder or fsspec URL (default OUTPUT/annotations)")
+    languages: str | None = option(None, "only these language codes (comma-separated)")
+    model_name: str | None = option(None, "name of the evaluated model in the report")
+    n_resamples: int = option(1000, "bootstrap resamples for the CI")
+    seed: int = option(0, "bootstrap seed")
+    lc_method: str = option("alpaca_eval", "length-controlled win rate fit", choices=("alpaca_eval", "mle"))
+
+    def __post_init__(self):
+        if self.n_resamples < 1:
+            raise InvalidArgumentError(f"n_resamples must be >= 1, got {self.n_resamples}.")
+        if self.lc_method not in ("alpaca_eval", "mle"):
+            raise InvalidArgumentError(f"lc_method must be 'alpaca_eval' or 'mle', got {self.lc_method!r}.")
+        if self.order not in (None, "both", "random"):
+            raise InvalidArgumentError(f"order must be 'both' or 'random', got {self.order!r}.")
+
+    @classmethod
+    def from_file(cls, path: str) -> EvaluateConfig:
+        """Read the settings from a YAML/JSON file (unknown keys are an error)."""
+        from xl_suite.configuration import from_mapping, read_config_file
+
+        return from_mapping(cls, read_config_file(path), source=str(path))
 
 
 

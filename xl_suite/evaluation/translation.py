@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xl_suite.configuration import option
 from xl_suite.engines.base import Generator, SamplingConfig
 from xl_suite.errors import OutputExistsError
 from xl_suite.evaluation.answers import (
+    BatchGenerationConfig,
     complete_first,
     engine_provenance,
     generation_fingerprint,
@@ -24,11 +27,22 @@ from xl_suite.sources import write_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_TRANSLATION_SAMPLING", "translate_batch", "english_prompts", "translate_prompts",
+__all__ = ["TranslateConfig", "DEFAULT_TRANSLATION_SAMPLING", "translate_batch", "english_prompts", "translate_prompts",
            "write_m_alpacaeval"]
 
 #: Greedy decoding for m-AlpacaEval translation.
 DEFAULT_TRANSLATION_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
+
+
+@dataclass
+class TranslateConfig(BatchGenerationConfig):
+    """``xl-suite translate``: the kept English prompts machine-translated into m-AlpacaEval files."""
+
+    languages: str | None = option(None, "comma-separated target codes, e.g. de,mt", required=True)
+    source: str | None = option(None, "AlpacaEval prompts (JSON/JSONL/Parquet; default: the alpaca_eval data on the "
+                                      "Hub)", metavar="PATH")
+    template: str = option("translate_instruction", "translation template name or .jinja path")
+
 
 
 def translate_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,

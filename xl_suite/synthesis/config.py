@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from xl_suite.configuration import option
 from xl_suite.engines.base import SamplingConfig
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.fingerprint import function_id, stable_hash
@@ -36,6 +37,7 @@ __all__ = [
     "TARGET_CRITERIA",
     "Stage",
     "SynthesisConfig",
+    "SynthesisRunOptions",
     "DEFAULT_STAGE_NAMES",
     "default_stages",
     "apply_template_overrides",
@@ -68,6 +70,20 @@ TARGET_CRITERIA: dict[str, str] = {
     "fluency": "the answer reads naturally and grammatically, as a native speaker would write it",
     "target_language": "the answer is written entirely in the requested language",
 }
+
+def _template_override(text: str) -> tuple[str, str]:
+    """``STAGE=PATH`` of ``--template``.
+
+    >>> _template_override("score=my_score.jinja")
+    ('score', 'my_score.jinja')
+    """
+    import argparse
+
+    stage, sep, path = str(text).partition("=")
+    if not sep or not stage.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"--template expects STAGE=PATH (e.g. score=my_score.jinja), got {text!r}")
+    return stage.strip(), path.strip()
+
 
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _SNAPSHOTS = ("scored", "bestof3")
@@ -166,28 +182,47 @@ class SynthesisConfig:
         target_criteria: criteria of the ``judge`` stage (default :data:`TARGET_CRITERIA`).
     """
 
-    languages: tuple[str, ...] = ("de", "pt", "hu", "lt", "ga", "mt", "zh", "hi")
-    num_examples: int | None = None
-    max_seeds: int | None = None
-    oversample: float = 4.0
-    n_candidates: int = 3
-    threshold: float = 3.5
-    aggregate: str = "mean"
-    target_threshold: float | None = None
-    language_filter: bool = True
-    min_language_prob: float = 0.5
-    dedup: bool = True
-    max_tokens: int = 512
-    temperature: float = 0.8
-    top_p: float = 0.95
-    seed: int = 0
-    batch_size: int = 256
-    chunk_size: int = 1024
-    templates: dict[str, str] = field(default_factory=dict)
-    criteria: dict[str, str] = field(default_factory=lambda: dict(EN_CRITERIA))
-    target_criteria: dict[str, str] = field(default_factory=lambda: dict(TARGET_CRITERIA))
+    languages: tuple[str, ...] = option(("de", "pt", "hu", "lt", "ga", "mt", "zh", "hi"),
+                                        "target languages, comma-separated (e.g. mt,sw)", required=True)
+    num_examples: int | None = option(None, "final pairs wanted per language (default: all the seeds give); a "
+                                            "shortfall is reported")
+    max_seeds: int | None = option(None, "seed passages used at most (default: num-examples x oversample, or all)")
+    oversample: float = option(4.0, "seeds per wanted example without --max-seeds")
+    n_candidates: int = option(3, "target-language candidates per pair (best-of-n)")
+    threshold: float = option(3.5, "minimum English score (1-5) to keep a pair")
+    aggregate: str = option("mean", "how criteria scores combine", choices=("mean", "min"))
+    target_threshold: float | None = option(None, "minimum score of the best candidate (default: keep the best "
+                                                  "whatever its score)")
+    language_filter: bool = option(True, "drop answers not identified as the target language (the check is "
+                                         "recorded and reported either way)")
+    min_language_prob: float = option(0.5, "minimum language-identifier probability")
+    dedup: bool = option(True, "remove duplicate instructions/answers")
+    max_tokens: int = option(512, "maximum new tokens per completion")
+    temperature: float = option(0.8, "temperature of the candidates (the other stages are greedy)")
+    top_p: float = option(0.95, "nucleus mass of the candidates")
+    seed: int = option(0, "sampling seed")
+    batch_size: int = option(256, "prompts per engine call")
+    chunk_size: int = option(1024, "rows per resumable chunk")
+    templates: dict[str, str] = option(
+        default_factory=dict, help="replace a stage's template (repeatable): backtranslate, refine, score, respond, "
+                                   "judge", flag="--template", metavar="STAGE=PATH", parse=_template_override,
+        append=True)
+    criteria: dict[str, str] = option(default_factory=lambda: dict(EN_CRITERIA), help="criteria of the score stage",
+                                      cli=False)
+    target_criteria: dict[str, str] = option(default_factory=lambda: dict(TARGET_CRITERIA),
+                                             help="criteria of the judge stage", cli=False)
 
     def __post_init__(self):
+        if isinstance(self.templates, (list, tuple)):  # CLI: repeated STAGE=PATH pairs
+            import argparse
+
+            try:
+                pairs = [_template_override(p) if isinstance(p, str) else tuple(p) for p in self.templates]
+            except argparse.ArgumentTypeError as e:
+                raise InvalidArgumentError(str(e)) from e
+            self.templates = dict(pairs)
+            if len(self.templates) != len(pairs):
+                raise InvalidArgumentError(f"--template given twice for the same stage: {pairs}")
         if isinstance(self.languages, str):
             self.languages = tuple(c.strip() for c in self.languages.split(",") if c.strip())
         self.languages = tuple(s.code for s in resolve_languages(list(self.languages)))
@@ -228,6 +263,41 @@ class SynthesisConfig:
     def to_dict(self) -> dict:
         """JSON-serialisable dict."""
         return asdict(self)
+
+
+    @classmethod
+    def from_file(cls, path: str) -> SynthesisConfig:
+        """Read the settings from a YAML/JSON file (unknown keys are an error)."""
+        from xl_suite.configuration import from_mapping, read_config_file
+
+        return from_mapping(cls, read_config_file(path), source=str(path))
+
+
+@dataclass
+class SynthesisRunOptions:
+    """Where a synthesis run reads its seeds and writes its files (the I/O half of ``xl-suite synthesize``)."""
+
+    seeds: str = option("builtin", "seed passages: 'builtin' (40 project-written passages), a file/folder path or "
+                                   "fsspec URL (.jsonl/.json/.parquet/.csv/.txt), or a Hub dataset id")
+    text_column: str = option("text", "column of the seed dataset holding the passages")
+    id_column: str | None = option(None, "column with row ids (default: 'id' when present)")
+    seeds_config: str | None = option(None, "config (subset) of a Hub seed dataset")
+    seeds_split: str = option("train", "split of a Hub seed dataset")
+    output: str | None = option(None, "output folder or fsspec URL", required=True, metavar="DIR")
+    work_dir: str | None = option(None, "resumable chunk folder/URL (default: OUTPUT/.xl_suite_work)")
+    storage_options: dict | str | None = option(None, "fsspec storage options (JSON) for seeds, output and work dir",
+                                                metavar="JSON")
+    push: str | None = option(None, "push each language as config xl-instruct-<code> to this Hub dataset repo",
+                              metavar="REPO_ID")
+    private: bool = option(False, "with --push: create the repo as private")
+    progress: bool = option(True, "show a progress bar over the seeds")
+
+    def __post_init__(self):
+        from xl_suite.configuration import parse_json_object
+
+        self.storage_options = parse_json_object(self.storage_options, "--storage-options") or None
+        if self.private and not self.push:
+            raise InvalidArgumentError("--private only applies with --push REPO_ID.")
 
 
 #: Built-in stage names, in order.
