@@ -30,7 +30,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 quality: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check xl_suite tests
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 style: venv
-	$(BIN)/ruff check --fix . && $(BIN)/ruff format xl_suite tests
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -4,4 +4,4 @@ Use ``xl_suite.load_dataset("m-alpacaeval-de", source=FOLDER)`` or ``MAlpacaEval
 """
 
 from xl_suite.builders import MAlpacaEval, XlSuiteConfig  # noqa: F401
-from xl_suite.constants import CITATION, PAPER_URL, LICENSE_BENCHMARK  # noqa: F401
+from xl_suite.constants import CITATION, LICENSE_BENCHMARK, PAPER_URL  # noqa: F401

@@ -5,4 +5,4 @@ datasets>=4 no longer runs loading scripts: use ``xl_suite.load_dataset("xl-alpa
 """
 
 from xl_suite.builders import XlAlpacaEval, XlSuiteConfig  # noqa: F401
-from xl_suite.constants import CITATION, PAPER_URL, LICENSE_BENCHMARK  # noqa: F401
+from xl_suite.constants import CITATION, LICENSE_BENCHMARK, PAPER_URL  # noqa: F401

@@ -4,4 +4,4 @@ Use ``xl_suite.load_dataset("xl-instruct-mt", source=FOLDER)`` or ``XlInstruct(c
 """
 
 from xl_suite.builders import XlInstruct, XlSuiteConfig  # noqa: F401
-from xl_suite.constants import CITATION, PAPER_URL, LICENSE_INSTRUCT  # noqa: F401
+from xl_suite.constants import CITATION, LICENSE_INSTRUCT, PAPER_URL  # noqa: F401

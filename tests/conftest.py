@@ -46,7 +46,6 @@ def _isolated_hf(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("XL_SUITE_LANGUAGES_FILE", str(home / "languages.json"))
-    monkeypatch.setenv("XL_SUITE_HOME", str(home / "xl_suite"))
     try:
         import datasets
 

@@ -62,7 +62,6 @@ def _kernel_env(home: Path, work: Path, **extra: str) -> dict[str, str]:
         HF_HOME=str(home / "hf"),
         HF_HUB_DISABLE_TELEMETRY="1",
         XL_SUITE_LANGUAGES_FILE=str(home / "languages.json"),
-        XL_SUITE_HOME=str(home / "xl_suite"),
         XL_SUITE_NOTEBOOK_DIR=str(work),
         PYTHONPATH=os.pathsep.join([str(REPO_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
