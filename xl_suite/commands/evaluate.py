@@ -77,6 +77,19 @@ def run(args) -> int:
                              order=job.order, rubric=None if job.rubric else False,
                              structured_output=None if job.structured_output else False,
                              temperature=job.judge_temperature)
+        if job.dry_run or preset.judge_backend == "openai":  # a paid API: say what judging costs before it starts
+            from xl_suite.evaluation.judging import estimate_judging_cost
+
+            cfg = preset.judge
+            price = ((cfg.price_input_per_mtok, cfg.price_output_per_mtok)
+                     if cfg.price_input_per_mtok is not None else None)
+            for estimate in estimate_judging_cost([r["instruction"] for r in rows], [r["output"] for r in rows],
+                                                  [r["reference"] for r in rows], [r["language"] for r in rows],
+                                                  config=cfg, judge_model=preset.judge_model, price=price):
+                print(estimate.line())
+            if job.dry_run:
+                print("dry run: no request was sent.")
+                return 0
         judge = preset.build_judge(**judge_spec.engine_kwargs)
     else:
         rows = [{"id": str(r.get("id", i)), "language": r["language"], "output": r.get("output") or "",

@@ -54,13 +54,19 @@ def run(args) -> int:
     if existing and not job.overwrite:
         raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
     work_dir = job.work_dir or str(out / ".work")
+    datasets_by_name = {}
+    for name in configs:
+        ds = load_dataset(name, split="test", source=job.source)
+        datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
+    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+        _print_estimates(job, spec, datasets_by_name)
+        if job.dry_run:
+            print("dry run: no request was sent.")
+            return 0
     generator = spec.build()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for name in configs:
-            ds = load_dataset(name, split="test", source=job.source)
-            if job.limit is not None:
-                ds = ds.select(range(min(job.limit, ds.num_rows)))
+        for name, ds in datasets_by_name.items():
             fn = generate_references if job.as_reference else generate_answers
             result = fn(ds, generator, sampling=job.sampling(), template=job.template, work_dir=f"{work_dir}/{name}",
                         chunk_size=job.chunk_size, batch_size=job.batch_size)
@@ -78,3 +84,16 @@ def run(args) -> int:
     finally:
         generator.close()
     return 0
+
+
+def _print_estimates(job, spec, datasets_by_name) -> None:
+    from xl_suite.costs import estimate_cost
+    from xl_suite.prompting import load_template
+
+    template = load_template(job.template)
+    what = "references" if job.as_reference else "answers"
+    for name, ds in datasets_by_name.items():
+        convs = [template.render(instruction=x) for x in ds["instruction"]]
+        estimate = estimate_cost(f"{name} {what}", spec.model, convs, max_tokens=job.max_tokens,
+                                 price=job.price(spec.model), detail=f"{ds.num_rows} prompts")
+        print(estimate.line())

@@ -50,6 +50,17 @@ def run(args) -> int:
     if existing and not job.overwrite:
         raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
     prompts = english_prompts(job.source, limit=job.limit)
+    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+        from xl_suite.costs import estimate_cost
+        from xl_suite.prompting import load_template
+
+        template = load_template(job.template)
+        convs = [template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]]
+        print(estimate_cost("translation", spec.model, convs, max_tokens=job.max_tokens, price=job.price(spec.model),
+                            detail=f"{prompts.num_rows} prompts x {len(specs)} languages").line())
+        if job.dry_run:
+            print("dry run: no request was sent.")
+            return 0
     generator = spec.build()
     try:
         translations = translate_prompts(prompts, generator, [s.code for s in specs], sampling=job.sampling(),

@@ -36,6 +36,11 @@ class BatchGenerationConfig:
     chunk_size: int = option(256, "rows per resumable chunk")
     batch_size: int = option(64, "prompts per engine call")
     limit: int | None = option(None, "only the first N prompts of each config (smoke runs)")
+    dry_run: bool = option(False, "print the requests, tokens and estimated cost of the run, then stop (no engine "
+                                  "starts)")
+    price_input_per_mtok: float | None = option(None, "USD per million prompt tokens, for the cost estimate "
+                                                      "(default: the list price of a known API model)")
+    price_output_per_mtok: float | None = option(None, "USD per million completion tokens, for the cost estimate")
 
     def __post_init__(self):
         for name in ("chunk_size", "batch_size"):
@@ -44,6 +49,16 @@ class BatchGenerationConfig:
         if self.limit is not None and self.limit < 1:
             raise InvalidArgumentError(f"limit must be >= 1 (or None for all prompts), got {self.limit}.")
         self.sampling()  # validates the decoding values
+        if (self.price_input_per_mtok is None) != (self.price_output_per_mtok is None):
+            raise InvalidArgumentError("Give both --price-input-per-mtok and --price-output-per-mtok, or neither.")
+
+    def price(self, model: str | None) -> tuple[float, float] | None:
+        """USD per million (input, output) tokens: the flags, else the list price of a known API model."""
+        from xl_suite.costs import list_price
+
+        if self.price_input_per_mtok is not None:
+            return (self.price_input_per_mtok, self.price_output_per_mtok)
+        return list_price(model)
 
     def sampling(self) -> SamplingConfig:
         """The decoding settings (recorded on every row)."""

@@ -630,6 +630,46 @@ def _structured(generator: Generator, config: JudgeConfig) -> bool:
     return bool(config.structured_output and callable(supports) and supports())
 
 
+def estimate_judging_cost(instructions: Sequence[str], model_outputs: Sequence[str],
+                          reference_outputs: Sequence[str], languages: Sequence[str], *, config: JudgeConfig,
+                          judge_model: str, price: tuple[float, float] | None = None) -> list:
+    """What :func:`judge_pairwise` and :func:`score_rubric` would send, before any judge starts.
+
+    Renders every prompt the judge would get (both orders, or the content-seeded one); empty answers are decided
+    by rule and cost nothing. Cached judgments are not subtracted: the figure is an upper bound for a rerun.
+
+    Returns:
+        :class:`xl_suite.costs.CostEstimate` for the pairwise judge, and for the rubric judge when it is on.
+    """
+    from xl_suite.costs import estimate_cost
+
+    n = len(instructions)
+    pair_convs, rubric_convs = [], []
+    for i in range(n):
+        if not (model_outputs[i] or "").strip():
+            continue
+        orders = ORDERS if config.order == "both" else (
+            choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        for order in orders:
+            a, b = ((model_outputs[i], reference_outputs[i]) if order == "model_first"
+                    else (reference_outputs[i], model_outputs[i]))
+            pair_convs.append(render_pairwise(config.template, instruction=instructions[i], output_a=a, output_b=b,
+                                              language=languages[i]))
+        if config.rubric:
+            rubric_convs.append(render_rubric(config.rubric_template, instruction=instructions[i],
+                                              output=model_outputs[i], language=languages[i],
+                                              dimensions=config.dimensions))
+    n_empty = sum(not (o or "").strip() for o in model_outputs)
+    detail = (f"{n} answers ({n_empty} empty, decided by rule) in {len(set(languages))} language(s) x "
+              f"{2 if config.order == 'both' else 1} order(s)")
+    out = [estimate_cost("pairwise judge", judge_model, pair_convs, max_tokens=config.max_tokens, price=price,
+                         detail=detail)]
+    if config.rubric:
+        out.append(estimate_cost("rubric judge", judge_model, rubric_convs, max_tokens=config.rubric_max_tokens,
+                                 price=price, detail=f"{len(rubric_convs)} non-empty answers"))
+    return out
+
+
 def judge_pairwise(
     instructions: Sequence[str],
     model_outputs: Sequence[str],

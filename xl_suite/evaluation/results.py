@@ -61,6 +61,8 @@ class EvaluateConfig:
     n_resamples: int = option(1000, "bootstrap resamples for the CI")
     seed: int = option(0, "bootstrap seed")
     lc_method: str = option("alpaca_eval", "length-controlled win rate fit", choices=("alpaca_eval", "mle"))
+    dry_run: bool = option(False, "print the requests, tokens and estimated cost of the judge, then stop (no engine "
+                                  "starts)")
 
     def __post_init__(self):
         if self.n_resamples < 1:
