@@ -46,6 +46,7 @@ def _isolated_hf(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("XL_SUITE_LANGUAGES_FILE", str(home / "languages.json"))
+    monkeypatch.setenv("XL_SUITE_CACHE", str(home / "xl_suite_cache"))
     try:
         import datasets
 

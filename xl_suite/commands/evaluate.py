@@ -90,7 +90,13 @@ def run(args) -> int:
             if job.dry_run:
                 print("dry run: no request was sent.")
                 return 0
-        judge = preset.build_judge(**judge_spec.engine_kwargs)
+        from xl_suite.engines.spec import EngineSpec
+
+        if not preset.judge_model:
+            raise InvalidArgumentError(f"Preset {preset.name!r} names no judge model: pass --judge-model.")
+        judge = EngineSpec(model=preset.judge_model, backend=preset.judge_backend, revision=preset.judge_revision,
+                           engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs}).lazy(
+            factory=lambda: preset.build_judge(**judge_spec.engine_kwargs))  # starts only if a judgment is not cached
     else:
         rows = [{"id": str(r.get("id", i)), "language": r["language"], "output": r.get("output") or "",
                  "instruction": r.get("instruction"), "reference": None} for i, r in enumerate(model_rows)]

@@ -63,7 +63,7 @@ def run(args) -> int:
         if job.dry_run:
             print("dry run: no request was sent.")
             return 0
-    generator = spec.build()
+    generator = spec.lazy()  # starts only if a chunk is not cached
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, ds in datasets_by_name.items():

@@ -80,11 +80,12 @@ def run(args, *, generator=None, scorer=None) -> int:
                        storage_options=storage_options)
     check_text_column(seeds, options.text_column)
     owned = []
-    if generator is None:
-        generator = _engine(gen_spec)
+    if generator is None:  # engines start only when a chunk is not cached
+        generator = gen_spec.lazy(factory=lambda: _engine(gen_spec))
         owned.append(generator)
     if scorer is None and scorer_spec.model:
-        scorer = _engine(dataclasses.replace(scorer_spec, backend=scorer_spec.backend or gen_spec.backend))
+        scorer_spec = dataclasses.replace(scorer_spec, backend=scorer_spec.backend or gen_spec.backend)
+        scorer = scorer_spec.lazy(factory=lambda: _engine(scorer_spec))
         owned.append(scorer)
     if options.progress:
         datasets.disable_progress_bars()  # one bar over the seeds instead of one per chunk and stage

@@ -61,7 +61,7 @@ def run(args) -> int:
         if job.dry_run:
             print("dry run: no request was sent.")
             return 0
-    generator = spec.build()
+    generator = spec.lazy()  # starts only if a chunk is not cached
     try:
         translations = translate_prompts(prompts, generator, [s.code for s in specs], sampling=job.sampling(),
                                          template=job.template, work_dir=job.work_dir or str(out / ".work"),

@@ -79,7 +79,9 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
         ValueError: ``model`` names no existing directory and does not look like a Hub id, or is a directory
             without a ``config.json``.
 
-    >>> resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
+    >>> from unittest import mock
+    >>> with mock.patch.dict("os.environ", {"HF_HUB_OFFLINE": "0"}):
+    ...     resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
     ('Qwen/Qwen2.5-0.5B-Instruct', None)
     >>> resolve_model("/no/such/model")
     Traceback (most recent call last):
@@ -94,7 +96,32 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
         return str(path.resolve()), path.resolve()
     if isinstance(model, Path) or not _HUB_ID_RE.match(text) or ".." in text:
         raise InvalidArgumentError(f"Model path {text!r} does not exist (and is not a Hugging Face Hub id like 'org/name').")
+    head = text.split("/", 1)[0]
+    if "/" in text and Path(head).expanduser().is_dir():
+        raise InvalidArgumentError(
+            f"Model path {text!r} does not exist: the folder {head!r} is here but holds no {text.split('/', 1)[1]!r}. "
+            "Pass an existing model folder (a Hub id cannot start with the name of a local folder)."
+        )
+    if _offline() and not _in_hub_cache(text):
+        raise InvalidArgumentError(
+            f"Model {text!r} is neither a local folder nor in the Hugging Face cache, and offline mode is on "
+            "(HF_HUB_OFFLINE): pass a local model folder, or download the model first."
+        )
     return text, None
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        return True
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 def local_model_hash(path: str | Path) -> str:

