@@ -69,11 +69,12 @@ def _texts(results: list[list[Completion]]) -> list[list[str]]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_resolve_model_rejects_missing_path(tmp_path):
+def test_resolve_model_rejects_missing_path(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="does not exist"):
         resolve_model(str(tmp_path / "nope"))
     with pytest.raises(ValueError, match="no config.json"):
         resolve_model(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # online, a Hub id is passed on to the engine
     assert resolve_model("org/model-1.5B") == ("org/model-1.5B", None)
 
 
