@@ -137,8 +137,13 @@ def test_per_sample_fields_and_breakdown():
         "n": 2,
         "n_empty": 0,
         "n_line_skipped": 0,
+        "n_unmeasurable": 0,
         "language_fidelity": 50.0,
+        "language_fidelity_strict": 50.0,
         "line_pass_rate": 50.0,
+        "identifier": "py3langid",
+        "status": "ok",
+        "reason": "",
     }
     assert result["per_language"]["mt"]["language_fidelity"] == 100.0
     assert result["config"]["identifier"].startswith("py3langid==")
@@ -165,16 +170,7 @@ def test_non_string_response_raises():
         language_fidelity([42], "de")
 
 
-@pytest.fixture
-def swahili():
-    spec = register_language(LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn"))
-    try:
-        yield spec
-    finally:
-        unregister_language("sw")
-
-
-def test_user_registered_language(swahili):
+def test_non_paper_builtin_language():
     sentences = DATA["user_languages"]["sw"]
     result = language_fidelity(sentences, "sw")
     assert result["detected_language"] == ["sw"] * len(sentences)
@@ -184,13 +180,36 @@ def test_user_registered_language(swahili):
     assert language_fidelity(SENTENCES["en"][:2], "sw")["language_fidelity"] == 0.0
 
 
-def test_language_the_identifier_cannot_output_raises():
+def test_language_no_identifier_recognises_is_na_with_reason_not_zero():
     register_language(LanguageSpec(code="qaa", name="placeholder", native_name="Placeholder", script="Latn"))
     try:
-        with pytest.raises(ValueError, match="langid_code 'qaa'"):
-            language_fidelity(["Hello there, this is a test."], "qaa")
+        result = language_fidelity(["Hello there, this is a test.", SENTENCES["de"][0]], ["qaa", "de"])
     finally:
         unregister_language("qaa")
+    na = result["per_language"]["qaa"]
+    assert na["status"] == "n/a" and na["language_fidelity"] is None and "No offline identifier" in na["reason"]
+    assert result["is_target"] == [None, True] and result["detected_language"][0] == "n/a"
+    assert result["language_fidelity"] == 100.0 and result["n_unmeasurable"] == 1  # over measurable responses only
+    only_na = language_fidelity(["Lo tiempu ye guapu güei, vamos dar un paséu pela villa."], "ast")
+    assert only_na["language_fidelity"] is None and only_na["n_unmeasurable"] == 1
+
+
+def test_family_aware_versus_strict():
+    texts = ["Das Wetter ist heute wirklich schön.", "Dobar dan, kako ste danas? Vrijeme je lijepo."]
+    result = language_fidelity(texts, ["de", "sr"])
+    assert result["is_target"][0] and result["is_target_strict"][0]
+    assert result["detected_language"][1] in {"hr", "bs", "sr"}
+    assert result["is_target"][1] is True
+    assert result["is_target_strict"][1] == (result["detected_language"][1] == "sr")
+
+
+def test_language_filter_refuses_unrecognisable_language_unless_off():
+    from xl_suite.fidelity import check_language_filter
+
+    with pytest.raises(ValueError, match=r"cannot check \['fur'\].*--no-language-filter"):
+        check_language_filter(["de", "fur"])
+    support = check_language_filter(["de", "fur"], enabled=False)
+    assert [s.supported for s in support] == [True, False]
 
 
 def test_identify_language_single_string_and_short_texts():
