@@ -41,6 +41,7 @@ normalised probabilities are calibrated differently, so ``detected_prob`` is rep
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -63,6 +64,8 @@ __all__ = [
     "get_heliport_identifier",
     "get_identifier",
     "is_heliport_available",
+    "measured_accuracy",
+    "accuracy_table_meta",
     "identify_language",
     "language_fidelity",
     "count_letters",
@@ -519,6 +522,28 @@ class FidelitySupport:
 
 
 @lru_cache(maxsize=1)
+def _accuracy_table() -> dict:
+    from importlib import resources
+
+    path = resources.files("xl_suite.data").joinpath("langid_accuracy.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"meta": {}, "languages": {}}
+
+
+def measured_accuracy(code: str) -> dict | None:
+    """The measured row of ``xl_suite/data/langid_accuracy.json`` for a registry code (``None``: not measured).
+
+    The table is produced by ``benchmarks/langid_accuracy.py`` on real text (Django's translation catalogs): per
+    identifier ``n``, family-aware ``fidelity``, ``strict``, ``confusions`` and ``max_unrelated``, and ``chosen``.
+    """
+    return _accuracy_table()["languages"].get(code)
+
+
+def accuracy_table_meta() -> dict:
+    """Corpus, sample sizes and identifier versions of the accuracy table."""
+    return _accuracy_table()["meta"]
+
+
+@lru_cache(maxsize=1)
 def _py3langid_labels() -> frozenset[str]:
     return frozenset(get_identifier().labels)
 
@@ -527,12 +552,16 @@ def _base(code: str) -> str:
     return code.split("-")[0]
 
 
-def fidelity_support(language: str | LanguageSpec, *, heliport: bool | None = None) -> FidelitySupport:
+def fidelity_support(
+    language: str | LanguageSpec, *, heliport: bool | None = None, prefer: str | None = None
+) -> FidelitySupport:
     """Which identifier measures a language, its accepted labels, or why its fidelity is n/a.
 
     Args:
         language: registry code, name or spec.
-        heliport: allow heliport for languages py3langid lacks (default: when it is installed).
+        heliport: allow heliport (default: when it is installed).
+        prefer: the identifier to try first (default: the one with the better measured accuracy on the language in
+            ``xl_suite/data/langid_accuracy.json``, else py3langid).
 
     Returns:
         A :class:`FidelitySupport`.
@@ -551,7 +580,9 @@ def fidelity_support(language: str | LanguageSpec, *, heliport: bool | None = No
     for code in _FAMILY_OF.get(_base(spec.code), ()):
         if code in builtins and code != spec.code:
             members.append(builtins[code])
-    for name in IDENTIFIERS:
+    prefer = prefer or (measured_accuracy(spec.code) or {}).get("chosen") if heliport else prefer
+    order = sorted(IDENTIFIERS, key=lambda name: name != prefer) if prefer else IDENTIFIERS
+    for name in order:
         label = spec.langid.get(name)
         if not label:
             continue
