@@ -129,7 +129,9 @@ def test_per_sample_fields_and_breakdown():
     assert result["detected_language"] == ["de", "en", "mt", "hi"]
     assert result["is_target"] == [True, False, True, True]
     assert result["line_pass"] == [True, False, True, True]
-    assert all(isinstance(p, float) and 0.5 < p <= 1.0 for p in result["detected_prob"])
+    by_py3 = [result["per_language"][c]["identifier"] == "py3langid" for c in ("de", "de", "mt", "hi")]
+    assert all(isinstance(p, float) for p in result["detected_prob"])
+    assert all(0.5 < p <= 1.0 for p, py3 in zip(result["detected_prob"], by_py3) if py3)  # heliport: raw score
     for key in ("detected_language", "detected_prob", "is_target", "line_pass"):
         assert len(result[key]) == len(responses)
     assert result["language_fidelity"] == 75.0
@@ -198,9 +200,9 @@ def test_family_aware_versus_strict():
     texts = ["Das Wetter ist heute wirklich schön.", "Dobar dan, kako ste danas? Vrijeme je lijepo."]
     result = language_fidelity(texts, ["de", "sr"])
     assert result["is_target"][0] and result["is_target_strict"][0]
-    assert result["detected_language"][1] in {"hr", "bs", "sr"}
+    assert result["detected_language"][1] in {"hr", "bs", "sr", "hbs"}  # hbs: heliport, when installed
     assert result["is_target"][1] is True
-    assert result["is_target_strict"][1] == (result["detected_language"][1] == "sr")
+    assert result["is_target_strict"][1] == (result["detected_language"][1] in {"sr", "hbs"})
 
 
 def test_language_filter_refuses_unrecognisable_language_unless_off():

@@ -544,6 +544,19 @@ def accuracy_table_meta() -> dict:
 
 
 @lru_cache(maxsize=1)
+def _heliport_to_code() -> dict[str, str]:
+    """heliport label -> registry code where exactly one built-in language has it (``hin`` -> ``hi``)."""
+    from xl_suite.languages import builtin_languages
+
+    owners: dict[str, list[str]] = {}
+    for spec in builtin_languages().values():
+        label = spec.langid.get("heliport")
+        if label and "-" not in spec.code:
+            owners.setdefault(label, []).append(spec.code)
+    return {label: codes[0] for label, codes in owners.items() if len(codes) == 1}
+
+
+@lru_cache(maxsize=1)
 def _py3langid_labels() -> frozenset[str]:
     return frozenset(get_identifier().labels)
 
@@ -700,7 +713,9 @@ def language_fidelity(
           "language_fidelity_strict", "line_pass_rate", "identifier", "status", "reason"}}``; ``status`` is
           ``"ok"`` or ``"n/a"`` (then the rates are ``None`` and ``reason`` says why). A rate over no response
           (e.g. no line long enough to check) is NaN.
-        * per-sample lists: ``detected_language`` (identifier label, ``"und"``, or ``"n/a"``), ``detected_prob``,
+        * per-sample lists: ``detected_language`` (identifier label, mapped to the registry code where heliport's
+          ISO 639-3 label names one language; ``"und"``; ``"n/a"``), ``detected_prob`` (py3langid's probability;
+          heliport's raw score, lower is better),
           ``is_target`` and ``is_target_strict`` (``None`` where n/a) and ``line_pass`` (``None`` where skipped).
         * ``config``: the identifiers used and the two thresholds.
 
@@ -780,7 +795,8 @@ def language_fidelity(
             line_pass.append(None)
             continue
         code, prob = response_det[i]
-        detected_language.append(code)
+        shown = _heliport_to_code().get(code, code) if sup.identifier == "heliport" else code
+        detected_language.append(shown)
         detected_prob.append(prob)
         is_target.append(code in sup.accepted)
         is_target_strict.append(code == sup.label)
