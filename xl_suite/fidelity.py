@@ -422,9 +422,11 @@ IDENTIFIERS: tuple[str, ...] = ("py3langid", "heliport")
 
 def is_heliport_available() -> bool:
     """Whether the optional wide-coverage identifier is installed (``pip install 'xl-suite[langid-wide]'``)."""
-    import importlib.util
-
-    return importlib.util.find_spec("heliport") is not None
+    try:
+        import heliport  # noqa: F401  (the model loads only when an Identifier is built)
+    except ImportError:
+        return False
+    return True
 
 
 class HeliportIdentifier:

@@ -25,11 +25,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add.add_argument("--name", required=True, help="English name, e.g. 'swiss german' (also the split/file name)")
     add.add_argument("--native-name", required=True, help="the language's own name, e.g. Schwiizertüütsch")
     add.add_argument("--script", required=True, help="ISO 15924 script code, e.g. Latn")
-    add.add_argument("--request", default="", help="sentence asking for an answer in it (default: 'Please respond in <Name>.')")
-    add.add_argument("--langid-code", default=None, help="py3langid label for it (default: the language subtag of CODE)")
+    add.add_argument(
+        "--request", default="", help="sentence asking for an answer in it (default: 'Please respond in <Name>.')"
+    )
+    add.add_argument(
+        "--langid-code", default=None, help="py3langid label for it (default: the language subtag of CODE)"
+    )
     add.add_argument("--overwrite", action="store_true", help="replace an existing user language")
-    add.add_argument("--allow-name-mismatch", action="store_true",
-                     help="accept a name that CLDR gives to another language (normally an error)")
+    add.add_argument(
+        "--allow-name-mismatch",
+        action="store_true",
+        help="accept a name that CLDR gives to another language (normally an error)",
+    )
     return p
 
 
@@ -45,7 +52,8 @@ def language_rows() -> list[dict]:
         wide = fidelity_support(spec, heliport=True)
         coverage = [name for name, label in spec.langid.items() if label]
         measured = measured_accuracy(spec.code) or {}
-        result = (measured.get("identifiers") or {}).get(support.identifier or wide.identifier or "")
+        # The accuracy of the identifier used here; a language only heliport knows shows heliport's, as n/a here.
+        result = (measured.get("identifiers") or {}).get(support.identifier or "")
         row = {
             "code": spec.code,
             "name": spec.display_name,
@@ -76,11 +84,19 @@ def run(args) -> int:
     from xl_suite.languages import LanguageSpec, save_user_language
 
     if args.action == "add":
-        spec = LanguageSpec(code=args.code, name=args.name, native_name=args.native_name, script=args.script,
-                            request=args.request, langid_code=args.langid_code)
+        spec = LanguageSpec(
+            code=args.code,
+            name=args.name,
+            native_name=args.native_name,
+            script=args.script,
+            request=args.request,
+            langid_code=args.langid_code,
+        )
         path = save_user_language(spec, overwrite=args.overwrite, allow_name_mismatch=args.allow_name_mismatch)
-        print(f"Added {spec.code} ({spec.display_name}) to {path}. Configs like xl-alpacaeval-{spec.config_code} "
-              "now work.")
+        print(
+            f"Added {spec.code} ({spec.display_name}) to {path}. Configs like xl-alpacaeval-{spec.config_code} "
+            "now work."
+        )
         return 0
     rows = language_rows()
     if getattr(args, "format", "table") == "json":
@@ -93,18 +109,26 @@ def run(args) -> int:
     def pct(x):
         return "-" if x is None else f"{100 * x:5.1f}"
 
-    print(f"{'code':<8} {'name':<28} {'native':<22} {'script':<6} {'coverage':<19} {'fid%':>5} {'strict%':>7} "
-          f"{'n':>4}  status")
+    print(
+        f"{'code':<8} {'name':<28} {'native':<22} {'script':<6} {'coverage':<19} {'fid%':>5} {'strict%':>7} "
+        f"{'n':>4}  status"
+    )
     for r in rows:
-        print(f"{r['code']:<8} {r['name'][:28]:<28} {r['native_name'][:22]:<22} {r['script']:<6} "
-              f"{'+'.join(r['coverage']) or '-':<19} {pct(r['fidelity']):>5} {pct(r['strict']):>7} "
-              f"{r['n'] or '-':>4}  {r['status']}")
+        print(
+            f"{r['code']:<8} {r['name'][:28]:<28} {r['native_name'][:22]:<22} {r['script']:<6} "
+            f"{'+'.join(r['coverage']) or '-':<19} {pct(r['fidelity']):>5} {pct(r['strict']):>7} "
+            f"{r['n'] or '-':>4}  {r['status']}"
+        )
     meta = accuracy_table_meta()
     measured = [r for r in rows if r["fidelity"] is not None]
     good = [r for r in measured if r["status"] == "ok"]
-    print(f"\n{len(rows)} languages; {sum(1 for r in rows if r['identifier'])} measurable here; "
-          f"{len(measured)} measured on real text, {len(good)} of them >= {THRESHOLD:.2f} own-language fidelity "
-          f"and <= {1 - THRESHOLD:.2f} as an unrelated language.")
-    print(f"fid%: family-aware fidelity, strict%: exact label, on single messages of {meta.get('corpus', '?')} "
-          "(benchmarks/langid_accuracy.py).")
+    print(
+        f"\n{len(rows)} languages; {sum(1 for r in rows if r['identifier'])} measurable here; "
+        f"{len(measured)} measured on real text, {len(good)} of them >= {THRESHOLD:.2f} own-language fidelity "
+        f"and <= {1 - THRESHOLD:.2f} as an unrelated language."
+    )
+    print(
+        f"fid%: family-aware fidelity, strict%: exact label, on single messages of {meta.get('corpus', '?')} "
+        "(benchmarks/langid_accuracy.py)."
+    )
     return 0
