@@ -191,11 +191,12 @@ def test_language_no_identifier_recognises_is_na_with_reason_not_zero():
     finally:
         unregister_language("qaa")
     na = result["per_language"]["qaa"]
-    assert na["status"] == "n/a" and na["language_fidelity"] is None and "No offline identifier" in na["reason"]
+    assert na["status"] == "n/a" and math.isnan(na["language_fidelity"]) and "No offline identifier" in na["reason"]
     assert result["is_target"] == [None, True] and result["detected_language"][0] == "n/a"
     assert result["language_fidelity"] == 100.0 and result["n_unmeasurable"] == 1  # over measurable responses only
     only_na = language_fidelity(["Lo tiempu ye guapu güei, vamos dar un paséu pela villa."], "ast")
-    assert only_na["language_fidelity"] is None and only_na["n_unmeasurable"] == 1
+    assert math.isnan(only_na["language_fidelity"]) and only_na["n_unmeasurable"] == 1
+    assert only_na["per_language"]["ast"]["reason"].startswith("No offline identifier recognises Asturian")
 
 
 def test_family_aware_versus_strict():

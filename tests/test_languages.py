@@ -161,3 +161,21 @@ def test_cli_add_rejects_swahili_named_german(tmp_path, monkeypatch):
 
     with pytest.raises(ValueError, match="'sw' is Swahili in CLDR, but its name 'german' is German"):
         check_name_matches_code(LanguageSpec(code="sw", name="german", native_name="Kiswahili", script="Latn"))
+
+
+def test_builtin_table_passes_the_full_cldr_checks():
+    """The built-in table skips the CLDR look-ups when it loads (speed); every row must pass them."""
+    for spec in L.builtin_languages().values():
+        L.LanguageSpec(code=spec.code, name=spec.name, native_name=spec.native_name, script=spec.script)
+
+
+def test_language_table_is_regenerable():
+    """xl_suite/data/languages.json is what tools/build_language_table.py makes from the installed CLDR data."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("heliport", reason="the table lists heliport's labels: pip install 'xl-suite[langid-wide]'")
+    script = Path(__file__).resolve().parents[1] / "tools" / "build_language_table.py"
+    r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr

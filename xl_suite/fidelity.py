@@ -4,7 +4,7 @@ The identifier is `py3langid <https://pypi.org/project/py3langid/>`_ (a maintain
 ships its model inside the package, covers ~140 languages and runs fully offline (``pip install 'xl-suite[eval]'``).
 Built-in languages it lacks are identified with `heliport <https://pypi.org/project/heliport/>`_ (HeLI-OTS,
 220 languages, a 129 MB model) when it is installed (``pip install 'xl-suite[langid-wide]'``). A language neither
-can recognise is still usable everywhere; its fidelity is ``None`` ("n/a") with a reason, never 0
+can recognise is still usable everywhere; its fidelity is NaN with status ``"n/a"`` and a reason, never 0
 (:func:`fidelity_support`).
 
 Scores reported by :func:`language_fidelity`:
@@ -705,7 +705,8 @@ def language_fidelity(
         A dict with
 
         * ``language_fidelity``: % of measurable responses identified as their target language or an accepted
-          relative (0-100); ``None`` ("n/a") when no response is in a language an identifier can recognise.
+          relative (0-100); NaN when no response is in a language an identifier can recognise (then
+          ``per_language[code]["status"]`` is ``"n/a"`` with a ``reason``: never 0).
         * ``language_fidelity_strict``: the same with the exact label only.
         * ``line_pass_rate``: % of checked responses whose long-enough lines are all in the target language
           (family-aware; ``None`` when no response could be checked).
@@ -713,8 +714,8 @@ def language_fidelity(
           responses without a line to check, and responses in a language no identifier can recognise.
         * ``per_language``: ``{code: {"n", "n_empty", "n_line_skipped", "language_fidelity",
           "language_fidelity_strict", "line_pass_rate", "identifier", "status", "reason"}}``; ``status`` is
-          ``"ok"`` or ``"n/a"`` (then the rates are ``None`` and ``reason`` says why). A rate over no response
-          (e.g. no line long enough to check) is NaN.
+          ``"ok"`` or ``"n/a"`` (then the rates are NaN and ``reason`` says why). A rate over no response
+          (e.g. no line long enough to check) is NaN too.
         * per-sample lists: ``detected_language`` (identifier label, mapped to the registry code where heliport's
           ISO 639-3 label names one language; ``"und"``; ``"n/a"``), ``detected_prob`` (py3langid's probability;
           heliport's raw score, lower is better),
@@ -819,7 +820,7 @@ def language_fidelity(
                 "n_empty": sum(empty[i] for i in idx),
                 "n_line_skipped": 0,
                 "n_unmeasurable": len(idx),
-                **dict.fromkeys(rates),
+                **dict.fromkeys(rates, float("nan")),
             }
         return {
             "n": len(idx),

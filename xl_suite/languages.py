@@ -21,7 +21,7 @@ import json
 import os
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -158,12 +158,16 @@ class LanguageSpec:
     english_name: str = ""
     langid: dict = field(default_factory=dict, compare=False, hash=False)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    #: Skip the CLDR look-ups (only for the built-in table, generated from CLDR and checked by its test).
+    trusted: InitVar[bool] = False
 
-    def __post_init__(self):
+    def __post_init__(self, trusted: bool = False):
         if not isinstance(self.code, str) or not self.code:
             raise LanguageError(f"Invalid language code {self.code!r}: use a BCP-47 tag such as 'sw' or 'pt-BR'.")
-        tag = _check_tag(self.code)  # raises with the fix: malformed tag, unknown language or script
+        tag = normalize_tag(self.code) if trusted else _check_tag(self.code)  # raises with the fix
         m = _TAG_RE.match(tag)
+        if m is None:
+            raise LanguageError(f"Invalid built-in language code {self.code!r} in xl_suite/data/languages.json.")
         object.__setattr__(self, "code", tag)
         name = _slug(self.name or "")
         if not name or not _NAME_RE.match(name):
@@ -171,7 +175,11 @@ class LanguageSpec:
         object.__setattr__(self, "name", name)
         if not self.native_name:
             raise LanguageError(f"Language {tag!r} needs a native name (e.g. 'Kiswahili').")
-        _check_script(self.script, tag)
+        if trusted:
+            if not _SCRIPT_RE.match(self.script or ""):
+                raise LanguageError(f"Invalid built-in script {self.script!r} for {tag!r} in languages.json.")
+        else:
+            _check_script(self.script, tag)
         if not self.english_name:
             object.__setattr__(self, "english_name", name.replace("_", " ").title())
         if not self.request:
@@ -234,6 +242,7 @@ def _builtin_table() -> tuple[LanguageSpec, ...]:
                 script=row["script"],
                 langid_code=row["langid"]["py3langid"] or "",
                 langid=dict(row["langid"]),
+                trusted=True,
             )
         )
     _check_unique(specs)
