@@ -19,8 +19,8 @@ family-aware own-language accuracy (the headline), ``strict`` the exact-label on
 frequent other labels (as registry codes where one maps), ``max_unrelated`` the largest share of the language's
 passages that would pass as one language outside its family (the "scored as an unrelated language" rate).
 
-    python benchmarks/langid_accuracy.py            # rewrite xl_suite/data/langid_accuracy.json
-    python benchmarks/langid_accuracy.py --check    # exit 1 if the committed table differs
+    PYTHONPATH=. python benchmarks/langid_accuracy.py   # rewrite the JSON table and the metric card's copy
+    PYTHONPATH=. python benchmarks/langid_accuracy.py --check   # exit 1 if the committed table differs
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ from pathlib import Path
 
 
 OUT = Path(__file__).resolve().parents[1] / "xl_suite" / "data" / "langid_accuracy.json"
+CARD = Path(__file__).resolve().parents[1] / "evaluate_metrics" / "xl_alpacaeval" / "README.md"
+START, END = "<!-- langid-accuracy:start -->", "<!-- langid-accuracy:end -->"
 #: Django locale -> registry code; locales not listed map to their own code, ``None`` = skipped (regional
 #: duplicates of a language already measured, and English, the query language).
 LOCALE_TO_CODE = {
@@ -209,7 +211,20 @@ def main() -> int:
         return 0 if same else 1
     OUT.write_text(text, encoding="utf-8")
     print(f"wrote {OUT}")
+    from xl_suite import fidelity
+
+    fidelity._accuracy_table.cache_clear()
+    write_card_table(fidelity.accuracy_table_markdown())
+    print(f"updated the table in {CARD}")
     return 0
+
+
+def write_card_table(table: str) -> None:
+    """Replace the marked accuracy table in the metric card."""
+    text = CARD.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    CARD.write_text(f"{head}{START}\n{table}{END}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -90,3 +90,13 @@ def test_table_meets_the_goal_or_lists_the_exceptions():
     good = [r for r in rows if r["fidelity"] >= 0.90 and r["max_unrelated"] <= 0.10]
     assert len(good) >= 0.9 * len(rows)
     assert {r["code"] for r in rows if r["status"] != "ok"} == {r["code"] for r in rows if r not in good}
+
+
+def test_metric_card_embeds_the_current_table():
+    from xl_suite.fidelity import accuracy_table_markdown
+
+    card = (Path(__file__).resolve().parents[1] / "evaluate_metrics" / "xl_alpacaeval" / "README.md").read_text(
+        encoding="utf-8"
+    )
+    start, end = "<!-- langid-accuracy:start -->\n", "<!-- langid-accuracy:end -->"
+    assert card.split(start, 1)[1].split(end, 1)[0] == accuracy_table_markdown()

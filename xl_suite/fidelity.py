@@ -66,6 +66,7 @@ __all__ = [
     "is_heliport_available",
     "measured_accuracy",
     "accuracy_table_meta",
+    "accuracy_table_markdown",
     "identify_language",
     "language_fidelity",
     "count_letters",
@@ -543,6 +544,44 @@ def measured_accuracy(code: str) -> dict | None:
 def accuracy_table_meta() -> dict:
     """Corpus, sample sizes and identifier versions of the accuracy table."""
     return _accuracy_table()["meta"]
+
+
+def accuracy_table_markdown() -> str:
+    """The measured accuracy table as Markdown (the metric card and README embed it; a test keeps them in sync).
+
+    One row per measured language: the identifier used by default (``chosen``; heliport only with the
+    ``langid-wide`` extra, else py3langid's row applies), sample size, family-aware and strict own-language accuracy
+    on single messages, the same on 3-message passages, the most frequent other labels, and the largest share that
+    passes as one unrelated language.
+    """
+    from xl_suite.languages import get_language
+
+    meta = accuracy_table_meta()
+    lines = [
+        f"Corpus: {meta['corpus']}; unit: {meta['unit']}; up to {meta['max_messages']} messages per language; "
+        f"py3langid {meta['py3langid']}, heliport {meta['heliport']}. Regenerate with "
+        "`python benchmarks/langid_accuracy.py`.",
+        "",
+        "| code | language | identifier | n | fidelity % | strict % | passage % | confused with (share) | unrelated % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for code, row in sorted(_accuracy_table()["languages"].items()):
+        name = get_language(code).display_name
+        if row["status"] != "measured":
+            lines.append(f"| {code} | {name} | - | {row['n']} | - | - | - | {row['status']} | - |")
+            continue
+        chosen = row["chosen"]
+        r = row["identifiers"][chosen]
+        conf = ", ".join(f"{c} ({100 * v:.1f})" for c, v in r["confusions"].items()) or "-"
+        unrelated = f"{100 * r['max_unrelated']:.1f}" + (
+            f" ({r['max_unrelated_as']})" if r["max_unrelated_as"] else ""
+        )
+        mark = "" if r["fidelity"] >= 0.9 and r["max_unrelated"] <= 0.1 else " **below 0.90**"
+        lines.append(
+            f"| {code} | {name} | {chosen} | {r['n']} | {100 * r['fidelity']:.1f}{mark} | {100 * r['strict']:.1f} | "
+            f"{100 * r['passage']['fidelity']:.1f} | {conf} | {unrelated} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 @lru_cache(maxsize=1)
