@@ -1,10 +1,11 @@
-"""Per-language accuracy of the fidelity identifiers on real, human-written text: Django's translation catalogs.
+"""Per-language accuracy of the fidelity identifiers on real, human-written text: open-source translation catalogs.
 
-Corpus: the gettext catalogs (``django/**/locale/<locale>/LC_MESSAGES/*.mo``) shipped in the ``django`` wheel on
-PyPI (``pip install django``; BSD-3-Clause, translations by Django's volunteer translators on Transifex). They
-are human translations of Django's user-facing messages ("Enter a valid email address.", help texts, admin
-messages), in ~95 locales, written by none of us, and not the identifiers' training data as far as their papers
-say (py3langid/langid.py: JRC-Acquis, ClueWeb, Wikipedia, Reuters RCV2, Debian i18n; heliport/HeLI-OTS: mostly
+Corpus: the gettext catalogs shipped in two PyPI wheels, ``django`` (BSD-3-Clause; ~95 locales, Django's volunteer
+translators on Transifex) and ``plone.app.locales`` (GPL-2.0, data only, no dependencies; ~65 locales, Plone's
+translators). Both are installed by the ``tests`` extra. They are human translations of user-facing messages
+("Enter a valid email address.", help texts, admin messages), written by none of us; English is Django's source
+strings. Only statistics are committed, no text. As far as the identifiers' papers say this is not their training
+data (py3langid/langid.py: JRC-Acquis, ClueWeb, Wikipedia, Reuters RCV2, Debian i18n; heliport/HeLI-OTS: mostly
 Wikipedia and Leipzig corpora). Caveat: langid.py's "Debian i18n" part may hold older Django catalogs.
 
 Texts: every translated message (``msgstr``), placeholders, HTML tags and entities removed, untranslated copies
@@ -66,26 +67,66 @@ LOCALE_TO_CODE = {
 _PLACEHOLDER_RE = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdifrxX%]|\{[^}]*\}|<[^>]+>|&\w+;")
 
 
-def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
-    """Registry code -> cleaned, de-duplicated translated messages, from the installed Django."""
-    import django
+#: plone.app.locales locale -> registry code (``None``: skipped); others map through LOCALE_TO_CODE or as they are.
+PLONE_LOCALE_TO_CODE = {
+    "zh_CN": "zh",
+    "zh_TW": "zh-Hant",
+    "zh_HK": None,
+    "zh_Hant_HK": None,
+    "mk_MK": "mk",
+    "sr@Cyrl": "sr",
+    "sr@cyrl": "sr",
+    "sr@Latn": "sr-Latn",
+    "sr@latn": "sr-Latn",
+    "fu": None,  # 'fu' is no ISO 639 code
+}
 
+
+def _clean(text: str) -> str:
+    return " ".join(_PLACEHOLDER_RE.sub(" ", text).split())
+
+
+def _catalogs():
+    """(registry code or None, catalog) for every .mo of the two corpora, in a fixed order."""
+    import django
+    import plone.app.locales
+
+    from xl_suite.languages import builtin_languages
+
+    known = builtin_languages()
+    for package, mapping in (
+        (django, LOCALE_TO_CODE),
+        (plone.app.locales, {**LOCALE_TO_CODE, **PLONE_LOCALE_TO_CODE}),
+    ):
+        for mo in sorted(Path(package.__path__[0]).glob("**/LC_MESSAGES/*.mo")):
+            locale = mo.parts[-3]
+            code = mapping.get(locale, locale.replace("_", "-"))
+            with mo.open("rb") as fh:
+                catalog = gettext.GNUTranslations(fh)._catalog
+            yield (code if code in known else None), catalog, locale
+
+
+def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
+    """Registry code -> cleaned, de-duplicated human-written messages from the installed corpora.
+
+    Translations (``msgstr``) of Django and plone.app.locales; English is the source strings (``msgid``) of
+    Django's catalogs.
+    """
     from xl_suite.fidelity import count_letters
 
-    root = Path(django.__file__).parent
     out: dict[str, set[str]] = {}
-    for mo in sorted(root.glob("**/locale/*/LC_MESSAGES/*.mo")):
-        locale = mo.parts[-3]
-        code = LOCALE_TO_CODE.get(locale, locale.replace("_", "-"))
-        if code is None:
-            continue
-        with mo.open("rb") as fh:
-            catalog = gettext.GNUTranslations(fh)._catalog
+    for code, catalog, locale in _catalogs():
         for msgid, msgstr in catalog.items():
             source = msgid[0] if isinstance(msgid, tuple) else msgid
-            if not source or not msgstr or msgstr.strip() == source.strip():
+            if not source or not msgstr:
                 continue
-            text = " ".join(_PLACEHOLDER_RE.sub(" ", msgstr).split())
+            if locale == "de" and source.strip():  # one catalog's English source strings, once
+                english = _clean(source)
+                if count_letters(english) >= min_letters:
+                    out.setdefault("en", set()).add(english)
+            if code is None or msgstr.strip() == source.strip():
+                continue
+            text = _clean(msgstr)
             if count_letters(text) >= min_letters:
                 out.setdefault(code, set()).add(text)
     return {code: sorted(texts) for code, texts in sorted(out.items())}
@@ -186,7 +227,10 @@ def build(max_passages: int, min_passages: int) -> dict:
     return {
         "meta": {
             "generated_by": "benchmarks/langid_accuracy.py",
-            "corpus": f"Django {md.version('django')} translation catalogs (PyPI wheel, BSD-3-Clause)",
+            "corpus": (
+                f"Django {md.version('django')} (BSD-3-Clause) and plone.app.locales "
+                f"{md.version('plone.app.locales')} (GPL-2.0) translation catalogs, from PyPI"
+            ),
             "unit": "one translated message (>= 20 letters); 'passage': 3 messages joined",
             "max_messages": 3 * max_passages,
             "max_passages": max_passages,

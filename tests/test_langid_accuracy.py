@@ -1,7 +1,7 @@
 """The committed accuracy table (xl_suite/data/langid_accuracy.json) against a fresh measurement on real text.
 
-The corpus is Django's human translation catalogs (the ``django`` wheel, installed by the ``tests`` extra); see
-benchmarks/langid_accuracy.py. A sample of languages is re-measured here and must reproduce the table exactly.
+The corpus is the human translation catalogs of the ``django`` and ``plone.app.locales`` wheels (installed by the
+``tests`` extra); see benchmarks/langid_accuracy.py. A sample of languages is re-measured here and must reproduce the table exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from xl_suite.fidelity import accuracy_table_meta, is_heliport_available, langua
 
 pytest.importorskip("py3langid", reason="language fidelity needs py3langid (pip install 'xl-suite[eval]')")
 pytest.importorskip("django", reason="the real-text corpus is Django's translation catalogs (tests extra)")
+pytest.importorskip("plone.app.locales", reason="the real-text corpus includes Plone's catalogs (tests extra)")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "langid_accuracy.py"
 
@@ -43,7 +44,11 @@ def _sample(messages: list[str], limit: int) -> list[str]:
 def test_corpus_is_the_one_the_table_was_built_from(corpus):
     import django
 
-    assert accuracy_table_meta()["corpus"].startswith(f"Django {django.__version__} ")
+    import importlib.metadata as md
+
+    corpus_meta = accuracy_table_meta()["corpus"]
+    assert corpus_meta.startswith(f"Django {django.__version__} ")
+    assert f"plone.app.locales {md.version('plone.app.locales')} " in corpus_meta
     assert len(corpus) >= 85
 
 
