@@ -250,3 +250,14 @@ def test_missing_py3langid_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "py3langid", None)
     with pytest.raises(ImportError, match=r"pip install 'xl-suite\[eval\]'"):
         LanguageIdentifier().identify(["Hallo"])
+
+
+def test_language_check_for_synthesis_is_family_aware_and_reports_na():
+    from xl_suite.fidelity import language_check
+
+    texts = [SENTENCES["de"][0], SENTENCES["en"][0], "Hm", "Lo tiempu ye guapu güei, vamos dar un paséu."]
+    out = language_check(texts, ["de", "de", "de", "ast"])
+    assert out["language_status"] == ["ok", "wrong_language", "undetermined", "n/a"]
+    assert out["language_ok"] == [True, False, False, False]
+    assert out["language_id"][3] == "n/a" and len(out["language_prob"]) == 4
+    assert language_check([SENTENCES["de"][0]], ["de"], min_prob=1.01)["language_status"] == ["low_confidence"]

@@ -60,6 +60,7 @@ __all__ = [
     "LANGUAGE_FAMILIES",
     "UNDETERMINED",
     "check_language_filter",
+    "language_check",
     "fidelity_support",
     "get_heliport_identifier",
     "get_identifier",
@@ -692,6 +693,52 @@ def check_language_filter(languages: Sequence[str], *, enabled: bool = True) -> 
             "(--no-language-filter, or language_filter=False) to synthesize without it."
         )
     return support
+
+
+def language_check(
+    texts: Sequence[str], languages: Sequence[str], *, min_chars: int = 10, min_prob: float = 0.5
+) -> dict[str, list]:
+    """Per-text language check for the synthesis filter: family-aware, with the identifier chosen per language.
+
+    Args:
+        texts: responses (code and URLs are removed first, as in :func:`language_fidelity`).
+        languages: the target language of each text.
+        min_chars: fewer letters give ``undetermined``.
+        min_prob: py3langid probability under which a correct label is ``low_confidence`` (heliport's scores
+            are not probabilities: its confident labels are used as they are).
+
+    Returns:
+        Columns ``language_id`` (label, ``und`` or ``n/a``), ``language_prob``, ``language_status`` (``ok``,
+        ``wrong_language``, ``low_confidence``, ``undetermined`` or ``n/a`` where no identifier recognises the
+        language; call :func:`check_language_filter` first so that a filter never meets ``n/a``) and
+        ``language_ok``.
+
+    >>> language_check(["Das Wetter ist heute wirklich schön.", "The weather is nice today.", "Ok"], "de")["language_status"]
+    ['ok', 'wrong_language', 'undetermined']
+    """
+    if isinstance(languages, str):
+        languages = [languages] * len(texts)
+    fid = language_fidelity(list(texts), list(languages), min_chars=min_chars, min_line_chars=min_chars)
+    status = []
+    for i, lang in enumerate(languages):
+        code, target = fid["detected_language"][i], fid["is_target"][i]
+        identifier = fid["per_language"][get_language(lang).code]["identifier"]
+        if target is None:
+            status.append("n/a")
+        elif code == UNDETERMINED:
+            status.append("undetermined")
+        elif not target:
+            status.append("wrong_language")
+        elif identifier == "py3langid" and fid["detected_prob"][i] < min_prob:
+            status.append("low_confidence")
+        else:
+            status.append("ok")
+    return {
+        "language_id": fid["detected_language"],
+        "language_prob": [float(p) for p in fid["detected_prob"]],
+        "language_status": status,
+        "language_ok": [s == "ok" for s in status],
+    }
 
 
 def identify_language(
