@@ -42,9 +42,9 @@ def _sample(messages: list[str], limit: int) -> list[str]:
 
 
 def test_corpus_is_the_one_the_table_was_built_from(corpus):
-    import django
-
     import importlib.metadata as md
+
+    import django
 
     corpus_meta = accuracy_table_meta()["corpus"]
     assert corpus_meta.startswith(f"Django {django.__version__} ")
