@@ -63,12 +63,12 @@ def test_all_config_and_builder_used_directly(alpaca_eval_path, tmp_path):
 def test_user_registered_language_config(alpaca_eval_path):
     from xl_suite.languages import LanguageSpec, register_language, unregister_language
 
-    register_language(LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn"))
+    register_language(LanguageSpec(code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn"))
     try:
-        ds = xl_suite.load_dataset("xl-alpacaeval-sw", split="test", source=str(alpaca_eval_path))
+        ds = xl_suite.load_dataset("xl-alpacaeval-gsw", split="test", source=str(alpaca_eval_path))
     finally:
-        unregister_language("sw")
-    assert ds.num_rows == 797 and ds[0]["instruction"].endswith("Please respond in Swahili.")
+        unregister_language("gsw")
+    assert ds.num_rows == 797 and ds[0]["instruction"].endswith("Please respond in Swiss German.")
 
 
 def test_bad_sources(tmp_path):

@@ -129,7 +129,11 @@ def test_per_sample_fields_and_breakdown():
     assert result["detected_language"] == ["de", "en", "mt", "hi"]
     assert result["is_target"] == [True, False, True, True]
     assert result["line_pass"] == [True, False, True, True]
-    assert all(isinstance(p, float) and 0.5 < p <= 1.0 for p in result["detected_prob"])
+    by_py3 = [result["per_language"][c]["identifier"] == "py3langid" for c in ("de", "de", "mt", "hi")]
+    assert all(isinstance(p, float) for p in result["detected_prob"])
+    assert all(
+        0.5 < p <= 1.0 for p, py3 in zip(result["detected_prob"], by_py3, strict=True) if py3
+    )  # heliport: raw score
     for key in ("detected_language", "detected_prob", "is_target", "line_pass"):
         assert len(result[key]) == len(responses)
     assert result["language_fidelity"] == 75.0
@@ -137,11 +141,16 @@ def test_per_sample_fields_and_breakdown():
         "n": 2,
         "n_empty": 0,
         "n_line_skipped": 0,
+        "n_unmeasurable": 0,
         "language_fidelity": 50.0,
+        "language_fidelity_strict": 50.0,
         "line_pass_rate": 50.0,
+        "identifier": "py3langid",
+        "status": "ok",
+        "reason": "",
     }
     assert result["per_language"]["mt"]["language_fidelity"] == 100.0
-    assert result["config"]["identifier"].startswith("py3langid==")
+    assert "py3langid==" in result["config"]["identifier"]
     assert result["config"]["min_chars"] == 10 and result["config"]["min_line_chars"] == 20
 
 
@@ -165,16 +174,7 @@ def test_non_string_response_raises():
         language_fidelity([42], "de")
 
 
-@pytest.fixture
-def swahili():
-    spec = register_language(LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn"))
-    try:
-        yield spec
-    finally:
-        unregister_language("sw")
-
-
-def test_user_registered_language(swahili):
+def test_non_paper_builtin_language():
     sentences = DATA["user_languages"]["sw"]
     result = language_fidelity(sentences, "sw")
     assert result["detected_language"] == ["sw"] * len(sentences)
@@ -184,13 +184,37 @@ def test_user_registered_language(swahili):
     assert language_fidelity(SENTENCES["en"][:2], "sw")["language_fidelity"] == 0.0
 
 
-def test_language_the_identifier_cannot_output_raises():
+def test_language_no_identifier_recognises_is_na_with_reason_not_zero():
     register_language(LanguageSpec(code="qaa", name="placeholder", native_name="Placeholder", script="Latn"))
     try:
-        with pytest.raises(ValueError, match="langid_code 'qaa'"):
-            language_fidelity(["Hello there, this is a test."], "qaa")
+        result = language_fidelity(["Hello there, this is a test.", SENTENCES["de"][0]], ["qaa", "de"])
     finally:
         unregister_language("qaa")
+    na = result["per_language"]["qaa"]
+    assert na["status"] == "n/a" and math.isnan(na["language_fidelity"]) and "No offline identifier" in na["reason"]
+    assert result["is_target"] == [None, True] and result["detected_language"][0] == "n/a"
+    assert result["language_fidelity"] == 100.0 and result["n_unmeasurable"] == 1  # over measurable responses only
+    only_na = language_fidelity(["Lo tiempu ye guapu güei, vamos dar un paséu pela villa."], "ast")
+    assert math.isnan(only_na["language_fidelity"]) and only_na["n_unmeasurable"] == 1
+    assert only_na["per_language"]["ast"]["reason"].startswith("No offline identifier recognises Asturian")
+
+
+def test_family_aware_versus_strict():
+    texts = ["Das Wetter ist heute wirklich schön.", "Dobar dan, kako ste danas? Vrijeme je lijepo."]
+    result = language_fidelity(texts, ["de", "sr"])
+    assert result["is_target"][0] and result["is_target_strict"][0]
+    assert result["detected_language"][1] in {"hr", "bs", "sr", "hbs"}  # hbs: heliport, when installed
+    assert result["is_target"][1] is True
+    assert result["is_target_strict"][1] == (result["detected_language"][1] in {"sr", "hbs"})
+
+
+def test_language_filter_refuses_unrecognisable_language_unless_off():
+    from xl_suite.fidelity import check_language_filter
+
+    with pytest.raises(ValueError, match=r"cannot check \['fur'\].*--no-language-filter"):
+        check_language_filter(["de", "fur"])
+    support = check_language_filter(["de", "fur"], enabled=False)
+    assert [s.supported for s in support] == [True, False]
 
 
 def test_identify_language_single_string_and_short_texts():
@@ -226,3 +250,14 @@ def test_missing_py3langid_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "py3langid", None)
     with pytest.raises(ImportError, match=r"pip install 'xl-suite\[eval\]'"):
         LanguageIdentifier().identify(["Hallo"])
+
+
+def test_language_check_for_synthesis_is_family_aware_and_reports_na():
+    from xl_suite.fidelity import language_check
+
+    texts = [SENTENCES["de"][0], SENTENCES["en"][0], "Hm", "Lo tiempu ye guapu güei, vamos dar un paséu."]
+    out = language_check(texts, ["de", "de", "de", "ast"])
+    assert out["language_status"] == ["ok", "wrong_language", "undetermined", "n/a"]
+    assert out["language_ok"] == [True, False, False, False]
+    assert out["language_id"][3] == "n/a" and len(out["language_prob"]) == 4
+    assert language_check([SENTENCES["de"][0]], ["de"], min_prob=1.01)["language_status"] == ["low_confidence"]

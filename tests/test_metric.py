@@ -106,3 +106,16 @@ def test_kwargs_description_examples_run(monkeypatch):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
     runner.run(test)
     assert runner.failures == 0 and runner.tries >= 8
+
+
+def test_fidelity_config_reports_strict_and_family_aware_scores():
+    import evaluate
+
+    metric = evaluate.load(METRIC, "fidelity")
+    out = metric.compute(
+        predictions=["Das Wetter ist heute wirklich schön.", "Lo tiempu ye guapu güei, vamos dar un paséu."],
+        languages=["de", "ast"],
+    )
+    assert out["language_fidelity"] == 100.0 and out["language_fidelity_strict"] == 100.0
+    assert out["is_target_strict"] == [True, None]
+    assert out["per_language"]["ast"]["status"] == "n/a" and out["per_language"]["ast"]["reason"]

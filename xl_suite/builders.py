@@ -16,7 +16,7 @@ import datasets
 from xl_suite import sources
 from xl_suite.constants import CITATION, LICENSE_BENCHMARK, LICENSE_INSTRUCT, PAPER_URL
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, get_language
+from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, builtin_languages, get_language
 
 
 _LANGUAGES = BENCHMARK_LANGUAGES
@@ -98,10 +98,13 @@ class XlAlpacaEval(datasets.GeneratorBasedBuilder):
     VERSION = _VERSION
     BUILDER_CONFIG_CLASS = XlSuiteConfig
     FAMILY = "xl-alpacaeval"
+    # One config per built-in target language (the paper's 11 first), all from the same 797 prompts; "all" stays
+    # the paper's 11.
     BUILDER_CONFIGS = [
-        XlSuiteConfig(name=f"xl-alpacaeval-{lang}", language=lang, version=_VERSION, family="xl-alpacaeval",
-                      description=f"XL-AlpacaEval, answers requested in {get_language(lang).display_name}.")
-        for lang in _LANGUAGES
+        XlSuiteConfig(name=f"xl-alpacaeval-{spec.config_code}", language=spec.code, version=_VERSION,
+                      family="xl-alpacaeval", description=f"XL-AlpacaEval, answers requested in {spec.display_name}.")
+        for spec in [get_language(c) for c in _LANGUAGES]
+        + [s for s in builtin_languages().values() if s.code not in _LANGUAGES and s.code != "en"]
     ] + [XlSuiteConfig(name="xl-alpacaeval-all", language="all", version=_VERSION, family="xl-alpacaeval",
                        description="XL-AlpacaEval, all target languages.")]
 

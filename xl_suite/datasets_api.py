@@ -10,7 +10,10 @@ from xl_suite.languages import get_language, list_languages
 
 __all__ = ["load_dataset", "list_configs", "get_builder", "parse_config_name"]
 
-_NAME_RE = re.compile(r"^(xl-alpacaeval|m-alpacaeval|xl-instruct)(?:-(bestof3|scored))?-([a-z]{2,3}|all)$")
+# The language part is a registry code in config form: lower-case BCP-47 (``de``, ``pt-br``, ``zh-hant``).
+_NAME_RE = re.compile(
+    r"^(xl-alpacaeval|m-alpacaeval|xl-instruct)(?:-(bestof3|scored))?-([a-z]{2,3}(?:-[a-z]{4})?(?:-[a-z]{2}|-[0-9]{3})?|all)$"
+)
 
 
 def list_configs() -> list[str]:

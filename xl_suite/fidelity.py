@@ -1,10 +1,20 @@
 """Language fidelity: is a response written in the requested language? Offline, no judge.
 
 The identifier is `py3langid <https://pypi.org/project/py3langid/>`_ (a maintained fork of langid.py), which
-ships its model inside the package, covers all built-in languages and ~140 in total, and runs fully offline
-(``pip install 'xl-suite[eval]'``). Two scores are reported by :func:`language_fidelity`:
+ships its model inside the package, covers ~140 languages and runs fully offline (``pip install 'xl-suite[eval]'``).
+Built-in languages it lacks are identified with `heliport <https://pypi.org/project/heliport/>`_ (HeLI-OTS,
+220 languages, a 129 MB model) when it is installed (``pip install 'xl-suite[langid-wide]'``). A language neither
+can recognise is still usable everywhere; its fidelity is NaN with status ``"n/a"`` and a reason, never 0
+(:func:`fidelity_support`).
 
-* **language fidelity** (response level): the share of responses whose identified language is the target.
+Scores reported by :func:`language_fidelity`:
+
+* **language fidelity** (response level, family-aware, the headline): the share of responses whose identified
+  language is the target *or a relative a competent reader accepts as that language and that the identifiers
+  cannot tell apart* (:data:`LANGUAGE_FAMILIES`: Mandarin text labelled Wu or Cantonese is Chinese; Bosnian,
+  Croatian and Serbian; Indonesian and Malay; the Norwegian standards; Arabic and its Egyptian and Moroccan
+  varieties; Hebrew and its ancient form).
+* **strict language fidelity**: the share whose identified label is exactly the target's.
 * **line-level pass rate** in the manner of the Language Confusion Benchmark (Marchisio et al., 2024,
   "Understanding and Mitigating Language Confusion in LLMs", ``for-ai/language-confusion``): each response is
   split into lines, every line that is long enough is identified, and a response passes only if all of them are
@@ -31,20 +41,33 @@ normalised probabilities are calibrated differently, so ``detected_prob`` is rep
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
-from xl_suite.errors import InvalidArgumentError, MissingDependencyError
+from xl_suite.errors import InvalidArgumentError, LanguageError, MissingDependencyError
 from xl_suite.languages import LanguageSpec, get_language
 
 
 __all__ = [
     "LanguageIdentifier",
+    "HeliportIdentifier",
+    "FidelitySupport",
+    "LANGUAGE_FAMILIES",
     "UNDETERMINED",
+    "check_language_filter",
+    "language_check",
+    "fidelity_support",
+    "get_heliport_identifier",
     "get_identifier",
+    "is_heliport_available",
+    "measured_accuracy",
+    "accuracy_table_meta",
+    "accuracy_table_markdown",
     "identify_language",
     "language_fidelity",
     "count_letters",
@@ -382,16 +405,346 @@ class LanguageIdentifier:
         return [results[text] for text in texts]
 
 
+#: Groups of languages (base subtags of registry codes) that a reader of one accepts as that language and that the
+#: offline identifiers confuse on real text (measured: ``xl_suite/data/langid_accuracy.json``). The family-aware
+#: score accepts any member of the target's group; ``language_fidelity_strict`` does not.
+LANGUAGE_FAMILIES: tuple[tuple[str, ...], ...] = (
+    ("zh", "wuu", "yue"),  # written Chinese: py3langid labels ~1 Mandarin sentence in 5 as Wu, some as Cantonese
+    ("bs", "hr", "sr"),  # one Serbo-Croatian standard language, Latin script shared (heliport: one label, hbs)
+    ("id", "ms"),  # Indonesian / Malay (heliport: one label, msa)
+    ("no", "nb", "nn"),  # Norwegian, Bokmål, Nynorsk
+    ("ar", "arz", "ary"),  # Arabic and its Egyptian and Moroccan varieties, as written online
+    ("he", "hbo"),  # Hebrew and Ancient Hebrew share script and most vocabulary
+)
+_FAMILY_OF: dict[str, tuple[str, ...]] = {code: group for group in LANGUAGE_FAMILIES for code in group}
+
+#: Identifier names, in order of preference for a language both cover.
+IDENTIFIERS: tuple[str, ...] = ("py3langid", "heliport")
+
+
+def is_heliport_available() -> bool:
+    """Whether the optional wide-coverage identifier is installed (``pip install 'xl-suite[langid-wide]'``)."""
+    try:
+        import heliport  # noqa: F401  (the model loads only when an Identifier is built)
+    except ImportError:
+        return False
+    return True
+
+
+class HeliportIdentifier:
+    """The optional wide-coverage identifier heliport (HeLI-OTS, ISO 639-3 labels), loaded on first use.
+
+    Same interface as :class:`LanguageIdentifier`; probabilities are heliport's raw scores (lower is better), with
+    its confidence thresholds off so that every text gets a label.
+    """
+
+    def __init__(self):
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    try:
+                        import heliport
+                    except ImportError as e:
+                        raise MissingDependencyError(
+                            "Wide language coverage needs heliport: pip install 'xl-suite[langid-wide]'"
+                        ) from e
+                    self._model = heliport.Identifier()
+        return self._model
+
+    @property
+    def name(self) -> str:
+        """``"heliport==<version>"``."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"heliport=={version('heliport')}"
+        except PackageNotFoundError:
+            return "heliport"
+
+    @property
+    def labels(self) -> list[str]:
+        """All ISO 639-3 labels heliport can output."""
+        from pathlib import Path
+
+        import heliport
+
+        path = Path(heliport.__file__).parent / "confidenceThresholds"
+        return [line.split("\t")[0] for line in path.read_text().splitlines() if line.strip()]
+
+    def identify(self, texts: Sequence[str], *, min_chars: int = 1) -> list[tuple[str, float]]:
+        """Identify each text (see :meth:`LanguageIdentifier.identify`)."""
+        model = self._load()
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"Texts must be strings, got {type(t).__name__}: {t!r}")
+        out: list[tuple[str, float]] = [(UNDETERMINED, 0.0)] * len(texts)
+        todo = [i for i, t in enumerate(texts) if has_letters(t, min_chars)]
+        found = model.par_identify_with_score([texts[i] for i in todo], ignore_confidence=True) if todo else []
+        for i, (code, score) in zip(todo, found, strict=True):
+            out[i] = (code, float(score))
+        return out
+
+
 @lru_cache(maxsize=1)
 def get_identifier() -> LanguageIdentifier:
     """The default identifier, created on first call and shared (its model still loads lazily)."""
     return LanguageIdentifier()
 
 
+@lru_cache(maxsize=1)
+def get_heliport_identifier() -> HeliportIdentifier:
+    """The shared heliport identifier (needs ``xl-suite[langid-wide]`` when used)."""
+    return HeliportIdentifier()
+
+
+@dataclass(frozen=True)
+class FidelitySupport:
+    """How (and whether) the fidelity of one language can be measured.
+
+    Attributes:
+        code: registry code.
+        identifier: ``"py3langid"``, ``"heliport"`` or ``None`` (n/a).
+        label: the label that identifier outputs for the language.
+        accepted: labels accepted by the family-aware score (the label and those of its relatives).
+        reason: why fidelity is n/a (empty when it is measurable).
+    """
+
+    code: str
+    identifier: str | None
+    label: str | None
+    accepted: frozenset[str]
+    reason: str = ""
+
+    @property
+    def supported(self) -> bool:
+        """Whether fidelity can be measured for the language."""
+        return self.identifier is not None
+
+
+@lru_cache(maxsize=1)
+def _accuracy_table() -> dict:
+    from importlib import resources
+
+    path = resources.files("xl_suite.data").joinpath("langid_accuracy.json")
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"meta": {}, "languages": {}}
+
+
+def measured_accuracy(code: str) -> dict | None:
+    """The measured row of ``xl_suite/data/langid_accuracy.json`` for a registry code (``None``: not measured).
+
+    The table is produced by ``benchmarks/langid_accuracy.py`` on real text (Django's translation catalogs): per
+    identifier ``n``, family-aware ``fidelity``, ``strict``, ``confusions`` and ``max_unrelated``, and ``chosen``.
+    """
+    return _accuracy_table()["languages"].get(code)
+
+
+def accuracy_table_meta() -> dict:
+    """Corpus, sample sizes and identifier versions of the accuracy table."""
+    return _accuracy_table()["meta"]
+
+
+def accuracy_table_markdown() -> str:
+    """The measured accuracy table as Markdown (the metric card and README embed it; a test keeps them in sync).
+
+    One row per measured language: the identifier used by default (``chosen``; heliport only with the
+    ``langid-wide`` extra, else py3langid's row applies), sample size, family-aware and strict own-language accuracy
+    on single messages, the same on 3-message passages, the most frequent other labels, and the largest share that
+    passes as one unrelated language.
+    """
+    from xl_suite.languages import get_language
+
+    meta = accuracy_table_meta()
+    lines = [
+        f"Corpus: {meta['corpus']}; unit: {meta['unit']}; up to {meta['max_messages']} messages per language; "
+        f"py3langid {meta['py3langid']}, heliport {meta['heliport']}. Regenerate with "
+        "`python benchmarks/langid_accuracy.py`.",
+        "",
+        "| code | language | identifier | n | fidelity % | strict % | passage % | confused with (share) | unrelated % |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for code, row in sorted(_accuracy_table()["languages"].items()):
+        name = get_language(code).display_name
+        if row["status"] != "measured":
+            lines.append(f"| {code} | {name} | - | {row['n']} | - | - | - | {row['status']} | - |")
+            continue
+        chosen = row["chosen"]
+        r = row["identifiers"][chosen]
+        conf = ", ".join(f"{c} ({100 * v:.1f})" for c, v in r["confusions"].items()) or "-"
+        unrelated = f"{100 * r['max_unrelated']:.1f}" + (
+            f" ({r['max_unrelated_as']})" if r["max_unrelated_as"] else ""
+        )
+        mark = "" if r["fidelity"] >= 0.9 and r["max_unrelated"] <= 0.1 else " **below 0.90**"
+        lines.append(
+            f"| {code} | {name} | {chosen} | {r['n']} | {100 * r['fidelity']:.1f}{mark} | {100 * r['strict']:.1f} | "
+            f"{100 * r['passage']['fidelity']:.1f} | {conf} | {unrelated} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+@lru_cache(maxsize=1)
+def _heliport_to_code() -> dict[str, str]:
+    """heliport label -> registry code where exactly one built-in language has it (``hin`` -> ``hi``)."""
+    from xl_suite.languages import builtin_languages
+
+    owners: dict[str, list[str]] = {}
+    for spec in builtin_languages().values():
+        label = spec.langid.get("heliport")
+        if label and "-" not in spec.code:
+            owners.setdefault(label, []).append(spec.code)
+    return {label: codes[0] for label, codes in owners.items() if len(codes) == 1}
+
+
+@lru_cache(maxsize=1)
+def _py3langid_labels() -> frozenset[str]:
+    return frozenset(get_identifier().labels)
+
+
+def _base(code: str) -> str:
+    return code.split("-")[0]
+
+
+def fidelity_support(
+    language: str | LanguageSpec, *, heliport: bool | None = None, prefer: str | None = None
+) -> FidelitySupport:
+    """Which identifier measures a language, its accepted labels, or why its fidelity is n/a.
+
+    Args:
+        language: registry code, name or spec.
+        heliport: allow heliport (default: when it is installed).
+        prefer: the identifier to try first (default: the one with the better measured accuracy on the language in
+            ``xl_suite/data/langid_accuracy.json``, else py3langid).
+
+    Returns:
+        A :class:`FidelitySupport`.
+
+    >>> s = fidelity_support("zh"); s.identifier, s.label, sorted(s.accepted)
+    ('py3langid', 'zh', ['wuu', 'yue', 'zh'])
+    >>> s = fidelity_support("fur"); s.supported, s.reason[:44]
+    (False, 'No offline identifier recognises Friulian (f')
+    """
+    from xl_suite.languages import builtin_languages
+
+    spec = get_language(language)
+    heliport = is_heliport_available() if heliport is None else heliport
+    members = [spec]
+    builtins = builtin_languages()
+    for code in _FAMILY_OF.get(_base(spec.code), ()):
+        if code in builtins and code != spec.code:
+            members.append(builtins[code])
+    prefer = prefer or (measured_accuracy(spec.code) or {}).get("chosen") if heliport else prefer
+    order = sorted(IDENTIFIERS, key=lambda name: name != prefer) if prefer else IDENTIFIERS
+    for name in order:
+        label = spec.langid.get(name)
+        if not label:
+            continue
+        if name == "py3langid" and label not in _py3langid_labels():
+            continue  # e.g. a user language whose code py3langid does not know
+        if name == "heliport" and not heliport:
+            return FidelitySupport(
+                spec.code,
+                None,
+                None,
+                frozenset(),
+                f"py3langid cannot recognise {spec.display_name} ({spec.code}); install the wide-coverage "
+                "identifier: pip install 'xl-suite[langid-wide]'.",
+            )
+        accepted = frozenset(m.langid.get(name) for m in members if m.langid.get(name))
+        return FidelitySupport(spec.code, name, label, accepted)
+    return FidelitySupport(
+        spec.code,
+        None,
+        None,
+        frozenset(),
+        f"No offline identifier recognises {spec.display_name} ({spec.code}): neither py3langid nor heliport has "
+        "a label for it. Set langid={'py3langid': LABEL} on the LanguageSpec if one does.",
+    )
+
+
+def check_language_filter(languages: Sequence[str], *, enabled: bool = True) -> list[FidelitySupport]:
+    """Refuse a synthesis language filter for languages whose fidelity cannot be measured.
+
+    Call this before generating: the filter would drop every response in such a language.
+
+    Args:
+        languages: target languages (codes or names).
+        enabled: whether the language filter is on; when off nothing is refused (the check is then only
+            recorded, as n/a).
+
+    Returns:
+        The support of each language.
+
+    Raises:
+        LanguageError: when the filter is on and a language cannot be identified; the message names the
+            language, the reason and how to turn the filter off.
+
+    >>> [s.identifier for s in check_language_filter(["de", "sw"])]
+    ['py3langid', 'py3langid']
+    """
+    support = [fidelity_support(lang) for lang in languages]
+    bad = [s for s in support if not s.supported]
+    if enabled and bad:
+        reasons = " ".join(s.reason for s in bad)
+        raise LanguageError(
+            f"The language filter cannot check {[s.code for s in bad]}: {reasons} Turn the filter off explicitly "
+            "(--no-language-filter, or language_filter=False) to synthesize without it."
+        )
+    return support
+
+
+def language_check(
+    texts: Sequence[str], languages: Sequence[str], *, min_chars: int = 10, min_prob: float = 0.5
+) -> dict[str, list]:
+    """Per-text language check for the synthesis filter: family-aware, with the identifier chosen per language.
+
+    Args:
+        texts: responses (code and URLs are removed first, as in :func:`language_fidelity`).
+        languages: the target language of each text.
+        min_chars: fewer letters give ``undetermined``.
+        min_prob: py3langid probability under which a correct label is ``low_confidence`` (heliport's scores
+            are not probabilities: its confident labels are used as they are).
+
+    Returns:
+        Columns ``language_id`` (label, ``und`` or ``n/a``), ``language_prob``, ``language_status`` (``ok``,
+        ``wrong_language``, ``low_confidence``, ``undetermined`` or ``n/a`` where no identifier recognises the
+        language; call :func:`check_language_filter` first so that a filter never meets ``n/a``) and
+        ``language_ok``.
+
+    >>> language_check(["Das Wetter ist heute wirklich schön.", "The weather is nice today.", "Ok"], "de")["language_status"]
+    ['ok', 'wrong_language', 'undetermined']
+    """
+    if isinstance(languages, str):
+        languages = [languages] * len(texts)
+    fid = language_fidelity(list(texts), list(languages), min_chars=min_chars, min_line_chars=min_chars)
+    status = []
+    for i, lang in enumerate(languages):
+        code, target = fid["detected_language"][i], fid["is_target"][i]
+        identifier = fid["per_language"][get_language(lang).code]["identifier"]
+        if target is None:
+            status.append("n/a")
+        elif code == UNDETERMINED:
+            status.append("undetermined")
+        elif not target:
+            status.append("wrong_language")
+        elif identifier == "py3langid" and fid["detected_prob"][i] < min_prob:
+            status.append("low_confidence")
+        else:
+            status.append("ok")
+    return {
+        "language_id": fid["detected_language"],
+        "language_prob": [float(p) for p in fid["detected_prob"]],
+        "language_status": status,
+        "language_ok": [s == "ok" for s in status],
+    }
+
+
 def identify_language(
     texts: str | Sequence[str], *, min_chars: int = 1, identifier: LanguageIdentifier | None = None
 ) -> list[tuple[str, float]]:
-    """Identify the language of one text or a batch of texts, offline.
+    """Identify the language of one text or a batch of texts, offline (py3langid labels).
 
     Args:
         texts: a string or a list of strings, used as they are.
@@ -423,7 +776,7 @@ def language_fidelity(
     min_line_chars: int = 20,
     identifier: LanguageIdentifier | None = None,
 ) -> dict:
-    """Response-level language fidelity and LCB-style line-level pass rate (see the module docstring).
+    """Family-aware and strict language fidelity, and the LCB-style line-level pass rate (see the module docstring).
 
     Args:
         responses: model outputs; ``None`` counts as empty.
@@ -432,28 +785,37 @@ def language_fidelity(
         min_chars: a response needs this many letters (after removing code and URLs) to be identified; fewer
             gives ``"und"``, a failure.
         min_line_chars: a line needs this many letters to be checked at line level; shorter lines are skipped.
-        identifier: the identifier to use (default: :func:`get_identifier`).
+        identifier: the py3langid identifier to use (default: :func:`get_identifier`).
 
     Returns:
         A dict with
 
-        * ``language_fidelity``: % of responses identified as their target language (0-100).
+        * ``language_fidelity``: % of measurable responses identified as their target language or an accepted
+          relative (0-100); NaN when no response is in a language an identifier can recognise (then
+          ``per_language[code]["status"]`` is ``"n/a"`` with a ``reason``: never 0).
+        * ``language_fidelity_strict``: the same with the exact label only.
         * ``line_pass_rate``: % of checked responses whose long-enough lines are all in the target language
-          (NaN when no response could be checked).
-        * ``n``, ``n_empty``, ``n_line_skipped``: counts of responses, empty responses, and responses without a
-          line to check.
-        * ``per_language``: ``{code: {"n", "n_empty", "n_line_skipped", "language_fidelity", "line_pass_rate"}}``.
-        * per-sample lists: ``detected_language`` (identifier code or ``"und"``), ``detected_prob``, ``is_target``
-          and ``line_pass`` (``None`` where skipped).
-        * ``config``: the identifier name and version and the two thresholds.
+          (family-aware; ``None`` when no response could be checked).
+        * ``n``, ``n_empty``, ``n_line_skipped``, ``n_unmeasurable``: counts of responses, empty responses,
+          responses without a line to check, and responses in a language no identifier can recognise.
+        * ``per_language``: ``{code: {"n", "n_empty", "n_line_skipped", "language_fidelity",
+          "language_fidelity_strict", "line_pass_rate", "identifier", "status", "reason"}}``; ``status`` is
+          ``"ok"`` or ``"n/a"`` (then the rates are NaN and ``reason`` says why). A rate over no response
+          (e.g. no line long enough to check) is NaN too.
+        * per-sample lists: ``detected_language`` (identifier label, mapped to the registry code where heliport's
+          ISO 639-3 label names one language; ``"und"``; ``"n/a"``), ``detected_prob`` (py3langid's probability;
+          heliport's raw score, lower is better),
+          ``is_target`` and ``is_target_strict`` (``None`` where n/a) and ``line_pass`` (``None`` where skipped).
+        * ``config``: the identifiers used and the two thresholds.
 
     Raises:
-        ValueError: when the lengths differ, the input is empty, a language is unknown to the registry or cannot
-            be output by the identifier.
+        ValueError: when the lengths differ, the input is empty, or a language is unknown to the registry.
 
     >>> r = language_fidelity(["Das Wetter ist heute wirklich schön.", "The weather is really nice today.", ""], "de")
     >>> round(r["language_fidelity"], 1), r["detected_language"], r["n_empty"]
     (33.3, ['de', 'en', 'und'], 1)
+    >>> language_fidelity(["Lo tiempu ye bien guapu güei."], "ast")["per_language"]["ast"]["status"]
+    'n/a'
     """
     responses = list(responses)
     if isinstance(languages, str):
@@ -466,12 +828,15 @@ def language_fidelity(
         )
     if not responses:
         raise InvalidArgumentError("No responses given: language_fidelity needs at least one response.")
-    identifier = identifier or get_identifier()
-    specs: dict[str, LanguageSpec] = {}
+    identifiers = {"py3langid": identifier or get_identifier(), "heliport": None}
+    support: dict[str, FidelitySupport] = {}
+    codes: dict[str, str] = {}
     for lang in dict.fromkeys(languages):
         spec = get_language(lang)
-        identifier.check_supported(spec)
-        specs[lang] = spec
+        codes[lang] = spec.code
+        support[lang] = fidelity_support(spec)
+        if support[lang].identifier == "heliport" and identifiers["heliport"] is None:
+            identifiers["heliport"] = get_heliport_identifier()
 
     texts: list[str] = []
     for response in responses:
@@ -479,61 +844,107 @@ def language_fidelity(
             raise TypeError(f"Responses must be strings or None, got {type(response).__name__}: {response!r}")
         texts.append(clean_text(response).strip() if response else "")
     empty = [not (response and response.strip()) for response in responses]
-    identifiable = [bool(text) and has_letters(text, min_chars) for text in texts]
-    line_lists = [split_lines(text, min_chars=min_line_chars) for text in texts]
+    measurable = [support[lang].supported for lang in languages]
+    identifiable = [
+        m and bool(text) and has_letters(text, min_chars) for text, m in zip(texts, measurable, strict=True)
+    ]
+    line_lists = [
+        split_lines(text, min_chars=min_line_chars) if m else [] for text, m in zip(texts, measurable, strict=True)
+    ]
 
-    # One identify() call for responses and lines, so a one-line response is classified once (lines are stripped
-    # like the responses, hence identical strings share the cache).
-    to_identify = [text for text, ok in zip(texts, identifiable, strict=True) if ok]
-    to_identify.extend(line for lines in line_lists for line in lines)
-    detected = iter(identifier.identify(to_identify, min_chars=0))
-    response_det = [next(detected) if ok else (UNDETERMINED, 0.0) for ok in identifiable]
-    line_det = list(detected)
+    # One identify() call per identifier for responses and lines, so a one-line response is classified once.
+    response_det: list[tuple[str, float]] = [(UNDETERMINED, 0.0)] * len(responses)
+    line_det: list[list[tuple[str, float]]] = [[] for _ in responses]
+    for name, ident in identifiers.items():
+        rows = [i for i, lang in enumerate(languages) if support[lang].identifier == name]
+        if not rows:
+            continue
+        todo = [texts[i] for i in rows if identifiable[i]]
+        for i in rows:
+            todo.extend(line_lists[i])
+        found = iter(ident.identify(todo, min_chars=0))
+        for i in rows:
+            if identifiable[i]:
+                response_det[i] = next(found)
+        for i in rows:
+            line_det[i] = [next(found) for _ in line_lists[i]]
 
     detected_language: list[str] = []
     detected_prob: list[float] = []
-    is_target: list[bool] = []
+    is_target: list[bool | None] = []
+    is_target_strict: list[bool | None] = []
     line_pass: list[bool | None] = []
-    pos = 0
     for i, lang in enumerate(languages):
-        target = specs[lang].langid_code
+        sup = support[lang]
+        if not sup.supported:
+            detected_language.append("n/a")
+            detected_prob.append(0.0)
+            is_target.append(None)
+            is_target_strict.append(None)
+            line_pass.append(None)
+            continue
         code, prob = response_det[i]
-        detected_language.append(code)
+        shown = _heliport_to_code().get(code, code) if sup.identifier == "heliport" else code
+        detected_language.append(shown)
         detected_prob.append(prob)
-        is_target.append(code == target)
-        n_lines = len(line_lists[i])
+        is_target.append(code in sup.accepted)
+        is_target_strict.append(code == sup.label)
         if empty[i]:
             line_pass.append(False)
-        elif n_lines == 0:
+        elif not line_lists[i]:
             line_pass.append(None)
         else:
-            line_pass.append(all(c == target for c, _ in line_det[pos : pos + n_lines]))
-        pos += n_lines
+            line_pass.append(all(c in sup.accepted for c, _ in line_det[i]))
 
     def summary(idx: list[int]) -> dict:
-        checked = [line_pass[i] for i in idx if line_pass[i] is not None]
+        scored = [i for i in idx if measurable[i]]
+        checked = [line_pass[i] for i in scored if line_pass[i] is not None]
+        rates = ("language_fidelity", "language_fidelity_strict", "line_pass_rate")
+        if not scored:  # n/a, never 0: no identifier can recognise these languages
+            return {
+                "n": len(idx),
+                "n_empty": sum(empty[i] for i in idx),
+                "n_line_skipped": 0,
+                "n_unmeasurable": len(idx),
+                **dict.fromkeys(rates, float("nan")),
+            }
         return {
             "n": len(idx),
             "n_empty": sum(empty[i] for i in idx),
-            "n_line_skipped": len(idx) - len(checked),
-            "language_fidelity": _rate([is_target[i] for i in idx]),
+            "n_line_skipped": len(scored) - len(checked),
+            "n_unmeasurable": len(idx) - len(scored),
+            "language_fidelity": _rate([is_target[i] for i in scored]),
+            "language_fidelity_strict": _rate([is_target_strict[i] for i in scored]),
             "line_pass_rate": _rate(checked),
         }
 
     by_code: dict[str, list[int]] = {}
     for i, lang in enumerate(languages):
-        by_code.setdefault(specs[lang].code, []).append(i)
+        by_code.setdefault(codes[lang], []).append(i)
+    per_language = {}
+    for code, idx in by_code.items():
+        sup = support[languages[idx[0]]]
+        per_language[code] = {
+            **summary(idx),
+            "identifier": sup.identifier,
+            "status": "ok" if sup.supported else "n/a",
+            "reason": sup.reason,
+        }
     overall = summary(list(range(len(responses))))
+    used = sorted({s.identifier for s in support.values() if s.supported})
     return {
-        "language_fidelity": overall["language_fidelity"],
-        "line_pass_rate": overall["line_pass_rate"],
-        "n": overall["n"],
-        "n_empty": overall["n_empty"],
-        "n_line_skipped": overall["n_line_skipped"],
-        "per_language": {code: summary(idx) for code, idx in by_code.items()},
+        **{k: overall[k] for k in ("language_fidelity", "language_fidelity_strict", "line_pass_rate")},
+        **{k: overall[k] for k in ("n", "n_empty", "n_line_skipped", "n_unmeasurable")},
+        "per_language": per_language,
         "detected_language": detected_language,
         "detected_prob": detected_prob,
         "is_target": is_target,
+        "is_target_strict": is_target_strict,
         "line_pass": line_pass,
-        "config": {"identifier": identifier.name, "min_chars": min_chars, "min_line_chars": min_line_chars},
+        "config": {
+            "identifier": ", ".join(identifiers[n].name for n in used) if used else "none",
+            "family_aware": True,
+            "min_chars": min_chars,
+            "min_line_chars": min_line_chars,
+        },
     }

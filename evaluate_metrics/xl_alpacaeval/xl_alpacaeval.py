@@ -57,8 +57,10 @@ Args:
     lc_method (`str`): "alpaca_eval" (default) or "mle" fit of the length-controlled win rate.
 
 Returns:
-    Without a judge: `language_fidelity` (0-100), `line_pass_rate` (0-100), `per_language` (dict), and the
-    per-sample lists `detected_language`, `is_target`, `line_pass`.
+    Without a judge: `language_fidelity` (0-100, family-aware: Mandarin labelled Wu is Chinese),
+    `language_fidelity_strict` (0-100, exact label), `line_pass_rate` (0-100), `per_language` (dict; a language no
+    offline identifier recognises has `status` "n/a", a `reason` and NaN rates, never 0), and the per-sample lists
+    `detected_language`, `is_target`, `is_target_strict`, `line_pass`. With a judge these are returned too.
     With a judge, also: `win_rate`, `standard_error`, `ci_low`, `ci_high`, `discrete_win_rate`,
     `length_controlled_win_rate`, `n_wins`, `n_losses`, `n_draws`, `n_unparsed`, `parse_rate`,
     `prefer_first_rate`, `prefer_longer_rate`, `rubric_<dimension>` means (0-100 scale for rates, 1-5 for rubric),
@@ -191,6 +193,8 @@ class XlAlpacaeval(evaluate.Metric):
         )
         overall = dict(result.table["overall"])
         overall.pop("language", None)
+        fid = language_fidelity(list(predictions), list(languages))  # cached model: milliseconds
+        overall["language_fidelity_strict"] = fid["language_fidelity_strict"]
         out = {**overall, "per_language": {k: v for k, v in result.table.items() if k != "overall"},
                "ledger": result.ledger, "warnings": result.meta["warnings"]}
         samples = result.per_sample
@@ -203,11 +207,12 @@ class XlAlpacaeval(evaluate.Metric):
             "detected_language": [s["detected_language"] for s in samples],
             "is_target": [s["is_target"] for s in samples],
             "line_pass": [s["line_pass"] for s in samples],
+            "is_target_strict": fid["is_target_strict"],
         })
         return out
 
 
 def _fidelity_only(predictions, languages) -> dict:
     fid = language_fidelity(list(predictions), list(languages))
-    return {k: fid[k] for k in ("language_fidelity", "line_pass_rate", "per_language", "detected_language",
-                                "is_target", "line_pass")}
+    return {k: fid[k] for k in ("language_fidelity", "language_fidelity_strict", "line_pass_rate", "per_language",
+                                "detected_language", "is_target", "is_target_strict", "line_pass")}
