@@ -12,7 +12,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from xl_suite.engines import is_transformers_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.engines import (
+    completion_status,
+    is_transformers_available,
+    local_model_hash,
+    resolve_model,
+    strict_kwargs,
+    validate_conversations,
+)
 from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.generation import Completion, GenerationError, Messages, SamplingConfig, TokenLedger, stable_hash
 
@@ -22,6 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TransformersGenerator"]
 
 
+@strict_kwargs
 class TransformersGenerator:
     """transformers ``AutoModelForCausalLM`` implementing :class:`~xl_suite.generation.Generator`.
 
@@ -188,6 +196,7 @@ class TransformersGenerator:
             finish_reason=finish,
             top_logprobs=top,
             tokens=tokens,
+            extra={"status": completion_status(text)},
         )
 
     def fingerprint(self) -> str:
