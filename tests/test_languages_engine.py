@@ -113,7 +113,7 @@ def test_swahili_chain_on_the_tiny_model(vllm_generator, tiny_model_dir, tmp_pat
     assert ds.num_rows == produced > 0 and set(ds["language"]) == {"sw"}
 
     # 2. benchmark answers, references and evaluation with the judge for xl-alpacaeval-sw
-    monkeypatch.setattr("xl_suite.generation.build_generator", lambda *a, **k: engine)
+    monkeypatch.setattr("xl_suite.engines.registry.build_generator", lambda *a, **k: engine)
     source = tmp_path / "alpaca_eval.json"
     source.write_text(json.dumps([{"instruction": p, "output": "", "dataset": "helpful_base"} for p in PROMPTS]))
     common = [

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from xl_suite.errors import OutputExistsError
-
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +86,11 @@ def _resolve_prompts(alpaca_eval: str | None) -> tuple[str, str]:
 
 
 def _prepare_export_dir(path: Path, overwrite: bool) -> None:
-    if not path.exists():
-        return
-    if not (path / _EXPORT_MARKER).exists():
-        raise OutputExistsError(f"{str(path)!r} exists and was not written by `xl-suite demo`; choose --export-dir.")
-    if not overwrite:
-        raise OutputExistsError(f"{str(path)!r} exists; pass --overwrite to replace it.")
+    """Refuse an export folder the demo may not replace (foreign, the cwd, or ``--no-overwrite``); see safety."""
+    from xl_suite.safety import check_replaceable
+
+    check_replaceable(path, overwrite=overwrite, legacy_markers=(_EXPORT_MARKER,),
+                      flag="--overwrite (the demo's default; --no-overwrite refuses) or another --export-dir")
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=print) -> dict:

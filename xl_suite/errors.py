@@ -29,6 +29,8 @@ __all__ = [
     "HubError",
     "HubOfflineError",
     "HubPushError",
+    "CacheError",
+    "LockError",
 ]
 
 
@@ -82,3 +84,11 @@ class HubOfflineError(HubError):
 
 class HubPushError(HubError):
     """A push failed; the message names the repo, the config and what to do about it."""
+
+
+class CacheError(XlSuiteError, RuntimeError):
+    """A stored chunk or cache file is damaged in a way that cannot be repaired by recomputing it."""
+
+
+class LockError(XlSuiteError, RuntimeError):
+    """Another process holds the lock on a work dir or output folder; the message names it (pid, host, start)."""

@@ -12,13 +12,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from xl_suite.errors import InvalidArgumentError, OutputExistsError
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import BENCHMARK_LANGUAGES, resolve_languages
+from xl_suite.safety import check_replaceable, unique_temp_path, write_marker
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["export_repo", "write_repo", "benchmark_configs"]
+__all__ = ["export_repo", "write_repo", "benchmark_configs", "LEGACY_MARKERS"]
+
+#: Marker files of earlier releases that also prove a folder was written by xl-suite (the demo's export marker).
+LEGACY_MARKERS = (".xl-suite-demo",)
 
 
 def benchmark_configs(
@@ -61,13 +65,18 @@ def write_repo(
     """Write configs (name -> DatasetDict, or (DatasetDict, source)) as a data-only repo folder.
 
     The folder is written to a temporary sibling and moved into place at the end, so a failure never leaves a
-    half-written repo, and an existing folder is only replaced when ``overwrite=True``.
+    half-written repo. An existing folder is only replaced when ``overwrite=True`` *and* it holds xl-suite's marker
+    file (:data:`xl_suite.safety.MARKER_FILE`, written into every export): a folder we did not write, the working
+    directory or one of its parents is never deleted.
+
+    Raises:
+        OutputExistsError: ``output_dir`` exists and may not be replaced (the message says why).
+        InvalidArgumentError: no configs.
     """
     from xl_suite.cards import config_summary, render_card
 
     out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise OutputExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+    replace = check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)
     if not configs:
         raise InvalidArgumentError("Nothing to export: no configs given.")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -98,12 +107,19 @@ def write_repo(
                 })
         card = render_card(summaries, repo_id=repo_id or out.name, configs_yaml=yaml_configs)
         (tmp / "README.md").write_text(str(card), encoding="utf-8")
-        if out.exists():
-            shutil.rmtree(out)
+        write_marker(tmp, "export")
+        old = None
+        if out.is_dir() and not out.is_symlink():
+            if replace:
+                check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)  # unchanged meanwhile?
+            old = Path(unique_temp_path(out.resolve(), suffix="-old"))
+            out.rename(old)  # the old export leaves in one step; deleted only once the new one is in place
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     logger.info("Exported %d configs to %s", len(configs), out)
     return out
 
@@ -132,8 +148,7 @@ def export_repo(
         cache_dir: datasets cache.
     """
     out = Path(output_dir)
-    if out.exists() and not overwrite:  # refuse before doing any work
-        raise OutputExistsError(f"{str(out)!r} already exists. Choose another folder or pass --overwrite/overwrite=True.")
+    check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)  # refuse before doing any work
     configs: dict[str, object] = dict(benchmark_configs(languages, alpaca_eval=alpaca_eval, m_alpacaeval=m_alpacaeval,
                                                         xl_instruct=xl_instruct, cache_dir=cache_dir))
     for name, data in (extra or {}).items():

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from xl_suite.errors import HubOfflineError, HubPushError, InvalidArgumentError
+from xl_suite.safety import install_secret_filter, scrub_secrets
 
 
 if TYPE_CHECKING:
@@ -126,6 +127,7 @@ def push_config(
             names the repo, the config, whether the data was committed, and the fix.
     """
     _validate_target(repo_id, config_name)
+    install_secret_filter(logger, extra=[token])
     target = f"config {config_name!r} of dataset repo {repo_id!r}"
     check_online(f"push {target}")
 
@@ -276,8 +278,7 @@ def _explain(err: Exception, target: str, token: str | None, *, stage: str) -> s
         secret = _resolved_token(token)
     except Exception:  # noqa: BLE001 - a broken token store must not hide the original error
         secret = token
-    if secret:
-        detail = detail.replace(secret, "***")
+    detail = scrub_secrets(detail, extra=[secret, token])
     what = "the data" if stage == "data" else "the dataset card"
     return f"Pushing {what} of {target} failed ({name}{f', HTTP {status}' if status else ''}: {detail}). {fix}"
 

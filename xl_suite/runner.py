@@ -7,6 +7,15 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
 * a chunk's key hashes the stage fingerprint (model, revision, template hash, sampling settings, seed...) and
   the chunk's input content, so a rerun of a finished stage makes zero generations, a change to any of those
   recomputes, and a process killed mid-run (even by SIGKILL) redoes at most the chunk it was working on;
+* every stored chunk is verified when it is read back: it must parse, carry the checksum and row count written
+  with it, and (for 1:1 stages) have the input chunk's row count and ids; (for n->m stages) ids drawn from the
+  input's. A damaged chunk (truncated, zero-byte, bit-flipped, short) is moved aside with a warning naming it and
+  recomputed (:func:`read_verified`, also usable by other caches);
+* rows whose new ``*_status`` column holds a failure (``unparsed``, ``empty``, ``error``, ``too_long``...) are
+  stored with that status, counted in :class:`StageStats`, and recomputed on the next run (``retry_failed``), up
+  to ``max_attempts`` attempts per row (recorded in the chunk file's metadata);
+* a local ``work_dir`` is locked for the duration of the stage (:class:`xl_suite.safety.DirLock`): a second process
+  gets an error naming the first, instead of both writing the same chunks.
 * ``new_fingerprint`` is always set, so datasets never hashes the engine (an unhashable LLM would make it fall
   back to a random fingerprint and recompute everything).
 
@@ -15,20 +24,30 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import logging
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
+from xl_suite.safety import DirLock, quarantine, unique_temp_path
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StageStats", "run_stage", "content_hash"]
+__all__ = ["StageStats", "run_stage", "content_hash", "read_verified", "failed_rows", "FAILURE_STATUSES"]
+
+#: Status values that mark a row as a failure, not a result: stored, counted, and retried on the next run.
+FAILURE_STATUSES = frozenset({"unparsed", "unparseable", "empty", "error", "too_long"})
+#: Columns that identify a row, checked when a chunk is read back (the first one present is used).
+ID_COLUMNS = ("id", "cache_key", "seed_id", "item_index")
+_META_ROWS = b"xl_suite.rows"
+_META_SHA = b"xl_suite.sha256"
+_META_ATTEMPTS = b"xl_suite.attempts"
 
 
 @dataclass
@@ -41,13 +60,17 @@ class StageStats:
     chunks_total: int = 0
     chunks_computed: int = 0
     chunks_reused: int = 0
+    chunks_damaged: int = 0
+    rows_failed: int = 0
+    rows_retried: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain dict for summaries."""
         return {k: getattr(self, k) for k in ("stage", "rows_in", "rows_out", "chunks_total", "chunks_computed",
-                                               "chunks_reused", "seconds")} | self.extra
+                                               "chunks_reused", "chunks_damaged", "rows_failed",
+                                               "rows_retried", "seconds")} | self.extra
 
 
 def content_hash(ds) -> str:
@@ -82,22 +105,171 @@ def _fs(work_dir: str, storage_options: dict | None):
     return fsspec.core.url_to_fs(str(work_dir), **(storage_options or {}))
 
 
-def _read_chunk(fs, path):
-    import datasets
+def _table_sha(table) -> str:
+    """SHA-256 of a table's data (schema without metadata + rows), as written to the chunk's metadata."""
+    import pyarrow as pa
+
+    table = table.replace_schema_metadata(None).combine_chunks()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _id_column(*tables) -> str | None:
+    for name in ID_COLUMNS:
+        if all(name in t.column_names for t in tables):
+            return name
+    return None
+
+
+def read_verified(
+    fs,
+    path: str,
+    *,
+    required: Sequence[str] = (),
+    expected_rows: int | None = None,
+    expected_ids: list | None = None,
+    allowed_ids: Collection | None = None,
+    id_column: str | None = None,
+    what: str = "Chunk file",
+):
+    """Read a Parquet file written by xl-suite and check it; move it aside and return None when it is damaged.
+
+    The one mechanism for every on-disk cache (stage chunks, judge annotations). Checks, in order: the file
+    parses; the row count and SHA-256 recorded in its metadata match (files written before checksums existed
+    have none and skip this check); the ``required`` columns are there; the row count is ``expected_rows``; the
+    ``id_column`` values are ``expected_ids`` in order (1:1 stages) or all in ``allowed_ids`` (n->m stages).
+
+    Args:
+        fs: fsspec filesystem of ``path``.
+        path: the file.
+        required: columns the file must have.
+        expected_rows: row count it must have.
+        expected_ids: ids it must have, in order.
+        allowed_ids: ids it may have.
+        id_column: column holding the ids.
+        what: how to call the file in the warning.
+
+    Returns:
+        The ``pyarrow.Table`` (its xl-suite metadata kept), or None after a warning that names the file and where
+        it was moved (``<path>.corrupt``); the caller recomputes its rows.
+    """
     import pyarrow.parquet as pq
 
-    with fs.open(path, "rb") as f:
-        table = pq.read_table(f)
-    return datasets.Dataset(table)
+    try:
+        with fs.open(path, "rb") as f:
+            table = pq.read_table(f)
+        meta = table.schema.metadata or {}
+        if _META_ROWS in meta and int(meta[_META_ROWS]) != table.num_rows:
+            raise ValueError(f"{table.num_rows} rows, but {int(meta[_META_ROWS])} were written")
+        if _META_SHA in meta and _table_sha(table) != meta[_META_SHA].decode():
+            raise ValueError("checksum mismatch (the data changed after it was written)")
+        missing = [c for c in required if c not in table.column_names]
+        if missing:
+            raise ValueError(f"missing columns {missing}")
+        if expected_rows is not None and table.num_rows != expected_rows:
+            raise ValueError(f"{table.num_rows} rows where the input chunk has {expected_rows}")
+        if id_column is not None and (expected_ids is not None or allowed_ids is not None):
+            if id_column not in table.column_names:
+                raise ValueError(f"no {id_column!r} column")
+            ids = table.column(id_column).to_pylist()
+            if expected_ids is not None and ids != list(expected_ids):
+                raise ValueError(f"its {id_column!r} values are not the input chunk's")
+            if allowed_ids is not None and not set(ids) <= set(allowed_ids):
+                raise ValueError(f"its {id_column!r} values are not drawn from the input chunk")
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid/OSError/... on truncated or garbled files
+        quarantine(fs, path, f"{type(e).__name__}: {e}", what=what)
+        return None
+    return table
 
 
-def _write_chunk(fs, path, ds) -> None:
+def _write_chunk(fs, path, table, attempts: list[int] | None = None) -> None:
+    """Write ``table`` with its row count, checksum and per-row attempts in the metadata; atomic via a unique temp."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open(tmp, "wb") as f:
-        pq.write_table(ds.data.table if not ds._indices else ds.flatten_indices().data.table, f)
-    fs.mv(tmp, path)
+    # The checksum is taken of the table as Parquet gives it back (the in-memory table may be a slice whose IPC
+    # bytes differ from the decoded file's), so a later read of an intact file reproduces it exactly.
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(None), sink)
+    decoded = pq.read_table(pa.BufferReader(sink.getvalue()))
+    meta = _own_metadata(table)
+    meta.update({_META_ROWS: str(table.num_rows).encode(), _META_SHA: _table_sha(decoded).encode()})
+    if attempts is not None:
+        meta[_META_ATTEMPTS] = json.dumps(attempts).encode()
+    table = table.replace_schema_metadata(meta)
+    tmp = unique_temp_path(path)
+    try:
+        with fs.open(tmp, "wb") as f:
+            pq.write_table(table, f)
+        fs.mv(tmp, path)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm(tmp)
+        raise
+
+
+def _own_metadata(table) -> dict:
+    """The table's schema metadata (datasets' features) without xl-suite's checksum keys."""
+    return {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"xl_suite.")}
+
+
+def _status_is_failure(value, failures: Collection[str]) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_status_is_failure(v, failures) for v in value)
+    return isinstance(value, str) and value in failures
+
+
+def failed_rows(table, status_columns: Sequence[str], failures: Collection[str] = FAILURE_STATUSES) -> list[int]:
+    """Indices of the rows whose status (in any of ``status_columns``; lists: any element) is a failure.
+
+    >>> import pyarrow as pa
+    >>> failed_rows(pa.table({"a_status": ["ok", "empty", "ok"], "b_status": [["ok"], ["ok"], ["error", "ok"]]}),
+    ...             ["a_status", "b_status"])
+    [1, 2]
+    """
+    bad: set[int] = set()
+    for name in status_columns:
+        for i, value in enumerate(table.column(name).to_pylist()):
+            if _status_is_failure(value, failures):
+                bad.add(i)
+    return sorted(bad)
+
+
+def _attempts_of(table) -> list[int]:
+    meta = table.schema.metadata or {}
+    if _META_ATTEMPTS in meta:
+        try:
+            values = json.loads(meta[_META_ATTEMPTS])
+            if isinstance(values, list) and len(values) == table.num_rows:
+                return [int(v) for v in values]
+        except (ValueError, TypeError):
+            pass
+    return [1] * table.num_rows
+
+
+def _to_table(ds):
+    return ds.data.table if not ds._indices else ds.flatten_indices().data.table
+
+
+def _replace_rows(table, indices: list[int], new):
+    """``table`` with rows ``indices`` replaced by the rows of ``new`` (same order), schemas unified."""
+    import pyarrow as pa
+
+    meta = _own_metadata(table)
+    table = table.replace_schema_metadata(None)
+    new = new.replace_schema_metadata(None)
+    combined = pa.concat_tables([table, new], promote_options="permissive")
+    order = list(range(table.num_rows))
+    for k, i in enumerate(indices):
+        order[i] = table.num_rows + k
+    return combined.take(order).replace_schema_metadata(meta)
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
 
 
 def run_stage(
@@ -114,6 +286,10 @@ def run_stage(
     storage_options: dict | None = None,
     desc: str | None = None,
     stats: StageStats | None = None,
+    retry_failed: bool = True,
+    max_attempts: int = 3,
+    failure_statuses: Collection[str] = FAILURE_STATUSES,
+    lock: bool = True,
 ):
     """Map ``function`` over ``dataset`` in resumable chunks; return the concatenated result.
 
@@ -131,49 +307,118 @@ def run_stage(
         storage_options: fsspec options for ``work_dir``.
         desc: progress-bar label.
         stats: optional :class:`StageStats` to fill.
+        retry_failed: when a stored chunk of a 1:1 stage has rows whose new ``*_status`` column holds one of
+            ``failure_statuses``, recompute those rows (only those) and store the chunk again. Useful when the
+            backend is not deterministic (HTTP APIs, transient errors); a seeded local engine repeats itself.
+        max_attempts: attempts per row, first one included (recorded in the chunk file), >= 1.
+        failure_statuses: status values that are failures.
+        lock: hold an exclusive lock on a local ``work_dir`` while the stage runs (re-entrant in one process).
+
+    Raises:
+        InvalidArgumentError: a bad size or attempt count.
+        LockError: another process holds the lock on ``work_dir``.
     """
+    if isinstance(chunk_size, bool) or isinstance(batch_size, bool) or not isinstance(chunk_size, int) \
+            or not isinstance(batch_size, int) or chunk_size < 1 or batch_size < 1:
+        raise InvalidArgumentError(f"chunk_size and batch_size must be integers >= 1, got {chunk_size!r}, {batch_size!r}.")
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise InvalidArgumentError(f"max_attempts must be an integer >= 1, got {max_attempts!r}.")
+    if not stage or "/" in stage:
+        raise InvalidArgumentError(f"stage must be a non-empty name without '/', got {stage!r}.")
+    stats = stats or StageStats(stage=stage)
+    if work_dir is None:
+        return _run_chunks(dataset, function, stage, fingerprint, None, None, fn_kwargs, batch_size, chunk_size,
+                           remove_columns, desc, stats, retry_failed, max_attempts, failure_statuses)
+    fs, root = _fs(work_dir, storage_options)
+    with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
+        return _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batch_size, chunk_size,
+                           remove_columns, desc, stats, retry_failed, max_attempts, failure_statuses)
+
+
+def _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batch_size, chunk_size, remove_columns,
+                desc, stats, retry_failed, max_attempts, failure_statuses):
     import datasets
 
-    if chunk_size < 1 or batch_size < 1:
-        raise InvalidArgumentError(f"chunk_size and batch_size must be >= 1, got {chunk_size}, {batch_size}.")
-    stats = stats or StageStats(stage=stage)
     stats.rows_in += dataset.num_rows
     t0 = time.perf_counter()
-    fs = folder = None
-    if work_dir is not None:
-        fs, root = _fs(work_dir, storage_options)
+    folder = None
+    if fs is not None:
         folder = f"{root.rstrip('/')}/{stage}"
         fs.makedirs(folder, exist_ok=True)
     n = dataset.num_rows
     starts = list(range(0, n, chunk_size)) or [0]
-    parts = []
-    for i, start in enumerate(starts):
-        chunk = dataset.select(range(start, min(start + chunk_size, n)))
-        key = stable_hash(stage, fingerprint, content_hash(chunk), batch_size)
-        path = f"{folder}/chunk-{i:05d}-{key}.parquet" if folder else None
-        stats.chunks_total += 1
-        if path and fs.exists(path):
-            parts.append(_read_chunk(fs, path))
-            stats.chunks_reused += 1
-            continue
+    one_to_one = not remove_columns or not set(dataset.column_names) <= set(remove_columns)
+
+    def compute(chunk, key, label):
         mapped = chunk.map(
             function,
             batched=True,
             batch_size=batch_size,
             fn_kwargs=fn_kwargs or {},
             remove_columns=remove_columns,
-            new_fingerprint=stable_hash("map", key),
+            new_fingerprint=stable_hash("map", key, label),
             load_from_cache_file=False,
             keep_in_memory=True,
-            desc=desc or f"{stage} [{i + 1}/{len(starts)}]",
+            desc=desc or f"{stage} [{label}]",
         )
-        if path:
-            _write_chunk(fs, path, mapped)
-        parts.append(mapped)
-        stats.chunks_computed += 1
+        return _to_table(mapped)
+
+    parts = []
+    for i, start in enumerate(starts):
+        chunk = dataset.select(range(start, min(start + chunk_size, n)))
+        key = stable_hash(stage, fingerprint, content_hash(chunk), batch_size)
+        path = f"{folder}/chunk-{i:05d}-{key}.parquet" if folder else None
+        stats.chunks_total += 1
+        in_table = _to_table(chunk)
+        id_col = _id_column(in_table) if one_to_one else None
+        in_ids = in_table.column(id_col).to_pylist() if id_col else None
+        status_cols: list[str] | None = None
+        table = None
+        if path and fs.exists(path):
+            if one_to_one:
+                table = read_verified(fs, path, expected_rows=chunk.num_rows, expected_ids=in_ids, id_column=id_col,
+                                      what=f"Stage {stage!r} chunk")
+            else:
+                out_id = _id_column(in_table)
+                table = read_verified(fs, path, id_column=out_id, what=f"Stage {stage!r} chunk",
+                                      allowed_ids=set(in_table.column(out_id).to_pylist()) if out_id else None)
+            if table is None:
+                stats.chunks_damaged += 1
+        if table is not None:
+            stats.chunks_reused += 1
+            attempts = _attempts_of(table)
+            status_cols = _new_status_columns(table, in_table)
+            bad = failed_rows(table, status_cols, failure_statuses) if status_cols else []
+            todo = [j for j in bad if attempts[j] < max_attempts]
+            if retry_failed and one_to_one and todo:
+                logger.info("stage %s chunk %d: retrying %d failed rows (attempt %d of at most %d)", stage, i,
+                            len(todo), max(attempts[j] for j in todo) + 1, max_attempts)
+                redo = compute(chunk.select(todo), key, f"{i + 1}/{len(starts)} retry")
+                table = _replace_rows(table, todo, redo)
+                for j in todo:
+                    attempts[j] += 1
+                stats.rows_retried += len(todo)
+                _write_chunk(fs, path, table, attempts)
+            table = table.replace_schema_metadata(_own_metadata(table))
+        else:
+            table = compute(chunk, key, f"{i + 1}/{len(starts)}")
+            if path:
+                _write_chunk(fs, path, table, [1] * table.num_rows)
+            stats.chunks_computed += 1
+        if status_cols is None:
+            status_cols = _new_status_columns(table, in_table)
+        if status_cols:
+            stats.rows_failed += len(failed_rows(table, status_cols, failure_statuses))
+        parts.append(datasets.Dataset(table))
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
     stats.seconds += time.perf_counter() - t0
-    logger.info("stage %s: %d -> %d rows (%d chunks computed, %d reused)", stage, stats.rows_in, stats.rows_out,
-                stats.chunks_computed, stats.chunks_reused)
+    logger.info("stage %s: %d -> %d rows (%d chunks computed, %d reused, %d damaged; %d failed rows, %d retried)",
+                stage, stats.rows_in, stats.rows_out, stats.chunks_computed, stats.chunks_reused,
+                stats.chunks_damaged, stats.rows_failed, stats.rows_retried)
     return result
+
+
+def _new_status_columns(table, in_table) -> list[str]:
+    """Status columns this stage produced (``*_status``/``parse_status``), not carried over from its input."""
+    return [c for c in table.column_names if c.endswith("_status") and c not in in_table.column_names]

@@ -117,13 +117,30 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
             return pq.read_table(io.BytesIO(raw)).to_pylist()
         except Exception as e:
             raise SourceError(f"{source!r} is not a readable Parquet file: {e}") from e
-    text = raw.decode("utf-8-sig")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SourceError(
+            f"{source!r} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 4]!r}). Re-encode it as UTF-8, "
+            "e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
     stripped = text.lstrip()
     try:
         if stripped.startswith("["):
             data = json.loads(text)
         elif stripped.startswith("{") and (source.endswith((".jsonl", ".ndjson")) or "\n{" in stripped):
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            # JSON Lines is newline-delimited: split on "\n" only (str.splitlines also splits on U+2028, U+0085...,
+            # which may appear unescaped inside a JSON string).
+            data = []
+            for lineno, line in enumerate(text.split("\n"), start=1):
+                if line.strip():
+                    try:
+                        data.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise SourceError(
+                            f"{source!r} is not valid JSON Lines (line {lineno}: {e.msg}). Expected one JSON object "
+                            "per line."
+                        ) from None
         else:
             data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -10,11 +10,13 @@ library in its constructor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
+import inspect
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xl_suite.errors import InvalidArgumentError
@@ -29,6 +31,8 @@ __all__ = [
     "resolve_model",
     "local_model_hash",
     "validate_conversations",
+    "strict_kwargs",
+    "completion_status",
 ]
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
@@ -181,3 +185,49 @@ def validate_conversations(conversations: Sequence) -> list[list[dict[str, str]]
                 )
         out.append(list(conv))
     return out
+
+
+def strict_kwargs(cls):
+    """Class decorator: an unknown keyword argument to ``cls(...)`` is an InvalidArgumentError listing the allowed ones.
+
+    Python's own ``TypeError: __init__() got an unexpected keyword argument`` reaches users of
+    ``build_generator(..., **engine_kwargs)`` and ``--engine-kwargs`` as a crash; this names the backend and the keys
+    it takes instead.
+
+    >>> @strict_kwargs
+    ... class Engine:
+    ...     def __init__(self, model, *, timeout=1.0):
+    ...         pass
+    >>> Engine("m", timout=2)
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: Engine does not take 'timout'. Allowed keyword arguments: ['timeout'].
+    """
+    init: Callable = cls.__init__
+    params = inspect.signature(init).parameters
+    allowed = [n for n, p in params.items() if n not in ("self", "model") and p.kind in (p.KEYWORD_ONLY,
+                                                                                         p.POSITIONAL_OR_KEYWORD)]
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        unknown = [k for k in kwargs if k not in params or k == "self"]
+        if unknown:
+            raise InvalidArgumentError(
+                f"{cls.__name__} does not take {', '.join(map(repr, unknown))}. Allowed keyword arguments: {allowed}."
+            )
+        init(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+def completion_status(text: str | None, finish_reason: str | None = None) -> str:
+    """Status of one completion: ``"empty"`` (no text: a failure, never an answer) or ``"ok"``.
+
+    Backends record it in ``Completion.extra["status"]``; stage functions copy it into their ``*_status`` column so
+    that :func:`xl_suite.runner.run_stage` stores, counts and retries empty completions.
+
+    >>> completion_status(""), completion_status("  "), completion_status("Hallo"), completion_status(None)
+    ('empty', 'empty', 'ok', 'empty')
+    """
+    return "ok" if text and text.strip() else "empty"

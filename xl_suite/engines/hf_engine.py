@@ -12,7 +12,14 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from xl_suite.engines import is_transformers_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.engines import (
+    completion_status,
+    is_transformers_available,
+    local_model_hash,
+    resolve_model,
+    strict_kwargs,
+    validate_conversations,
+)
 from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
@@ -23,6 +30,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["TransformersGenerator"]
 
 
+@strict_kwargs
 class TransformersGenerator:
     """transformers ``AutoModelForCausalLM`` implementing :class:`~xl_suite.engines.base.Generator`.
 
@@ -189,6 +197,7 @@ class TransformersGenerator:
             finish_reason=finish,
             top_logprobs=top,
             tokens=tokens,
+            extra={"status": completion_status(text)},
         )
 
     def fingerprint(self) -> str:

@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from xl_suite.engines import is_openai_available, validate_conversations
+from xl_suite.engines import completion_status, is_openai_available, strict_kwargs, validate_conversations
 from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
+from xl_suite.safety import install_secret_filter, scrub_secrets
 
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 _PLACEHOLDER_KEY = "EMPTY"
 
 
+@strict_kwargs
 class OpenAIGenerator:
     """Chat completions over HTTP, implementing :class:`~xl_suite.engines.base.Generator`.
 
@@ -48,6 +50,8 @@ class OpenAIGenerator:
         max_concurrency: requests in flight at once.
         max_retries: retries per request after the first attempt.
         timeout: seconds per HTTP request.
+        total_timeout: seconds one conversation may take over all its attempts and waits (None: no budget). With
+            the defaults a hung server fails a prompt after about 60 s, not ``(max_retries + 1) * timeout``.
         price_per_1k_input: price of 1,000 prompt tokens; with ``price_per_1k_output`` the ledger tracks cost.
         price_per_1k_output: price of 1,000 completion tokens.
         backoff_base: first retry delay in seconds; doubles on each retry.
@@ -70,7 +74,8 @@ class OpenAIGenerator:
         revision: str | None = None,
         max_concurrency: int = 8,
         max_retries: int = 5,
-        timeout: float = 60,
+        timeout: float = 30,
+        total_timeout: float | None = 60,
         price_per_1k_input: float | None = None,
         price_per_1k_output: float | None = None,
         backoff_base: float = 1.0,
@@ -81,6 +86,10 @@ class OpenAIGenerator:
             raise InvalidArgumentError(f"max_concurrency must be >= 1, got {max_concurrency}.")
         if max_retries < 0:
             raise InvalidArgumentError(f"max_retries must be >= 0, got {max_retries}.")
+        if not timeout or timeout <= 0:
+            raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}.")
+        if total_timeout is not None and total_timeout <= 0:
+            raise InvalidArgumentError(f"total_timeout must be a positive number of seconds or None, got {total_timeout!r}.")
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise InvalidArgumentError(
                 f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}."
@@ -107,6 +116,7 @@ class OpenAIGenerator:
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = timeout
+        self.total_timeout = total_timeout
         self.price_per_1k_input = price_per_1k_input
         self.price_per_1k_output = price_per_1k_output
         self.backoff_base = backoff_base
@@ -118,6 +128,7 @@ class OpenAIGenerator:
         self._jitter = random.Random()
         self._jitter_lock = threading.Lock()
         self._closed = False
+        install_secret_filter(logger, extra=[key if key != _PLACEHOLDER_KEY else None])
 
     # -- Generator protocol ---------------------------------------------------------------------------------
 
@@ -213,10 +224,14 @@ class OpenAIGenerator:
         openai = self._openai
         kwargs = self.request_kwargs(messages, sampling)
         attempt = 0
+        deadline = None if self.total_timeout is None else time.monotonic() + self.total_timeout
         while True:
             self.ledger.add(requests=1)
+            client = self._client
+            if deadline is not None:
+                client = client.with_options(timeout=max(0.1, min(self.timeout, deadline - time.monotonic())))
             try:
-                response = self._client.chat.completions.create(**kwargs)
+                response = client.chat.completions.create(**kwargs)
                 break
             except openai.APIStatusError as e:
                 error, retryable, what, retry_after = (
@@ -227,14 +242,22 @@ class OpenAIGenerator:
                 )
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 error, retryable, what, retry_after = e, True, type(e).__name__, None
-            if not retryable or attempt >= self.max_retries:
+            delay = self._backoff(attempt, retry_after)
+            over_budget = deadline is not None and time.monotonic() + delay >= deadline
+            if not retryable or attempt >= self.max_retries or over_budget:
                 self.ledger.add(requests=0, failures=1)
-                detail = "not retryable" if not retryable else f"after {attempt} retries"
+                if not retryable:
+                    detail = "not retryable"
+                elif over_budget:
+                    detail = (f"after {attempt} retries, total_timeout={self.total_timeout} s spent; raise "
+                              "total_timeout/timeout for a slow server")
+                else:
+                    detail = f"after {attempt} retries"
+                # `from None`: the client's exception may quote the key (an echoed header); its text is scrubbed here.
                 raise GenerationError(
                     f"OpenAI-compatible request to model {self.model!r} failed with {what} ({detail}): "
-                    f"{_short_error(error)}"
-                ) from error
-            delay = self._backoff(attempt, retry_after)
+                    f"{self._scrub(_short_error(error))}"
+                ) from None
             attempt += 1
             self.ledger.add(requests=0, retries=1)
             logger.warning(
@@ -242,6 +265,10 @@ class OpenAIGenerator:
             )
             time.sleep(delay)
         return self._to_completions(response, sampling)
+
+    def _scrub(self, text: str) -> str:
+        key = getattr(self._client, "api_key", None)
+        return scrub_secrets(text, extra=[key if key != _PLACEHOLDER_KEY else None])
 
     def _to_completions(self, response, sampling: SamplingConfig) -> list[Completion]:
         choices = sorted(response.choices or [], key=lambda c: c.index)
@@ -267,7 +294,12 @@ class OpenAIGenerator:
                     + ")."
                 )
             top = tokens = None
-            extra: dict[str, Any] = {"request_completion_tokens": total_completion}
+            # An empty completion is a failure, never an answer: marked here, copied by stages to `*_status`.
+            extra: dict[str, Any] = {"request_completion_tokens": total_completion,
+                                     "status": completion_status(content)}
+            if extra["status"] != "ok":
+                logger.warning("Server returned an empty completion for model %r (finish_reason=%r); marked 'empty'",
+                               self.model, choice.finish_reason)
             lp_content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
             if sampling.logprobs is not None:
                 if lp_content is None:

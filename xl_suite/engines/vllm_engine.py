@@ -11,6 +11,10 @@ CPU defaults (only when the platform is CPU and the caller did not choose):
 * ``kv_cache_memory_bytes`` = 1 GiB when ``VLLM_CPU_KVCACHE_SPACE`` is unset: vLLM's default sizing asks for 92%
   of RAM and fails on any shared machine.
 
+The engine's processes (EngineCore, workers) die with the process that built it, even when that one is killed
+with SIGKILL: a small watcher process (:mod:`xl_suite.reaper`) stops them. ``XL_SUITE_ENGINE_REAPER=0`` turns it
+off.
+
 Structured outputs default to the ``guidance`` backend with ``disable_any_whitespace=True`` (engine-level in
 vLLM 0.32; the per-request flag is ignored): with free whitespace a weak model can spend its whole token budget
 on newlines and tabs inside the JSON, and xgrammar 0.2.8 let raw control characters into JSON strings, which
@@ -28,7 +32,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from xl_suite.engines import is_vllm_available, local_model_hash, resolve_model, validate_conversations
+from xl_suite.engines import (
+    completion_status,
+    is_vllm_available,
+    local_model_hash,
+    resolve_model,
+    strict_kwargs,
+    validate_conversations,
+)
 from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
 from xl_suite.engines.vllm_stream import RequestStream
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
@@ -147,6 +158,7 @@ def _top_logprobs(position: dict | None, k: int) -> dict[str, float]:
     return out
 
 
+@strict_kwargs
 class VLLMGenerator:
     """Offline vLLM engine implementing :class:`~xl_suite.engines.base.Generator`.
 
@@ -235,6 +247,11 @@ class VLLMGenerator:
             raise GenerationError(f"vLLM could not start an engine for model {self.model!r}: {e}") from e
         self.start_seconds = time.perf_counter() - start
         self.engine_pids = frozenset(_child_pids() - before)
+        self._reaper = None
+        if os.environ.get("XL_SUITE_ENGINE_REAPER", "1") != "0":
+            from xl_suite.reaper import watch
+
+            self._reaper = watch(self.engine_pids)  # the engine dies with this process, even on SIGKILL
         self._stream = RequestStream(self._llm, chat_template=self._chat_template)
         self.ledger = TokenLedger()
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
@@ -318,6 +335,9 @@ class VLLMGenerator:
             time.sleep(0.1)
         if alive:
             logger.warning("vLLM engine processes still alive after close(): %s", sorted(alive))
+        reaper, self._reaper = getattr(self, "_reaper", None), None
+        if reaper is not None:
+            reaper.close()
 
     @property
     def closed(self) -> bool:
@@ -375,7 +395,7 @@ class VLLMGenerator:
                     f"vLLM request {out.request_id} candidate {c.index} ended with finish_reason={c.finish_reason!r}."
                 )
             top = tokens = None
-            extra: dict[str, Any] = {}
+            extra: dict[str, Any] = {"status": completion_status(c.text)}
             if sampling.logprobs is not None:
                 if c.logprobs is None:
                     raise GenerationError(f"vLLM returned no logprobs for request {out.request_id}.")

@@ -14,8 +14,10 @@ Conventions reproduced from ``alpaca_eval.metrics`` (``AbsoluteScoringRule.descr
 
 * ``win_rate`` is 100 times the mean soft preference and ``standard_error`` is 100 times its standard error
   (sample standard deviation, ``ddof=1``, divided by the square root of n).
-* A judgment is a win when ``p > 0.5``, a loss when ``p < 0.5`` and a draw only when ``p == 0.5`` exactly
-  (AlpacaEval's ``preference == 1.5``); soft preferences are *not* bucketed into ties.
+* A judgment is a win when ``p > 0.5``, a loss when ``p < 0.5`` and a draw when ``p == 0.5`` (AlpacaEval's
+  ``preference == 1.5``); soft preferences are *not* bucketed into ties. "Equal" allows floating-point noise:
+  ``|p - 0.5| <= TIE_TOLERANCE`` (1e-6) is a draw, so averaging the two orders of a model judged against itself
+  (``0.3`` and ``0.7`` give ``0.49999999999999994``) is a tie, not a loss.
 * ``discrete_win_rate`` counts a draw as half a win: ``100 * (n_wins + n_draws / 2) / n_total``.
 * ``n_total`` counts the parsed judgments only, as AlpacaEval drops values that are not preferences.
 """
@@ -40,12 +42,15 @@ __all__ = [
     "length_controlled_win_rate",
     "position_bias",
     "win_rate",
+    "TIE_TOLERANCE",
 ]
 
 WinRateStatistic = Literal["win_rate", "discrete_win_rate"]
 LengthControlMethod = Literal["alpaca_eval", "mle"]
 
 _WIN_RATE_STATISTICS = ("win_rate", "discrete_win_rate")
+#: Preferences within this distance of 0.5 are draws (floating-point noise from averaging orders or probabilities).
+TIE_TOLERANCE = 1e-6
 _LENGTH_CONTROL_METHODS = ("alpaca_eval", "mle")
 
 # alpaca_eval's `fit_LogisticRegressionCV` defaults: LogisticRegressionCV(Cs=10) searches np.logspace(-4, 4, 10).
@@ -83,8 +88,8 @@ def win_rate(preferences: Sequence[float | None]) -> dict[str, float | int]:
     """
     p, n_unparsed = _parsed_preferences(preferences)
     n = p.size
-    n_wins = int(np.count_nonzero(p > 0.5))
-    n_losses = int(np.count_nonzero(p < 0.5))
+    n_wins = int(np.count_nonzero(_wins(p)))
+    n_losses = int(np.count_nonzero(_losses(p)))
     n_draws = n - n_wins - n_losses
     return {
         "win_rate": 100.0 * float(p.mean()),
@@ -342,17 +347,17 @@ def position_bias(
     second = _as_preferences(pref_model_second, "pref_model_second")
     _check_same_length(first.size, second.size, "pref_model_first", "pref_model_second")
 
-    first_decided = first[~np.isnan(first) & (first != 0.5)]
-    second_decided = second[~np.isnan(second) & (second != 0.5)]
+    first_decided = first[_decided(first)]
+    second_decided = second[_decided(second)]
     n_decided = first_decided.size + second_decided.size
-    n_prefer_first = int(np.count_nonzero(first_decided > 0.5) + np.count_nonzero(second_decided < 0.5))
+    n_prefer_first = int(np.count_nonzero(_wins(first_decided)) + np.count_nonzero(_losses(second_decided)))
 
     paired = ~np.isnan(first) & ~np.isnan(second)
     a, b = first[paired], second[paired]
     n_paired = int(a.size)
     return {
         "prefer_first_rate": n_prefer_first / n_decided if n_decided else math.nan,
-        "order_agreement": float(np.mean(np.sign(a - 0.5) == np.sign(b - 0.5))) if n_paired else math.nan,
+        "order_agreement": float(np.mean(_outcome(a) == _outcome(b))) if n_paired else math.nan,
         "mean_abs_order_gap": float(np.mean(np.abs(a - b))) if n_paired else math.nan,
         "mean_order_gap": float(np.mean(a - b)) if n_paired else math.nan,
         "n_decided": int(n_decided),
@@ -431,8 +436,8 @@ def length_bias(
     p = p_all[parsed]
     delta = (model_len - reference_len)[parsed]
 
-    decided = (p != 0.5) & (delta != 0)
-    longer_won = (delta[decided] > 0) == (p[decided] > 0.5)
+    decided = _decided(p) & (delta != 0)
+    longer_won = (delta[decided] > 0) == _wins(p[decided])
     n_decided = int(np.count_nonzero(decided))
     return {
         "prefer_longer_rate": float(np.mean(longer_won)) if n_decided else math.nan,
@@ -450,8 +455,11 @@ def length_bias(
 
 def _as_preferences(preferences: Sequence[float | None], name: str = "preferences") -> np.ndarray:
     """Validate preferences into a float array with NaN for unparsed judgments."""
-    if isinstance(preferences, (str, bytes, dict)):
-        raise InvalidArgumentError(f"{name} must be a sequence of floats in [0, 1] or None, got {type(preferences).__name__}")
+    if isinstance(preferences, (str, bytes, dict)) or preferences is None or not hasattr(preferences, "__len__"):
+        raise InvalidArgumentError(
+            f"{name} must be a sequence (list, tuple, array) of floats in [0, 1] or None, "
+            f"got {type(preferences).__name__}; e.g. win_rate([1.0, 0.5, None])"
+        )
     if isinstance(preferences, np.ndarray) and preferences.ndim != 1:
         raise InvalidArgumentError(f"{name} must be one-dimensional, got shape {preferences.shape}")
     if isinstance(preferences, np.ndarray) and preferences.dtype.kind in "fiu":
@@ -520,7 +528,27 @@ def _check_same_length(n_a: int, n_b: int, name_a: str, name_b: str) -> None:
 
 def _discrete_scores(p: np.ndarray) -> np.ndarray:
     """Win 1, draw 0.5, loss 0 (alpaca_eval's ZeroOneScoringRule)."""
-    return np.where(p > 0.5, 1.0, np.where(p < 0.5, 0.0, 0.5))
+    return np.where(_wins(p), 1.0, np.where(_losses(p), 0.0, 0.5))
+
+
+def _wins(p: np.ndarray) -> np.ndarray:
+    """``p > 0.5`` beyond floating-point noise (see :data:`TIE_TOLERANCE`)."""
+    return p > 0.5 + TIE_TOLERANCE
+
+
+def _losses(p: np.ndarray) -> np.ndarray:
+    """``p < 0.5`` beyond floating-point noise."""
+    return p < 0.5 - TIE_TOLERANCE
+
+
+def _outcome(p: np.ndarray) -> np.ndarray:
+    """1 win, 0 draw, -1 loss."""
+    return _wins(p).astype(int) - _losses(p).astype(int)
+
+
+def _decided(p: np.ndarray) -> np.ndarray:
+    """Neither a draw nor unparsed."""
+    return _wins(p) | _losses(p)
 
 
 def _sigmoid(x: np.ndarray | float) -> np.ndarray:

@@ -49,6 +49,7 @@ class SeedCounts:
     duplicate: int = 0
     used: int = 0
     seen: set = field(default_factory=set, repr=False)
+    seen_ids: set = field(default_factory=set, repr=False)
 
     def to_dict(self) -> dict:
         """Plain dict for summaries."""
@@ -130,8 +131,22 @@ def load_seeds(
                 raise SeedError(f"Cannot tell the format of seed file {source!r}; use one of {sorted(_FORMATS)}.")
             data_files = source if is_url else os.path.expanduser(source)
         kwargs = {"sep": "\t"} if fmt == "csv" and str(data_files).endswith(".tsv") else {}
-        return datasets.load_dataset(fmt, data_files=data_files, split="train", storage_options=storage_options,
-                                     **kwargs)
+        files = [data_files] if isinstance(data_files, str) else data_files
+        empty = [f for f in ([path] if not fs.isdir(path) else [p for p in fs.find(path) if _format_of(p)])
+                 if fs.size(f) == 0]
+        if empty:
+            raise SeedError(f"Seed file {empty[0]!r} is empty (0 bytes). Pass a file with at least one passage.")
+        try:
+            ds = datasets.load_dataset(fmt, data_files=data_files, split="train", storage_options=storage_options,
+                                       **kwargs)
+        except Exception as e:  # noqa: BLE001 - DatasetGenerationError, ArrowInvalid, StopIteration...: name the file
+            raise SeedError(
+                f"Could not read seed file(s) {files[:3]} as {fmt} ({type(e).__name__}: {e}). Check the file's "
+                "format and encoding (UTF-8)."
+            ) from e
+        if ds.num_rows == 0:
+            raise SeedError(f"Seed source {source!r} has no rows. Pass a file with at least one passage.")
+        return ds
     try:
         return datasets.load_dataset(source, config_name, split=split, storage_options=storage_options)
     except (FileNotFoundError, ConnectionError, ValueError) as e:
@@ -186,7 +201,14 @@ def prepare_seeds(batch: dict[str, list], *, text_column: str, id_column: str | 
             continue
         counts.seen.add(key)
         counts.used += 1
-        out["seed_id"].append(str(ids[i]) if ids is not None and ids[i] is not None else f"seed-{offset + i:06d}")
+        seed_id = str(ids[i]) if ids is not None and ids[i] is not None else f"seed-{offset + i:06d}"
+        if seed_id in counts.seen_ids:
+            raise SeedError(
+                f"Duplicate seed id {seed_id!r} (column {id_column!r}, row {offset + i}) for a different text. Ids "
+                "must be unique: fix the source, or pass id_column=None to number the rows."
+            )
+        counts.seen_ids.add(seed_id)
+        out["seed_id"].append(seed_id)
         out["seed_text"].append(text)
     return out
 

@@ -1,0 +1,147 @@
+"""Faulty OpenAI-compatible servers on 127.0.0.1: key-echoing errors, hangs, empty completions, bad kwargs."""
+
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from xl_suite.engines.base import SamplingConfig
+from xl_suite.errors import GenerationError, InvalidArgumentError
+from xl_suite.safety import scrub_secrets
+
+
+pytest.importorskip("openai")
+
+KEY = "sk-test-THISISASECRETKEY1234567890"
+
+
+def _serve(behaviour):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            status, body = behaviour(self)
+            if status is None:
+                return
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def start(behaviour):
+        server, url = _serve(behaviour)
+        servers.append(server)
+        return url
+
+    yield start
+    for s in servers:
+        s.shutdown()
+
+
+def _gen(url, monkeypatch, **kw):
+    from xl_suite.engines.openai_engine import OpenAIGenerator
+
+    monkeypatch.setenv("XL_TEST_API_KEY", KEY)
+    return OpenAIGenerator("m", base_url=url, api_key_env="XL_TEST_API_KEY", backoff_base=0.01, **kw)
+
+
+CONV = [[{"role": "user", "content": "hi"}]]
+
+
+def _echo_key(handler):
+    auth = handler.headers.get("authorization", "")
+    return 401, {"error": {"message": f"Incorrect API key provided: {auth} (hf_abcdefghijklmnopqrst)"}}
+
+
+def test_key_echoed_by_the_server_is_scrubbed_from_errors_and_logs(serve, monkeypatch, caplog):
+    url = serve(_echo_key)
+    gen = _gen(url, monkeypatch)
+    with caplog.at_level(logging.DEBUG), pytest.raises(GenerationError) as err:
+        gen.generate(CONV, SamplingConfig(max_tokens=4))
+    text = str(err.value) + repr(err.value.__cause__) + caplog.text + repr(gen) + str(vars(gen))
+    assert "HTTP 401" in str(err.value) and "***" in str(err.value)
+    assert KEY not in text and "hf_abcdefghijklmnopqrst" not in text
+
+
+def test_retry_warnings_are_scrubbed(serve, monkeypatch, caplog):
+    url = serve(lambda h: (503, {"error": {"message": "busy"}}))
+    gen = _gen(url, monkeypatch, max_retries=1)
+    logging.getLogger("xl_suite.engines.openai_engine").warning("leak %s", KEY)
+    with caplog.at_level(logging.WARNING), pytest.raises(GenerationError):
+        gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert KEY not in caplog.text and "leak ***" in caplog.text
+
+
+def test_hung_server_fails_within_the_total_budget(serve, monkeypatch):
+    url = serve(lambda h: (time.sleep(30), (None, None))[1])
+    gen = _gen(url, monkeypatch, timeout=0.5, total_timeout=2)
+    t0 = time.monotonic()
+    with pytest.raises(GenerationError, match="total_timeout"):
+        gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert time.monotonic() - t0 < 5
+
+
+def test_default_budget_is_about_a_minute(monkeypatch):
+    gen = _gen("http://127.0.0.1:9/v1", monkeypatch)
+    assert gen.total_timeout == 60 and gen.timeout <= 60
+
+
+def _chat(content, finish="stop"):
+    return lambda h: (
+        200,
+        {
+            "id": "x",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 0, "total_tokens": 3},
+        },
+    )
+
+
+def test_empty_completion_is_marked_as_a_failure(serve, monkeypatch):
+    gen = _gen(serve(_chat("")), monkeypatch)
+    [[c]] = gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert c.text == "" and c.extra["status"] == "empty"
+    gen = _gen(serve(_chat("Hallo")), monkeypatch)
+    [[c]] = gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert c.extra["status"] == "ok"
+
+
+def test_unknown_engine_kwarg_lists_the_allowed_ones(monkeypatch):
+    from xl_suite.engines.registry import build_generator
+
+    monkeypatch.setenv("XL_TEST_API_KEY", KEY)
+    with pytest.raises(InvalidArgumentError, match=r"'timout'.*Allowed keyword arguments: \[.*'timeout'"):
+        build_generator("openai", "m", base_url="http://127.0.0.1:9/v1", api_key_env="XL_TEST_API_KEY", timout=3)
+
+
+@pytest.mark.parametrize("kw", [{"timeout": 0}, {"total_timeout": -1}, {"max_retries": -1}])
+def test_bad_numbers_are_invalid_argument_errors(monkeypatch, kw):
+    with pytest.raises(InvalidArgumentError):
+        _gen("http://127.0.0.1:9/v1", monkeypatch, **kw)
+
+
+def test_scrub_secrets_covers_environment_tokens(monkeypatch):
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "tok-1234567")
+    monkeypatch.setenv("HF_TOKEN", "hf_zzzzzzzzzzzzzzzz")
+    out = scrub_secrets("a tok-1234567 b hf_zzzzzzzzzzzzzzzz c sk-proj-abcdefghij")
+    assert out == "a *** b *** c ***"

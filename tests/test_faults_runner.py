@@ -1,0 +1,180 @@
+"""Attacks on run_stage's chunk store: damaged chunks, failed rows, two processes on one work dir."""
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from xl_suite.errors import InvalidArgumentError, LockError
+from xl_suite.runner import StageStats, read_verified, run_stage
+from xl_suite.safety import DirLock
+
+
+def _inc(batch):
+    return {"y": [x + 1 for x in batch["x"]]}
+
+
+def _run(tmp_path, ds=None, fn=_inc, **kw):
+    ds = (
+        ds
+        if ds is not None
+        else datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(10)], "x": list(range(10))})
+    )
+    stats = StageStats("inc")
+    out = run_stage(ds, fn, stage="inc", fingerprint="f", work_dir=str(tmp_path), chunk_size=4, stats=stats, **kw)
+    return out, stats
+
+
+def _damage_truncate(p: Path):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _damage_zero(p: Path):
+    p.write_bytes(b"")
+
+
+def _damage_bitflip(p: Path):
+    data = bytearray(p.read_bytes())
+    # flip a bit in the first data page (after the 4-byte magic), where the values are
+    for off in range(8, 40):
+        data[off] ^= 0x01
+    p.write_bytes(bytes(data))
+
+
+def _damage_short(p: Path):
+    table = pq.read_table(p)
+    pq.write_table(table.slice(0, 2).replace_schema_metadata(None), p)  # a valid file with rows missing
+
+
+def _damage_wrong_ids(p: Path):
+    table = pq.read_table(p).replace_schema_metadata(None)
+    ids = table.column("id").to_pylist()
+    pq.write_table(table.set_column(table.column_names.index("id"), "id", pa.array(ids[::-1])), p)
+
+
+@pytest.mark.parametrize("damage", [_damage_truncate, _damage_zero, _damage_bitflip, _damage_short, _damage_wrong_ids])
+def test_damaged_chunk_is_moved_aside_and_recomputed(tmp_path, caplog, damage):
+    out, _ = _run(tmp_path)
+    files = sorted((tmp_path / "inc").glob("*.parquet"))
+    assert len(files) == 3
+    damage(files[1])
+    with caplog.at_level(logging.WARNING):
+        again, stats = _run(tmp_path)
+    assert again["y"] == out["y"] and again["id"] == out["id"]
+    assert (stats.chunks_reused, stats.chunks_computed, stats.chunks_damaged) == (2, 1, 1)
+    assert files[1].name in caplog.text and Path(f"{files[1]}.corrupt").exists()
+    third, stats = _run(tmp_path)  # the recomputed chunk is good
+    assert third["y"] == out["y"] and stats.chunks_reused == 3
+
+
+def test_chunk_without_checksum_from_an_older_release_is_still_reused(tmp_path):
+    out, _ = _run(tmp_path)
+    for f in (tmp_path / "inc").glob("*.parquet"):
+        pq.write_table(pq.read_table(f).replace_schema_metadata(None), f)
+    again, stats = _run(tmp_path)
+    assert again["y"] == out["y"] and stats.chunks_reused == 3
+
+
+def test_read_verified_names_missing_columns(tmp_path, caplog):
+    import fsspec
+
+    path = tmp_path / "a.parquet"
+    pq.write_table(pa.table({"x": [1]}), path)
+    fs = fsspec.filesystem("file")
+    with caplog.at_level(logging.WARNING):
+        assert read_verified(fs, str(path), required=["cache_key"]) is None
+    assert "cache_key" in caplog.text and str(path) in caplog.text
+
+
+def test_failed_rows_are_stored_counted_and_retried_up_to_the_cap(tmp_path):
+    calls, seen = [], {}
+
+    def flaky(batch):  # row 3 always fails; row 5 fails on the first attempt only
+        calls.append(list(batch["x"]))
+        for x in batch["x"]:
+            seen[x] = seen.get(x, 0) + 1
+        status = ["error" if x == 3 or (x == 5 and seen[5] == 1) else "ok" for x in batch["x"]]
+        return {"y": [None if s != "ok" else x for x, s in zip(batch["x"], status, strict=True)], "y_status": status}
+
+    out, stats = _run(tmp_path, fn=flaky)
+    assert out["y_status"].count("error") == 2 and stats.rows_failed == 2
+    calls.clear()
+    out, stats = _run(tmp_path, fn=flaky)
+    assert calls == [[3], [5]] and stats.rows_retried == 2 and stats.rows_failed == 1
+    assert out["y"][5] == 5 and out["y_status"][3] == "error"
+    for _ in range(3):
+        calls.clear()
+        out, stats = _run(tmp_path, fn=flaky, max_attempts=3)
+    assert calls == [] and stats.rows_failed == 1  # attempt 3 was the last: stored as a failure, not retried
+    calls.clear()
+    _run(tmp_path, fn=flaky, retry_failed=False, max_attempts=9)
+    assert calls == []
+
+
+def test_empty_status_of_an_input_column_is_not_this_stages_failure(tmp_path):
+    ds = datasets.Dataset.from_dict({"id": ["a", "b"], "x": [1, 2], "prev_status": ["empty", "ok"]})
+    calls = []
+
+    def fn(batch):
+        calls.append(1)
+        return {"y": batch["x"]}
+
+    _run(tmp_path, ds=ds, fn=fn)
+    _, stats = _run(tmp_path, ds=ds, fn=fn)
+    assert len(calls) == 1 and stats.rows_failed == 0
+
+
+@pytest.mark.parametrize("kw", [{"chunk_size": 0}, {"batch_size": "8"}, {"max_attempts": 0}, {"stage": "a/b"}])
+def test_bad_arguments_are_invalid_argument_errors(tmp_path, kw):
+    ds = datasets.Dataset.from_dict({"x": [1]})
+    args = {"stage": "s", "fingerprint": "f", "work_dir": str(tmp_path)} | kw
+    with pytest.raises(InvalidArgumentError):
+        run_stage(ds, _inc, **args)
+
+
+def test_no_fixed_or_leftover_temp_names(tmp_path):
+    _run(tmp_path)
+    assert not [p for p in (tmp_path / "inc").iterdir() if "tmp" in p.name]
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from xl_suite.safety import DirLock
+    with DirLock(sys.argv[1], purpose="test holder"):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.slow
+def test_second_process_on_one_work_dir_gets_a_clear_error(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(LockError, match=rf"pid {proc.pid} on host .*started .*test holder"):
+            _run(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    out, stats = _run(tmp_path)  # the kernel released the killed holder's lock
+    assert stats.chunks_computed == 3
+
+
+def test_lock_is_reentrant_and_released(tmp_path):
+    with DirLock(tmp_path):
+        _run(tmp_path)  # run_stage inside a caller's lock on the same folder
+    with DirLock(tmp_path):
+        pass
+    assert os.path.exists(tmp_path / ".xl-suite.lock")

@@ -1,0 +1,335 @@
+"""Guards shared by every module that writes, caches or talks to a server.
+
+* :func:`scrub_secrets`: remove API keys and tokens (from the environment, ``sk-...``, ``hf_...``) from a message;
+  :class:`SecretFilter` does the same to every log record of a logger.
+* :func:`write_marker` / :func:`check_replaceable`: an output folder is only ever replaced when it holds the marker
+  file that xl-suite wrote into it; a foreign folder, the working directory or one of its parents is refused.
+* :func:`unique_temp_path`: a temporary name no other run can hold (pid + random suffix), next to the target.
+* :func:`quarantine`: move a damaged cache/chunk file aside (under a unique name) with a warning naming it.
+* :class:`DirLock`: an exclusive ``fcntl`` lock per work dir or output folder; the error names the holder
+  (pid, host, start time). The lock is released by the kernel when the holder dies, even by SIGKILL.
+
+Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from pathlib import Path
+
+from xl_suite.errors import LockError, OutputExistsError
+
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "MARKER_FILE",
+    "LOCK_FILE",
+    "SecretFilter",
+    "DirLock",
+    "check_replaceable",
+    "install_secret_filter",
+    "quarantine",
+    "scrub_secrets",
+    "secret_values",
+    "unique_temp_path",
+    "write_marker",
+]
+
+#: Marker file xl-suite writes into every folder it creates and may later replace.
+MARKER_FILE = ".xl-suite-output.json"
+#: Lock file inside a locked folder.
+LOCK_FILE = ".xl-suite.lock"
+
+_SECRET_VAR_RE = re.compile(r"(API_KEY|TOKEN|SECRET|PASSWORD)$|^(OPENAI_API_KEY|HF_TOKEN|HUGGING_FACE_HUB_TOKEN)$")
+# OpenAI-style keys (sk-..., sk-proj-...), Hugging Face tokens (hf_...), bearer headers.
+_SECRET_PATTERNS = (
+    re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}"),
+    re.compile(r"\bhf_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}"),
+)
+_MIN_SECRET_LEN = 6  # shorter values ("1", "true") would blank out ordinary words
+_REDACTED = "***"
+
+
+def secret_values(extra: tuple[str | None, ...] | list[str | None] = ()) -> list[str]:
+    """Values of environment variables that look like credentials (``*_API_KEY``, ``*_TOKEN``...), plus ``extra``.
+
+    Longest first, so a key that contains another is replaced whole.
+    """
+    values = {v for k, v in os.environ.items() if _SECRET_VAR_RE.search(k.upper()) and v}
+    values.update(v for v in extra if v)
+    return sorted((v for v in values if len(v) >= _MIN_SECRET_LEN), key=len, reverse=True)
+
+
+def scrub_secrets(text: object, extra: tuple[str | None, ...] | list[str | None] = ()) -> str:
+    """``str(text)`` with credentials replaced by ``***``.
+
+    Removes the values of credential-like environment variables (``OPENAI_API_KEY``, ``HF_TOKEN``, any
+    ``*_API_KEY``/``*_TOKEN``/``*_SECRET``), the strings in ``extra``, and anything shaped like an OpenAI key
+    (``sk-...``), a Hugging Face token (``hf_...``) or a bearer header.
+
+    >>> scrub_secrets("invalid key sk-abcdefghijklmnop for hf_ABCDEFGHIJKLMNOP", extra=["s3cr3t-value"])
+    'invalid key *** for ***'
+    >>> scrub_secrets("Authorization: Bearer abc.def-123456")
+    'Authorization: Bearer ***'
+    """
+    out = str(text)
+    for value in secret_values(extra):
+        out = out.replace(value, _REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        out = pattern.sub(lambda m: (m.group(1) if m.re.groups else "") + _REDACTED, out)
+    return out
+
+
+class SecretFilter(logging.Filter):
+    """A logging filter that scrubs credentials from each record's message (arguments included)."""
+
+    def __init__(self, extra: tuple[str | None, ...] | list[str | None] = ()):
+        super().__init__()
+        self.extra = tuple(extra)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Render the message, scrub it, and drop the arguments; always keeps the record."""
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken format string must still be logged, scrubbed
+            message = f"{record.msg} {record.args}"
+        record.msg, record.args = scrub_secrets(message, self.extra), None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = scrub_secrets(logging.Formatter().formatException(record.exc_info), self.extra)
+            record.exc_info = None
+        return True
+
+
+def install_secret_filter(log: logging.Logger, extra: tuple[str | None, ...] | list[str | None] = ()) -> SecretFilter:
+    """Attach one :class:`SecretFilter` to ``log`` (idempotent: an existing one gets the new ``extra`` values)."""
+    for f in log.filters:
+        if isinstance(f, SecretFilter):
+            f.extra = tuple(dict.fromkeys((*f.extra, *extra)))
+            return f
+    f = SecretFilter(extra)
+    log.addFilter(f)
+    return f
+
+
+# -- output folders ------------------------------------------------------------------------------------------
+
+
+def write_marker(folder: str | Path, kind: str) -> Path:
+    """Write xl-suite's marker into ``folder``, recording what wrote it (``kind``), when, and the pid."""
+    path = Path(folder) / MARKER_FILE
+    info = {
+        "written_by": "xl-suite",
+        "kind": kind,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    path.write_text(json.dumps(info) + "\n", encoding="utf-8")
+    return path
+
+
+def _protected(path: Path) -> str | None:
+    """Why ``path`` may never be replaced, or None."""
+    cwd = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if path == cwd or path in cwd.parents:
+        return "it is the current working directory or one of its parents"
+    if path == home or path in home.parents:
+        return "it is your home directory or one of its parents"
+    if path == Path(path.anchor):
+        return "it is a filesystem root"
+    return None
+
+
+def check_replaceable(
+    path: str | Path,
+    *,
+    overwrite: bool,
+    legacy_markers: tuple[str, ...] = (),
+    flag: str = "--overwrite/overwrite=True",
+) -> bool:
+    """Decide whether ``path`` may be (re)written; raise if not.
+
+    Args:
+        path: the output folder (or file) about to be written.
+        overwrite: the caller's overwrite flag.
+        legacy_markers: other marker file names that also prove xl-suite wrote the folder (older releases).
+        flag: how the user passes ``overwrite``, for the message.
+
+    Returns:
+        True when ``path`` exists and will be replaced, False when it does not exist (or is an empty folder).
+
+    Raises:
+        OutputExistsError: ``path`` exists and ``overwrite`` is false; or it is a folder without xl-suite's marker
+            (a folder we did not write), the working directory, home, a root or a parent of those.
+    """
+    p = Path(path).expanduser()
+    resolved = p.resolve()
+    reason = _protected(resolved)
+    if reason and p.exists():
+        raise OutputExistsError(f"Refusing to write over {str(p)!r} ({resolved}): {reason}. Choose a new folder.")
+    if not p.exists() and not p.is_symlink():
+        return False
+    if p.is_dir() and not any(p.iterdir()):
+        return False
+    if not overwrite:
+        raise OutputExistsError(f"{str(p)!r} already exists. Choose another folder or pass {flag}.")
+    if p.is_symlink():
+        raise OutputExistsError(f"Refusing to replace {str(p)!r}: it is a symbolic link. Choose a real folder.")
+    if p.is_dir() and not any((p / m).is_file() for m in (MARKER_FILE, *legacy_markers)):
+        raise OutputExistsError(
+            f"Refusing to replace {str(p)!r}: it was not written by xl-suite (no {MARKER_FILE} inside), so "
+            f"{flag} does not apply to it. Choose another folder, or delete it yourself."
+        )
+    return True
+
+
+def unique_temp_path(target: str | Path | None = None, *, suffix: str = "") -> str:
+    """A temporary name next to ``target`` that no other process can hold: ``.<name>.tmp-<pid>-<random>``.
+
+    >>> p = unique_temp_path("/out/data.parquet")
+    >>> p.startswith("/out/.data.parquet.tmp-") and p != unique_temp_path("/out/data.parquet")
+    True
+    """
+    token = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}"
+    if target is None:
+        return token
+    text = str(target).rstrip("/")
+    head, _, name = text.rpartition("/")
+    return f"{head}/.{name}.{token}" if head or text.startswith("/") else f".{name}.{token}"
+
+
+def quarantine(fs, path: str, reason: str, *, what: str = "Cache file") -> str | None:
+    """Move a damaged file aside as ``<path>.corrupt`` (``.corrupt-<random>`` if taken) with a warning naming it; return the new path.
+
+    Args:
+        fs: fsspec filesystem of ``path``.
+        path: the damaged file.
+        reason: what is wrong with it (shown in the warning).
+        what: how to call it in the warning.
+
+    Returns:
+        The new path, or None when the store refused the move (read-only); the file is then left in place, and the
+        caller must skip it.
+    """
+    target = f"{path}.corrupt"
+    try:
+        if fs.exists(target):  # an earlier damaged copy: keep both
+            target = f"{path}.corrupt-{uuid.uuid4().hex[:8]}"
+        fs.mv(path, target)
+    except Exception as e:  # noqa: BLE001 - read-only stores: leave it, it is re-detected next time
+        logger.warning(
+            "%s %s is damaged (%s) and could not be moved aside (%s); it is skipped and recomputed.",
+            what,
+            path,
+            reason,
+            e,
+        )
+        return None
+    logger.warning("%s %s is damaged (%s); moved to %s, its rows will be computed again.", what, path, reason, target)
+    return target
+
+
+# -- locks ---------------------------------------------------------------------------------------------------
+
+
+class DirLock:
+    """An exclusive lock on a local folder, held through ``fcntl.flock`` on ``<folder>/.xl-suite.lock``.
+
+    The lock file records the holder (pid, host, start time, what it is doing); a second process gets a
+    :class:`~xl_suite.errors.LockError` naming them. The kernel releases the lock when the holder exits, however it
+    dies, so a stale lock file never blocks a later run. Re-entrant within a process (a nested ``DirLock`` on the
+    same folder is a no-op).
+
+    Args:
+        folder: the folder to lock (created if missing).
+        purpose: shown to the other process (``"synthesis work dir"``...).
+    """
+
+    _held: dict[str, int] = {}
+
+    def __init__(self, folder: str | Path, purpose: str = "xl-suite run"):
+        self.folder = Path(folder).resolve()
+        self.purpose = purpose
+        self._fd: int | None = None
+        self._nested = False
+
+    def acquire(self) -> DirLock:
+        """Take the lock or raise :class:`LockError` naming the holder."""
+        import fcntl
+
+        key = str(self.folder)
+        if key in DirLock._held:
+            self._nested = True
+            DirLock._held[key] += 1
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockError(
+                f"{self.folder} is in use by another xl-suite process ({holder}). Wait for it to finish or stop it, "
+                "or use another folder; two runs writing the same folder would corrupt each other."
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "purpose": self.purpose,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+        DirLock._held[key] = 1
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the lock file stays; it is harmless without the flock)."""
+        key = str(self.folder)
+        if self._nested:
+            DirLock._held[key] -= 1
+            self._nested = False
+            return
+        if self._fd is None:
+            return
+        import fcntl
+
+        DirLock._held.pop(key, None)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> DirLock:
+        """Acquire."""
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        """Release."""
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        return "holder unknown"
+    if not info:
+        return "holder unknown"
+    return (
+        f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}, "
+        f"{info.get('purpose', 'xl-suite run')}"
+    )
