@@ -8,11 +8,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from xl_suite.evaluation.alpaca_eval import LEADERBOARD_COLUMNS, LEADERBOARD_RENAMES
 from xl_suite.evaluation.results import OVERALL, EvaluationResult
 from xl_suite.sources import write_jsonl
 
 
-__all__ = ["format_table", "write_report"]
+__all__ = ["format_table", "leaderboard_rows", "write_report"]
 
 _MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standard_error", "SE"),
                  ("ci_low", "CI low"), ("ci_high", "CI high"), ("discrete_win_rate", "discrete"),
@@ -61,16 +62,38 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _csv_columns(result: EvaluationResult) -> list[str]:
-    order = ["model", "language", "n", "win_rate", "standard_error", "ci_low", "ci_high", "discrete_win_rate",
-             "length_controlled_win_rate", "lc_standard_error", "n_wins", "n_losses", "n_draws", "n_unparsed",
-             "n_judgments", "n_unparsed_judgments", "parse_rate", "prefer_first_rate", "order_agreement",
-             "prefer_longer_rate", "length_spearman"]
-    present = set().union(*(row.keys() for row in result.table.values()))
-    cols = [c for c in order if c in present or c == "model"]
+    """CSV columns: alpaca_eval's leaderboard columns under its names first, then ours."""
+    present = {LEADERBOARD_RENAMES.get(k, k) for row in result.table.values() for k in row}
+    if result.judged:
+        present.add("mode")
+    cols = ["model", "language"] + [c for c in LEADERBOARD_COLUMNS if c in present]
+    extra = ["n", "ci_low", "ci_high", "n_unparsed", "n_judgments", "n_unparsed_judgments", "parse_rate",
+             "prefer_first_rate", "order_agreement", "prefer_longer_rate", "length_spearman"]
+    cols += [c for c in extra if c in present]
     cols += sorted(k for k in present if k.startswith("rubric_") and k != "rubric_parse_rate")
-    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_model_length", "avg_reference_length")
+    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_reference_length")
              if c in present]
     return cols
+
+
+def leaderboard_rows(result: EvaluationResult) -> list[dict[str, Any]]:
+    """The ``leaderboard.csv`` rows: one per language and ``overall``, under alpaca_eval's column names.
+
+    ``n_losses`` is written as ``n_wins_base``, ``length_controlled_win_rate`` as ``length_controlled_winrate`` and
+    ``avg_model_length`` as ``avg_length`` (see :data:`xl_suite.evaluation.alpaca_eval.LEADERBOARD_RENAMES`);
+    ``mode`` is ``"community"``, as alpaca_eval writes for a model evaluated outside its official leaderboard.
+    NaN is written as an empty cell.
+    """
+    model = result.meta.get("model") or "model"
+    rows = []
+    for row in result.table.values():
+        out: dict[str, Any] = {"model": model}
+        if result.judged:
+            out["mode"] = "community"
+        for k, v in row.items():
+            out[LEADERBOARD_RENAMES.get(k, k)] = "" if isinstance(v, float) and math.isnan(v) else v
+        rows.append(out)
+    return rows
 
 
 def _plot(result: EvaluationResult, path: Path) -> None:
@@ -147,13 +170,10 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
     model = result.meta.get("model") or "model"
 
     paths["csv"] = out / "leaderboard.csv"
-    cols = _csv_columns(result)
     with paths["csv"].open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=_csv_columns(result), extrasaction="ignore")
         w.writeheader()
-        for row in result.table.values():
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in {"model": model, **row}.items()})
+        w.writerows(leaderboard_rows(result))
 
     paths["png"] = out / "win_rates.png"
     _plot(result, paths["png"])
@@ -182,7 +202,14 @@ def _markdown(result: EvaluationResult, title: str) -> str:
     settings = [["model", str(meta.get("model") or "-")], ["items", str(meta.get("n_items"))],
                 ["languages", ", ".join(meta.get("languages", []))]]
     judge = meta.get("judge")
-    if judge:
+    if judge and judge.get("config") is None:
+        settings += [
+            ["judge", f"none run here: preferences read from annotations by {judge['model']}"],
+            ["win rate CI", f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
+                            f"resamples, seed {meta['seed']}"],
+            ["length control", meta["lc_method"]],
+        ]
+    elif judge:
         cfg = judge["config"]
         settings += [
             ["judge", f"{judge['model']} ({judge['backend']}, revision {judge['revision'] or '-'})"],
