@@ -205,3 +205,20 @@ def test_model_outputs_and_reference_outputs_with_a_judge(alpaca_file, tmp_path)
     judgments = [json.loads(line) for line in (report / "judgments.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(judgments) == 8 and {j["language"] for j in judgments} == {"de"}
     assert "n_wins_base" in _csv(report / "leaderboard.csv")[0]
+
+
+def test_report_without_matplotlib_is_still_written(alpaca_file, tmp_path, monkeypatch, capsys):
+    import sys
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "win_rates.png").write_bytes(b"old plot")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as without the [plot] extra
+    assert (
+        main(["evaluate", "--model-outputs", str(alpaca_file), "--language", "de", "--alpaca-eval-source",
+              str(alpaca_file), "--output", str(tmp_path / "report")])
+        == 0
+    )
+    assert "plot: none (pip install 'xl-suite[plot]')" in capsys.readouterr().out
+    assert not (tmp_path / "report" / "win_rates.png").exists()
+    assert "xl-suite[plot]" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert len(_csv(tmp_path / "report" / "leaderboard.csv")) == 2

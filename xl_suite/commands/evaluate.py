@@ -130,7 +130,8 @@ def run(args) -> int:
                   + (f", ${entry['cost_usd']:.4f}" if entry.get("cost_usd") is not None else ""))
     for w in result.meta.get("warnings", []):
         print(f"warning: {w}")
-    print(f"Report: {paths['markdown']}  CSV: {paths['csv']}  plot: {paths['png']}")
+    plot = paths.get("png") or "none (pip install 'xl-suite[plot]')"
+    print(f"Report: {paths['markdown']}  CSV: {paths['csv']}  plot: {plot}")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ from xl_suite.evaluation.results import OVERALL, EvaluationResult
 from xl_suite.sources import write_jsonl
 
 
-__all__ = ["format_table", "leaderboard_rows", "write_report"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["format_table", "leaderboard_rows", "plot_available", "write_report"]
 
 _MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standard_error", "SE"),
                  ("ci_low", "CI low"), ("ci_high", "CI high"), ("discrete_win_rate", "discrete"),
@@ -96,6 +99,13 @@ def leaderboard_rows(result: EvaluationResult) -> list[dict[str, Any]]:
     return rows
 
 
+def plot_available() -> bool:
+    """True when matplotlib (the ``plot`` extra) is installed; the report then includes ``win_rates.png``."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _plot(result: EvaluationResult, path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -159,7 +169,7 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
 
     Files: ``report.md`` (tables, settings, diagnostics, ledger, unparsed judgments), ``leaderboard.csv`` (one row
     per language and ``overall``), ``win_rates.png`` (win rate per language with CI bars, language fidelity beside
-    it), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
+    it; only with matplotlib, the ``plot`` extra), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
 
     Returns:
         file kind -> path.
@@ -175,8 +185,14 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
         w.writeheader()
         w.writerows(leaderboard_rows(result))
 
-    paths["png"] = out / "win_rates.png"
-    _plot(result, paths["png"])
+    png = out / "win_rates.png"
+    png.unlink(missing_ok=True)  # never leave a plot of an earlier run beside this report
+    if plot_available():
+        _plot(result, png)
+        paths["png"] = png
+    else:
+        logger.warning("matplotlib is not installed: the report is written without win_rates.png "
+                       "(pip install 'xl-suite[plot]').")
 
     paths["summary"] = out / "summary.json"
     paths["summary"].write_text(json.dumps(_clean(result.to_dict()), indent=2, ensure_ascii=False,
@@ -191,11 +207,12 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
             write_jsonl([_clean(r) for r in result.rubric_rows], paths["rubric"])
 
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}"), encoding="utf-8")
+    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}",
+                                                 with_plot="png" in paths), encoding="utf-8")
     return paths
 
 
-def _markdown(result: EvaluationResult, title: str) -> str:
+def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     meta = result.meta
     md = [f"# {title}", "", f"_Generated {meta.get('created')} by xl-suite {meta.get('xl_suite_version')}._", ""]
     md += ["> " + meta["notes"], ""]
@@ -229,7 +246,9 @@ def _markdown(result: EvaluationResult, title: str) -> str:
     if meta.get("fidelity"):
         settings.append(["language identifier", json.dumps(meta["fidelity"], default=str)])
     md += ["## Settings", "", _markdown_table(["setting", "value"], settings), ""]
-    md += ["## Results per language", "", "![Win rate and language fidelity per language](win_rates.png)", ""]
+    md += ["## Results per language", ""]
+    md += (["![Win rate and language fidelity per language](win_rates.png)", ""] if with_plot else
+           ["_No plot: matplotlib is not installed (`pip install 'xl-suite[plot]'`)._", ""])
     cols = _columns(result)
     md.append(_markdown_table([label for _, label in cols],
                               [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]))
