@@ -259,12 +259,14 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
            "language; line pass: responses whose every long line is in the target language.", ""]
     if result.ledger:
         md += ["## Cost and token ledger", ""]
-        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "corrupt_cache_files",
+        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "json_repaired",
+                "corrupt_cache_files",
                 "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens", "seconds",
                 "cost_usd"]
         md.append(_markdown_table(["stage", *keys], [[stage, *[_fmt(entry.get(k), 4 if k == "cost_usd" else 1)
                                                                for k in keys]] for stage, entry in result.ledger.items()]))
-        md += ["", "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
+        md += ["", "json_repaired: replies read only after the JSON repair step (counted as parsed). "
+               "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
                "from the annotation cache. cost_usd needs prices in the preset.", ""]
     if result.judged:
         bad = [r for r in result.judgments if r["parse_status"] == "unparsed"]
