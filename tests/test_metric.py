@@ -119,3 +119,78 @@ def test_fidelity_config_reports_strict_and_family_aware_scores():
     assert out["language_fidelity"] == 100.0 and out["language_fidelity_strict"] == 100.0
     assert out["is_target_strict"] == [True, None]
     assert out["per_language"]["ast"]["status"] == "n/a" and out["per_language"]["ast"]["reason"]
+
+
+def test_default_config_computes_fidelity_from_predictions_and_languages_alone():
+    metric = evaluate.load(METRIC)
+    out = metric.compute(predictions=PREDS, languages=LANGS)
+    assert out["language_fidelity"] == pytest.approx(200 / 3) and "win_rate" not in out
+    with pytest.raises(ValueError, match="Mismatch in the number of predictions"):
+        metric.compute(predictions=PREDS, languages=["de"])
+    with pytest.raises(ValueError, match="got also \\['rubric'\\]"):
+        metric.compute(predictions=PREDS, languages=LANGS, rubric=False)
+    # a judge still needs the references and instructions
+    with pytest.raises(ValueError, match="missing"):
+        metric.compute(predictions=PREDS, languages=LANGS, judge=FakeGenerator(always_a))
+
+
+def test_requirements_name_the_package_and_satisfy_evaluates_dependency_check(monkeypatch):
+    """requirements.txt covers every library the script imports; evaluate's check names the pip requirement."""
+    import sys
+
+    from evaluate.loading import _download_additional_modules, get_imports
+    from evaluate.utils.file_utils import DownloadConfig
+    from packaging.requirements import Requirement
+
+    import xl_suite
+
+    lines = (Path(METRIC) / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    reqs = {r.name: r for r in (Requirement(x) for x in lines if x.strip() and not x.startswith("#"))}
+    assert "eval" in reqs["xl-suite"].extras and reqs["xl-suite"].specifier.contains(xl_suite.__version__)
+    imports = get_imports(f"{METRIC}/xl_alpacaeval.py")
+    libraries = {name.replace("_", "-") for kind, name, _, _ in imports
+                 if kind == "library" and name not in sys.stdlib_module_names and name != "__future__"}
+    assert libraries and libraries <= set(reqs), libraries - set(reqs)
+    monkeypatch.setitem(sys.modules, "xl_suite", None)  # as on a machine without xl-suite
+    with pytest.raises(ImportError, match=r"pip install xl-suite\[eval\]"):
+        _download_additional_modules("xl_alpacaeval", METRIC, imports, DownloadConfig())
+
+
+def test_metric_path_is_the_checkout_folder():
+    import xl_suite
+
+    assert Path(xl_suite.metric_path()) == Path(METRIC)
+    with pytest.raises(ValueError, match="Unknown metric 'bleu'"):
+        xl_suite.metric_path("bleu")
+
+
+@pytest.mark.slow
+def test_loads_from_an_installed_wheel(tmp_path):
+    """Build the wheel, install it into a bare folder and load the metric from there, away from the checkout."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                        str(tmp_path / "dist"), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next((tmp_path / "dist").glob("xl_suite-*.whl"))
+    site = tmp_path / "site"
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    code = (
+        "import json, evaluate, xl_suite\n"
+        "path = xl_suite.metric_path()\n"
+        "m = evaluate.load(path)\n"
+        "out = m.compute(predictions=['Das Wetter ist heute wirklich schön.', 'The weather is nice.'], "
+        "languages=['de', 'de'])\n"
+        "print(json.dumps({'package': xl_suite.__file__, 'path': path, 'fidelity': out['language_fidelity']}))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["package"].startswith(str(site)) and out["path"].startswith(str(site))
+    assert out["fidelity"] == 50.0

@@ -26,3 +26,9 @@ def test_wheel_contains_templates_and_data(tmp_path):
     assert "xl_suite/dataset_cards/xl_suite.md.jinja" in names
     assert any(n.startswith("xl_suite/engines/") for n in names)
     assert any(n.startswith("xl_suite/commands/") for n in names)
+    # every subpackage (evaluation and synthesis were missing from the wheel) and the evaluate metric folder
+    subpackages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "xl_suite").glob("*/__init__.py")}
+    assert {f"{p}/__init__.py" for p in subpackages} <= names
+    metric = {f"xl_suite/evaluate_metrics/xl_alpacaeval/{f}" for f in ("xl_alpacaeval.py", "README.md",
+                                                                       "requirements.txt", "app.py")}
+    assert metric <= names

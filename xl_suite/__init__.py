@@ -52,6 +52,8 @@ _EXPORTS = {
     "JudgeConfig": "xl_suite.evaluation.judging",
     "load_preset": "xl_suite.evaluation.presets",
     "list_presets": "xl_suite.evaluation.presets",
+    "metric_path": "xl_suite.evaluate_module",
+    "CITATION": "xl_suite.constants",
     # synthesis
     "synthesize": "xl_suite.synthesis",
     "SynthesisConfig": "xl_suite.synthesis",

@@ -236,7 +236,8 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
     first = f"xl-alpacaeval-{langs[0]}"
     echo("")
-    echo(f"Done in {timings['total']:.0f} s. Report: {report['markdown']}; plot: {report['png']}; "
+    plot = report.get("png") or "none (pip install 'xl-suite[plot]')"
+    echo(f"Done in {timings['total']:.0f} s. Report: {report['markdown']}; plot: {plot}; "
          f"leaderboard: {report['csv']}")
     echo("Load the data with plain datasets (from this directory):")
     echo("    import datasets")

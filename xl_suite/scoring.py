@@ -14,9 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.json_repair_step import repair_json_object
 
 
-__all__ = ["SCORE_SCALE", "score_schema", "parse_scores", "aggregate_scores", "select_best", "criteria_list"]
+__all__ = ["SCORE_SCALE", "score_schema", "parse_scores", "parse_scores_with_status", "aggregate_scores", "select_best", "criteria_list"]
 
 #: Integer scale of every score.
 SCORE_SCALE = (1, 5)
@@ -68,8 +69,9 @@ def parse_scores(
 ) -> dict[str, int] | None:
     """Parse named integer scores; ``None`` unless every criterion has an integer score within ``scale``.
 
-    Reads a JSON object first (alone, inside prose, or in a fenced ```json block), then ``name: N`` pairs in
-    prose. Names match case-insensitively; integral floats (``4.0``) and numeric strings (``"4"``) count; extra keys
+    Reads a JSON object first (alone, inside prose, or in a fenced ```json block), then the same object after a
+    JSON repair step (:func:`xl_suite.json_repair_step.repair_json_object`: truncated, single quotes, trailing
+    comma, comments, unquoted keys), then ``name: N`` pairs in prose. Names match case-insensitively; integral floats (``4.0``) and numeric strings (``"4"``) count; extra keys
     are ignored. Never uses ``eval``.
 
     Args:
@@ -90,35 +92,59 @@ def parse_scores(
     True
     >>> parse_scores("I'd give it a 4.", ["fluency"]) is None
     True
+    >>> parse_scores("{'fluency': 4, relevance: 5,}", ["relevance", "fluency"])
+    {'relevance': 5, 'fluency': 4}
+    """
+    return parse_scores_with_status(text, criteria, scale=scale)[0]
+
+
+def _scores_from_object(obj, names: list[str], scale: tuple[int, int]) -> dict[str, int] | None:
+    if not isinstance(obj, dict):
+        return None
+    lowered = {str(k).strip().lower(): v for k, v in obj.items()}
+    out: dict[str, int] = {}
+    for name in names:
+        value = _score_value(lowered.get(name.lower()), scale)
+        if value is None:
+            return None
+        out[name] = value
+    return out
+
+
+def parse_scores_with_status(
+    text: str | None, criteria: Sequence[str] | Mapping[str, str], *, scale: tuple[int, int] = SCORE_SCALE
+) -> tuple[dict[str, int] | None, str]:
+    """:func:`parse_scores` plus how the reply was read: ``"ok"``, ``"repaired"`` (only after JSON repair) or
+    ``"unparsed"``.
+
+    >>> parse_scores_with_status('{"fluency": 4', ["fluency"])
+    ({'fluency': 4}, 'repaired')
+    >>> parse_scores_with_status('{"fluency": 4}', ["fluency"])
+    ({'fluency': 4}, 'ok')
     """
     if not isinstance(text, str) or not text.strip():
-        return None
+        return None, "unparsed"
     names = list(criteria)
     for cand in _json_candidates(text):
         try:
             obj = json.loads(cand)
         except (json.JSONDecodeError, ValueError):
             continue
-        if not isinstance(obj, dict):
-            continue
-        lowered = {str(k).strip().lower(): v for k, v in obj.items()}
-        out: dict[str, int] = {}
-        for name in names:
-            value = _score_value(lowered.get(name.lower()), scale)
-            if value is None:
-                break
-            out[name] = value
-        else:
-            return out
+        scores = _scores_from_object(obj, names, scale)
+        if scores is not None:
+            return scores, "ok"
+    scores = _scores_from_object(repair_json_object(text), names, scale)
+    if scores is not None:
+        return scores, "repaired"
     out = {}
     for name in names:  # "name: N" pairs in prose
         m = re.search(r'["\']?\b' + re.escape(name) + r'\b["\']?\s*[:=]\s*["\']?([+-]?\d+(?:\.\d+)?)', text,
                       re.IGNORECASE)
         value = _score_value(m.group(1) if m else None, scale)
         if value is None:
-            return None
+            return None, "unparsed"
         out[name] = value
-    return out
+    return out, "ok"
 
 
 def aggregate_scores(scores: Mapping[str, int] | None, how: str = "mean") -> float:

@@ -11,10 +11,9 @@ import logging
 import datasets
 import evaluate
 
-from xl_suite.constants import CITATION
-from xl_suite.evaluation import evaluate_responses
-from xl_suite.evaluation.presets import list_presets, load_preset
-from xl_suite.fidelity import language_fidelity
+# One import line from the package: evaluate's dependency check reads it, and the "From:" comment is the pip
+# requirement its error message names when xl-suite is missing (no code is downloaded for a library import).
+from xl_suite import CITATION, evaluate_responses, language_fidelity, list_presets, load_preset  # From: xl-suite[eval]
 
 
 logger = logging.getLogger(__name__)
@@ -79,6 +78,12 @@ Examples:
     >>> out["language_fidelity"], out["detected_language"]
     (50.0, ['de', 'en'])
 
+    The ``default`` config does the same when it gets no references, instructions or judge:
+
+    >>> evaluate.load("evaluate_metrics/xl_alpacaeval").compute(predictions=["Guten Morgen, wie geht es dir?"],
+    ...                                                         languages=["de"])["language_fidelity"]
+    100.0
+
     With a judge (any xl_suite generator; a fake one that always prefers the first answer here). Both orders are
     judged, so its position bias cancels out: every item is a tie.
 
@@ -128,6 +133,29 @@ class XlAlpacaeval(evaluate.Metric):
         self._judge_engine_kwargs = dict(judge_engine_kwargs or {})
         self._owns_judge = False
         self.preset = None
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """Score the answers; see ``_KWARGS_DESCRIPTION``.
+
+        In the ``default`` config, a call without ``references``, ``instructions`` and a judge computes language
+        fidelity from ``predictions`` and ``languages`` alone (``evaluate`` would otherwise demand every column of
+        the judged schema).
+        """
+        fidelity_only = (self.config_name == _DEFAULT and references is None and kwargs.get("instructions") is None
+                         and kwargs.get("judge") is None and self.judge is None)
+        if not fidelity_only:
+            return super().compute(predictions=predictions, references=references, **kwargs)
+        unknown = sorted(set(kwargs) - {"languages", "instructions", "judge"})
+        if unknown:
+            raise ValueError(f"A fidelity-only call takes predictions= and languages=; got also {unknown}. Pass "
+                             "references= and instructions= (and a judge) for the judged scores.")
+        languages = kwargs.get("languages")
+        if predictions is None or languages is None:
+            raise ValueError("A fidelity-only call needs predictions= and languages= (one language code per answer).")
+        if len(predictions) != len(languages):
+            raise ValueError(f"Mismatch in the number of predictions ({len(predictions)}) and languages "
+                             f"({len(languages)}).")
+        return _fidelity_only(predictions, languages)
 
     def _info(self):
         if self.config_name == _FIDELITY:

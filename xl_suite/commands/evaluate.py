@@ -4,6 +4,13 @@
         --output report/
     xl-suite evaluate --model-outputs answers/ --references refs/ --judge-preset gpt-4o --output report/
     xl-suite evaluate --model-outputs answers/ --output report/          # no judge: language fidelity only
+    xl-suite evaluate --model-outputs model_outputs.json --language de --references reference_outputs.json \
+        --judge-preset gpt-4o --output report/                            # alpaca_eval files as they are
+    xl-suite evaluate --model-outputs annotations.json --language de --output report/   # alpaca_eval judgments
+
+alpaca_eval's ``model_outputs.json`` and ``annotations.json`` are read as they are: rows are matched to XL-AlpacaEval
+by instruction text and language (``--language`` for a file without a language column); unmatched rows are counted,
+sampled, printed and written in the report. ``leaderboard.csv`` uses alpaca_eval's column names.
 
 Prints a table per language and writes ``report.md``, ``leaderboard.csv`` and ``win_rates.png`` (plus per-sample
 and per-judgment files) to the output folder. Judgments are cached under ``OUTPUT/annotations`` (``--cache-dir``):
@@ -54,8 +61,13 @@ def run(args) -> int:
     use_judge = bool(job.judge_preset or judge_spec.model)
     if judge_spec.backend and not use_judge:
         raise InvalidArgumentError("--judge-backend needs --judge-model (or --judge-preset).")
+    model_rows, alpaca_eval_info = _read_alpaca_eval(model_rows, job, what=job.model_outputs)
+    annotated = alpaca_eval_info is not None and alpaca_eval_info["kind"] == "annotations"
+    if annotated and use_judge:
+        raise InvalidArgumentError(f"{job.model_outputs!r} is an alpaca_eval annotations file: its judgments are "
+                                   "already made. Drop --judge-model/--judge-preset, or pass the model_outputs.json.")
     if job.languages:
-        keep = {s.code for s in resolve_languages(job.languages)}
+        keep = {s.code for s in resolve_languages(job.languages, allow_english=True)}
         model_rows = [r for r in model_rows if get_language(r.get("language", "")).code in keep]
         if not model_rows:
             raise InvalidArgumentError(f"No model output is in --languages {job.languages!r}.")
@@ -65,7 +77,8 @@ def run(args) -> int:
     if use_judge:
         if not job.references:
             raise InvalidArgumentError("A judge compares answers with references: pass --references DIR_OR_FILE.")
-        rows = align_references(model_rows, read_rows(job.references))
+        reference_rows, _ = _read_alpaca_eval(read_rows(job.references), job, what=job.references)
+        rows = align_references(model_rows, reference_rows)
         missing = [r["id"] for r in rows if not (r.get("instruction") or "").strip()]
         if missing:
             raise InvalidArgumentError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
@@ -99,20 +112,28 @@ def run(args) -> int:
             factory=lambda: preset.build_judge(**judge_spec.engine_kwargs))  # starts only if a judgment is not cached
     else:
         rows = [{"id": str(r.get("id", i)), "language": r["language"], "output": r.get("output") or "",
-                 "instruction": r.get("instruction"), "reference": None} for i, r in enumerate(model_rows)]
+                 "instruction": r.get("instruction"), "reference": r.get("reference")}
+                for i, r in enumerate(model_rows)]
+    annotators = sorted({str(r.get("annotator")) for r in model_rows if r.get("annotator")}) if annotated else []
     try:
         result = evaluate_responses(
             [r["output"] for r in rows], [r["language"] for r in rows],
-            references=[r["reference"] for r in rows] if judge is not None else None,
+            references=[r["reference"] for r in rows] if judge is not None or annotated else None,
             instructions=[r["instruction"] for r in rows] if judge is not None else None,
             ids=[r["id"] for r in rows], judge=judge, config=preset.judge if preset else None,
             cache_dir=job.cache_dir or str(out / "annotations"), model_name=model_name,
             preset=f"{preset.name} v{preset.version}" if preset else None, n_resamples=job.n_resamples,
             seed=job.seed, lc_method=job.lc_method,
+            preferences=[r["probability"] for r in model_rows] if annotated else None,
+            annotator=", ".join(annotators) or None,
         )
     finally:
         if judge is not None:
             judge.close()
+    if alpaca_eval_info is not None:
+        result.meta["alpaca_eval"] = alpaca_eval_info
+        if alpaca_eval_info["warning"]:
+            result.meta["warnings"].append(alpaca_eval_info["warning"])
     usage = [r for r in model_rows if isinstance(r.get("completion_tokens"), int)]
     if usage:
         result.ledger["model_outputs"] = {
@@ -128,8 +149,23 @@ def run(args) -> int:
                   + (f", ${entry['cost_usd']:.4f}" if entry.get("cost_usd") is not None else ""))
     for w in result.meta.get("warnings", []):
         print(f"warning: {w}")
-    print(f"Report: {paths['markdown']}  CSV: {paths['csv']}  plot: {paths['png']}")
+    plot = paths.get("png") or "none (pip install 'xl-suite[plot]')"
+    print(f"Report: {paths['markdown']}  CSV: {paths['csv']}  plot: {plot}")
     return 0
+
+
+def _read_alpaca_eval(rows: list[dict], job, *, what: str) -> tuple[list[dict], dict | None]:
+    """alpaca_eval files (model_outputs.json, annotations.json) matched to XL-AlpacaEval; other rows as they are."""
+    from xl_suite.evaluation.alpaca_eval import file_kind, from_annotations, from_model_outputs
+
+    kind = file_kind(rows)
+    if kind == "xl_suite":
+        return rows, None
+    read = from_annotations if kind == "annotations" else from_model_outputs
+    match = read(rows, language=job.language, source=job.alpaca_eval_source, what=repr(str(what)))
+    return match.rows, {"kind": kind, "file": str(what), "n_rows": match.n_input, "n_matched": len(match.rows),
+                        "n_unmatched": match.n_unmatched, "unmatched_sample": match.unmatched,
+                        "warning": match.summary(repr(str(what)))}
 
 
 def _model_name(rows: list[dict], path: str) -> str:

@@ -50,9 +50,10 @@ from xl_suite.configuration import option
 from xl_suite.engines.base import Completion, Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
+from xl_suite.json_repair_step import repair_json_object
 from xl_suite.languages import LanguageSpec, get_language
 from xl_suite.prompting import PromptTemplate, load_template, neutralise_markers
-from xl_suite.scoring import parse_scores, score_schema
+from xl_suite.scoring import parse_scores, parse_scores_with_status, score_schema
 
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ __all__ = [
     "PairwiseJudgments",
     "RubricScores",
     "parse_verdict",
+    "parse_verdict_with_status",
     "parse_rubric",
     "rubric_schema",
     "verdict_distribution",
@@ -104,6 +106,7 @@ DEFAULT_DIMENSIONS: dict[str, str] = {
 
 _PARSE_OK = "ok"
 _PARSE_UNPARSED = "unparsed"
+_PARSE_REPAIRED = "repaired"
 _RULE_EMPTY = "rule:empty_output"
 
 
@@ -249,8 +252,33 @@ def parse_verdict(text: str | None) -> Verdict | None:
     >>> parse_verdict("I like both."), parse_verdict(""), parse_verdict(None)
     (None, None, None)
     """
+    return parse_verdict_with_status(text)[0]
+
+
+_VERDICT_KEYS = ("winner", "verdict", "preference", "better", "choice")
+
+
+def parse_verdict_with_status(text: str | None) -> tuple[Verdict | None, str]:
+    """:func:`parse_verdict` plus how the reply was read: ``"ok"``, ``"repaired"`` or ``"unparsed"``.
+
+    When the strict reading fails, the JSON repair step (:func:`xl_suite.json_repair_step.repair_json_object`)
+    recovers objects that are truncated, single-quoted or have unquoted keys, and the verdict key is read from it.
+
+    >>> parse_verdict_with_status('{"winner": "A"}'), parse_verdict_with_status("{'winner': 'B'}")
+    (('A', 'ok'), ('B', 'repaired'))
+    >>> parse_verdict_with_status("{'winner': 'tie'"), parse_verdict_with_status('{"winner": "maybe"}')
+    (('tie', 'repaired'), (None, 'unparsed'))
+    """
     found = _find_verdict(text) if text is not None else None
-    return found[0] if found else None  # type: ignore[return-value]
+    if found:
+        return found[0], _PARSE_OK  # type: ignore[return-value]
+    obj = repair_json_object(text)
+    if obj:
+        values = [v for k, v in obj.items() if str(k).strip().lower() in _VERDICT_KEYS and isinstance(v, str)]
+        label = _label(values[0]) if len(values) == 1 else None
+        if label is not None:
+            return label, _PARSE_REPAIRED  # type: ignore[return-value]
+    return None, _PARSE_UNPARSED
 
 
 def preference_from_verdict(verdict: str | None) -> float | None:
@@ -423,7 +451,7 @@ def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: Pr
     ident = _judge_identity(generator)
     for i, cands in enumerate(completions):
         c: Completion = cands[0]
-        verdict = parse_verdict(c.text)
+        verdict, how = parse_verdict_with_status(c.text)
         dist = verdict_distribution(c.text, c.tokens, c.top_logprobs) if verdict is not None else None
         p_a = _soft_p_a(dist) if dist is not None else preference_from_verdict(verdict)
         row = {
@@ -433,6 +461,7 @@ def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: Pr
             "raw_completion": c.text,
             "verdict": verdict,
             "parse_status": _PARSE_OK if verdict is not None else _PARSE_UNPARSED,
+            "json_repaired": how == _PARSE_REPAIRED,
             "p_a": p_a,
             "preference": to_model_frame(p_a, batch["order"][i]),
             "preference_source": None if verdict is None else ("logprobs" if dist is not None else "discrete"),
@@ -459,9 +488,10 @@ def rubric_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     out: dict[str, list] = {k: [] for k in _RUBRIC_COLUMNS}
     for cands in completions:
         c = cands[0]
-        scores = parse_scores(c.text, dimensions)
+        scores, how = parse_scores_with_status(c.text, dimensions)
         row = {**ident, "judge_template_version": template.template_version, "judge_sampling": sampling.to_json(),
                "raw_completion": c.text, "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
+               "json_repaired": how == _PARSE_REPAIRED,
                "scores": json.dumps(scores, sort_keys=True) if scores else None,
                "prompt_tokens": int(c.prompt_tokens or 0), "completion_tokens": int(c.completion_tokens or 0),
                "finish_reason": c.finish_reason}
@@ -471,14 +501,23 @@ def rubric_batch(batch: dict[str, list], *, generator: Generator, template: Prom
 
 
 _JUDGMENT_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
-                     "raw_completion", "verdict", "parse_status", "p_a", "preference", "preference_source",
+                     "raw_completion", "verdict", "parse_status", "json_repaired", "p_a", "preference", "preference_source",
                      "verdict_probs", "prompt_tokens", "completion_tokens", "finish_reason")
 _RUBRIC_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
-                   "raw_completion", "parse_status", "scores", "prompt_tokens", "completion_tokens", "finish_reason")
+                   "raw_completion", "parse_status", "json_repaired", "scores", "prompt_tokens", "completion_tokens",
+                   "finish_reason")
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the annotation cache
+
+
+#: Columns added after annotation caches were first written: their absence does not make a cache file unreadable.
+_OPTIONAL_COLUMNS = ("json_repaired",)
+
+
+def _required(columns: Sequence[str]) -> tuple[str, ...]:
+    return tuple(c for c in columns if c not in _OPTIONAL_COLUMNS)
 
 
 def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict | None = None,
@@ -614,7 +653,9 @@ def _ledger_entry(rows: list[dict], counts: dict, generator: Generator, config: 
         "judge_backend": getattr(generator, "backend", None), "judge_model": generator.model,
         "judge_revision": getattr(generator, "revision", None),
         "requests": len(rows), "unique_requests": counts["unique_requests"], "judged_now": counts["judged_now"],
-        "from_cache": counts["from_cache"], "rule_based": rule_count, "corrupt_cache_files": len(counts["corrupt_files"]),
+        "from_cache": counts["from_cache"], "rule_based": rule_count,
+        # parsed only after the JSON repair step (rows cached before it existed have no flag: not repaired)
+        "json_repaired": sum(bool(r.get("json_repaired")) for r in unique), "corrupt_cache_files": len(counts["corrupt_files"]),
         "prompt_tokens": p_in, "completion_tokens": p_out,
         "cached_prompt_tokens": sum(r["prompt_tokens"] for r in cached),
         "cached_completion_tokens": sum(r["completion_tokens"] for r in cached),
@@ -740,7 +781,7 @@ def judge_pairwise(
         [{k: r[k] for k in keep} for r in to_judge], pairwise_batch, stage=stage, fingerprint=fingerprint,
         cache_dir=cache_dir, storage_options=storage_options,
         fn_kwargs={"generator": judge, "template": template, "sampling": sampling},
-        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_JUDGMENT_COLUMNS),
+        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_required(_JUDGMENT_COLUMNS)),
     )
     ident = _judge_identity(judge)
     rule_count = 0
@@ -756,7 +797,7 @@ def judge_pairwise(
                       "cached": False})
             continue
         stored = results[r["cache_key"]]
-        r.update({k: stored[k] for k in _JUDGMENT_COLUMNS})
+        r.update({k: stored[k] if k not in _OPTIONAL_COLUMNS else stored.get(k) for k in _JUDGMENT_COLUMNS})
         r["cached"] = r["cache_key"] not in counts["computed_keys"]
     first: list[float | None] = [None] * n
     second: list[float | None] = [None] * n
@@ -812,7 +853,7 @@ def score_rubric(
         [{k: r[k] for k in keep} for r in rows if r["output"].strip()], rubric_batch, stage=stage,
         fingerprint=fingerprint, cache_dir=cache_dir, storage_options=storage_options,
         fn_kwargs={"generator": judge, "template": template, "sampling": sampling, "dimensions": dims},
-        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_RUBRIC_COLUMNS),
+        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_required(_RUBRIC_COLUMNS)),
     )
     ident = _judge_identity(judge)
     scores: list[dict[str, int] | None] = []
@@ -827,7 +868,7 @@ def score_rubric(
                       "finish_reason": None, "cached": False})
         else:
             stored = results[r["cache_key"]]
-            r.update({k: stored[k] for k in _RUBRIC_COLUMNS})
+            r.update({k: stored[k] if k not in _OPTIONAL_COLUMNS else stored.get(k) for k in _RUBRIC_COLUMNS})
             r["cached"] = r["cache_key"] not in counts["computed_keys"]
         scores.append(json.loads(r["scores"]) if r["scores"] else None)
     ledger = _ledger_entry(rows, counts, judge, config, rule_count=rule_count)

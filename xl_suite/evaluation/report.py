@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
 
+from xl_suite.evaluation.alpaca_eval import LEADERBOARD_COLUMNS, LEADERBOARD_RENAMES
 from xl_suite.evaluation.results import OVERALL, EvaluationResult
 from xl_suite.sources import write_jsonl
 
 
-__all__ = ["format_table", "write_report"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["format_table", "leaderboard_rows", "plot_available", "write_report"]
 
 _MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standard_error", "SE"),
                  ("ci_low", "CI low"), ("ci_high", "CI high"), ("discrete_win_rate", "discrete"),
@@ -61,16 +65,45 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _csv_columns(result: EvaluationResult) -> list[str]:
-    order = ["model", "language", "n", "win_rate", "standard_error", "ci_low", "ci_high", "discrete_win_rate",
-             "length_controlled_win_rate", "lc_standard_error", "n_wins", "n_losses", "n_draws", "n_unparsed",
-             "n_judgments", "n_unparsed_judgments", "parse_rate", "prefer_first_rate", "order_agreement",
-             "prefer_longer_rate", "length_spearman"]
-    present = set().union(*(row.keys() for row in result.table.values()))
-    cols = [c for c in order if c in present or c == "model"]
+    """CSV columns: alpaca_eval's leaderboard columns under its names first, then ours."""
+    present = {LEADERBOARD_RENAMES.get(k, k) for row in result.table.values() for k in row}
+    if result.judged:
+        present.add("mode")
+    cols = ["model", "language"] + [c for c in LEADERBOARD_COLUMNS if c in present]
+    extra = ["n", "ci_low", "ci_high", "n_unparsed", "n_judgments", "n_unparsed_judgments", "parse_rate",
+             "prefer_first_rate", "order_agreement", "prefer_longer_rate", "length_spearman"]
+    cols += [c for c in extra if c in present]
     cols += sorted(k for k in present if k.startswith("rubric_") and k != "rubric_parse_rate")
-    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_model_length", "avg_reference_length")
+    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_reference_length")
              if c in present]
     return cols
+
+
+def leaderboard_rows(result: EvaluationResult) -> list[dict[str, Any]]:
+    """The ``leaderboard.csv`` rows: one per language and ``overall``, under alpaca_eval's column names.
+
+    ``n_losses`` is written as ``n_wins_base``, ``length_controlled_win_rate`` as ``length_controlled_winrate`` and
+    ``avg_model_length`` as ``avg_length`` (see :data:`xl_suite.evaluation.alpaca_eval.LEADERBOARD_RENAMES`);
+    ``mode`` is ``"community"``, as alpaca_eval writes for a model evaluated outside its official leaderboard.
+    NaN is written as an empty cell.
+    """
+    model = result.meta.get("model") or "model"
+    rows = []
+    for row in result.table.values():
+        out: dict[str, Any] = {"model": model}
+        if result.judged:
+            out["mode"] = "community"
+        for k, v in row.items():
+            out[LEADERBOARD_RENAMES.get(k, k)] = "" if isinstance(v, float) and math.isnan(v) else v
+        rows.append(out)
+    return rows
+
+
+def plot_available() -> bool:
+    """True when matplotlib (the ``plot`` extra) is installed; the report then includes ``win_rates.png``."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _plot(result: EvaluationResult, path: Path) -> None:
@@ -136,7 +169,7 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
 
     Files: ``report.md`` (tables, settings, diagnostics, ledger, unparsed judgments), ``leaderboard.csv`` (one row
     per language and ``overall``), ``win_rates.png`` (win rate per language with CI bars, language fidelity beside
-    it), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
+    it; only with matplotlib, the ``plot`` extra), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
 
     Returns:
         file kind -> path.
@@ -147,16 +180,19 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
     model = result.meta.get("model") or "model"
 
     paths["csv"] = out / "leaderboard.csv"
-    cols = _csv_columns(result)
     with paths["csv"].open("w", encoding="utf-8", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w = csv.DictWriter(f, fieldnames=_csv_columns(result), extrasaction="ignore")
         w.writeheader()
-        for row in result.table.values():
-            w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v)
-                        for k, v in {"model": model, **row}.items()})
+        w.writerows(leaderboard_rows(result))
 
-    paths["png"] = out / "win_rates.png"
-    _plot(result, paths["png"])
+    png = out / "win_rates.png"
+    png.unlink(missing_ok=True)  # never leave a plot of an earlier run beside this report
+    if plot_available():
+        _plot(result, png)
+        paths["png"] = png
+    else:
+        logger.warning("matplotlib is not installed: the report is written without win_rates.png "
+                       "(pip install 'xl-suite[plot]').")
 
     paths["summary"] = out / "summary.json"
     paths["summary"].write_text(json.dumps(_clean(result.to_dict()), indent=2, ensure_ascii=False,
@@ -171,18 +207,26 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
             write_jsonl([_clean(r) for r in result.rubric_rows], paths["rubric"])
 
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}"), encoding="utf-8")
+    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}",
+                                                 with_plot="png" in paths), encoding="utf-8")
     return paths
 
 
-def _markdown(result: EvaluationResult, title: str) -> str:
+def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     meta = result.meta
     md = [f"# {title}", "", f"_Generated {meta.get('created')} by xl-suite {meta.get('xl_suite_version')}._", ""]
     md += ["> " + meta["notes"], ""]
     settings = [["model", str(meta.get("model") or "-")], ["items", str(meta.get("n_items"))],
                 ["languages", ", ".join(meta.get("languages", []))]]
     judge = meta.get("judge")
-    if judge:
+    if judge and judge.get("config") is None:
+        settings += [
+            ["judge", f"none run here: preferences read from annotations by {judge['model']}"],
+            ["win rate CI", f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
+                            f"resamples, seed {meta['seed']}"],
+            ["length control", meta["lc_method"]],
+        ]
+    elif judge:
         cfg = judge["config"]
         settings += [
             ["judge", f"{judge['model']} ({judge['backend']}, revision {judge['revision'] or '-'})"],
@@ -202,7 +246,9 @@ def _markdown(result: EvaluationResult, title: str) -> str:
     if meta.get("fidelity"):
         settings.append(["language identifier", json.dumps(meta["fidelity"], default=str)])
     md += ["## Settings", "", _markdown_table(["setting", "value"], settings), ""]
-    md += ["## Results per language", "", "![Win rate and language fidelity per language](win_rates.png)", ""]
+    md += ["## Results per language", ""]
+    md += (["![Win rate and language fidelity per language](win_rates.png)", ""] if with_plot else
+           ["_No plot: matplotlib is not installed (`pip install 'xl-suite[plot]'`)._", ""])
     cols = _columns(result)
     md.append(_markdown_table([label for _, label in cols],
                               [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]))
@@ -213,12 +259,14 @@ def _markdown(result: EvaluationResult, title: str) -> str:
            "language; line pass: responses whose every long line is in the target language.", ""]
     if result.ledger:
         md += ["## Cost and token ledger", ""]
-        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "corrupt_cache_files",
+        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "json_repaired",
+                "corrupt_cache_files",
                 "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens", "seconds",
                 "cost_usd"]
         md.append(_markdown_table(["stage", *keys], [[stage, *[_fmt(entry.get(k), 4 if k == "cost_usd" else 1)
                                                                for k in keys]] for stage, entry in result.ledger.items()]))
-        md += ["", "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
+        md += ["", "json_repaired: replies read only after the JSON repair step (counted as parsed). "
+               "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
                "from the annotation cache. cost_usd needs prices in the preset.", ""]
     if result.judged:
         bad = [r for r in result.judgments if r["parse_status"] == "unparsed"]

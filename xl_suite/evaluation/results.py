@@ -19,6 +19,7 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise, score_rubric
 from xl_suite.languages import get_language
 from xl_suite.prompting import load_template
+from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
 
 
 __all__ = ["OVERALL", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
@@ -43,10 +44,16 @@ class EvaluateConfig:
     """
 
     model_outputs: str | None = option(None, "answers (.jsonl/.json/.parquet file or folder) with id, language, "
-                                             "output (and instruction), as written by xl-suite generate",
+                                             "output (and instruction), as written by xl-suite generate; or "
+                                             "alpaca_eval's model_outputs.json or annotations.json as they are",
                                        required=True, metavar="DIR_OR_FILE")
-    references: str | None = option(None, "reference answers with id, language and reference (or output); needed "
-                                          "with a judge", metavar="DIR_OR_FILE")
+    references: str | None = option(None, "reference answers with id, language and reference (or output), or an "
+                                          "alpaca_eval outputs file; needed with a judge", metavar="DIR_OR_FILE")
+    language: str | None = option(None, "the language of every row, for alpaca_eval files without a language "
+                                        "column (matched to XL-AlpacaEval by instruction text and this language)")
+    alpaca_eval_source: str = option(DEFAULT_ALPACA_EVAL_SOURCE, "AlpacaEval's prompts (path or fsspec URL) that "
+                                     "XL-AlpacaEval is built from; alpaca_eval files are matched against them",
+                                     metavar="PATH_OR_URL")
     output: str | None = option(None, "report folder", required=True, metavar="REPORT_DIR")
     judge_preset: str | None = option(None, "judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default "
                                             "local-vllm when --judge-model is given", metavar="NAME_OR_FILE")
@@ -153,6 +160,8 @@ def evaluate_responses(
     confidence: float = 0.95,
     seed: int = 0,
     lc_method: str = "alpaca_eval",
+    preferences: Sequence[float | None] | None = None,
+    annotator: str | None = None,
 ) -> EvaluationResult:
     """Score answers per language: language fidelity always; with a judge, win rates, CIs, biases and rubric.
 
@@ -174,6 +183,10 @@ def evaluate_responses(
         seed: bootstrap seed.
         lc_method: length-control fit (``"alpaca_eval"`` or ``"mle"``), see
             :func:`xl_suite.evaluation.metrics.length_controlled_win_rate`.
+        preferences: judgments already made, instead of a judge: P(model beats reference) per item (None for an
+            unparsed one), e.g. from alpaca_eval's ``annotations.json``. Needs ``references`` (for the lengths);
+            the position-bias and rubric statistics are then not available.
+        annotator: who made ``preferences`` (alpaca_eval's ``annotator``), for the report.
 
     Returns:
         :class:`EvaluationResult`. Per language and ``"overall"``, ``table`` holds ``n``, ``n_empty``,
@@ -204,6 +217,12 @@ def evaluate_responses(
         lengths["instructions"] = len(instructions)
     if ids is not None:
         lengths["ids"] = len(ids)
+    if preferences is not None:
+        lengths["preferences"] = len(preferences)
+        if judge is not None:
+            raise InvalidArgumentError("Pass either judge= or preferences= (judgments already made), not both.")
+        if references is None:
+            raise InvalidArgumentError("preferences= needs references= (the length statistics compare the answers).")
     if len(set(lengths.values())) > 1:
         raise InvalidArgumentError(f"Inputs must have the same length; got {lengths}.")
     for i, p in enumerate(preds):
@@ -293,6 +312,20 @@ def evaluate_responses(
             if rubric_scores is not None:
                 row["rubric"] = rubric_scores[i]
 
+    if preferences is not None:
+        ref_lists, multi = _as_reference_lists(references)
+        prefs = [None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p) for p in preferences]
+        bad = [(i, p) for i, p in enumerate(prefs) if p is not None and not 0.0 <= p <= 1.0]
+        if bad:
+            raise InvalidArgumentError(f"preferences must be in [0, 1] (P(model beats reference)); got {bad[:3]}.")
+        meta["judge"] = {"backend": "precomputed", "model": annotator or "unknown annotator", "revision": None,
+                         "template_version": None, "rubric_template_version": None, "structured_output": None,
+                         "config": None}
+        meta.update({"n_resamples": n_resamples, "confidence": confidence, "seed": seed, "lc_method": lc_method,
+                     "multi_reference": multi})
+        for i, row in enumerate(per_sample):
+            row.update({"reference_length": _mean([len(r) for r in ref_lists[i]]), "preference": prefs[i]})
+
     groups = {code: [i for i in range(n) if codes[i] == code] for code in dict.fromkeys(codes)}
     groups[OVERALL] = list(range(n))
     table: dict[str, dict[str, Any]] = {}
@@ -303,7 +336,7 @@ def evaluate_responses(
             "avg_model_length": _mean([len(preds[i]) for i in idx]),
             "language_fidelity": fid_stats["language_fidelity"], "line_pass_rate": fid_stats["line_pass_rate"],
         }
-        if judge is not None:
+        if judge is not None or preferences is not None:
             row.update(_judge_stats(name, idx, prefs, judgments, preds, ref_lists,
                                     rubric_scores, config, n_resamples=n_resamples, confidence=confidence, seed=seed,
                                     lc_method=lc_method, warnings=warnings))
@@ -327,7 +360,7 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
         wr = metrics.win_rate(p)
         ci = metrics.bootstrap_ci(p, n_resamples=n_resamples, confidence=confidence, seed=seed)
         out.update({k: wr[k] for k in ("win_rate", "standard_error", "discrete_win_rate", "n_wins", "n_losses",
-                                       "n_draws", "n_unparsed")})
+                                       "n_draws", "n_total", "n_unparsed")})
         out.update({"ci_low": ci["low"], "ci_high": ci["high"]})
         try:
             lc = metrics.length_controlled_win_rate(p, model_len, ref_len, method=lc_method)
@@ -342,7 +375,7 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
         out.update(dict.fromkeys(("win_rate", "standard_error", "discrete_win_rate", "ci_low", "ci_high",
                                   "length_controlled_win_rate", "lc_standard_error", "prefer_longer_rate",
                                   "length_spearman"), nan))
-        out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_unparsed": len(idx)})
+        out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_total": 0, "n_unparsed": len(idx)})
         warnings.append(f"{name}: no judgment could be parsed; win rates are NaN (see the unparsed judgments).")
     # Position bias from the judge's own verdicts: rule-decided rows (empty answers) are left out.
     rows = [r for r in judgments if r["item_index"] in idx_set and not r["parse_status"].startswith("rule:")]
@@ -356,9 +389,12 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
         out.update({"prefer_first_rate": pb["prefer_first_rate"], "order_agreement": pb["order_agreement"]})
     else:
         out.update({"prefer_first_rate": nan, "order_agreement": nan})
-    n_bad = sum(r["parse_status"] != "ok" for r in rows)
-    out.update({"n_judgments": len(rows), "n_unparsed_judgments": n_bad,
-                "parse_rate": 100.0 * (len(rows) - n_bad) / len(rows) if rows else nan})
+    if judgments:
+        n_judged, n_bad = len(rows), sum(r["parse_status"] != "ok" for r in rows)
+    else:  # judgments made elsewhere (preferences=): one per item
+        n_judged, n_bad = len(p), sum(x is None for x in p)
+    out.update({"n_judgments": n_judged, "n_unparsed_judgments": n_bad,
+                "parse_rate": 100.0 * (n_judged - n_bad) / n_judged if n_judged else nan})
     if rubric_scores is not None:
         scored = [rubric_scores[i] for i in idx if rubric_scores[i] is not None]
         for dim in config.dimensions:
