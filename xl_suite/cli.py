@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except XlSuiteError as e:  # a problem the user can fix: one line that names the fix
         if args.verbose:
             raise
-        print(f"xl-suite {args.command}: error: {e}", file=sys.stderr)
+        from xl_suite.safety import scrub_secrets
+
+        print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",

@@ -129,6 +129,10 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
         raise OutputExistsError(
             f"{out} is not empty and is not a tiny model built by xl_suite; pass overwrite=True or another directory."
         )
+    if out.exists() and overwrite and any(out.iterdir()):
+        from xl_suite.safety import check_replaceable
+
+        check_replaceable(out, overwrite=True, legacy_markers=(MARKER_FILE,))  # never a folder we did not write
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xl_suite.configuration import option
+from xl_suite.engines import completion_status
 from xl_suite.engines.base import Generator, SamplingConfig
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
@@ -150,6 +151,7 @@ def answer_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     n = len(comps)
     out = {"output": [c.text for c in comps], "generator": [model_label(generator)] * n}
     out.update({k: [v] * n for k, v in prov.items()})
+    out["output_status"] = [completion_status(c.text) for c in comps]  # an empty answer is a failure: retried
     out["finish_reason"] = [c.finish_reason for c in comps]
     out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]
     out["completion_tokens"] = [int(c.completion_tokens or 0) for c in comps]
@@ -166,6 +168,7 @@ def reference_batch(batch: dict[str, list], *, generator: Generator, template: P
     comps, prov = _answer_prompts(batch, generator, template, sampling)
     return {
         "reference": [c.text for c in comps],
+        "reference_status": [completion_status(c.text) for c in comps],
         "reference_generator": [model_label(generator)] * len(comps),
         "reference_provenance": [json.dumps({**prov, "finish_reason": c.finish_reason,
                                              "prompt_tokens": int(c.prompt_tokens or 0),
@@ -174,8 +177,13 @@ def reference_batch(batch: dict[str, list], *, generator: Generator, template: P
     }
 
 
+#: Output versions of the answer stages: bumped when their columns change (answers/references 2: ``*_status``).
+_STAGE_VERSIONS = {"answers": "answers@2", "references": "references@2"}
+
+
 def generation_fingerprint(kind: str, generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> str:
-    return stable_hash(kind, generator.fingerprint(), getattr(generator, "revision", None), template.template_version,
+    """Cache key of an answer, reference or translation stage: model, revision, template, sampling, stage version."""
+    return stable_hash(_STAGE_VERSIONS.get(kind, kind), generator.fingerprint(), getattr(generator, "revision", None), template.template_version,
                        sampling.to_json())
 
 

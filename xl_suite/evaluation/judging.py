@@ -533,7 +533,6 @@ def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict
     if cache_dir is None:
         return {}, []
     import fsspec
-    import pyarrow.parquet as pq
 
     fs, root = fsspec.core.url_to_fs(str(cache_dir), **(storage_options or {}))
     folder = f"{root.rstrip('/')}/{stage}"
@@ -541,24 +540,14 @@ def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict
         return {}, []
     index: dict[str, dict] = {}
     bad: list[str] = []
+    from xl_suite.runner import read_verified
+
     for path in sorted(fs.glob(f"{folder}/*.parquet")):
-        try:
-            with fs.open(path, "rb") as f:
-                table = pq.read_table(f)
-            missing = [c for c in required if c not in table.column_names]
-            if missing:
-                raise InvalidArgumentError(f"missing columns {missing}")
-            rows = table.to_pylist()
-        except Exception as e:  # pyarrow raises ArrowInvalid/OSError/... on truncated or garbled files
-            target = f"{path}.corrupt"
-            logger.warning("Annotation cache file %s is unreadable (%s: %s); moved to %s, its items will be judged "
-                           "again.", path, type(e).__name__, e, target)
-            try:
-                fs.mv(path, target)
-            except Exception as e2:  # read-only stores: leave it, it is re-detected next time
-                logger.warning("Could not move %s aside (%s); it stays and is skipped.", path, e2)
+        table = read_verified(fs, path, required=required, what="Annotation cache file")  # damaged: moved aside
+        if table is None:
             bad.append(path)
             continue
+        rows = table.to_pylist()
         for row in rows:
             index[row["cache_key"]] = row
     return index, bad

@@ -23,7 +23,7 @@ _MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standar
                  ("length_controlled_win_rate", "LC WR"), ("parse_rate", "parsed %"),
                  ("n_unparsed_judgments", "unparsed"), ("prefer_first_rate", "prefer 1st"),
                  ("prefer_longer_rate", "prefer longer"), ("language_fidelity", "fidelity %"),
-                 ("line_pass_rate", "line pass %")]
+                 ("language_fidelity_strict", "strict %"), ("line_pass_rate", "line pass %")]
 
 
 def _fmt(v: Any, digits: int = 1) -> str:

@@ -237,7 +237,7 @@ def evaluate_responses(
     per_sample: list[dict[str, Any]] = [
         {"id": ids[i], "language": codes[i], "model_length": len(preds[i]), "empty": not preds[i].strip(),
          "detected_language": fid["detected_language"][i], "is_target": fid["is_target"][i],
-         "line_pass": fid["line_pass"][i]} for i in range(n)
+         "line_pass": fid["line_pass"][i], "is_target_strict": fid["is_target_strict"][i]} for i in range(n)
     ]
     meta: dict[str, Any] = {
         "model": model_name, "judge": None, "preset": preset, "n_items": n, "languages": list(dict.fromkeys(codes)),
@@ -334,7 +334,10 @@ def evaluate_responses(
         row: dict[str, Any] = {
             "language": name, "n": len(idx), "n_empty": sum(per_sample[i]["empty"] for i in idx),
             "avg_model_length": _mean([len(preds[i]) for i in idx]),
-            "language_fidelity": fid_stats["language_fidelity"], "line_pass_rate": fid_stats["line_pass_rate"],
+            "language_fidelity": fid_stats["language_fidelity"],
+            "language_fidelity_strict": fid_stats["language_fidelity_strict"],
+            "fidelity_status": fid_stats.get("status", "ok"), "fidelity_reason": fid_stats.get("reason", ""),
+            "line_pass_rate": fid_stats["line_pass_rate"],
         }
         if judge is not None or preferences is not None:
             row.update(_judge_stats(name, idx, prefs, judgments, preds, ref_lists,

@@ -334,7 +334,7 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
               params={"criteria": dict(config.target_criteria), "aggregate": config.aggregate,
                       "threshold": config.target_threshold},
               keep="judge_passed", snapshot="bestof3"),
-        Stage("language_check", language_check_batch, keep="language_passed", prefix="language",
+        Stage("language_check", language_check_batch, keep="language_passed", prefix="language", version="2",
               params={"enabled": config.language_filter, "min_language_prob": config.min_language_prob}),
     ]
     return apply_template_overrides(stages, config.templates)
@@ -446,14 +446,10 @@ def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) ->
     templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
     check_templates(stages, templates, language=config.languages[0])
     if any(s.function is language_check_batch for s in stages):
-        from xl_suite.fidelity import get_identifier
+        from xl_suite.fidelity import check_language_filter
 
-        identifier = get_identifier()
-        labels = identifier.labels  # loads the identifier now: a missing install fails before any generation
-        if config.language_filter:
-            for code in config.languages:
-                identifier.check_supported(get_language(code))
-        elif any(get_language(c).langid_code not in labels for c in config.languages):
-            logger.warning("The language identifier cannot recognise some of %s; their check reports "
-                           "wrong_language (the filter is off).", list(config.languages))
+        support = check_language_filter(config.languages, enabled=config.language_filter)  # loads the identifiers
+        if not all(s.supported for s in support):
+            logger.warning("The language identifiers cannot recognise %s; their check reports n/a (the filter is "
+                           "off).", [s.code for s in support if not s.supported])
     return templates

@@ -350,34 +350,18 @@ judge_batch.template_variables = ("instruction", "reference", "response", "langu
 def language_check_batch(
     batch: dict[str, list], *, enabled: bool = True, min_language_prob: float = 0.5, min_chars: int = 10
 ) -> dict[str, list]:
-    """Offline language identification of ``response`` (:func:`xl_suite.fidelity.identify_language`).
+    """Offline, family-aware language check of ``response`` (:func:`xl_suite.fidelity.language_check`).
 
     Adds ``language_id`` (identifier code, ``und`` when too short), ``language_prob``, ``language_ok`` (identified
     as the row's ``language`` with probability >= ``min_language_prob``), ``language_status`` (``ok``,
     ``wrong_language``, ``low_confidence`` or ``undetermined``) and ``language_passed`` (``language_ok``, or always
     True when ``enabled`` is False: the check is then recorded but does not filter).
     """
-    from xl_suite.fidelity import clean_text, identify_language
+    from xl_suite.fidelity import language_check
 
-    texts = [clean_text(t or "").strip() for t in batch["response"]]
-    found = identify_language(texts, min_chars=min_chars) if texts else []
-    targets = {code: get_language(code).langid_code for code in set(batch["language"])}
-    status = []
-    for (code, prob), lang in zip(found, batch["language"], strict=True):
-        if code == "und":
-            status.append("undetermined")
-        elif code != targets[lang]:
-            status.append("wrong_language")
-        else:
-            status.append(STATUS_OK if prob >= min_language_prob else "low_confidence")
-    ok = [s == STATUS_OK for s in status]
-    return {
-        "language_id": [c for c, _ in found],
-        "language_prob": [float(p) for _, p in found],
-        "language_ok": ok,
-        "language_status": status,
-        "language_passed": ok if enabled else [True] * len(ok),
-    }
+    checked = language_check(batch["response"], batch["language"], min_chars=min_chars, min_prob=min_language_prob)
+    ok = checked["language_ok"]
+    return {**checked, "language_passed": ok if enabled else [True] * len(ok)}
 
 
 backtranslate_batch.inputs = ('seed_text',)
