@@ -33,10 +33,20 @@ def build_model(out: Path, hidden: int, layers: int) -> Path:
 
     tiny = build_tiny_model(out / "tiny")
     tok = AutoTokenizer.from_pretrained(tiny)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
-                      num_attention_heads=hidden // 128, num_key_value_heads=hidden // 128, head_dim=128,
-                      max_position_embeddings=4096, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 128,
+        num_key_value_heads=hidden // 128,
+        head_dim=128,
+        max_position_embeddings=4096,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     path = out / f"llama-{hidden}x{layers}"
@@ -68,8 +78,9 @@ def main() -> None:
     model = build_model(work, args.hidden, args.layers)
     gen = TransformersGenerator(str(model), dtype="bfloat16", device=args.device, batch_size=args.batch_size)
     prompts = [f"Question {i}: explain topic number {i} in two sentences, please." for i in range(args.prompts)]
-    ds = datasets.Dataset.from_dict({"id": [str(i) for i in range(len(prompts))], "language": ["de"] * len(prompts),
-                                     "instruction": prompts})
+    ds = datasets.Dataset.from_dict(
+        {"id": [str(i) for i in range(len(prompts))], "language": ["de"] * len(prompts), "instruction": prompts}
+    )
     sampling = SamplingConfig(temperature=0.0, max_tokens=args.max_tokens, min_tokens=args.max_tokens)
     convs = [[{"role": "user", "content": q}] for q in prompts]
     gen.generate(convs[: args.batch_size], sampling)  # warm-up
@@ -77,16 +88,19 @@ def main() -> None:
     for rep in range(2):
         t = time.perf_counter()
         for i in range(0, len(convs), args.batch_size):
-            gen.generate(convs[i: i + args.batch_size], sampling)
+            gen.generate(convs[i : i + args.batch_size], sampling)
         raw = time.perf_counter() - t
         t = time.perf_counter()
-        out = generate_answers(ds, gen, sampling=sampling, work_dir=str(work / f"stage-{rep}"),
-                               batch_size=args.batch_size, chunk_size=256)
+        out = generate_answers(
+            ds, gen, sampling=sampling, work_dir=str(work / f"stage-{rep}"), batch_size=args.batch_size, chunk_size=256
+        )
         stage = time.perf_counter() - t
         assert out.num_rows == len(prompts)
         results[rep] = (raw, stage)
         tokens = len(prompts) * args.max_tokens
-        print(f"rep {rep}: raw {raw:.2f} s ({tokens / raw:.0f} tok/s), stage {stage:.2f} s ({tokens / stage:.0f} tok/s)")
+        print(
+            f"rep {rep}: raw {raw:.2f} s ({tokens / raw:.0f} tok/s), stage {stage:.2f} s ({tokens / stage:.0f} tok/s)"
+        )
     raw, stage = min(r for r, _ in results.values()), min(s for _, s in results.values())
 
     def one(row):

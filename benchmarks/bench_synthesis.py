@@ -77,8 +77,15 @@ def _config(args, seeds_rows: int):
     from xl_suite.synthesis import SynthesisConfig
 
     # One chunk and one engine call per stage: the pipeline gives the engine the whole stage at once, as raw does.
-    return SynthesisConfig(languages=("mt",), max_tokens=args.max_tokens, threshold=1.0, language_filter=False,
-                           dedup=False, batch_size=max(seeds_rows * 4, 1), chunk_size=max(seeds_rows * 4, 1))
+    return SynthesisConfig(
+        languages=("mt",),
+        max_tokens=args.max_tokens,
+        threshold=1.0,
+        language_filter=False,
+        dedup=False,
+        batch_size=max(seeds_rows * 4, 1),
+        chunk_size=max(seeds_rows * 4, 1),
+    )
 
 
 def throughput(args) -> tuple[float, float]:
@@ -97,9 +104,15 @@ def throughput(args) -> tuple[float, float]:
 
         model = args.model or build_tiny_model(Path(tempfile.mkdtemp(prefix="bench-tiny-")) / "tiny-llama", seed=0)
         t = time.perf_counter()
-        engine = VLLMGenerator(model, max_model_len=2048, seed=0, engine_kwargs={"enable_prefix_caching": False, "enable_chunked_prefill": False})
-        print(f"engine: vLLM on {model} (dtype {engine.dtype}), started in {time.perf_counter() - t:.1f} s",
-              flush=True)
+        engine = VLLMGenerator(
+            model,
+            max_model_len=2048,
+            seed=0,
+            engine_kwargs={"enable_prefix_caching": False, "enable_chunked_prefill": False},
+        )
+        print(
+            f"engine: vLLM on {model} (dtype {engine.dtype}), started in {time.perf_counter() - t:.1f} s", flush=True
+        )
     try:
         seeds = _seed_rows(args.seeds_rows)
         config = _config(args, args.seeds_rows)
@@ -123,25 +136,42 @@ def throughput(args) -> tuple[float, float]:
         prompts = sum(len(c) for c, _ in calls)
         generated = result.summary["generated"]
         best = min(pipeline_times)
-        print(f"pipeline: {args.seeds_rows} seeds -> {prompts} prompts in {len(calls)} engine calls, "
-              f"{generated['completion_tokens']} completion tokens; best of {args.repeats}: "
-              f"{best:.2f} s ({prompts / best:.1f} prompts/s); runs {[round(x, 2) for x in pipeline_times]}",
-              flush=True)
+        print(
+            f"pipeline: {args.seeds_rows} seeds -> {prompts} prompts in {len(calls)} engine calls, "
+            f"{generated['completion_tokens']} completion tokens; best of {args.repeats}: "
+            f"{best:.2f} s ({prompts / best:.1f} prompts/s); runs {[round(x, 2) for x in pipeline_times]}",
+            flush=True,
+        )
         overhead = [p - e for p, e in zip(pipeline_times, engine_times, strict=True)]
-        print(f"pipeline time outside the engine calls: {min(overhead):.2f} s "
-              f"({100 * min(overhead) / best:.1f}% of the pipeline)", flush=True)
-        print(f"raw generate, all of a stage's prompts at once: {min(raw_times):.2f} s "
-              f"({prompts / min(raw_times):.1f} prompts/s); runs {[round(x, 2) for x in raw_times]}", flush=True)
+        print(
+            f"pipeline time outside the engine calls: {min(overhead):.2f} s "
+            f"({100 * min(overhead) / best:.1f}% of the pipeline)",
+            flush=True,
+        )
+        print(
+            f"raw generate, all of a stage's prompts at once: {min(raw_times):.2f} s "
+            f"({prompts / min(raw_times):.1f} prompts/s); runs {[round(x, 2) for x in raw_times]}",
+            flush=True,
+        )
 
         t = time.perf_counter()
         for conversations, sampling in calls:
             rows = datasets.Dataset.from_dict({"i": list(range(len(conversations)))})
-            rows.map(lambda row, convs=conversations, s=sampling: {
-                "text": engine.generate([convs[row["i"]]], s)[0][0].text}, batched=False, keep_in_memory=True,
-                load_from_cache_file=False, new_fingerprint=f"per-row-{time.time_ns()}")
+            rows.map(
+                lambda row, convs=conversations, s=sampling: {
+                    "text": engine.generate([convs[row["i"]]], s)[0][0].text
+                },
+                batched=False,
+                keep_in_memory=True,
+                load_from_cache_file=False,
+                new_fingerprint=f"per-row-{time.time_ns()}",
+            )
         per_row = time.perf_counter() - t
-        print(f"per-row map(batched=False), one engine call per prompt: {per_row:.2f} s "
-              f"({prompts / per_row:.1f} prompts/s)", flush=True)
+        print(
+            f"per-row map(batched=False), one engine call per prompt: {per_row:.2f} s "
+            f"({prompts / per_row:.1f} prompts/s)",
+            flush=True,
+        )
     finally:
         engine.close()
     return min(raw_times) / best, per_row / best
@@ -167,19 +197,35 @@ def memory_child(rows: int) -> None:
         result = synthesize(seeds, FakeGenerator(FakeSynthesisResponder()), config, output=str(Path(tmp) / "out"))
         seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rows": rows, "peak_rss_mib": round(peak, 1), "seconds": round(seconds, 1),
-                      "produced": result.summary["languages"]["mt"]["produced"]}))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "peak_rss_mib": round(peak, 1),
+                "seconds": round(seconds, 1),
+                "produced": result.summary["languages"]["mt"]["produced"],
+            }
+        )
+    )
 
 
 def memory(sizes: list[int]) -> float:
     peaks = {}
     for rows in sizes:
-        out = subprocess.run([sys.executable, __file__, "--memory-child", str(rows)], capture_output=True, text=True,
-                             check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(rows)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
         info = json.loads(out.stdout.strip().splitlines()[-1])
         peaks[rows] = info["peak_rss_mib"]
-        print(f"memory: {rows} seed rows -> peak RSS {info['peak_rss_mib']:.0f} MiB "
-              f"({info['seconds']:.0f} s, {info['produced']} pairs)", flush=True)
+        print(
+            f"memory: {rows} seed rows -> peak RSS {info['peak_rss_mib']:.0f} MiB "
+            f"({info['seconds']:.0f} s, {info['produced']} pairs)",
+            flush=True,
+        )
     ratio = peaks[sizes[-1]] / peaks[sizes[0]]
     print(f"memory ratio {sizes[-1]} / {sizes[0]} rows: {ratio:.2f} (goal <= 1.3)", flush=True)
     return ratio

@@ -30,20 +30,38 @@ METRIC = str(REPO / "evaluate_metrics" / "xl_alpacaeval")
 
 # A handful of cross-lingual pairs in the XL-Instruct shape (English instruction, answer in the target language).
 TRAIN = [
-    ("Describe your favourite season. Please respond in German.",
-     "Mein Lieblingsjahreszeit ist der Herbst, wenn die Blätter bunt werden und die Luft kühl ist.", "de"),
-    ("Give two tips for learning a language. Please respond in German.",
-     "Sprich jeden Tag ein wenig und lies Bücher, die dich wirklich interessieren.", "de"),
-    ("What is a good breakfast? Please respond in Maltese.",
-     "Kolazzjon tajjeb huwa ħobż frisk biż-żejt taż-żebbuġa, tadam u kafè sħun.", "mt"),
-    ("Describe the sea in summer. Please respond in Maltese.",
-     "Fis-sajf il-baħar ikun kalm u sħun, u n-nies jgħumu sa tard filgħaxija.", "mt"),
+    (
+        "Describe your favourite season. Please respond in German.",
+        "Mein Lieblingsjahreszeit ist der Herbst, wenn die Blätter bunt werden und die Luft kühl ist.",
+        "de",
+    ),
+    (
+        "Give two tips for learning a language. Please respond in German.",
+        "Sprich jeden Tag ein wenig und lies Bücher, die dich wirklich interessieren.",
+        "de",
+    ),
+    (
+        "What is a good breakfast? Please respond in Maltese.",
+        "Kolazzjon tajjeb huwa ħobż frisk biż-żejt taż-żebbuġa, tadam u kafè sħun.",
+        "mt",
+    ),
+    (
+        "Describe the sea in summer. Please respond in Maltese.",
+        "Fis-sajf il-baħar ikun kalm u sħun, u n-nies jgħumu sa tard filgħaxija.",
+        "mt",
+    ),
 ]
 EVAL = [
-    ("Name a famous city and say why it is famous. Please respond in German.", "de",
-     "Paris ist berühmt für den Eiffelturm und seine Museen."),
-    ("Explain why sleep matters. Please respond in Maltese.", "mt",
-     "L-irqad huwa importanti għax il-ġisem u l-moħħ jistrieħu u jirkupraw."),
+    (
+        "Name a famous city and say why it is famous. Please respond in German.",
+        "de",
+        "Paris ist berühmt für den Eiffelturm und seine Museen.",
+    ),
+    (
+        "Explain why sleep matters. Please respond in Maltese.",
+        "mt",
+        "L-irqad huwa importanti għax il-ġisem u l-moħħ jistrieħu u jirkupraw.",
+    ),
 ]
 
 
@@ -88,9 +106,10 @@ def main(argv=None) -> int:
         with torch.no_grad():
             for instruction, _, _ in EVAL:
                 enc = tokenizer(chat(instruction), return_tensors="pt", add_special_tokens=False)
-                gen = model.generate(**enc, max_new_tokens=args.max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
-                outputs.append(tokenizer.decode(gen[0, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+                gen = model.generate(
+                    **enc, max_new_tokens=args.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+                )
+                outputs.append(tokenizer.decode(gen[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         model.train()
         return outputs
 
@@ -108,22 +127,46 @@ def main(argv=None) -> int:
             losses.append(loss.item())
         predictions = answer_all()
         scores = fidelity.compute(predictions=predictions, languages=[lang for _, lang, _ in EVAL])
-        print(json.dumps({"epoch": epoch, "loss": round(sum(losses) / len(losses), 4),
-                          "language_fidelity": scores["language_fidelity"],
-                          "line_pass_rate": scores["line_pass_rate"],
-                          "seconds": round(time.perf_counter() - t0, 2)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "loss": round(sum(losses) / len(losses), 4),
+                    "language_fidelity": scores["language_fidelity"],
+                    "line_pass_rate": scores["line_pass_rate"],
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            ),
+            flush=True,
+        )
 
     if args.judge_model:
-        metric = evaluate.load(METRIC, "local-vllm", judge_model=args.judge_model,
-                               judge_backend=args.judge_backend or "vllm")
+        metric = evaluate.load(
+            METRIC, "local-vllm", judge_model=args.judge_model, judge_backend=args.judge_backend or "vllm"
+        )
         try:
-            full = metric.compute(predictions=predictions, references=[ref for _, _, ref in EVAL],
-                                  instructions=[ins for ins, _, _ in EVAL], languages=[lang for _, lang, _ in EVAL],
-                                  n_resamples=200, lc_method="mle")
+            full = metric.compute(
+                predictions=predictions,
+                references=[ref for _, _, ref in EVAL],
+                instructions=[ins for ins, _, _ in EVAL],
+                languages=[lang for _, lang, _ in EVAL],
+                n_resamples=200,
+                lc_method="mle",
+            )
         finally:
             metric.close()
-        print(json.dumps({"final": True, "win_rate": full["win_rate"], "parse_rate": full["parse_rate"],
-                          "language_fidelity": full["language_fidelity"]}, default=str), flush=True)
+        print(
+            json.dumps(
+                {
+                    "final": True,
+                    "win_rate": full["win_rate"],
+                    "parse_rate": full["parse_rate"],
+                    "language_fidelity": full["language_fidelity"],
+                },
+                default=str,
+            ),
+            flush=True,
+        )
     return 0
 
 

@@ -214,8 +214,19 @@ def test_report_without_matplotlib_is_still_written(alpaca_file, tmp_path, monke
     (tmp_path / "report" / "win_rates.png").write_bytes(b"old plot")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as without the [plot] extra
     assert (
-        main(["evaluate", "--model-outputs", str(alpaca_file), "--language", "de", "--alpaca-eval-source",
-              str(alpaca_file), "--output", str(tmp_path / "report")])
+        main(
+            [
+                "evaluate",
+                "--model-outputs",
+                str(alpaca_file),
+                "--language",
+                "de",
+                "--alpaca-eval-source",
+                str(alpaca_file),
+                "--output",
+                str(tmp_path / "report"),
+            ]
+        )
         == 0
     )
     assert "plot: none (pip install 'xl-suite[plot]')" in capsys.readouterr().out

@@ -34,11 +34,21 @@ def test_languages_add_and_list(tmp_path):
 
     env = dict(os.environ, XL_SUITE_LANGUAGES_FILE=str(tmp_path / "l.json"))
     base = [sys.executable, "-m", "xl_suite.cli", "languages"]
-    r = subprocess.run(base + ["add", "gsw", "--name", "swiss german", "--native-name", "Schwiizertüütsch",
-                               "--script", "Latn"], capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        base + ["add", "gsw", "--name", "swiss german", "--native-name", "Schwiizertüütsch", "--script", "Latn"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     r = subprocess.run(base + ["list"], capture_output=True, text=True, env=env, timeout=60)
     assert "gsw      Swiss German" in r.stdout
-    r = subprocess.run(base + ["add", "gsw", "--name", "swiss german", "--native-name", "K", "--script", "Latn"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        base + ["add", "gsw", "--name", "swiss german", "--native-name", "K", "--script", "Latn"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 2 and "already exists" in r.stderr

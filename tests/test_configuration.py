@@ -44,8 +44,10 @@ def test_cli_defaults_equal_config_defaults(command):
             assert getattr(config, f.name) == default, (command, f.name)
 
 
-@pytest.mark.parametrize("cls", [SynthesisConfig, SynthesisRunOptions, GenerateConfig, TranslateConfig, EvaluateConfig,
-                                 JudgeConfig, EngineSpec])
+@pytest.mark.parametrize(
+    "cls",
+    [SynthesisConfig, SynthesisRunOptions, GenerateConfig, TranslateConfig, EvaluateConfig, JudgeConfig, EngineSpec],
+)
 def test_every_field_has_help(cls):
     missing = [f.name for f in dataclasses.fields(cls) if not f.metadata.get("help")]
     assert not missing, f"{cls.__name__} fields without help text: {missing}"
@@ -106,8 +108,10 @@ def test_cli_runs_with_config_file(tmp_path, capsys):
     from xl_suite.cli import main
 
     path = tmp_path / "job.yaml"
-    path.write_text(f"backend: fake\nmodel: f\nlanguages: mt\noutput: {tmp_path / 'out'}\nmax_seeds: 2\n"
-                    "progress: false\nlanguage_filter: false\n")
+    path.write_text(
+        f"backend: fake\nmodel: f\nlanguages: mt\noutput: {tmp_path / 'out'}\nmax_seeds: 2\n"
+        "progress: false\nlanguage_filter: false\n"
+    )
     rc = main(["synthesize", "--config-file", str(path)])
     assert rc == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "mt.parquet").exists()

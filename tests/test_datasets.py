@@ -50,8 +50,9 @@ def test_exactly_the_8_documented_exclusions(alpaca_eval_path):
 
 
 def test_all_config_and_builder_used_directly(alpaca_eval_path, tmp_path):
-    b = XlAlpacaEval(config_name="xl-alpacaeval-all", cache_dir=str(tmp_path), source=str(alpaca_eval_path),
-                     languages=("de", "ga"))
+    b = XlAlpacaEval(
+        config_name="xl-alpacaeval-all", cache_dir=str(tmp_path), source=str(alpaca_eval_path), languages=("de", "ga")
+    )
     b.download_and_prepare()
     ds = b.as_dataset(split="test")
     assert ds.num_rows == 2 * 797
@@ -105,13 +106,19 @@ def _write(path, text):
 def test_m_alpacaeval_from_release_layout(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()
-    _write(folder / "german.json", """
+    _write(
+        folder / "german.json",
+        """
         [{"instruction": "Was ist die Hauptstadt von Frankreich?", "dataset": "helpful_base"},
          {"instruction": "Schreibe ein kurzes Gedicht über den Regen.", "dataset": "vicuna"}]
-    """)
-    _write(folder / "mt.jsonl", """
+    """,
+    )
+    _write(
+        folder / "mt.jsonl",
+        """
         {"id": "xlae-1", "instruction": "X'inhi l-kapitali ta' Franza?", "english_instruction": "What is the capital?"}
-    """)
+    """,
+    )
     ds = xl_suite.load_dataset("m-alpacaeval-all", split="test", source=str(folder), languages=("de", "mt"))
     assert ds.num_rows == 3
     assert ds[0]["language"] == "de" and ds[0]["dataset"] == "helpful_base"
@@ -123,13 +130,19 @@ def test_m_alpacaeval_from_release_layout(tmp_path):
 def test_xl_instruct_column_mapping(tmp_path):
     folder = tmp_path / "xli"
     folder.mkdir()
-    _write(folder / "mt.json", """
+    _write(
+        folder / "mt.json",
+        """
         [{"prompt": "Explain photosynthesis.", "output": "Il-fotosintesi hija ...", "score": 5},
          {"prompt": "Name three rivers.", "output": "Id-Danubju, ...", "score": 4}]
-    """)
-    _write(folder / "mt_bestof3.json", """
+    """,
+    )
+    _write(
+        folder / "mt_bestof3.json",
+        """
         [{"question": "Q?", "target": "T", "candidates": ["a", "b", "c"]}]
-    """)
+    """,
+    )
     ds = xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(folder))
     assert ds["instruction"] == ["Explain photosynthesis.", "Name three rivers."]
     assert ds["response"][0] == "Il-fotosintesi hija ..."
@@ -141,8 +154,9 @@ def test_xl_instruct_column_mapping(tmp_path):
     with pytest.raises(SourceError) as e:
         xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder))
     assert "['bar', 'foo']" in str(e.value) and "column_mapping" in str(e.value)
-    ga = xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder),
-                               column_mapping={"instruction": "foo", "response": "bar"})
+    ga = xl_suite.load_dataset(
+        "xl-instruct-ga", split="train", source=str(folder), column_mapping={"instruction": "foo", "response": "bar"}
+    )
     assert ga[0]["instruction"] == "x" and ga[0]["response"] == "y"
 
 
@@ -152,8 +166,9 @@ def test_changed_source_file_is_not_served_from_a_stale_cache(tmp_path):
     f = folder / "de.json"
     f.write_text(json.dumps([{"instruction": "a", "response": "b"}]), encoding="utf-8")
     assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder)).num_rows == 1
-    f.write_text(json.dumps([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": "d"}]),
-                 encoding="utf-8")
+    f.write_text(
+        json.dumps([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": "d"}]), encoding="utf-8"
+    )
     assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder))["instruction"] == ["a", "c"]
 
 

@@ -16,10 +16,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm, require_vllm]
 
 def test_demo_runs_the_whole_loop(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("XL_SUITE_")}
-    env.update(OMP_NUM_THREADS="1", VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               HF_DATASETS_CACHE=str(tmp_path / "hf" / "datasets"))
-    r = subprocess.run([sys.executable, "-m", "xl_suite.cli", "demo", "--num-prompts", "6", "--num-examples", "4"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    env.update(
+        OMP_NUM_THREADS="1",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+        HF_DATASETS_CACHE=str(tmp_path / "hf" / "datasets"),
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "xl_suite.cli", "demo", "--num-prompts", "6", "--num-examples", "4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     out = r.stdout
     assert "STAND-IN" in out and "project-written SAMPLE prompts" in out  # offline: the labelled sample is used
@@ -41,8 +52,9 @@ def test_demo_runs_the_whole_loop(tmp_path):
         "print('FIDELITY', m.compute(predictions=['Hallo Welt, wie geht es dir heute?'], languages=['de'])"
         "['language_fidelity'])\n"
     )
-    r2 = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                        timeout=300)
+    r2 = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r2.returncode == 0, r2.stderr[-3000:]
     assert "FIDELITY 100.0" in r2.stdout
     configs = next(line for line in r2.stdout.splitlines() if line.startswith("CONFIGS"))

@@ -58,8 +58,9 @@ def inputs():
     preds[1] = "BAD " + preds[1]
     langs = ["de"] * 4 + ["mt"] * 3
     refs = [f"Reference answer {k} in some language." for k in range(7)]
-    instr = [f"Question {k}? Please respond in {'German' if lang == 'de' else 'Maltese'}." for k, lang in
-             enumerate(langs)]
+    instr = [
+        f"Question {k}? Please respond in {'German' if lang == 'de' else 'Maltese'}." for k, lang in enumerate(langs)
+    ]
     return preds, langs, refs, instr
 
 
@@ -76,9 +77,16 @@ def test_fidelity_only_without_judge():
 
 def test_judged_table_per_language():
     preds, langs, refs, instr = inputs()
-    res = evaluate_responses(preds, langs, references=refs, instructions=instr,
-                             judge=FakeGenerator(judge_responder, model="judge"), model_name="m", lc_method="mle",
-                             n_resamples=200)
+    res = evaluate_responses(
+        preds,
+        langs,
+        references=refs,
+        instructions=instr,
+        judge=FakeGenerator(judge_responder, model="judge"),
+        model_name="m",
+        lc_method="mle",
+        n_resamples=200,
+    )
     de, mt, overall = res.table["de"], res.table["mt"], res.table[OVERALL]
     # de: GOOD wins twice, BAD is unparsed (never dropped), the English answer ties.
     assert de["win_rate"] == pytest.approx(100 * (1 + 1 + 0.5) / 3)
@@ -93,12 +101,21 @@ def test_judged_table_per_language():
     assert overall["rubric_helpfulness"] == pytest.approx((6 * 4 + 1) / 7)  # empty answer scores 1 by rule
     assert res.ledger["pairwise_judge"]["judged_now"] == 12 and res.ledger["pairwise_judge"]["rule_based"] == 2
     assert res.per_sample[1]["preference"] is None and res.per_sample[1]["parse_status"] == ["unparsed"]
-    assert res.meta["judge"]["model"] == "judge" and res.meta["judge"]["template_version"].startswith("judge_pairwise@")
+    assert res.meta["judge"]["model"] == "judge" and res.meta["judge"]["template_version"].startswith(
+        "judge_pairwise@"
+    )
 
 
 def test_language_with_only_garbage_is_nan_and_reported(tmp_path):
-    res = evaluate_responses(["BAD a", "GOOD b"], ["de", "mt"], references=["r", "s"], instructions=["q", "p"],
-                             judge=FakeGenerator(judge_responder), lc_method="mle", n_resamples=50)
+    res = evaluate_responses(
+        ["BAD a", "GOOD b"],
+        ["de", "mt"],
+        references=["r", "s"],
+        instructions=["q", "p"],
+        judge=FakeGenerator(judge_responder),
+        lc_method="mle",
+        n_resamples=50,
+    )
     assert math.isnan(res.table["de"]["win_rate"]) and res.table["de"]["n_unparsed"] == 1
     assert res.table["mt"]["win_rate"] == 100.0
     assert any("de: no judgment could be parsed" in w for w in res.meta["warnings"])
@@ -108,8 +125,15 @@ def test_language_with_only_garbage_is_nan_and_reported(tmp_path):
 
 
 def test_multiple_references_average():
-    res = evaluate_responses(["GOOD x"], ["de"], references=[["plain", "GOOD too"]], instructions=["q"],
-                             judge=FakeGenerator(judge_responder), lc_method="mle", n_resamples=20)
+    res = evaluate_responses(
+        ["GOOD x"],
+        ["de"],
+        references=[["plain", "GOOD too"]],
+        instructions=["q"],
+        judge=FakeGenerator(judge_responder),
+        lc_method="mle",
+        n_resamples=20,
+    )
     assert res.per_sample[0]["preference"] == pytest.approx(0.75)  # beats one reference, ties the other
     assert len(res.judgments) == 4 and res.meta["multi_reference"]
 
@@ -126,8 +150,13 @@ def test_multiple_references_average():
     ],
 )
 def test_bad_inputs(kwargs, match):
-    args = {"predictions": ["a", "b"], "languages": ["de", "de"], "references": ["r", "s"], "instructions": ["q", "p"],
-            "judge": FakeGenerator(judge_responder)}
+    args = {
+        "predictions": ["a", "b"],
+        "languages": ["de", "de"],
+        "references": ["r", "s"],
+        "instructions": ["q", "p"],
+        "judge": FakeGenerator(judge_responder),
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         evaluate_responses(args.pop("predictions"), args.pop("languages"), **args)
@@ -135,8 +164,16 @@ def test_bad_inputs(kwargs, match):
 
 def test_report_files_and_png(tmp_path):
     preds, langs, refs, instr = inputs()
-    res = evaluate_responses(preds, langs, references=refs, instructions=instr, judge=FakeGenerator(judge_responder),
-                             model_name="my-model", lc_method="mle", n_resamples=100)
+    res = evaluate_responses(
+        preds,
+        langs,
+        references=refs,
+        instructions=instr,
+        judge=FakeGenerator(judge_responder),
+        model_name="my-model",
+        lc_method="mle",
+        n_resamples=100,
+    )
     paths = write_report(res, tmp_path / "report")
     for key in ("markdown", "csv", "png", "summary", "per_sample", "judgments", "rubric"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0, key
@@ -151,8 +188,14 @@ def test_report_files_and_png(tmp_path):
     assert [r["language"] for r in rows] == ["de", "mt", OVERALL]
     assert rows[0]["model"] == "my-model" and float(rows[1]["win_rate"]) == pytest.approx(50.0)
     md = paths["markdown"].read_text(encoding="utf-8")
-    for needle in ("## Results per language", "win_rates.png", "## Cost and token ledger", "## Unparsed judgments",
-                   "reconstructs", "judge_pairwise@1+"):
+    for needle in (
+        "## Results per language",
+        "win_rates.png",
+        "## Cost and token ledger",
+        "## Unparsed judgments",
+        "reconstructs",
+        "judge_pairwise@1+",
+    ):
         assert needle in md
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
     assert summary["table"]["de"]["n_unparsed"] == 1
@@ -174,9 +217,21 @@ def test_fidelity_only_report(tmp_path):
 def benchmark(n=3):
     import datasets
 
-    rows = [{"id": f"id{k}", "language": lang, "instruction": f"Question {k}? Please respond in {lang}.",
-             "english_instruction": f"Question {k}?", "dataset": "x", "reference": None, "reference_generator": None,
-             "alpaca_eval_index": k, "request_template": "t"} for lang in ("de", "mt") for k in range(n)]
+    rows = [
+        {
+            "id": f"id{k}",
+            "language": lang,
+            "instruction": f"Question {k}? Please respond in {lang}.",
+            "english_instruction": f"Question {k}?",
+            "dataset": "x",
+            "reference": None,
+            "reference_generator": None,
+            "alpaca_eval_index": k,
+            "request_template": "t",
+        }
+        for lang in ("de", "mt")
+        for k in range(n)
+    ]
     return datasets.Dataset.from_list(rows)
 
 
@@ -189,13 +244,17 @@ def test_generate_answers_and_references_resume(tmp_path):
     row = out[0]
     assert row["output"] == "Antwort: Question 0" and row["generator"] == "m@r1" and row["revision"] == "r1"
     assert row["template_version"].startswith("answer@1+") and json.loads(row["sampling"])["max_tokens"] == 16
-    assert {"id", "language", "instruction", "finish_reason", "prompt_tokens", "completion_tokens"} <= set(out.column_names)
+    assert {"id", "language", "instruction", "finish_reason", "prompt_tokens", "completion_tokens"} <= set(
+        out.column_names
+    )
     again = FakeGenerator(lambda m, i, s: "never", model="m", revision="r1")
     out2 = generate_answers(ds, again, sampling=sampling, work_dir=str(tmp_path), chunk_size=2)
     assert again.prompts_seen == 0 and out2["output"] == out["output"]
 
     refs = generate_references(ds, FakeGenerator(lambda m, i, s: "Ref", model="gpt-4o-mini-2024-07-18"))
-    assert refs.column_names[: len(ds.column_names)] == ds.column_names or set(ds.column_names) <= set(refs.column_names)
+    assert refs.column_names[: len(ds.column_names)] == ds.column_names or set(ds.column_names) <= set(
+        refs.column_names
+    )
     assert refs["reference"] == ["Ref"] * 6 and refs["reference_generator"][0] == "gpt-4o-mini-2024-07-18"
     assert json.loads(refs[0]["reference_provenance"])["template_version"].startswith("answer@")
 
@@ -203,13 +262,18 @@ def test_generate_answers_and_references_resume(tmp_path):
 def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
     import datasets
 
-    prompts = datasets.Dataset.from_list([{"id": f"xlae-{k}", "english_instruction": f"Write {k} lines.",
-                                           "dataset": "x"} for k in range(3)])
+    prompts = datasets.Dataset.from_list(
+        [{"id": f"xlae-{k}", "english_instruction": f"Write {k} lines.", "dataset": "x"} for k in range(3)]
+    )
     gen = FakeGenerator(lambda m, i, s: "" if "Write 2" in m[-1]["content"] else " Ikteb linji. ", model="tr")
     out = translate_prompts(prompts, gen, "mt,de")
     assert list(out) == ["mt", "de"]
     mt = out["mt"]
-    assert mt["instruction"][:2] == ["Ikteb linji.", "Ikteb linji."] and mt["translation_status"] == ["ok", "ok", "empty"]
+    assert mt["instruction"][:2] == ["Ikteb linji.", "Ikteb linji."] and mt["translation_status"] == [
+        "ok",
+        "ok",
+        "empty",
+    ]
     assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@1+")
     paths = write_m_alpacaeval(out, tmp_path / "m")
     with pytest.raises(FileExistsError):
@@ -239,8 +303,15 @@ def test_align_references_errors():
 # commands (in-process, fake engines)
 
 
-ALPACA = [{"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}.", "generator": "x",
-           "dataset": "helpful_base"} for k in range(4)]
+ALPACA = [
+    {
+        "instruction": f"Explain topic number {k} briefly.",
+        "output": f"Topic {k}.",
+        "generator": "x",
+        "dataset": "helpful_base",
+    }
+    for k in range(4)
+]
 
 
 @pytest.fixture
@@ -251,10 +322,20 @@ def alpaca_file(tmp_path):
 
 
 def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
-    common = ["--backend", "fake", "--config", "xl-alpacaeval-de,xl-alpacaeval-mt", "--source", str(alpaca_file),
-              "--max-tokens", "32"]
+    common = [
+        "--backend",
+        "fake",
+        "--config",
+        "xl-alpacaeval-de,xl-alpacaeval-mt",
+        "--source",
+        str(alpaca_file),
+        "--max-tokens",
+        "32",
+    ]
     assert main(["generate", "--model", "my-model", *common, "--output", str(tmp_path / "ans")]) == 0
-    assert main(["generate", "--model", "ref-model", *common, "--output", str(tmp_path / "refs"), "--as-reference"]) == 0
+    assert (
+        main(["generate", "--model", "ref-model", *common, "--output", str(tmp_path / "refs"), "--as-reference"]) == 0
+    )
     rows = read_rows(tmp_path / "ans")
     assert len(rows) == 8 and {"id", "language", "output", "instruction", "model", "template_version"} <= set(rows[0])
     refs = read_rows(tmp_path / "refs" / "xl-alpacaeval-mt.jsonl")
@@ -264,9 +345,23 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     assert main(["generate", "--model", "m", *common, "--output", str(tmp_path / "x"), "--push", "u/r"]) == 2
 
     report = tmp_path / "report"
-    args = ["evaluate", "--model-outputs", str(tmp_path / "ans"), "--references", str(tmp_path / "refs"),
-            "--judge-backend", "fake", "--judge-model", "judge", "--output", str(report), "--n-resamples", "50",
-            "--lc-method", "mle"]
+    args = [
+        "evaluate",
+        "--model-outputs",
+        str(tmp_path / "ans"),
+        "--references",
+        str(tmp_path / "refs"),
+        "--judge-backend",
+        "fake",
+        "--judge-model",
+        "judge",
+        "--output",
+        str(report),
+        "--n-resamples",
+        "50",
+        "--lc-method",
+        "mle",
+    ]
     capsys.readouterr()
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -280,16 +375,60 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     assert main(args) == 0
     assert "pairwise_judge: 0 judged now, 16 from cache" in capsys.readouterr().out
 
-    assert main(["evaluate", "--model-outputs", str(tmp_path / "ans"), "--output", str(tmp_path / "fid"),
-                 "--languages", "mt"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model-outputs",
+                str(tmp_path / "ans"),
+                "--output",
+                str(tmp_path / "fid"),
+                "--languages",
+                "mt",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "fidelity" in out and " de " not in out
-    assert main(["evaluate", "--model-outputs", str(tmp_path / "ans"), "--judge-model", "j", "--judge-backend", "fake",
-                 "--output", str(tmp_path / "r2")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model-outputs",
+                str(tmp_path / "ans"),
+                "--judge-model",
+                "j",
+                "--judge-backend",
+                "fake",
+                "--output",
+                str(tmp_path / "r2"),
+            ]
+        )
+        == 2
+    )
     assert "pass --references" in capsys.readouterr().err
 
-    assert main(["translate", "--model", "tr", "--backend", "fake", "--languages", "ga", "--source", str(alpaca_file),
-                 "--output", str(tmp_path / "m"), "--limit", "2"]) == 0
+    assert (
+        main(
+            [
+                "translate",
+                "--model",
+                "tr",
+                "--backend",
+                "fake",
+                "--languages",
+                "ga",
+                "--source",
+                str(alpaca_file),
+                "--output",
+                str(tmp_path / "m"),
+                "--limit",
+                "2",
+            ]
+        )
+        == 0
+    )
     from xl_suite.datasets_api import load_dataset
 
     assert load_dataset("m-alpacaeval-ga", split="test", source=str(tmp_path / "m")).num_rows == 2
@@ -305,9 +444,11 @@ def test_english_prompts_ids_match_benchmark(alpaca_file):
 
 
 def test_generate_and_evaluate_help_mention_key_flags(capsys):
-    for cmd, flags in (("generate", ["--as-reference", "--push", "--config"]),
-                       ("evaluate", ["--model-outputs", "--judge-preset", "--order"]),
-                       ("translate", ["--languages", "--output"])):
+    for cmd, flags in (
+        ("generate", ["--as-reference", "--push", "--config"]),
+        ("evaluate", ["--model-outputs", "--judge-preset", "--order"]),
+        ("translate", ["--languages", "--output"]),
+    ):
         with pytest.raises(SystemExit) as e:
             main([cmd, "--help"])
         assert e.value.code == 0

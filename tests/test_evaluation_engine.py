@@ -16,9 +16,14 @@ from xl_suite.cli import main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
-    "Give three tips for staying healthy.", "Describe a sunset over the sea.", "What is a prime number?",
-    "Write a short note to a neighbour.", "Why do leaves change colour in autumn?", "Name two uses of copper.",
-    "How do bees make honey?", "Suggest a name for a bakery.",
+    "Give three tips for staying healthy.",
+    "Describe a sunset over the sea.",
+    "What is a prime number?",
+    "Write a short note to a neighbour.",
+    "Why do leaves change colour in autumn?",
+    "Name two uses of copper.",
+    "How do bees make honey?",
+    "Suggest a name for a bakery.",
 ]
 
 
@@ -53,18 +58,56 @@ def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, mon
 
     monkeypatch.setattr("xl_suite.engines.registry.build_generator", fake_build)
     source = tmp_path / "alpaca_eval.json"
-    source.write_text(json.dumps([{"instruction": p, "output": "", "dataset": "helpful_base"} for p in PROMPTS]),
-                      encoding="utf-8")
-    common = ["--model", "tiny", "--backend", "vllm", "--config", "xl-alpacaeval-de,xl-alpacaeval-mt",
-              "--source", str(source), "--max-tokens", "24"]
+    source.write_text(
+        json.dumps([{"instruction": p, "output": "", "dataset": "helpful_base"} for p in PROMPTS]), encoding="utf-8"
+    )
+    common = [
+        "--model",
+        "tiny",
+        "--backend",
+        "vllm",
+        "--config",
+        "xl-alpacaeval-de,xl-alpacaeval-mt",
+        "--source",
+        str(source),
+        "--max-tokens",
+        "24",
+    ]
     assert main(["generate", *common, "--output", str(tmp_path / "ans")]) == 0
-    assert main(["generate", *common, "--output", str(tmp_path / "refs"), "--as-reference",
-                 "--temperature", "1.0", "--seed", "7"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                *common,
+                "--output",
+                str(tmp_path / "refs"),
+                "--as-reference",
+                "--temperature",
+                "1.0",
+                "--seed",
+                "7",
+            ]
+        )
+        == 0
+    )
     assert engine.prompts_seen == 32
 
     report = tmp_path / "report"
-    args = ["evaluate", "--model-outputs", str(tmp_path / "ans"), "--references", str(tmp_path / "refs"),
-            "--judge-backend", "vllm", "--judge-model", "tiny", "--output", str(report), "--n-resamples", "200"]
+    args = [
+        "evaluate",
+        "--model-outputs",
+        str(tmp_path / "ans"),
+        "--references",
+        str(tmp_path / "refs"),
+        "--judge-backend",
+        "vllm",
+        "--judge-model",
+        "tiny",
+        "--output",
+        str(report),
+        "--n-resamples",
+        "200",
+    ]
     capsys.readouterr()
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -97,9 +140,25 @@ def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, mon
 @pytest.mark.slow
 def test_training_script_uses_the_metric(tiny_model_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "train_with_metric.py"), "--model",
-                        str(tiny_model_dir), "--epochs", "2", "--judge-backend", "fake", "--judge-model", "fake"],
-                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "examples" / "train_with_metric.py"),
+            "--model",
+            str(tiny_model_dir),
+            "--epochs",
+            "2",
+            "--judge-backend",
+            "fake",
+            "--judge-model",
+            "fake",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     epochs = [x for x in lines if "epoch" in x]

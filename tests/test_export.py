@@ -19,8 +19,10 @@ def exported(alpaca_eval_path, tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     m = root / "m_src"
     m.mkdir()
-    (m / "de.jsonl").write_text(json.dumps({"instruction": "Wie spät ist es?", "english_instruction": "What time is it?"})
-                                + "\n", encoding="utf-8")
+    (m / "de.jsonl").write_text(
+        json.dumps({"instruction": "Wie spät ist es?", "english_instruction": "What time is it?"}) + "\n",
+        encoding="utf-8",
+    )
     (m / "mt.jsonl").write_text(json.dumps({"instruction": "X'ħin hu?"}) + "\n", encoding="utf-8")
     out = export_repo(root / "xl-suite", languages="de,mt", alpaca_eval=str(alpaca_eval_path), m_alpacaeval=str(m))
     return out
@@ -28,12 +30,21 @@ def exported(alpaca_eval_path, tmp_path_factory):
 
 def test_every_config_loads_with_plain_datasets(exported):
     names = datasets.get_dataset_config_names(str(exported))
-    assert sorted(names) == sorted(["xl-alpacaeval-de", "xl-alpacaeval-mt", "xl-alpacaeval-all",
-                                    "m-alpacaeval-de", "m-alpacaeval-mt", "m-alpacaeval-all"])
+    assert sorted(names) == sorted(
+        [
+            "xl-alpacaeval-de",
+            "xl-alpacaeval-mt",
+            "xl-alpacaeval-all",
+            "m-alpacaeval-de",
+            "m-alpacaeval-mt",
+            "m-alpacaeval-all",
+        ]
+    )
     for name in names:
         ds = datasets.load_dataset(str(exported), name, split="test")
         expected = {"xl-alpacaeval-all": 2 * 797, "m-alpacaeval-all": 2}.get(
-            name, 797 if name.startswith("xl-") else 1)
+            name, 797 if name.startswith("xl-") else 1
+        )
         assert ds.num_rows == expected, name
     de = datasets.load_dataset(str(exported), "xl-alpacaeval-de", split="test")
     assert de[0]["instruction"].endswith("Please respond in German.")
@@ -64,8 +75,17 @@ def test_refuses_existing_folder_unless_overwrite(exported, alpaca_eval_path):
 
 def test_cli_export_and_overwrite(alpaca_eval_path, tmp_path):
     env = dict(os.environ)
-    cmd = [sys.executable, "-m", "xl_suite.cli", "export", str(tmp_path / "out"), "--languages", "ga",
-           "--alpaca-eval", str(alpaca_eval_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "xl_suite.cli",
+        "export",
+        str(tmp_path / "out"),
+        "--languages",
+        "ga",
+        "--alpaca-eval",
+        str(alpaca_eval_path),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert 'datasets.load_dataset("' in r.stdout

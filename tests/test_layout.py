@@ -52,7 +52,7 @@ def test_no_import_cycle():
         path.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                raise AssertionError("import cycle: " + " -> ".join(path[path.index(dep):] + [dep]))
+                raise AssertionError("import cycle: " + " -> ".join(path[path.index(dep) :] + [dep]))
             if dep not in state:
                 visit(dep)
         path.pop()
@@ -71,8 +71,11 @@ def test_no_private_names_imported_across_modules():
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("xl_suite"):
                 if node.module.startswith("xl_suite.commands") and _module_name(path).startswith("xl_suite.commands"):
                     continue  # commands/_args.py is the commands package's own helper module
-                offenders += [f"{_module_name(path)}: {node.module}.{a.name}" for a in node.names
-                              if a.name.startswith("_") and a.name != "__version__"]
+                offenders += [
+                    f"{_module_name(path)}: {node.module}.{a.name}"
+                    for a in node.names
+                    if a.name.startswith("_") and a.name != "__version__"
+                ]
     assert not offenders, offenders
 
 

@@ -32,8 +32,9 @@ def test_fingerprint_is_remembered_and_no_prompt_starts_nothing(tmp_path):
     second = LazyGenerator(spec, factory=(again := Starts()), memo_path=tmp_path / "memo.json")
     assert second.fingerprint() == fp and again.count == 0 and not second.started
     assert second.supports_structured_output() is False and again.count == 0
-    other = LazyGenerator(EngineSpec(model="m2", backend="fake"), factory=(third := Starts("m2")),
-                          memo_path=tmp_path / "memo.json")
+    other = LazyGenerator(
+        EngineSpec(model="m2", backend="fake"), factory=(third := Starts("m2")), memo_path=tmp_path / "memo.json"
+    )
     other.fingerprint()
     assert third.count == 1  # another spec is another key
 
@@ -60,8 +61,21 @@ def test_cached_synthesize_rerun_starts_no_engine(tmp_path, capsys, monkeypatch)
     starts = []
     real = cmd._engine
     monkeypatch.setattr(cmd, "_engine", lambda spec: starts.append(spec) or real(spec))
-    argv = ["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt", "--output", str(tmp_path / "o"),
-            "--max-seeds", "6", "--no-progress", "--no-language-filter"]
+    argv = [
+        "synthesize",
+        "--backend",
+        "fake",
+        "--model",
+        "f",
+        "--languages",
+        "mt",
+        "--output",
+        str(tmp_path / "o"),
+        "--max-seeds",
+        "6",
+        "--no-progress",
+        "--no-language-filter",
+    ]
     assert main(argv) == 0
     assert len(starts) == 1
     assert main(argv) == 0, capsys.readouterr().err

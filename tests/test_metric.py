@@ -17,12 +17,18 @@ evaluate = pytest.importorskip("evaluate")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 METRIC = str(REPO_ROOT / "evaluate_metrics" / "xl_alpacaeval")
-PREDS = ["Das Wetter ist heute wirklich schön und warm.", "The weather is really nice today, isn't it?",
-         "Il-Belt Valletta hija l-kapitali ta' Malta u għandha ħafna knejjes."]
+PREDS = [
+    "Das Wetter ist heute wirklich schön und warm.",
+    "The weather is really nice today, isn't it?",
+    "Il-Belt Valletta hija l-kapitali ta' Malta u għandha ħafna knejjes.",
+]
 LANGS = ["de", "de", "mt"]
 REFS = ["Heute ist es sonnig.", "Es regnet.", "Valletta hija l-kapitali."]
-INSTR = ["How is the weather? Please respond in German.", "How is the weather? Please respond in German.",
-         "Describe Valletta. Please respond in Maltese."]
+INSTR = [
+    "How is the weather? Please respond in German.",
+    "How is the weather? Please respond in German.",
+    "Describe Valletta. Please respond in Maltese.",
+]
 
 
 def always_a(messages, i, sampling):
@@ -48,35 +54,76 @@ def test_default_config_without_judge_is_fidelity_only():
 def test_default_config_with_judge(tmp_path):
     metric = evaluate.load(METRIC)
     judge = FakeGenerator(always_a)
-    out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, judge=judge,
-                         annotation_cache_dir=str(tmp_path), n_resamples=100, lc_method="mle")
+    out = metric.compute(
+        predictions=PREDS,
+        references=REFS,
+        instructions=INSTR,
+        languages=LANGS,
+        judge=judge,
+        annotation_cache_dir=str(tmp_path),
+        n_resamples=100,
+        lc_method="mle",
+    )
     assert out["win_rate"] == 50.0 and out["prefer_first_rate"] == 1.0 and out["parse_rate"] == 100.0
     assert out["preferences"] == [0.5, 0.5, 0.5] and out["pref_model_first"] == [1.0, 1.0, 1.0]
     assert out["rubric_scores"] == [None, None, None] and out["rubric_parse_rate"] == 0.0  # rubric reply unparsed
     assert math.isnan(out["rubric_fluency"])
     assert set(out["per_language"]) == {"de", "mt"} and out["per_language"]["de"]["n"] == 2
     assert out["ledger"]["pairwise_judge"]["judged_now"] == 6
-    assert {"ci_low", "ci_high", "standard_error", "discrete_win_rate", "length_controlled_win_rate",
-            "language_fidelity", "line_pass_rate", "verdicts", "detected_language"} <= set(out)
+    assert {
+        "ci_low",
+        "ci_high",
+        "standard_error",
+        "discrete_win_rate",
+        "length_controlled_win_rate",
+        "language_fidelity",
+        "line_pass_rate",
+        "verdicts",
+        "detected_language",
+    } <= set(out)
     # The annotation cache: a second metric call makes zero judge calls.
     seen = judge.prompts_seen
-    again = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, judge=judge,
-                           annotation_cache_dir=str(tmp_path), n_resamples=100, lc_method="mle")
+    again = metric.compute(
+        predictions=PREDS,
+        references=REFS,
+        instructions=INSTR,
+        languages=LANGS,
+        judge=judge,
+        annotation_cache_dir=str(tmp_path),
+        n_resamples=100,
+        lc_method="mle",
+    )
     assert judge.prompts_seen == seen and again["ledger"]["pairwise_judge"]["from_cache"] == 6
 
 
 def test_multiple_references_schema():
     metric = evaluate.load(METRIC)
-    out = metric.compute(predictions=PREDS[:1], references=[["a", "b"]], instructions=INSTR[:1], languages=["de"],
-                         judge=FakeGenerator(always_a), rubric=False, n_resamples=10, lc_method="mle")
+    out = metric.compute(
+        predictions=PREDS[:1],
+        references=[["a", "b"]],
+        instructions=INSTR[:1],
+        languages=["de"],
+        judge=FakeGenerator(always_a),
+        rubric=False,
+        n_resamples=10,
+        lc_method="mle",
+    )
     assert out["preferences"] == [0.5] and "rubric_fluency" not in out
 
 
 def test_preset_config_builds_judge_lazily():
     metric = evaluate.load(METRIC, "local-vllm", judge_model="tiny-judge", judge_backend="fake")
     assert isinstance(metric.judge, FakeGenerator) and metric.judge.model == "tiny-judge"
-    out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, rubric=False,
-                         order="random", n_resamples=10, lc_method="mle")
+    out = metric.compute(
+        predictions=PREDS,
+        references=REFS,
+        instructions=INSTR,
+        languages=LANGS,
+        rubric=False,
+        order="random",
+        n_resamples=10,
+        lc_method="mle",
+    )
     assert out["n_unparsed"] == 3 and math.isnan(out["win_rate"])  # the fake's default reply is not a verdict
     assert out["warnings"] and out["ledger"]["pairwise_judge"]["requests"] == 3
     metric.close()
@@ -148,8 +195,11 @@ def test_requirements_name_the_package_and_satisfy_evaluates_dependency_check(mo
     reqs = {r.name: r for r in (Requirement(x) for x in lines if x.strip() and not x.startswith("#"))}
     assert "eval" in reqs["xl-suite"].extras and reqs["xl-suite"].specifier.contains(xl_suite.__version__)
     imports = get_imports(f"{METRIC}/xl_alpacaeval.py")
-    libraries = {name.replace("_", "-") for kind, name, _, _ in imports
-                 if kind == "library" and name not in sys.stdlib_module_names and name != "__future__"}
+    libraries = {
+        name.replace("_", "-")
+        for kind, name, _, _ in imports
+        if kind == "library" and name not in sys.stdlib_module_names and name != "__future__"
+    }
     assert libraries and libraries <= set(reqs), libraries - set(reqs)
     monkeypatch.setitem(sys.modules, "xl_suite", None)  # as on a machine without xl-suite
     with pytest.raises(ImportError, match=r"pip install xl-suite\[eval\]"):
@@ -172,13 +222,32 @@ def test_loads_from_an_installed_wheel(tmp_path):
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path / "dist"), str(REPO_ROOT)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("xl_suite-*.whl"))
     site = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     code = (
         "import json, evaluate, xl_suite\n"
@@ -189,7 +258,9 @@ def test_loads_from_an_installed_wheel(tmp_path):
         "print(json.dumps({'package': xl_suite.__file__, 'path': path, 'fidelity': out['language_fidelity']}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(site)}
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["package"].startswith(str(site)) and out["path"].startswith(str(site))

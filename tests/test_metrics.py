@@ -400,5 +400,3 @@ def test_length_bias_with_equal_lengths_is_undefined():
     out = length_bias([0.1, 0.9], [5, 5], [5, 5])
     assert math.isnan(out["prefer_longer_rate"]) and math.isnan(out["spearman"])
     assert out["n_decided"] == 0
-
-

@@ -13,8 +13,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_wheel_contains_templates_and_data(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                        str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next(tmp_path.glob("xl_suite-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -29,6 +44,8 @@ def test_wheel_contains_templates_and_data(tmp_path):
     # every subpackage (evaluation and synthesis were missing from the wheel) and the evaluate metric folder
     subpackages = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "xl_suite").glob("*/__init__.py")}
     assert {f"{p}/__init__.py" for p in subpackages} <= names
-    metric = {f"xl_suite/evaluate_metrics/xl_alpacaeval/{f}" for f in ("xl_alpacaeval.py", "README.md",
-                                                                       "requirements.txt", "app.py")}
+    metric = {
+        f"xl_suite/evaluate_metrics/xl_alpacaeval/{f}"
+        for f in ("xl_alpacaeval.py", "README.md", "requirements.txt", "app.py")
+    }
     assert metric <= names

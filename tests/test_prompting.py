@@ -19,7 +19,8 @@ def test_shipped_templates_listed_and_versioned():
 
 def test_request_template_golden():
     text = load_template("xl_alpacaeval_instruction").render_text(
-        instruction="Write a haiku about rain.", language=get_language("mt"))
+        instruction="Write a haiku about rain.", language=get_language("mt")
+    )
     assert text == (GOLDEN / "xl_alpacaeval_instruction_mt.txt").read_text(encoding="utf-8")
 
 

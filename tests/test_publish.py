@@ -20,15 +20,22 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 def _env(url: str, home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "XL_SUITE_"))}
-    env.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_HOME=str(home / "hf"), HF_TOKEN=SECRET,
-               HF_HUB_DISABLE_TELEMETRY="1", PYTHONPATH=str(REPO_ROOT),
-               XL_SUITE_LANGUAGES_FILE=str(home / "languages.json"))
+    env.update(
+        HF_ENDPOINT=url,
+        HF_HUB_DISABLE_XET="1",
+        HF_HOME=str(home / "hf"),
+        HF_TOKEN=SECRET,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PYTHONPATH=str(REPO_ROOT),
+        XL_SUITE_LANGUAGES_FILE=str(home / "languages.json"),
+    )
     return env
 
 
 def _cli(env, *args, cwd):
-    r = subprocess.run([sys.executable, "-m", "xl_suite.cli", *args], env=env, cwd=cwd, capture_output=True,
-                       text=True, timeout=180)
+    r = subprocess.run(
+        [sys.executable, "-m", "xl_suite.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+    )
     return r
 
 
@@ -36,21 +43,50 @@ def test_push_new_language_configs_then_load(alpaca_eval_path, tmp_path):
     with serve_hub(tmp_path / "hub") as (url, server):
         env = _env(url, tmp_path)
         # a language the paper does not have, added from the CLI
-        r = _cli(env, "languages", "add", "sw", "--name", "swahili", "--native-name", "Kiswahili", "--script", "Latn",
-                 cwd=tmp_path)
+        r = _cli(
+            env,
+            "languages",
+            "add",
+            "sw",
+            "--name",
+            "swahili",
+            "--native-name",
+            "Kiswahili",
+            "--script",
+            "Latn",
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stderr
-        r = _cli(env, "export", str(tmp_path / "xl-suite"), "--languages", "de,sw", "--alpaca-eval",
-                 str(alpaca_eval_path), cwd=tmp_path)
+        r = _cli(
+            env,
+            "export",
+            str(tmp_path / "xl-suite"),
+            "--languages",
+            "de,sw",
+            "--alpaca-eval",
+            str(alpaca_eval_path),
+            cwd=tmp_path,
+        )
         assert r.returncode == 0, r.stderr
         logs = []
         for config in ("xl-alpacaeval-de", "xl-alpacaeval-sw"):
-            r = _cli(env, "-v", "push", "me/xl-suite", "--config", config, "--from-dir", str(tmp_path / "xl-suite"),
-                     cwd=tmp_path)
+            r = _cli(
+                env,
+                "-v",
+                "push",
+                "me/xl-suite",
+                "--config",
+                config,
+                "--from-dir",
+                str(tmp_path / "xl-suite"),
+                cwd=tmp_path,
+            )
             logs.append(r.stdout + r.stderr)
             assert r.returncode == 0, r.stderr
         # the ga config built straight from the source, replacing nothing else
-        r = _cli(env, "push", "me/xl-suite", "--config", "xl-alpacaeval-ga", "--source", str(alpaca_eval_path),
-                 cwd=tmp_path)
+        r = _cli(
+            env, "push", "me/xl-suite", "--config", "xl-alpacaeval-ga", "--source", str(alpaca_eval_path), cwd=tmp_path
+        )
         assert r.returncode == 0, r.stderr
         logs.append(r.stdout + r.stderr)
 
@@ -61,8 +97,9 @@ def test_push_new_language_configs_then_load(alpaca_eval_path, tmp_path):
             "row = datasets.load_dataset('me/xl-suite', 'xl-alpacaeval-sw', split='test')[0]\n"
             "print('RESULT ' + json.dumps({'rows': out, 'sw': row['instruction']}))\n"
         )
-        r = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180)
+        r = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         res = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("RESULT "))[7:])
         assert res["rows"] == {"xl-alpacaeval-de": 797, "xl-alpacaeval-sw": 797, "xl-alpacaeval-ga": 797}

@@ -49,8 +49,11 @@ def test_ray_runs_the_same_stages_as_the_local_pipeline(local_ray, tmp_path):
     assert [s["segment"][-1] for s in segments] == ["score", "judge", "language_check"]
     assert segments[0]["rows_out"] == 12
     for name in ("en_scored.parquet", "mt_bestof3.parquet", "de_bestof3.parquet", "mt.parquet", "de.parquet"):
-        variant, code = ("scored", "en") if name.startswith("en_") else (
-            ("bestof3", name[:2]) if "bestof3" in name else ("default", name[:2]))
+        variant, code = (
+            ("scored", "en")
+            if name.startswith("en_")
+            else (("bestof3", name[:2]) if "bestof3" in name else ("default", name[:2]))
+        )
         ours, theirs = remote.dataset(code, variant), local.dataset(code, variant)
         assert ours.column_names == theirs.column_names
         assert ours.num_rows == theirs.num_rows > 0
@@ -64,8 +67,15 @@ def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_
     import xl_suite
     from xl_suite.synthesis.ray import engine_factory, synthesize_ray
 
-    config = SynthesisConfig(languages=("mt",), max_seeds=4, threshold=1.0, language_filter=False, max_tokens=96,
-                             batch_size=64, chunk_size=64)
+    config = SynthesisConfig(
+        languages=("mt",),
+        max_seeds=4,
+        threshold=1.0,
+        language_filter=False,
+        max_tokens=96,
+        batch_size=64,
+        chunk_size=64,
+    )
     factory = engine_factory("vllm", str(tiny_model_dir), max_model_len=2048, seed=0)
     out = tmp_path / "out"
     result = synthesize_ray(builtin_seeds(), factory, config, output=str(out), structured_outputs=True)

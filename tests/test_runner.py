@@ -25,22 +25,54 @@ def test_run_stage_reuses_chunks_and_recomputes_on_change(tmp_path):
 
     ds = datasets.Dataset.from_dict({"x": list(range(10))})
     stats = StageStats("double")
-    out = run_stage(ds, double, stage="double", fingerprint="f1", work_dir=str(tmp_path), fn_kwargs={"factor": 2},
-                    chunk_size=4, batch_size=2, stats=stats)
+    out = run_stage(
+        ds,
+        double,
+        stage="double",
+        fingerprint="f1",
+        work_dir=str(tmp_path),
+        fn_kwargs={"factor": 2},
+        chunk_size=4,
+        batch_size=2,
+        stats=stats,
+    )
     assert out["y"] == [x * 2 for x in range(10)]
     assert (stats.chunks_computed, stats.chunks_reused) == (3, 0) and sum(calls) == 10
     calls.clear()
     stats = StageStats("double")
-    again = run_stage(ds, double, stage="double", fingerprint="f1", work_dir=str(tmp_path), fn_kwargs={"factor": 2},
-                      chunk_size=4, batch_size=2, stats=stats)
+    again = run_stage(
+        ds,
+        double,
+        stage="double",
+        fingerprint="f1",
+        work_dir=str(tmp_path),
+        fn_kwargs={"factor": 2},
+        chunk_size=4,
+        batch_size=2,
+        stats=stats,
+    )
     assert again["y"] == out["y"] and calls == [] and stats.chunks_reused == 3
-    changed = run_stage(ds, double, stage="double", fingerprint="f2", work_dir=str(tmp_path),
-                        fn_kwargs={"factor": 3}, chunk_size=4, batch_size=2)
+    changed = run_stage(
+        ds,
+        double,
+        stage="double",
+        fingerprint="f2",
+        work_dir=str(tmp_path),
+        fn_kwargs={"factor": 3},
+        chunk_size=4,
+        batch_size=2,
+    )
     assert changed["y"] == [x * 3 for x in range(10)] and sum(calls) == 10
 
 
 def test_run_stage_on_memory_filesystem():
     ds = datasets.Dataset.from_dict({"x": [1, 2, 3]})
-    out = run_stage(ds, lambda b: {"y": [v + 1 for v in b["x"]]}, stage="inc", fingerprint="f",
-                    work_dir="memory://xl-runner-test", chunk_size=2)
+    out = run_stage(
+        ds,
+        lambda b: {"y": [v + 1 for v in b["x"]]},
+        stage="inc",
+        fingerprint="f",
+        work_dir="memory://xl-runner-test",
+        chunk_size=2,
+    )
     assert out["y"] == [2, 3, 4]

@@ -51,9 +51,28 @@ class Counting:
 
 
 def _argv(model_dir, out, *extra):
-    return ["synthesize", "--backend", "vllm", "--model", str(model_dir), "--languages", "mt", "--max-seeds", "8",
-            "--output", str(out), "--no-language-filter", "--threshold", "1", "--max-tokens", "96",
-            "--chunk-size", "4", "--no-progress", *extra]
+    return [
+        "synthesize",
+        "--backend",
+        "vllm",
+        "--model",
+        str(model_dir),
+        "--languages",
+        "mt",
+        "--max-seeds",
+        "8",
+        "--output",
+        str(out),
+        "--no-language-filter",
+        "--threshold",
+        "1",
+        "--max-tokens",
+        "96",
+        "--chunk-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _run(argv, generator):
@@ -105,12 +124,22 @@ def test_sigkill_mid_run_with_vllm_then_resume(vllm_generator, tiny_model_dir, t
     as an uninterrupted run."""
     out = tmp_path / "killed"
     argv = _argv(tiny_model_dir, out, "--chunk-size", "2")
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1",
-           "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "OMP_NUM_THREADS": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
     log = tmp_path / "cli.log"
     with open(log, "wb") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "xl_suite.cli", *argv], env=env, stdout=f,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xl_suite.cli", *argv],
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     work = out / ".xl_suite_work"
     try:
         deadline = time.monotonic() + 240

@@ -82,14 +82,15 @@ class XlSuiteConfig(datasets.BuilderConfig):
         if len(set(self.languages)) != len(self.languages):
             raise InvalidArgumentError(f"Duplicate language codes in {list(self.languages)}; list each once.")
         if self.variant not in XL_INSTRUCT_VARIANTS:
-            raise InvalidArgumentError(f"Unknown XL-Instruct variant {self.variant!r}; choose one of {list(XL_INSTRUCT_VARIANTS)}.")
+            raise InvalidArgumentError(
+                f"Unknown XL-Instruct variant {self.variant!r}; choose one of {list(XL_INSTRUCT_VARIANTS)}."
+            )
 
     def target_languages(self, default: tuple[str, ...]) -> list[str]:
         """Codes this config produces, in order."""
         if self.language != "all":
             return [self.language]
         return list(self.languages or default)
-
 
 
 class XlAlpacaEval(datasets.GeneratorBasedBuilder):
@@ -101,12 +102,24 @@ class XlAlpacaEval(datasets.GeneratorBasedBuilder):
     # One config per built-in target language (the paper's 11 first), all from the same 797 prompts; "all" stays
     # the paper's 11.
     BUILDER_CONFIGS = [
-        XlSuiteConfig(name=f"xl-alpacaeval-{spec.config_code}", language=spec.code, version=_VERSION,
-                      family="xl-alpacaeval", description=f"XL-AlpacaEval, answers requested in {spec.display_name}.")
+        XlSuiteConfig(
+            name=f"xl-alpacaeval-{spec.config_code}",
+            language=spec.code,
+            version=_VERSION,
+            family="xl-alpacaeval",
+            description=f"XL-AlpacaEval, answers requested in {spec.display_name}.",
+        )
         for spec in [get_language(c) for c in _LANGUAGES]
         + [s for s in builtin_languages().values() if s.code not in _LANGUAGES and s.code != "en"]
-    ] + [XlSuiteConfig(name="xl-alpacaeval-all", language="all", version=_VERSION, family="xl-alpacaeval",
-                       description="XL-AlpacaEval, all target languages.")]
+    ] + [
+        XlSuiteConfig(
+            name="xl-alpacaeval-all",
+            language="all",
+            version=_VERSION,
+            family="xl-alpacaeval",
+            description="XL-AlpacaEval, all target languages.",
+        )
+    ]
 
     def _info(self):
         return datasets.DatasetInfo(
@@ -195,15 +208,18 @@ class MAlpacaEval(datasets.GeneratorBasedBuilder):
                 rest = m["_rest"]
                 english = rest.get("english_instruction")
                 rid = rest.get("id") or (sources.prompt_id(english) if english else f"{code}-{i:05d}")
-                yield f"{code}-{i:05d}", {
-                    "id": str(rid),
-                    "instruction": m["instruction"],
-                    "english_instruction": english,
-                    "language": code,
-                    "dataset": rest.get("dataset"),
-                    "reference": rest.get("reference"),
-                    "translator": rest.get("translator") or rest.get("model"),
-                }
+                yield (
+                    f"{code}-{i:05d}",
+                    {
+                        "id": str(rid),
+                        "instruction": m["instruction"],
+                        "english_instruction": english,
+                        "language": code,
+                        "dataset": rest.get("dataset"),
+                        "reference": rest.get("reference"),
+                        "translator": rest.get("translator") or rest.get("model"),
+                    },
+                )
 
 
 class XlInstruct(datasets.GeneratorBasedBuilder):
@@ -220,14 +236,34 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = XlSuiteConfig
     FAMILY = "xl-instruct"
     BUILDER_CONFIGS = (
-        [XlSuiteConfig(name=f"xl-instruct-{lang}", language=lang, version=_VERSION, family="xl-instruct")
-         for lang in CORE_LANGUAGES + ("fi", "tr")]
-        + [XlSuiteConfig(name="xl-instruct-all", language="all", version=_VERSION, family="xl-instruct",
-                         languages=CORE_LANGUAGES)]
-        + [XlSuiteConfig(name=f"xl-instruct-bestof3-{lang}", language=lang, variant="bestof3", version=_VERSION,
-                         family="xl-instruct") for lang in CORE_LANGUAGES]
-        + [XlSuiteConfig(name="xl-instruct-scored-en", language="en", variant="scored", version=_VERSION,
-                         family="xl-instruct")]
+        [
+            XlSuiteConfig(name=f"xl-instruct-{lang}", language=lang, version=_VERSION, family="xl-instruct")
+            for lang in CORE_LANGUAGES + ("fi", "tr")
+        ]
+        + [
+            XlSuiteConfig(
+                name="xl-instruct-all",
+                language="all",
+                version=_VERSION,
+                family="xl-instruct",
+                languages=CORE_LANGUAGES,
+            )
+        ]
+        + [
+            XlSuiteConfig(
+                name=f"xl-instruct-bestof3-{lang}",
+                language=lang,
+                variant="bestof3",
+                version=_VERSION,
+                family="xl-instruct",
+            )
+            for lang in CORE_LANGUAGES
+        ]
+        + [
+            XlSuiteConfig(
+                name="xl-instruct-scored-en", language="en", variant="scored", version=_VERSION, family="xl-instruct"
+            )
+        ]
     )
 
     def _info(self):
@@ -263,15 +299,18 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
                 m = sources.map_columns(rec, mapping, source=path)
                 rest = m.pop("_rest")
                 rid = rest.pop("id", None) or f"{code}-{i:06d}"
-                yield f"{code}-{i:06d}", {
-                    "id": str(rid),
-                    "instruction": m["instruction"],
-                    "response": m["response"],
-                    "language": code,
-                    "variant": self.config.variant,
-                    "origin": origin,
-                    "metadata": json.dumps(rest, ensure_ascii=False, default=str, sort_keys=True),
-                }
+                yield (
+                    f"{code}-{i:06d}",
+                    {
+                        "id": str(rid),
+                        "instruction": m["instruction"],
+                        "response": m["response"],
+                        "language": code,
+                        "variant": self.config.variant,
+                        "origin": origin,
+                        "metadata": json.dumps(rest, ensure_ascii=False, default=str, sort_keys=True),
+                    },
+                )
 
 
 def _language_file(source: str, code: str, storage_options: dict | None, *, suffix: str = "") -> str:

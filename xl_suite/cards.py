@@ -24,12 +24,23 @@ SUMMARY_KEY = "xl_suite_configs"
 LICENSES = {
     "xl-alpacaeval": ("cc-by-nc-4.0", "XL-AlpacaEval is derived from AlpacaEval (data CC BY-NC 4.0, Li et al. 2023)."),
     "m-alpacaeval": ("cc-by-nc-4.0", "m-AlpacaEval is derived from AlpacaEval (data CC BY-NC 4.0)."),
-    "xl-instruct": ("cc-by-sa-4.0", "The authors' XL-Instruct release is CC BY-SA 4.0; synthesized data follows the "
-                    "terms of the seed corpus and of the generating model."),
+    "xl-instruct": (
+        "cc-by-sa-4.0",
+        "The authors' XL-Instruct release is CC BY-SA 4.0; synthesized data follows the "
+        "terms of the seed corpus and of the generating model.",
+    ),
 }
 
-_PROVENANCE_COLUMNS = ("request_template", "reference_generator", "model", "revision", "template_version",
-                       "translator", "origin", "generator")
+_PROVENANCE_COLUMNS = (
+    "request_template",
+    "reference_generator",
+    "model",
+    "revision",
+    "template_version",
+    "translator",
+    "origin",
+    "generator",
+)
 
 
 def _card_template(name: str = "xl_suite.md.jinja") -> str:
@@ -59,7 +70,9 @@ def config_summary(name: str, data, *, source: str | None = None) -> dict:
                 if vals:
                     provenance.setdefault(col, [])
                     provenance[col] = sorted(set(provenance[col]) | set(vals))[:5]
-    languages = sorted({code for ds in data.values() if "language" in ds.column_names for code in ds.unique("language")})
+    languages = sorted(
+        {code for ds in data.values() if "language" in ds.column_names for code in ds.unique("language")}
+    )
     fields = {}
     for ds in data.values():
         fields.update({k: str(v.dtype) if hasattr(v, "dtype") else type(v).__name__ for k, v in ds.features.items()})
@@ -89,8 +102,13 @@ def summaries_from_yaml(card_yaml: Mapping | None) -> dict[str, dict]:
     return {s["name"]: dict(s) for s in stored}
 
 
-def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yaml: list | None = None,
-                extra_yaml: Mapping | None = None):
+def render_card(
+    summaries: list[dict],
+    *,
+    repo_id: str = "xl-suite",
+    configs_yaml: list | None = None,
+    extra_yaml: Mapping | None = None,
+):
     """Render the XL-Suite dataset card for the given config summaries.
 
     Args:
@@ -113,7 +131,9 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
         raise InvalidArgumentError("A card needs at least one config summary.")
     summaries = sorted(summaries, key=lambda s: s["name"])
     families = sorted({s["family"] for s in summaries}, key=["xl-alpacaeval", "m-alpacaeval", "xl-instruct"].index)
-    codes = sorted({c for s in summaries for c in (s["languages"] or ([s["language"]] if s["language"] != "all" else []))})
+    codes = sorted(
+        {c for s in summaries for c in (s["languages"] or ([s["language"]] if s["language"] != "all" else []))}
+    )
     languages = [get_language(c) for c in codes]
     fields = {}
     for s in summaries:
@@ -136,8 +156,13 @@ def render_card(summaries: list[dict], *, repo_id: str = "xl-suite", configs_yam
         **{SUMMARY_KEY: json.loads(json.dumps(stored))},
         **dict(extra_yaml or {}),
     )
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                             keep_trailing_newline=True, autoescape=False)
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
     configs = [dict(s, provenance_text=_provenance_text(s)) for s in summaries]
     try:
         text = env.from_string(_card_template()).render(

@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # vLLM's start-up chatter hides our progress bars and summaries; -v shows it
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     from xl_suite.errors import XlSuiteError
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "config_file", None):
             from xl_suite.configuration import apply_config_file
 
-            sub_argv = argv[argv.index(args.command) + 1:]
+            sub_argv = argv[argv.index(args.command) + 1 :]
             namespace = apply_config_file(args._parser, sub_argv, args.config_file)
             for key, value in vars(namespace).items():
                 setattr(args, key, value)
@@ -81,12 +82,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",
-              file=sys.stderr)
+        print(
+            f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
     except Exception:  # anything else is a bug in xl-suite: show it in full
-        print(f"xl-suite {args.command}: internal error (a bug in xl-suite; please report it with the traceback "
-              "below):", file=sys.stderr)
+        print(
+            f"xl-suite {args.command}: internal error (a bug in xl-suite; please report it with the traceback below):",
+            file=sys.stderr,
+        )
         raise
 
 

@@ -35,8 +35,17 @@ from typing import Any
 from xl_suite.errors import InvalidArgumentError
 
 
-__all__ = ["option", "add_arguments", "from_args", "from_mapping", "read_config_file", "apply_config_file",
-           "parse_json_object", "cli_fields", "dests"]
+__all__ = [
+    "option",
+    "add_arguments",
+    "from_args",
+    "from_mapping",
+    "read_config_file",
+    "apply_config_file",
+    "parse_json_object",
+    "cli_fields",
+    "dests",
+]
 
 _MISSING = dataclasses.MISSING
 
@@ -68,8 +77,16 @@ def option(
         parse: converts the flag's text (default: from the field's type).
         append: the flag may be repeated; the values are collected in a list.
     """
-    metadata = {"help": help, "flag": flag, "cli": cli, "required": required, "choices": choices,
-                "metavar": metavar, "parse": parse, "append": append}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "cli": cli,
+        "required": required,
+        "choices": choices,
+        "metavar": metavar,
+        "parse": parse,
+        "append": append,
+    }
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -138,11 +155,17 @@ def add_arguments(parser, cls, *, prefix: str = "", title: str | None = None) ->
         if typ is bool and not meta.get("parse"):
             if default is True:
                 flag = _flag(f, prefix)
-                target.add_argument(f"--no-{flag[2:]}", dest=dest, action="store_false", default=True,
-                                    help=f"{help_text} (on by default; this flag turns it off)")
+                target.add_argument(
+                    f"--no-{flag[2:]}",
+                    dest=dest,
+                    action="store_false",
+                    default=True,
+                    help=f"{help_text} (on by default; this flag turns it off)",
+                )
             else:
-                target.add_argument(_flag(f, prefix), dest=dest, action="store_true", default=bool(default),
-                                    help=help_text)
+                target.add_argument(
+                    _flag(f, prefix), dest=dest, action="store_true", default=bool(default), help=help_text
+                )
             continue
         kwargs: dict[str, Any] = {"dest": dest, "help": help_text}
         if meta.get("parse"):
@@ -177,8 +200,9 @@ def from_args(cls, args: argparse.Namespace, *, prefix: str = "", **overrides):
     for f in cli_fields(cls):
         dest = f"{prefix}_{f.name}" if prefix else f.name
         if f.metadata.get("required") and getattr(args, dest, None) in (None, "", []):
-            raise InvalidArgumentError(f"{_flag(f, prefix)} is required (give it on the command line or in a "
-                                       "--config-file).")
+            raise InvalidArgumentError(
+                f"{_flag(f, prefix)} is required (give it on the command line or in a --config-file)."
+            )
         if hasattr(args, dest):
             value = getattr(args, dest)
             if value is None and isinstance(_default(f), (list, tuple, dict)):
@@ -248,12 +272,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as e:  # yaml.YAMLError or json.JSONDecodeError: the message says where
-        raise InvalidArgumentError(f"Config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: "
-                                   f"{e}") from e
+        raise InvalidArgumentError(
+            f"Config file {str(p)!r} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {e}"
+        ) from e
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise InvalidArgumentError(f"Config file {str(p)!r} must hold a mapping of settings, got {type(data).__name__}.")
+        raise InvalidArgumentError(
+            f"Config file {str(p)!r} must hold a mapping of settings, got {type(data).__name__}."
+        )
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 

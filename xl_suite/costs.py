@@ -88,12 +88,22 @@ class CostEstimate:
         cost = self.cost_usd
         money = f"~${cost:,.4f}" if cost is not None else "cost unknown (no price for this model: pass one)"
         detail = f" ({self.detail})" if self.detail else ""
-        return (f"{self.stage} ({self.model}): {self.requests:,} requests{detail}, ~{self.prompt_tokens:,} prompt "
-                f"tokens, <= {self.completion_tokens:,} completion tokens, {money}")
+        return (
+            f"{self.stage} ({self.model}): {self.requests:,} requests{detail}, ~{self.prompt_tokens:,} prompt "
+            f"tokens, <= {self.completion_tokens:,} completion tokens, {money}"
+        )
 
 
-def estimate_cost(stage: str, model: str, conversations: Sequence[Sequence[dict]], *, max_tokens: int, n: int = 1,
-                  price: tuple[float, float] | None = None, detail: str = "") -> CostEstimate:
+def estimate_cost(
+    stage: str,
+    model: str,
+    conversations: Sequence[Sequence[dict]],
+    *,
+    max_tokens: int,
+    n: int = 1,
+    price: tuple[float, float] | None = None,
+    detail: str = "",
+) -> CostEstimate:
     """A :class:`CostEstimate` for sending ``conversations`` (each ``n`` completions of at most ``max_tokens``).
 
     >>> e = estimate_cost("answers", "gpt-4o-mini-2024-07-18", [[{"role": "user", "content": "x" * 400}]] * 797,
@@ -101,6 +111,12 @@ def estimate_cost(stage: str, model: str, conversations: Sequence[Sequence[dict]
     >>> e.requests, e.prompt_tokens, e.completion_tokens, round(e.cost_usd, 4)
     (797, 82888, 816128, 0.5021)
     """
-    return CostEstimate(stage=stage, model=model, requests=len(conversations),
-                        prompt_tokens=estimate_prompt_tokens(conversations),
-                        completion_tokens=len(conversations) * max_tokens * n, price=price, detail=detail)
+    return CostEstimate(
+        stage=stage,
+        model=model,
+        requests=len(conversations),
+        prompt_tokens=estimate_prompt_tokens(conversations),
+        completion_tokens=len(conversations) * max_tokens * n,
+        price=price,
+        detail=detail,
+    )

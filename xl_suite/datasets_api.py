@@ -39,7 +39,9 @@ def parse_config_name(name: str) -> tuple[str, str, str]:
         )
     family, variant, lang = m.group(1), m.group(2) or "default", m.group(3)
     if variant != "default" and family != "xl-instruct":
-        raise InvalidArgumentError(f"Config {name!r}: variants ({variant}) exist only for xl-instruct. Valid: {list_configs()}")
+        raise InvalidArgumentError(
+            f"Config {name!r}: variants ({variant}) exist only for xl-instruct. Valid: {list_configs()}"
+        )
     if lang != "all":
         get_language(lang)  # unknown language -> error listing the known ones and how to add one
     return family, variant, lang
@@ -64,8 +66,9 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
     elif lang == "all":
         raise InvalidArgumentError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
     else:
-        builder = builder_cls(cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family,
-                              **kwargs)
+        builder = builder_cls(
+            cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family, **kwargs
+        )
     builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
     return builder
 
@@ -87,8 +90,21 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
             entries = [fs.info(path)]
     except Exception:  # offline Hub, permissions...: the read itself reports the problem
         return ""
-    keys = sorted((e["name"], e.get("size"), str(e.get("mtime") or e.get("LastModified") or e.get("last_commit") or
-                                                 e.get("ETag") or e.get("created") or "")) for e in entries)
+    keys = sorted(
+        (
+            e["name"],
+            e.get("size"),
+            str(
+                e.get("mtime")
+                or e.get("LastModified")
+                or e.get("last_commit")
+                or e.get("ETag")
+                or e.get("created")
+                or ""
+            ),
+        )
+        for e in entries
+    )
     return stable_hash(keys)
 
 

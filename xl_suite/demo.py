@@ -89,8 +89,12 @@ def _prepare_export_dir(path: Path, overwrite: bool) -> None:
     """Refuse an export folder the demo may not replace (foreign, the cwd, or ``--no-overwrite``); see safety."""
     from xl_suite.safety import check_replaceable
 
-    check_replaceable(path, overwrite=overwrite, legacy_markers=(_EXPORT_MARKER,),
-                      flag="--overwrite (the demo's default; --no-overwrite refuses) or another --export-dir")
+    check_replaceable(
+        path,
+        overwrite=overwrite,
+        legacy_markers=(_EXPORT_MARKER,),
+        flag="--overwrite (the demo's default; --no-overwrite refuses) or another --export-dir",
+    )
 
 
 def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=print) -> dict:
@@ -127,7 +131,9 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     if stand_in:
         from xl_suite.engines.tiny_model import build_tiny_model
 
-        echo("[1/5] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model for a real one)")
+        echo(
+            "[1/5] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model for a real one)"
+        )
         model = str(build_tiny_model(out / "tiny-model"))
     else:
         echo(f"[1/5] Model: {model} ({cfg.backend})")
@@ -145,32 +151,56 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
             preset = load_preset(cfg.judge_preset, judge_model=cfg.judge_model)
             judge = preset.build_judge()
             if preset.reference_model:
-                reference = build_generator(preset.reference_backend or preset.judge_backend, preset.reference_model,
-                                            revision=preset.reference_revision)
+                reference = build_generator(
+                    preset.reference_backend or preset.judge_backend,
+                    preset.reference_model,
+                    revision=preset.reference_revision,
+                )
 
         # 2. synthesis
         t = time.perf_counter()
         echo(f"[2/5] Synthesizing XL-Instruct pairs for {', '.join(langs)} from the built-in seed sample")
         language_filter = (not stand_in) if cfg.language_filter is None else cfg.language_filter
-        syn_cfg = SynthesisConfig(languages=tuple(langs), num_examples=cfg.num_examples, max_tokens=cfg.max_tokens,
-                                  language_filter=language_filter, batch_size=256, chunk_size=256)
-        syn = synthesize(builtin_seeds(), generator, syn_cfg, output=str(out / "synthesis"), progress=progress,
-                         seed_source="builtin")
+        syn_cfg = SynthesisConfig(
+            languages=tuple(langs),
+            num_examples=cfg.num_examples,
+            max_tokens=cfg.max_tokens,
+            language_filter=language_filter,
+            batch_size=256,
+            chunk_size=256,
+        )
+        syn = synthesize(
+            builtin_seeds(),
+            generator,
+            syn_cfg,
+            output=str(out / "synthesis"),
+            progress=progress,
+            seed_source="builtin",
+        )
         echo(format_summary(syn.summary))
         timings["synthesis"] = time.perf_counter() - t
 
         # 3. benchmark, references, answers
         t = time.perf_counter()
         source, label = _resolve_prompts(cfg.alpaca_eval)
-        echo(f"[3/5] XL-AlpacaEval from {label}: {cfg.num_prompts} prompts x {len(langs)} languages; "
-             "references and answers")
-        bench = datasets.concatenate_datasets([
-            load_dataset(f"xl-alpacaeval-{code}", split="test", source=source).select(range(cfg.num_prompts))
-            for code in langs
-        ]) if cfg.num_prompts else None
+        echo(
+            f"[3/5] XL-AlpacaEval from {label}: {cfg.num_prompts} prompts x {len(langs)} languages; "
+            "references and answers"
+        )
+        bench = (
+            datasets.concatenate_datasets(
+                [
+                    load_dataset(f"xl-alpacaeval-{code}", split="test", source=source).select(range(cfg.num_prompts))
+                    for code in langs
+                ]
+            )
+            if cfg.num_prompts
+            else None
+        )
         # The stand-in model may emit end-of-sequence at once; an empty reference cannot be judged.
-        sampling = SamplingConfig(temperature=0.0, max_tokens=cfg.max_tokens,
-                                  min_tokens=min(8, cfg.max_tokens) if stand_in else 0)
+        sampling = SamplingConfig(
+            temperature=0.0, max_tokens=cfg.max_tokens, min_tokens=min(8, cfg.max_tokens) if stand_in else 0
+        )
         with_refs = generate_references(bench, reference, sampling=sampling, work_dir=str(out / "work"))
         answers = generate_answers(bench, generator, sampling=sampling, work_dir=str(out / "work"))
         timings["answers"] = time.perf_counter() - t
@@ -184,13 +214,21 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
 
             judge_config = JudgeConfig(max_tokens=32, rubric_max_tokens=64)
         result = evaluate_responses(
-            answers["output"], answers["language"], references=with_refs["reference"],
-            instructions=answers["instruction"], ids=answers["id"], judge=judge, config=judge_config,
-            cache_dir=str(out / "judgments"), model_name=Path(model).name if stand_in else model,
-            preset=cfg.judge_preset, lc_method="mle",
+            answers["output"],
+            answers["language"],
+            references=with_refs["reference"],
+            instructions=answers["instruction"],
+            ids=answers["id"],
+            judge=judge,
+            config=judge_config,
+            cache_dir=str(out / "judgments"),
+            model_name=Path(model).name if stand_in else model,
+            preset=cfg.judge_preset,
+            lc_method="mle",
         )
-        report = write_report(result, out / "report", title="XL-AlpacaEval demo" + (" (tiny stand-in model)"
-                                                                                      if stand_in else ""))
+        report = write_report(
+            result, out / "report", title="XL-AlpacaEval demo" + (" (tiny stand-in model)" if stand_in else "")
+        )
         echo(format_table(result))
         timings["evaluation"] = time.perf_counter() - t
     finally:
@@ -202,15 +240,21 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     echo(f"[5/5] Exporting the data-only dataset folder {export_dir}/")
     configs: dict[str, object] = {}
     for code in langs:
-        configs[f"xl-alpacaeval-{code}"] = (datasets.DatasetDict(
-            {"test": with_refs.filter(lambda r, c=code: r["language"] == c)}), source)
+        configs[f"xl-alpacaeval-{code}"] = (
+            datasets.DatasetDict({"test": with_refs.filter(lambda r, c=code: r["language"] == c)}),
+            source,
+        )
         produced = (syn.summary.get("languages") or {}).get(code, {}).get("produced", 0)
         if produced:
-            configs[f"xl-instruct-{code}"] = (load_dataset(f"xl-instruct-{code}", source=str(out / "synthesis")),
-                                              "xl-suite synthesize (demo)")
+            configs[f"xl-instruct-{code}"] = (
+                load_dataset(f"xl-instruct-{code}", source=str(out / "synthesis")),
+                "xl-suite synthesize (demo)",
+            )
         else:
-            echo(f"      note: no XL-Instruct pair survived for {code}; xl-instruct-{code} is not exported "
-                 "(see the synthesis table above)")
+            echo(
+                f"      note: no XL-Instruct pair survived for {code}; xl-instruct-{code} is not exported "
+                "(see the synthesis table above)"
+            )
     tmp_export = export_dir.with_name(export_dir.name + ".new")
     if tmp_export.exists():
         shutil.rmtree(tmp_export)
@@ -237,14 +281,15 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     first = f"xl-alpacaeval-{langs[0]}"
     echo("")
     plot = report.get("png") or "none (pip install 'xl-suite[plot]')"
-    echo(f"Done in {timings['total']:.0f} s. Report: {report['markdown']}; plot: {plot}; "
-         f"leaderboard: {report['csv']}")
+    echo(f"Done in {timings['total']:.0f} s. Report: {report['markdown']}; plot: {plot}; leaderboard: {report['csv']}")
     echo("Load the data with plain datasets (from this directory):")
     echo("    import datasets")
     echo(f'    datasets.load_dataset("{export_dir}", "{first}", split="test")')
     if f"xl-instruct-{langs[0]}" in configs:
         echo(f'    datasets.load_dataset("{export_dir}", "xl-instruct-{langs[0]}", split="train")')
-    echo("Score answers with the metric (language fidelity, offline; the default config with a judge gives win rates):")
+    echo(
+        "Score answers with the metric (language fidelity, offline; the default config with a judge gives win rates):"
+    )
     echo("    import evaluate")
     echo(f'    metric = evaluate.load("{_metric_path()}", "fidelity")')
     echo(f'    metric.compute(predictions=["Hallo Welt, wie geht es dir heute?"], languages=["{langs[0]}"])')

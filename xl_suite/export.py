@@ -45,8 +45,10 @@ def benchmark_configs(
     out: dict[str, tuple[object, str | None]] = {}
     src = alpaca_eval or DEFAULT_ALPACA_EVAL_SOURCE
     for spec in specs:
-        out[f"xl-alpacaeval-{spec.code}"] = (load_dataset(f"xl-alpacaeval-{spec.code}", source=src,
-                                                          cache_dir=cache_dir), src)
+        out[f"xl-alpacaeval-{spec.code}"] = (
+            load_dataset(f"xl-alpacaeval-{spec.code}", source=src, cache_dir=cache_dir),
+            src,
+        )
     for family, source in (("m-alpacaeval", m_alpacaeval), ("xl-instruct", xl_instruct)):
         if source:
             for spec in specs:
@@ -99,12 +101,17 @@ def write_repo(
             families.setdefault(family, []).append(name)
         for family, names in sorted(families.items()):
             if len(names) > 1 and f"{family}-all" not in configs:
-                splits = sorted({s["split"] for c in yaml_configs if c["config_name"] in names for s in c["data_files"]})
-                yaml_configs.append({
-                    "config_name": f"{family}-all",
-                    "data_files": [{"split": sp, "path": [f"{n}/{sp}-*.parquet" for n in sorted(names)]}
-                                   for sp in splits],
-                })
+                splits = sorted(
+                    {s["split"] for c in yaml_configs if c["config_name"] in names for s in c["data_files"]}
+                )
+                yaml_configs.append(
+                    {
+                        "config_name": f"{family}-all",
+                        "data_files": [
+                            {"split": sp, "path": [f"{n}/{sp}-*.parquet" for n in sorted(names)]} for sp in splits
+                        ],
+                    }
+                )
         card = render_card(summaries, repo_id=repo_id or out.name, configs_yaml=yaml_configs)
         (tmp / "README.md").write_text(str(card), encoding="utf-8")
         write_marker(tmp, "export")
@@ -149,8 +156,11 @@ def export_repo(
     """
     out = Path(output_dir)
     check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)  # refuse before doing any work
-    configs: dict[str, object] = dict(benchmark_configs(languages, alpaca_eval=alpaca_eval, m_alpacaeval=m_alpacaeval,
-                                                        xl_instruct=xl_instruct, cache_dir=cache_dir))
+    configs: dict[str, object] = dict(
+        benchmark_configs(
+            languages, alpaca_eval=alpaca_eval, m_alpacaeval=m_alpacaeval, xl_instruct=xl_instruct, cache_dir=cache_dir
+        )
+    )
     for name, data in (extra or {}).items():
         configs[name] = data
     return write_repo(out, configs, overwrite=overwrite)

@@ -35,8 +35,6 @@ _CARD_RETRIES = 3
 CardFactory = Callable[[str, dict[str, Any]], "DatasetCard"]
 
 
-
-
 def check_online(action: str) -> None:
     """Raise :class:`HubOfflineError` if huggingface_hub or datasets would refuse network calls.
 

@@ -22,12 +22,18 @@ import jinja2
 from xl_suite.errors import TemplateError
 
 
-__all__ = ["PromptTemplate", "load_template", "list_templates", "render_messages", "neutralise_markers", "TemplateError"]
+__all__ = [
+    "PromptTemplate",
+    "load_template",
+    "list_templates",
+    "render_messages",
+    "neutralise_markers",
+    "TemplateError",
+]
 
 _ROLE_RE = re.compile(r"^### (system|user|assistant)\s*$", re.MULTILINE)
 _ROLE_LINE = re.compile(r"^(### (?:system|user|assistant)\s*)$", re.MULTILINE)
 _VERSION_RE = re.compile(r"\{#-?\s*version:\s*([\w.\-]+)\s*-?#\}")
-
 
 
 @dataclass(frozen=True)
@@ -142,7 +148,9 @@ def load_template(name_or_path: str | Path | PromptTemplate) -> PromptTemplate:
         return _make(str(path), path.read_text(encoding="utf-8"))
     res = resources.files("xl_suite") / "prompts" / f"{s}.jinja"
     if not res.is_file():
-        raise TemplateError(f"Unknown template {s!r}. Shipped templates: {list_templates()}; or pass a path to a .jinja.")
+        raise TemplateError(
+            f"Unknown template {s!r}. Shipped templates: {list_templates()}; or pass a path to a .jinja."
+        )
     return _make(s, res.read_text(encoding="utf-8"))
 
 

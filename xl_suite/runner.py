@@ -68,9 +68,21 @@ class StageStats:
 
     def to_dict(self) -> dict:
         """Plain dict for summaries."""
-        return {k: getattr(self, k) for k in ("stage", "rows_in", "rows_out", "chunks_total", "chunks_computed",
-                                               "chunks_reused", "chunks_damaged", "rows_failed",
-                                               "rows_retried", "seconds")} | self.extra
+        return {
+            k: getattr(self, k)
+            for k in (
+                "stage",
+                "rows_in",
+                "rows_out",
+                "chunks_total",
+                "chunks_computed",
+                "chunks_reused",
+                "chunks_damaged",
+                "rows_failed",
+                "rows_retried",
+                "seconds",
+            )
+        } | self.extra
 
 
 def content_hash(ds) -> str:
@@ -318,25 +330,78 @@ def run_stage(
         InvalidArgumentError: a bad size or attempt count.
         LockError: another process holds the lock on ``work_dir``.
     """
-    if isinstance(chunk_size, bool) or isinstance(batch_size, bool) or not isinstance(chunk_size, int) \
-            or not isinstance(batch_size, int) or chunk_size < 1 or batch_size < 1:
-        raise InvalidArgumentError(f"chunk_size and batch_size must be integers >= 1, got {chunk_size!r}, {batch_size!r}.")
+    if (
+        isinstance(chunk_size, bool)
+        or isinstance(batch_size, bool)
+        or not isinstance(chunk_size, int)
+        or not isinstance(batch_size, int)
+        or chunk_size < 1
+        or batch_size < 1
+    ):
+        raise InvalidArgumentError(
+            f"chunk_size and batch_size must be integers >= 1, got {chunk_size!r}, {batch_size!r}."
+        )
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise InvalidArgumentError(f"max_attempts must be an integer >= 1, got {max_attempts!r}.")
     if not stage or "/" in stage:
         raise InvalidArgumentError(f"stage must be a non-empty name without '/', got {stage!r}.")
     stats = stats or StageStats(stage=stage)
     if work_dir is None:
-        return _run_chunks(dataset, function, stage, fingerprint, None, None, fn_kwargs, batch_size, chunk_size,
-                           remove_columns, desc, stats, retry_failed, max_attempts, failure_statuses)
+        return _run_chunks(
+            dataset,
+            function,
+            stage,
+            fingerprint,
+            None,
+            None,
+            fn_kwargs,
+            batch_size,
+            chunk_size,
+            remove_columns,
+            desc,
+            stats,
+            retry_failed,
+            max_attempts,
+            failure_statuses,
+        )
     fs, root = _fs(work_dir, storage_options)
     with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
-        return _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batch_size, chunk_size,
-                           remove_columns, desc, stats, retry_failed, max_attempts, failure_statuses)
+        return _run_chunks(
+            dataset,
+            function,
+            stage,
+            fingerprint,
+            fs,
+            root,
+            fn_kwargs,
+            batch_size,
+            chunk_size,
+            remove_columns,
+            desc,
+            stats,
+            retry_failed,
+            max_attempts,
+            failure_statuses,
+        )
 
 
-def _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batch_size, chunk_size, remove_columns,
-                desc, stats, retry_failed, max_attempts, failure_statuses):
+def _run_chunks(
+    dataset,
+    function,
+    stage,
+    fingerprint,
+    fs,
+    root,
+    fn_kwargs,
+    batch_size,
+    chunk_size,
+    remove_columns,
+    desc,
+    stats,
+    retry_failed,
+    max_attempts,
+    failure_statuses,
+):
     import datasets
 
     stats.rows_in += dataset.num_rows
@@ -376,12 +441,23 @@ def _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batc
         table = None
         if path and fs.exists(path):
             if one_to_one:
-                table = read_verified(fs, path, expected_rows=chunk.num_rows, expected_ids=in_ids, id_column=id_col,
-                                      what=f"Stage {stage!r} chunk")
+                table = read_verified(
+                    fs,
+                    path,
+                    expected_rows=chunk.num_rows,
+                    expected_ids=in_ids,
+                    id_column=id_col,
+                    what=f"Stage {stage!r} chunk",
+                )
             else:
                 out_id = _id_column(in_table)
-                table = read_verified(fs, path, id_column=out_id, what=f"Stage {stage!r} chunk",
-                                      allowed_ids=set(in_table.column(out_id).to_pylist()) if out_id else None)
+                table = read_verified(
+                    fs,
+                    path,
+                    id_column=out_id,
+                    what=f"Stage {stage!r} chunk",
+                    allowed_ids=set(in_table.column(out_id).to_pylist()) if out_id else None,
+                )
             if table is None:
                 stats.chunks_damaged += 1
         if table is not None:
@@ -391,8 +467,14 @@ def _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batc
             bad = failed_rows(table, status_cols, failure_statuses) if status_cols else []
             todo = [j for j in bad if attempts[j] < max_attempts]
             if retry_failed and one_to_one and todo:
-                logger.info("stage %s chunk %d: retrying %d failed rows (attempt %d of at most %d)", stage, i,
-                            len(todo), max(attempts[j] for j in todo) + 1, max_attempts)
+                logger.info(
+                    "stage %s chunk %d: retrying %d failed rows (attempt %d of at most %d)",
+                    stage,
+                    i,
+                    len(todo),
+                    max(attempts[j] for j in todo) + 1,
+                    max_attempts,
+                )
                 redo = compute(chunk.select(todo), key, f"{i + 1}/{len(starts)} retry")
                 table = _replace_rows(table, todo, redo)
                 for j in todo:
@@ -413,9 +495,17 @@ def _run_chunks(dataset, function, stage, fingerprint, fs, root, fn_kwargs, batc
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
     stats.seconds += time.perf_counter() - t0
-    logger.info("stage %s: %d -> %d rows (%d chunks computed, %d reused, %d damaged; %d failed rows, %d retried)",
-                stage, stats.rows_in, stats.rows_out, stats.chunks_computed, stats.chunks_reused,
-                stats.chunks_damaged, stats.rows_failed, stats.rows_retried)
+    logger.info(
+        "stage %s: %d -> %d rows (%d chunks computed, %d reused, %d damaged; %d failed rows, %d retried)",
+        stage,
+        stats.rows_in,
+        stats.rows_out,
+        stats.chunks_computed,
+        stats.chunks_reused,
+        stats.chunks_damaged,
+        stats.rows_failed,
+        stats.rows_retried,
+    )
     return result
 
 

@@ -17,7 +17,15 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.json_repair_step import repair_json_object
 
 
-__all__ = ["SCORE_SCALE", "score_schema", "parse_scores", "parse_scores_with_status", "aggregate_scores", "select_best", "criteria_list"]
+__all__ = [
+    "SCORE_SCALE",
+    "score_schema",
+    "parse_scores",
+    "parse_scores_with_status",
+    "aggregate_scores",
+    "select_best",
+    "criteria_list",
+]
 
 #: Integer scale of every score.
 SCORE_SCALE = (1, 5)
@@ -138,8 +146,9 @@ def parse_scores_with_status(
         return scores, "repaired"
     out = {}
     for name in names:  # "name: N" pairs in prose
-        m = re.search(r'["\']?\b' + re.escape(name) + r'\b["\']?\s*[:=]\s*["\']?([+-]?\d+(?:\.\d+)?)', text,
-                      re.IGNORECASE)
+        m = re.search(
+            r'["\']?\b' + re.escape(name) + r'\b["\']?\s*[:=]\s*["\']?([+-]?\d+(?:\.\d+)?)', text, re.IGNORECASE
+        )
         value = _score_value(m.group(1) if m else None, scale)
         if value is None:
             return None, "unparsed"

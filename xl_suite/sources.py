@@ -46,7 +46,6 @@ DEFAULT_ALPACA_EVAL_SOURCE = "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.js
 REQUEST_TEMPLATE = "xl_alpacaeval_instruction"
 
 
-
 @dataclass(frozen=True)
 class Exclusion:
     """One English-specific AlpacaEval prompt removed from XL-AlpacaEval."""
@@ -92,7 +91,11 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
 
     source = str(source)
     if source.startswith("hf://") and (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")) in (
-        "1", "true", "True", "ON", "YES",
+        "1",
+        "true",
+        "True",
+        "ON",
+        "YES",
     ):
         raise SourceError(
             f"{source!r} is on the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). "
@@ -121,7 +124,7 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise SourceError(
-            f"{source!r} is not UTF-8 text (byte {e.start}: {raw[e.start:e.start + 4]!r}). Re-encode it as UTF-8, "
+            f"{source!r} is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 4]!r}). Re-encode it as UTF-8, "
             "e.g. `iconv -f latin1 -t utf-8`."
         ) from None
     stripped = text.lstrip()
@@ -167,7 +170,9 @@ def read_alpaca_eval(source: str = DEFAULT_ALPACA_EVAL_SOURCE, *, storage_option
     records = read_records(source, storage_options=storage_options)
     if not records:
         raise SourceError(f"{source!r} holds no prompts.")
-    bad = [i for i, r in enumerate(records) if not isinstance(r.get("instruction"), str) or not r["instruction"].strip()]
+    bad = [
+        i for i, r in enumerate(records) if not isinstance(r.get("instruction"), str) or not r["instruction"].strip()
+    ]
     if bad:
         raise SourceError(
             f"{source!r}: {len(bad)} record(s) lack a non-empty 'instruction' field (first at index {bad[0]}; "
@@ -205,12 +210,17 @@ def filter_english_specific(
             continue
         hits[match.instruction_prefix] = hits.get(match.instruction_prefix, 0) + 1
         if hits[match.instruction_prefix] > 1:
-            raise SourceError(f"Exclusion {match.instruction_prefix!r} matched more than one prompt; make it specific.")
+            raise SourceError(
+                f"Exclusion {match.instruction_prefix!r} matched more than one prompt; make it specific."
+            )
         excluded.append((match, rec))
     missing = [e.instruction_prefix for e in exclusions if e.instruction_prefix not in hits]
     if missing and len(missing) < len(exclusions):
-        logger.warning("%d exclusion(s) matched no prompt in this source (a subset or another version?): %s",
-                       len(missing), missing)
+        logger.warning(
+            "%d exclusion(s) matched no prompt in this source (a subset or another version?): %s",
+            len(missing),
+            missing,
+        )
     elif missing:
         logger.info("No English-specific exclusion applies to this source (not AlpacaEval's 805 prompts).")
     ids = [prompt_id(r["instruction"]) for r in kept]
@@ -219,7 +229,9 @@ def filter_english_specific(
     return kept, excluded
 
 
-def xl_alpacaeval_rows(records: Sequence[dict], language: LanguageSpec, *, template: str = REQUEST_TEMPLATE) -> list[dict]:
+def xl_alpacaeval_rows(
+    records: Sequence[dict], language: LanguageSpec, *, template: str = REQUEST_TEMPLATE
+) -> list[dict]:
     """Rows of ``xl-alpacaeval-<lang>``: each kept English prompt plus the request to answer in ``language``.
 
     ``records`` are the kept records of :func:`filter_english_specific`.

@@ -10,8 +10,16 @@ from collections.abc import Sequence
 from xl_suite.fingerprint import random_fingerprint
 
 
-__all__ = ["STATUS_OK", "STATUS_UNPARSED", "column_values", "to_arrow", "normalised", "keep_rows", "count_status",
-           "order_columns"]
+__all__ = [
+    "STATUS_OK",
+    "STATUS_UNPARSED",
+    "column_values",
+    "to_arrow",
+    "normalised",
+    "keep_rows",
+    "count_status",
+    "order_columns",
+]
 
 #: Status of a row (or candidate) whose stage output is usable.
 STATUS_OK = "ok"
@@ -29,7 +37,9 @@ def to_arrow(ds):
     import pyarrow as pa
 
     if ds.num_rows == 0:
-        return ds.data.table.slice(0, 0) if ds._indices is None else pa.Table.from_batches([], ds.features.arrow_schema)
+        return (
+            ds.data.table.slice(0, 0) if ds._indices is None else pa.Table.from_batches([], ds.features.arrow_schema)
+        )
     table = ds.with_format("arrow")[:]
     return table if isinstance(table, pa.Table) else pa.table(table)
 

@@ -117,9 +117,17 @@ class XlAlpacaeval(evaluate.Metric):
         **kwargs: ``evaluate.EvaluationModule`` arguments (``config_name``, ``cache_dir``...).
     """
 
-    def __init__(self, *args, judge=None, judge_model: str | None = None, judge_backend: str | None = None,
-                 judge_revision: str | None = None, judge_engine_kwargs: dict | None = None,
-                 annotation_cache_dir: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        judge=None,
+        judge_model: str | None = None,
+        judge_backend: str | None = None,
+        judge_revision: str | None = None,
+        judge_engine_kwargs: dict | None = None,
+        annotation_cache_dir: str | None = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         allowed = [_DEFAULT, _FIDELITY, *list_presets()]
         if self.config_name not in allowed:
@@ -128,8 +136,11 @@ class XlAlpacaeval(evaluate.Metric):
             raise ValueError("Config 'fidelity' never judges; load the 'default' or a preset config to use a judge.")
         self.judge = judge
         self.annotation_cache_dir = annotation_cache_dir
-        self._judge_args = {"judge_model": judge_model, "judge_backend": judge_backend,
-                            "judge_revision": judge_revision}
+        self._judge_args = {
+            "judge_model": judge_model,
+            "judge_backend": judge_backend,
+            "judge_revision": judge_revision,
+        }
         self._judge_engine_kwargs = dict(judge_engine_kwargs or {})
         self._owns_judge = False
         self.preset = None
@@ -141,36 +152,53 @@ class XlAlpacaeval(evaluate.Metric):
         fidelity from ``predictions`` and ``languages`` alone (``evaluate`` would otherwise demand every column of
         the judged schema).
         """
-        fidelity_only = (self.config_name == _DEFAULT and references is None and kwargs.get("instructions") is None
-                         and kwargs.get("judge") is None and self.judge is None)
+        fidelity_only = (
+            self.config_name == _DEFAULT
+            and references is None
+            and kwargs.get("instructions") is None
+            and kwargs.get("judge") is None
+            and self.judge is None
+        )
         if not fidelity_only:
             return super().compute(predictions=predictions, references=references, **kwargs)
         unknown = sorted(set(kwargs) - {"languages", "instructions", "judge"})
         if unknown:
-            raise ValueError(f"A fidelity-only call takes predictions= and languages=; got also {unknown}. Pass "
-                             "references= and instructions= (and a judge) for the judged scores.")
+            raise ValueError(
+                f"A fidelity-only call takes predictions= and languages=; got also {unknown}. Pass "
+                "references= and instructions= (and a judge) for the judged scores."
+            )
         languages = kwargs.get("languages")
         if predictions is None or languages is None:
             raise ValueError("A fidelity-only call needs predictions= and languages= (one language code per answer).")
         if len(predictions) != len(languages):
-            raise ValueError(f"Mismatch in the number of predictions ({len(predictions)}) and languages "
-                             f"({len(languages)}).")
+            raise ValueError(
+                f"Mismatch in the number of predictions ({len(predictions)}) and languages ({len(languages)})."
+            )
         return _fidelity_only(predictions, languages)
 
     def _info(self):
         if self.config_name == _FIDELITY:
-            features = datasets.Features({"predictions": datasets.Value("string"),
-                                          "languages": datasets.Value("string")})
+            features = datasets.Features(
+                {"predictions": datasets.Value("string"), "languages": datasets.Value("string")}
+            )
         else:
             features = [
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Value("string"),
-                                   "instructions": datasets.Value("string"),
-                                   "languages": datasets.Value("string")}),
-                datasets.Features({"predictions": datasets.Value("string"),
-                                   "references": datasets.Sequence(datasets.Value("string")),
-                                   "instructions": datasets.Value("string"),
-                                   "languages": datasets.Value("string")}),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("string"),
+                        "references": datasets.Value("string"),
+                        "instructions": datasets.Value("string"),
+                        "languages": datasets.Value("string"),
+                    }
+                ),
+                datasets.Features(
+                    {
+                        "predictions": datasets.Value("string"),
+                        "references": datasets.Sequence(datasets.Value("string")),
+                        "instructions": datasets.Value("string"),
+                        "languages": datasets.Value("string"),
+                    }
+                ),
             ]
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
@@ -201,46 +229,85 @@ class XlAlpacaeval(evaluate.Metric):
             self.judge = None
             self._owns_judge = False
 
-    def _compute(self, *, predictions, references=None, instructions=None, languages=None, judge=None,
-                 rubric=None, order=None, annotation_cache_dir=None, n_resamples=1000, seed=0,
-                 lc_method="alpaca_eval"):
+    def _compute(
+        self,
+        *,
+        predictions,
+        references=None,
+        instructions=None,
+        languages=None,
+        judge=None,
+        rubric=None,
+        order=None,
+        annotation_cache_dir=None,
+        n_resamples=1000,
+        seed=0,
+        lc_method="alpaca_eval",
+    ):
         judge = judge if judge is not None else self.judge
         if self.config_name == _FIDELITY and judge is not None:
             raise ValueError("Config 'fidelity' never judges; load the 'default' or a preset config to use a judge.")
         if judge is None:
             if self.preset is not None and not self.preset.judge_model:
-                raise ValueError(f"Config {self.config_name!r} needs a judge model: evaluate.load(..., "
-                                 f"{self.config_name!r}, judge_model=...) or compute(..., judge=<generator>).")
+                raise ValueError(
+                    f"Config {self.config_name!r} needs a judge model: evaluate.load(..., "
+                    f"{self.config_name!r}, judge_model=...) or compute(..., judge=<generator>)."
+                )
             return _fidelity_only(predictions, languages)
         preset = self.preset or load_preset("local-vllm")
         config = preset.with_overrides(rubric=rubric, order=order).judge
         result = evaluate_responses(
-            predictions, languages, references=references, instructions=instructions, judge=judge, config=config,
-            cache_dir=annotation_cache_dir or self.annotation_cache_dir, preset=f"{preset.name} v{preset.version}",
-            n_resamples=n_resamples, seed=seed, lc_method=lc_method,
+            predictions,
+            languages,
+            references=references,
+            instructions=instructions,
+            judge=judge,
+            config=config,
+            cache_dir=annotation_cache_dir or self.annotation_cache_dir,
+            preset=f"{preset.name} v{preset.version}",
+            n_resamples=n_resamples,
+            seed=seed,
+            lc_method=lc_method,
         )
         overall = dict(result.table["overall"])
         overall.pop("language", None)
         fid = language_fidelity(list(predictions), list(languages))  # cached model: milliseconds
         overall["language_fidelity_strict"] = fid["language_fidelity_strict"]
-        out = {**overall, "per_language": {k: v for k, v in result.table.items() if k != "overall"},
-               "ledger": result.ledger, "warnings": result.meta["warnings"]}
+        out = {
+            **overall,
+            "per_language": {k: v for k, v in result.table.items() if k != "overall"},
+            "ledger": result.ledger,
+            "warnings": result.meta["warnings"],
+        }
         samples = result.per_sample
-        out.update({
-            "preferences": [s["preference"] for s in samples],
-            "pref_model_first": [s["pref_model_first"] for s in samples],
-            "pref_model_second": [s["pref_model_second"] for s in samples],
-            "verdicts": [s["verdicts"] for s in samples],
-            "rubric_scores": [s.get("rubric") for s in samples],
-            "detected_language": [s["detected_language"] for s in samples],
-            "is_target": [s["is_target"] for s in samples],
-            "line_pass": [s["line_pass"] for s in samples],
-            "is_target_strict": fid["is_target_strict"],
-        })
+        out.update(
+            {
+                "preferences": [s["preference"] for s in samples],
+                "pref_model_first": [s["pref_model_first"] for s in samples],
+                "pref_model_second": [s["pref_model_second"] for s in samples],
+                "verdicts": [s["verdicts"] for s in samples],
+                "rubric_scores": [s.get("rubric") for s in samples],
+                "detected_language": [s["detected_language"] for s in samples],
+                "is_target": [s["is_target"] for s in samples],
+                "line_pass": [s["line_pass"] for s in samples],
+                "is_target_strict": fid["is_target_strict"],
+            }
+        )
         return out
 
 
 def _fidelity_only(predictions, languages) -> dict:
     fid = language_fidelity(list(predictions), list(languages))
-    return {k: fid[k] for k in ("language_fidelity", "language_fidelity_strict", "line_pass_rate", "per_language",
-                                "detected_language", "is_target", "is_target_strict", "line_pass")}
+    return {
+        k: fid[k]
+        for k in (
+            "language_fidelity",
+            "language_fidelity_strict",
+            "line_pass_rate",
+            "per_language",
+            "detected_language",
+            "is_target",
+            "is_target_strict",
+            "line_pass",
+        )
+    }

@@ -26,6 +26,10 @@ def engine_spec(args: argparse.Namespace, *, prefix: str = ""):
 
 def add_config_file_argument(parser: argparse.ArgumentParser) -> None:
     """``--config-file FILE``: YAML/JSON settings with the flags' names; the command line wins over the file."""
-    parser.add_argument("--config-file", default=None, metavar="FILE",
-                        help="YAML or JSON file of settings named like the flags (model: ..., max_tokens: ...); "
-                             "flags given on the command line win; unknown keys are an error")
+    parser.add_argument(
+        "--config-file",
+        default=None,
+        metavar="FILE",
+        help="YAML or JSON file of settings named like the flags (model: ..., max_tokens: ...); "
+        "flags given on the command line win; unknown keys are an error",
+    )

@@ -7,21 +7,34 @@ import argparse
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "demo", help="run the whole XL-Suite loop on a built-in default (tiny local stand-in model)",
+        "demo",
+        help="run the whole XL-Suite loop on a built-in default (tiny local stand-in model)",
         description="Synthesize XL-Instruct pairs for two languages, build XL-AlpacaEval, generate references and "
-                    "answers, judge them, write the report and export a data-only xl-suite/ folder. Without --model "
-                    "a tiny random model is built locally (no download): its text is meaningless, the numbers only "
-                    "show the plumbing. Paper setup on a GPU machine: --model ID --judge-preset gpt-4o.")
+        "answers, judge them, write the report and export a data-only xl-suite/ folder. Without --model "
+        "a tiny random model is built locally (no download): its text is meaningless, the numbers only "
+        "show the plumbing. Paper setup on a GPU machine: --model ID --judge-preset gpt-4o.",
+    )
     p.add_argument("--model", default=None, help="model id or path (default: build the tiny stand-in)")
-    p.add_argument("--backend", default="vllm", choices=["vllm", "openai", "transformers"],
-                   help="backend of --model (default vllm)")
-    p.add_argument("--judge-preset", default=None,
-                   help="judge preset, e.g. gpt-4o (the paper: GPT-4o judge, GPT-4o-mini references); "
-                        "default: the model itself is reference and judge")
+    p.add_argument(
+        "--backend",
+        default="vllm",
+        choices=["vllm", "openai", "transformers"],
+        help="backend of --model (default vllm)",
+    )
+    p.add_argument(
+        "--judge-preset",
+        default=None,
+        help="judge preset, e.g. gpt-4o (the paper: GPT-4o judge, GPT-4o-mini references); "
+        "default: the model itself is reference and judge",
+    )
     p.add_argument("--judge-model", default=None, help="override the preset's judge model")
     p.add_argument("--languages", default="de,mt", help="target languages (default de,mt)")
-    p.add_argument("--alpaca-eval", default=None, metavar="PATH",
-                   help="AlpacaEval prompts file (default: the Hub copy if reachable, else a labelled sample)")
+    p.add_argument(
+        "--alpaca-eval",
+        default=None,
+        metavar="PATH",
+        help="AlpacaEval prompts file (default: the Hub copy if reachable, else a labelled sample)",
+    )
     p.add_argument("--num-prompts", type=int, default=12, help="XL-AlpacaEval prompts per language (default 12)")
     p.add_argument("--num-examples", type=int, default=8, help="XL-Instruct pairs per language (default 8)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per completion (default 128)")
@@ -37,10 +50,19 @@ def run(args) -> int:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep the demo's own output readable
     from xl_suite.demo import DemoConfig, run_demo
 
-    cfg = DemoConfig(output_dir=args.output_dir, export_dir=args.export_dir, model=args.model, backend=args.backend,
-                     judge_preset=args.judge_preset, judge_model=args.judge_model,
-                     languages=tuple(c for c in args.languages.split(",") if c),
-                     alpaca_eval=args.alpaca_eval, num_prompts=args.num_prompts, num_examples=args.num_examples,
-                     max_tokens=args.max_tokens, overwrite=not args.no_overwrite)
+    cfg = DemoConfig(
+        output_dir=args.output_dir,
+        export_dir=args.export_dir,
+        model=args.model,
+        backend=args.backend,
+        judge_preset=args.judge_preset,
+        judge_model=args.judge_model,
+        languages=tuple(c for c in args.languages.split(",") if c),
+        alpaca_eval=args.alpaca_eval,
+        num_prompts=args.num_prompts,
+        num_examples=args.num_examples,
+        max_tokens=args.max_tokens,
+        overwrite=not args.no_overwrite,
+    )
     run_demo(cfg)
     return 0

@@ -31,12 +31,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from xl_suite.evaluation.results import EvaluateConfig
 
     p = subparsers.add_parser(
-        "evaluate", help="judge answers against references; per-language win rates, fidelity, report",
+        "evaluate",
+        help="judge answers against references; per-language win rates, fidelity, report",
         description="Pairwise LLM judge (both orders by default) of model answers against reference answers, "
-                    "rubric scores and offline language fidelity, per language; prints the table and writes a "
-                    "Markdown + CSV leaderboard and a PNG plot. Without a judge, only language fidelity is "
-                    "computed. The judge prompt, tie rule and rubric are a reconstruction (the paper's are "
-                    "unknown).")
+        "rubric scores and offline language fidelity, per language; prints the table and writes a "
+        "Markdown + CSV leaderboard and a PNG plot. Without a judge, only language fidelity is "
+        "computed. The judge prompt, tie rule and rubric are a reconstruction (the paper's are "
+        "unknown).",
+    )
     add_config_file_argument(p)
     add_arguments(p, EvaluateConfig, title="evaluation")
     add_engine_arguments(p, prefix="judge", title="judge model")
@@ -64,8 +66,10 @@ def run(args) -> int:
     model_rows, alpaca_eval_info = _read_alpaca_eval(model_rows, job, what=job.model_outputs)
     annotated = alpaca_eval_info is not None and alpaca_eval_info["kind"] == "annotations"
     if annotated and use_judge:
-        raise InvalidArgumentError(f"{job.model_outputs!r} is an alpaca_eval annotations file: its judgments are "
-                                   "already made. Drop --judge-model/--judge-preset, or pass the model_outputs.json.")
+        raise InvalidArgumentError(
+            f"{job.model_outputs!r} is an alpaca_eval annotations file: its judgments are "
+            "already made. Drop --judge-model/--judge-preset, or pass the model_outputs.json."
+        )
     if job.languages:
         keep = {s.code for s in resolve_languages(job.languages, allow_english=True)}
         model_rows = [r for r in model_rows if get_language(r.get("language", "")).code in keep]
@@ -81,24 +85,38 @@ def run(args) -> int:
         rows = align_references(model_rows, reference_rows)
         missing = [r["id"] for r in rows if not (r.get("instruction") or "").strip()]
         if missing:
-            raise InvalidArgumentError(f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
-                             "prompt. Use outputs written by `xl-suite generate`, which keep it.")
+            raise InvalidArgumentError(
+                f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
+                "prompt. Use outputs written by `xl-suite generate`, which keep it."
+            )
         from xl_suite.evaluation.presets import load_preset
 
-        preset = load_preset(job.judge_preset or "local-vllm", judge_model=judge_spec.model,
-                             judge_backend=judge_spec.backend, judge_revision=judge_spec.revision,
-                             order=job.order, rubric=None if job.rubric else False,
-                             structured_output=None if job.structured_output else False,
-                             temperature=job.judge_temperature)
+        preset = load_preset(
+            job.judge_preset or "local-vllm",
+            judge_model=judge_spec.model,
+            judge_backend=judge_spec.backend,
+            judge_revision=judge_spec.revision,
+            order=job.order,
+            rubric=None if job.rubric else False,
+            structured_output=None if job.structured_output else False,
+            temperature=job.judge_temperature,
+        )
         if job.dry_run or preset.judge_backend == "openai":  # a paid API: say what judging costs before it starts
             from xl_suite.evaluation.judging import estimate_judging_cost
 
             cfg = preset.judge
-            price = ((cfg.price_input_per_mtok, cfg.price_output_per_mtok)
-                     if cfg.price_input_per_mtok is not None else None)
-            for estimate in estimate_judging_cost([r["instruction"] for r in rows], [r["output"] for r in rows],
-                                                  [r["reference"] for r in rows], [r["language"] for r in rows],
-                                                  config=cfg, judge_model=preset.judge_model, price=price):
+            price = (
+                (cfg.price_input_per_mtok, cfg.price_output_per_mtok) if cfg.price_input_per_mtok is not None else None
+            )
+            for estimate in estimate_judging_cost(
+                [r["instruction"] for r in rows],
+                [r["output"] for r in rows],
+                [r["reference"] for r in rows],
+                [r["language"] for r in rows],
+                config=cfg,
+                judge_model=preset.judge_model,
+                price=price,
+            ):
                 print(estimate.line())
             if job.dry_run:
                 print("dry run: no request was sent.")
@@ -107,23 +125,41 @@ def run(args) -> int:
 
         if not preset.judge_model:
             raise InvalidArgumentError(f"Preset {preset.name!r} names no judge model: pass --judge-model.")
-        judge = EngineSpec(model=preset.judge_model, backend=preset.judge_backend, revision=preset.judge_revision,
-                           engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs}).lazy(
-            factory=lambda: preset.build_judge(**judge_spec.engine_kwargs))  # starts only if a judgment is not cached
+        judge = EngineSpec(
+            model=preset.judge_model,
+            backend=preset.judge_backend,
+            revision=preset.judge_revision,
+            engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs},
+        ).lazy(
+            factory=lambda: preset.build_judge(**judge_spec.engine_kwargs)
+        )  # starts only if a judgment is not cached
     else:
-        rows = [{"id": str(r.get("id", i)), "language": r["language"], "output": r.get("output") or "",
-                 "instruction": r.get("instruction"), "reference": r.get("reference")}
-                for i, r in enumerate(model_rows)]
+        rows = [
+            {
+                "id": str(r.get("id", i)),
+                "language": r["language"],
+                "output": r.get("output") or "",
+                "instruction": r.get("instruction"),
+                "reference": r.get("reference"),
+            }
+            for i, r in enumerate(model_rows)
+        ]
     annotators = sorted({str(r.get("annotator")) for r in model_rows if r.get("annotator")}) if annotated else []
     try:
         result = evaluate_responses(
-            [r["output"] for r in rows], [r["language"] for r in rows],
+            [r["output"] for r in rows],
+            [r["language"] for r in rows],
             references=[r["reference"] for r in rows] if judge is not None or annotated else None,
             instructions=[r["instruction"] for r in rows] if judge is not None else None,
-            ids=[r["id"] for r in rows], judge=judge, config=preset.judge if preset else None,
-            cache_dir=job.cache_dir or str(out / "annotations"), model_name=model_name,
-            preset=f"{preset.name} v{preset.version}" if preset else None, n_resamples=job.n_resamples,
-            seed=job.seed, lc_method=job.lc_method,
+            ids=[r["id"] for r in rows],
+            judge=judge,
+            config=preset.judge if preset else None,
+            cache_dir=job.cache_dir or str(out / "annotations"),
+            model_name=model_name,
+            preset=f"{preset.name} v{preset.version}" if preset else None,
+            n_resamples=job.n_resamples,
+            seed=job.seed,
+            lc_method=job.lc_method,
             preferences=[r["probability"] for r in model_rows] if annotated else None,
             annotator=", ".join(annotators) or None,
         )
@@ -137,16 +173,19 @@ def run(args) -> int:
     usage = [r for r in model_rows if isinstance(r.get("completion_tokens"), int)]
     if usage:
         result.ledger["model_outputs"] = {
-            "requests": len(usage), "prompt_tokens": sum(int(r.get("prompt_tokens") or 0) for r in usage),
+            "requests": len(usage),
+            "prompt_tokens": sum(int(r.get("prompt_tokens") or 0) for r in usage),
             "completion_tokens": sum(r["completion_tokens"] for r in usage),
         }
     paths = write_report(result, out)
     print(result.format_table())
     for stage, entry in result.ledger.items():
         if "judged_now" in entry:
-            print(f"{stage}: {entry['judged_now']} judged now, {entry['from_cache']} from cache, "
-                  f"{entry['prompt_tokens']} + {entry['completion_tokens']} tokens"
-                  + (f", ${entry['cost_usd']:.4f}" if entry.get("cost_usd") is not None else ""))
+            print(
+                f"{stage}: {entry['judged_now']} judged now, {entry['from_cache']} from cache, "
+                f"{entry['prompt_tokens']} + {entry['completion_tokens']} tokens"
+                + (f", ${entry['cost_usd']:.4f}" if entry.get("cost_usd") is not None else "")
+            )
     for w in result.meta.get("warnings", []):
         print(f"warning: {w}")
     plot = paths.get("png") or "none (pip install 'xl-suite[plot]')"
@@ -163,9 +202,15 @@ def _read_alpaca_eval(rows: list[dict], job, *, what: str) -> tuple[list[dict], 
         return rows, None
     read = from_annotations if kind == "annotations" else from_model_outputs
     match = read(rows, language=job.language, source=job.alpaca_eval_source, what=repr(str(what)))
-    return match.rows, {"kind": kind, "file": str(what), "n_rows": match.n_input, "n_matched": len(match.rows),
-                        "n_unmatched": match.n_unmatched, "unmatched_sample": match.unmatched,
-                        "warning": match.summary(repr(str(what)))}
+    return match.rows, {
+        "kind": kind,
+        "file": str(what),
+        "n_rows": match.n_input,
+        "n_matched": len(match.rows),
+        "n_unmatched": match.n_unmatched,
+        "unmatched_sample": match.unmatched,
+        "warning": match.summary(repr(str(what))),
+    }
 
 
 def _model_name(rows: list[dict], path: str) -> str:

@@ -7,16 +7,28 @@ import argparse
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "export", help="write a data-only dataset repo (Parquet per config + README configs:)",
+        "export",
+        help="write a data-only dataset repo (Parquet per config + README configs:)",
         description="Build XL-AlpacaEval configs (and m-AlpacaEval / XL-Instruct from given sources) and write them "
-                    "as a folder that datasets.load_dataset(DIR, CONFIG) loads.")
-    p.add_argument("output", metavar="DIR", help="folder to create (name it xl-suite to load_dataset('xl-suite', ...))")
+        "as a folder that datasets.load_dataset(DIR, CONFIG) loads.",
+    )
+    p.add_argument(
+        "output", metavar="DIR", help="folder to create (name it xl-suite to load_dataset('xl-suite', ...))"
+    )
     p.add_argument("--languages", default=None, help="comma-separated codes (default: the 11 benchmark languages)")
-    p.add_argument("--alpaca-eval", default=None, metavar="PATH",
-                   help="AlpacaEval prompts (JSON/JSONL/Parquet, path or URL; default: the alpaca_eval data on the Hub)")
+    p.add_argument(
+        "--alpaca-eval",
+        default=None,
+        metavar="PATH",
+        help="AlpacaEval prompts (JSON/JSONL/Parquet, path or URL; default: the alpaca_eval data on the Hub)",
+    )
     p.add_argument("--m-alpacaeval", default=None, metavar="PATH", help="folder with translated prompts per language")
-    p.add_argument("--xl-instruct", default=None, metavar="PATH",
-                   help="folder with XL-Instruct files (authors' release or an xl-suite synthesize output)")
+    p.add_argument(
+        "--xl-instruct",
+        default=None,
+        metavar="PATH",
+        help="folder with XL-Instruct files (authors' release or an xl-suite synthesize output)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
     return p
 
@@ -25,8 +37,14 @@ def run(args) -> int:
     from xl_suite.export import export_repo
     from xl_suite.languages import BENCHMARK_LANGUAGES
 
-    out = export_repo(args.output, languages=args.languages or BENCHMARK_LANGUAGES, alpaca_eval=args.alpaca_eval,
-                      m_alpacaeval=args.m_alpacaeval, xl_instruct=args.xl_instruct, overwrite=args.overwrite)
+    out = export_repo(
+        args.output,
+        languages=args.languages or BENCHMARK_LANGUAGES,
+        alpaca_eval=args.alpaca_eval,
+        m_alpacaeval=args.m_alpacaeval,
+        xl_instruct=args.xl_instruct,
+        overwrite=args.overwrite,
+    )
     import datasets
 
     names = datasets.get_dataset_config_names(str(out))

@@ -23,10 +23,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from xl_suite.evaluation.answers import GenerateConfig
 
     p = subparsers.add_parser(
-        "generate", help="answer a benchmark config with a model (or write its reference answers)",
+        "generate",
+        help="answer a benchmark config with a model (or write its reference answers)",
         description="Answer every prompt of XL-AlpacaEval / m-AlpacaEval configs through a batched, resumable map "
-                    "on the engine. Writes OUTPUT/<config>.jsonl. With --as-reference, fills the benchmark's "
-                    "reference column instead (the paper used GPT-4o-mini) and can push it to the Hub.")
+        "on the engine. Writes OUTPUT/<config>.jsonl. With --as-reference, fills the benchmark's "
+        "reference column instead (the paper used GPT-4o-mini) and can push it to the Hub.",
+    )
     add_config_file_argument(p)
     add_engine_arguments(p, title="model")
     add_arguments(p, GenerateConfig, title="generation")
@@ -68,12 +70,21 @@ def run(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name, ds in datasets_by_name.items():
             fn = generate_references if job.as_reference else generate_answers
-            result = fn(ds, generator, sampling=job.sampling(), template=job.template, work_dir=f"{work_dir}/{name}",
-                        chunk_size=job.chunk_size, batch_size=job.batch_size)
+            result = fn(
+                ds,
+                generator,
+                sampling=job.sampling(),
+                template=job.template,
+                work_dir=f"{work_dir}/{name}",
+                chunk_size=job.chunk_size,
+                batch_size=job.batch_size,
+            )
             write_jsonl(result.to_list(), targets[name])
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
-            print(f"{name}: {result.num_rows} {'references' if job.as_reference else 'answers'} -> {targets[name]}"
-                  + (f" ({tokens} completion tokens)" if tokens is not None else ""))
+            print(
+                f"{name}: {result.num_rows} {'references' if job.as_reference else 'answers'} -> {targets[name]}"
+                + (f" ({tokens} completion tokens)" if tokens is not None else "")
+            )
             if job.push:
                 import datasets
 
@@ -94,6 +105,12 @@ def _print_estimates(job, spec, datasets_by_name) -> None:
     what = "references" if job.as_reference else "answers"
     for name, ds in datasets_by_name.items():
         convs = [template.render(instruction=x) for x in ds["instruction"]]
-        estimate = estimate_cost(f"{name} {what}", spec.model, convs, max_tokens=job.max_tokens,
-                                 price=job.price(spec.model), detail=f"{ds.num_rows} prompts")
+        estimate = estimate_cost(
+            f"{name} {what}",
+            spec.model,
+            convs,
+            max_tokens=job.max_tokens,
+            price=job.price(spec.model),
+            detail=f"{ds.num_rows} prompts",
+        )
         print(estimate.line())

@@ -22,12 +22,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from xl_suite.synthesis.config import SynthesisConfig, SynthesisRunOptions
 
     p = subparsers.add_parser(
-        "synthesize", help="synthesize XL-Instruct-style pairs (English instruction -> target-language answer)",
+        "synthesize",
+        help="synthesize XL-Instruct-style pairs (English instruction -> target-language answer)",
         description="Seed passages -> English instruction backtranslation -> response refinement -> multi-criteria "
-                    "scoring and filtering (scored) -> best-of-n target-language answers (bestof3) -> language check "
-                    "and duplicate removal -> final pairs. A reconstruction of XL-Instruct (arXiv 2503.22973): the "
-                    "authors' prompts, criteria and thresholds are not known. Resumable: rerun the same command to "
-                    "continue.",
+        "scoring and filtering (scored) -> best-of-n target-language answers (bestof3) -> language check "
+        "and duplicate removal -> final pairs. A reconstruction of XL-Instruct (arXiv 2503.22973): the "
+        "authors' prompts, criteria and thresholds are not known. Resumable: rerun the same command to "
+        "continue.",
     )
     add_config_file_argument(p)
     add_engine_arguments(p, title="generator model")
@@ -76,8 +77,9 @@ def run(args, *, generator=None, scorer=None) -> int:
         from xl_suite.hub import check_online
 
         check_online(f"push the synthesized configs to {options.push!r}")  # before hours of generation
-    seeds = load_seeds(options.seeds, split=options.seeds_split, config_name=options.seeds_config,
-                       storage_options=storage_options)
+    seeds = load_seeds(
+        options.seeds, split=options.seeds_split, config_name=options.seeds_config, storage_options=storage_options
+    )
     check_text_column(seeds, options.text_column)
     owned = []
     if generator is None:  # engines start only when a chunk is not cached
@@ -91,8 +93,16 @@ def run(args, *, generator=None, scorer=None) -> int:
         datasets.disable_progress_bars()  # one bar over the seeds instead of one per chunk and stage
     try:
         result = synthesize(
-            seeds, generator, config, output=options.output, work_dir=options.work_dir, storage_options=storage_options,
-            scorer=scorer, text_column=options.text_column, id_column=options.id_column, progress=options.progress,
+            seeds,
+            generator,
+            config,
+            output=options.output,
+            work_dir=options.work_dir,
+            storage_options=storage_options,
+            scorer=scorer,
+            text_column=options.text_column,
+            id_column=options.id_column,
+            progress=options.progress,
             seed_source=options.seeds,
         )
     finally:
@@ -108,8 +118,9 @@ def run(args, *, generator=None, scorer=None) -> int:
 
         for code in codes:
             name = f"xl-instruct-{code}"
-            url = publish_config(options.push, name, source=options.output, private=options.private,
-                                 storage_options=storage_options)
+            url = publish_config(
+                options.push, name, source=options.output, private=options.private, storage_options=storage_options
+            )
             print(f"{name}: pushed to {options.push} ({url})")
     short = {c: v["shortfall"] for c, v in result.summary["languages"].items() if v["shortfall"]}
     if short:

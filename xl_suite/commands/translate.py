@@ -21,10 +21,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from xl_suite.evaluation.translation import TranslateConfig
 
     p = subparsers.add_parser(
-        "translate", help="translate the benchmark prompts into m-AlpacaEval files",
+        "translate",
+        help="translate the benchmark prompts into m-AlpacaEval files",
         description="Translate the 797 kept English AlpacaEval prompts into each language with an LLM (template "
-                    "translate_instruction; the paper used GPT-4o) as a batched, resumable map. Writes "
-                    "OUTPUT/<code>.jsonl, loadable as m-alpacaeval-<code> with source=OUTPUT.")
+        "translate_instruction; the paper used GPT-4o) as a batched, resumable map. Writes "
+        "OUTPUT/<code>.jsonl, loadable as m-alpacaeval-<code> with source=OUTPUT.",
+    )
     add_config_file_argument(p)
     add_engine_arguments(p, title="translation model")
     add_arguments(p, TranslateConfig, title="translation")
@@ -55,23 +57,43 @@ def run(args) -> int:
         from xl_suite.prompting import load_template
 
         template = load_template(job.template)
-        convs = [template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]]
-        print(estimate_cost("translation", spec.model, convs, max_tokens=job.max_tokens, price=job.price(spec.model),
-                            detail=f"{prompts.num_rows} prompts x {len(specs)} languages").line())
+        convs = [
+            template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
+        ]
+        print(
+            estimate_cost(
+                "translation",
+                spec.model,
+                convs,
+                max_tokens=job.max_tokens,
+                price=job.price(spec.model),
+                detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
+            ).line()
+        )
         if job.dry_run:
             print("dry run: no request was sent.")
             return 0
     generator = spec.lazy()  # starts only if a chunk is not cached
     try:
-        translations = translate_prompts(prompts, generator, [s.code for s in specs], sampling=job.sampling(),
-                                         template=job.template, work_dir=job.work_dir or str(out / ".work"),
-                                         chunk_size=job.chunk_size, batch_size=job.batch_size)
+        translations = translate_prompts(
+            prompts,
+            generator,
+            [s.code for s in specs],
+            sampling=job.sampling(),
+            template=job.template,
+            work_dir=job.work_dir or str(out / ".work"),
+            chunk_size=job.chunk_size,
+            batch_size=job.batch_size,
+        )
     finally:
         generator.close()
     paths = write_m_alpacaeval(translations, out, overwrite=job.overwrite)
     for code, path in paths.items():
         status = translations[code]["translation_status"]
         bad = sum(s != "ok" for s in status)
-        print(f"{code}: {len(status)} prompts -> {path}" + (f" ({bad} empty or truncated, kept and marked)" if bad else ""))
+        print(
+            f"{code}: {len(status)} prompts -> {path}"
+            + (f" ({bad} empty or truncated, kept and marked)" if bad else "")
+        )
     print(f'Load with: xl_suite.load_dataset("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
     return 0

@@ -99,7 +99,9 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
             raise InvalidArgumentError(f"Model path {text!r} is not a model directory: it has no config.json.")
         return str(path.resolve()), path.resolve()
     if isinstance(model, Path) or not _HUB_ID_RE.match(text) or ".." in text:
-        raise InvalidArgumentError(f"Model path {text!r} does not exist (and is not a Hugging Face Hub id like 'org/name').")
+        raise InvalidArgumentError(
+            f"Model path {text!r} does not exist (and is not a Hugging Face Hub id like 'org/name')."
+        )
     head = text.split("/", 1)[0]
     if "/" in text and Path(head).expanduser().is_dir():
         raise InvalidArgumentError(
@@ -166,7 +168,9 @@ def validate_conversations(conversations: Sequence) -> list[list[dict[str, str]]
     xl_suite.errors.InvalidArgumentError: conversation 0 must be a non-empty list of {'role', 'content'} messages, got dict.
     """
     if isinstance(conversations, (str, dict)):
-        raise InvalidArgumentError(f"conversations must be a list of message lists, got {type(conversations).__name__}.")
+        raise InvalidArgumentError(
+            f"conversations must be a list of message lists, got {type(conversations).__name__}."
+        )
     out = []
     for i, conv in enumerate(conversations):
         if not isinstance(conv, (list, tuple)) or not conv:
@@ -205,8 +209,11 @@ def strict_kwargs(cls):
     """
     init: Callable = cls.__init__
     params = inspect.signature(init).parameters
-    allowed = [n for n, p in params.items() if n not in ("self", "model") and p.kind in (p.KEYWORD_ONLY,
-                                                                                         p.POSITIONAL_OR_KEYWORD)]
+    allowed = [
+        n
+        for n, p in params.items()
+        if n not in ("self", "model") and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
 
     @functools.wraps(init)
     def __init__(self, *args, **kwargs):

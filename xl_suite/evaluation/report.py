@@ -18,12 +18,23 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["format_table", "leaderboard_rows", "plot_available", "write_report"]
 
-_MAIN_COLUMNS = [("language", "lang"), ("n", "n"), ("win_rate", "WR"), ("standard_error", "SE"),
-                 ("ci_low", "CI low"), ("ci_high", "CI high"), ("discrete_win_rate", "discrete"),
-                 ("length_controlled_win_rate", "LC WR"), ("parse_rate", "parsed %"),
-                 ("n_unparsed_judgments", "unparsed"), ("prefer_first_rate", "prefer 1st"),
-                 ("prefer_longer_rate", "prefer longer"), ("language_fidelity", "fidelity %"),
-                 ("language_fidelity_strict", "strict %"), ("line_pass_rate", "line pass %")]
+_MAIN_COLUMNS = [
+    ("language", "lang"),
+    ("n", "n"),
+    ("win_rate", "WR"),
+    ("standard_error", "SE"),
+    ("ci_low", "CI low"),
+    ("ci_high", "CI high"),
+    ("discrete_win_rate", "discrete"),
+    ("length_controlled_win_rate", "LC WR"),
+    ("parse_rate", "parsed %"),
+    ("n_unparsed_judgments", "unparsed"),
+    ("prefer_first_rate", "prefer 1st"),
+    ("prefer_longer_rate", "prefer longer"),
+    ("language_fidelity", "fidelity %"),
+    ("language_fidelity_strict", "strict %"),
+    ("line_pass_rate", "line pass %"),
+]
 
 
 def _fmt(v: Any, digits: int = 1) -> str:
@@ -43,7 +54,9 @@ def _fmt(v: Any, digits: int = 1) -> str:
 def _columns(result: EvaluationResult) -> list[tuple[str, str]]:
     present = set().union(*(row.keys() for row in result.table.values()))
     cols = [(k, label) for k, label in _MAIN_COLUMNS if k in present]
-    cols += [(k, k.replace("rubric_", "")) for k in sorted(present) if k.startswith("rubric_") and k != "rubric_parse_rate"]
+    cols += [
+        (k, k.replace("rubric_", "")) for k in sorted(present) if k.startswith("rubric_") and k != "rubric_parse_rate"
+    ]
     return cols
 
 
@@ -70,12 +83,26 @@ def _csv_columns(result: EvaluationResult) -> list[str]:
     if result.judged:
         present.add("mode")
     cols = ["model", "language"] + [c for c in LEADERBOARD_COLUMNS if c in present]
-    extra = ["n", "ci_low", "ci_high", "n_unparsed", "n_judgments", "n_unparsed_judgments", "parse_rate",
-             "prefer_first_rate", "order_agreement", "prefer_longer_rate", "length_spearman"]
+    extra = [
+        "n",
+        "ci_low",
+        "ci_high",
+        "n_unparsed",
+        "n_judgments",
+        "n_unparsed_judgments",
+        "parse_rate",
+        "prefer_first_rate",
+        "order_agreement",
+        "prefer_longer_rate",
+        "length_spearman",
+    ]
     cols += [c for c in extra if c in present]
     cols += sorted(k for k in present if k.startswith("rubric_") and k != "rubric_parse_rate")
-    cols += [c for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_reference_length")
-             if c in present]
+    cols += [
+        c
+        for c in ("rubric_parse_rate", "language_fidelity", "line_pass_rate", "n_empty", "avg_reference_length")
+        if c in present
+    ]
     return cols
 
 
@@ -119,8 +146,14 @@ def _plot(result: EvaluationResult, path: Path) -> None:
     if judged:
         ax = axes[0]
         wr = [result.table[k].get("win_rate", math.nan) for k in names]
-        lo = [max(0.0, w - result.table[k].get("ci_low", w)) if not math.isnan(w) else 0.0 for k, w in zip(names, wr, strict=True)]
-        hi = [max(0.0, result.table[k].get("ci_high", w) - w) if not math.isnan(w) else 0.0 for k, w in zip(names, wr, strict=True)]
+        lo = [
+            max(0.0, w - result.table[k].get("ci_low", w)) if not math.isnan(w) else 0.0
+            for k, w in zip(names, wr, strict=True)
+        ]
+        hi = [
+            max(0.0, result.table[k].get("ci_high", w) - w) if not math.isnan(w) else 0.0
+            for k, w in zip(names, wr, strict=True)
+        ]
         colors = ["#4C72B0" if k != OVERALL else "#333333" for k in names]
         ax.bar(x, [0.0 if math.isnan(w) else w for w in wr], yerr=[lo, hi], capsize=4, color=colors)
         ax.axhline(50, color="grey", linestyle="--", linewidth=1)
@@ -131,8 +164,11 @@ def _plot(result: EvaluationResult, path: Path) -> None:
         ax.set_title(f"Win rate ({conf}% bootstrap CI)")
     ax = axes[-1]
     fidelity = [result.table[k].get("language_fidelity", math.nan) for k in names]
-    ax.bar(x, [0.0 if math.isnan(f) else f for f in fidelity],
-           color=["#55A868" if k != OVERALL else "#333333" for k in names])
+    ax.bar(
+        x,
+        [0.0 if math.isnan(f) else f for f in fidelity],
+        color=["#55A868" if k != OVERALL else "#333333" for k in names],
+    )
     ax.set_xticks(x, names)
     ax.set_ylim(0, 100)
     ax.set_ylabel("responses in the target language (%)")
@@ -191,12 +227,14 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
         _plot(result, png)
         paths["png"] = png
     else:
-        logger.warning("matplotlib is not installed: the report is written without win_rates.png "
-                       "(pip install 'xl-suite[plot]').")
+        logger.warning(
+            "matplotlib is not installed: the report is written without win_rates.png (pip install 'xl-suite[plot]')."
+        )
 
     paths["summary"] = out / "summary.json"
-    paths["summary"].write_text(json.dumps(_clean(result.to_dict()), indent=2, ensure_ascii=False,
-                                           default=_json_default), encoding="utf-8")
+    paths["summary"].write_text(
+        json.dumps(_clean(result.to_dict()), indent=2, ensure_ascii=False, default=_json_default), encoding="utf-8"
+    )
     paths["per_sample"] = out / "per_sample.jsonl"
     write_jsonl([_clean(r) for r in result.per_sample], paths["per_sample"])
     if result.judged:
@@ -207,8 +245,9 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
             write_jsonl([_clean(r) for r in result.rubric_rows], paths["rubric"])
 
     paths["markdown"] = out / "report.md"
-    paths["markdown"].write_text(_markdown(result, title or f"XL-AlpacaEval report: {model}",
-                                                 with_plot="png" in paths), encoding="utf-8")
+    paths["markdown"].write_text(
+        _markdown(result, title or f"XL-AlpacaEval report: {model}", with_plot="png" in paths), encoding="utf-8"
+    )
     return paths
 
 
@@ -216,14 +255,20 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     meta = result.meta
     md = [f"# {title}", "", f"_Generated {meta.get('created')} by xl-suite {meta.get('xl_suite_version')}._", ""]
     md += ["> " + meta["notes"], ""]
-    settings = [["model", str(meta.get("model") or "-")], ["items", str(meta.get("n_items"))],
-                ["languages", ", ".join(meta.get("languages", []))]]
+    settings = [
+        ["model", str(meta.get("model") or "-")],
+        ["items", str(meta.get("n_items"))],
+        ["languages", ", ".join(meta.get("languages", []))],
+    ]
     judge = meta.get("judge")
     if judge and judge.get("config") is None:
         settings += [
             ["judge", f"none run here: preferences read from annotations by {judge['model']}"],
-            ["win rate CI", f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
-                            f"resamples, seed {meta['seed']}"],
+            [
+                "win rate CI",
+                f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
+                f"resamples, seed {meta['seed']}",
+            ],
             ["length control", meta["lc_method"]],
         ]
     elif judge:
@@ -233,12 +278,22 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
             ["preset", str(meta.get("preset") or "-")],
             ["judge template", judge["template_version"]],
             ["rubric template", str(judge.get("rubric_template_version") or "-")],
-            ["orders", "both (preferences averaged)" if cfg["order"] == "both"
-             else "one content-seeded random order per item, un-swapped"],
-            ["decoding", f"temperature {cfg['temperature']}, max_tokens {cfg['max_tokens']}, "
-                         f"logprobs {cfg['logprobs']}, JSON-schema constrained: {judge['structured_output']}"],
-            ["win rate CI", f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
-                            f"resamples, seed {meta['seed']}"],
+            [
+                "orders",
+                "both (preferences averaged)"
+                if cfg["order"] == "both"
+                else "one content-seeded random order per item, un-swapped",
+            ],
+            [
+                "decoding",
+                f"temperature {cfg['temperature']}, max_tokens {cfg['max_tokens']}, "
+                f"logprobs {cfg['logprobs']}, JSON-schema constrained: {judge['structured_output']}",
+            ],
+            [
+                "win rate CI",
+                f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
+                f"resamples, seed {meta['seed']}",
+            ],
             ["length control", meta["lc_method"]],
         ]
     else:
@@ -247,36 +302,74 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
         settings.append(["language identifier", json.dumps(meta["fidelity"], default=str)])
     md += ["## Settings", "", _markdown_table(["setting", "value"], settings), ""]
     md += ["## Results per language", ""]
-    md += (["![Win rate and language fidelity per language](win_rates.png)", ""] if with_plot else
-           ["_No plot: matplotlib is not installed (`pip install 'xl-suite[plot]'`)._", ""])
+    md += (
+        ["![Win rate and language fidelity per language](win_rates.png)", ""]
+        if with_plot
+        else ["_No plot: matplotlib is not installed (`pip install 'xl-suite[plot]'`)._", ""]
+    )
     cols = _columns(result)
-    md.append(_markdown_table([label for _, label in cols],
-                              [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]))
-    md += ["", "WR: mean P(model beats reference) x 100 (tie = 50); SE: standard error; CI: bootstrap interval; "
-           "discrete: wins + half the ties; LC WR: length-controlled win rate; parsed %: judgments whose verdict "
-           "could be read; prefer 1st: share of decided judgments won by the answer shown first (0.5 = no position "
-           "bias); prefer longer: share won by the longer answer; fidelity: responses identified as the target "
-           "language; line pass: responses whose every long line is in the target language.", ""]
+    md.append(
+        _markdown_table(
+            [label for _, label in cols], [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]
+        )
+    )
+    md += [
+        "",
+        "WR: mean P(model beats reference) x 100 (tie = 50); SE: standard error; CI: bootstrap interval; "
+        "discrete: wins + half the ties; LC WR: length-controlled win rate; parsed %: judgments whose verdict "
+        "could be read; prefer 1st: share of decided judgments won by the answer shown first (0.5 = no position "
+        "bias); prefer longer: share won by the longer answer; fidelity: responses identified as the target "
+        "language; line pass: responses whose every long line is in the target language.",
+        "",
+    ]
     if result.ledger:
         md += ["## Cost and token ledger", ""]
-        keys = ["requests", "unique_requests", "judged_now", "from_cache", "rule_based", "json_repaired",
-                "corrupt_cache_files",
-                "prompt_tokens", "completion_tokens", "cached_prompt_tokens", "cached_completion_tokens", "seconds",
-                "cost_usd"]
-        md.append(_markdown_table(["stage", *keys], [[stage, *[_fmt(entry.get(k), 4 if k == "cost_usd" else 1)
-                                                               for k in keys]] for stage, entry in result.ledger.items()]))
-        md += ["", "json_repaired: replies read only after the JSON repair step (counted as parsed). "
-               "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
-               "from the annotation cache. cost_usd needs prices in the preset.", ""]
+        keys = [
+            "requests",
+            "unique_requests",
+            "judged_now",
+            "from_cache",
+            "rule_based",
+            "json_repaired",
+            "corrupt_cache_files",
+            "prompt_tokens",
+            "completion_tokens",
+            "cached_prompt_tokens",
+            "cached_completion_tokens",
+            "seconds",
+            "cost_usd",
+        ]
+        md.append(
+            _markdown_table(
+                ["stage", *keys],
+                [
+                    [stage, *[_fmt(entry.get(k), 4 if k == "cost_usd" else 1) for k in keys]]
+                    for stage, entry in result.ledger.items()
+                ],
+            )
+        )
+        md += [
+            "",
+            "json_repaired: replies read only after the JSON repair step (counted as parsed). "
+            "Tokens are those spent in this run; cached_* are the tokens once spent on the judgments read "
+            "from the annotation cache. cost_usd needs prices in the preset.",
+            "",
+        ]
     if result.judged:
         bad = [r for r in result.judgments if r["parse_status"] == "unparsed"]
         md += ["## Unparsed judgments", ""]
         if bad:
-            md += [f"{len(bad)} of {len(result.judgments)} judgments could not be parsed; they are left out of the "
-                   "win rates and counted above. First ones:", ""]
-            md.append(_markdown_table(["id", "language", "order", "raw completion"],
-                                      [[r["id"], r["language"], r["order"], repr(r["raw_completion"][:160])]
-                                       for r in bad[:10]]))
+            md += [
+                f"{len(bad)} of {len(result.judgments)} judgments could not be parsed; they are left out of the "
+                "win rates and counted above. First ones:",
+                "",
+            ]
+            md.append(
+                _markdown_table(
+                    ["id", "language", "order", "raw completion"],
+                    [[r["id"], r["language"], r["order"], repr(r["raw_completion"][:160])] for r in bad[:10]],
+                )
+            )
             md.append("")
         else:
             md += ["None: every judgment was parsed.", ""]
@@ -285,8 +378,13 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
             md += [f"{rules} judgment(s) of empty model answers were decided by rule (an empty answer loses).", ""]
     if meta.get("warnings"):
         md += ["## Warnings", ""] + [f"- {w}" for w in meta["warnings"]] + [""]
-    md += ["## Files", "", "- `leaderboard.csv`: the table above, one row per language and overall.",
-           "- `per_sample.jsonl`: per item preference, verdicts, rubric scores and detected language.",
-           "- `judgments.jsonl` / `rubric.jsonl`: every judgment with its provenance and raw completion.",
-           "- `summary.json`: table, ledger and settings.", ""]
+    md += [
+        "## Files",
+        "",
+        "- `leaderboard.csv`: the table above, one row per language and overall.",
+        "- `per_sample.jsonl`: per item preference, verdicts, rubric scores and detected language.",
+        "- `judgments.jsonl` / `rubric.jsonl`: every judgment with its provenance and raw completion.",
+        "- `summary.json`: table, ledger and settings.",
+        "",
+    ]
     return "\n".join(md)

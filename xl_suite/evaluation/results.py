@@ -34,7 +34,6 @@ _NOTES = (
 )
 
 
-
 @dataclass
 class EvaluateConfig:
     """``xl-suite evaluate``: which answers to score, against what, with which judge settings, and where to report.
@@ -43,22 +42,43 @@ class EvaluateConfig:
     ``rubric``, ``structured_output`` and ``judge_temperature`` override the judge preset's values.
     """
 
-    model_outputs: str | None = option(None, "answers (.jsonl/.json/.parquet file or folder) with id, language, "
-                                             "output (and instruction), as written by xl-suite generate; or "
-                                             "alpaca_eval's model_outputs.json or annotations.json as they are",
-                                       required=True, metavar="DIR_OR_FILE")
-    references: str | None = option(None, "reference answers with id, language and reference (or output), or an "
-                                          "alpaca_eval outputs file; needed with a judge", metavar="DIR_OR_FILE")
-    language: str | None = option(None, "the language of every row, for alpaca_eval files without a language "
-                                        "column (matched to XL-AlpacaEval by instruction text and this language)")
-    alpaca_eval_source: str = option(DEFAULT_ALPACA_EVAL_SOURCE, "AlpacaEval's prompts (path or fsspec URL) that "
-                                     "XL-AlpacaEval is built from; alpaca_eval files are matched against them",
-                                     metavar="PATH_OR_URL")
+    model_outputs: str | None = option(
+        None,
+        "answers (.jsonl/.json/.parquet file or folder) with id, language, "
+        "output (and instruction), as written by xl-suite generate; or "
+        "alpaca_eval's model_outputs.json or annotations.json as they are",
+        required=True,
+        metavar="DIR_OR_FILE",
+    )
+    references: str | None = option(
+        None,
+        "reference answers with id, language and reference (or output), or an "
+        "alpaca_eval outputs file; needed with a judge",
+        metavar="DIR_OR_FILE",
+    )
+    language: str | None = option(
+        None,
+        "the language of every row, for alpaca_eval files without a language "
+        "column (matched to XL-AlpacaEval by instruction text and this language)",
+    )
+    alpaca_eval_source: str = option(
+        DEFAULT_ALPACA_EVAL_SOURCE,
+        "AlpacaEval's prompts (path or fsspec URL) that "
+        "XL-AlpacaEval is built from; alpaca_eval files are matched against them",
+        metavar="PATH_OR_URL",
+    )
     output: str | None = option(None, "report folder", required=True, metavar="REPORT_DIR")
-    judge_preset: str | None = option(None, "judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default "
-                                            "local-vllm when --judge-model is given", metavar="NAME_OR_FILE")
-    order: str | None = option(None, "both presentation orders (preset default: both) or one content-seeded random "
-                                     "order per item", choices=("both", "random"))
+    judge_preset: str | None = option(
+        None,
+        "judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default "
+        "local-vllm when --judge-model is given",
+        metavar="NAME_OR_FILE",
+    )
+    order: str | None = option(
+        None,
+        "both presentation orders (preset default: both) or one content-seeded random order per item",
+        choices=("both", "random"),
+    )
     rubric: bool = option(True, "score the answers with the 1-5 rubric judge")
     structured_output: bool = option(True, "constrain the judge's replies to their JSON schema")
     judge_temperature: float | None = option(None, "judge temperature (preset default 0.0: greedy)")
@@ -68,8 +88,9 @@ class EvaluateConfig:
     n_resamples: int = option(1000, "bootstrap resamples for the CI")
     seed: int = option(0, "bootstrap seed")
     lc_method: str = option("alpaca_eval", "length-controlled win rate fit", choices=("alpaca_eval", "mle"))
-    dry_run: bool = option(False, "print the requests, tokens and estimated cost of the judge, then stop (no engine "
-                                  "starts)")
+    dry_run: bool = option(
+        False, "print the requests, tokens and estimated cost of the judge, then stop (no engine starts)"
+    )
 
     def __post_init__(self):
         if self.n_resamples < 1:
@@ -85,7 +106,6 @@ class EvaluateConfig:
         from xl_suite.configuration import from_mapping, read_config_file
 
         return from_mapping(cls, read_config_file(path), source=str(path))
-
 
 
 @dataclass
@@ -139,7 +159,9 @@ def _as_reference_lists(references) -> tuple[list[list[str]], bool]:
             lists.append(list(ref))
             multi = True
         else:
-            raise InvalidArgumentError(f"references[{i}] must be a string or a non-empty list of strings, got {ref!r}.")
+            raise InvalidArgumentError(
+                f"references[{i}] must be a string or a non-empty list of strings, got {ref!r}."
+            )
     return lists, multi
 
 
@@ -235,14 +257,28 @@ def evaluate_responses(
 
     fid = language_fidelity(preds, codes)
     per_sample: list[dict[str, Any]] = [
-        {"id": ids[i], "language": codes[i], "model_length": len(preds[i]), "empty": not preds[i].strip(),
-         "detected_language": fid["detected_language"][i], "is_target": fid["is_target"][i],
-         "line_pass": fid["line_pass"][i], "is_target_strict": fid["is_target_strict"][i]} for i in range(n)
+        {
+            "id": ids[i],
+            "language": codes[i],
+            "model_length": len(preds[i]),
+            "empty": not preds[i].strip(),
+            "detected_language": fid["detected_language"][i],
+            "is_target": fid["is_target"][i],
+            "line_pass": fid["line_pass"][i],
+            "is_target_strict": fid["is_target_strict"][i],
+        }
+        for i in range(n)
     ]
     meta: dict[str, Any] = {
-        "model": model_name, "judge": None, "preset": preset, "n_items": n, "languages": list(dict.fromkeys(codes)),
-        "fidelity": fid.get("config"), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "notes": _NOTES, "warnings": warnings,
+        "model": model_name,
+        "judge": None,
+        "preset": preset,
+        "n_items": n,
+        "languages": list(dict.fromkeys(codes)),
+        "fidelity": fid.get("config"),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "notes": _NOTES,
+        "warnings": warnings,
     }
     from xl_suite import __version__
 
@@ -257,13 +293,23 @@ def evaluate_responses(
     rubric_scores = None
     if judge is not None:
         if references is None or instructions is None:
-            raise InvalidArgumentError("A judge needs references= and instructions= (the prompts as the model saw them).")
+            raise InvalidArgumentError(
+                "A judge needs references= and instructions= (the prompts as the model saw them)."
+            )
         ref_lists, multi = _as_reference_lists(references)
         pair_item = [i for i, refs in enumerate(ref_lists) for _ in refs]
         pair_refs = [r for refs in ref_lists for r in refs]
-        pj = judge_pairwise([instructions[i] for i in pair_item], [preds[i] for i in pair_item], pair_refs,
-                            [codes[i] for i in pair_item], judge=judge, config=config, cache_dir=cache_dir,
-                            storage_options=storage_options, ids=[ids[i] for i in pair_item])
+        pj = judge_pairwise(
+            [instructions[i] for i in pair_item],
+            [preds[i] for i in pair_item],
+            pair_refs,
+            [codes[i] for i in pair_item],
+            judge=judge,
+            config=config,
+            cache_dir=cache_dir,
+            storage_options=storage_options,
+            ids=[ids[i] for i in pair_item],
+        )
         judgments = pj.rows
         for r in judgments:
             r["pair_index"] = r["item_index"]
@@ -278,34 +324,58 @@ def evaluate_responses(
             prefs = list(pj.preferences)
         ledger["pairwise_judge"] = pj.ledger
         if pj.ledger["corrupt_cache_files"]:
-            warnings.append(f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) were detected, "
-                            "moved aside (*.corrupt) and their items judged again.")
+            warnings.append(
+                f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) were detected, "
+                "moved aside (*.corrupt) and their items judged again."
+            )
         if config.rubric:
-            rs = score_rubric(list(instructions), preds, codes, judge=judge, config=config, cache_dir=cache_dir,
-                              storage_options=storage_options, ids=ids)
+            rs = score_rubric(
+                list(instructions),
+                preds,
+                codes,
+                judge=judge,
+                config=config,
+                cache_dir=cache_dir,
+                storage_options=storage_options,
+                ids=ids,
+            )
             rubric_rows, rubric_scores = rs.rows, rs.scores
             ledger["rubric_judge"] = rs.ledger
-        meta["judge"] = {"backend": getattr(judge, "backend", None), "model": judge.model,
-                         "revision": getattr(judge, "revision", None),
-                         "template_version": load_template(config.template).template_version,
-                         "rubric_template_version": load_template(config.rubric_template).template_version
-                         if config.rubric else None,
-                         "structured_output": pj.ledger["structured_output"], "config": config.to_dict()}
-        meta.update({"n_resamples": n_resamples, "confidence": confidence, "seed": seed, "lc_method": lc_method,
-                     "multi_reference": multi})
+        meta["judge"] = {
+            "backend": getattr(judge, "backend", None),
+            "model": judge.model,
+            "revision": getattr(judge, "revision", None),
+            "template_version": load_template(config.template).template_version,
+            "rubric_template_version": load_template(config.rubric_template).template_version
+            if config.rubric
+            else None,
+            "structured_output": pj.ledger["structured_output"],
+            "config": config.to_dict(),
+        }
+        meta.update(
+            {
+                "n_resamples": n_resamples,
+                "confidence": confidence,
+                "seed": seed,
+                "lc_method": lc_method,
+                "multi_reference": multi,
+            }
+        )
         by_item: dict[int, list[dict]] = {}
         for r in judgments:
             by_item.setdefault(r["item_index"], []).append(r)
         for i, row in enumerate(per_sample):
             rows_i = by_item.get(i, [])
-            row.update({
-                "reference_length": _mean([len(r) for r in ref_lists[i]]),
-                "preference": prefs[i],
-                "pref_model_first": _mean([r["preference"] for r in rows_i if r["order"] == "model_first"]),
-                "pref_model_second": _mean([r["preference"] for r in rows_i if r["order"] == "model_second"]),
-                "verdicts": [f"{r['order']}:{r['verdict']}" for r in rows_i],
-                "parse_status": sorted({r["parse_status"] for r in rows_i}),
-            })
+            row.update(
+                {
+                    "reference_length": _mean([len(r) for r in ref_lists[i]]),
+                    "preference": prefs[i],
+                    "pref_model_first": _mean([r["preference"] for r in rows_i if r["order"] == "model_first"]),
+                    "pref_model_second": _mean([r["preference"] for r in rows_i if r["order"] == "model_second"]),
+                    "verdicts": [f"{r['order']}:{r['verdict']}" for r in rows_i],
+                    "parse_status": sorted({r["parse_status"] for r in rows_i}),
+                }
+            )
             for k in ("pref_model_first", "pref_model_second"):
                 if isinstance(row[k], float) and math.isnan(row[k]):
                     row[k] = None
@@ -318,11 +388,24 @@ def evaluate_responses(
         bad = [(i, p) for i, p in enumerate(prefs) if p is not None and not 0.0 <= p <= 1.0]
         if bad:
             raise InvalidArgumentError(f"preferences must be in [0, 1] (P(model beats reference)); got {bad[:3]}.")
-        meta["judge"] = {"backend": "precomputed", "model": annotator or "unknown annotator", "revision": None,
-                         "template_version": None, "rubric_template_version": None, "structured_output": None,
-                         "config": None}
-        meta.update({"n_resamples": n_resamples, "confidence": confidence, "seed": seed, "lc_method": lc_method,
-                     "multi_reference": multi})
+        meta["judge"] = {
+            "backend": "precomputed",
+            "model": annotator or "unknown annotator",
+            "revision": None,
+            "template_version": None,
+            "rubric_template_version": None,
+            "structured_output": None,
+            "config": None,
+        }
+        meta.update(
+            {
+                "n_resamples": n_resamples,
+                "confidence": confidence,
+                "seed": seed,
+                "lc_method": lc_method,
+                "multi_reference": multi,
+            }
+        )
         for i, row in enumerate(per_sample):
             row.update({"reference_length": _mean([len(r) for r in ref_lists[i]]), "preference": prefs[i]})
 
@@ -332,24 +415,56 @@ def evaluate_responses(
     for name, idx in groups.items():
         fid_stats = fid if name == OVERALL else fid["per_language"][name]
         row: dict[str, Any] = {
-            "language": name, "n": len(idx), "n_empty": sum(per_sample[i]["empty"] for i in idx),
+            "language": name,
+            "n": len(idx),
+            "n_empty": sum(per_sample[i]["empty"] for i in idx),
             "avg_model_length": _mean([len(preds[i]) for i in idx]),
             "language_fidelity": fid_stats["language_fidelity"],
             "language_fidelity_strict": fid_stats["language_fidelity_strict"],
-            "fidelity_status": fid_stats.get("status", "ok"), "fidelity_reason": fid_stats.get("reason", ""),
+            "fidelity_status": fid_stats.get("status", "ok"),
+            "fidelity_reason": fid_stats.get("reason", ""),
             "line_pass_rate": fid_stats["line_pass_rate"],
         }
         if judge is not None or preferences is not None:
-            row.update(_judge_stats(name, idx, prefs, judgments, preds, ref_lists,
-                                    rubric_scores, config, n_resamples=n_resamples, confidence=confidence, seed=seed,
-                                    lc_method=lc_method, warnings=warnings))
+            row.update(
+                _judge_stats(
+                    name,
+                    idx,
+                    prefs,
+                    judgments,
+                    preds,
+                    ref_lists,
+                    rubric_scores,
+                    config,
+                    n_resamples=n_resamples,
+                    confidence=confidence,
+                    seed=seed,
+                    lc_method=lc_method,
+                    warnings=warnings,
+                )
+            )
         table[name] = row
-    return EvaluationResult(table=table, per_sample=per_sample, judgments=judgments, rubric_rows=rubric_rows,
-                            ledger=ledger, meta=meta)
+    return EvaluationResult(
+        table=table, per_sample=per_sample, judgments=judgments, rubric_rows=rubric_rows, ledger=ledger, meta=meta
+    )
 
 
-def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, config, *,
-                 n_resamples, confidence, seed, lc_method, warnings) -> dict[str, Any]:
+def _judge_stats(
+    name,
+    idx,
+    prefs,
+    judgments,
+    preds,
+    ref_lists,
+    rubric_scores,
+    config,
+    *,
+    n_resamples,
+    confidence,
+    seed,
+    lc_method,
+    warnings,
+) -> dict[str, Any]:
     from xl_suite.evaluation import metrics
 
     nan = math.nan
@@ -362,22 +477,52 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
     if parsed:
         wr = metrics.win_rate(p)
         ci = metrics.bootstrap_ci(p, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        out.update({k: wr[k] for k in ("win_rate", "standard_error", "discrete_win_rate", "n_wins", "n_losses",
-                                       "n_draws", "n_total", "n_unparsed")})
+        out.update(
+            {
+                k: wr[k]
+                for k in (
+                    "win_rate",
+                    "standard_error",
+                    "discrete_win_rate",
+                    "n_wins",
+                    "n_losses",
+                    "n_draws",
+                    "n_total",
+                    "n_unparsed",
+                )
+            }
+        )
         out.update({"ci_low": ci["low"], "ci_high": ci["high"]})
         try:
             lc = metrics.length_controlled_win_rate(p, model_len, ref_len, method=lc_method)
-            out.update({"length_controlled_win_rate": lc["length_controlled_win_rate"],
-                        "lc_standard_error": lc["lc_standard_error"]})
+            out.update(
+                {
+                    "length_controlled_win_rate": lc["length_controlled_win_rate"],
+                    "lc_standard_error": lc["lc_standard_error"],
+                }
+            )
         except ValueError as e:
             out.update({"length_controlled_win_rate": nan, "lc_standard_error": nan})
             warnings.append(f"{name}: no length-controlled win rate ({e}).")
         lb = metrics.length_bias(p, model_len, ref_len)
         out.update({"prefer_longer_rate": lb["prefer_longer_rate"], "length_spearman": lb["spearman"]})
     else:
-        out.update(dict.fromkeys(("win_rate", "standard_error", "discrete_win_rate", "ci_low", "ci_high",
-                                  "length_controlled_win_rate", "lc_standard_error", "prefer_longer_rate",
-                                  "length_spearman"), nan))
+        out.update(
+            dict.fromkeys(
+                (
+                    "win_rate",
+                    "standard_error",
+                    "discrete_win_rate",
+                    "ci_low",
+                    "ci_high",
+                    "length_controlled_win_rate",
+                    "lc_standard_error",
+                    "prefer_longer_rate",
+                    "length_spearman",
+                ),
+                nan,
+            )
+        )
         out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_total": 0, "n_unparsed": len(idx)})
         warnings.append(f"{name}: no judgment could be parsed; win rates are NaN (see the unparsed judgments).")
     # Position bias from the judge's own verdicts: rule-decided rows (empty answers) are left out.
@@ -387,8 +532,9 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
         by_order[r["order"]][r["pair_index"]] = r["preference"]
     pairs = sorted(set(by_order["model_first"]) | set(by_order["model_second"]))
     if pairs:
-        pb = metrics.position_bias([by_order["model_first"].get(j) for j in pairs],
-                                   [by_order["model_second"].get(j) for j in pairs])
+        pb = metrics.position_bias(
+            [by_order["model_first"].get(j) for j in pairs], [by_order["model_second"].get(j) for j in pairs]
+        )
         out.update({"prefer_first_rate": pb["prefer_first_rate"], "order_agreement": pb["order_agreement"]})
     else:
         out.update({"prefer_first_rate": nan, "order_agreement": nan})
@@ -396,8 +542,13 @@ def _judge_stats(name, idx, prefs, judgments, preds, ref_lists, rubric_scores, c
         n_judged, n_bad = len(rows), sum(r["parse_status"] != "ok" for r in rows)
     else:  # judgments made elsewhere (preferences=): one per item
         n_judged, n_bad = len(p), sum(x is None for x in p)
-    out.update({"n_judgments": n_judged, "n_unparsed_judgments": n_bad,
-                "parse_rate": 100.0 * (n_judged - n_bad) / n_judged if n_judged else nan})
+    out.update(
+        {
+            "n_judgments": n_judged,
+            "n_unparsed_judgments": n_bad,
+            "parse_rate": 100.0 * (n_judged - n_bad) / n_judged if n_judged else nan,
+        }
+    )
     if rubric_scores is not None:
         scored = [rubric_scores[i] for i in idx if rubric_scores[i] is not None]
         for dim in config.dimensions:

@@ -27,8 +27,14 @@ from xl_suite.sources import write_jsonl
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TranslateConfig", "DEFAULT_TRANSLATION_SAMPLING", "translate_batch", "english_prompts", "translate_prompts",
-           "write_m_alpacaeval"]
+__all__ = [
+    "TranslateConfig",
+    "DEFAULT_TRANSLATION_SAMPLING",
+    "translate_batch",
+    "english_prompts",
+    "translate_prompts",
+    "write_m_alpacaeval",
+]
 
 #: Greedy decoding for m-AlpacaEval translation.
 DEFAULT_TRANSLATION_SAMPLING = SamplingConfig(temperature=0.0, max_tokens=1024)
@@ -39,27 +45,34 @@ class TranslateConfig(BatchGenerationConfig):
     """``xl-suite translate``: the kept English prompts machine-translated into m-AlpacaEval files."""
 
     languages: str | None = option(None, "comma-separated target codes, e.g. de,mt", required=True)
-    source: str | None = option(None, "AlpacaEval prompts (JSON/JSONL/Parquet; default: the alpaca_eval data on the "
-                                      "Hub)", metavar="PATH")
+    source: str | None = option(
+        None, "AlpacaEval prompts (JSON/JSONL/Parquet; default: the alpaca_eval data on the Hub)", metavar="PATH"
+    )
     template: str = option("translate_instruction", "translation template name or .jinja path")
 
 
-
-def translate_batch(batch: dict[str, list], *, generator: Generator, template: PromptTemplate,
-                    sampling: SamplingConfig) -> dict[str, list]:
+def translate_batch(
+    batch: dict[str, list], *, generator: Generator, template: PromptTemplate, sampling: SamplingConfig
+) -> dict[str, list]:
     """Translate English prompts (``english_instruction``) into each row's ``language``, one engine call.
 
     Returns ``instruction`` (the translation, stripped), ``translator`` (model label), ``translation_status``
     (``ok``, ``empty`` or ``truncated``: never dropped) and the provenance columns.
     """
-    convs = [template.render(text=text, language=get_language(lang))
-             for text, lang in zip(batch["english_instruction"], batch["language"], strict=True)]
+    convs = [
+        template.render(text=text, language=get_language(lang))
+        for text, lang in zip(batch["english_instruction"], batch["language"], strict=True)
+    ]
     comps = complete_first(convs, generator, sampling)
     prov = engine_provenance(generator, template, sampling)
     n = len(comps)
     status = ["empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok") for c in comps]
-    out = {"instruction": [c.text.strip() for c in comps], "translator": [model_label(generator)] * n,
-           "translation_status": status, "raw_completion": [c.text for c in comps]}
+    out = {
+        "instruction": [c.text.strip() for c in comps],
+        "translator": [model_label(generator)] * n,
+        "translation_status": status,
+        "raw_completion": [c.text for c in comps],
+    }
     out.update({k: [v] * n for k, v in prov.items()})
     out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]
     out["completion_tokens"] = [int(c.completion_tokens or 0) for c in comps]
@@ -80,10 +93,17 @@ def english_prompts(source: str | None = None, *, limit: int | None = None, stor
     kept, _ = sources.filter_english_specific(records)
     if limit is not None:
         kept = kept[:limit]
-    return datasets.Dataset.from_list([
-        {"id": sources.prompt_id(r["instruction"]), "english_instruction": r["instruction"],
-         "dataset": r.get("dataset") or "", "alpaca_eval_index": int(r["alpaca_eval_index"])} for r in kept
-    ])
+    return datasets.Dataset.from_list(
+        [
+            {
+                "id": sources.prompt_id(r["instruction"]),
+                "english_instruction": r["instruction"],
+                "dataset": r.get("dataset") or "",
+                "alpaca_eval_index": int(r["alpaca_eval_index"]),
+            }
+            for r in kept
+        ]
+    )
 
 
 def translate_prompts(
@@ -125,21 +145,39 @@ def translate_prompts(
     fp = generation_fingerprint("translate", generator, tpl, sampling)
     out = {}
     for spec in specs:
-        ds = prompts.map(lambda b, code=spec.code: {"language": [code] * len(b["id"])}, batched=True,
-                         new_fingerprint=stable_hash("lang", fp, spec.code), keep_in_memory=True)
-        result = run_stage(ds, translate_batch, stage=f"translate-{spec.code}", fingerprint=fp, work_dir=work_dir,
-                           fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
-                           batch_size=batch_size, chunk_size=chunk_size, storage_options=storage_options,
-                           desc=f"translate {spec.code} ({generator.model})")
+        ds = prompts.map(
+            lambda b, code=spec.code: {"language": [code] * len(b["id"])},
+            batched=True,
+            new_fingerprint=stable_hash("lang", fp, spec.code),
+            keep_in_memory=True,
+        )
+        result = run_stage(
+            ds,
+            translate_batch,
+            stage=f"translate-{spec.code}",
+            fingerprint=fp,
+            work_dir=work_dir,
+            fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
+            batch_size=batch_size,
+            chunk_size=chunk_size,
+            storage_options=storage_options,
+            desc=f"translate {spec.code} ({generator.model})",
+        )
         bad = [s for s in result["translation_status"] if s != "ok"]
         if bad:
-            logger.warning("%s: %d of %d translations are empty or truncated (kept, marked in translation_status).",
-                           spec.code, len(bad), result.num_rows)
+            logger.warning(
+                "%s: %d of %d translations are empty or truncated (kept, marked in translation_status).",
+                spec.code,
+                len(bad),
+                result.num_rows,
+            )
         out[spec.code] = result
     return out
 
 
-def write_m_alpacaeval(translations: dict[str, Any], output_dir: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+def write_m_alpacaeval(
+    translations: dict[str, Any], output_dir: str | Path, *, overwrite: bool = False
+) -> dict[str, Path]:
     """Write ``<code>.jsonl`` per language: the layout the m-AlpacaEval builder reads (``source=output_dir``).
 
     Raises:

@@ -71,6 +71,7 @@ TARGET_CRITERIA: dict[str, str] = {
     "target_language": "the answer is written entirely in the requested language",
 }
 
+
 def _template_override(text: str) -> tuple[str, str]:
     """``STAGE=PATH`` of ``--template``.
 
@@ -136,16 +137,23 @@ class Stage:
         if not _STAGE_NAME_RE.match(self.name or ""):
             raise InvalidArgumentError(f"Invalid stage name {self.name!r}: use lower-case letters, digits and '_'.")
         if self.engine not in (None, *_ENGINES):
-            raise InvalidArgumentError(f"Stage {self.name!r}: engine must be one of {list(_ENGINES)} or None, got {self.engine!r}.")
+            raise InvalidArgumentError(
+                f"Stage {self.name!r}: engine must be one of {list(_ENGINES)} or None, got {self.engine!r}."
+            )
         if self.engine and (self.template is None or self.sampling is None):
-            raise InvalidArgumentError(f"Stage {self.name!r} calls an engine: it needs a template and a sampling config.")
+            raise InvalidArgumentError(
+                f"Stage {self.name!r} calls an engine: it needs a template and a sampling config."
+            )
         if self.snapshot not in (None, *_SNAPSHOTS):
-            raise InvalidArgumentError(f"Stage {self.name!r}: snapshot must be one of {list(_SNAPSHOTS)} or None, "
-                             f"got {self.snapshot!r}.")
+            raise InvalidArgumentError(
+                f"Stage {self.name!r}: snapshot must be one of {list(_SNAPSHOTS)} or None, got {self.snapshot!r}."
+            )
         try:
             json.dumps(self.params, sort_keys=True)
         except TypeError as e:
-            raise InvalidArgumentError(f"Stage {self.name!r}: params must be JSON-serialisable (they are fingerprinted): {e}") from e
+            raise InvalidArgumentError(
+                f"Stage {self.name!r}: params must be JSON-serialisable (they are fingerprinted): {e}"
+            ) from e
 
     @property
     def column_prefix(self) -> str:
@@ -182,19 +190,25 @@ class SynthesisConfig:
         target_criteria: criteria of the ``judge`` stage (default :data:`TARGET_CRITERIA`).
     """
 
-    languages: tuple[str, ...] = option(("de", "pt", "hu", "lt", "ga", "mt", "zh", "hi"),
-                                        "target languages, comma-separated (e.g. mt,sw)", required=True)
-    num_examples: int | None = option(None, "final pairs wanted per language (default: all the seeds give); a "
-                                            "shortfall is reported")
+    languages: tuple[str, ...] = option(
+        ("de", "pt", "hu", "lt", "ga", "mt", "zh", "hi"),
+        "target languages, comma-separated (e.g. mt,sw)",
+        required=True,
+    )
+    num_examples: int | None = option(
+        None, "final pairs wanted per language (default: all the seeds give); a shortfall is reported"
+    )
     max_seeds: int | None = option(None, "seed passages used at most (default: num-examples x oversample, or all)")
     oversample: float = option(4.0, "seeds per wanted example without --max-seeds")
     n_candidates: int = option(3, "target-language candidates per pair (best-of-n)")
     threshold: float = option(3.5, "minimum English score (1-5) to keep a pair")
     aggregate: str = option("mean", "how criteria scores combine", choices=("mean", "min"))
-    target_threshold: float | None = option(None, "minimum score of the best candidate (default: keep the best "
-                                                  "whatever its score)")
-    language_filter: bool = option(True, "drop answers not identified as the target language (the check is "
-                                         "recorded and reported either way)")
+    target_threshold: float | None = option(
+        None, "minimum score of the best candidate (default: keep the best whatever its score)"
+    )
+    language_filter: bool = option(
+        True, "drop answers not identified as the target language (the check is recorded and reported either way)"
+    )
     min_language_prob: float = option(0.5, "minimum language-identifier probability")
     dedup: bool = option(True, "remove duplicate instructions/answers")
     max_tokens: int = option(512, "maximum new tokens per completion")
@@ -204,13 +218,19 @@ class SynthesisConfig:
     batch_size: int = option(256, "prompts per engine call")
     chunk_size: int = option(1024, "rows per resumable chunk")
     templates: dict[str, str] = option(
-        default_factory=dict, help="replace a stage's template (repeatable): backtranslate, refine, score, respond, "
-                                   "judge", flag="--template", metavar="STAGE=PATH", parse=_template_override,
-        append=True)
-    criteria: dict[str, str] = option(default_factory=lambda: dict(EN_CRITERIA), help="criteria of the score stage",
-                                      cli=False)
-    target_criteria: dict[str, str] = option(default_factory=lambda: dict(TARGET_CRITERIA),
-                                             help="criteria of the judge stage", cli=False)
+        default_factory=dict,
+        help="replace a stage's template (repeatable): backtranslate, refine, score, respond, judge",
+        flag="--template",
+        metavar="STAGE=PATH",
+        parse=_template_override,
+        append=True,
+    )
+    criteria: dict[str, str] = option(
+        default_factory=lambda: dict(EN_CRITERIA), help="criteria of the score stage", cli=False
+    )
+    target_criteria: dict[str, str] = option(
+        default_factory=lambda: dict(TARGET_CRITERIA), help="criteria of the judge stage", cli=False
+    )
 
     def __post_init__(self):
         if isinstance(self.templates, (list, tuple)):  # CLI: repeated STAGE=PATH pairs
@@ -244,11 +264,15 @@ class SynthesisConfig:
         if not 0 <= self.min_language_prob <= 1:
             raise InvalidArgumentError(f"min_language_prob must be in [0, 1], got {self.min_language_prob}.")
         if self.batch_size < 1 or self.chunk_size < 1:
-            raise InvalidArgumentError(f"batch_size and chunk_size must be >= 1, got {self.batch_size}, {self.chunk_size}.")
+            raise InvalidArgumentError(
+                f"batch_size and chunk_size must be >= 1, got {self.batch_size}, {self.chunk_size}."
+            )
         for name in ("criteria", "target_criteria"):
             crit = getattr(self, name)
             if not crit or not all(isinstance(k, str) and k for k in crit):
-                raise InvalidArgumentError(f"{name} must be a non-empty dict of criterion name -> description, got {crit!r}.")
+                raise InvalidArgumentError(
+                    f"{name} must be a non-empty dict of criterion name -> description, got {crit!r}."
+                )
         SamplingConfig(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens)  # validates
 
     @property
@@ -264,7 +288,6 @@ class SynthesisConfig:
         """JSON-serialisable dict."""
         return asdict(self)
 
-
     @classmethod
     def from_file(cls, path: str) -> SynthesisConfig:
         """Read the settings from a YAML/JSON file (unknown keys are an error)."""
@@ -277,18 +300,23 @@ class SynthesisConfig:
 class SynthesisRunOptions:
     """Where a synthesis run reads its seeds and writes its files (the I/O half of ``xl-suite synthesize``)."""
 
-    seeds: str = option("builtin", "seed passages: 'builtin' (40 project-written passages), a file/folder path or "
-                                   "fsspec URL (.jsonl/.json/.parquet/.csv/.txt), or a Hub dataset id")
+    seeds: str = option(
+        "builtin",
+        "seed passages: 'builtin' (40 project-written passages), a file/folder path or "
+        "fsspec URL (.jsonl/.json/.parquet/.csv/.txt), or a Hub dataset id",
+    )
     text_column: str = option("text", "column of the seed dataset holding the passages")
     id_column: str | None = option(None, "column with row ids (default: 'id' when present)")
     seeds_config: str | None = option(None, "config (subset) of a Hub seed dataset")
     seeds_split: str = option("train", "split of a Hub seed dataset")
     output: str | None = option(None, "output folder or fsspec URL", required=True, metavar="DIR")
     work_dir: str | None = option(None, "resumable chunk folder/URL (default: OUTPUT/.xl_suite_work)")
-    storage_options: dict | str | None = option(None, "fsspec storage options (JSON) for seeds, output and work dir",
-                                                metavar="JSON")
-    push: str | None = option(None, "push each language as config xl-instruct-<code> to this Hub dataset repo",
-                              metavar="REPO_ID")
+    storage_options: dict | str | None = option(
+        None, "fsspec storage options (JSON) for seeds, output and work dir", metavar="JSON"
+    )
+    push: str | None = option(
+        None, "push each language as config xl-instruct-<code> to this Hub dataset repo", metavar="REPO_ID"
+    )
     private: bool = option(False, "with --push: create the repo as private")
     progress: bool = option(True, "show a progress bar over the seeds")
 
@@ -301,8 +329,16 @@ class SynthesisRunOptions:
 
 
 #: Built-in stage names, in order.
-DEFAULT_STAGE_NAMES = ("backtranslate", "refine", "score", "score_filter", "expand", "respond", "judge",
-                       "language_check")
+DEFAULT_STAGE_NAMES = (
+    "backtranslate",
+    "refine",
+    "score",
+    "score_filter",
+    "expand",
+    "respond",
+    "judge",
+    "language_check",
+)
 
 
 def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list[Stage]:
@@ -319,23 +355,57 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
     greedy = SamplingConfig(temperature=0.0, max_tokens=config.max_tokens, seed=config.seed)
     scoring = replace(greedy, json_schema=score_schema(config.criteria) if structured else None)
     judging = replace(greedy, json_schema=score_schema(config.target_criteria) if structured else None)
-    candidates = SamplingConfig(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-                                n=config.n_candidates, seed=config.seed)
+    candidates = SamplingConfig(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_tokens=config.max_tokens,
+        n=config.n_candidates,
+        seed=config.seed,
+    )
     stages = [
-        Stage("backtranslate", backtranslate_batch, "synth_backtranslate", greedy, "generator",
-              keep="backtranslate_status"),
+        Stage(
+            "backtranslate",
+            backtranslate_batch,
+            "synth_backtranslate",
+            greedy,
+            "generator",
+            keep="backtranslate_status",
+        ),
         Stage("refine", refine_batch, "synth_refine", greedy, "generator", keep="refine_status"),
-        Stage("score", score_batch, "synth_score", scoring, "scorer",
-              params={"criteria": dict(config.criteria), "aggregate": config.aggregate}, snapshot="scored"),
+        Stage(
+            "score",
+            score_batch,
+            "synth_score",
+            scoring,
+            "scorer",
+            params={"criteria": dict(config.criteria), "aggregate": config.aggregate},
+            snapshot="scored",
+        ),
         Stage("score_filter", score_filter_batch, params={"threshold": config.threshold}, keep="score_passed"),
         Stage("expand", expand_languages_batch, params={"languages": list(config.languages)}, reshape=True),
         Stage("respond", respond_batch, "synth_respond", candidates, "generator"),
-        Stage("judge", judge_batch, "synth_judge", judging, "scorer",
-              params={"criteria": dict(config.target_criteria), "aggregate": config.aggregate,
-                      "threshold": config.target_threshold},
-              keep="judge_passed", snapshot="bestof3"),
-        Stage("language_check", language_check_batch, keep="language_passed", prefix="language", version="2",
-              params={"enabled": config.language_filter, "min_language_prob": config.min_language_prob}),
+        Stage(
+            "judge",
+            judge_batch,
+            "synth_judge",
+            judging,
+            "scorer",
+            params={
+                "criteria": dict(config.target_criteria),
+                "aggregate": config.aggregate,
+                "threshold": config.target_threshold,
+            },
+            keep="judge_passed",
+            snapshot="bestof3",
+        ),
+        Stage(
+            "language_check",
+            language_check_batch,
+            keep="language_passed",
+            prefix="language",
+            version="2",
+            params={"enabled": config.language_filter, "min_language_prob": config.min_language_prob},
+        ),
     ]
     return apply_template_overrides(stages, config.templates)
 
@@ -349,7 +419,9 @@ def apply_template_overrides(stages: Sequence[Stage], templates: Mapping[str, st
     llm = {s.name for s in stages if s.template is not None}
     unknown = sorted(set(templates) - llm)
     if unknown:
-        raise InvalidArgumentError(f"Template overrides for unknown stages {unknown}; stages with a template: {sorted(llm)}.")
+        raise InvalidArgumentError(
+            f"Template overrides for unknown stages {unknown}; stages with a template: {sorted(llm)}."
+        )
     return [replace(s, template=str(templates[s.name])) if s.name in templates else s for s in stages]
 
 
@@ -359,13 +431,18 @@ def stage_fingerprint(stage: Stage, template=None, engine=None) -> str:
     """
     fn = function_id(stage.function)
     return stable_hash(
-        "xl-suite-synthesis", SYNTHESIS_VERSION, stage.name, stage.version, fn,
+        "xl-suite-synthesis",
+        SYNTHESIS_VERSION,
+        stage.name,
+        stage.version,
+        fn,
         template.template_version if template is not None else None,
         stage.sampling.to_json() if stage.sampling is not None else None,
         json.dumps(stage.params, sort_keys=True),
         engine.fingerprint() if engine is not None else None,
         getattr(engine, "revision", None) if engine is not None else None,
-        stage.reshape, stage.keep,
+        stage.reshape,
+        stage.keep,
     )
 
 
@@ -450,6 +527,8 @@ def preflight(config: SynthesisConfig, stages: Sequence[Stage] | None = None) ->
 
         support = check_language_filter(config.languages, enabled=config.language_filter)  # loads the identifiers
         if not all(s.supported for s in support):
-            logger.warning("The language identifiers cannot recognise %s; their check reports n/a (the filter is "
-                           "off).", [s.code for s in support if not s.supported])
+            logger.warning(
+                "The language identifiers cannot recognise %s; their check reports n/a (the filter is off).",
+                [s.code for s in support if not s.supported],
+            )
     return templates

@@ -16,8 +16,7 @@ from xl_suite.tables import order_columns
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SNAPSHOT_FILES", "SynthesisResult", "ShapeWriter", "shape_table", "append_by_language",
-           "fallback_schema"]
+__all__ = ["SNAPSHOT_FILES", "SynthesisResult", "ShapeWriter", "shape_table", "append_by_language", "fallback_schema"]
 
 #: Snapshot name -> file name pattern written in the output folder (``{code}`` is the language).
 SNAPSHOT_FILES = {"scored": "en_scored.parquet", "bestof3": "{code}_bestof3.parquet", "default": "{code}.parquet"}
@@ -64,8 +63,10 @@ class ShapeWriter:
             try:
                 table = table.select(schema.names).cast(schema)
             except (KeyError, ValueError, TypeError) as e:
-                raise InvalidArgumentError(f"Rows for {filename} changed schema between chunks ({e}); a custom stage must "
-                                 "return the same columns and types for every batch.") from e
+                raise InvalidArgumentError(
+                    f"Rows for {filename} changed schema between chunks ({e}); a custom stage must "
+                    "return the same columns and types for every batch."
+                ) from e
         if table.num_rows == 0:
             return
         if self.fs is None:
@@ -159,8 +160,11 @@ class SynthesisResult:
         import datasets
         import pyarrow.parquet as pq
 
-        name = (SNAPSHOT_FILES["scored"] if variant == "scored"
-                else SNAPSHOT_FILES[variant].format(code=get_language(language).code))
+        name = (
+            SNAPSHOT_FILES["scored"]
+            if variant == "scored"
+            else SNAPSHOT_FILES[variant].format(code=get_language(language).code)
+        )
         if name in self._tables:
             return datasets.Dataset(self._tables[name])
         if name not in self.files:

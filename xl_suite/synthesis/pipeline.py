@@ -34,7 +34,15 @@ from xl_suite.tables import STATUS_OK, column_values, count_status, keep_rows, n
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["synthesize", "apply_stages", "dedup_key", "select_final_rows", "SynthesisRun", "StageReport", "CountingGenerator"]
+__all__ = [
+    "synthesize",
+    "apply_stages",
+    "dedup_key",
+    "select_final_rows",
+    "SynthesisRun",
+    "StageReport",
+    "CountingGenerator",
+]
 
 
 def dedup_key(text: str) -> str:
@@ -47,8 +55,9 @@ def dedup_key(text: str) -> str:
     return " ".join(words)
 
 
-def apply_stages(batch: dict[str, list], stages: Sequence[Stage], *, engines: Mapping[str, Any],
-                 templates: Mapping[str, Any]) -> dict[str, list]:
+def apply_stages(
+    batch: dict[str, list], stages: Sequence[Stage], *, engines: Mapping[str, Any], templates: Mapping[str, Any]
+) -> dict[str, list]:
     """Run ``stages`` directly on one batch, with their keep filters (no chunk files, no cache).
 
     This is what a Ray Data actor does with each block (:mod:`xl_suite.synthesis.ray`); :func:`synthesize` runs
@@ -123,18 +132,28 @@ class StageReport:
     def to_dict(self, counter: CountingGenerator | None) -> dict:
         total = sum(self.status.values())
         d = {
-            "stage": self.name, "rows_in": self.rows_in, "rows_out": self.rows_out, "dropped": self.dropped,
+            "stage": self.name,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "dropped": self.dropped,
             "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
             "status": dict(sorted(self.status.items())),
             "parse_rate": (self.status.get(STATUS_OK, 0) / total) if total else None,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "chunks_computed": self.chunks_computed, "chunks_reused": self.chunks_reused,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "chunks_computed": self.chunks_computed,
+            "chunks_reused": self.chunks_reused,
             "seconds": round(self.seconds, 3),
         }
         if counter is not None:
-            d["generated"] = {"calls": counter.calls, "prompts": counter.prompts, "completions": counter.completions,
-                              "prompt_tokens": counter.prompt_tokens, "completion_tokens": counter.completion_tokens,
-                              "engine_seconds": round(counter.seconds, 3)}
+            d["generated"] = {
+                "calls": counter.calls,
+                "prompts": counter.prompts,
+                "completions": counter.completions,
+                "prompt_tokens": counter.prompt_tokens,
+                "completion_tokens": counter.completion_tokens,
+                "engine_seconds": round(counter.seconds, 3),
+            }
         return d
 
 
@@ -155,8 +174,10 @@ def select_final_rows(ds, config: SynthesisConfig, *, seen: set, produced: dict,
     keep, duplicates = [], 0
     for i, (lang, ins, res) in enumerate(zip(langs, instr, resp, strict=True)):
         if config.dedup:
-            keys = [hashlib.blake2b(f"{tag}\0{lang}\0{dedup_key(t)}".encode(), digest_size=12).digest()
-                    for tag, t in (("i", ins), ("r", res))]
+            keys = [
+                hashlib.blake2b(f"{tag}\0{lang}\0{dedup_key(t)}".encode(), digest_size=12).digest()
+                for tag, t in (("i", ins), ("r", res))
+            ]
             if any(k in seen for k in keys):
                 duplicates += 1
                 continue
@@ -176,8 +197,9 @@ class SynthesisRun:
     Its methods are the pipeline's steps; :func:`synthesize` calls them in order.
     """
 
-    def __init__(self, config: SynthesisConfig, generator, scorer, stages: Sequence[Stage], *, output, work_dir,
-                 storage_options):
+    def __init__(
+        self, config: SynthesisConfig, generator, scorer, stages: Sequence[Stage], *, output, work_dir, storage_options
+    ):
         from xl_suite.runner import StageStats
 
         self.config, self.generator, self.scorer = config, generator, scorer or generator
@@ -190,7 +212,9 @@ class SynthesisRun:
             for s in self.stages
         }
         self.output, self.storage_options = output, storage_options
-        self.work_dir = work_dir if work_dir is not None or output is None else f"{str(output).rstrip('/')}/.xl_suite_work"
+        self.work_dir = (
+            work_dir if work_dir is not None or output is None else f"{str(output).rstrip('/')}/.xl_suite_work"
+        )
         self.reports = {s.name: StageReport(s.name) for s in self.stages}
         self.run_stats = {s.name: StageStats(stage=s.name) for s in self.stages}
         self.writer = ShapeWriter(output, storage_options)
@@ -209,15 +233,24 @@ class SynthesisRun:
 
         fn_kwargs = dict(stage.params)
         if stage.engine:
-            fn_kwargs.update(generator=self.counters[stage.name], template=self.templates[stage.name],
-                             sampling=stage.sampling)
+            fn_kwargs.update(
+                generator=self.counters[stage.name], template=self.templates[stage.name], sampling=stage.sampling
+            )
         stats = self.run_stats[stage.name]
         before = (stats.chunks_computed, stats.chunks_reused)
         out = run_stage(
-            ds, stage.function, stage=stage.name, fingerprint=self.fingerprints[stage.name], work_dir=self.work_dir,
-            fn_kwargs=fn_kwargs, batch_size=self.config.batch_size, chunk_size=self.config.chunk_size,
-            remove_columns=ds.column_names if stage.reshape else None, storage_options=self.storage_options,
-            desc=stage.name, stats=stats,
+            ds,
+            stage.function,
+            stage=stage.name,
+            fingerprint=self.fingerprints[stage.name],
+            work_dir=self.work_dir,
+            fn_kwargs=fn_kwargs,
+            batch_size=self.config.batch_size,
+            chunk_size=self.config.chunk_size,
+            remove_columns=ds.column_names if stage.reshape else None,
+            storage_options=self.storage_options,
+            desc=stage.name,
+            stats=stats,
         )
         report = self.reports[stage.name]
         report.chunks_computed += stats.chunks_computed - before[0]
@@ -236,8 +269,10 @@ class SynthesisRun:
                 setattr(report, attr, getattr(report, attr) + sum(column_values(out, f"{prefix}_{attr}")))
         if stage.keep:
             if stage.keep not in out.column_names:
-                raise InvalidArgumentError(f"Stage {stage.name!r} keeps rows by column {stage.keep!r}, which its "
-                                           f"function did not return (columns: {out.column_names}).")
+                raise InvalidArgumentError(
+                    f"Stage {stage.name!r} keeps rows by column {stage.keep!r}, which its "
+                    f"function did not return (columns: {out.column_names})."
+                )
             kept = keep_rows(out, stage.keep)
             report.dropped += out.num_rows - kept.num_rows
             out = kept
@@ -249,17 +284,20 @@ class SynthesisRun:
         if stage.snapshot == "scored":
             self.writer.append(SNAPSHOT_FILES["scored"], shape_table("scored", to_arrow(out)))
         elif stage.snapshot == "bestof3":
-            append_by_language(self.writer, SNAPSHOT_FILES["bestof3"], shape_table("bestof3", to_arrow(out)),
-                               self.config.languages)
+            append_by_language(
+                self.writer, SNAPSHOT_FILES["bestof3"], shape_table("bestof3", to_arrow(out)), self.config.languages
+            )
 
     def finish_chunk(self, ds) -> None:
         """Remove duplicates, apply the per-language quota and append the default shape."""
         self.final_in += ds.num_rows
-        table, duplicates = select_final_rows(ds, self.config, seen=self.seen, produced=self.produced,
-                                              over_quota=self.over_quota)
+        table, duplicates = select_final_rows(
+            ds, self.config, seen=self.seen, produced=self.produced, over_quota=self.over_quota
+        )
         self.duplicates += duplicates
-        append_by_language(self.writer, SNAPSHOT_FILES["default"], shape_table("default", table),
-                           self.config.languages)
+        append_by_language(
+            self.writer, SNAPSHOT_FILES["default"], shape_table("default", table), self.config.languages
+        )
 
     def quota_reached(self) -> bool:
         """True when every language has ``num_examples`` pairs."""
@@ -276,7 +314,6 @@ class SynthesisRun:
         if any(s.snapshot == "scored" for s in self.stages):
             expected.append(SNAPSHOT_FILES["scored"])
         return self.writer.close(expected, lambda name: fallback_schema(name, known))
-
 
 
 def synthesize(
@@ -326,8 +363,9 @@ def synthesize(
     config = config or SynthesisConfig()
     check_text_column(seeds, text_column)
     stages = list(stages) if stages is not None else default_stages(config, generator, scorer)
-    run = SynthesisRun(config, generator, scorer, stages, output=output, work_dir=work_dir,
-                       storage_options=storage_options)
+    run = SynthesisRun(
+        config, generator, scorer, stages, output=output, work_dir=work_dir, storage_options=storage_options
+    )
     run.seed_counts = SeedCounts()
     bar = None
     if progress:
@@ -336,8 +374,14 @@ def synthesize(
         total = seeds.num_rows if config.seed_limit is None else min(seeds.num_rows, config.seed_limit)
         bar = tqdm(total=total, desc="synthesize", unit="seed")
     try:
-        chunks = iter_seed_chunks(seeds, text_column=text_column, chunk_size=config.chunk_size,
-                                  max_seeds=config.seed_limit, id_column=id_column, counts=run.seed_counts)
+        chunks = iter_seed_chunks(
+            seeds,
+            text_column=text_column,
+            chunk_size=config.chunk_size,
+            max_seeds=config.seed_limit,
+            id_column=id_column,
+            counts=run.seed_counts,
+        )
         for chunk in chunks:
             run.processed += chunk.num_rows
             ds = chunk
@@ -366,8 +410,13 @@ def synthesize(
     finally:
         if bar is not None:
             bar.close()
-    summary = build_summary(run, seeds_rows=seeds.num_rows, seconds=time.perf_counter() - t_start,
-                            seed_source=seed_source, text_column=text_column)
+    summary = build_summary(
+        run,
+        seeds_rows=seeds.num_rows,
+        seconds=time.perf_counter() - t_start,
+        seed_source=seed_source,
+        text_column=text_column,
+    )
     summary = json.loads(json.dumps(summary, default=str))  # the same object as summary.json (lists, not tuples)
     summary_url = run.writer.write_json("summary.json", summary)
     if summary_url:
@@ -375,5 +424,6 @@ def synthesize(
     for warning in summary["warnings"]:
         logger.warning(warning)
     tables = {} if output else {name: run.writer.table(name) for name in run.writer.schemas}
-    return SynthesisResult(summary=summary, files=files, output=output, _tables=tables,
-                           storage_options=storage_options)
+    return SynthesisResult(
+        summary=summary, files=files, output=output, _tables=tables, storage_options=storage_options
+    )

@@ -49,8 +49,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["synthesize_ray", "engine_factory", "ray_init_kwargs", "split_segments", "EngineActor"]
 
 #: Environment a vLLM engine needs inside Ray workers on a small CPU machine (ENVIRONMENT.md section 5).
-CPU_ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-                  "HF_HUB_OFFLINE": "1"}
+CPU_ENGINE_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+}
 
 
 def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dict:
@@ -63,8 +67,12 @@ def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dic
     4
     """
     env_vars = {**CPU_ENGINE_ENV, **{k: v for k, v in os.environ.items() if k in CPU_ENGINE_ENV}, **(env or {})}
-    return {"num_cpus": num_cpus, "include_dashboard": False, "runtime_env": {"env_vars": env_vars},
-            "log_to_driver": False}
+    return {
+        "num_cpus": num_cpus,
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": env_vars},
+        "log_to_driver": False,
+    }
 
 
 def engine_factory(backend: str, model: str, **kwargs) -> Callable[[], Any]:
@@ -220,8 +228,16 @@ def synthesize_ray(
     templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
     check_templates(stages, templates, language=config.languages[0])
     counts = SeedCounts()
-    parts = list(iter_seed_chunks(seeds, text_column=text_column, chunk_size=max(config.chunk_size, 1),
-                                  max_seeds=config.seed_limit, id_column=id_column, counts=counts))
+    parts = list(
+        iter_seed_chunks(
+            seeds,
+            text_column=text_column,
+            chunk_size=max(config.chunk_size, 1),
+            max_seeds=config.seed_limit,
+            id_column=id_column,
+            counts=counts,
+        )
+    )
     prepared = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     prepared = prepared.add_column("seed_index", list(range(prepared.num_rows)))
     ds = ray.data.from_huggingface(prepared)
@@ -239,11 +255,17 @@ def synthesize_ray(
         for index, segment in enumerate(segments):
             t0 = time.perf_counter()
             if any(s.engine for s in segment):
-                ds = ds.map_batches(_forward, fn_kwargs={"actors": actors, "segment": index},
-                                    batch_size=config.batch_size, batch_format="pyarrow", num_cpus=0.25)
+                ds = ds.map_batches(
+                    _forward,
+                    fn_kwargs={"actors": actors, "segment": index},
+                    batch_size=config.batch_size,
+                    batch_format="pyarrow",
+                    num_cpus=0.25,
+                )
             else:
-                ds = ds.map_batches(_plain, fn_kwargs={"stages": segment}, batch_size=config.batch_size,
-                                    batch_format="pyarrow")
+                ds = ds.map_batches(
+                    _plain, fn_kwargs={"stages": segment}, batch_size=config.batch_size, batch_format="pyarrow"
+                )
             ds = ds.materialize()
             hf = _to_hf(ds)
             if hf is not None:  # Ray does not keep row order: restore the local pipeline's (seed, language) order
@@ -252,8 +274,14 @@ def synthesize_ray(
                 order = sorted(range(hf.num_rows), key=lambda i: (seed_idx[i], lang_pos.get(langs[i], -1)))
                 hf = hf.select(order).flatten_indices()
             rows_out = hf.num_rows if hf is not None else 0
-            report.append({"segment": [s.name for s in segment], "rows_in": rows_in, "rows_out": rows_out,
-                           "seconds": round(time.perf_counter() - t0, 3)})
+            report.append(
+                {
+                    "segment": [s.name for s in segment],
+                    "rows_in": rows_in,
+                    "rows_out": rows_out,
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
             rows_in = rows_out
             snapshot = segment[-1].snapshot
             table = hf.with_format("arrow")[:].drop_columns(["seed_index"]) if hf is not None else pa.table({})
@@ -290,8 +318,14 @@ def synthesize_ray(
         "seeds": {"rows_available": seeds.num_rows, **counts.to_dict()},
         "segments": report,
         "final": {"duplicates_removed": duplicates, "over_quota": over_quota},
-        "languages": {c: {"requested": config.num_examples, "produced": produced[c],
-                          "shortfall": max(0, (config.num_examples or 0) - produced[c])} for c in config.languages},
+        "languages": {
+            c: {
+                "requested": config.num_examples,
+                "produced": produced[c],
+                "shortfall": max(0, (config.num_examples or 0) - produced[c]),
+            }
+            for c in config.languages
+        },
         "files": dict(sorted(writer.rows.items())),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
@@ -299,5 +333,6 @@ def synthesize_ray(
     if url:
         files["summary.json"] = url
     tables = {} if output else {name: writer.table(name) for name in writer.schemas}
-    return SynthesisResult(summary=summary, files=files, output=output, _tables=tables,
-                           storage_options=storage_options)
+    return SynthesisResult(
+        summary=summary, files=files, output=output, _tables=tables, storage_options=storage_options
+    )

@@ -38,15 +38,21 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             continue
         n, total = sum(bad.values()), sum(r.status.values())
         if stage.engine:
-            warnings.append(f"stage {stage.name}: {n} of {total} outputs could not be parsed ({bad}); they are "
-                            "counted, kept in the intermediate files where the stage has one, and not used further.")
+            warnings.append(
+                f"stage {stage.name}: {n} of {total} outputs could not be parsed ({bad}); they are "
+                "counted, kept in the intermediate files where the stage has one, and not used further."
+            )
         else:
-            warnings.append(f"stage {stage.name}: {n} of {total} rows failed the check ({bad})"
-                            + ("." if r.dropped else "; they were kept (the check does not filter here)."))
+            warnings.append(
+                f"stage {stage.name}: {n} of {total} rows failed the check ({bad})"
+                + ("." if r.dropped else "; they were kept (the check does not filter here).")
+            )
     lang_report = reports.get("language_check")
     if lang_report is not None and not config.language_filter:
-        warnings.append("The language filter is disabled (--no-language-filter): answers not identified as the "
-                        "target language were kept; see language_ok in the output rows.")
+        warnings.append(
+            "The language filter is disabled (--no-language-filter): answers not identified as the "
+            "target language were kept; see language_ok in the output rows."
+        )
     scorer = run.scorer
 
     def finite(x):
@@ -56,24 +62,48 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         "xl_suite_version": __version__,
         "synthesis_version": SYNTHESIS_VERSION,
         "reconstruction": "Stages, prompts, criteria and thresholds are our reconstruction of XL-Instruct "
-                          "(arXiv 2503.22973), not the authors' documented method.",
-        "generator": {"backend": getattr(generator, "backend", "?"), "model": generator.model,
-                      "revision": generator.revision, "fingerprint": generator.fingerprint()},
-        "scorer": {"backend": getattr(scorer, "backend", "?"), "model": scorer.model, "revision": scorer.revision,
-                   "fingerprint": scorer.fingerprint()},
+        "(arXiv 2503.22973), not the authors' documented method.",
+        "generator": {
+            "backend": getattr(generator, "backend", "?"),
+            "model": generator.model,
+            "revision": generator.revision,
+            "fingerprint": generator.fingerprint(),
+        },
+        "scorer": {
+            "backend": getattr(scorer, "backend", "?"),
+            "model": scorer.model,
+            "revision": scorer.revision,
+            "fingerprint": scorer.fingerprint(),
+        },
         "config": {k: finite(v) for k, v in config.to_dict().items()},
-        "seeds": {"source": seed_source, "text_column": text_column, "rows_available": seeds_rows,
-                  "limit": config.seed_limit, **run.seed_counts.to_dict(), "processed": processed},
+        "seeds": {
+            "source": seed_source,
+            "text_column": text_column,
+            "rows_available": seeds_rows,
+            "limit": config.seed_limit,
+            **run.seed_counts.to_dict(),
+            "processed": processed,
+        },
         "stages": [
-            {**{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
-             "template": templates[s.name].template_version if s.name in templates else None,
-             "sampling": s.sampling.to_dict() if s.sampling else None, "fingerprint": fingerprints[s.name]}
+            {
+                **{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
+                "template": templates[s.name].template_version if s.name in templates else None,
+                "sampling": s.sampling.to_dict() if s.sampling else None,
+                "fingerprint": fingerprints[s.name],
+            }
             for s in stages
         ],
-        "final": {"rows_in": run.final_in, "duplicates_removed": run.duplicates, "over_quota": run.over_quota,
-                  "dedup": config.dedup, "stopped_early": run.stopped_early},
-        "languages": {code: {"requested": config.num_examples, "produced": produced[code],
-                             "shortfall": shortfall.get(code, 0)} for code in config.languages},
+        "final": {
+            "rows_in": run.final_in,
+            "duplicates_removed": run.duplicates,
+            "over_quota": run.over_quota,
+            "dedup": config.dedup,
+            "stopped_early": run.stopped_early,
+        },
+        "languages": {
+            code: {"requested": config.num_examples, "produced": produced[code], "shortfall": shortfall.get(code, 0)}
+            for code in config.languages
+        },
         "files": dict(sorted(run.writer.rows.items())),
         "generated": {
             "prompts": sum(c.prompts for c in counters.values()),
@@ -109,23 +139,39 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}%"
 
-    header = ["stage", "rows_in", "rows_out", "kept", "ok", "prompt_tok", "compl_tok", "chunks(new/reused)",
-              "seconds"]
-    rows = [[s["stage"], str(s["rows_in"]), str(s["rows_out"]), pct(s.get("kept_rate")), pct(s.get("parse_rate")),
-             str(s["prompt_tokens"]), str(s["completion_tokens"]), f"{s['chunks_computed']}/{s['chunks_reused']}",
-             f"{s['seconds']:.2f}"] for s in summary["stages"]]
+    header = ["stage", "rows_in", "rows_out", "kept", "ok", "prompt_tok", "compl_tok", "chunks(new/reused)", "seconds"]
+    rows = [
+        [
+            s["stage"],
+            str(s["rows_in"]),
+            str(s["rows_out"]),
+            pct(s.get("kept_rate")),
+            pct(s.get("parse_rate")),
+            str(s["prompt_tokens"]),
+            str(s["completion_tokens"]),
+            f"{s['chunks_computed']}/{s['chunks_reused']}",
+            f"{s['seconds']:.2f}",
+        ]
+        for s in summary["stages"]
+    ]
     lines = text_table(header, rows)
-    lang_rows = [[code, "-" if v["requested"] is None else str(v["requested"]), str(v["produced"]),
-                  str(v["shortfall"])] for code, v in summary["languages"].items()]
+    lang_rows = [
+        [code, "-" if v["requested"] is None else str(v["requested"]), str(v["produced"]), str(v["shortfall"])]
+        for code, v in summary["languages"].items()
+    ]
     lines += text_table(["language", "requested", "produced", "shortfall"], lang_rows)
     gen = summary.get("generated", {})
-    lines.append(f"generated this run: {gen.get('prompts', 0)} prompts, {gen.get('completion_tokens', 0)} completion "
-                 f"tokens; total {summary.get('seconds', 0):.1f} s")
+    lines.append(
+        f"generated this run: {gen.get('prompts', 0)} prompts, {gen.get('completion_tokens', 0)} completion "
+        f"tokens; total {summary.get('seconds', 0):.1f} s"
+    )
     lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     return "\n".join(lines)
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            for r in [header, *rows]]
+    return [
+        "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in [header, *rows]
+    ]

@@ -25,12 +25,19 @@ from xl_suite.errors import InvalidArgumentError, SeedError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BUILTIN_SEEDS", "SeedError", "SeedCounts", "load_seeds", "builtin_seeds", "prepare_seeds", "iter_seed_chunks"]
+__all__ = [
+    "BUILTIN_SEEDS",
+    "SeedError",
+    "SeedCounts",
+    "load_seeds",
+    "builtin_seeds",
+    "prepare_seeds",
+    "iter_seed_chunks",
+]
 
 #: Name of the built-in seed sample (pass it, or ``None``, as the source).
 BUILTIN_SEEDS = "builtin"
 _FORMATS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv", ".txt": "text", ".tsv": "csv"}
-
 
 
 @dataclass
@@ -110,11 +117,14 @@ def load_seeds(
     if is_url or os.path.exists(os.path.expanduser(source)) or _looks_local(source):
         import fsspec
 
-        fs, path = fsspec.core.url_to_fs(os.path.expanduser(source) if not is_url else source,
-                                         **(storage_options or {}))
+        fs, path = fsspec.core.url_to_fs(
+            os.path.expanduser(source) if not is_url else source, **(storage_options or {})
+        )
         if not fs.exists(path):
-            raise SeedError(f"Seed source {source!r} does not exist. Pass an existing file/folder, a Hub dataset id, "
-                            f"or {BUILTIN_SEEDS!r} for the built-in sample.")
+            raise SeedError(
+                f"Seed source {source!r} does not exist. Pass an existing file/folder, a Hub dataset id, "
+                f"or {BUILTIN_SEEDS!r} for the built-in sample."
+            )
         if fs.isdir(path):
             files = sorted(p for p in fs.find(path) if _format_of(p) and not os.path.basename(p).startswith("."))
             if not files:
@@ -132,13 +142,17 @@ def load_seeds(
             data_files = source if is_url else os.path.expanduser(source)
         kwargs = {"sep": "\t"} if fmt == "csv" and str(data_files).endswith(".tsv") else {}
         files = [data_files] if isinstance(data_files, str) else data_files
-        empty = [f for f in ([path] if not fs.isdir(path) else [p for p in fs.find(path) if _format_of(p)])
-                 if fs.size(f) == 0]
+        empty = [
+            f
+            for f in ([path] if not fs.isdir(path) else [p for p in fs.find(path) if _format_of(p)])
+            if fs.size(f) == 0
+        ]
         if empty:
             raise SeedError(f"Seed file {empty[0]!r} is empty (0 bytes). Pass a file with at least one passage.")
         try:
-            ds = datasets.load_dataset(fmt, data_files=data_files, split="train", storage_options=storage_options,
-                                       **kwargs)
+            ds = datasets.load_dataset(
+                fmt, data_files=data_files, split="train", storage_options=storage_options, **kwargs
+            )
         except Exception as e:  # noqa: BLE001 - DatasetGenerationError, ArrowInvalid, StopIteration...: name the file
             raise SeedError(
                 f"Could not read seed file(s) {files[:3]} as {fmt} ({type(e).__name__}: {e}). Check the file's "
@@ -160,8 +174,14 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def prepare_seeds(batch: dict[str, list], *, text_column: str, id_column: str | None = None,
-                  counts: SeedCounts | None = None, offset: int = 0) -> dict[str, list]:
+def prepare_seeds(
+    batch: dict[str, list],
+    *,
+    text_column: str,
+    id_column: str | None = None,
+    counts: SeedCounts | None = None,
+    offset: int = 0,
+) -> dict[str, list]:
     """Turn a batch of source rows into ``seed_id``/``seed_text`` rows, dropping empty and repeated texts.
 
     Args:
@@ -224,9 +244,16 @@ def check_text_column(dataset, text_column: str) -> None:
         raise SeedError("The seed dataset is empty (0 rows). Pass a dataset with at least one passage.")
 
 
-def iter_seed_chunks(dataset, *, text_column: str = "text", chunk_size: int = 1024, max_seeds: int | None = None,
-                     id_column: str | None = None, counts: SeedCounts | None = None,
-                     read_batch: int = 1024) -> Iterator:
+def iter_seed_chunks(
+    dataset,
+    *,
+    text_column: str = "text",
+    chunk_size: int = 1024,
+    max_seeds: int | None = None,
+    id_column: str | None = None,
+    counts: SeedCounts | None = None,
+    read_batch: int = 1024,
+) -> Iterator:
     """Yield prepared seed chunks (``datasets.Dataset`` of ``seed_id``/``seed_text``) of ``chunk_size`` rows.
 
     Source rows are read in batches of ``read_batch`` (memory stays bounded by the chunk size, whatever the

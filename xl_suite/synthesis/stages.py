@@ -36,8 +36,11 @@ __all__ = [
     "language_check_batch",
 ]
 
-_LABEL_RE = re.compile(r"^\s*(?:\*\*|#+\s*)?(?:instruction|question|user request|request|prompt|answer|response)"
-                       r"\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*", re.IGNORECASE)
+_LABEL_RE = re.compile(
+    r"^\s*(?:\*\*|#+\s*)?(?:instruction|question|user request|request|prompt|answer|response)"
+    r"\s*(?:\*\*)?\s*:\s*(?:\*\*)?\s*",
+    re.IGNORECASE,
+)
 _QUOTES = [('"', '"'), ("'", "'"), ("\u201c", "\u201d"), ("`", "`")]
 _TAG_RE = re.compile(r"^\s*<(instruction|response|answer)>\s*(.*?)\s*(?:</\1>\s*)?$", re.DOTALL | re.IGNORECASE)
 
@@ -159,6 +162,7 @@ def backtranslate_batch(batch: dict[str, list], *, generator, template, sampling
     }
     return out
 
+
 backtranslate_batch.template_variables = ("passage",)
 
 
@@ -168,8 +172,10 @@ def refine_batch(batch: dict[str, list], *, generator, template, sampling: Sampl
     Adds ``response_en`` ("" when unparsed), ``refine_status``, the raw completion, tokens and provenance.
     """
     n = _n_rows(batch)
-    convs = [_render(template, instruction=i, passage=p) for i, p in zip(batch["instruction"], batch["seed_text"],
-                                                                         strict=True)]
+    convs = [
+        _render(template, instruction=i, passage=p)
+        for i, p in zip(batch["instruction"], batch["seed_text"], strict=True)
+    ]
     results = generate_checked(generator, convs, sampling)
     out = _provenance("refine", n, generator, template, sampling)
     texts = [r[0].text for r in results]
@@ -181,6 +187,7 @@ def refine_batch(batch: dict[str, list], *, generator, template, sampling: Sampl
         **_completion_columns("refine", results),
     }
     return out
+
 
 refine_batch.template_variables = ("instruction", "passage")
 
@@ -218,6 +225,7 @@ def score_batch(
         **_completion_columns("score", results),
     }
     return out
+
 
 score_batch.template_variables = ("instruction", "response", "criteria", "scale_min", "scale_max")
 
@@ -275,6 +283,7 @@ def respond_batch(batch: dict[str, list], *, generator, template, sampling: Samp
     }
     return out
 
+
 respond_batch.template_variables = ("instruction", "reference", "language")
 
 
@@ -297,7 +306,9 @@ def judge_batch(
     reaches it), tokens and provenance.
     """
     if sampling.n != 1:
-        raise InvalidArgumentError(f"The judge stage scores each candidate once: sampling.n must be 1, got {sampling.n}.")
+        raise InvalidArgumentError(
+            f"The judge stage scores each candidate once: sampling.n must be 1, got {sampling.n}."
+        )
     n = _n_rows(batch)
     crit = criteria_list(criteria)
     specs = {code: get_language(code) for code in set(batch["language"])}
@@ -305,11 +316,18 @@ def judge_batch(
     for row, cands in enumerate(batch["candidates"]):
         for j, cand in enumerate(cands):
             if cand:
-                convs.append(_render(template,
-                    instruction=batch["instruction"][row], reference=batch["response_en"][row], response=cand,
-                    language=specs[batch["language"][row]], criteria=crit, scale_min=SCORE_SCALE[0],
-                    scale_max=SCORE_SCALE[1],
-                ))
+                convs.append(
+                    _render(
+                        template,
+                        instruction=batch["instruction"][row],
+                        reference=batch["response_en"][row],
+                        response=cand,
+                        language=specs[batch["language"][row]],
+                        criteria=crit,
+                        scale_min=SCORE_SCALE[0],
+                        scale_max=SCORE_SCALE[1],
+                    )
+                )
                 where.append((row, j))
     results = generate_checked(generator, convs, sampling)
     raw = [[""] * len(c) for c in batch["candidates"]]
@@ -343,8 +361,16 @@ def judge_batch(
     }
     return out
 
-judge_batch.template_variables = ("instruction", "reference", "response", "language", "criteria", "scale_min",
-                                  "scale_max")
+
+judge_batch.template_variables = (
+    "instruction",
+    "reference",
+    "response",
+    "language",
+    "criteria",
+    "scale_min",
+    "scale_max",
+)
 
 
 def language_check_batch(
@@ -364,33 +390,33 @@ def language_check_batch(
     return {**checked, "language_passed": ok if enabled else [True] * len(ok)}
 
 
-backtranslate_batch.inputs = ('seed_text',)
-backtranslate_batch.outputs = ('instruction', 'backtranslate_status')
+backtranslate_batch.inputs = ("seed_text",)
+backtranslate_batch.outputs = ("instruction", "backtranslate_status")
 
 
-refine_batch.inputs = ('instruction', 'seed_text')
-refine_batch.outputs = ('response_en', 'refine_status')
+refine_batch.inputs = ("instruction", "seed_text")
+refine_batch.outputs = ("response_en", "refine_status")
 
 
-score_batch.inputs = ('instruction', 'response_en')
-score_batch.outputs = ('score_scores', 'score_mean', 'score_status')
+score_batch.inputs = ("instruction", "response_en")
+score_batch.outputs = ("score_scores", "score_mean", "score_status")
 
 
-score_filter_batch.inputs = ('score_mean',)
-score_filter_batch.outputs = ('score_passed',)
+score_filter_batch.inputs = ("score_mean",)
+score_filter_batch.outputs = ("score_passed",)
 
 
-expand_languages_batch.inputs = ('seed_id',)
-expand_languages_batch.outputs = ('language', 'id')
+expand_languages_batch.inputs = ("seed_id",)
+expand_languages_batch.outputs = ("language", "id")
 
 
-respond_batch.inputs = ('instruction', 'response_en', 'language')
-respond_batch.outputs = ('candidates', 'respond_status', 'model', 'revision', 'template_version', 'sampling')
+respond_batch.inputs = ("instruction", "response_en", "language")
+respond_batch.outputs = ("candidates", "respond_status", "model", "revision", "template_version", "sampling")
 
 
-judge_batch.inputs = ('instruction', 'response_en', 'candidates', 'language')
-judge_batch.outputs = ('response', 'best_index', 'best_score', 'judge_status', 'judge_passed')
+judge_batch.inputs = ("instruction", "response_en", "candidates", "language")
+judge_batch.outputs = ("response", "best_index", "best_score", "judge_status", "judge_passed")
 
 
-language_check_batch.inputs = ('response', 'language')
-language_check_batch.outputs = ('language_id', 'language_prob', 'language_ok', 'language_status', 'language_passed')
+language_check_batch.inputs = ("response", "language")
+language_check_batch.outputs = ("language_id", "language_prob", "language_ok", "language_status", "language_passed")
