@@ -27,6 +27,7 @@ import gc
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,7 +42,6 @@ from xl_suite.engines import (
     validate_conversations,
 )
 from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
-from xl_suite.engines.vllm_stream import RequestStream
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
 
@@ -254,7 +254,7 @@ class VLLMGenerator:
             from xl_suite.reaper import watch
 
             self._reaper = watch(self.engine_pids)  # the engine dies with this process, even on SIGKILL
-        self._stream = RequestStream(self._llm, chat_template=self._chat_template)
+        self._lock = threading.Lock()
         self.ledger = TokenLedger()
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
         if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
@@ -273,9 +273,7 @@ class VLLMGenerator:
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
         """Generate ``sampling.n`` completions per conversation, in input order.
 
-        Thread-safe: the requests join one continuous stream on the engine (:mod:`xl_suite.engines.vllm_stream`),
-        so calls made at the same time from several threads share its batch and none waits for another's longest
-        answer.
+        One ``LLM.chat`` call for the whole list (calls are serialised by a lock).
 
         Each conversation is sampled with its own seed, ``conversation_seed(sampling.seed, conversation)``, and
         vLLM gives candidate ``i`` that seed plus ``i``: a prompt's outputs do not depend on its batch. With
@@ -295,11 +293,12 @@ class VLLMGenerator:
             params = [self._sampling_params(sampling, conversation_seed(sampling.seed, c)) for c in convs]
         except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
             raise InvalidArgumentError(f"vLLM rejected the sampling settings {sampling.to_json()}: {e}") from e
-        try:  # one stream for every caller: concurrent calls share the engine's batch (no barrier between calls)
-            outputs = self._stream.run(convs, params)
-        except Exception as e:
-            self.ledger.add(requests=1, failures=1)
-            raise GenerationError(f"vLLM generation failed for {len(convs)} conversations: {e}") from e
+        with self._lock:
+            try:
+                outputs = self._llm.chat(convs, params, use_tqdm=self.use_tqdm, chat_template=self._chat_template)
+            except Exception as e:
+                self.ledger.add(requests=1, failures=1)
+                raise GenerationError(f"vLLM generation failed for {len(convs)} conversations: {e}") from e
         if len(outputs) != len(convs):
             raise GenerationError(f"vLLM returned {len(outputs)} outputs for {len(convs)} conversations.")
         results = [self._to_completions(out, sampling) for out in outputs]
@@ -323,9 +322,6 @@ class VLLMGenerator:
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
-        stream = getattr(self, "_stream", None)
-        if stream is not None:
-            stream.close()
         try:
             llm.llm_engine.engine_core.shutdown()
         except Exception as e:  # pragma: no cover - best effort; the processes are checked below
