@@ -33,7 +33,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.fingerprint import stable_hash
+from xl_suite.fingerprint import content_hash, stable_hash
 from xl_suite.safety import DirLock, quarantine, unique_temp_path
 
 
@@ -83,32 +83,6 @@ class StageStats:
                 "seconds",
             )
         } | self.extra
-
-
-def content_hash(ds) -> str:
-    """Hash of a Dataset's content (schema + rows), independent of how it was created or stored.
-
-    The table is combined into one chunk per column and cast to the features' canonical Arrow schema (Parquet
-    renames list items, ``list<item>`` -> ``list<element>``), without schema metadata, before hashing.
-
-    >>> import datasets
-    >>> a = datasets.Dataset.from_dict({"x": [1, 2]}); b = datasets.Dataset.from_dict({"x": [1, 2]})
-    >>> content_hash(a) == content_hash(b)
-    True
-    >>> parts = datasets.concatenate_datasets([a.select([0]), a.select([1])])
-    >>> content_hash(parts) == content_hash(a)
-    True
-    """
-    import pyarrow as pa
-
-    table = ds.with_format("arrow")[:] if ds.num_rows else ds.data.table.slice(0, 0)
-    if not isinstance(table, pa.Table):
-        table = pa.table(table)
-    table = table.combine_chunks().cast(ds.features.arrow_schema).replace_schema_metadata(None)
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
 
 
 def _fs(work_dir: str, storage_options: dict | None):

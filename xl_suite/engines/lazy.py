@@ -103,9 +103,11 @@ class LazyGenerator:
     # -- the memo ----------------------------------------------------------------------------------------------
 
     def _key(self) -> str:
-        from xl_suite.engines import local_model_hash, resolve_model
+        from xl_suite.engines import local_model_hash
 
-        _, local_dir = resolve_model(self.model) if self.backend in ("vllm", "transformers") else (None, None)
+        # the key only names the engine; the model itself is checked when the engine starts
+        path = Path(str(self.model)).expanduser()
+        local_dir = path if self.backend in ("vllm", "transformers") and (path / "config.json").is_file() else None
         version = None
         if self.backend in ("vllm", "transformers"):
             from importlib import metadata
