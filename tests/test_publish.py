@@ -47,11 +47,11 @@ def test_push_new_language_configs_then_load(alpaca_eval_path, tmp_path):
             env,
             "languages",
             "add",
-            "sw",
+            "gsw",
             "--name",
-            "swahili",
+            "swiss german",
             "--native-name",
-            "Kiswahili",
+            "Schwiizertüütsch",
             "--script",
             "Latn",
             cwd=tmp_path,
@@ -62,14 +62,14 @@ def test_push_new_language_configs_then_load(alpaca_eval_path, tmp_path):
             "export",
             str(tmp_path / "xl-suite"),
             "--languages",
-            "de,sw",
+            "de,gsw",
             "--alpaca-eval",
             str(alpaca_eval_path),
             cwd=tmp_path,
         )
         assert r.returncode == 0, r.stderr
         logs = []
-        for config in ("xl-alpacaeval-de", "xl-alpacaeval-sw"):
+        for config in ("xl-alpacaeval-de", "xl-alpacaeval-gsw"):
             r = _cli(
                 env,
                 "-v",
@@ -93,23 +93,23 @@ def test_push_new_language_configs_then_load(alpaca_eval_path, tmp_path):
         script = (
             "import json, datasets\n"
             "out = {c: datasets.load_dataset('me/xl-suite', c, split='test').num_rows "
-            "for c in ('xl-alpacaeval-de', 'xl-alpacaeval-sw', 'xl-alpacaeval-ga')}\n"
-            "row = datasets.load_dataset('me/xl-suite', 'xl-alpacaeval-sw', split='test')[0]\n"
-            "print('RESULT ' + json.dumps({'rows': out, 'sw': row['instruction']}))\n"
+            "for c in ('xl-alpacaeval-de', 'xl-alpacaeval-gsw', 'xl-alpacaeval-ga')}\n"
+            "row = datasets.load_dataset('me/xl-suite', 'xl-alpacaeval-gsw', split='test')[0]\n"
+            "print('RESULT ' + json.dumps({'rows': out, 'gsw': row['instruction']}))\n"
         )
         r = subprocess.run(
             [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
         )
         assert r.returncode == 0, r.stderr[-3000:]
         res = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("RESULT "))[7:])
-        assert res["rows"] == {"xl-alpacaeval-de": 797, "xl-alpacaeval-sw": 797, "xl-alpacaeval-ga": 797}
-        assert res["sw"].endswith("Please respond in Swahili.")
+        assert res["rows"] == {"xl-alpacaeval-de": 797, "xl-alpacaeval-gsw": 797, "xl-alpacaeval-ga": 797}
+        assert res["gsw"].endswith("Please respond in Swiss German.")
 
         card = server.read("me/xl-suite", "README.md").decode()
-        for config in ("xl-alpacaeval-de", "xl-alpacaeval-sw", "xl-alpacaeval-ga"):
+        for config in ("xl-alpacaeval-de", "xl-alpacaeval-gsw", "xl-alpacaeval-ga"):
             assert f"| `{config}` | test | 797 |" in card
-        assert "| sw | Swahili | Kiswahili | Latn | Please respond in Swahili. |" in card
-        assert "config_name: xl-alpacaeval-sw" in card  # push_to_hub's configs YAML kept
+        assert "| gsw | Swiss German | Schwiizertüütsch | Latn | Please respond in Swiss German. |" in card
+        assert "config_name: xl-alpacaeval-gsw" in card  # push_to_hub's configs YAML kept
         assert "Come up with words that rhyme" in card and "cc-by-nc-4.0" in card
         assert SECRET not in card
         assert all(SECRET not in log for log in logs)
