@@ -986,11 +986,11 @@ def test_hub_seeds_and_push_of_a_new_language(tmp_path):
             "xl_suite.cli",
             "languages",
             "add",
-            "sw",
+            "gsw",
             "--name",
-            "swahili",
+            "swiss german",
             "--native-name",
-            "Kiswahili",
+            "Schwiizertüütsch",
             "--script",
             "Latn",
         )
@@ -1007,19 +1007,20 @@ def test_hub_seeds_and_push_of_a_new_language(tmp_path):
             "--text-column",
             "body",
             "--languages",
-            "mt,sw",
+            "mt,gsw",
+            "--no-language-filter",  # no offline identifier knows Swiss German
             "--output",
             str(tmp_path / "out"),
             "--push",
             "me/xl-instruct",
             "--no-progress",
         )
-        assert "xl-instruct-sw: pushed to me/xl-instruct" in out
+        assert "xl-instruct-gsw: pushed to me/xl-instruct" in out
         rows = run(
             "-c",
             "import datasets; print(*[datasets.load_dataset('me/xl-instruct', c, split='train').num_rows"
-            " for c in ('xl-instruct-mt', 'xl-instruct-sw')])",
+            " for c in ('xl-instruct-mt', 'xl-instruct-gsw')])",
         )
         assert rows.split()[-2:] == ["6", "6"]
         card = server.read("me/xl-instruct", "README.md").decode()
-        assert "config_name: xl-instruct-sw" in card and secret not in card
+        assert "config_name: xl-instruct-gsw" in card and secret not in card

@@ -45,11 +45,16 @@ class LazyGenerator:
     def __init__(self, spec, *, factory=None, memo_path: str | Path | None = None):
         self.spec = spec
         self.backend = spec.backend or "vllm"
-        self.model = spec.model
+        self._model = spec.model
         self.revision = spec.revision
         self._factory = factory or spec.build
         self._memo_path = Path(memo_path) if memo_path is not None else fingerprint_memo_path()
         self._engine = None
+
+    @property
+    def model(self) -> str:
+        """The engine's model name once it runs (e.g. a resolved local path), the spec's before."""
+        return self._engine.model if self._engine is not None else self._model
 
     @property
     def started(self) -> bool:
@@ -106,7 +111,7 @@ class LazyGenerator:
         from xl_suite.engines import local_model_hash
 
         # the key only names the engine; the model itself is checked when the engine starts
-        path = Path(str(self.model)).expanduser()
+        path = Path(str(self._model)).expanduser()
         local_dir = path if self.backend in ("vllm", "transformers") and (path / "config.json").is_file() else None
         version = None
         if self.backend in ("vllm", "transformers"):
@@ -121,7 +126,7 @@ class LazyGenerator:
         return stable_hash(
             "lazy-engine",
             self.backend,
-            self.model,
+            self._model,
             self.spec.revision,
             self.spec.engine_kwargs,
             local_model_hash(local_dir) if local_dir is not None else None,
