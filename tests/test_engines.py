@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from xl_suite.engines import is_openai_available, is_transformers_available, local_model_hash, resolve_model
-from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed
+from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed, failure_status
 from xl_suite.errors import GenerationError
 from xl_suite.fingerprint import stable_hash
 
@@ -237,6 +237,61 @@ def test_vllm_seeded_sampling_is_reproducible_and_batch_independent(vllm_generat
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_vllm_calls_from_threads_share_the_engine_and_match_sequential_calls(vllm_generator):
+    """The request stream: concurrent calls join one running batch; each gets exactly its own outputs."""
+    import threading
+
+    sampling = SamplingConfig(temperature=1.0, max_tokens=10, seed=3)
+    sequential = [_texts(vllm_generator.generate([c], sampling)) for c in CONVERSATIONS]
+    results, errors = [None] * len(CONVERSATIONS), []
+    overlap, running, lock = [0], [0], threading.Lock()
+
+    def call(i):
+        try:
+            with lock:
+                running[0] += 1
+                overlap[0] = max(overlap[0], running[0])
+            results[i] = _texts(vllm_generator.generate([CONVERSATIONS[i]], sampling))
+            with lock:
+                running[0] -= 1
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(CONVERSATIONS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and results == sequential
+    assert overlap[0] > 1, "the calls were in flight together"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_per_conversation_sampling_forces_each_length(vllm_generator):
+    lengths = [3, 17, 9, 1]
+    samplings = [SamplingConfig(temperature=1.0, max_tokens=n, min_tokens=n, seed=1) for n in lengths]
+    out = vllm_generator.generate(CONVERSATIONS[:4], samplings)
+    assert [c[0].completion_tokens for c in out] == lengths
+    with pytest.raises(ValueError, match="one per conversation"):
+        vllm_generator.generate(CONVERSATIONS[:4], samplings[:2])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_truncate_prompts_keeps_the_tail_and_says_so(vllm_generator, monkeypatch):
+    too_long = [{"role": "user", "content": "Grüße ġħż " * 2000}]
+    monkeypatch.setattr(vllm_generator, "truncate_prompts", True)
+    fingerprint = vllm_generator.fingerprint()
+    (cands,) = vllm_generator.generate([too_long], SamplingConfig(max_tokens=4, min_tokens=4))
+    assert failure_status(cands[0]) is None and cands[0].completion_tokens == 4
+    assert cands[0].prompt_tokens == 2048 - 4 and cands[0].extra["prompt_truncated"] is True
+    monkeypatch.setattr(vllm_generator, "truncate_prompts", False)
+    assert vllm_generator.fingerprint() != fingerprint, "truncation changes outputs, so it changes the fingerprint"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_vllm_greedy_is_deterministic_and_order_preserved(vllm_generator, hf_tokenizer):
     greedy = SamplingConfig(temperature=0.0, max_tokens=16, n=2)
     results = vllm_generator.generate(CONVERSATIONS, greedy)
@@ -285,10 +340,12 @@ def test_vllm_json_schema_output_parses(vllm_generator, temperature):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_errors_raise_and_leave_the_engine_usable(vllm_generator):
+def test_vllm_overlong_prompt_is_a_row_failure_and_errors_leave_the_engine_usable(vllm_generator):
     too_long = [{"role": "user", "content": "Grüße ġħż " * 2000}]
-    with pytest.raises(GenerationError, match="vLLM generation failed"):
-        vllm_generator.generate([CONVERSATIONS[0], too_long], SamplingConfig(max_tokens=4))
+    first, overlong = vllm_generator.generate([CONVERSATIONS[0], too_long], SamplingConfig(max_tokens=4))
+    assert first[0].text and failure_status(first[0]) is None, "the row that fits is generated"
+    assert failure_status(overlong[0]) == "too_long" and overlong[0].text == ""
+    assert "2048 tokens" in overlong[0].extra["error"]
     with pytest.raises(GenerationError):
         vllm_generator.generate(CONVERSATIONS[:1], SamplingConfig(max_tokens=4, json_schema={"type": "no-such-type"}))
     with pytest.raises(ValueError, match="must be a non-empty list"):
