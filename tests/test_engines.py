@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -397,7 +398,8 @@ SECRET = "sk-test-0123456789abcdef-SECRET"
 
 
 class _StubOpenAI:
-    """A tiny ``/v1/chat/completions`` server: ``plan(k, body)`` returns (status, headers, delay) for request k."""
+    """A tiny ``/v1/chat/completions`` server: ``plan(k, body)`` returns (status, headers, delay[, error body]) for
+    request k."""
 
     def __init__(self, plan=None):
         self.plan = plan or (lambda k, body: (200, {}, 0.0))
@@ -423,9 +425,13 @@ class _StubOpenAI:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:
-                    status, headers, delay = stub.plan(k, body)
+                    status, headers, delay, *error = stub.plan(k, body)
                     time.sleep(delay)
-                    payload = stub.reply(body) if status == 200 else {"error": {"message": f"stub error {status}"}}
+                    payload = (
+                        stub.reply(body)
+                        if status == 200
+                        else (error[0] if error else {"error": {"message": f"stub error {status}"}})
+                    )
                     data = json.dumps(payload).encode()
                     self.send_response(status)
                     for key, value in {"Content-Type": "application/json", **headers}.items():
@@ -540,18 +546,40 @@ def test_openai_retries_with_backoff_then_succeeds(stub_openai, monkeypatch):
 
 
 @requires_openai
-def test_openai_gives_up_and_names_the_status(stub_openai, monkeypatch):
-    stub = stub_openai(lambda k, body: (503, {}, 0.0))
+def test_openai_failed_request_is_a_row_failure_naming_the_status(stub_openai, monkeypatch):
+    stub = stub_openai(lambda k, body: (503 if "row 0" in body["messages"][0]["content"] else 200, {}, 0.0))
     gen = _openai(stub.base_url, monkeypatch, max_retries=2)
-    with pytest.raises(GenerationError, match=r"HTTP 503 \(after 2 retries\)"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
-    assert len(stub.requests) == 3 and gen.ledger.retries == 2 and gen.ledger.failures == 1
+    failed, fine = gen.generate([[{"role": "user", "content": "row 0"}], CONVERSATIONS[1]], SamplingConfig())
+    assert failure_status(failed[0]) == "error" and failed[0].text == ""
+    assert re.search(r"HTTP 503 \(after 2 retries\)", failed[0].extra["error"])
+    assert failure_status(fine[0]) is None and fine[0].text
+    assert gen.ledger.retries == 2 and gen.ledger.failures == 1
 
     bad = stub_openai(lambda k, body: (400, {}, 0.0))
     gen = _openai(bad.base_url, monkeypatch, max_retries=5)
-    with pytest.raises(GenerationError, match=r"HTTP 400 \(not retryable\)"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    (row,) = gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    assert failure_status(row[0]) == "error" and "HTTP 400 (not retryable)" in row[0].extra["error"]
     assert len(bad.requests) == 1 and gen.ledger.retries == 0
+
+    context = {"error": {"message": "This model's maximum context length is 4096 tokens", "code": "context_length"}}
+    long = stub_openai(lambda k, body: (400, {}, 0.0, context))
+    gen = _openai(long.base_url, monkeypatch)
+    assert failure_status(gen.generate(CONVERSATIONS[:1], SamplingConfig())[0][0]) == "too_long"
+
+
+@requires_openai
+def test_openai_setup_errors_and_failures_in_a_row_stop_the_call(stub_openai, monkeypatch):
+    auth = stub_openai(lambda k, body: (401, {}, 0.0))
+    gen = _openai(auth.base_url, monkeypatch, max_retries=5)
+    with pytest.raises(GenerationError, match=r"HTTP 401 \(not retryable\)"):
+        gen.generate(CONVERSATIONS[:2], SamplingConfig())
+
+    dead = stub_openai(lambda k, body: (400, {}, 0.0))
+    gen = _openai(dead.base_url, monkeypatch, max_concurrency=1)
+    gen.max_consecutive_failures = 3
+    with pytest.raises(GenerationError, match="3 requests to model .* failed in a row"):
+        gen.generate(CONVERSATIONS * 2, SamplingConfig())
+    assert len(dead.requests) == 3, "the call stops at the limit instead of sending every request"
 
 
 @requires_openai
@@ -565,9 +593,12 @@ def test_openai_retries_timeouts_and_connection_errors(stub_openai, monkeypatch)
     url = down.base_url
     down.close()
     gen = _openai(url, monkeypatch, max_retries=1)
-    with pytest.raises(GenerationError, match="APIConnectionError"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    (row,) = gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    assert failure_status(row[0]) == "error" and "APIConnectionError" in row[0].extra["error"]
     assert gen.ledger.retries == 1 and gen.ledger.failures == 1
+    gen.max_consecutive_failures = 2
+    with pytest.raises(GenerationError, match="APIConnectionError"):
+        gen.generate(CONVERSATIONS[:3], SamplingConfig())
 
 
 @requires_openai

@@ -133,6 +133,23 @@ def failure_status(completion) -> str | None:
     return status if status in ROW_FAILURES else None
 
 
+def row_status(completion, ok: bool | None = None, otherwise: str = "empty") -> str:
+    """The ``*_status`` value of a row: the backend's per-row failure (``too_long``/``error``) if any, else ``"ok"``
+    when ``ok`` (default: the completion has text), else ``otherwise`` (``"empty"``, ``"unparsed"``...).
+
+    >>> row_status(Completion("Hallo")), row_status(Completion("")), row_status(Completion("{"), False, "unparsed")
+    ('ok', 'empty', 'unparsed')
+    >>> row_status(failed_completion("error", "HTTP 503"), True)
+    'error'
+    """
+    status = failure_status(completion)
+    if status is not None:
+        return status
+    if ok is None:
+        ok = bool(completion.text and completion.text.strip())
+    return "ok" if ok else otherwise
+
+
 def concurrent_calls(generator) -> bool:
     """True when ``generator.generate`` may be called from several threads at once and their requests share the
     engine (vLLM's request stream, the HTTP backend's one sliding window). :func:`xl_suite.runner.run_stage` then

@@ -56,7 +56,7 @@ from xl_suite.engines import (
     validate_conversations,
 )
 from xl_suite.engines.base import (
-        STATUS_TOO_LONG,
+    STATUS_TOO_LONG,
     Completion,
     Messages,
     SamplingConfig,
