@@ -196,6 +196,21 @@ class LanguageSpec:
         return self.english_name
 
     @property
+    def prompt_name(self) -> str:
+        """English name and the language's own name, as prompts name the target language.
+
+        The English name alone where the two are the same (or CLDR has no autonym and falls back to English).
+
+        >>> LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn").prompt_name
+        'Swahili (Kiswahili)'
+        >>> LanguageSpec(code="eo", name="esperanto", native_name="esperanto", script="Latn").prompt_name
+        'Esperanto'
+        """
+        if self.native_name.casefold() == self.english_name.casefold():
+            return self.english_name
+        return f"{self.english_name} ({self.native_name})"
+
+    @property
     def config_code(self) -> str:
         """Lower-case code used in config names (``"xl-alpacaeval-pt-br"``)."""
         return config_code(self.code)
