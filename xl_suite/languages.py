@@ -231,10 +231,21 @@ BENCHMARK_LANGUAGES: tuple[str, ...] = CORE_LANGUAGES + EXTRA_LANGUAGES
 _OVERRIDES: dict[str, dict] = {
     # langcodes maps py3langid's 'tl' to Filipino; the model's label is Tagalog.
     "tl": {"english_name": "Tagalog", "native_name": "Tagalog"},
-    # CLDR has no autonym for these and falls back to the English name.
+    # CLDR has no autonym for these and falls back to the English name; the prompts name the language in its own
+    # name (LanguageSpec.prompt_name), so these come from the language's own Wikipedia edition (its site name).
     "wuu": {"native_name": "吴语"},
     "li": {"native_name": "Limburgs"},
     "udm": {"native_name": "удмурт кыл"},
+    "ace": {"native_name": "Acèh"},
+    "ary": {"native_name": "الدارجة"},
+    "arz": {"native_name": "مصرى"},
+    "crh": {"native_name": "qırımtatarca"},
+    "ext": {"native_name": "estremeñu"},
+    "fuv": {"native_name": "Fulfulde"},
+    "gcr": {"native_name": "kriyòl gwiyannen"},
+    "gom": {"native_name": "गोंयची कोंकणी"},
+    "guw": {"native_name": "Gungbe"},
+    "ltg": {"native_name": "latgaļu"},
     # CLDR's likely script is wrong for the historic languages and Southern Uzbek.
     "grc": {"script": "Grek", "native_name": "Ἀρχαία Ἑλληνικὴ"},
     "hbo": {"script": "Hebr", "native_name": "עברית מקראית"},
