@@ -194,7 +194,7 @@ def test_report_files_and_png(tmp_path):
         "## Cost and token ledger",
         "## Unparsed judgments",
         "reconstructs",
-        "judge_pairwise@1+",
+        "judge_pairwise@2+",
     ):
         assert needle in md
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
@@ -274,7 +274,7 @@ def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
         "ok",
         "empty",
     ]
-    assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@1+")
+    assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@2+")
     paths = write_m_alpacaeval(out, tmp_path / "m")
     with pytest.raises(FileExistsError):
         write_m_alpacaeval(out, tmp_path / "m")
