@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 
 from xl_suite.engines.base import Completion
 from xl_suite.errors import GenerationError, XlSuiteError
@@ -24,25 +25,50 @@ class FakeGenerator:
 
     ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
     hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
+    ``concurrent_calls=True`` lets pipelines overlap calls, as with vLLM's request stream (the counters are
+    thread-safe; ``max_in_flight`` records the most calls seen at once).
     """
 
     backend = "fake"
 
-    def __init__(self, responder=None, *, model: str = "fake-model", revision: str | None = None, fail_on=None):
+    def __init__(
+        self,
+        responder=None,
+        *,
+        model: str = "fake-model",
+        revision: str | None = None,
+        fail_on=None,
+        concurrent_calls: bool = False,
+    ):
         self.model = model
         self.revision = revision
         self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
         self._fail_on = fail_on
+        self.concurrent_calls = concurrent_calls
         self.calls = 0
         self.prompts_seen = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
 
     def generate(self, conversations, sampling):
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return self._generate(conversations, sampling)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _generate(self, conversations, sampling):
         out = []
         for conv in conversations:
             if self._fail_on is not None and self._fail_on(conv):
                 raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
-            self.prompts_seen += 1
+            with self._lock:
+                self.prompts_seen += 1
             cands = []
             for i in range(sampling.n):
                 text = self._responder(conv, i, sampling)

@@ -438,6 +438,9 @@ class VLLMGenerator:
         self.ledger = TokenLedger()
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        #: Requests the scheduler runs at once; pipelines keep twice that in flight so the engine never waits.
+        self.max_num_seqs = int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.in_flight_rows = 2 * self.max_num_seqs
         self._stream = None
         if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
             self.close()
