@@ -210,6 +210,19 @@ class _Job:
 _STOP = object()
 
 
+class _Exclusive:
+    """A function that needs the engine to itself (the baseline's ``LLM.chat``), run when nothing is in flight."""
+
+    def __init__(self, fn, llm):
+        self.fn, self.llm, self.future = fn, llm, Future()
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self.fn(self.llm))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.future.set_exception(e)
+
+
 class _RequestStream:
     """The thread that owns a started ``vllm.LLM``: adds every call's requests and steps the engine.
 
@@ -223,11 +236,18 @@ class _RequestStream:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[str, tuple[_Job, int]] = {}
         self._alias: dict[str, str] = {}
+        self._exclusive: list[_Exclusive] = []
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="xl-suite-vllm-stream", daemon=True)
         self._thread.start()
 
-    def submit(self, job: _Job) -> Future:
+    def run_exclusive(self, fn):
+        """Run ``fn(llm)`` on the stream thread while no request is in the engine; return its result."""
+        job = _Exclusive(fn, self._llm)
+        self.submit(job)
+        return job.future.result()
+
+    def submit(self, job) -> Future:
         if self._failure is not None:
             raise GenerationError(f"The vLLM engine failed earlier and cannot take requests: {self._failure}")
         if not self._thread.is_alive():
@@ -248,7 +268,7 @@ class _RequestStream:
         engine = self._llm.llm_engine
         try:
             while True:
-                busy = engine.has_unfinished_requests()
+                busy = engine.has_unfinished_requests() or bool(self._exclusive)
                 try:
                     item = self._queue.get(block=not busy)
                 except queue.Empty:
@@ -257,7 +277,10 @@ class _RequestStream:
                     if item is _STOP:
                         self._abort_all("the generator was closed")
                         return
-                    self._add(item)
+                    if isinstance(item, _Exclusive):
+                        self._exclusive.append(item)
+                    else:
+                        self._add(item)
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
@@ -266,6 +289,8 @@ class _RequestStream:
                     for out in engine.step():
                         if out.finished:
                             self._finish(out)
+                elif self._exclusive:
+                    self._exclusive.pop(0).run()
         except BaseException as e:  # noqa: BLE001 - the engine died: every waiting call gets the error
             self._failure = e
             logger.error("vLLM request stream stopped: %r", e)
@@ -328,8 +353,11 @@ class _RequestStream:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Job):
+            if isinstance(item, (_Job, _Exclusive)):
                 jobs[id(item)] = item
+        for item in self._exclusive:
+            jobs[id(item)] = item
+        self._exclusive.clear()
         for job in jobs.values():
             if not job.future.done():
                 job.future.set_exception(GenerationError(f"vLLM generation stopped: {reason}"))
@@ -504,6 +532,23 @@ class VLLMGenerator:
             completion_tokens=sum(x.completion_tokens for c in results for x in c),
         )
         return results
+
+    def generate_in_one_call(
+        self, conversations: Sequence[Messages], sampling: SamplingConfig | Sequence[SamplingConfig]
+    ) -> list[list[Completion]]:
+        """Baseline for benchmarks: the same requests as :meth:`generate`, as one ``LLM.chat`` call that has the
+        engine to itself (it waits until no other request is in flight). Use :meth:`generate` for work."""
+        convs = validate_conversations(conversations)
+        samplings = self._per_conversation(sampling, len(convs))
+        params = [
+            self._sampling_params(s, conversation_seed(s.seed, c)) for s, c in zip(samplings, convs, strict=True)
+        ]
+        if self._stream is None:
+            raise GenerationError("This VLLMGenerator is closed.")
+        outputs = self._stream.run_exclusive(
+            lambda llm: llm.chat(convs, params, use_tqdm=False, chat_template=self._chat_template)
+        )
+        return [self._to_completions(o, s) for o, s in zip(outputs, samplings, strict=True)]
 
     @staticmethod
     def _per_conversation(sampling, n: int) -> list[SamplingConfig]:
