@@ -187,7 +187,8 @@ def run_finetune(
     if cfg.lora:
         _require_peft()
     student = student or EngineSpec()
-    teacher = _spec_or_none(teacher)
+    if judge is not None and not judge.model and (judge.backend or judge.revision or judge.engine_kwargs):
+        raise InvalidArgumentError("--judge-backend/--judge-revision/--judge-engine-kwargs need --judge-model.")
     judge = _spec_or_none(judge)
     if judge is not None and cfg.judge_preset:
         raise InvalidArgumentError("Pass --judge-preset or --judge-model, not both.")
@@ -205,21 +206,26 @@ def run_finetune(
 
         echo("[1/7] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model)")
         model = str(build_tiny_model(out / "tiny-model"))
+    else:
+        echo(f"[1/7] Model: {model}")
     student_backend = student.backend or "vllm"
-    stand_in_kwargs = {"max_model_len": 2048, "max_num_batched_tokens": 65536} if stand_in else {}
+    # vLLM on CPU fails on seeded sampling when it splits a prefill (notebooks/README.md): one big step avoids it
+    stand_in_kwargs = {"max_model_len": 2048, "engine_kwargs": {"max_num_batched_tokens": 65536}} if stand_in else {}
     student_spec = EngineSpec(
         model=model,
         backend=student_backend,
         revision=student.revision,
         engine_kwargs=_engine_kwargs(student_backend, stand_in_kwargs, student.engine_kwargs),
     )
-    teacher_backend = (teacher.backend if teacher else None) or student_backend
+    # the teacher: its own model, or the student's model with the teacher's backend/kwargs when only those are given
+    t_model = teacher.model if teacher is not None and teacher.model else None
+    teacher_backend = (teacher.backend if teacher is not None else None) or student_backend
     teacher_spec = EngineSpec(
-        model=teacher.model if teacher else model,
+        model=t_model or model,
         backend=teacher_backend,
-        revision=teacher.revision if teacher else student.revision,
+        revision=teacher.revision if t_model else student.revision,
         engine_kwargs=_engine_kwargs(
-            teacher_backend, stand_in_kwargs if teacher is None else {}, teacher.engine_kwargs if teacher else {}
+            teacher_backend, stand_in_kwargs if t_model is None else {}, teacher.engine_kwargs if teacher else {}
         ),
     )
     preset = None
@@ -236,7 +242,7 @@ def run_finetune(
     else:
         judge_spec = judge or teacher_spec
     echo(
-        f"[1/7] Student {model} ({student_backend}); teacher {teacher_spec.model} ({teacher_spec.backend}); "
+        f"      student {model} ({student_backend}); teacher {teacher_spec.model} ({teacher_spec.backend}); "
         f"judge {judge_spec.model} ({judge_spec.backend or 'vllm'})"
     )
     engines = _Engines()
