@@ -154,7 +154,25 @@ def to_messages(instruction: str, response: str, language: str) -> list[dict[str
 
 
 def _spec_or_none(spec):
-    return spec if spec is not None and spec.model else None
+    return spec if spec is not None and (_is_engine(spec) or spec.model) else None
+
+
+def _is_engine(obj) -> bool:
+    """A built Generator (the caller's: used as is, never closed here), as opposed to an EngineSpec."""
+    return obj is not None and callable(getattr(obj, "generate", None))
+
+
+def _is_stand_in(model: str) -> bool:
+    """The model folder is the tiny random stand-in (its marker file is there)."""
+    from xl_suite.engines.tiny_model import MARKER_FILE
+
+    return (Path(model) / MARKER_FILE).is_file()
+
+
+def _describe(engine) -> str:
+    if _is_engine(engine):
+        return f"{engine.model} ({getattr(engine, 'backend', '?')}, given)"
+    return f"{engine.model} ({engine.backend or 'vllm'})"
 
 
 def run_finetune(
@@ -171,8 +189,9 @@ def run_finetune(
         config: :class:`FinetuneConfig`.
         student: :class:`~xl_suite.engines.spec.EngineSpec` of the model to fine-tune and its answer engine
             (model None: the tiny stand-in; backend None: vllm).
-        teacher: EngineSpec of the synthesizer and reference model (model None: the student model).
-        judge: EngineSpec of the judge (model None: the judge preset, else the teacher).
+        teacher: EngineSpec of the synthesizer and reference model (model None: the student model), or a built
+            Generator (the caller's engine: used as is and not closed here).
+        judge: EngineSpec or Generator of the judge (None: the judge preset, else the teacher).
         echo: where progress lines go.
 
     Raises:
@@ -187,7 +206,12 @@ def run_finetune(
     if cfg.lora:
         _require_peft()
     student = student or EngineSpec()
-    if judge is not None and not judge.model and (judge.backend or judge.revision or judge.engine_kwargs):
+    if (
+        judge is not None
+        and not _is_engine(judge)
+        and not judge.model
+        and (judge.backend or judge.revision or judge.engine_kwargs)
+    ):
         raise InvalidArgumentError("--judge-backend/--judge-revision/--judge-engine-kwargs need --judge-model.")
     judge = _spec_or_none(judge)
     if judge is not None and cfg.judge_preset:
@@ -199,15 +223,17 @@ def run_finetune(
     t0 = time.perf_counter()
 
     # 1. models
-    stand_in = not student.model
     model = student.model
-    if stand_in:
+    if not model:
         from xl_suite.engines.tiny_model import build_tiny_model
 
         echo("[1/7] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model)")
         model = str(build_tiny_model(out / "tiny-model"))
     else:
         echo(f"[1/7] Model: {model}")
+    stand_in = _is_stand_in(model)
+    if stand_in and student.model:
+        echo("      (the tiny random stand-in: its text is meaningless, the numbers only show the plumbing)")
     student_backend = student.backend or "vllm"
     # vLLM on CPU fails on seeded sampling when it splits a prefill (notebooks/README.md): one big step avoids it
     stand_in_kwargs = {"max_model_len": 2048, "engine_kwargs": {"max_num_batched_tokens": 65536}} if stand_in else {}
@@ -218,15 +244,19 @@ def run_finetune(
         engine_kwargs=_engine_kwargs(student_backend, stand_in_kwargs, student.engine_kwargs),
     )
     # the teacher: its own model, or the student's model with the teacher's backend/kwargs when only those are given
-    t_model = teacher.model if teacher is not None and teacher.model else None
-    teacher_backend = (teacher.backend if teacher is not None else None) or student_backend
-    teacher_spec = EngineSpec(
-        model=t_model or model,
-        backend=teacher_backend,
-        revision=teacher.revision if t_model else student.revision,
-        engine_kwargs=_engine_kwargs(
-            teacher_backend, stand_in_kwargs if t_model is None else {}, teacher.engine_kwargs if teacher else {}
-        ),
+    t_model = teacher.model if teacher is not None and not _is_engine(teacher) and teacher.model else None
+    teacher_backend = (teacher.backend if teacher is not None and not _is_engine(teacher) else None) or student_backend
+    teacher_spec = (
+        teacher
+        if _is_engine(teacher)
+        else EngineSpec(
+            model=t_model or model,
+            backend=teacher_backend,
+            revision=teacher.revision if t_model else student.revision,
+            engine_kwargs=_engine_kwargs(
+                teacher_backend, stand_in_kwargs if t_model is None else {}, teacher.engine_kwargs if teacher else {}
+            ),
+        )
     )
     preset = None
     if cfg.judge_preset:
@@ -242,8 +272,7 @@ def run_finetune(
     else:
         judge_spec = judge or teacher_spec
     echo(
-        f"      student {model} ({student_backend}); teacher {teacher_spec.model} ({teacher_spec.backend}); "
-        f"judge {judge_spec.model} ({judge_spec.backend or 'vllm'})"
+        f"      student {model} ({student_backend}); teacher {_describe(teacher_spec)}; judge {_describe(judge_spec)}"
     )
     engines = _Engines()
     try:
@@ -378,6 +407,8 @@ class _Engines:
         return json.dumps([spec.model, spec.backend, spec.revision, spec.engine_kwargs], sort_keys=True, default=str)
 
     def get(self, spec, factory=None):
+        if _is_engine(spec):
+            return spec  # the caller's engine: not ours to close
         key = self._key(spec)
         if key not in self._engines:
             self._engines[key] = spec.lazy(factory=factory)
@@ -385,6 +416,8 @@ class _Engines:
 
     def close(self, spec) -> None:
         """Close the engine of ``spec`` (every role that shares it gets a fresh one when next asked)."""
+        if _is_engine(spec):
+            return
         engine = self._engines.pop(self._key(spec), None)
         if engine is not None:
             engine.close()
