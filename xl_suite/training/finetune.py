@@ -497,9 +497,9 @@ def _benchmark(cfg: FinetuneConfig, langs):
     import datasets
 
     from xl_suite.datasets_api import load_dataset
-    from xl_suite.demo import _resolve_prompts
+    from xl_suite.demo import resolve_prompts
 
-    source, label = _resolve_prompts(cfg.alpaca_eval)
+    source, label = resolve_prompts(cfg.alpaca_eval)
     parts = []
     for code in langs:
         ds = load_dataset(f"xl-alpacaeval-{code}", split="test", source=source)
