@@ -214,3 +214,44 @@ def test_reward_function_in_trls_grpo_trainer(tiny_model_dir, tmp_path):
     assert len(logged) == 2
     assert all(0.0 <= h["rewards/xl_alpacaeval_judge/mean"] <= 1.0 for h in logged)
     assert calls and all("written in German" in c and "\n\nJa.\n\n" in c for c in calls)
+
+
+@pytest.mark.slow
+def test_metric_callback_logs_fidelity_and_judge_win_rate(tiny_model_dir):
+    """XlMetricCallback on its own: answers with the model, scores with the evaluate metric, logs through trainer.log."""
+    from types import SimpleNamespace
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+    from xl_suite import XlMetricCallback
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    model.train()
+    logged = []
+    trainer = SimpleNamespace(
+        model=model, processing_class=AutoTokenizer.from_pretrained(str(tiny_model_dir)), log=logged.append
+    )
+    prompts = ["Name a river. Please respond in German.", "Name a city. Please respond in Maltese."]
+    callback = XlMetricCallback(
+        trainer,
+        prompts,
+        ["de", "mt"],
+        max_new_tokens=8,
+        min_new_tokens=4,
+        references=["Der Rhein.", "Il-Belt Valletta."],
+        judge=FakeGenerator(lambda m, i, s: '{"winner": "B"}'),  # B in both orders: each answer wins once
+    )
+    assert isinstance(callback, TrainerCallback)
+    callback.on_evaluate(None, SimpleNamespace(global_step=3), None)
+    assert model.training  # restored after generating
+    (logs,) = logged
+    assert set(logs) == {
+        "eval_xl_language_fidelity",
+        "eval_xl_line_pass_rate",
+        "eval_xl_empty_rate",
+        "eval_xl_win_rate",
+    }
+    assert logs["eval_xl_win_rate"] == 50.0 and logs["eval_xl_empty_rate"] == 0.0
+    assert callback.history[0]["step"] == 3 and len(callback.history[0]["answers"]) == 2
+    with pytest.raises(InvalidArgumentError, match="one reference per prompt"):
+        XlMetricCallback(trainer, prompts, ["de", "mt"], judge=FakeGenerator())
