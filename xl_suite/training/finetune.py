@@ -18,8 +18,9 @@ Steps (each prints one line; :func:`run_finetune` returns the summary, also writ
    model being trained and logs the xl-suite ``evaluate`` metric (language fidelity) beside the eval loss.
    The model (LoRA: merged into the base weights; the adapter is kept in ``adapter/``) is saved to ``model/``.
 6. **After:** the fine-tuned model answers the same prompts.
-7. **Judging** both answer sets against the references (XL-AlpacaEval pairwise judge, language fidelity), reports in
-   ``report-before/`` and ``report-after/``.
+7. **Judging** both answer sets against the references (XL-AlpacaEval pairwise judge in both orders, language
+   fidelity), reports in ``report-before/`` and ``report-after/``. With ``--judge-preset`` the preset's judge settings
+   apply (the rubric included); otherwise the judge gives pairwise verdicts only (32 tokens, no rubric).
 
 The answers are generated before and after training and judged at the end, so that on a GPU every engine can be
 closed while training runs (``close_engines_for_training``, default on: vLLM holds most of the GPU memory).
@@ -315,7 +316,9 @@ def run_finetune(
             f"[5/7] Fine-tuning with TRL SFTTrainer ({'LoRA' if cfg.lora else 'full'}; {cfg.max_steps} steps, "
             f"{train_ds.num_rows} training pairs, {eval_ds.num_rows} held out)"
         )
-        metric_rows = with_refs.select(range(min(cfg.metric_prompts, with_refs.num_rows)))
+        # the metric's prompts alternate between the languages (the benchmark holds num_prompts rows per language)
+        by_position = sorted(range(with_refs.num_rows), key=lambda i: (i % cfg.num_prompts, i // cfg.num_prompts))
+        metric_rows = with_refs.select(by_position[: cfg.metric_prompts])
         training = train_sft(
             cfg,
             model=model,

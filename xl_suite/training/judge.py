@@ -186,7 +186,7 @@ class _JudgeBase:
         return result.preferences
 
     def close(self) -> None:
-        """Close the engine (a no-op for engines the caller owns and closes again)."""
+        """Close the judge engine (the one passed in, or the one started from an EngineSpec)."""
         self.engine.close()
 
 
