@@ -14,8 +14,6 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.training.judge import XlAlpacaEvalPairwiseJudge, XlAlpacaEvalRewardFunc, trl_pairwise_judge_base
 
 
-trl = pytest.importorskip("trl")
-
 _ANSWERS = re.compile(r"# Answer A\n\n(.*?)\n\n# Answer B\n\n(.*?)\n\n# Your verdict", re.DOTALL)
 
 
@@ -140,6 +138,7 @@ TRL_JUDGE_PARAMETERS = [
 
 
 def test_matches_trls_pairwise_judge_protocol():
+    trl = pytest.importorskip("trl")
     params = list(inspect.signature(XlAlpacaEvalPairwiseJudge.judge).parameters.values())[1:]
     assert [(p.name, p.default) for p in params[:3]] == TRL_JUDGE_PARAMETERS
     assert params[3].name == "return_scores" and params[3].default is False
@@ -177,6 +176,8 @@ def test_reward_function_uses_dataset_columns():
 def test_reward_function_in_trls_grpo_trainer(tiny_model_dir, tmp_path):
     """TRL's current online trainer API: the judge as ``reward_funcs`` of a real GRPOTrainer, two steps on CPU."""
     import datasets
+
+    pytest.importorskip("trl")
     from trl import GRPOConfig, GRPOTrainer
 
     calls = []
@@ -221,6 +222,7 @@ def test_metric_callback_logs_fidelity_and_judge_win_rate(tiny_model_dir):
     """XlMetricCallback on its own: answers with the model, scores with the evaluate metric, logs through trainer.log."""
     from types import SimpleNamespace
 
+    pytest.importorskip("evaluate")
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
     from xl_suite import XlMetricCallback
