@@ -24,7 +24,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "run_demo", "SAMPLE_PROMPTS_LABEL"]
+__all__ = ["DemoConfig", "run_demo", "resolve_prompts", "SAMPLE_PROMPTS_LABEL"]
 
 SAMPLE_PROMPTS_LABEL = "xl-suite-demo-sample"
 _EXPORT_MARKER = ".xl-suite-demo"
@@ -70,7 +70,7 @@ def _sample_prompts_path() -> str:
     return str(resources.files("xl_suite") / "data" / "demo_prompts.jsonl")
 
 
-def _resolve_prompts(alpaca_eval: str | None) -> tuple[str, str]:
+def resolve_prompts(alpaca_eval: str | None) -> tuple[str, str]:
     """Return (source, label): the given file, the Hub copy when reachable, else the labelled project sample."""
     from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE, SourceError, read_alpaca_eval
 
@@ -182,7 +182,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
 
         # 3. benchmark, references, answers
         t = time.perf_counter()
-        source, label = _resolve_prompts(cfg.alpaca_eval)
+        source, label = resolve_prompts(cfg.alpaca_eval)
         echo(
             f"[3/5] XL-AlpacaEval from {label}: {cfg.num_prompts} prompts x {len(langs)} languages; "
             "references and answers"
