@@ -117,6 +117,7 @@ def main(argv=None) -> int:
     p.add_argument("--chunks", type=int, default=4, help="chunks per stage (4 engine calls each)")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--lengths-file", type=Path, default=None)
+    p.add_argument("--parts", default="synthesis,answers,judge", help="which pipelines (answers always run)")
     args = p.parse_args(argv)
 
     import datasets
@@ -206,13 +207,21 @@ def main(argv=None) -> int:
 
     ratios = {}
     try:
-        for name, run in (("synthesis", run_synthesis), ("answers", run_answers), ("judge", run_judge)):
+        parts = (("synthesis", run_synthesis), ("answers", run_answers), ("judge", run_judge))
+        for name, run in [part for part in parts if part[0] in args.parts.split(",") or part[0] == "answers"]:
             pipeline_times, raw_times = [], []
             for _ in range(args.repeats):
                 wrapped = ForcedLengths(engine, lengths)
+                before = engine.stream_stats()
                 t = time.perf_counter()
                 run(wrapped)
                 pipeline_times.append(time.perf_counter() - t)
+                after = engine.stream_stats()
+                print(
+                    f"  {name} pipeline: {pipeline_times[-1]:.2f} s; engine stream "
+                    + ", ".join(f"{k} {after[k] - before[k]:.2f}" for k in after),
+                    flush=True,
+                )
                 raw_times.append(raw_seconds(engine, wrapped.requests))
             n_requests = sum(len(r) for r in wrapped.requests.values())
             if wrapped.too_long:

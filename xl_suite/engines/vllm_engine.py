@@ -237,6 +237,8 @@ class _RequestStream:
         self._pending: dict[str, tuple[_Job, int]] = {}
         self._alias: dict[str, str] = {}
         self._exclusive: list[_Exclusive] = []
+        #: Where the stream thread's time went: waiting with nothing to do, adding requests, stepping the engine.
+        self.stats = {"idle_seconds": 0.0, "add_seconds": 0.0, "step_seconds": 0.0, "steps": 0}
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="xl-suite-vllm-stream", daemon=True)
         self._thread.start()
@@ -269,10 +271,14 @@ class _RequestStream:
         try:
             while True:
                 busy = engine.has_unfinished_requests() or bool(self._exclusive)
+                t0 = time.perf_counter()
                 try:
                     item = self._queue.get(block=not busy)
                 except queue.Empty:
                     item = None
+                t1 = time.perf_counter()
+                if not busy:
+                    self.stats["idle_seconds"] += t1 - t0
                 while item is not None:
                     if item is _STOP:
                         self._abort_all("the generator was closed")
@@ -280,13 +286,19 @@ class _RequestStream:
                     if isinstance(item, _Exclusive):
                         self._exclusive.append(item)
                     else:
+                        t2 = time.perf_counter()
                         self._add(item)
+                        self.stats["add_seconds"] += time.perf_counter() - t2
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
                 if engine.has_unfinished_requests():
-                    for out in engine.step():
+                    t2 = time.perf_counter()
+                    outputs = engine.step()
+                    self.stats["step_seconds"] += time.perf_counter() - t2
+                    self.stats["steps"] += 1
+                    for out in outputs:
                         if out.finished:
                             self._finish(out)
                 elif self._exclusive:
@@ -297,6 +309,24 @@ class _RequestStream:
             self._abort_all(f"the engine failed: {e}")
 
     def _add(self, job: _Job) -> None:
+        """Add a call's requests: all in one ``enqueue_chat`` when the tokenization is the same for all, one by one
+        when that fails (to tell which prompt is too long) or when their tokenization differs."""
+        same = all(t == job.tokenization[0] for t in job.tokenization)
+        if same and len(job.conversations) > 1:
+            try:
+                ids = self._llm.enqueue_chat(
+                    list(job.conversations),
+                    list(job.params),
+                    use_tqdm=False,
+                    chat_template=self._chat_template,
+                    tokenization_kwargs=job.tokenization[0],
+                )
+            except Exception:  # noqa: BLE001 - vLLM aborted the ones it added; find the bad one below
+                pass
+            else:
+                for i, rid in enumerate(ids):
+                    self._track(rid, job, i)
+                return
         for i, (conv, params) in enumerate(zip(job.conversations, job.params, strict=True)):
             try:
                 ids = self._llm.enqueue_chat(
@@ -316,10 +346,13 @@ class _RequestStream:
                 job.future.set_exception(GenerationError(f"vLLM rejected request {i} of the call: {e}"))
                 return
             for rid in ids:
-                self._pending[rid] = (job, i)
-                external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
-                if external != rid:
-                    self._alias[external] = rid
+                self._track(rid, job, i)
+
+    def _track(self, rid: str, job: _Job, index: int) -> None:
+        self._pending[rid] = (job, index)
+        external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
+        if external != rid:
+            self._alias[external] = rid
 
     def _drop(self, job: _Job) -> None:
         """Abort the requests of ``job`` already in the engine."""
@@ -532,6 +565,10 @@ class VLLMGenerator:
             completion_tokens=sum(x.completion_tokens for c in results for x in c),
         )
         return results
+
+    def stream_stats(self) -> dict:
+        """Where the request stream's time went so far (idle / adding requests / stepping), a copy."""
+        return dict(self._stream.stats) if self._stream is not None else {}
 
     def generate_in_one_call(
         self, conversations: Sequence[Messages], sampling: SamplingConfig | Sequence[SamplingConfig]
