@@ -41,6 +41,7 @@ from xl_suite.synthesis.outputs import (
     fallback_schema,
     shape_table,
 )
+from xl_suite.synthesis.decontamination import NearDuplicateIndex
 from xl_suite.synthesis.pipeline import apply_stages, select_final_rows
 
 
@@ -295,9 +296,12 @@ def synthesize_ray(
         produced = dict.fromkeys(config.languages, 0)
         over_quota = dict.fromkeys(config.languages, 0)
         duplicates = 0
+        near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup else None
         if final is not None and "language" in final.column_names:
             final = final.remove_columns(["seed_index"])
-            table, duplicates = select_final_rows(final, config, seen=set(), produced=produced, over_quota=over_quota)
+            table, duplicates = select_final_rows(
+                final, config, seen=set(), produced=produced, over_quota=over_quota, near=near
+            )
             append_by_language(writer, SNAPSHOT_FILES["default"], shape_table("default", table), config.languages)
         known = dict(writer.schemas)
         expected = [SNAPSHOT_FILES["default"].format(code=c) for c in config.languages]
@@ -317,7 +321,11 @@ def synthesize_ray(
         "config": config.to_dict(),
         "seeds": {"rows_available": seeds.num_rows, **counts.to_dict()},
         "segments": report,
-        "final": {"duplicates_removed": duplicates, "over_quota": over_quota},
+        "final": {
+            "duplicates_removed": duplicates,
+            "near_duplicates_removed": near.removed if near is not None else 0,
+            "over_quota": over_quota,
+        },
         "languages": {
             c: {
                 "requested": config.num_examples,
