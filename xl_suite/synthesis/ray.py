@@ -33,6 +33,7 @@ from typing import Any
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.synthesis.config import Stage, SynthesisConfig, check_templates, default_stages
+from xl_suite.synthesis.decontamination import NearDuplicateIndex
 from xl_suite.synthesis.outputs import (
     SNAPSHOT_FILES,
     ShapeWriter,
@@ -41,7 +42,6 @@ from xl_suite.synthesis.outputs import (
     fallback_schema,
     shape_table,
 )
-from xl_suite.synthesis.decontamination import NearDuplicateIndex
 from xl_suite.synthesis.pipeline import apply_stages, select_final_rows
 
 
