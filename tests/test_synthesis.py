@@ -368,7 +368,16 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
                 assert f"{prefix}_{suffix}" in final.column_names
         loaded = xl_suite.load_dataset(f"xl-instruct-{code}", source=str(out), split="train")
         assert loaded.num_rows == final.num_rows and loaded[0]["instruction"] == row["instruction"]
-        assert json.loads(loaded[0]["metadata"])["best_index"] == row["best_index"]
+        prov = loaded[0]["provenance"]  # the typed provenance struct, not a JSON string
+        assert prov["best_index"] == row["best_index"] and prov["model"] == "fake-model"
+        assert prov["sampling"]["n"] == 3 and [st["stage"] for st in prov["stages"]] == [
+            "backtranslate",
+            "refine",
+            "score",
+            "respond",
+            "judge",
+        ]
+        assert loaded[0]["origin"] == "xl-suite synthesize" and str(tmp_path) not in json.dumps(loaded[0])
         b3 = xl_suite.load_dataset(f"xl-instruct-bestof3-{code}", source=str(out), split="train")
         assert b3.num_rows == best.num_rows
     assert xl_suite.load_dataset("xl-instruct-scored-en", source=str(out), split="train").num_rows == 16
