@@ -40,7 +40,7 @@ def _env(url: str, home: Path) -> dict:
         HF_TOKEN=HF_SECRET,
         OPENAI_API_KEY=KEY_SECRET,
         HF_HUB_DISABLE_TELEMETRY="1",
-        PYTHONPATH=str(REPO_ROOT),
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
         OMP_NUM_THREADS="1",
         XL_SUITE_LANGUAGES_FILE=str(home / "languages.json"),
     )
@@ -145,7 +145,7 @@ def test_pushed_synthesis_has_typed_provenance_recipe_default_and_nothing_privat
         assert "xl-suite synthesize --config-file recipes/xl-instruct-mt/config.yaml" in card
         assert "default: true" in card and "Recipe of `xl-instruct-de`" in card
         assert "near-duplicates removed" in card and "Decontamination:" in card and "| decontaminate |" in card
-        assert "local file alpaca_eval.json" in card and "<local>/refine.jinja@" in card
+        assert "local file alpaca_eval.json" in card and "`<local>/templates/refine.jinja@" in card
         summary_src = json.loads((out / "summary.json").read_text())
         refine_version = next(s for s in summary_src["stages"] if s["stage"] == "refine")["template"]
         assert refine_version.startswith(str(refine))  # the local summary keeps the path; the pushed one does not
@@ -174,7 +174,7 @@ def test_pushed_synthesis_has_typed_provenance_recipe_default_and_nothing_privat
         prov = res["row"]
         assert prov["model"] == "fake-model" and prov["sampling"]["n"] == 3 and res["origin"] == "xl-suite synthesize"
         stages = {s["stage"]: s for s in prov["stages"]}
-        assert stages["refine"]["template_version"].startswith("<local>/refine.jinja@")
+        assert stages["refine"]["template_version"].startswith("<local>/templates/refine.jinja@")
         assert stages["score"]["sampling"]["temperature"] == 0.0 and stages["score"]["raw_completions"]
         assert all(isinstance(s["score"], int) for s in prov["english_scores"])
 
