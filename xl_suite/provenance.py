@@ -64,8 +64,9 @@ _STAGE_PREFIXES = ("backtranslate", "refine", "score", "respond", "judge")
 #: Keys of the provenance struct that hold generated text (treated like the data's text columns).
 _TEXT_KEYS = frozenset({"raw_completions", "candidates", "english_response", "seed_text"})
 _LOCAL = "<local>"
-_MIN_NAME_LEN = 3  # shorter user/host names ("vm") are too generic to identify anyone and would match words
-_MIN_CHECKED_NAME_LEN = 6  # check_public: shorter names ("root", "user") are also ordinary words of a card
+# Shorter user/host names ("vm", "root", "user") are too generic to identify anyone and are ordinary words of
+# generated text and cards; inside a path they go with the path.
+_MIN_NAME_LEN = 6
 # an absolute local path (or ~/..., file://...) not preceded by a word character, ':' or '/' (so URLs stay)
 _PATH_RE = re.compile(r"(?<![\w:/.~>-])(?:file://)?(?:~|/)[^\s'\"<>|,;()\[\]{}`*]*")
 _REMOTE_RE = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
@@ -235,7 +236,8 @@ def private_strings(paths: Iterable[str | os.PathLike | None] = ()) -> dict[str,
     """What must not be published: ``{"paths": [...], "names": [...], "secrets": [...]}``.
 
     Paths: the home and working folders and the local ``paths`` given (as given, absolute and resolved). Names: the
-    user name (``$USER``, ``$LOGNAME``, the login) and the host name, when at least 3 characters long. Secrets: the
+    user name (``$USER``, ``$LOGNAME``, the login) and the host name, when at least 6 characters long (shorter ones,
+    like ``root`` or ``vm``, are ordinary words and identify no one; inside a path they go with the path). Secrets: the
     credential-like environment variables (:func:`xl_suite.safety.secret_values`).
     """
     found: set[str] = set()
@@ -271,8 +273,8 @@ def public_text(text: object, private: Mapping[str, list[str]] | None = None, *,
     Known private paths become ``<local>``; other absolute paths keep only their last part (``<local>/file.jinja``);
     user and host names (whole words) become ``<name>``.
 
-    >>> p = {"paths": ["/home/zelda/run"], "names": ["zelda", "box7"], "secrets": []}
-    >>> public_text("/home/zelda/run/score.jinja@1+abc on box7, hf://datasets/a/b", p)
+    >>> p = {"paths": ["/home/zelda/run"], "names": ["zelda", "box7-host"], "secrets": []}
+    >>> public_text("/home/zelda/run/score.jinja@1+abc on box7-host, hf://datasets/a/b", p)
     '<local>/score.jinja@1+abc on <name>, hf://datasets/a/b'
     >>> public_text("template /opt/zelda/t.jinja@0+ff", p)
     'template <local>/t.jinja@0+ff'
@@ -342,15 +344,13 @@ def public_dataset(data, private: Mapping[str, list[str]] | None = None):
 def check_public(text: str, where: str, private: Mapping[str, list[str]]) -> None:
     """Refuse to publish ``text`` if it holds a private path, name or credential (the message names the kind only).
 
-    User and host names are checked when at least 6 characters long (``root`` is also a word of ordinary text).
+    User and host names are checked when at least 6 characters long (see :func:`private_strings`).
 
     Raises:
         InvalidArgumentError: naming ``where`` and what kind of string was found.
     """
     for kind in ("secrets", "paths", "names"):
         for value in private.get(kind, []):
-            if kind == "names" and len(value) < _MIN_CHECKED_NAME_LEN:
-                continue
             pattern = re.escape(value) if kind != "names" else rf"(?<![\w]){re.escape(value)}(?![\w])"
             if re.search(pattern, text):
                 raise InvalidArgumentError(
@@ -469,19 +469,17 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
         + "".join(f"# Note: {n}\n" for n in notes)
     )
     body = yaml.safe_dump(settings, sort_keys=False, allow_unicode=True, width=1000)
-    files[f"{base}/config.yaml"] = public_text(header + body, private).encode("utf-8")
+    # settings hold no path (templates are relative, local seeds/models/benchmarks left out with a note above);
+    # the user's own text (criteria) is treated like data: credentials and known local paths removed
+    files[f"{base}/config.yaml"] = (header + public_text(body, private, full=False)).encode("utf-8")
     public_summary = _public_value(summary, private, True)
     files[f"{base}/summary.json"] = (json.dumps(public_summary, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
     card = {
         "path": base,
         "command": command,
         "notes": notes,
-        "generator": public_text(
-            f"{gen.get('model')} ({gen.get('backend')}, revision {gen.get('revision')})", private
-        ),
-        "scorer": public_text(
-            f"{scorer.get('model')} ({scorer.get('backend')}, revision {scorer.get('revision')})", private
-        ),
+        "generator": public_text(_engine_text(gen), private),
+        "scorer": public_text(_engine_text(scorer), private),
         "stages": [
             {
                 "stage": s["stage"],
@@ -501,6 +499,11 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
         "seeds": {k: public_summary.get("seeds", {}).get(k) for k in ("processed", "used")},
     }
     return files, card
+
+
+def _engine_text(engine: Mapping) -> str:
+    revision = f", revision {engine['revision']}" if engine.get("revision") else ""
+    return f"{engine.get('model')} ({engine.get('backend')}{revision})"
 
 
 def mark_default_config(configs: Sequence[Mapping] | None) -> list[dict]:
