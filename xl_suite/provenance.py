@@ -235,7 +235,8 @@ def _is_local_path(text: str) -> bool:
 def private_strings(paths: Iterable[str | os.PathLike | None] = ()) -> dict[str, list[str]]:
     """What must not be published: ``{"paths": [...], "names": [...], "secrets": [...]}``.
 
-    Paths: the home and working folders and the local ``paths`` given (as given, absolute and resolved). Names: the
+    Paths: the home and working folders and the local ``paths`` given (absolute and resolved; a relative path as
+    given, ``alpaca_eval.json``, names no one and stays in "local file alpaca_eval.json"). Names: the
     user name (``$USER``, ``$LOGNAME``, the login) and the host name, when at least 6 characters long (shorter ones,
     like ``root`` or ``vm``, are ordinary words and identify no one; inside a path they go with the path). Secrets: the
     credential-like environment variables (:func:`xl_suite.safety.secret_values`).
@@ -245,7 +246,7 @@ def private_strings(paths: Iterable[str | os.PathLike | None] = ()) -> dict[str,
         if not p or not _is_local_path(str(p)):
             continue
         p = str(p).removeprefix("file://")
-        for form in {p, os.path.abspath(p), os.path.realpath(p)}:
+        for form in {os.path.abspath(os.path.expanduser(p)), os.path.realpath(os.path.expanduser(p))}:
             form = form.rstrip("/")
             if len(form) > 1 and form not in ("/tmp", "/var", "/home", "/usr", "/work"):
                 found.add(form)
