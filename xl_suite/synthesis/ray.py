@@ -91,8 +91,10 @@ def split_segments(stages: Sequence[Stage]) -> list[list[Stage]]:
     """Cut the stage list after each snapshot stage.
 
     >>> from xl_suite.synthesis import default_stages, SynthesisConfig
-    >>> [[s.name for s in seg] for seg in split_segments(default_stages(SynthesisConfig(languages=("mt",))))]
-    [['backtranslate', 'refine', 'score'], ['score_filter', 'expand', 'respond', 'judge'], ['language_check']]
+    >>> segments = split_segments(default_stages(SynthesisConfig(languages=("mt",))))
+    >>> [[s.name for s in seg] for seg in segments]  # doctest: +NORMALIZE_WHITESPACE
+    [['backtranslate', 'refine', 'decontaminate', 'score'], ['score_filter', 'expand', 'respond', 'judge'],
+     ['language_check', 'decontaminate_target']]
     """
     segments: list[list[Stage]] = [[]]
     for stage in stages:
