@@ -144,7 +144,8 @@ def test_pushed_synthesis_has_typed_provenance_recipe_default_and_nothing_privat
         card = texts["README.md"]
         assert "xl-suite synthesize --config-file recipes/xl-instruct-mt/config.yaml" in card
         assert "default: true" in card and "Recipe of `xl-instruct-de`" in card
-        assert "near-duplicates removed" in card and "Decontamination:" in card and "| decontaminate |" in card
+        assert "near-duplicates removed" in card and "Decontamination:" in card and "| decontaminate | - |" in card
+        assert "| respond | `fake-model` | `synth_respond@" in card
         assert "local file alpaca_eval.json" in card and "`<local>/templates/refine.jinja@" in card
         summary_src = json.loads((out / "summary.json").read_text())
         refine_version = next(s for s in summary_src["stages"] if s["stage"] == "refine")["template"]

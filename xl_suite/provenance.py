@@ -484,6 +484,7 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
         "stages": [
             {
                 "stage": s["stage"],
+                "model": s.get("model"),
                 "template": s.get("template"),
                 "rows_in": s.get("rows_in"),
                 "rows_out": s.get("rows_out"),

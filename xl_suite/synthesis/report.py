@@ -103,6 +103,7 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             {
                 **{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
                 "template": templates[s.name].template_version if s.name in templates else None,
+                "model": {"generator": generator.model, "scorer": scorer.model}.get(s.engine),
                 "sampling": s.sampling.to_dict() if s.sampling else None,
                 "fingerprint": fingerprints[s.name],
             }
