@@ -97,7 +97,8 @@ def test_near_duplicate_index_any_script():
     idx = NearDuplicateIndex(0.8)
     text = (
         "To keep sourdough starter healthy, feed it every day with equal weights of flour and water, keep it "
-        "at room temperature, and discard half of it before each feeding so that it stays active."
+        "at room temperature, and discard half of it before each feeding so that it stays active. A starter that "
+        "smells of acetone is hungry: feed it twice a day for a while and it will recover within a week."
     )
     assert idx.add("de", ["Q1", text])
     # a paraphrase with a few words changed
@@ -162,7 +163,8 @@ def test_offline_default_uses_the_builtin_sample_and_says_so(tmp_path):
 def test_near_duplicate_instructions_removed_in_the_final_step(tmp_path):
     base = (
         "Could you explain in detail why sourdough bread rises, which microorganisms are involved in the "
-        "fermentation of the flour, and how long the dough usually needs to rest before baking?"
+        "fermentation of the flour, how long the dough usually needs to rest before baking, and what changes "
+        "when the kitchen is cold in winter?"
     )
     para = base.replace("in detail", "in depth").replace("usually needs", "typically needs")
     res = _run(tmp_path, "a", {0: base, 1: para}, decontaminate=False)
