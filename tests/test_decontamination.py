@@ -124,11 +124,12 @@ def test_pairs_copying_alpaca_eval_are_dropped_and_counted(alpaca_eval_path, tmp
     s = res.summary
     stage = stage_report(s, "decontaminate")
     assert stage["status"] == {"contaminated_instruction": 2, "ok": 2} and stage["dropped"] == 2
-    assert s["decontamination"]["dropped"] == 2 and s["decontamination"]["prompts"] == 805
-    assert s["decontamination"]["sources"] == [str(alpaca_eval_path)] and s["decontamination"]["note"] is None
+    assert s["decontamination"]["dropped"] == 2 and s["decontamination"]["prompts"] == 805 + 24  # + the sample
+    assert s["decontamination"]["sources"] == [str(alpaca_eval_path), "builtin-sample"]
+    assert s["decontamination"]["note"] is None
     final = res.dataset("mt")
     assert final.num_rows == 2 and copied not in final["instruction"]
-    assert "decontamination: 2 pairs dropped (805 benchmark prompts)" in format_summary(s)
+    assert "decontamination: 2 pairs dropped (829 benchmark prompts)" in format_summary(s)
     # an English answer that quotes a benchmark prompt
     res = _run(
         tmp_path,
@@ -203,7 +204,10 @@ def test_cli_flags(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "decontaminate" in printed and "near-duplicates removed" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["decontamination"]["sources"] == [str(bench)] and summary["config"]["near_dedup_threshold"] == 0.9
+    assert (
+        summary["decontamination"]["sources"] == [str(bench), "builtin-sample"]
+        and summary["config"]["near_dedup_threshold"] == 0.9
+    )
 
 
 # -- JSON-repaired score replies -------------------------------------------------------------------------------

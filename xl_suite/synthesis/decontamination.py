@@ -247,10 +247,11 @@ def _benchmark(records: Iterable[Mapping], sources: Sequence[str], note: str | N
 def resolve_benchmark(sources: Sequence[str] | None, *, enabled: bool = True) -> Benchmark:
     """The benchmark prompts to decontaminate against.
 
-    ``sources`` (AlpacaEval JSON/JSONL/Parquet files or m-AlpacaEval files; records need ``instruction``) are read
-    as given: an unreadable one is an error. Without sources, AlpacaEval's 805 prompts are read from the Hub; when
-    that fails (offline, no network), the project's built-in sample is used and :attr:`Benchmark.note` says so (it
-    goes into the summary's warnings). ``enabled=False`` resolves nothing and records that decontamination is off.
+    The project's built-in sample of XL-AlpacaEval-style prompts (the demo's benchmark) is always included. Besides
+    it: ``sources`` (AlpacaEval JSON/JSONL/Parquet files or m-AlpacaEval files; records need ``instruction``), read
+    as given (an unreadable one is an error); or, without sources, AlpacaEval's 805 prompts from the Hub. When the
+    Hub cannot be read (offline, no network), only the sample is used and :attr:`Benchmark.note` says so (it goes
+    into the summary's warnings). ``enabled=False`` resolves nothing and records that decontamination is off.
 
     Raises:
         xl_suite.errors.SourceError: a given source cannot be read (the message names it).
@@ -259,6 +260,7 @@ def resolve_benchmark(sources: Sequence[str] | None, *, enabled: bool = True) ->
 
     if not enabled:
         return Benchmark(enabled=False, note="decontamination is off (--no-decontaminate)")
+    sample = read_records(builtin_benchmark_path())
     if sources:
         records = []
         for src in sources:
@@ -266,18 +268,19 @@ def resolve_benchmark(sources: Sequence[str] | None, *, enabled: bool = True) ->
                 records += read_alpaca_eval(src)
             except SourceError as e:
                 raise SourceError(f"--decontaminate-against: {e}") from e
-        return _benchmark(records, sources, None)
+        return _benchmark(records + sample, [*sources, "builtin-sample"], None)
     try:
-        return _benchmark(read_alpaca_eval(DEFAULT_ALPACA_EVAL_SOURCE), [DEFAULT_ALPACA_EVAL_SOURCE], None)
+        records = read_alpaca_eval(DEFAULT_ALPACA_EVAL_SOURCE)
+        return _benchmark(records + sample, [DEFAULT_ALPACA_EVAL_SOURCE, "builtin-sample"], None)
     except SourceError as e:
         logger.info("AlpacaEval prompts not available (%s); decontaminating against the built-in sample", e)
         note = (
             "AlpacaEval's 805 prompts could not be read from the Hub (offline or unreachable); the run was "
             "decontaminated only against the built-in sample of "
-            f"{len(read_records(builtin_benchmark_path()))} prompts. Pass --decontaminate-against PATH "
+            f"{len(sample)} prompts. Pass --decontaminate-against PATH "
             "(AlpacaEval's alpaca_eval.json, m-AlpacaEval files) to check against the real benchmark."
         )
-        return _benchmark(read_records(builtin_benchmark_path()), ["builtin-sample"], note)
+        return _benchmark(sample, ["builtin-sample"], note)
 
 
 # -- near-duplicates -------------------------------------------------------------------------------------------
