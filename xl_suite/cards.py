@@ -69,9 +69,13 @@ def config_summary(name: str, data, *, source: str | None = None, recipe: Mappin
     for ds in data.values():
         columns = {col: ds.unique(col) for col in _PROVENANCE_COLUMNS if col in ds.column_names}
         if "provenance" in ds.column_names:  # a synthesized config: the typed struct's model, revision, template
-            structs = [p for p in ds["provenance"] if p]
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            struct = ds.with_format("arrow")[:].column("provenance")  # Arrow, not Python dicts of every row
             for key in ("model", "revision", "template_version"):
-                columns.setdefault(key, [p[key] for p in structs])
+                values = pa.chunked_array([chunk.field(key) for chunk in struct.chunks], pa.string())
+                columns.setdefault(key, pc.unique(values).to_pylist())
         for col, values in columns.items():
             vals = sorted({str(v) for v in values if v not in (None, "")})
             if vals:
