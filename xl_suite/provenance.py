@@ -435,7 +435,12 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
         )
     settings: dict[str, Any] = {}
     gen, scorer = summary.get("generator") or {}, summary.get("scorer") or {}
-    settings["backend"] = gen.get("backend")
+    from xl_suite.engines.registry import BACKENDS
+
+    if gen.get("backend") in BACKENDS:
+        settings["backend"] = gen["backend"]
+    else:
+        notes.append(f"The generator's backend was not recorded ({gen.get('backend')!r}); add --backend.")
     model = str(gen.get("model") or "")
     if _is_local_path(model) and (model.startswith(("/", "~", ".")) or os.path.exists(model)):
         notes.append(f"The generator was a local model ({public_text(model, private)}); add --model PATH_OR_ID.")
