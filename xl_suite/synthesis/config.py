@@ -447,7 +447,14 @@ def default_stages(
             "n": config.decontamination_ngram,
             "threshold": config.decontamination_threshold,
         }
-        return Stage(name, decontaminate_batch, params=params, keep="decontaminated", prefix="contamination")
+        return Stage(
+            name,
+            decontaminate_batch,
+            params=params,
+            keep="decontaminated",
+            prefix="contamination",
+            inputs=tuple(columns),
+        )
 
     stages = [
         Stage(
