@@ -78,3 +78,27 @@ def test_exported_folder_loads_without_a_config_name(tmp_path):
     loaded = datasets.load_dataset(str(repo))  # the default config: the XL-AlpacaEval one
     assert list(loaded) == ["test"] and loaded["test"][0]["instruction"] == "Hi"
     assert mark_default_config([]) == []
+
+
+def test_export_of_a_synthesis_output_carries_its_recipe(tmp_path):
+    import json
+
+    import xl_suite
+    from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+    from xl_suite.export import write_repo
+    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis.seeds import builtin_seeds
+
+    out = tmp_path / "zelda_quixote" / "out"
+    config = SynthesisConfig(languages=("mt",), n_candidates=2)
+    synthesize(builtin_seeds().select(range(3)), FakeGenerator(FakeSynthesisResponder()), config, output=str(out))
+    data = xl_suite.load_dataset("xl-instruct-mt", source=str(out))
+    repo = write_repo(tmp_path / "repo", {"xl-instruct-mt": (data, str(out))})
+    recipe = repo / "recipes" / "xl-instruct-mt"
+    assert (recipe / "config.yaml").is_file() and (recipe / "templates" / "respond.jinja").is_file()
+    readme = (repo / "README.md").read_text()
+    assert "xl-suite synthesize --config-file recipes/xl-instruct-mt/config.yaml" in readme
+    for f in repo.rglob("*"):
+        if f.is_file() and f.suffix in (".md", ".yaml", ".json", ".jinja"):
+            assert str(tmp_path) not in f.read_text(), f
+    assert json.loads((recipe / "summary.json").read_text())["output"] == "<local>"
