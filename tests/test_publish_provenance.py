@@ -251,3 +251,51 @@ def test_recipe_config_loads_into_the_same_settings(tmp_path):
     assert {k: v for k, v in loaded.to_dict().items() if k != "templates"} == expected
     assert loaded.templates["score"] == "recipes/xl-instruct-mt/templates/score.jinja"
     assert card["command"] == "xl-suite synthesize --config-file recipes/xl-instruct-mt/config.yaml"
+
+
+def test_push_from_an_export_carries_the_recipe(alpaca_eval_path, tmp_path):
+    home = tmp_path / "home" / USER
+    home.mkdir(parents=True)
+    out, export = home / "out", home / "export"
+    with serve_hub(tmp_path / "hub") as (url, server):
+        env = _env(url, home)
+        base = ["-m", "xl_suite.cli"]
+        _run(
+            env,
+            *base,
+            "synthesize",
+            "--backend",
+            "fake",
+            "--model",
+            "fake-model",
+            "--languages",
+            "mt",
+            "--max-seeds",
+            "4",
+            "--output",
+            str(out),
+            "--no-progress",
+            cwd=home,
+        )
+        _run(
+            env,
+            *base,
+            "export",
+            str(export),
+            "--languages",
+            "mt",
+            "--alpaca-eval",
+            str(alpaca_eval_path),
+            "--xl-instruct",
+            str(out),
+            cwd=home,
+        )
+        assert (export / "recipes" / "xl-instruct-mt" / "config.yaml").is_file()
+        _run(env, *base, "push", "me/xl-export", "--config", "xl-instruct-mt", "--from-dir", str(export), cwd=home)
+        texts = _stored_texts(server, "me/xl-export")
+        assert (
+            "recipes/xl-instruct-mt/config.yaml" in texts and "recipes/xl-instruct-mt/templates/judge.jinja" in texts
+        )
+        assert "xl-suite synthesize --config-file recipes/xl-instruct-mt/config.yaml" in texts["README.md"]
+        for path, text in texts.items():
+            assert str(home) not in text and USER not in text and HF_SECRET not in text, path

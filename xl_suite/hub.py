@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xl_suite.errors import HubOfflineError, HubPushError, InvalidArgumentError
@@ -382,8 +383,16 @@ def publish_config(
         built = build_recipe(config_name, source, storage_options=config_kwargs.get("storage_options"))
         if built is not None:
             files, recipe = built
-            for path, content in files.items():
-                check_public(content.decode("utf-8"), f"the recipe file {path}", private_values)
+    elif from_dir and (Path(from_dir) / RECIPES_DIR / config_name).is_dir():  # an export that carries the recipe
+        folder = Path(from_dir) / RECIPES_DIR / config_name
+        files = {f.relative_to(from_dir).as_posix(): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+        readme = Path(from_dir) / "README.md"
+        if readme.is_file():
+            from huggingface_hub import DatasetCard
+
+            recipe = summaries_from_yaml(DatasetCard.load(readme).data.to_dict()).get(config_name, {}).get("recipe")
+    for path, content in (files or {}).items():
+        check_public(content.decode("utf-8"), f"the recipe file {path}", private_values)
     summary = config_summary(config_name, data, source=source or (str(from_dir) if from_dir else None), recipe=recipe)
 
     def card(repo, current_yaml):
