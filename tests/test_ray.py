@@ -8,9 +8,10 @@ from __future__ import annotations
 import functools
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
-from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+from xl_suite.engines.fake import FakeGenerator, FaultInjectingResponder
 from xl_suite.synthesis import SynthesisConfig, synthesize
 from xl_suite.synthesis.seeds import builtin_seeds
 
@@ -38,34 +39,89 @@ def _rows(table) -> str:
     return json.dumps(table.to_pylist(), sort_keys=True, default=str)  # NaN scores compare equal as "NaN"
 
 
-def test_ray_runs_the_same_stages_as_the_local_pipeline(local_ray, tmp_path):
+_FILES = ("en_scored.parquet", "mt_bestof3.parquet", "de_bestof3.parquet", "mt.parquet", "de.parquet")
+
+
+def _same_files(a, b) -> None:
+    for name in _FILES:
+        ours, theirs = pq.read_table(a / name), pq.read_table(b / name)
+        assert ours.num_rows == theirs.num_rows > 0 and _rows(ours) == _rows(theirs), name
+
+
+def _stages(summary) -> list:
+    return [{k: v for k, v in s.items() if "seconds" not in k} for s in summary["stages"]]
+
+
+def _without_seconds(value):
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if "seconds" not in k}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
+
+
+def _factory(**kwargs):
+    """A picklable engine factory; ``delay``/``kill_on``/``marker`` as in :class:`FaultInjectingResponder`."""
+    return functools.partial(FakeGenerator, FaultInjectingResponder(**kwargs))
+
+
+def test_ray_runs_the_same_orchestration_as_the_local_pipeline(local_ray, tmp_path):
     from xl_suite.synthesis.ray import synthesize_ray
 
-    config = SynthesisConfig(languages=("mt", "de"), max_seeds=12, batch_size=4, chunk_size=8)
-    factory = functools.partial(FakeGenerator, FakeSynthesisResponder(unparseable_every=5, low_score_every=4))
-    remote = synthesize_ray(builtin_seeds(), factory, config, num_actors=2, output=str(tmp_path / "ray"))
-    local = synthesize(builtin_seeds(), factory(), config)
-    segments = remote.summary["segments"]
-    assert [s["segment"][-1] for s in segments] == ["score", "judge", "decontaminate_target"]
-    assert segments[0]["rows_out"] == 12
-    for name in ("en_scored.parquet", "mt_bestof3.parquet", "de_bestof3.parquet", "mt.parquet", "de.parquet"):
-        variant, code = (
-            ("scored", "en")
-            if name.startswith("en_")
-            else (("bestof3", name[:2]) if "bestof3" in name else ("default", name[:2]))
-        )
-        ours, theirs = remote.dataset(code, variant), local.dataset(code, variant)
-        assert ours.column_names == theirs.column_names
-        assert ours.num_rows == theirs.num_rows > 0
-        assert _rows(ours.data.table) == _rows(theirs.data.table), name
+    config = SynthesisConfig(languages=("mt", "de"), max_seeds=12, batch_size=4, chunk_size=4)
+    remote = synthesize_ray(builtin_seeds(), _factory(), config, num_actors=2, output=str(tmp_path / "ray"))
+    local = synthesize(builtin_seeds(), _factory()(), config, output=str(tmp_path / "local"))
+    _same_files(tmp_path / "ray", tmp_path / "local")
     assert remote.summary["languages"] == local.summary["languages"]
+    assert _without_seconds(_stages(remote.summary)) == _without_seconds(_stages(local.summary)), "same stage table"
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text())["executor"]["chunks"] == 3
+    assert remote.summary["executor"]["generated"]["prompts"] == local.summary["generated"]["prompts"]
+    # The chunk cache is the local pipeline's: a local rerun over the Ray run's folder generates nothing.
+    again = FakeGenerator(FaultInjectingResponder())
+    synthesize(builtin_seeds(), again, config, output=str(tmp_path / "ray"))
+    assert again.calls == 0
+
+
+def test_ray_spreads_chunks_evenly_and_a_killed_worker_costs_at_most_its_chunk(local_ray, tmp_path):
+    """>= 8 chunks on 2 actors: neither gets more than 1.25x an even share (engines stamp their process id); a
+    worker SIGKILLed mid-run loses at most the chunk it was on, and the result equals an undisturbed run."""
+    from xl_suite.synthesis.ray import synthesize_ray
+
+    config = SynthesisConfig(languages=("mt",), max_seeds=20, batch_size=2, chunk_size=2)
+    result = synthesize_ray(
+        builtin_seeds(), _factory(delay=0.02), config, num_actors=2, output=str(tmp_path / "spread")
+    )
+    per_process = result.summary["executor"]["chunks_per_process"]
+    assert sum(per_process.values()) == 10 and len(per_process) == 2
+    assert max(per_process.values()) <= 1.25 * 10 / 2, per_process
+
+    victim = builtin_seeds()[9]["text"][:40]  # a seed of chunk 5
+    marker = tmp_path / "killed"
+    killer = _factory(kill_on=victim, marker=str(marker))
+    out = tmp_path / "killed-run"
+    try:
+        first = synthesize_ray(builtin_seeds(), killer, config, num_actors=2, output=str(out))
+        prompts = first.summary["executor"]["generated"]["prompts"]  # Ray restarted the actor and retried
+    except Exception:  # the run failed with the worker: rerun, as a user would
+        prompts = 0
+        first = None
+    assert marker.exists(), "a worker was killed"
+    if first is None or not (out / "mt.parquet").exists():
+        rerun = synthesize_ray(builtin_seeds(), killer, config, num_actors=2, output=str(out))
+        prompts += rerun.summary["executor"]["generated"]["prompts"]
+    _same_files_one = [pq.read_table(out / "mt.parquet"), pq.read_table(tmp_path / "spread" / "mt.parquet")]
+    assert _rows(_same_files_one[0]) == _rows(_same_files_one[1])
+    full = result.summary["executor"]["generated"]["prompts"]
+    per_chunk = full / 10
+    assert prompts <= full + 2 * per_chunk, "the rerun computed only what the killed worker had not stored"
 
 
 @pytest.mark.vllm
 def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
     import xl_suite
-    from xl_suite.synthesis.ray import engine_factory, synthesize_ray
+    from xl_suite.engines.spec import EngineSpec
+    from xl_suite.synthesis.ray import synthesize_ray
 
     config = SynthesisConfig(
         languages=("mt",),
@@ -76,13 +132,14 @@ def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_
         batch_size=64,
         chunk_size=64,
     )
-    factory = engine_factory("vllm", str(tiny_model_dir), max_model_len=2048, seed=0)
+    spec = EngineSpec(model=str(tiny_model_dir), backend="vllm", engine_kwargs={"max_model_len": 2048, "seed": 0})
     out = tmp_path / "out"
-    result = synthesize_ray(builtin_seeds(), factory, config, output=str(out), structured_outputs=True)
-    segments = result.summary["segments"]
-    assert segments[0]["rows_in"] == 4 and segments[0]["rows_out"] == 4
+    result = synthesize_ray(builtin_seeds(), spec, config, output=str(out))
     scored = result.dataset("en", "scored")
+    assert scored.num_rows == 4
     assert set(scored["score_status"]) == {"ok"}  # constrained JSON through the engine inside the actor
     assert set(scored["score_model"]) == {str(tiny_model_dir)}
     final = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")
-    assert final.num_rows == result.summary["languages"]["mt"]["produced"] > 0
+    assert final.num_rows == result.summary["languages"]["mt"]["produced"]
+    again = synthesize_ray(builtin_seeds(), spec, config, output=str(out))
+    assert again.summary["executor"]["generated"]["prompts"] == 0, "a cached rerun computes nothing"

@@ -17,7 +17,7 @@ from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language
 
 
-__all__ = ["FakeGenerator", "FakeSynthesisResponder"]
+__all__ = ["FakeGenerator", "FakeSynthesisResponder", "FaultInjectingResponder"]
 
 
 class FakeGenerator:
@@ -165,3 +165,31 @@ class FakeSynthesisResponder:
         # numbers drawn from the prompt's hash make every answer distinct enough for near-duplicate removal
         marks = " ".join(str((h // (k + 1) + 7919 * index) % 99991) for k in range(10))
         return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h}-{index}: {marks})"
+
+
+class FaultInjectingResponder:
+    """Wraps a responder for fault and scheduling tests (picklable, so Ray workers can use it).
+
+    Each reply waits ``delay`` seconds (chunks then take real time, as with a model). With ``kill_on``, the first
+    prompt whose last turn contains that text kills the process it runs in with SIGKILL (a worker dying mid-run), once:
+    ``marker`` (a file path) is written first and, once it exists, nothing is killed again.
+    """
+
+    def __init__(self, inner=None, *, delay: float = 0.0, kill_on: str | None = None, marker: str | None = None):
+        if kill_on is not None and marker is None:
+            raise XlSuiteError("kill_on needs marker= (a file that records the kill, so it happens once).")
+        self.inner = inner or FakeSynthesisResponder()
+        self.delay, self.kill_on, self.marker = delay, kill_on, marker
+
+    def __call__(self, messages, index: int, sampling) -> str:
+        import os
+        import signal
+        import time
+        from pathlib import Path
+
+        if self.kill_on and self.kill_on in messages[-1]["content"] and not Path(self.marker).exists():
+            Path(self.marker).write_text(str(os.getpid()), encoding="utf-8")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.delay:
+            time.sleep(self.delay)
+        return self.inner(messages, index, sampling)

@@ -263,6 +263,8 @@ class SynthesisRun:
         self.seed_counts = None
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        #: Lock a local work dir per stage; off in Ray workers, which share the work dir of one run.
+        self.lock_work_dir = True
         # Chunks that run at once: two when every engine takes concurrent calls (the next chunk's first stage runs
         # while the current chunk's later stages finish, so no stage boundary drains the engine), else one.
         self.lookahead = 2 if all(concurrent_calls(e) for e in self.engines.values() if e is not None) else 1
@@ -310,6 +312,7 @@ class SynthesisRun:
             storage_options=self.storage_options,
             desc=stage.name,
             stats=stats,
+            lock=self.lock_work_dir,
         )
         with self.lock:
             total = self.run_stats[stage.name]

@@ -1,61 +1,55 @@
-"""The synthesis stages on Ray Data, for runs that outgrow one machine.
+"""The synthesis run on Ray Data: the same orchestration as :func:`xl_suite.synthesis.synthesize`, another executor.
 
-The same :class:`~xl_suite.synthesis.Stage` objects and pure batched functions as :func:`xl_suite.synthesis.synthesize`
-run over ``ray.data.Dataset.map_batches``, with a **pool of engine actors** (:class:`EngineActor`): each actor
-builds its engines once (from picklable factories, e.g. :func:`engine_factory`) and applies stages to blocks with
-:func:`xl_suite.synthesis.apply_stages`. Data goes in with ``ray.data.from_huggingface`` and comes back as a
-``datasets.Dataset``; duplicate removal, the per-language quota and the release shapes (``en_scored``,
-``<code>_bestof3``, ``<code>``) are then done on the driver with the code of the local pipeline.
+Ray computes, the local pipeline assembles:
 
-The stage list is cut into segments at the snapshot stages (``scored``, ``bestof3``): each segment is one
-``map_batches`` whose light tasks hand each block to an engine actor (segments without an engine run as plain
-tasks), and is materialized so its snapshot can be written. The actors live for the whole run, so each engine
-starts once, and are closed (engine processes included) at the end.
+1. The driver cuts the seeds into the same chunks as the local run (:func:`xl_suite.synthesis.seeds.iter_seed_chunks`).
+2. ``ray.data`` maps the chunks over a pool of engine actors (``map_batches`` with an ``ActorPoolStrategy``: Ray Data
+   hands each chunk to an idle actor, so the work spreads evenly). Each actor holds its engines and a
+   :class:`~xl_suite.synthesis.pipeline.SynthesisRun` and runs :meth:`~xl_suite.synthesis.pipeline.SynthesisRun.process`
+   on its chunk: every stage through :func:`xl_suite.runner.run_stage`, which writes the stage's chunk files into the
+   run's work dir (a shared fsspec URL on a cluster: ``s3://...``, NFS). Only small per-chunk statistics travel
+   back to the driver.
+3. The driver then runs the local pipeline over the same seeds with engines that cannot generate: every chunk is in
+   the cache, so it only reads them back, in order, and writes the release files and ``summary.json`` exactly as a
+   local run would (same stages, fingerprints, chunk files, summary), streaming chunk by chunk.
 
-Why not ``ray.data.llm.build_processor``: its vLLM processor (which works on CPU with the settings in
-``shared/ENVIRONMENT.md`` section 5) owns prompt building and output handling through its own
-``preprocess``/``postprocess`` row functions and its own engine options, so the stage functions, their parsers,
-per-row provenance and the engine fingerprint would have to be duplicated there. The actor pool reuses the stage
-functions as they are; :func:`ray_init_kwargs` gives the CPU settings both approaches need.
+So a Ray run that is killed resumes from the chunk files on the rerun (actors skip what is cached and, with an
+:class:`~xl_suite.engines.spec.EngineSpec`, start no engine when nothing is left), a local rerun of a Ray run costs
+zero engine calls, and the other way round. Nothing sets Hugging Face offline mode in the workers; that is the
+user's choice (``runtime_env``).
 
-Differences from the local pipeline: no chunk cache (Ray retries failed tasks; an interrupted run starts over), and
-the seeds are prepared (empty/duplicate removal, ``max_seeds``) on the driver.
+Differences from the local run: the quota (``num_examples``) is applied when the results are assembled, so Ray
+computes every seed chunk up to ``max_seeds``; the summary gains an ``executor`` section (actors, chunks per worker
+process, what the actors generated).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from xl_suite.errors import InvalidArgumentError
-from xl_suite.synthesis.config import Stage, SynthesisConfig, check_templates, default_stages
-from xl_suite.synthesis.decontamination import NearDuplicateIndex
-from xl_suite.synthesis.outputs import (
-    SNAPSHOT_FILES,
-    ShapeWriter,
-    SynthesisResult,
-    append_by_language,
-    fallback_schema,
-    shape_table,
-)
-from xl_suite.synthesis.pipeline import apply_stages, select_final_rows
+from xl_suite.errors import GenerationError, InvalidArgumentError
+from xl_suite.synthesis.config import Stage, SynthesisConfig
+from xl_suite.synthesis.outputs import SynthesisResult
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["synthesize_ray", "engine_factory", "ray_init_kwargs", "split_segments", "EngineActor"]
+__all__ = ["synthesize_ray", "engine_factory", "ray_init_kwargs", "ChunkWorker"]
 
 #: Environment a vLLM engine needs inside Ray workers on a small CPU machine (ENVIRONMENT.md section 5).
 CPU_ENGINE_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "OMP_NUM_THREADS": "1",
     "TOKENIZERS_PARALLELISM": "false",
-    "HF_HUB_OFFLINE": "1",
 }
+_CHUNK = "__xl_chunk"
+_COUNTS = ("calls", "prompts", "completions", "prompt_tokens", "completion_tokens")
 
 
 def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dict:
@@ -63,6 +57,7 @@ def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dic
 
     ``num_cpus`` over-subscribes the logical CPUs (with 2, the actors of an LLM pipeline wait for each other), the
     dashboard is off, and workers inherit the engine environment (:data:`CPU_ENGINE_ENV`, overridable by ``env``).
+    Hugging Face offline mode is not set: pass ``env={"HF_HUB_OFFLINE": "1"}`` where you want it.
 
     >>> ray_init_kwargs(4)["num_cpus"]
     4
@@ -79,6 +74,8 @@ def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dic
 def engine_factory(backend: str, model: str, **kwargs) -> Callable[[], Any]:
     """A picklable factory that builds an engine inside a Ray actor (:func:`xl_suite.engines.registry.build_generator`).
 
+    Prefer an :class:`~xl_suite.engines.spec.EngineSpec`: actors then start the engine only when a chunk needs it.
+
     >>> engine_factory("fake", "m")().model
     'm'
     """
@@ -87,262 +84,273 @@ def engine_factory(backend: str, model: str, **kwargs) -> Callable[[], Any]:
     return functools.partial(build_generator, backend, model, **kwargs)
 
 
-def split_segments(stages: Sequence[Stage]) -> list[list[Stage]]:
-    """Cut the stage list after each snapshot stage.
+def _build(engine):
+    """An engine from an :class:`EngineSpec` (lazy: started by the first prompt) or a zero-argument factory."""
+    from xl_suite.engines.spec import EngineSpec
 
-    >>> from xl_suite.synthesis import default_stages, SynthesisConfig
-    >>> segments = split_segments(default_stages(SynthesisConfig(languages=("mt",))))
-    >>> [[s.name for s in seg] for seg in segments]  # doctest: +NORMALIZE_WHITESPACE
-    [['backtranslate', 'refine', 'decontaminate', 'score'], ['score_filter', 'expand', 'respond', 'judge'],
-     ['language_check', 'decontaminate_target']]
-    """
-    segments: list[list[Stage]] = [[]]
-    for stage in stages:
-        segments[-1].append(stage)
-        if stage.snapshot:
-            segments.append([])
-    return [s for s in segments if s]
+    if engine is None:
+        return None
+    if isinstance(engine, EngineSpec):
+        return engine.lazy()
+    if callable(engine):
+        return engine()
+    raise InvalidArgumentError(f"Expected an EngineSpec or a zero-argument engine factory, got {engine!r}.")
 
 
-class EngineActor:
-    """Holds the engines (built once from picklable factories) and applies any segment of stages to a block.
+class ChunkWorker:
+    """A Ray Data actor: builds the engines once, then runs every stage over each seed chunk it is handed.
 
-    Used as a Ray actor (``ray.remote(EngineActor)``) shared by every segment of a run, so each engine starts once
-    per run, not once per segment; :meth:`close` shuts the engines down cleanly at the end.
+    Called with a ``pyarrow.Table`` holding one or more chunks (column ``__xl_chunk``); returns one row of statistics
+    per chunk (worker process id, prompts and tokens generated, the engines' identities).
     """
 
-    def __init__(self, segments: Sequence[Sequence[Stage]], generator_factory=None, scorer_factory=None):
-        from xl_suite.prompting import load_template
+    def __init__(self, config, generator, scorer, stages, work_dir, storage_options):
+        from xl_suite.synthesis.config import default_stages
+        from xl_suite.synthesis.pipeline import SynthesisRun
 
-        self.segments = [list(seg) for seg in segments]
-        stages = [s for seg in self.segments for s in seg]
-        needs = {s.engine for s in stages if s.engine}
-        self.engines: dict[str, Any] = {}
-        if "generator" in needs or ("scorer" in needs and scorer_factory is None):
-            if generator_factory is None:
-                raise InvalidArgumentError("These stages call an engine: pass generator_factory.")
-            self.engines["generator"] = generator_factory()
-        if "scorer" in needs:
-            self.engines["scorer"] = scorer_factory() if scorer_factory is not None else self.engines["generator"]
-        self.templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
+        self.generator = _build(generator)
+        self.scorer = _build(scorer) if scorer is not None else None
+        stages = list(stages) if stages is not None else default_stages(config, self.generator, self.scorer)
+        self.run = SynthesisRun(
+            config,
+            self.generator,
+            self.scorer,
+            stages,
+            output=None,
+            work_dir=work_dir,
+            storage_options=storage_options,
+        )
+        self.run.lock_work_dir = False  # the actors of one run share its work dir; each writes its own chunks
 
-    def apply(self, table, segment: int):
-        """Run segment ``segment`` on a ``pyarrow.Table`` and return a ``pyarrow.Table``."""
+    def __call__(self, batch):
+        import datasets
         import pyarrow as pa
+        import pyarrow.compute as pc
 
-        out = apply_stages(table.to_pydict(), self.segments[segment], engines=self.engines, templates=self.templates)
-        return pa.Table.from_pydict(out)
+        rows = []
+        for index in sorted(set(batch.column(_CHUNK).to_pylist())):
+            chunk = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
+            before = self._generated()
+            computed = {name: st.chunks_computed for name, st in self.run.run_stats.items()}
+            t0 = time.perf_counter()
+            self.run.process(datasets.Dataset(chunk))
+            after = self._generated()
+            per_stage = {
+                name: {
+                    "chunks_computed": st.chunks_computed - computed[name],
+                    **{k: after[name][k] - before[name][k] for k in _COUNTS if name in after},
+                }
+                for name, st in self.run.run_stats.items()
+            }
+            rows.append(
+                {
+                    "chunk": index,
+                    "pid": os.getpid(),
+                    "seconds": time.perf_counter() - t0,
+                    "per_stage": json.dumps(per_stage),
+                    **{k: sum(v[k] for v in after.values()) - sum(v[k] for v in before.values()) for k in _COUNTS},
+                }
+            )
+        identity = {
+            "generator_fingerprint": self.generator.fingerprint(),
+            "generator_model": self.generator.model,
+            "generator_revision": getattr(self.generator, "revision", None),
+            "generator_backend": getattr(self.generator, "backend", "?"),
+            "generator_structured": self.generator.supports_structured_output(),
+        }
+        scorer = self.scorer or self.generator
+        identity.update(
+            scorer_fingerprint=scorer.fingerprint(),
+            scorer_model=scorer.model,
+            scorer_revision=getattr(scorer, "revision", None),
+            scorer_backend=getattr(scorer, "backend", "?"),
+            scorer_structured=scorer.supports_structured_output(),
+        )
+        return pa.Table.from_pylist([{**r, **identity} for r in rows])
 
-    def close(self) -> bool:
-        """Shut the engines down (vLLM engine processes included)."""
-        for engine in {id(e): e for e in self.engines.values()}.values():
-            engine.close()
-        self.engines = {}
-        return True
+    def _generated(self) -> dict[str, dict[str, int]]:
+        """What each engine stage has generated so far in this actor."""
+        return {name: {k: getattr(c, k) for k in _COUNTS} for name, c in self.run.counters.items()}
+
+    def __del__(self):
+        for engine in (getattr(self, "generator", None), getattr(self, "scorer", None)):
+            if engine is not None:
+                try:
+                    engine.close()
+                except Exception:  # noqa: BLE001 - best effort at actor exit; the reaper covers vLLM processes
+                    pass
 
 
-def _forward(batch, *, actors, segment: int):
-    """Ray Data task: send a block to one of the engine actors (chosen by the block's first seed) and wait."""
-    import ray
+class _CacheOnly:
+    """The driver's stand-in for an engine that ran in the actors: same identity, never generates."""
 
-    if batch.num_rows == 0:
-        return batch
-    actor = actors[int(batch.column("seed_index")[0].as_py()) % len(actors)]
-    return ray.get(actor.apply.remote(batch, segment))
+    concurrent_calls = False
 
+    def __init__(self, row: dict, prefix: str):
+        self.backend = row[f"{prefix}_backend"]
+        self.model = row[f"{prefix}_model"]
+        self.revision = row[f"{prefix}_revision"]
+        self._fingerprint = row[f"{prefix}_fingerprint"]
+        self._structured = bool(row[f"{prefix}_structured"])
 
-class _Structured:
-    """Answers :func:`default_stages`' only question to an engine, on the driver."""
+    def generate(self, conversations, sampling):
+        if not conversations:
+            return []
+        raise GenerationError(
+            f"{len(conversations)} prompts were not computed by the Ray workers (a chunk missing from the work dir, "
+            "e.g. removed during the run). Rerun synthesize_ray: it computes what is missing."
+        )
 
-    def __init__(self, value: bool):
-        self.value = value
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
     def supports_structured_output(self) -> bool:
-        return self.value
+        return self._structured
 
-
-def _plain(batch, stages):
-    import pyarrow as pa
-
-    return pa.Table.from_pydict(apply_stages(batch.to_pydict(), stages, engines={}, templates={}))
-
-
-def _to_hf(ray_ds):
-    """Collect a Ray dataset into a ``datasets.Dataset`` (Arrow blocks, empty ones skipped, types unified)."""
-    import datasets
-    import pyarrow as pa
-    import ray
-
-    tables = [t for t in ray.get(ray_ds.to_arrow_refs()) if t.num_rows]
-    if not tables:
-        return None
-    table = pa.concat_tables(tables, promote_options="default")
-    return datasets.Dataset(table)
+    def close(self) -> None:
+        pass
 
 
 def synthesize_ray(
     seeds,
-    generator_factory: Callable[[], Any],
+    generator,
     config: SynthesisConfig | None = None,
     *,
-    scorer_factory: Callable[[], Any] | None = None,
+    scorer=None,
     stages: Sequence[Stage] | None = None,
     output: str | None = None,
+    work_dir: str | None = None,
     storage_options: dict | None = None,
     text_column: str = "text",
     id_column: str | None = None,
     num_actors: int = 1,
     num_cpus_per_actor: float = 1,
     ray_remote_args: dict | None = None,
-    structured_outputs: bool = False,
 ) -> SynthesisResult:
-    """Run the synthesis stages on Ray Data (``ray.init`` must have been called).
+    """Run the synthesis pipeline with its engine work on a pool of Ray Data actors (``ray.init`` must have run).
 
     Args:
         seeds: a ``datasets.Dataset`` with ``text_column``.
-        generator_factory: builds the generation engine inside each actor (:func:`engine_factory`).
+        generator: the generation engine as an :class:`~xl_suite.engines.spec.EngineSpec` (started in each actor
+            when a chunk needs it) or a picklable zero-argument factory (:func:`engine_factory`).
         config: :class:`~xl_suite.synthesis.SynthesisConfig`.
-        scorer_factory: builds the scoring engine (default: the generator's engine, shared in the actor).
-        stages: replace the stage list (default :func:`~xl_suite.synthesis.default_stages`).
-        output: folder/URL for the same files as the local pipeline (``None``: kept in memory).
-        storage_options: fsspec options for ``output``.
+        scorer: the scoring engine, the same way (default: the generator's engine, shared in the actor).
+        stages: replace the stage list (default :func:`~xl_suite.synthesis.default_stages`, built in the actors).
+        output: folder/URL for the same files as the local pipeline.
+        work_dir: the chunk cache, shared by the driver and every actor (default ``<output>/.xl_suite_work``); on a
+            cluster, a URL every node can reach.
+        storage_options: fsspec options for ``output`` and ``work_dir``.
         text_column: seed column with the passages.
         id_column: seed column with row ids (default ``id`` when present).
-        num_actors: engine actors (each holds its own engines), shared by every segment.
+        num_actors: engine actors; Ray Data gives each idle actor the next chunk.
         num_cpus_per_actor: logical CPUs each actor requests.
-        ray_remote_args: extra Ray options for the actors (e.g. ``{"num_gpus": 1}`` or a ``runtime_env``).
-        structured_outputs: constrain the scoring stages to their JSON schema (for backends that support it, such
-            as vLLM and OpenAI). The engines only exist inside the actors, so the driver cannot ask them; default
-            False (the parser then reads free text).
+        ray_remote_args: extra Ray options for the actors (``{"num_gpus": 1}``, a ``runtime_env``...).
 
     Returns:
-        A :class:`~xl_suite.synthesis.SynthesisResult` (summary with rows in/out per segment).
+        A :class:`~xl_suite.synthesis.SynthesisResult`, its summary that of the local pipeline plus ``executor``.
+
+    Raises:
+        InvalidArgumentError: neither ``output`` nor ``work_dir`` (the actors need a place to write), or bad sizes.
     """
-    import datasets
-    import pyarrow as pa
     import ray
+    from ray.data import ActorPoolStrategy, DataContext
 
-    from xl_suite.prompting import load_template
-    from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
+    from xl_suite.synthesis.pipeline import synthesize
+    from xl_suite.synthesis.seeds import check_text_column, iter_seed_chunks
 
-    t_start = time.perf_counter()
     config = config or SynthesisConfig()
-    stages = list(stages) if stages is not None else default_stages(config, _Structured(structured_outputs))
-    templates = {s.name: load_template(s.template) for s in stages if s.template is not None}
-    check_templates(stages, templates, language=config.languages[0])
-    counts = SeedCounts()
-    parts = list(
-        iter_seed_chunks(
-            seeds,
-            text_column=text_column,
-            chunk_size=max(config.chunk_size, 1),
-            max_seeds=config.seed_limit,
-            id_column=id_column,
-            counts=counts,
+    if output is None and work_dir is None:
+        raise InvalidArgumentError(
+            "synthesize_ray needs output= or work_dir=: the actors write each stage's chunks there and the driver "
+            "reads them back (on a cluster, a URL every node can reach)."
         )
+    if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
+        raise InvalidArgumentError(f"num_actors must be an integer >= 1, got {num_actors!r}.")
+    work_dir = work_dir if work_dir is not None else f"{str(output).rstrip('/')}/.xl_suite_work"
+    check_text_column(seeds, text_column)
+    t_start = time.perf_counter()
+    chunks = iter_seed_chunks(
+        seeds,
+        text_column=text_column,
+        chunk_size=config.chunk_size,
+        max_seeds=config.seed_limit,
+        id_column=id_column,
     )
-    prepared = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
-    prepared = prepared.add_column("seed_index", list(range(prepared.num_rows)))
-    ds = ray.data.from_huggingface(prepared)
-    segments = split_segments(stages)
-    actors = []
-    if any(s.engine for s in stages):
-        remote_cls = ray.remote(num_cpus=num_cpus_per_actor, **(ray_remote_args or {}))(EngineActor)
-        actors = [remote_cls.remote(segments, generator_factory, scorer_factory) for _ in range(num_actors)]
-    writer = ShapeWriter(output, storage_options)
-    report = []
-    lang_pos = {code: i for i, code in enumerate(config.languages)}
-    final = None
+    tables = []
+    for index, chunk in enumerate(chunks):
+        table = chunk.with_format("arrow")[:]
+        tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
+    if not tables:
+        raise InvalidArgumentError("No seed rows to synthesize from (all empty or removed as duplicates).")
+
+    context = DataContext.get_current()
+    saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
+    context.wait_for_min_actors_s = 600  # every actor is up before the first chunk goes out: an even spread
+    context.enable_progress_bars = context.print_on_execution_start = False
     try:
-        rows_in = prepared.num_rows
-        for index, segment in enumerate(segments):
-            t0 = time.perf_counter()
-            if any(s.engine for s in segment):
-                ds = ds.map_batches(
-                    _forward,
-                    fn_kwargs={"actors": actors, "segment": index},
-                    batch_size=config.batch_size,
-                    batch_format="pyarrow",
-                    num_cpus=0.25,
-                )
-            else:
-                ds = ds.map_batches(
-                    _plain, fn_kwargs={"stages": segment}, batch_size=config.batch_size, batch_format="pyarrow"
-                )
-            ds = ds.materialize()
-            hf = _to_hf(ds)
-            if hf is not None:  # Ray does not keep row order: restore the local pipeline's (seed, language) order
-                seed_idx = hf["seed_index"][:]
-                langs = hf["language"][:] if "language" in hf.column_names else [None] * hf.num_rows
-                order = sorted(range(hf.num_rows), key=lambda i: (seed_idx[i], lang_pos.get(langs[i], -1)))
-                hf = hf.select(order).flatten_indices()
-            rows_out = hf.num_rows if hf is not None else 0
-            report.append(
-                {
-                    "segment": [s.name for s in segment],
-                    "rows_in": rows_in,
-                    "rows_out": rows_out,
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-            )
-            rows_in = rows_out
-            snapshot = segment[-1].snapshot
-            table = hf.with_format("arrow")[:].drop_columns(["seed_index"]) if hf is not None else pa.table({})
-            if snapshot == "scored" and hf is not None:
-                writer.append(SNAPSHOT_FILES["scored"], shape_table("scored", table))
-            elif snapshot == "bestof3" and hf is not None:
-                append_by_language(writer, SNAPSHOT_FILES["bestof3"], shape_table("bestof3", table), config.languages)
-            final = hf
-            if hf is None:
-                break
-        produced = dict.fromkeys(config.languages, 0)
-        over_quota = dict.fromkeys(config.languages, 0)
-        duplicates = 0
-        near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup else None
-        if final is not None and "language" in final.column_names:
-            final = final.remove_columns(["seed_index"])
-            table, duplicates = select_final_rows(
-                final, config, seen=set(), produced=produced, over_quota=over_quota, near=near
-            )
-            append_by_language(writer, SNAPSHOT_FILES["default"], shape_table("default", table), config.languages)
-        known = dict(writer.schemas)
-        expected = [SNAPSHOT_FILES["default"].format(code=c) for c in config.languages]
-        files = writer.close(expected, lambda name: fallback_schema(name, known))
-    except BaseException:
-        writer.abort()
-        raise
+        results = ray.data.from_arrow(tables).map_batches(
+            ChunkWorker,
+            fn_constructor_kwargs={
+                "config": config,
+                "generator": generator,
+                "scorer": scorer,
+                "stages": stages,
+                "work_dir": work_dir,
+                "storage_options": storage_options,
+            },
+            batch_size=None,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=num_actors, max_tasks_in_flight_per_actor=1),
+            num_cpus=num_cpus_per_actor,
+            **(ray_remote_args or {}),
+        )
+        stats = [
+            row for batch in results.iter_batches(batch_format="pyarrow", batch_size=None) for row in batch.to_pylist()
+        ]
     finally:
-        if actors:
-            try:
-                ray.get([a.close.remote() for a in actors], timeout=120)
-            finally:
-                for a in actors:
-                    ray.kill(a)
-    summary = {
-        "engine": "ray",
-        "config": config.to_dict(),
-        "seeds": {"rows_available": seeds.num_rows, **counts.to_dict()},
-        "segments": report,
-        "final": {
-            "duplicates_removed": duplicates,
-            "near_duplicates_removed": near.removed if near is not None else 0,
-            "over_quota": over_quota,
-        },
-        "languages": {
-            c: {
-                "requested": config.num_examples,
-                "produced": produced[c],
-                "shortfall": max(0, (config.num_examples or 0) - produced[c]),
-            }
-            for c in config.languages
-        },
-        "files": dict(sorted(writer.rows.items())),
-        "seconds": round(time.perf_counter() - t_start, 3),
-    }
-    url = writer.write_json("summary.json", summary)
-    if url:
-        files["summary.json"] = url
-    tables = {} if output else {name: writer.table(name) for name in writer.schemas}
-    return SynthesisResult(
-        summary=summary, files=files, output=output, _tables=tables, storage_options=storage_options
+        context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
+    ray_seconds = time.perf_counter() - t_start
+
+    identity = stats[0]
+    result = synthesize(
+        seeds,
+        _CacheOnly(identity, "generator"),
+        config,
+        scorer=_CacheOnly(identity, "scorer"),
+        stages=stages,
+        output=output,
+        work_dir=work_dir,
+        storage_options=storage_options,
+        text_column=text_column,
+        id_column=id_column,
     )
+    per_process: dict[str, int] = {}
+    for row in stats:
+        per_process[str(row["pid"])] = per_process.get(str(row["pid"]), 0) + 1
+    generated = {k: sum(int(r[k]) for r in stats) for k in _COUNTS}
+    for stage in result.summary["stages"]:  # what the actors computed, in place of the driver's (nothing)
+        done = [json.loads(r["per_stage"]).get(stage["stage"]) for r in stats]
+        done = [d for d in done if d is not None]
+        if done:
+            stage["chunks_computed"] = sum(d["chunks_computed"] for d in done)
+            stage["chunks_reused"] = max(0, stage.get("chunks_reused", 0) - stage["chunks_computed"])
+            if stage.get("generated") is not None:
+                stage["generated"].update({k: sum(d.get(k, 0) for d in done) for k in _COUNTS})
+    result.summary["executor"] = {
+        "name": "ray",
+        "actors": num_actors,
+        "chunks": len(stats),
+        "chunks_per_process": dict(sorted(per_process.items())),
+        "generated": generated,
+        "ray_seconds": round(ray_seconds, 3),
+    }
+    result.summary["generated"] = {**result.summary.get("generated", {}), **generated}
+    if output is not None:  # the same file the local run wrote, with the executor section
+        import fsspec
+
+        text = json.dumps(result.summary, indent=2, ensure_ascii=False, default=str, allow_nan=False)
+        with fsspec.open(
+            f"{str(output).rstrip('/')}/summary.json", "w", encoding="utf-8", **(storage_options or {})
+        ) as f:
+            f.write(text + "\n")
+    return result
