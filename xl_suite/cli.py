@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         from xl_suite.safety import scrub_secrets
 
         print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print(
             f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",

@@ -42,7 +42,15 @@ def _engine(spec):
     if spec.backend == "fake":
         from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
-        return FakeGenerator(FakeSynthesisResponder(**spec.engine_kwargs), model=spec.model, revision=spec.revision)
+        kwargs = dict(spec.engine_kwargs)
+        engine_kw = {k: kwargs.pop(k) for k in ("delay", "empty_every") if k in kwargs}
+        unknown = sorted(set(kwargs) - {"unparseable_every", "low_score_every"})
+        if unknown:
+            raise InvalidArgumentError(
+                f"--engine-kwargs: unknown keys {unknown} for the fake synthesis engine. Allowed: "
+                "['delay', 'empty_every', 'low_score_every', 'unparseable_every']."
+            )
+        return FakeGenerator(FakeSynthesisResponder(**kwargs), model=spec.model, revision=spec.revision, **engine_kw)
     return spec.build()
 
 
