@@ -357,7 +357,8 @@ def synthesize(
         xl_suite.prompting.TemplateError: a template that cannot be loaded or uses an undefined variable.
         xl_suite.errors.GenerationError: the engine failed (completed chunks stay cached; rerun to continue).
     """
-    from xl_suite.synthesis.seeds import SeedCounts, check_text_column, iter_seed_chunks
+    from xl_suite.safety import lock_folders
+    from xl_suite.synthesis.seeds import check_text_column
 
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
@@ -366,6 +367,19 @@ def synthesize(
     run = SynthesisRun(
         config, generator, scorer, stages, output=output, work_dir=work_dir, storage_options=storage_options
     )
+    # One run per output folder and work dir, for the whole run (not only per stage): a second run on either
+    # fails at once with a LockError naming this one.
+    with lock_folders([output, run.work_dir], purpose="xl-suite synthesize", storage_options=storage_options):
+        return _synthesize_locked(
+            run, seeds, config, stages, output, storage_options, text_column, id_column, progress, seed_source, t_start
+        )
+
+
+def _synthesize_locked(
+    run, seeds, config, stages, output, storage_options, text_column, id_column, progress, seed_source, t_start
+) -> SynthesisResult:
+    from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
+
     run.seed_counts = SeedCounts()
     bar = None
     if progress:
