@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -255,14 +254,9 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
                 f"      note: no XL-Instruct pair survived for {code}; xl-instruct-{code} is not exported "
                 "(see the synthesis table above)"
             )
-    tmp_export = export_dir.with_name(export_dir.name + ".new")
-    if tmp_export.exists():
-        shutil.rmtree(tmp_export)
-    write_repo(tmp_export, configs, repo_id=export_dir.name)
-    (tmp_export / _EXPORT_MARKER).write_text("written by xl-suite demo\n", encoding="utf-8")
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    tmp_export.rename(export_dir)
+    # write_repo builds the folder under a unique temporary name beside it, writes xl-suite's marker, and replaces
+    # an earlier export only if it holds that marker (checked again here, after the long run).
+    write_repo(export_dir, configs, repo_id=export_dir.name, overwrite=cfg.overwrite)
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 

@@ -296,12 +296,12 @@ def write_jsonl(rows: Iterable[dict], path) -> None:
 
     Non-ASCII text is kept as is; values JSON cannot hold are written with ``str``.
     """
-    import os
-    import uuid
     from pathlib import Path
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    from xl_suite.safety import unique_temp_path
+
+    tmp = Path(unique_temp_path(path))
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for row in rows:
