@@ -576,8 +576,8 @@ def _run_chunks(
             bad = failed_rows(table, status_cols, failure_statuses)
             stats.rows_failed += len(bad)
             if bad:
-                for status, n in failure_counts(table.take(bad), status_cols, failure_statuses).items():
-                    stats.failed_by_status[status] = stats.failed_by_status.get(status, 0) + n
+                for status, count in failure_counts(table.take(bad), status_cols, failure_statuses).items():
+                    stats.failed_by_status[status] = stats.failed_by_status.get(status, 0) + count
         parts.append(datasets.Dataset(table))
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
