@@ -77,6 +77,7 @@ class StageStats:
     chunks_damaged: int = 0
     rows_failed: int = 0
     rows_retried: int = 0
+    rows_computed: int = 0
     seconds: float = 0.0
     failed_by_status: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
@@ -95,6 +96,7 @@ class StageStats:
                 "chunks_damaged",
                 "rows_failed",
                 "rows_retried",
+                "rows_computed",
                 "seconds",
                 "failed_by_status",
             )
@@ -563,10 +565,12 @@ def _run_chunks(
                 for j in todo:
                     attempts[j] += 1
                 stats.rows_retried += len(todo)
+                stats.rows_computed += len(todo)
                 _write_chunk(fs, path, table, attempts)
             table = table.replace_schema_metadata(_own_metadata(table))
         else:
             table = compute(chunk, key, f"{i + 1}/{len(starts)}")
+            stats.rows_computed += chunk.num_rows
             if path:
                 _write_chunk(fs, path, table, [1] * table.num_rows)
             stats.chunks_computed += 1

@@ -718,8 +718,8 @@ def _run_cached(
     counts = {
         "retried": len(retry & set(todo)),
         "unique_requests": len({r["cache_key"] for r in rows}),
-        "from_cache": n_cached,
-        "judged_now": len(todo),
+        "from_cache": n_cached + len(todo) - stats.rows_computed,  # todo rows found in a stored chunk count too
+        "judged_now": stats.rows_computed,  # rows sent to the judge in this call (new ones and retried failures)
         "corrupt_files": bad,
         "chunks_computed": stats.chunks_computed,
         "seconds": time.perf_counter() - t0,
