@@ -53,6 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command saved, and how to go on (one sentence)."""
+    output = getattr(args, "output", None)
+    cache = {
+        "synthesize": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.xl_suite_work"),
+        "generate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
+        "translate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
+        "evaluate": getattr(args, "cache_dir", None) or (output and f"{str(output).rstrip('/')}/annotations"),
+    }.get(args.command)
+    if cache:
+        return f"Finished chunks are saved in {cache}; rerun the same command to resume from them."
+    if args.command == "demo":
+        return "Finished chunks are saved under --output-dir; rerun the same command to resume from them."
+    return "Rerun the same command to start it again."
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``xl-suite`` console script."""
     parser = build_parser()
@@ -82,10 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(
-            f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",
-            file=sys.stderr,
-        )
+        print(f"xl-suite {args.command}: interrupted. {_interrupted(args)}", file=sys.stderr)
         return 130
     except Exception:  # anything else is a bug in xl-suite: show it in full
         print(

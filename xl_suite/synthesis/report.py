@@ -115,6 +115,7 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             s.name: {
                 "rows": run.run_stats[s.name].rows_out,
                 "failed": run.run_stats[s.name].rows_failed,
+                "retried": run.run_stats[s.name].rows_retried,
                 "by_status": dict(sorted(run.run_stats[s.name].failed_by_status.items())),
             }
             for s in stages
