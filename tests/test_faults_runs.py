@@ -169,7 +169,12 @@ def test_synthesize_failure_share_and_retry(tmp_path, capsys):
     n_bad = failures["score"]["failed"]
     assert n_bad > 0 and failures["score"]["by_status"] == {"unparsed": n_bad}
     warnings = [line for line in stdout.splitlines() if "max-error-rate" in line]
-    assert len(warnings) == 1 and warnings[0].startswith("warning: ") and f"score {n_bad}" in warnings[0] and "within --max-error-rate 0.9" in warnings[0]
+    assert (
+        len(warnings) == 1
+        and warnings[0].startswith("warning: ")
+        and f"score {n_bad}" in warnings[0]
+        and "within --max-error-rate 0.9" in warnings[0]
+    )
     rc, _, err = _cli([*argv, *flaky], capsys)  # the default threshold; the deterministic fake fails again
     assert rc == 3 and "above --max-error-rate 0.05" in err and "Traceback" not in err
     assert (out / "mt.parquet").is_file() and (out / "summary.json").is_file()
@@ -385,14 +390,13 @@ def test_ctrl_c_says_what_was_saved_and_the_rerun_resumes(command, alpaca_file, 
             "fake",
             "--judge-model",
             "j",
-            "--no-rubric",
             "--n-resamples",
             "10",
             "--output",
             out,
         ]
-        saved = out / "annotations"
-    slow_kwargs = {"delay": 0.2} | ({"reply": GOOD_VERDICT} if command == "evaluate" else {})
+        saved = out / "annotations"  # the pairwise judgments are one chunk; Ctrl-C comes during the rubric
+    slow_kwargs = {"delay": 0.1} | ({"reply": GOOD_VERDICT} if command == "evaluate" else {})
     flag = "--engine-kwargs" if command == "synthesize" else "--judge-engine-kwargs"
     proc = _start([*argv, flag, json.dumps(slow_kwargs)], tmp_path)
     try:
@@ -402,9 +406,10 @@ def test_ctrl_c_says_what_was_saved_and_the_rerun_resumes(command, alpaca_file, 
     finally:
         proc.kill()
     assert proc.returncode == 130, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert "Traceback" not in stderr and len(lines) == 1, stderr
-    assert lines[0] == (
+    lines = [line for line in stderr.splitlines() if line.strip()]  # datasets' progress bars may come before
+    ours = [line for line in lines if line.startswith("xl-suite")]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and ours == lines[-1:], stderr
+    assert lines[-1] == (
         f"xl-suite {command}: interrupted. Finished chunks are saved in {saved}; rerun the same command to resume "
         "from them."
     )
@@ -415,5 +420,4 @@ def test_ctrl_c_says_what_was_saved_and_the_rerun_resumes(command, alpaca_file, 
         stages = json.loads((out / "summary.json").read_text())["stages"]
         assert sum(s["chunks_reused"] for s in stages) >= n_saved > 0
     else:
-        reused = int(stdout.split("pairwise_judge: ")[1].split(" judged now, ")[1].split(" from cache")[0])
-        assert reused > 0
+        assert "pairwise_judge: 0 judged now, 24 from cache" in stdout
