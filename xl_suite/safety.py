@@ -162,7 +162,7 @@ def check_replaceable(
     """Decide whether ``path`` may be (re)written; raise if not.
 
     Args:
-        path: the output folder (or file) about to be written.
+        path: the output folder about to be written (an existing file is refused).
         overwrite: the caller's overwrite flag.
         legacy_markers: other marker file names that also prove xl-suite wrote the folder (older releases).
         flag: how the user passes ``overwrite``, for the message.
@@ -171,8 +171,8 @@ def check_replaceable(
         True when ``path`` exists and will be replaced, False when it does not exist (or is an empty folder).
 
     Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is false; or it is a folder without xl-suite's marker
-            (a folder we did not write), the working directory, home, a root or a parent of those.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false; or it is a file, a link, a folder without
+            xl-suite's marker (a folder we did not write), the working directory, home, a root or a parent of those.
     """
     p = Path(path).expanduser()
     resolved = p.resolve()
@@ -187,6 +187,8 @@ def check_replaceable(
         raise OutputExistsError(f"{str(p)!r} already exists. Choose another folder or pass {flag}.")
     if p.is_symlink():
         raise OutputExistsError(f"Refusing to replace {str(p)!r}: it is a symbolic link. Choose a real folder.")
+    if not p.is_dir():
+        raise OutputExistsError(f"Refusing to replace {str(p)!r}: it is a file, not a folder. Choose a folder name.")
     if p.is_dir() and not any((p / m).is_file() for m in (MARKER_FILE, *legacy_markers)):
         raise OutputExistsError(
             f"Refusing to replace {str(p)!r}: it was not written by xl-suite (no {MARKER_FILE} inside), so "
