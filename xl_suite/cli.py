@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from xl_suite.safety import scrub_secrets
 
-        print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
+        message = " ".join(scrub_secrets(str(e)).split())  # one line, even for a parser's multi-line message
+        print(f"xl-suite {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"xl-suite {args.command}: interrupted. {_interrupted(args)}", file=sys.stderr)

@@ -106,6 +106,8 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
             raw = f.read()
     except FileNotFoundError as e:
         raise SourceError(f"Source file {source!r} does not exist. Pass an existing path or URL.") from e
+    except IsADirectoryError as e:
+        raise SourceError(f"Source {source!r} is a folder; pass a file (JSON, JSON Lines or Parquet).") from e
     except Exception as e:  # network/auth errors from remote filesystems
         raise SourceError(
             f"Could not read {source!r} ({type(e).__name__}: {e}). If you are offline, download the file and "
