@@ -2,6 +2,11 @@
 
 Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; heavy imports (datasets, torch,
 vLLM) happen inside ``run``, so ``xl-suite --help`` and ``xl-suite <command> --help`` stay fast.
+
+Exit codes: 0 done; 2 a problem the user can fix (any :class:`~xl_suite.errors.XlSuiteError`, and argparse's own
+errors), printed as one line ``xl-suite <command>: error: ...``; 3 the run wrote everything but too many rows failed
+(:class:`~xl_suite.errors.FailureRateError`, ``--max-error-rate``); 130 interrupted (Ctrl-C), with one line saying
+where the finished chunks are. Any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
