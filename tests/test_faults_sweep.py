@@ -300,6 +300,8 @@ PUBLIC = [
     ("export_repo", ("/proc/version",), {"languages": ["de"]}, "/proc/version"),
     ("export_repo", ("{out}",), {"languages": []}, "languages"),
     ("evaluate_responses", (["a"], ["de", "mt"]), {}, "1"),
+    ("publish_config", ("no-namespace", "xl-alpacaeval-de"), {}, "no-namespace"),
+    ("publish_config", ("me/repo", "xl-alpacaeval-zz"), {}, "zz"),
     ("LanguageSpec", (), {"code": "", "name": "x", "native_name": "x", "script": "Latn"}, "code"),
 ]
 

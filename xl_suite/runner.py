@@ -15,7 +15,10 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
   stored with that status, counted in :class:`StageStats`, and recomputed on the next run (``retry_failed``), up
   to ``max_attempts`` attempts per row (recorded in the chunk file's metadata);
 * a local ``work_dir`` is locked for the duration of the stage (:class:`xl_suite.safety.DirLock`): a second process
-  gets an error naming the first, instead of both writing the same chunks.
+  gets an error naming the first, instead of both writing the same chunks (the commands also lock their output folder
+  and work dir for the whole run, :func:`xl_suite.safety.lock_folders`);
+* :func:`check_failure_rate` turns a run's failed rows into a warning line or, above ``--max-error-rate``, a
+  :class:`~xl_suite.errors.FailureRateError` (CLI exit 3) once everything is written.
 * ``new_fingerprint`` is always set, so datasets never hashes the engine (an unhashable LLM would make it fall
   back to a random fingerprint and recompute everything).
 

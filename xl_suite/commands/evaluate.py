@@ -147,7 +147,7 @@ def run(args) -> int:
     annotators = sorted({str(r.get("annotator")) for r in model_rows if r.get("annotator")}) if annotated else []
     cache_dir = job.cache_dir or str(out / "annotations")
     # The whole run holds its report folder and judge cache: a second run on either fails at once, naming this one.
-    with lock_folders([out, cache_dir], purpose="xl-suite evaluate"):
+    with lock_folders([out, cache_dir if judge is not None else None], purpose="xl-suite evaluate"):
         return _evaluate_locked(
             job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out
         )
