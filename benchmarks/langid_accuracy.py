@@ -1,16 +1,29 @@
 """Per-language accuracy of the fidelity identifiers on real, human-written text: open-source translation catalogs.
 
-Corpus: the gettext catalogs shipped in two PyPI wheels, ``django`` (BSD-3-Clause; ~95 locales, Django's volunteer
-translators on Transifex) and ``plone.app.locales`` (GPL-2.0, data only, no dependencies; ~65 locales, Plone's
-translators). Both are installed by the ``tests`` extra. They are human translations of user-facing messages
-("Enter a valid email address.", help texts, admin messages), written by none of us; English is Django's source
-strings. Only statistics are committed, no text. As far as the identifiers' papers say this is not their training
-data (py3langid/langid.py: JRC-Acquis, ClueWeb, Wikipedia, Reuters RCV2, Debian i18n; heliport/HeLI-OTS: mostly
-Wikipedia and Leipzig corpora). Caveat: langid.py's "Debian i18n" part may hold older Django catalogs.
+Corpus: the translation catalogs shipped in seven PyPI wheels, human translations of user-facing messages ("Enter a
+valid email address.", help texts, admin and error messages) by each project's volunteer translators, written by
+none of us:
+
+- installed by the ``tests`` extra: ``django`` (BSD-3-Clause; ~95 locales; English is Django's source strings) and
+  ``plone.app.locales`` (GPL-2.0, data only; ~65 locales);
+- downloaded, not installed, by ``make langid-corpus`` (pinned with hashes in ``benchmarks/langid_corpus.txt``, read
+  from the ``.whl`` files in ``$XL_SUITE_LANGID_CORPUS``, default ``.venv/langid-corpus``): ``kolibri`` (MIT; its
+  own Crowdin JSON messages, ~30 locales, among them Gujarati, Hausa, Haitian Creole, Khmer, Punjabi and Yoruba),
+  ``gramps`` (GPL-2.0-or-later; Bashkir among ~40), ``pretix`` (AGPL-3.0 with additional terms; Faroese and
+  Luxembourgish), ``ckan`` (AGPL-3.0-or-later; Amharic) and ``wagtail`` (BSD-3-Clause; Māori).
+
+Only statistics are committed, no text. As far as the identifiers' papers say this is not their training data
+(py3langid/langid.py: JRC-Acquis, ClueWeb, Wikipedia, Reuters RCV2, Debian i18n; heliport/HeLI-OTS: mostly
+Wikipedia and Leipzig corpora). Caveat: langid.py's "Debian i18n" part may hold older catalogs of these projects.
+Labels are the catalogs' locale names; pseudo-locales (kolibri's ``ach_UG`` "In-context translation") and
+varieties the registry lacks (kolibri's ``ff_CM``, Adamawa Fulfulde) are skipped, regional variants are merged into
+their language except ``pt_BR``, ``zh_Hant``/``zh_TW`` and ``sr_Latn``, and English comes only from Django's
+source strings.
 
 Texts: every translated message (``msgstr``), placeholders, HTML tags and entities removed, untranslated copies
-(``msgstr == msgid``) and messages with fewer than 20 letters (``xl_suite.fidelity.count_letters``) dropped,
-duplicates dropped, shuffled (seed 0). The headline unit is one message (at most ``3 * --max-passages`` per
+(``msgstr == msgid``; for kolibri, a message equal to its English source), ICU plural/select messages (kolibri) and
+messages with fewer than 20 letters (``xl_suite.fidelity.count_letters``) dropped, duplicates dropped, shuffled
+(seed 0). The headline unit is one message (at most ``3 * --max-passages`` per
 language; a short sentence, the hard case); a second score joins them three at a time into *passages* (about
 the length of a short answer, at most ``--max-passages``). A language with fewer than ``3 * --min-passages``
 usable messages is listed as not measured.
@@ -29,9 +42,12 @@ from __future__ import annotations
 import argparse
 import gettext
 import json
+import os
 import random
 import re
+import struct
 import sys
+import zipfile
 from collections import Counter
 from pathlib import Path
 
@@ -82,6 +98,132 @@ PLONE_LOCALE_TO_CODE = {
 }
 
 
+#: The pinned wheels of the extra corpus (``make langid-corpus``).
+CORPUS_REQUIREMENTS = Path(__file__).resolve().parent / "langid_corpus.txt"
+#: wheel -> (license, member path pattern whose group 1 is the locale, format): only the project's own catalogs
+#: (kolibri vendors Django and other packages under kolibri/dist; those are not read).
+WHEEL_SOURCES = {
+    "kolibri": ("MIT", re.compile(r"kolibri/locale/([^/]+)/LC_MESSAGES/[^/]+-messages\.json"), "json"),
+    "gramps": (
+        "GPL-2.0-or-later",
+        re.compile(r"gramps-[^/]+\.data/data/share/locale/([^/]+)/LC_MESSAGES/gramps\.mo"),
+        "mo",
+    ),
+    "pretix": ("AGPL-3.0", re.compile(r"pretix/locale/([^/]+)/LC_MESSAGES/django(?:js)?\.mo"), "mo"),
+    "ckan": ("AGPL-3.0-or-later", re.compile(r"ckan/i18n/([^/]+)/LC_MESSAGES/ckan\.mo"), "mo"),
+    "wagtail": ("BSD-3-Clause", re.compile(r"wagtail/(?:[^/]+/)*locale/([^/]+)/LC_MESSAGES/django(?:js)?\.mo"), "mo"),
+}
+#: Locales of the wheels that do not map by their language subtag (``None``: skipped).
+WHEEL_LOCALE_TO_CODE = {
+    "pt_BR": "pt-BR",
+    "zh_Hans": "zh",
+    "zh_Hans_CN": "zh",
+    "zh_CN": "zh",
+    "zh_Hant": "zh-Hant",
+    "zh_Hant_TW": "zh-Hant",
+    "zh_TW": "zh-Hant",
+    "zh_HK": None,  # Hong Kong usage (Cantonese words) in traditional characters: neither zh nor zh-Hant's norm
+    "sr_Latn": "sr-Latn",
+    "sr@latin": "sr-Latn",
+    "ach_UG": None,  # kolibri's Crowdin "In-context translation" pseudo-locale (placeholders, not Acholi)
+    "ff_CM": None,  # Adamawa Fulfulde; the registry has Nigerian Fulfulde (fuv) only
+    "ku_IQ": None,  # Central Kurdish in Arabic script under Kurmanji's code
+}
+_ICU_RE = re.compile(r"\{[^{}]*,\s*(?:plural|select|selectordinal)\s*,")
+
+
+def corpus_dir() -> Path:
+    """Where ``make langid-corpus`` puts the wheels: ``$XL_SUITE_LANGID_CORPUS`` or ``.venv/langid-corpus``."""
+    default = Path(__file__).resolve().parents[1] / ".venv" / "langid-corpus"
+    return Path(os.environ.get("XL_SUITE_LANGID_CORPUS") or default)
+
+
+def corpus_wheels() -> dict[str, Path]:
+    """Pinned wheel name -> its downloaded file; raises naming the missing wheel and the command that fetches it."""
+    pins = {}
+    for line in CORPUS_REQUIREMENTS.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split()[0].split("==")
+            pins[name] = version
+    assert set(pins) == set(WHEEL_SOURCES), f"{CORPUS_REQUIREMENTS} and WHEEL_SOURCES disagree"
+    out = {}
+    for name, version in pins.items():
+        found = sorted(corpus_dir().glob(f"{name}-{version}-*.whl"))
+        if not found:
+            raise FileNotFoundError(
+                f"The language-identification corpus lacks {name}=={version} in {corpus_dir()}: run "
+                "`make langid-corpus` (or set XL_SUITE_LANGID_CORPUS to a folder holding the wheels of "
+                f"{CORPUS_REQUIREMENTS.name})."
+            )
+        out[name] = found[0]
+    return out
+
+
+def wheel_locale_code(locale: str, known) -> str | None:
+    """Registry code of a wheel catalog's locale (``None``: skipped; English comes from Django only).
+
+    >>> wheel_locale_code("gu_IN", {"gu"}), wheel_locale_code("de_Informal", {"de"}), wheel_locale_code("en_GB", {"en"})
+    ('gu', 'de', None)
+    """
+    if locale in WHEEL_LOCALE_TO_CODE:
+        code = WHEEL_LOCALE_TO_CODE[locale]
+    else:
+        lang = re.split(r"[_@-]", locale)[0].lower()
+        code = None if lang == "en" else {"nb": "no"}.get(lang, lang)
+    return code if code in known else None
+
+
+def _wheel_messages(name: str, wheel: Path):
+    """(locale, translated message) for every own catalog message of one wheel, in a fixed order."""
+    _, pattern, fmt = WHEEL_SOURCES[name]
+    with zipfile.ZipFile(wheel) as zf:
+        members = sorted(m for m in zf.namelist() if pattern.fullmatch(m))
+        english = {}
+        if fmt == "json":  # untranslated strings are exported as the English source: drop those
+            for m in members:
+                if pattern.fullmatch(m).group(1) == "en":
+                    english[m.split("/")[-1]] = json.loads(zf.read(m))
+        for m in members:
+            locale = pattern.fullmatch(m).group(1)
+            if fmt == "json":
+                source = english.get(m.split("/")[-1], {})
+                for key, text in json.loads(zf.read(m)).items():
+                    if isinstance(text, str) and text != source.get(key) and not _ICU_RE.search(text):
+                        yield locale, text
+            else:
+                for source, forms in read_mo(zf.read(m)):
+                    for msgstr in forms:
+                        if source and msgstr and msgstr.strip() != source.strip():
+                            yield locale, msgstr
+
+
+def read_mo(data: bytes) -> list[tuple[str, list[str]]]:
+    """(msgid, [msgstr forms]) of a GNU .mo file, header entry excluded.
+
+    Our own reader rather than ``gettext.GNUTranslations``, which refuses a whole catalog over an unfilled
+    ``Plural-Forms: plural=EXPRESSION`` header (one of pretix's) although its messages are fine.
+    """
+    magic = struct.unpack("<I", data[:4])[0]
+    order = "<" if magic == 0x950412DE else ">"
+    if struct.unpack(f"{order}I", data[:4])[0] != 0x950412DE:
+        raise ValueError(f"not a .mo file (magic {magic:#x})")
+    n, orig_at, trans_at = struct.unpack(f"{order}3I", data[8:20])
+    charset = "utf-8"
+    out = []
+    for i in range(n):
+        olen, ooff = struct.unpack(f"{order}2I", data[orig_at + 8 * i : orig_at + 8 * i + 8])
+        tlen, toff = struct.unpack(f"{order}2I", data[trans_at + 8 * i : trans_at + 8 * i + 8])
+        msgid, msgstr = data[ooff : ooff + olen], data[toff : toff + tlen]
+        if not msgid:  # the header: only its charset matters here
+            m = re.search(rb"charset=([\w-]+)", msgstr)
+            charset = m.group(1).decode("ascii") if m and m.group(1) != b"CHARSET" else "utf-8"
+            continue
+        source = msgid.split(b"\x04")[-1].split(b"\x00")[0].decode(charset)
+        out.append((source, msgstr.decode(charset).split("\x00")))
+    return out
+
+
 def _clean(text: str) -> str:
     return " ".join(_PLACEHOLDER_RE.sub(" ", text).split())
 
@@ -109,10 +251,11 @@ def _catalogs():
 def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
     """Registry code -> cleaned, de-duplicated human-written messages from the installed corpora.
 
-    Translations (``msgstr``) of Django and plone.app.locales; English is the source strings (``msgid``) of
-    Django's catalogs.
+    Translations (``msgstr``) of Django, plone.app.locales and the wheels of ``langid_corpus.txt``; English is the
+    source strings (``msgid``) of Django's catalogs.
     """
     from xl_suite.fidelity import count_letters
+    from xl_suite.languages import builtin_languages
 
     out: dict[str, set[str]] = {}
     for code, catalog, locale in _catalogs():
@@ -128,6 +271,13 @@ def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
                 continue
             text = _clean(msgstr)
             if count_letters(text) >= min_letters:
+                out.setdefault(code, set()).add(text)
+    known = builtin_languages()
+    for name, wheel in corpus_wheels().items():
+        for locale, msgstr in _wheel_messages(name, wheel):
+            code = wheel_locale_code(locale, known)
+            text = _clean(msgstr)
+            if code is not None and count_letters(text) >= min_letters:
                 out.setdefault(code, set()).add(text)
     return {code: sorted(texts) for code, texts in sorted(out.items())}
 
@@ -228,8 +378,13 @@ def build(max_passages: int, min_passages: int) -> dict:
         "meta": {
             "generated_by": "benchmarks/langid_accuracy.py",
             "corpus": (
-                f"Django {md.version('django')} (BSD-3-Clause) and plone.app.locales "
-                f"{md.version('plone.app.locales')} (GPL-2.0) translation catalogs, from PyPI"
+                f"Django {md.version('django')} (BSD-3-Clause), plone.app.locales "
+                f"{md.version('plone.app.locales')} (GPL-2.0), "
+                + ", ".join(
+                    f"{name} {wheel.name.split('-')[1]} ({WHEEL_SOURCES[name][0]})"
+                    for name, wheel in corpus_wheels().items()
+                )
+                + " translation catalogs, from PyPI"
             ),
             "unit": "one translated message (>= 20 letters); 'passage': 3 messages joined",
             "max_messages": 3 * max_passages,

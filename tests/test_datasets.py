@@ -176,3 +176,38 @@ def test_empty_source_file_is_a_clear_error(tmp_path):
     (tmp_path / "mt.json").write_text("[]", encoding="utf-8")
     with pytest.raises(SourceError, match="holds no rows"):
         xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(tmp_path))
+
+
+def test_a_config_for_every_builtin_language():
+    """``xl-alpacaeval-<code>`` exists for every built-in language except English (the prompts' own language)."""
+    from xl_suite.languages import builtin_languages
+
+    names = {c.name: c.language for c in XlAlpacaEval.BUILDER_CONFIGS}
+    expected = {f"xl-alpacaeval-{s.config_code}": s.code for s in builtin_languages().values() if s.code != "en"}
+    assert {n: c for n, c in names.items() if n != "xl-alpacaeval-all"} == expected
+    assert len(expected) >= 150 and names["xl-alpacaeval-sw"] == "sw" and names["xl-alpacaeval-zh-hant"] == "zh-Hant"
+
+
+def test_every_builtin_language_from_the_same_797_prompts(alpaca_eval_path, tmp_path):
+    """All built-in target languages at once (one build): 797 rows each, the same ids, each language's request."""
+    from xl_suite.languages import BENCHMARK_LANGUAGES, builtin_languages
+
+    codes = tuple(c for c in builtin_languages() if c != "en")
+    ds = xl_suite.load_dataset(
+        "xl-alpacaeval-all", split="test", source=str(alpaca_eval_path), languages=codes, cache_dir=str(tmp_path)
+    )
+    assert ds.num_rows == 797 * len(codes)
+    by_language: dict[str, list] = {}
+    for lang, idx, instruction, english in zip(
+        ds["language"], ds["alpaca_eval_index"], ds["instruction"], ds["english_instruction"], strict=True
+    ):
+        by_language.setdefault(lang, []).append(idx)
+        spec = builtin_languages()[lang]
+        assert instruction == f"{english}\n\n{spec.request}"
+        if lang not in BENCHMARK_LANGUAGES:
+            assert spec.request == f"Please respond in {spec.english_name}."
+    assert set(by_language) == set(codes)
+    first = by_language[codes[0]]
+    assert len(first) == 797 and all(v == first for v in by_language.values())
+    assert len(set(zip(ds["id"], ds["language"], strict=True))) == ds.num_rows  # one row per (prompt, language)
+    assert builtin_languages()["sw"].request == "Please respond in Swahili."

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from xl_suite.engines import is_openai_available, is_transformers_available, local_model_hash, resolve_model
-from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed
+from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed, failure_status
 from xl_suite.errors import GenerationError
 from xl_suite.fingerprint import stable_hash
 
@@ -237,6 +238,61 @@ def test_vllm_seeded_sampling_is_reproducible_and_batch_independent(vllm_generat
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_vllm_calls_from_threads_share_the_engine_and_match_sequential_calls(vllm_generator):
+    """The request stream: concurrent calls join one running batch; each gets exactly its own outputs."""
+    import threading
+
+    sampling = SamplingConfig(temperature=1.0, max_tokens=10, seed=3)
+    sequential = [_texts(vllm_generator.generate([c], sampling)) for c in CONVERSATIONS]
+    results, errors = [None] * len(CONVERSATIONS), []
+    overlap, running, lock = [0], [0], threading.Lock()
+
+    def call(i):
+        try:
+            with lock:
+                running[0] += 1
+                overlap[0] = max(overlap[0], running[0])
+            results[i] = _texts(vllm_generator.generate([CONVERSATIONS[i]], sampling))
+            with lock:
+                running[0] -= 1
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(CONVERSATIONS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and results == sequential
+    assert overlap[0] > 1, "the calls were in flight together"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_per_conversation_sampling_forces_each_length(vllm_generator):
+    lengths = [3, 17, 9, 1]
+    samplings = [SamplingConfig(temperature=1.0, max_tokens=n, min_tokens=n, seed=1) for n in lengths]
+    out = vllm_generator.generate(CONVERSATIONS[:4], samplings)
+    assert [c[0].completion_tokens for c in out] == lengths
+    with pytest.raises(ValueError, match="one per conversation"):
+        vllm_generator.generate(CONVERSATIONS[:4], samplings[:2])
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_truncate_prompts_keeps_the_tail_and_says_so(vllm_generator, monkeypatch):
+    too_long = [{"role": "user", "content": "Grüße ġħż " * 2000}]
+    monkeypatch.setattr(vllm_generator, "truncate_prompts", True)
+    fingerprint = vllm_generator.fingerprint()
+    (cands,) = vllm_generator.generate([too_long], SamplingConfig(max_tokens=4, min_tokens=4))
+    assert failure_status(cands[0]) is None and cands[0].completion_tokens == 4
+    assert cands[0].prompt_tokens == 2048 - 4 and cands[0].extra["prompt_truncated"] is True
+    monkeypatch.setattr(vllm_generator, "truncate_prompts", False)
+    assert vllm_generator.fingerprint() != fingerprint, "truncation changes outputs, so it changes the fingerprint"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_vllm_greedy_is_deterministic_and_order_preserved(vllm_generator, hf_tokenizer):
     greedy = SamplingConfig(temperature=0.0, max_tokens=16, n=2)
     results = vllm_generator.generate(CONVERSATIONS, greedy)
@@ -285,10 +341,12 @@ def test_vllm_json_schema_output_parses(vllm_generator, temperature):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_vllm_errors_raise_and_leave_the_engine_usable(vllm_generator):
+def test_vllm_overlong_prompt_is_a_row_failure_and_errors_leave_the_engine_usable(vllm_generator):
     too_long = [{"role": "user", "content": "Grüße ġħż " * 2000}]
-    with pytest.raises(GenerationError, match="vLLM generation failed"):
-        vllm_generator.generate([CONVERSATIONS[0], too_long], SamplingConfig(max_tokens=4))
+    first, overlong = vllm_generator.generate([CONVERSATIONS[0], too_long], SamplingConfig(max_tokens=4))
+    assert first[0].text and failure_status(first[0]) is None, "the row that fits is generated"
+    assert failure_status(overlong[0]) == "too_long" and overlong[0].text == ""
+    assert "2048 tokens" in overlong[0].extra["error"]
     with pytest.raises(GenerationError):
         vllm_generator.generate(CONVERSATIONS[:1], SamplingConfig(max_tokens=4, json_schema={"type": "no-such-type"}))
     with pytest.raises(ValueError, match="must be a non-empty list"):
@@ -340,7 +398,8 @@ SECRET = "sk-test-0123456789abcdef-SECRET"
 
 
 class _StubOpenAI:
-    """A tiny ``/v1/chat/completions`` server: ``plan(k, body)`` returns (status, headers, delay) for request k."""
+    """A tiny ``/v1/chat/completions`` server: ``plan(k, body)`` returns (status, headers, delay[, error body]) for
+    request k."""
 
     def __init__(self, plan=None):
         self.plan = plan or (lambda k, body: (200, {}, 0.0))
@@ -366,9 +425,13 @@ class _StubOpenAI:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 try:
-                    status, headers, delay = stub.plan(k, body)
+                    status, headers, delay, *error = stub.plan(k, body)
                     time.sleep(delay)
-                    payload = stub.reply(body) if status == 200 else {"error": {"message": f"stub error {status}"}}
+                    payload = (
+                        stub.reply(body)
+                        if status == 200
+                        else (error[0] if error else {"error": {"message": f"stub error {status}"}})
+                    )
                     data = json.dumps(payload).encode()
                     self.send_response(status)
                     for key, value in {"Content-Type": "application/json", **headers}.items():
@@ -483,18 +546,40 @@ def test_openai_retries_with_backoff_then_succeeds(stub_openai, monkeypatch):
 
 
 @requires_openai
-def test_openai_gives_up_and_names_the_status(stub_openai, monkeypatch):
-    stub = stub_openai(lambda k, body: (503, {}, 0.0))
+def test_openai_failed_request_is_a_row_failure_naming_the_status(stub_openai, monkeypatch):
+    stub = stub_openai(lambda k, body: (503 if "row 0" in body["messages"][0]["content"] else 200, {}, 0.0))
     gen = _openai(stub.base_url, monkeypatch, max_retries=2)
-    with pytest.raises(GenerationError, match=r"HTTP 503 \(after 2 retries\)"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
-    assert len(stub.requests) == 3 and gen.ledger.retries == 2 and gen.ledger.failures == 1
+    failed, fine = gen.generate([[{"role": "user", "content": "row 0"}], CONVERSATIONS[1]], SamplingConfig())
+    assert failure_status(failed[0]) == "error" and failed[0].text == ""
+    assert re.search(r"HTTP 503 \(after 2 retries\)", failed[0].extra["error"])
+    assert failure_status(fine[0]) is None and fine[0].text
+    assert gen.ledger.retries == 2 and gen.ledger.failures == 1
 
     bad = stub_openai(lambda k, body: (400, {}, 0.0))
     gen = _openai(bad.base_url, monkeypatch, max_retries=5)
-    with pytest.raises(GenerationError, match=r"HTTP 400 \(not retryable\)"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    (row,) = gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    assert failure_status(row[0]) == "error" and "HTTP 400 (not retryable)" in row[0].extra["error"]
     assert len(bad.requests) == 1 and gen.ledger.retries == 0
+
+    context = {"error": {"message": "This model's maximum context length is 4096 tokens", "code": "context_length"}}
+    long = stub_openai(lambda k, body: (400, {}, 0.0, context))
+    gen = _openai(long.base_url, monkeypatch)
+    assert failure_status(gen.generate(CONVERSATIONS[:1], SamplingConfig())[0][0]) == "too_long"
+
+
+@requires_openai
+def test_openai_setup_errors_and_failures_in_a_row_stop_the_call(stub_openai, monkeypatch):
+    auth = stub_openai(lambda k, body: (401, {}, 0.0))
+    gen = _openai(auth.base_url, monkeypatch, max_retries=5)
+    with pytest.raises(GenerationError, match=r"HTTP 401 \(not retryable\)"):
+        gen.generate(CONVERSATIONS[:2], SamplingConfig())
+
+    dead = stub_openai(lambda k, body: (400, {}, 0.0))
+    gen = _openai(dead.base_url, monkeypatch, max_concurrency=1)
+    gen.max_consecutive_failures = 3
+    with pytest.raises(GenerationError, match="3 requests to model .* failed in a row"):
+        gen.generate(CONVERSATIONS * 2, SamplingConfig())
+    assert len(dead.requests) == 3, "the call stops at the limit instead of sending every request"
 
 
 @requires_openai
@@ -508,9 +593,12 @@ def test_openai_retries_timeouts_and_connection_errors(stub_openai, monkeypatch)
     url = down.base_url
     down.close()
     gen = _openai(url, monkeypatch, max_retries=1)
-    with pytest.raises(GenerationError, match="APIConnectionError"):
-        gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    (row,) = gen.generate(CONVERSATIONS[:1], SamplingConfig())
+    assert failure_status(row[0]) == "error" and "APIConnectionError" in row[0].extra["error"]
     assert gen.ledger.retries == 1 and gen.ledger.failures == 1
+    gen.max_consecutive_failures = 2
+    with pytest.raises(GenerationError, match="APIConnectionError"):
+        gen.generate(CONVERSATIONS[:3], SamplingConfig())
 
 
 @requires_openai

@@ -194,7 +194,7 @@ def test_report_files_and_png(tmp_path):
         "## Cost and token ledger",
         "## Unparsed judgments",
         "reconstructs",
-        "judge_pairwise@1+",
+        "judge_pairwise@2+",
     ):
         assert needle in md
     summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
@@ -274,7 +274,7 @@ def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
         "ok",
         "empty",
     ]
-    assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@1+")
+    assert mt[0]["translator"] == "tr" and mt[0]["template_version"].startswith("translate_instruction@2+")
     paths = write_m_alpacaeval(out, tmp_path / "m")
     with pytest.raises(FileExistsError):
         write_m_alpacaeval(out, tmp_path / "m")
@@ -375,7 +375,7 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     assert summary["table"]["overall"]["n_unparsed"] == 8  # all counted
     assert summary["ledger"]["model_outputs"]["requests"] == 8
     # a judge that answers (one reply parsed as both a verdict and rubric scores): the failures are judged again
-    good = {"winner": "A", **{d: 4 for d in ("helpfulness", "relevance", "accuracy", "fluency", "naturalness")}}
+    good = {"winner": "A", **dict.fromkeys(("helpfulness", "relevance", "accuracy", "fluency", "naturalness"), 4)}
     fixed = [*args, "--judge-engine-kwargs", json.dumps({"reply": json.dumps(good)})]
     assert main(fixed) == 0
     printed = capsys.readouterr().out

@@ -84,8 +84,9 @@ def test_retry_warnings_are_scrubbed(serve, monkeypatch, caplog):
     url = serve(lambda h: (503, {"error": {"message": "busy"}}))
     gen = _gen(url, monkeypatch, max_retries=1)
     logging.getLogger("xl_suite.engines.openai_engine").warning("leak %s", KEY)
-    with caplog.at_level(logging.WARNING), pytest.raises(GenerationError):
-        gen.generate(CONV, SamplingConfig(max_tokens=4))
+    with caplog.at_level(logging.WARNING):
+        (row,) = gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert row[0].extra["status"] == "error" and KEY not in row[0].extra["error"]
     assert KEY not in caplog.text and "leak ***" in caplog.text
 
 
@@ -93,8 +94,8 @@ def test_hung_server_fails_within_the_total_budget(serve, monkeypatch):
     url = serve(lambda h: (time.sleep(30), (None, None))[1])
     gen = _gen(url, monkeypatch, timeout=0.5, total_timeout=2)
     t0 = time.monotonic()
-    with pytest.raises(GenerationError, match="total_timeout"):
-        gen.generate(CONV, SamplingConfig(max_tokens=4))
+    (row,) = gen.generate(CONV, SamplingConfig(max_tokens=4))
+    assert row[0].extra["status"] == "error" and "total_timeout" in row[0].extra["error"]
     assert time.monotonic() - t0 < 5
 
 

@@ -145,7 +145,7 @@ def test_both_orders_unswapped_and_provenance():
     assert row["order"] == "model_second" and row["output_a"] == ITEMS["reference_outputs"][0]
     assert row["verdict"] == "B" and row["p_a"] == 0.0 and row["preference"] == 1.0
     assert row["judge_model"] == "judge-x" and row["judge_revision"] == "abc123"
-    assert row["judge_template_version"].startswith("judge_pairwise@1+")
+    assert row["judge_template_version"].startswith("judge_pairwise@2+")
     assert row["raw_completion"] == '{"winner": "B"}' and row["parse_status"] == "ok"
     sampling = json.loads(row["judge_sampling"])
     assert sampling["temperature"] == 0.0 and sampling["json_schema"] is None  # greedy, fake has no schemas
@@ -315,7 +315,7 @@ def test_rerun_makes_zero_judge_calls(tmp_path):
     assert counting.prompts_seen == 2 and third.preferences[-1] == 0.5  # both answers now contain GOOD
     # Another template version is another cache key: everything is judged again.
     tpl = tmp_path / "my_judge.jinja"
-    tpl.write_text(load_template("judge_pairwise").source.replace("version: 1", "version: 2"), encoding="utf-8")
+    tpl.write_text(load_template("judge_pairwise").source.replace("version: 2", "version: 3"), encoding="utf-8")
     fresh = FakeGenerator(prefers("GOOD"))
     judge_pairwise(**ITEMS, judge=fresh, cache_dir=str(tmp_path), config=JudgeConfig(template=str(tpl)))
     assert fresh.prompts_seen == 12

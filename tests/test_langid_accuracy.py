@@ -1,12 +1,15 @@
 """The committed accuracy table (xl_suite/data/langid_accuracy.json) against a fresh measurement on real text.
 
 The corpus is the human translation catalogs of the ``django`` and ``plone.app.locales`` wheels (installed by the
-``tests`` extra); see benchmarks/langid_accuracy.py. A sample of languages is re-measured here and must reproduce the table exactly.
+``tests`` extra) and of the wheels pinned in benchmarks/langid_corpus.txt (downloaded by ``make langid-corpus``; without
+them these tests skip, or fail where ``XL_SUITE_REQUIRE_LANGID_CORPUS=1``, as in CI); see benchmarks/langid_accuracy.py.
+A sample of languages is re-measured here and must reproduce the table exactly.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 from pathlib import Path
 
@@ -32,6 +35,12 @@ def bench():
 
 @pytest.fixture(scope="module")
 def corpus(bench):
+    try:
+        bench.corpus_wheels()
+    except FileNotFoundError as e:
+        if os.environ.get("XL_SUITE_REQUIRE_LANGID_CORPUS") == "1":
+            raise
+        pytest.skip(str(e))
     return bench.load_corpus()
 
 
@@ -41,7 +50,7 @@ def _sample(messages: list[str], limit: int) -> list[str]:
     return shuffled[:limit]
 
 
-def test_corpus_is_the_one_the_table_was_built_from(corpus):
+def test_corpus_is_the_one_the_table_was_built_from(bench, corpus):
     import importlib.metadata as md
 
     import django
@@ -49,10 +58,53 @@ def test_corpus_is_the_one_the_table_was_built_from(corpus):
     corpus_meta = accuracy_table_meta()["corpus"]
     assert corpus_meta.startswith(f"Django {django.__version__} ")
     assert f"plone.app.locales {md.version('plone.app.locales')} " in corpus_meta
-    assert len(corpus) >= 85
+    for name, wheel in bench.corpus_wheels().items():
+        assert f"{name} {wheel.name.split('-')[1]} ({bench.WHEEL_SOURCES[name][0]})" in corpus_meta
+    assert len(corpus) >= 95
 
 
-@pytest.mark.parametrize("code", ["zh", "zh-Hant", "de", "mt", "sr-Latn", "nn", "ga", "hi"])
+def test_wheel_locales_map_to_the_right_language(bench):
+    """Pseudo-locales and varieties the registry lacks are skipped; regional variants merge; English is Django's."""
+    from xl_suite.languages import builtin_languages
+
+    known = builtin_languages()
+    assert bench.wheel_locale_code("ach_UG", known) is None  # kolibri's in-context pseudo-locale
+    assert bench.wheel_locale_code("ff_CM", known) is None  # Adamawa Fulfulde, not the registry's fuv
+    assert bench.wheel_locale_code("ku_IQ", known) is None  # Sorani under Kurmanji's code
+    assert bench.wheel_locale_code("en_GB", known) is None
+    assert bench.wheel_locale_code("zh_Hant_TW", known) == "zh-Hant"
+    assert bench.wheel_locale_code("pt_BR", known) == "pt-BR"
+    assert bench.wheel_locale_code("nb_NO", known) == "no"
+    assert bench.wheel_locale_code("gu_IN", known) == "gu"
+    assert bench.wheel_locale_code("xx_YY", known) is None
+
+
+def test_mo_reader_keeps_plural_forms_and_skips_the_header(bench, tmp_path):
+    import struct
+
+    entries = [
+        (b"", b"Content-Type: text/plain; charset=UTF-8\nPlural-Forms: plural=EXPRESSION;\n"),
+        (b"one file\x00%d files", b"un fichier\x00%d fichiers"),
+        (b"ctx\x04Save", b"Enregistrer"),
+    ]
+    n = len(entries)
+    head = 28
+    orig, trans, blob = [], [], b""
+    start = head + 16 * n
+    for msgid, _ in entries:
+        orig.append((len(msgid), start + len(blob)))
+        blob += msgid + b"\x00"
+    for _, msgstr in entries:
+        trans.append((len(msgstr), start + len(blob)))
+        blob += msgstr + b"\x00"
+    data = struct.pack("<7I", 0x950412DE, 0, n, head, head + 8 * n, 0, 0)
+    data += b"".join(struct.pack("<2I", *x) for x in orig + trans) + blob
+    assert bench.read_mo(data) == [("one file", ["un fichier", "%d fichiers"]), ("Save", ["Enregistrer"])]
+    with pytest.raises(ValueError, match="not a .mo file"):
+        bench.read_mo(b"\0" * 28)
+
+
+@pytest.mark.parametrize("code", ["zh", "zh-Hant", "de", "mt", "sr-Latn", "nn", "ga", "hi", "yo", "lb", "am", "ba"])
 def test_table_reproduces_on_a_sample_of_languages(bench, corpus, code):
     row = measured_accuracy(code)
     if code not in corpus:
@@ -80,11 +132,12 @@ def test_mandarin_fidelity_on_real_text(corpus):
 @pytest.mark.skipif(
     not is_heliport_available(), reason="heliport measures Interlingua: pip install 'xl-suite[langid-wide]'"
 )
-def test_heliport_row_reproduces(bench, corpus):
+@pytest.mark.parametrize("code", ["ia", "mi"])
+def test_heliport_row_reproduces(bench, corpus, code):
     limit = accuracy_table_meta()["max_messages"]
-    texts = _sample(corpus["ia"], limit)
-    result = bench.score_language("ia", texts, "heliport")
-    assert result["fidelity"] == measured_accuracy("ia")["identifiers"]["heliport"]["fidelity"]
+    texts = _sample(corpus[code], limit)
+    result = bench.score_language(code, texts, "heliport")
+    assert result["fidelity"] == measured_accuracy(code)["identifiers"]["heliport"]["fidelity"]
 
 
 def test_table_meets_the_goal_or_lists_the_exceptions():
@@ -93,6 +146,10 @@ def test_table_meets_the_goal_or_lists_the_exceptions():
 
     rows = [r for r in language_rows() if r["fidelity"] is not None]
     good = [r for r in rows if r["fidelity"] >= 0.90 and r["max_unrelated"] <= 0.10]
+    from xl_suite.languages import builtin_languages
+
+    measured = [c for c in builtin_languages() if (measured_accuracy(c) or {}).get("status") == "measured"]
+    assert len(measured) >= 90  # the issue's bar: >= 90 languages with a measured accuracy
     assert len(good) >= 0.9 * len(rows)
     assert {r["code"] for r in rows if r["status"] != "ok"} == {r["code"] for r in rows if r not in good}
 

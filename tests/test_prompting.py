@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,45 @@ def test_split_messages_rejects_bad_shapes():
         split_messages("### user\nhi\n### assistant\nyo")
     with pytest.raises(TemplateError, match="empty"):
         split_messages("   ")
+
+
+#: Every variable a shipped template takes (a superset: Jinja ignores the ones a template does not use).
+_ALL_VARIABLES = dict(
+    instruction="Q?",
+    output="A.",
+    output_a="A.",
+    output_b="B.",
+    text="Q?",
+    passage="P.",
+    reference="R.",
+    response="C.",
+    dimensions=[{"name": "fluency", "description": "reads well"}],
+    criteria=[{"name": "fluency", "description": "reads well"}],
+    scale_min=1,
+    scale_max=5,
+)
+
+
+#: The shipped templates that name the target language (the benchmark prompt itself keeps the paper's request
+#: sentence, ``LanguageSpec.request``).
+_NAMING_TEMPLATES = ("judge_pairwise", "judge_rubric", "synth_judge", "synth_respond", "translate_instruction")
+
+
+def test_every_template_that_names_the_language_is_checked():
+    names = {
+        name
+        for name in list_templates()
+        if "language." in re.sub(r"\{#.*?#\}", "", load_template(name).source, flags=re.S)
+    }
+    assert names == {*_NAMING_TEMPLATES, "xl_alpacaeval_instruction"}
+
+
+@pytest.mark.parametrize("name", _NAMING_TEMPLATES)
+def test_templates_name_the_language_in_english_and_its_own_name(name):
+    """Judge, translation and synthesis prompts say "Swahili (Kiswahili)"."""
+    tpl = load_template(name)
+    swahili = tpl.render_text(language=get_language("sw"), **_ALL_VARIABLES)
+    assert "Swahili (Kiswahili)" in swahili
+    assert tpl.version == "2"  # bumped when the autonym was added, so caches keyed on it are not reused
+    esperanto = tpl.render_text(language=get_language("eo"), **_ALL_VARIABLES)
+    assert "Esperanto" in esperanto and "Esperanto (" not in esperanto  # no "Esperanto (Esperanto)"

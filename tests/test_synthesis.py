@@ -356,7 +356,7 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
         assert row["language"] == code and row["id"].endswith(f"-{code}")
         assert row["response"] == row["candidates"][row["best_index"]]
         assert row["best_score"] == max(row["judge_means"])
-        assert row["model"] == "fake-model" and row["template_version"].startswith("synth_respond@1+")
+        assert row["model"] == "fake-model" and row["template_version"].startswith("synth_respond@2+")
         assert json.loads(row["sampling"])["n"] == 3 and len(row["respond_raw"]) == 3
         assert row["language_id"] == code and row["language_ok"]
         for prefix in ("backtranslate", "refine", "score", "respond", "judge"):

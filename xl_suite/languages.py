@@ -196,6 +196,21 @@ class LanguageSpec:
         return self.english_name
 
     @property
+    def prompt_name(self) -> str:
+        """English name and the language's own name, as prompts name the target language.
+
+        The English name alone where the two are the same (or CLDR has no autonym and falls back to English).
+
+        >>> LanguageSpec(code="sw", name="swahili", native_name="Kiswahili", script="Latn").prompt_name
+        'Swahili (Kiswahili)'
+        >>> LanguageSpec(code="eo", name="esperanto", native_name="esperanto", script="Latn").prompt_name
+        'Esperanto'
+        """
+        if self.native_name.casefold() == self.english_name.casefold():
+            return self.english_name
+        return f"{self.english_name} ({self.native_name})"
+
+    @property
     def config_code(self) -> str:
         """Lower-case code used in config names (``"xl-alpacaeval-pt-br"``)."""
         return config_code(self.code)
@@ -216,10 +231,21 @@ BENCHMARK_LANGUAGES: tuple[str, ...] = CORE_LANGUAGES + EXTRA_LANGUAGES
 _OVERRIDES: dict[str, dict] = {
     # langcodes maps py3langid's 'tl' to Filipino; the model's label is Tagalog.
     "tl": {"english_name": "Tagalog", "native_name": "Tagalog"},
-    # CLDR has no autonym for these and falls back to the English name.
+    # CLDR has no autonym for these and falls back to the English name; the prompts name the language in its own
+    # name (LanguageSpec.prompt_name), so these come from the language's own Wikipedia edition (its site name).
     "wuu": {"native_name": "吴语"},
     "li": {"native_name": "Limburgs"},
     "udm": {"native_name": "удмурт кыл"},
+    "ace": {"native_name": "Acèh"},
+    "ary": {"native_name": "الدارجة"},
+    "arz": {"native_name": "مصرى"},
+    "crh": {"native_name": "qırımtatarca"},
+    "ext": {"native_name": "estremeñu"},
+    "fuv": {"native_name": "Fulfulde"},
+    "gcr": {"native_name": "kriyòl gwiyannen"},
+    "gom": {"native_name": "गोंयची कोंकणी"},
+    "guw": {"native_name": "Gungbe"},
+    "ltg": {"native_name": "latgaļu"},
     # CLDR's likely script is wrong for the historic languages and Southern Uzbek.
     "grc": {"script": "Grek", "native_name": "Ἀρχαία Ἑλληνικὴ"},
     "hbo": {"script": "Hebr", "native_name": "עברית מקראית"},

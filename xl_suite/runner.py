@@ -32,6 +32,8 @@ import hashlib
 import json
 import logging
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ __all__ = [
     "content_hash",
     "read_verified",
     "failed_rows",
+    "in_flight_batches",
     "failure_counts",
     "check_failure_rate",
     "check_error_rate_value",
@@ -390,6 +393,7 @@ def run_stage(
     max_attempts: int = 3,
     failure_statuses: Collection[str] = FAILURE_STATUSES,
     lock: bool = True,
+    concurrency: int | None = None,
 ):
     """Map ``function`` over ``dataset`` in resumable chunks; return the concatenated result.
 
@@ -413,6 +417,9 @@ def run_stage(
         max_attempts: attempts per row, first one included (recorded in the chunk file), >= 1.
         failure_statuses: status values that are failures.
         lock: hold an exclusive lock on a local ``work_dir`` while the stage runs (re-entrant in one process).
+        concurrency: engine calls (batches) kept in flight; ``None`` chooses (:func:`in_flight_batches`). With more
+            than one, batches of the next chunk start while the current chunk's slowest rows finish, so the engine
+            never drains at a batch or chunk boundary; each chunk is still written as soon as its last batch is done.
 
     Raises:
         InvalidArgumentError: a bad size or attempt count.
@@ -434,6 +441,7 @@ def run_stage(
     if not stage or "/" in stage:
         raise InvalidArgumentError(f"stage must be a non-empty name without '/', got {stage!r}.")
     stats = stats or StageStats(stage=stage)
+    window = in_flight_batches(fn_kwargs, chunk_size, batch_size, concurrency)
     if work_dir is None:
         return _run_chunks(
             dataset,
@@ -451,6 +459,7 @@ def run_stage(
             retry_failed,
             max_attempts,
             failure_statuses,
+            window,
         )
     fs, root = _fs(work_dir, storage_options)
     with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
@@ -470,7 +479,46 @@ def run_stage(
             retry_failed,
             max_attempts,
             failure_statuses,
+            window,
         )
+
+
+@dataclass
+class _Chunk:
+    """One chunk of a stage run: its input, cache file and, once known, its stored or computed table."""
+
+    index: int
+    rows: object  # datasets.Dataset
+    key: str
+    path: str | None
+    in_table: object
+    table: object = None
+    todo: list[int] = field(default_factory=list)  # rows of a stored table to recompute (failures)
+    attempts: list[int] = field(default_factory=list)
+    status_cols: list[str] | None = None
+    pieces: list = field(default_factory=list)  # (first row, Dataset) still to compute
+    done: dict = field(default_factory=dict)  # piece number -> computed Arrow table
+
+
+def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
+    """How many engine calls :func:`run_stage` keeps in flight.
+
+    ``concurrency`` when given; otherwise ``max(2, ceil(chunk_size / batch_size))`` when an engine in ``fn_kwargs``
+    takes concurrent calls (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's request stream, the HTTP
+    backend), else 1 (one call at a time, chunk by chunk).
+
+    >>> in_flight_batches({}, 1024, 256, None), in_flight_batches({}, 1024, 256, 3)
+    (1, 3)
+    """
+    from xl_suite.engines.base import concurrent_calls
+
+    if concurrency is not None:
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidArgumentError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}.")
+        return concurrency
+    if any(concurrent_calls(v) for v in (fn_kwargs or {}).values()):
+        return max(2, -(-chunk_size // batch_size))
+    return 1
 
 
 def _run_chunks(
@@ -489,6 +537,7 @@ def _run_chunks(
     retry_failed,
     max_attempts,
     failure_statuses,
+    window,
 ):
     import datasets
 
@@ -502,8 +551,8 @@ def _run_chunks(
     starts = list(range(0, n, chunk_size)) or [0]
     one_to_one = not remove_columns or not set(dataset.column_names) <= set(remove_columns)
 
-    def compute(chunk, key, label):
-        mapped = chunk.map(
+    def compute(rows, key, label):
+        mapped = rows.map(
             function,
             batched=True,
             batch_size=batch_size,
@@ -516,76 +565,75 @@ def _run_chunks(
         )
         return _to_table(mapped)
 
-    parts = []
+    # 1. What is stored and sound, what must be (re)computed.
+    chunks: list[_Chunk] = []
     for i, start in enumerate(starts):
-        chunk = dataset.select(range(start, min(start + chunk_size, n)))
-        key = stable_hash(stage, fingerprint, content_hash(chunk), batch_size)
-        path = f"{folder}/chunk-{i:05d}-{key}.parquet" if folder else None
+        rows = dataset.select(range(start, min(start + chunk_size, n)))
+        key = stable_hash(stage, fingerprint, content_hash(rows), batch_size)
+        c = _Chunk(i, rows, key, f"{folder}/chunk-{i:05d}-{key}.parquet" if folder else None, _to_table(rows))
         stats.chunks_total += 1
-        in_table = _to_table(chunk)
-        id_col = _id_column(in_table) if one_to_one else None
-        in_ids = in_table.column(id_col).to_pylist() if id_col else None
-        status_cols: list[str] | None = None
-        table = None
-        if path and fs.exists(path):
-            if one_to_one:
-                table = read_verified(
-                    fs,
-                    path,
-                    expected_rows=chunk.num_rows,
-                    expected_ids=in_ids,
-                    id_column=id_col,
-                    what=f"Stage {stage!r} chunk",
-                )
-            else:
-                out_id = _id_column(in_table)
-                table = read_verified(
-                    fs,
-                    path,
-                    id_column=out_id,
-                    what=f"Stage {stage!r} chunk",
-                    allowed_ids=set(in_table.column(out_id).to_pylist()) if out_id else None,
-                )
-            if table is None:
+        if c.path and fs.exists(c.path):
+            c.table = _read_chunk(fs, c, stage, one_to_one)
+            if c.table is None:
                 stats.chunks_damaged += 1
-        if table is not None:
+        if c.table is not None:
             stats.chunks_reused += 1
-            attempts = _attempts_of(table)
-            status_cols = _new_status_columns(table, in_table)
-            bad = failed_rows(table, status_cols, failure_statuses) if status_cols else []
-            todo = [j for j in bad if attempts[j] < max_attempts]
-            if retry_failed and one_to_one and todo:
+            c.attempts = _attempts_of(c.table)
+            c.status_cols = _new_status_columns(c.table, c.in_table)
+            bad = failed_rows(c.table, c.status_cols, failure_statuses) if c.status_cols else []
+            c.todo = [j for j in bad if c.attempts[j] < max_attempts] if retry_failed and one_to_one else []
+            if c.todo:
                 logger.info(
                     "stage %s chunk %d: retrying %d failed rows (attempt %d of at most %d)",
                     stage,
                     i,
-                    len(todo),
-                    max(attempts[j] for j in todo) + 1,
+                    len(c.todo),
+                    max(c.attempts[j] for j in c.todo) + 1,
                     max_attempts,
                 )
-                redo = compute(chunk.select(todo), key, f"{i + 1}/{len(starts)} retry")
-                table = _replace_rows(table, todo, redo)
-                for j in todo:
-                    attempts[j] += 1
-                stats.rows_retried += len(todo)
-                stats.rows_computed += len(todo)
-                _write_chunk(fs, path, table, attempts)
-            table = table.replace_schema_metadata(_own_metadata(table))
-        else:
-            table = compute(chunk, key, f"{i + 1}/{len(starts)}")
-            stats.rows_computed += chunk.num_rows
-            if path:
-                _write_chunk(fs, path, table, [1] * table.num_rows)
-            stats.chunks_computed += 1
-        if status_cols is None:
-            status_cols = _new_status_columns(table, in_table)
-        if status_cols:
-            bad = failed_rows(table, status_cols, failure_statuses)
+            c.table = c.table.replace_schema_metadata(_own_metadata(c.table)) if not c.todo else c.table
+        todo_rows = c.rows if c.table is None else (c.rows.select(c.todo) if c.todo else None)
+        if todo_rows is not None:
+            # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
+            step = batch_size if window > 1 else max(todo_rows.num_rows, 1)
+            c.pieces = [
+                (j, todo_rows.select(range(j, min(j + step, todo_rows.num_rows))))
+                for j in range(0, max(todo_rows.num_rows, 1), step)
+            ]
+        chunks.append(c)
+
+    # 2. Compute the pieces, `window` engine calls in flight; store each chunk as soon as its last piece is done.
+    tasks = [(c, k, piece) for c in chunks for k, piece in enumerate(c.pieces)]
+    label_total = len(starts)
+    for (c, k, _piece), table in _execute(
+        tasks,
+        lambda t: compute(
+            t[2][1],
+            t[0].key,
+            f"{t[0].index + 1}/{label_total}"
+            + (" retry" if t[0].table is not None else "")
+            + (f" #{t[1]}" if t[1] else ""),
+        ),
+        window,
+        desc=desc or stage,
+    ):
+        c.done[k] = table
+        if len(c.done) == len(c.pieces):
+            _store_chunk(fs, c, stats)
+            c.pieces, c.done = [], {}
+
+    # 3. Assemble in input order.
+    parts = []
+    for c in chunks:
+        if c.status_cols is None:
+            c.status_cols = _new_status_columns(c.table, c.in_table)
+        if c.status_cols:
+            bad = failed_rows(c.table, c.status_cols, failure_statuses)
             stats.rows_failed += len(bad)
             if bad:
-                for status, count in failure_counts(table.take(bad), status_cols, failure_statuses).items():
+                for status, count in failure_counts(c.table.take(bad), c.status_cols, failure_statuses).items():
                     stats.failed_by_status[status] = stats.failed_by_status.get(status, 0) + count
-        parts.append(datasets.Dataset(table))
+        parts.append(datasets.Dataset(c.table))
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
     stats.seconds += time.perf_counter() - t0
@@ -601,6 +649,111 @@ def _run_chunks(
         stats.rows_retried,
     )
     return result
+
+
+def _read_chunk(fs, c: _Chunk, stage: str, one_to_one: bool):
+    if one_to_one:
+        id_col = _id_column(c.in_table)
+        return read_verified(
+            fs,
+            c.path,
+            expected_rows=c.rows.num_rows,
+            expected_ids=c.in_table.column(id_col).to_pylist() if id_col else None,
+            id_column=id_col,
+            what=f"Stage {stage!r} chunk",
+        )
+    out_id = _id_column(c.in_table)
+    return read_verified(
+        fs,
+        c.path,
+        id_column=out_id,
+        what=f"Stage {stage!r} chunk",
+        allowed_ids=set(c.in_table.column(out_id).to_pylist()) if out_id else None,
+    )
+
+
+def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
+    """Put a chunk's computed pieces together and write its file (a fresh chunk, or a stored one with retries)."""
+    import pyarrow as pa
+
+    pieces = [c.done[k] for k in range(len(c.pieces))]
+    computed = (
+        pieces[0]
+        if len(pieces) == 1
+        else pa.concat_tables(
+            [t.replace_schema_metadata(None) for t in pieces], promote_options="permissive"
+        ).replace_schema_metadata(pieces[0].schema.metadata)
+    )
+    if c.table is None:
+        c.table = computed
+        stats.rows_computed += c.rows.num_rows
+        if c.path:
+            _write_chunk(fs, c.path, c.table, [1] * c.table.num_rows)
+        stats.chunks_computed += 1
+        return
+    table = _replace_rows(c.table, c.todo, computed)
+    for j in c.todo:
+        c.attempts[j] += 1
+    stats.rows_retried += len(c.todo)
+    stats.rows_computed += len(c.todo)
+    _write_chunk(fs, c.path, table, c.attempts)
+    c.table = table.replace_schema_metadata(_own_metadata(table))
+    c.status_cols = _new_status_columns(c.table, c.in_table)
+    c.todo = []
+
+
+def _execute(tasks: list, compute: Callable, window: int, *, desc: str):
+    """Yield ``(task, compute(task))``: in order on this thread when ``window`` is 1; otherwise ``window`` daemon
+    threads keep that many calls in flight and results come in completion order. The first error is raised here
+    (threads still running are left to finish or to fail when the engine closes; they are daemons, so they never
+    hold up the process's exit, e.g. after Ctrl-C)."""
+    if window <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield task, compute(task)
+        return
+    import datasets
+
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for task in tasks:
+        pending.put(task)
+    results: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def worker():
+        while not stop.is_set():
+            try:
+                task = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results.put((task, compute(task), None))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                results.put((task, None, e))
+
+    # Per-piece maps would print one bar per engine call: show one bar for the stage instead.
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc=f"{desc} (calls)", disable=not bars_were_on, leave=False)
+    threads = [
+        threading.Thread(target=worker, name=f"xl-suite-{desc}-{k}", daemon=True)
+        for k in range(min(window, len(tasks)))
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for _ in range(len(tasks)):
+            task, value, error = results.get()
+            if error is not None:
+                raise error
+            bar.update(1)
+            yield task, value
+    finally:
+        stop.set()
+        bar.close()
+        if bars_were_on:
+            datasets.enable_progress_bars()
 
 
 def _new_status_columns(table, in_table) -> list[str]:

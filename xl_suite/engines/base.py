@@ -102,6 +102,61 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: Per-row failure statuses a backend may put in ``Completion.extra["status"]`` instead of raising for the batch.
+STATUS_TOO_LONG = "too_long"
+STATUS_ERROR = "error"
+ROW_FAILURES = (STATUS_TOO_LONG, STATUS_ERROR)
+
+
+def failed_completion(status: str, message: str, *, prompt_tokens: int = 0) -> Completion:
+    """The completion a backend returns for one request that failed on its own (the rest of the batch goes on).
+
+    ``status`` is ``"too_long"`` (the prompt does not fit the model's context) or ``"error"`` (the request failed
+    after the backend's retries); the text is empty and ``extra["error"]`` holds the message. Stage functions copy
+    the status into their ``*_status`` column (:func:`failure_status`), so the row is stored, counted and retried
+    as a failure, never passed on as data.
+
+    >>> c = failed_completion("too_long", "prompt has 300 tokens, the context 256")
+    >>> failure_status(c), c.text
+    ('too_long', '')
+    """
+    if status not in ROW_FAILURES:
+        raise InvalidArgumentError(f"status must be one of {ROW_FAILURES}, got {status!r}.")
+    return Completion(
+        text="", prompt_tokens=prompt_tokens, finish_reason=status, extra={"status": status, "error": message}
+    )
+
+
+def failure_status(completion) -> str | None:
+    """``"too_long"``/``"error"`` when the backend marked this completion as a per-row failure, else None."""
+    status = (getattr(completion, "extra", None) or {}).get("status")
+    return status if status in ROW_FAILURES else None
+
+
+def row_status(completion, ok: bool | None = None, otherwise: str = "empty") -> str:
+    """The ``*_status`` value of a row: the backend's per-row failure (``too_long``/``error``) if any, else ``"ok"``
+    when ``ok`` (default: the completion has text), else ``otherwise`` (``"empty"``, ``"unparsed"``...).
+
+    >>> row_status(Completion("Hallo")), row_status(Completion("")), row_status(Completion("{"), False, "unparsed")
+    ('ok', 'empty', 'unparsed')
+    >>> row_status(failed_completion("error", "HTTP 503"), True)
+    'error'
+    """
+    status = failure_status(completion)
+    if status is not None:
+        return status
+    if ok is None:
+        ok = bool(completion.text and completion.text.strip())
+    return "ok" if ok else otherwise
+
+
+def concurrent_calls(generator) -> bool:
+    """True when ``generator.generate`` may be called from several threads at once and their requests share the
+    engine (vLLM's request stream, the HTTP backend's one sliding window). :func:`xl_suite.runner.run_stage` then
+    keeps several batches in flight, so the engine never waits for a batch's slowest row."""
+    return bool(getattr(generator, "concurrent_calls", False))
+
+
 @dataclass
 class TokenLedger:
     """Thread-safe running totals of what a backend consumed (the OpenAI backend adds retries and cost).

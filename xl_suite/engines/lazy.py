@@ -13,8 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+import uuid
 from pathlib import Path
 
+from xl_suite.engines.base import concurrent_calls
 from xl_suite.fingerprint import stable_hash
 
 
@@ -24,6 +27,7 @@ __all__ = ["LazyGenerator", "fingerprint_memo_path"]
 
 #: Whether each backend enforces ``SamplingConfig.json_schema`` (known without starting it).
 _STRUCTURED = {"vllm": True, "openai": True, "transformers": False, "fake": False}
+_CONCURRENT = frozenset({"vllm", "openai"})
 
 
 def fingerprint_memo_path() -> Path:
@@ -49,6 +53,15 @@ class LazyGenerator:
         self._factory = factory or spec.build
         self._memo_path = Path(memo_path) if memo_path is not None else fingerprint_memo_path()
         self._engine = None
+        self._start_lock = threading.Lock()
+
+    @property
+    def concurrent_calls(self) -> bool:
+        """Whether calls may overlap (:func:`xl_suite.engines.base.concurrent_calls`): the engine's answer once it
+        runs; before that, known per backend (vLLM's request stream and the HTTP backend take concurrent calls)."""
+        if self._engine is not None:
+            return concurrent_calls(self._engine)
+        return self.backend in _CONCURRENT
 
     @property
     def model(self) -> str:
@@ -63,11 +76,13 @@ class LazyGenerator:
     @property
     def engine(self):
         """The engine, built now if needed (its fingerprint is remembered for later runs)."""
-        if self._engine is None:
-            logger.info("starting the %s engine for %s", self.backend, self.model)
-            self._engine = self._factory()
-            self.revision = getattr(self._engine, "revision", self.revision)
-            self._remember(self._engine.fingerprint())
+        with self._start_lock:  # concurrent first calls start one engine
+            if self._engine is None:
+                logger.info("starting the %s engine for %s", self.backend, self.model)
+                engine = self._factory()
+                self.revision = getattr(engine, "revision", self.revision)
+                self._remember(engine.fingerprint())
+                self._engine = engine
         return self._engine
 
     def generate(self, conversations, sampling):
@@ -144,9 +159,7 @@ class LazyGenerator:
             memo = self._memo()
             memo[self._key()] = fingerprint
             self._memo_path.parent.mkdir(parents=True, exist_ok=True)
-            from xl_suite.safety import unique_temp_path
-
-            tmp = Path(unique_temp_path(self._memo_path))
+            tmp = self._memo_path.with_name(f".{self._memo_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
             tmp.replace(self._memo_path)
         except OSError as e:  # the memo only saves a start on a later rerun: say so, and go on

@@ -23,7 +23,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 from xl_suite.engines import completion_status, is_openai_available, strict_kwargs, validate_conversations
-from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
+from xl_suite.engines.base import (
+    STATUS_ERROR,
+    STATUS_TOO_LONG,
+    Completion,
+    Messages,
+    SamplingConfig,
+    TokenLedger,
+    conversation_seed,
+    failed_completion,
+)
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.safety import install_secret_filter, scrub_secrets
@@ -35,6 +44,22 @@ __all__ = ["OpenAIGenerator", "OPENAI_INSTALL_HINT", "RETRYABLE_STATUS"]
 
 OPENAI_INSTALL_HINT = "pip install 'xl-suite[openai]'"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Statuses that say the request itself was bad (this prompt), not the setup: the row fails, the run goes on.
+ROW_STATUS = frozenset({400, 413, 422})
+_CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context length", "too many tokens")
+
+
+def _row_status(error, retryable: bool) -> str | None:
+    """The per-row status of a request that failed for good, or None when the failure concerns every request."""
+    code = getattr(error, "status_code", None)
+    if retryable:
+        return STATUS_ERROR  # retries exhausted: this request, this time
+    if code in ROW_STATUS:
+        text = str(getattr(error, "body", None) or "") + " " + str(error)
+        return STATUS_TOO_LONG if any(m in text.lower() for m in _CONTEXT_MARKERS) else STATUS_ERROR
+    return None
+
+
 _PLACEHOLDER_KEY = "EMPTY"
 
 
@@ -64,6 +89,11 @@ class OpenAIGenerator:
     """
 
     backend = "openai"
+    #: Calls from several threads share one window of ``max_concurrency`` requests (a sliding window, not waves).
+    concurrent_calls = True
+    #: Requests failing for good in a row (no success between) after which the call raises instead of returning
+    #: ``error`` rows: a dead server or a wrong setting stops the run early.
+    max_consecutive_failures = 16
 
     def __init__(
         self,
@@ -130,6 +160,9 @@ class OpenAIGenerator:
         self._jitter = random.Random()
         self._jitter_lock = threading.Lock()
         self._closed = False
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._failures_in_row = 0
         install_secret_filter(logger, extra=[key if key != _PLACEHOLDER_KEY else None])
 
     # -- Generator protocol ---------------------------------------------------------------------------------
@@ -137,12 +170,18 @@ class OpenAIGenerator:
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
         """Send one request per conversation (``n`` candidates each), ``max_concurrency`` at a time.
 
-        The request seed is ``conversation_seed(sampling.seed, conversation)``, as for the vLLM backend; whether it
-        makes sampling reproducible is up to the server (vLLM: yes; OpenAI: best effort).
+        One pool of ``max_concurrency`` workers serves every call, also calls from several threads at once: a new
+        request starts as soon as any finishes (a sliding window). The request seed is
+        ``conversation_seed(sampling.seed, conversation)``, as for the vLLM backend; whether it makes sampling
+        reproducible is up to the server (vLLM: yes; OpenAI: best effort).
+
+        A request that fails on its own (retries exhausted, a 400 for that prompt) gives that row an ``error`` or
+        ``too_long`` completion (:func:`xl_suite.engines.base.failed_completion`); the other rows go on.
 
         Raises:
-            GenerationError: a request failed for good (non-retryable status, or retries exhausted); the message
-                names the HTTP status or the error type.
+            GenerationError: a failure that concerns every request (401, 403, 404, another non-retryable status),
+                or ``max_consecutive_failures`` requests failing in a row; the message names the HTTP status or the
+                error type.
         """
         convs = validate_conversations(conversations)
         if not convs:
@@ -150,15 +189,42 @@ class OpenAIGenerator:
         if self._closed:
             raise GenerationError("This OpenAIGenerator is closed.")
         if len(convs) == 1 or self.max_concurrency == 1:
-            return [self._complete(c, sampling) for c in convs]
-        with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(convs))) as pool:
-            futures = [pool.submit(self._complete, c, sampling) for c in convs]
-            try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
+            return [self._row(c, sampling) for c in convs]
+        futures = [self._executor().submit(self._row, c, sampling) for c in convs]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.max_concurrency, thread_name_prefix="xl-suite-http")
+            return self._pool
+
+    def _row(self, messages: Messages, sampling: SamplingConfig) -> list[Completion]:
+        """One request; a failure of this request alone becomes its row's status."""
+        try:
+            out = self._complete(messages, sampling)
+        except GenerationError as e:
+            status = getattr(e, "row_status", None)
+            if status is None:
                 raise
+            with self._jitter_lock:
+                self._failures_in_row += 1
+                in_row = self._failures_in_row
+            if in_row >= self.max_consecutive_failures:
+                raise GenerationError(
+                    f"{in_row} requests to model {self.model!r} failed in a row; stopping (finished rows are kept, "
+                    f"a rerun resumes). The last one: {e}"
+                ) from None
+            logger.warning("request failed, row marked %r: %s", status, e)
+            return [failed_completion(status, str(e))] * sampling.n
+        with self._jitter_lock:
+            self._failures_in_row = 0
+        return out
 
     def fingerprint(self) -> str:
         """Backend, model name, revision and server URL (never the key)."""
@@ -169,9 +235,11 @@ class OpenAIGenerator:
         return True
 
     def close(self) -> None:
-        """Close the HTTP client."""
+        """Close the HTTP client and its worker pool (requests not started are cancelled)."""
         if not self._closed:
             self._closed = True
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
             self._client.close()
 
     def __enter__(self) -> OpenAIGenerator:
@@ -258,10 +326,12 @@ class OpenAIGenerator:
                 else:
                     detail = f"after {attempt} retries"
                 # `from None`: the client's exception may quote the key (an echoed header); its text is scrubbed here.
-                raise GenerationError(
+                failure = GenerationError(
                     f"OpenAI-compatible request to model {self.model!r} failed with {what} ({detail}): "
                     f"{self._scrub(_short_error(error))}"
-                ) from None
+                )
+                failure.row_status = _row_status(error, retryable)
+                raise failure from None
             attempt += 1
             self.ledger.add(requests=0, retries=1)
             logger.warning(

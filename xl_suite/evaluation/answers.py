@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from xl_suite.configuration import option
-from xl_suite.engines import completion_status
-from xl_suite.engines.base import Generator, SamplingConfig
+from xl_suite.engines.base import Generator, SamplingConfig, row_status
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.prompting import PromptTemplate, load_template
@@ -190,7 +189,7 @@ def answer_batch(
     n = len(comps)
     out = {"output": [c.text for c in comps], "generator": [model_label(generator)] * n}
     out.update({k: [v] * n for k, v in prov.items()})
-    out["output_status"] = [completion_status(c.text) for c in comps]  # an empty answer is a failure: retried
+    out["output_status"] = [row_status(c) for c in comps]  # an empty answer is a failure: retried
     out["finish_reason"] = [c.finish_reason for c in comps]
     out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]
     out["completion_tokens"] = [int(c.completion_tokens or 0) for c in comps]
@@ -208,7 +207,7 @@ def reference_batch(
     comps, prov = _answer_prompts(batch, generator, template, sampling)
     return {
         "reference": [c.text for c in comps],
-        "reference_status": [completion_status(c.text) for c in comps],
+        "reference_status": [row_status(c) for c in comps],
         "reference_generator": [model_label(generator)] * len(comps),
         "reference_provenance": [
             json.dumps(

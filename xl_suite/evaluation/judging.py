@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import Completion, Generator, SamplingConfig
+from xl_suite.engines.base import Completion, Generator, SamplingConfig, row_status
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.json_repair_step import repair_json_object
@@ -496,7 +496,7 @@ def pairwise_batch(
             "judge_sampling": sampling.to_json(),
             "raw_completion": c.text,
             "verdict": verdict,
-            "parse_status": _PARSE_OK if verdict is not None else _PARSE_UNPARSED,
+            "parse_status": row_status(c, verdict is not None, _PARSE_UNPARSED),
             "json_repaired": how == _PARSE_REPAIRED,
             "p_a": p_a,
             "preference": to_model_frame(p_a, batch["order"][i]),
@@ -544,7 +544,7 @@ def rubric_batch(
             "judge_template_version": template.template_version,
             "judge_sampling": sampling.to_json(),
             "raw_completion": c.text,
-            "parse_status": _PARSE_OK if scores else _PARSE_UNPARSED,
+            "parse_status": row_status(c, bool(scores), _PARSE_UNPARSED),
             "json_repaired": how == _PARSE_REPAIRED,
             "scores": json.dumps(scores, sort_keys=True) if scores else None,
             "prompt_tokens": int(c.prompt_tokens or 0),

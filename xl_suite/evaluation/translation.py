@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import Generator, SamplingConfig
+from xl_suite.engines.base import Generator, SamplingConfig, failure_status
 from xl_suite.errors import OutputExistsError
 from xl_suite.evaluation.answers import (
     BatchGenerationConfig,
@@ -66,7 +66,11 @@ def translate_batch(
     comps = complete_first(convs, generator, sampling)
     prov = engine_provenance(generator, template, sampling)
     n = len(comps)
-    status = ["empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok") for c in comps]
+    status = [
+        failure_status(c)
+        or ("empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok"))
+        for c in comps
+    ]
     out = {
         "instruction": [c.text.strip() for c in comps],
         "translator": [model_label(generator)] * n,

@@ -13,11 +13,13 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from xl_suite.engines.base import concurrent_calls
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
 from xl_suite.synthesis.outputs import (
@@ -90,20 +92,24 @@ class CountingGenerator:
         self.backend = getattr(inner, "backend", "?")
         self.model = inner.model
         self.revision = getattr(inner, "revision", None)
+        self.concurrent_calls = concurrent_calls(inner)
         self.prompts = self.completions = self.prompt_tokens = self.completion_tokens = self.calls = 0
         self.seconds = 0.0
+        self._lock = threading.Lock()
 
     def generate(self, conversations, sampling):
         t0 = time.perf_counter()
         out = self.inner.generate(conversations, sampling)
-        self.seconds += time.perf_counter() - t0
-        self.calls += 1
-        self.prompts += len(conversations)
-        for cands in out:
-            self.completions += len(cands)
-            for c in cands:
-                self.prompt_tokens += int(getattr(c, "prompt_tokens", 0) or 0)
-                self.completion_tokens += int(getattr(c, "completion_tokens", 0) or 0)
+        elapsed = time.perf_counter() - t0
+        with self._lock:  # calls may overlap (several batches in flight)
+            self.seconds += elapsed
+            self.calls += 1
+            self.prompts += len(conversations)
+            for cands in out:
+                self.completions += len(cands)
+                for c in cands:
+                    self.prompt_tokens += int(getattr(c, "prompt_tokens", 0) or 0)
+                    self.completion_tokens += int(getattr(c, "completion_tokens", 0) or 0)
         return out
 
     def fingerprint(self):

@@ -14,12 +14,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from xl_suite.engines.base import SamplingConfig
+from xl_suite.engines.base import SamplingConfig, row_status
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.languages import get_language
 from xl_suite.prompting import neutralise_markers
 from xl_suite.scoring import SCORE_SCALE, aggregate_scores, criteria_list, parse_scores, select_best
-from xl_suite.tables import STATUS_OK, STATUS_UNPARSED
+from xl_suite.tables import STATUS_UNPARSED
 
 
 __all__ = [
@@ -157,7 +157,7 @@ def backtranslate_batch(batch: dict[str, list], *, generator, template, sampling
     out |= {
         "instruction": [p or "" for p in parsed],
         "backtranslate_raw": texts,
-        "backtranslate_status": [STATUS_OK if p else "empty" for p in parsed],
+        "backtranslate_status": [row_status(r[0], bool(p)) for r, p in zip(results, parsed, strict=True)],
         **_completion_columns("backtranslate", results),
     }
     return out
@@ -183,7 +183,7 @@ def refine_batch(batch: dict[str, list], *, generator, template, sampling: Sampl
     out |= {
         "response_en": [p or "" for p in parsed],
         "refine_raw": texts,
-        "refine_status": [STATUS_OK if p else "empty" for p in parsed],
+        "refine_status": [row_status(r[0], bool(p)) for r, p in zip(results, parsed, strict=True)],
         **_completion_columns("refine", results),
     }
     return out
@@ -221,7 +221,9 @@ def score_batch(
         "score_scores": [json.dumps(p) for p in parsed],
         "score_mean": [aggregate_scores(p, aggregate) for p in parsed],
         "score_raw": texts,
-        "score_status": [STATUS_OK if p is not None else STATUS_UNPARSED for p in parsed],
+        "score_status": [
+            row_status(r[0], p is not None, STATUS_UNPARSED) for r, p in zip(results, parsed, strict=True)
+        ],
         **_completion_columns("score", results),
     }
     return out
@@ -276,7 +278,10 @@ def respond_batch(batch: dict[str, list], *, generator, template, sampling: Samp
         "sampling": out["respond_sampling"],
         "candidates": [[p or "" for p in ps] for ps in parsed],
         "respond_raw": [[c.text for c in cands] for cands in results],
-        "respond_status": [[STATUS_OK if p else "empty" for p in ps] for ps in parsed],
+        "respond_status": [
+            [row_status(c, bool(p)) for c, p in zip(cands, ps, strict=True)]
+            for cands, ps in zip(results, parsed, strict=True)
+        ],
         "respond_finish_reason": [[str(c.finish_reason or "") for c in cands] for cands in results],
         "respond_prompt_tokens": [int(cands[0].prompt_tokens or 0) for cands in results],
         "respond_completion_tokens": [sum(int(c.completion_tokens or 0) for c in cands) for cands in results],
@@ -341,7 +346,7 @@ def judge_batch(
         raw[row][j] = comp.text
         scores[row][j] = json.dumps(parsed)
         means[row][j] = aggregate_scores(parsed, aggregate)
-        status[row][j] = STATUS_OK if parsed is not None else STATUS_UNPARSED
+        status[row][j] = row_status(comp, parsed is not None, STATUS_UNPARSED)
         ptok[row] += int(comp.prompt_tokens or 0)
         ctok[row] += int(comp.completion_tokens or 0)
     best = [select_best(m) for m in means]
