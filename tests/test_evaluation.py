@@ -375,7 +375,7 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     assert summary["table"]["overall"]["n_unparsed"] == 8  # all counted
     assert summary["ledger"]["model_outputs"]["requests"] == 8
     # a judge that answers (one reply parsed as both a verdict and rubric scores): the failures are judged again
-    good = {"winner": "A", **{d: 4 for d in ("helpfulness", "relevance", "accuracy", "fluency", "naturalness")}}
+    good = {"winner": "A", **dict.fromkeys(("helpfulness", "relevance", "accuracy", "fluency", "naturalness"), 4)}
     fixed = [*args, "--judge-engine-kwargs", json.dumps({"reply": json.dumps(good)})]
     assert main(fixed) == 0
     printed = capsys.readouterr().out
