@@ -421,3 +421,18 @@ def test_ctrl_c_says_what_was_saved_and_the_rerun_resumes(command, alpaca_file, 
         assert sum(s["chunks_reused"] for s in stages) >= n_saved > 0
     else:
         assert "pairwise_judge: 0 judged now, 24 from cache" in stdout
+
+
+def test_no_fixed_temporary_names_in_the_package():
+    """Temporary files get unique names (safety.unique_temp_path), never a fixed suffix two runs would share."""
+    import re
+
+    # a string literal that ends in a fixed temporary suffix (".new", f"{x}.tmp-empty"), or with_suffix(".tmp")
+    fixed = re.compile(r"""(\.new|\.tmp|\.partial|\.tmp-empty|\.old)["']|with_suffix\(["']\.tmp""")
+    hits = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in sorted((REPO / "xl_suite").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if fixed.search(line)
+    ]
+    assert not hits, hits
