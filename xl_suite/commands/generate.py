@@ -37,7 +37,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
-
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_dataset
     from xl_suite.evaluation.answers import GenerateConfig
@@ -65,9 +64,8 @@ def run(args) -> int:
             return 0
     # The whole run holds its output folder and work dir: a second run on either fails at once, naming this one.
     with lock_folders([out, work_dir], purpose="xl-suite generate"):
-        check_files_replaceable(
-            out, [p.name for p in targets.values()], overwrite=job.overwrite
-        )  # again, under the lock
+        # again, under the lock: another run may have written them since the check above
+        check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
         results = _generate(job, spec, datasets_by_name, targets, work_dir)
         if not (out / MARKER_FILE).is_file():
             write_marker(out, "generate")

@@ -35,7 +35,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
-
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
@@ -77,7 +76,8 @@ def run(args) -> int:
     work_dir = job.work_dir or str(out / ".work")
     # The whole run holds its output folder and work dir: a second run on either fails at once, naming this one.
     with lock_folders([out, work_dir], purpose="xl-suite translate"):
-        check_files_replaceable(out, names, overwrite=job.overwrite)  # again, under the lock
+        # again, under the lock: another run may have written them since the check above
+        check_files_replaceable(out, names, overwrite=job.overwrite)
         generator = spec.lazy()  # starts only if a chunk is not cached
         try:
             translations = translate_prompts(
