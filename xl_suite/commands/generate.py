@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
+    import contextlib
+
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_dataset
     from xl_suite.evaluation.answers import GenerateConfig
@@ -51,21 +53,20 @@ def run(args) -> int:
     configs = job.config_names()
     out = check_output_dir(job.output)
     targets = {name: out / f"{name}.jsonl" for name in configs}
-    check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
     work_dir = job.work_dir or str(out / ".work")
-    datasets_by_name = {}
-    for name in configs:
-        ds = load_dataset(name, split="test", source=job.source)
-        datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
-    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-        _print_estimates(job, spec, datasets_by_name)
-        if job.dry_run:
-            print("dry run: no request was sent.")
-            return 0
-    # The whole run holds its output folder and work dir: a second run on either fails at once, naming this one.
-    with lock_folders([out, work_dir], purpose="xl-suite generate"):
-        # again, under the lock: another run may have written them since the check above
+    with contextlib.ExitStack() as stack:
+        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
+            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite generate"))
         check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
+        datasets_by_name = {}
+        for name in configs:
+            ds = load_dataset(name, split="test", source=job.source)
+            datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
+        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+            _print_estimates(job, spec, datasets_by_name)
+            if job.dry_run:
+                print("dry run: no request was sent.")
+                return 0
         results = _generate(job, spec, datasets_by_name, targets, work_dir)
         if not (out / MARKER_FILE).is_file():
             write_marker(out, "generate")

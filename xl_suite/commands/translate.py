@@ -35,6 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
+    import contextlib
+
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
@@ -50,34 +52,33 @@ def run(args) -> int:
     specs = resolve_languages(job.languages)
     out = check_output_dir(job.output)
     names = [f"{s.code}.jsonl" for s in specs]
-    check_files_replaceable(out, names, overwrite=job.overwrite)
-    prompts = english_prompts(job.source, limit=job.limit)
-    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-        from xl_suite.costs import estimate_cost
-        from xl_suite.prompting import load_template
-
-        template = load_template(job.template)
-        convs = [
-            template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
-        ]
-        print(
-            estimate_cost(
-                "translation",
-                spec.model,
-                convs,
-                max_tokens=job.max_tokens,
-                price=job.price(spec.model),
-                detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
-            ).line()
-        )
-        if job.dry_run:
-            print("dry run: no request was sent.")
-            return 0
     work_dir = job.work_dir or str(out / ".work")
-    # The whole run holds its output folder and work dir: a second run on either fails at once, naming this one.
-    with lock_folders([out, work_dir], purpose="xl-suite translate"):
-        # again, under the lock: another run may have written them since the check above
+    with contextlib.ExitStack() as stack:
+        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
+            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite translate"))
         check_files_replaceable(out, names, overwrite=job.overwrite)
+        prompts = english_prompts(job.source, limit=job.limit)
+        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+            from xl_suite.costs import estimate_cost
+            from xl_suite.prompting import load_template
+
+            template = load_template(job.template)
+            convs = [
+                template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
+            ]
+            print(
+                estimate_cost(
+                    "translation",
+                    spec.model,
+                    convs,
+                    max_tokens=job.max_tokens,
+                    price=job.price(spec.model),
+                    detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
+                ).line()
+            )
+            if job.dry_run:
+                print("dry run: no request was sent.")
+                return 0
         generator = spec.lazy()  # starts only if a chunk is not cached
         try:
             translations = translate_prompts(
