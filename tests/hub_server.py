@@ -349,6 +349,19 @@ _ROUTES = [
     ("HEAD", rf"/datasets/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", _Handler.resolve),
 ]
 
+# Space repos (an ``evaluate`` module published as a Space, loaded with ``evaluate.load("user/name")``, which reads
+# ``{HF_ENDPOINT}/spaces/{id}/resolve/{rev}/{file}``): the same handlers and store; repo ids share one namespace.
+_SPACE_API = rf"/api/spaces/{_REPO}"
+_ROUTES += [
+    ("GET", _SPACE_API, _Handler.repo_info),
+    ("GET", rf"{_SPACE_API}/revision/(?P<rev>[^/]+)", _Handler.repo_info),
+    ("GET", rf"{_SPACE_API}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?", _Handler.tree_listing),
+    ("POST", rf"{_SPACE_API}/preupload/(?P<rev>[^/]+)", _Handler.preupload),
+    ("POST", rf"{_SPACE_API}/commit/(?P<rev>[^/]+)", _Handler.commit),
+    ("GET", rf"/spaces/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", _Handler.resolve),
+    ("HEAD", rf"/spaces/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", _Handler.resolve),
+]
+
 
 @contextlib.contextmanager
 def serve_hub(tmp_dir: Path):

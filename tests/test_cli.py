@@ -20,7 +20,7 @@ def test_help_exits_zero_and_stays_light(command):
     code = (
         "import sys; from xl_suite.cli import main\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    rc = e.code\n"
-        "heavy = [m for m in ('vllm', 'torch', 'transformers', 'ray') if m in sys.modules]\n"
+        "heavy = [m for m in ('vllm', 'torch', 'transformers', 'ray', 'trl', 'peft') if m in sys.modules]\n"
         "print('HEAVY', heavy); sys.exit(rc)\n"
     )
     r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)

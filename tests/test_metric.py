@@ -265,3 +265,51 @@ def test_loads_from_an_installed_wheel(tmp_path):
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["package"].startswith(str(site)) and out["path"].startswith(str(site))
     assert out["fidelity"] == 50.0
+
+
+@pytest.mark.slow
+def test_loads_from_a_hub_space(tmp_path):
+    """The metric folder pushed as a Space to the Hub stand-in loads with ``evaluate.load("user/xl_alpacaeval")``.
+
+    ``evaluate`` fetches ``{HF_ENDPOINT}/spaces/<id>/resolve/<rev>/xl_alpacaeval.py`` (it reads HF_ENDPOINT at import,
+    hence the subprocess), checks the script's imports against the installed packages (xl-suite here) and loads it.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from hub_server import serve_hub
+
+    import xl_suite
+
+    code = (
+        "import json, sys, evaluate\n"
+        "from huggingface_hub import HfApi\n"
+        "api = HfApi()\n"
+        "api.create_repo('me/xl_alpacaeval', repo_type='space', space_sdk='gradio')\n"
+        "api.upload_folder(repo_id='me/xl_alpacaeval', repo_type='space', folder_path=sys.argv[1],\n"
+        "                  ignore_patterns=['__pycache__/*', '*.pyc'])\n"
+        "m = evaluate.load('me/xl_alpacaeval', 'fidelity')\n"
+        "out = m.compute(predictions=['Das Wetter ist heute wirklich schön.', 'The weather is nice.'], "
+        "languages=['de', 'de'])\n"
+        "print(json.dumps({'fidelity': out['language_fidelity'], 'files': sorted(api.list_repo_files("
+        "'me/xl_alpacaeval', repo_type='space'))}))\n"
+    )
+    with serve_hub(tmp_path / "hub") as (url, server):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XL_SUITE_"))}
+        env.update(HF_ENDPOINT=url, HF_HUB_DISABLE_XET="1", HF_TOKEN="hf_dummy", HF_HOME=str(tmp_path / "hf"))
+        r = subprocess.run(
+            [sys.executable, "-c", code, xl_suite.metric_path()],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        fetched = [p for method, p in server.requests if method == "GET" and p.startswith("/spaces/")]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["fidelity"] == 50.0
+    assert {"xl_alpacaeval.py", "requirements.txt", "README.md", "app.py"} <= set(out["files"])
+    assert any(p.endswith("/xl_alpacaeval.py") for p in fetched), fetched  # served by the stand-in, not a checkout

@@ -23,7 +23,7 @@ from hub_server import serve_hub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"
-NAMES = ("01_load_and_inspect", "02_synthesize_and_publish", "03_evaluate_and_plot")
+NAMES = ("01_load_and_inspect", "02_synthesize_and_publish", "03_evaluate_and_plot", "04_finetune_with_trl")
 SAMPLE_PROMPTS = REPO_ROOT / "xl_suite" / "data" / "demo_prompts.jsonl"
 CELL_TIMEOUT = 600  # seconds; a vLLM engine start on 2 busy CPU cores can take minutes
 HUB_TOKEN = "hf_NotebookSecretToken_0123456789abcdef"
@@ -154,3 +154,21 @@ def test_03_evaluate_and_plot(kernel_dir, work_dir, tmp_path):
     assert re.search(r"tiny model: language fidelity \d+\.\d% \(meaningless\)", text)
     assert "hand-written check: language fidelity 50.0%, detected ['de', 'en']" in text
     assert (work_dir / "03-report" / "leaderboard.csv").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@require_vllm
+def test_04_finetune_with_trl(kernel_dir, work_dir, tmp_path):
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    env = _kernel_env(tmp_path, work_dir, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    _, text = _execute("04_finetune_with_trl", kernel_dir, tmp_path, env)
+    indices = re.search(r"TRL judge indices: \[(-?\d), (-?\d)\]", text)
+    assert indices and {int(i) for i in indices.groups()} <= {-1, 0, 1}
+    assert re.search(r"rewards \(P\(completion beats the reference\)\): \[", text)
+    for step in range(1, 8):
+        assert f"[{step}/7]" in text
+    assert "in-loop metric evaluations: 2" in text and "eval_xl_language_fidelity" in text
+    assert "adapter_model.safetensors" in text
+    assert (work_dir / "04-finetune" / "report-after" / "leaderboard.csv").is_file()

@@ -344,7 +344,7 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
     assert scored.column_names[:4] == ["id", "instruction", "response", "language"]
     n_bad = scored["score_status"][:].count("unparsed")
     assert n_bad > 0 and stages["score"]["status"]["unparsed"] == n_bad  # counted, kept, reported
-    assert any("could not be parsed" in w for w in s["warnings"])
+    assert any("outputs failed" in w and "unparsed" in w for w in s["warnings"])
     passed = [m >= 3.5 for m in scored["score_mean"]]  # NaN compares False
     assert stages["score_filter"]["rows_out"] == sum(passed) < 16
 
@@ -479,7 +479,7 @@ def test_all_scores_unparseable_is_reported_not_looped(tmp_path):
     s = res.summary
     assert s["stages"][2]["status"] == {"unparsed": 10} and s["stages"][2]["parse_rate"] == 0.0
     assert s["languages"]["mt"] == {"requested": 50, "produced": 0, "shortfall": 50}
-    assert any("short by" in w for w in s["warnings"]) and any("could not be parsed" in w for w in s["warnings"])
+    assert any("short by" in w for w in s["warnings"]) and any("outputs failed" in w for w in s["warnings"])
     assert read(tmp_path / "mt.parquet").num_rows == 0  # written empty, with the schema of the other files
     assert read(tmp_path / "en_scored.parquet").num_rows == 10
 
@@ -501,6 +501,50 @@ def test_num_examples_quota_early_stop_and_shortfall(tmp_path):
 
     res = synthesize(seeds(5), fake(), small_config(num_examples=100), output=str(tmp_path / "c"))
     assert res.summary["languages"]["de"]["shortfall"] == 95
+
+
+class _SlowStage:
+    """A responder whose replies take a few ms, longer for the first stage, so overlapping chunks can be seen."""
+
+    def __init__(self):
+        self.inner = FakeSynthesisResponder()  # replies depend on the prompt only, not on call order
+
+    def __call__(self, messages, index, sampling):
+        time.sleep(0.004 if stage_of(messages) == "backtranslate" else 0.001)
+        return self.inner(messages, index, sampling)
+
+
+def test_chunks_overlap_with_an_engine_taking_concurrent_calls_and_results_are_identical(tmp_path):
+    """No stage or chunk boundary is a barrier: with concurrent calls, the next chunk's stages run while the current
+    one finishes; outputs, summary counts, chunk files and quota stops are those of a one-call-at-a-time run."""
+    config = small_config(chunk_size=4, batch_size=2)
+    sequential = FakeGenerator(_SlowStage())
+    overlapping = FakeGenerator(_SlowStage(), concurrent_calls=True)
+    a = synthesize(seeds(16), sequential, config, output=str(tmp_path / "a"))
+    b = synthesize(seeds(16), overlapping, config, output=str(tmp_path / "b"))
+    assert sequential.max_in_flight == 1 and overlapping.max_in_flight > 2, "calls of two chunks were in flight"
+    for name in ("mt.parquet", "de_bestof3.parquet", "en_scored.parquet"):
+        assert read(tmp_path / "a" / name).to_list() == read(tmp_path / "b" / name).to_list()
+    strip = ("seconds", "engine_seconds", "output", "work_dir", "created")
+
+    def comparable(summary):
+        return json.loads(
+            json.dumps(summary, sort_keys=True),
+            object_hook=lambda d: {k: v for k, v in d.items() if k not in strip and "seconds" not in k},
+        )
+
+    assert comparable(a.summary)["stages"] == comparable(b.summary)["stages"]
+    assert a.summary["languages"] == b.summary["languages"]
+    again = FakeGenerator(_SlowStage(), concurrent_calls=True)
+    synthesize(seeds(16), again, config, output=str(tmp_path / "b"))
+    assert again.calls == 0, "a rerun of the overlapped run is free"
+
+    quota = small_config(chunk_size=4, batch_size=2, languages=("mt",), num_examples=2, max_seeds=40)
+    one = synthesize(seeds(40), FakeGenerator(_SlowStage()), quota, output=str(tmp_path / "q1"))
+    two = synthesize(seeds(40), FakeGenerator(_SlowStage(), concurrent_calls=True), quota, output=str(tmp_path / "q2"))
+    assert one.summary["final"]["stopped_early"] and two.summary["final"]["stopped_early"]
+    assert one.summary["seeds"] == two.summary["seeds"] and one.summary["languages"] == two.summary["languages"]
+    assert read(tmp_path / "q1" / "mt.parquet").to_list() == read(tmp_path / "q2" / "mt.parquet").to_list()
 
 
 def test_duplicates_removed_per_language(tmp_path):
@@ -881,7 +925,7 @@ class _ChatServer:
 
 
 @pytest.mark.slow
-def test_http_errors_beyond_retries_leave_the_chunk_undone(tmp_path, capsys, monkeypatch):
+def test_http_errors_beyond_retries_are_failed_rows_retried_by_the_rerun(tmp_path, capsys, monkeypatch):
     pytest.importorskip("openai")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     server = _ChatServer()
@@ -910,21 +954,29 @@ def test_http_errors_beyond_retries_leave_the_chunk_undone(tmp_path, capsys, mon
             "--no-progress",
         ]
         rc, _, err = _cli(argv, capsys)
-        assert rc == 2 and "HTTP 500" in err and "after 2 retries" in err
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["stages"][0]["status"] == {"error": 1, "ok": 3}, "the failed request is a counted row"
+        assert summary["languages"]["mt"]["produced"] == 3
+        first_prompts = summary["generated"]["prompts"]
         work = tmp_path / "out" / ".xl_suite_work"
-        assert (
-            len(list((work / "backtranslate").glob("*.parquet"))) == 1
-            and not (tmp_path / "out" / "mt.parquet").exists()
-        )
+        (failed_chunk,) = [
+            p for p in (work / "backtranslate").glob("*.parquet") if "error" in read(p)["backtranslate_status"][:]
+        ]
+        assert "HTTP 500" in err or rc == 0
 
         server.fail_on = None
         before = server.requests
         rc, out, err = _cli(argv, capsys)
         assert rc == 0, err
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-        assert summary["stages"][0]["chunks_reused"] == 1 and summary["stages"][0]["chunks_computed"] == 1
+        assert summary["stages"][0]["status"] == {"ok": 4}
         assert summary["languages"]["mt"]["produced"] == 4
-        assert server.requests - before == summary["generated"]["prompts"]  # only the second chunk's work
+        assert server.requests - before == summary["generated"]["prompts"]  # only the failed row's work
+        assert summary["stages"][0]["chunks_reused"] == 2, "backtranslate: only the failed row is requested again"
+        # 1 backtranslation retried, then the second chunk's 2 rows downstream (refine, score, respond, 3 judge
+        # calls each); the first chunk is not requested again.
+        assert first_prompts == 4 + 3 * 6 and summary["generated"]["prompts"] == 1 + 2 * 6
+        assert read(failed_chunk)["backtranslate_status"][:] == ["ok", "ok"], "the retry replaced the failed row"
     finally:
         server.close()
 

@@ -32,6 +32,7 @@ _EXPORTS = {
     "FakeGenerator": "xl_suite.engines.fake",
     "build_generator": "xl_suite.engines.registry",
     "build_tiny_model": "xl_suite.engines.tiny_model",
+    "EngineSpec": "xl_suite.engines.spec",
     # datasets
     "load_dataset": "xl_suite.datasets_api",
     "list_configs": "xl_suite.datasets_api",
@@ -58,6 +59,12 @@ _EXPORTS = {
     "synthesize": "xl_suite.synthesis",
     "SynthesisConfig": "xl_suite.synthesis",
     "load_seeds": "xl_suite.synthesis.seeds",
+    # training (TRL)
+    "XlAlpacaEvalPairwiseJudge": "xl_suite.training.judge",
+    "XlAlpacaEvalRewardFunc": "xl_suite.training.judge",
+    "XlMetricCallback": "xl_suite.training.callbacks",
+    "FinetuneConfig": "xl_suite.training.finetune",
+    "run_finetune": "xl_suite.training.finetune",
     # demo
     "run_demo": "xl_suite.demo",
     "DemoConfig": "xl_suite.demo",

@@ -23,7 +23,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DemoConfig", "run_demo", "SAMPLE_PROMPTS_LABEL"]
+__all__ = ["DemoConfig", "run_demo", "resolve_prompts", "SAMPLE_PROMPTS_LABEL"]
 
 SAMPLE_PROMPTS_LABEL = "xl-suite-demo-sample"
 _EXPORT_MARKER = ".xl-suite-demo"
@@ -103,7 +103,7 @@ def _sample_prompts_path() -> str:
     return str(resources.files("xl_suite") / "data" / "demo_prompts.jsonl")
 
 
-def _resolve_prompts(alpaca_eval: str | None) -> tuple[str, str]:
+def resolve_prompts(alpaca_eval: str | None) -> tuple[str, str]:
     """Return (source, label): the given file, the Hub copy when reachable, else the labelled project sample."""
     from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE, SourceError, read_alpaca_eval
 
@@ -155,7 +155,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     out = check_output_dir(cfg.output_dir, "--output-dir")
     export_dir = check_output_dir(cfg.export_dir, "--export-dir")
     _prepare_export_dir(export_dir, cfg.overwrite)
-    source, label = _resolve_prompts(cfg.alpaca_eval)  # a bad --alpaca-eval fails here, before any model is built
+    source, label = resolve_prompts(cfg.alpaca_eval)  # a bad --alpaca-eval fails here, before any model is built
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()

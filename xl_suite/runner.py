@@ -28,6 +28,7 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -441,7 +442,9 @@ def run_stage(
     if not stage or "/" in stage:
         raise InvalidArgumentError(f"stage must be a non-empty name without '/', got {stage!r}.")
     stats = stats or StageStats(stage=stage)
-    window = in_flight_batches(fn_kwargs, chunk_size, batch_size, concurrency)
+    if concurrency is not None:
+        in_flight_batches(fn_kwargs, chunk_size, batch_size, concurrency)  # checks it now
+    window = functools.partial(in_flight_batches, fn_kwargs, chunk_size, batch_size, concurrency)
     if work_dir is None:
         return _run_chunks(
             dataset,
@@ -503,9 +506,11 @@ class _Chunk:
 def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
     """How many engine calls :func:`run_stage` keeps in flight.
 
-    ``concurrency`` when given; otherwise ``max(2, ceil(chunk_size / batch_size))`` when an engine in ``fn_kwargs``
-    takes concurrent calls (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's request stream, the HTTP
-    backend), else 1 (one call at a time, chunk by chunk).
+    ``concurrency`` when given; otherwise, when an engine in ``fn_kwargs`` takes concurrent calls
+    (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's request stream, the HTTP backend), enough calls to hold
+    a chunk and the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
+    ``max_num_seqs``, twice the HTTP concurrency), at least 2; else 1 (one call at a time, chunk by chunk). A kill
+    loses at most the calls in flight.
 
     >>> in_flight_batches({}, 1024, 256, None), in_flight_batches({}, 1024, 256, 3)
     (1, 3)
@@ -516,8 +521,10 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidArgumentError(f"concurrency must be an integer >= 1 or None, got {concurrency!r}.")
         return concurrency
-    if any(concurrent_calls(v) for v in (fn_kwargs or {}).values()):
-        return max(2, -(-chunk_size // batch_size))
+    engines = [v for v in (fn_kwargs or {}).values() if concurrent_calls(v)]
+    if engines:
+        rows = max([chunk_size] + [int(getattr(e, "in_flight_rows", 0) or 0) for e in engines])
+        return max(2, -(-rows // batch_size))
     return 1
 
 
@@ -592,17 +599,17 @@ def _run_chunks(
                     max_attempts,
                 )
             c.table = c.table.replace_schema_metadata(_own_metadata(c.table)) if not c.todo else c.table
-        todo_rows = c.rows if c.table is None else (c.rows.select(c.todo) if c.todo else None)
-        if todo_rows is not None:
-            # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
-            step = batch_size if window > 1 else max(todo_rows.num_rows, 1)
-            c.pieces = [
-                (j, todo_rows.select(range(j, min(j + step, todo_rows.num_rows))))
-                for j in range(0, max(todo_rows.num_rows, 1), step)
-            ]
         chunks.append(c)
 
     # 2. Compute the pieces, `window` engine calls in flight; store each chunk as soon as its last piece is done.
+    todo = [(c, c.rows if c.table is None else c.rows.select(c.todo)) for c in chunks if c.table is None or c.todo]
+    window = window() if todo else 1  # asked only when there is work: a lazy engine learns its size by starting
+    for c, rows in todo:
+        # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
+        step = batch_size if window > 1 else max(rows.num_rows, 1)
+        c.pieces = [
+            (j, rows.select(range(j, min(j + step, rows.num_rows)))) for j in range(0, max(rows.num_rows, 1), step)
+        ]
     tasks = [(c, k, piece) for c in chunks for k, piece in enumerate(c.pieces)]
     label_total = len(starts)
     for (c, k, _piece), table in _execute(

@@ -19,6 +19,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -351,13 +352,15 @@ class DirLock:
         purpose: shown to the other process (``"synthesis work dir"``...).
     """
 
-    _held: dict[str, int] = {}
+    #: folder -> [holders in this process, file descriptor]; the flock is released when the last holder leaves,
+    #: whichever thread or instance that is.
+    _held: dict[str, list] = {}
+    _guard = threading.Lock()
 
     def __init__(self, folder: str | Path, purpose: str = "xl-suite run"):
         self.folder = Path(folder).resolve()
         self.purpose = purpose
-        self._fd: int | None = None
-        self._nested = False
+        self._acquired = False
 
     def acquire(self) -> DirLock:
         """Take the lock or raise :class:`LockError` naming the holder."""
@@ -365,59 +368,63 @@ class DirLock:
         import sys
 
         key = str(self.folder)
-        if key in DirLock._held:
-            self._nested = True
-            DirLock._held[key] += 1
-            return self
-        if self.folder.exists() and not self.folder.is_dir():
-            raise InvalidArgumentError(f"{str(self.folder)!r} is a file, not a folder. Name a folder.")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise InvalidArgumentError(
-                f"Cannot write to {str(self.folder)!r} ({e.strerror or e}). Choose a folder you can write to."
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder, pid = _read_holder(fd)
-            os.close(fd)
-            stop = f"stop it (kill {pid})" if pid else "stop it"
-            raise LockError(
-                f"{self.folder} is in use by another xl-suite process ({holder}). Wait for it to finish, {stop}, "
-                "or use another folder; two runs writing one folder would corrupt each other."
-            ) from None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "purpose": self.purpose,
-            "command": scrub_secrets(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))[:300] if sys.argv else "",
-            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        self._fd = fd
-        DirLock._held[key] = 1
+        with DirLock._guard:
+            if key in DirLock._held:
+                DirLock._held[key][0] += 1
+                self._acquired = True
+                return self
+            if self.folder.exists() and not self.folder.is_dir():
+                raise InvalidArgumentError(f"{str(self.folder)!r} is a file, not a folder. Name a folder.")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise InvalidArgumentError(
+                    f"Cannot write to {str(self.folder)!r} ({e.strerror or e}). Choose a folder you can write to."
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder, pid = _read_holder(fd)
+                os.close(fd)
+                stop = f"stop it (kill {pid})" if pid else "stop it"
+                raise LockError(
+                    f"{self.folder} is in use by another xl-suite process ({holder}). Wait for it to finish, {stop}, "
+                    "or use another folder; two runs writing one folder would corrupt each other."
+                ) from None
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "purpose": self.purpose,
+                "command": scrub_secrets(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))[:300] if sys.argv else "",
+                "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            }
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            DirLock._held[key] = [1, fd]
+            self._acquired = True
         return self
 
     def release(self) -> None:
         """Release the lock (the lock file stays; it is harmless without the flock)."""
-        key = str(self.folder)
-        if self._nested:
-            DirLock._held[key] -= 1
-            self._nested = False
-            return
-        if self._fd is None:
+        if not self._acquired:
             return
         import fcntl
 
-        DirLock._held.pop(key, None)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            os.close(self._fd)
-            self._fd = None
+        key = str(self.folder)
+        self._acquired = False
+        with DirLock._guard:
+            entry = DirLock._held.get(key)
+            if entry is None:
+                return
+            entry[0] -= 1
+            if entry[0] > 0:
+                return
+            del DirLock._held[key]
+            try:
+                fcntl.flock(entry[1], fcntl.LOCK_UN)
+            finally:
+                os.close(entry[1])
 
     def __enter__(self) -> DirLock:
         """Acquire."""

@@ -43,12 +43,12 @@ def _engine(spec):
         from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
         kwargs = dict(spec.engine_kwargs)
-        engine_kw = {k: kwargs.pop(k) for k in ("delay", "empty_every") if k in kwargs}
+        engine_kw = {k: kwargs.pop(k) for k in ("delay", "empty_every", "concurrent_calls") if k in kwargs}
         unknown = sorted(set(kwargs) - {"unparseable_every", "low_score_every"})
         if unknown:
             raise InvalidArgumentError(
                 f"--engine-kwargs: unknown keys {unknown} for the fake synthesis engine. Allowed: "
-                "['delay', 'empty_every', 'low_score_every', 'unparseable_every']."
+                "['concurrent_calls', 'delay', 'empty_every', 'low_score_every', 'unparseable_every']."
             )
         return FakeGenerator(FakeSynthesisResponder(**kwargs), model=spec.model, revision=spec.revision, **engine_kw)
     return spec.build()

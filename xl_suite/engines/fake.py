@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 
 from xl_suite.engines import strict_kwargs
 from xl_suite.engines.base import Completion
@@ -26,6 +27,8 @@ class FakeGenerator:
 
     ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
     hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
+    ``concurrent_calls=True`` lets pipelines overlap calls, as with vLLM's request stream (the counters are
+    thread-safe; ``max_in_flight`` records the most calls seen at once).
 
     The keyword arguments after ``fail_on`` are plain values, so ``--backend fake --engine-kwargs JSON`` can set
     them from the command line (fault tests of the CLI). None of them enters :meth:`fingerprint`: a rerun with
@@ -39,6 +42,7 @@ class FakeGenerator:
         reply: a fixed reply for every prompt (e.g. a judge verdict ``'{"winner": "A"}'``) instead of ``responder``.
         empty_every: every k-th prompt, chosen by a hash of its last turn, gets an empty reply (0: never).
         delay: seconds to sleep per prompt (a slow engine, for interruption tests).
+        concurrent_calls: let pipelines overlap calls (see above).
 
     >>> from xl_suite.engines.base import SamplingConfig
     >>> g = FakeGenerator(reply="ok", empty_every=1)
@@ -58,6 +62,7 @@ class FakeGenerator:
         reply: str | None = None,
         empty_every: int = 0,
         delay: float = 0.0,
+        concurrent_calls: bool = False,
     ):
         from xl_suite.errors import InvalidArgumentError
 
@@ -75,8 +80,12 @@ class FakeGenerator:
         self._fail_on = fail_on
         self._empty_every = empty_every
         self._delay = float(delay)
+        self.concurrent_calls = concurrent_calls
         self.calls = 0
         self.prompts_seen = 0
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
 
     def _empty(self, conv) -> bool:
         if not self._empty_every:
@@ -85,16 +94,27 @@ class FakeGenerator:
         return h % self._empty_every == 0
 
     def generate(self, conversations, sampling):
+        with self._lock:
+            self.calls += 1
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+        try:
+            return self._generate(conversations, sampling)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _generate(self, conversations, sampling):
         import time
 
-        self.calls += 1
         out = []
         for conv in conversations:
             if self._fail_on is not None and self._fail_on(conv):
                 raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
             if self._delay:
                 time.sleep(self._delay)
-            self.prompts_seen += 1
+            with self._lock:
+                self.prompts_seen += 1
             cands = []
             for i in range(sampling.n):
                 text = "" if self._empty(conv) else self._responder(conv, i, sampling)

@@ -63,6 +63,11 @@ class LazyGenerator:
         return self.backend in _CONCURRENT
 
     @property
+    def in_flight_rows(self) -> int:
+        """The engine's preferred number of requests in flight; asked only when there is work, so it starts it."""
+        return int(getattr(self.engine, "in_flight_rows", 0) or 0)
+
+    @property
     def model(self) -> str:
         """The engine's model name once it runs (e.g. a resolved local path), the spec's before."""
         return self._engine.model if self._engine is not None else self._model

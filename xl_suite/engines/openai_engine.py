@@ -146,6 +146,7 @@ class OpenAIGenerator:
         self.api_key_env = api_key_env
         self.revision = revision
         self.max_concurrency = max_concurrency
+        self.in_flight_rows = 2 * max_concurrency  # queued behind the window, so a freed slot is refilled at once
         self.max_retries = max_retries
         self.timeout = timeout
         self.total_timeout = total_timeout

@@ -210,6 +210,19 @@ class _Job:
 _STOP = object()
 
 
+class _Exclusive:
+    """A function that needs the engine to itself (the baseline's ``LLM.chat``), run when nothing is in flight."""
+
+    def __init__(self, fn, llm):
+        self.fn, self.llm, self.future = fn, llm, Future()
+
+    def run(self) -> None:
+        try:
+            self.future.set_result(self.fn(self.llm))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.future.set_exception(e)
+
+
 class _RequestStream:
     """The thread that owns a started ``vllm.LLM``: adds every call's requests and steps the engine.
 
@@ -223,11 +236,20 @@ class _RequestStream:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: dict[str, tuple[_Job, int]] = {}
         self._alias: dict[str, str] = {}
+        self._exclusive: list[_Exclusive] = []
+        #: Where the stream thread's time went: waiting with nothing to do, adding requests, stepping the engine.
+        self.stats = {"idle_seconds": 0.0, "add_seconds": 0.0, "step_seconds": 0.0, "steps": 0}
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="xl-suite-vllm-stream", daemon=True)
         self._thread.start()
 
-    def submit(self, job: _Job) -> Future:
+    def run_exclusive(self, fn):
+        """Run ``fn(llm)`` on the stream thread while no request is in the engine; return its result."""
+        job = _Exclusive(fn, self._llm)
+        self.submit(job)
+        return job.future.result()
+
+    def submit(self, job) -> Future:
         if self._failure is not None:
             raise GenerationError(f"The vLLM engine failed earlier and cannot take requests: {self._failure}")
         if not self._thread.is_alive():
@@ -248,30 +270,63 @@ class _RequestStream:
         engine = self._llm.llm_engine
         try:
             while True:
-                busy = engine.has_unfinished_requests()
+                busy = engine.has_unfinished_requests() or bool(self._exclusive)
+                t0 = time.perf_counter()
                 try:
                     item = self._queue.get(block=not busy)
                 except queue.Empty:
                     item = None
+                t1 = time.perf_counter()
+                if not busy:
+                    self.stats["idle_seconds"] += t1 - t0
                 while item is not None:
                     if item is _STOP:
                         self._abort_all("the generator was closed")
                         return
-                    self._add(item)
+                    if isinstance(item, _Exclusive):
+                        self._exclusive.append(item)
+                    else:
+                        t2 = time.perf_counter()
+                        self._add(item)
+                        self.stats["add_seconds"] += time.perf_counter() - t2
                     try:
                         item = self._queue.get_nowait()
                     except queue.Empty:
                         item = None
                 if engine.has_unfinished_requests():
-                    for out in engine.step():
+                    t2 = time.perf_counter()
+                    outputs = engine.step()
+                    self.stats["step_seconds"] += time.perf_counter() - t2
+                    self.stats["steps"] += 1
+                    for out in outputs:
                         if out.finished:
                             self._finish(out)
+                elif self._exclusive:
+                    self._exclusive.pop(0).run()
         except BaseException as e:  # noqa: BLE001 - the engine died: every waiting call gets the error
             self._failure = e
             logger.error("vLLM request stream stopped: %r", e)
             self._abort_all(f"the engine failed: {e}")
 
     def _add(self, job: _Job) -> None:
+        """Add a call's requests: all in one ``enqueue_chat`` when the tokenization is the same for all, one by one
+        when that fails (to tell which prompt is too long) or when their tokenization differs."""
+        same = all(t == job.tokenization[0] for t in job.tokenization)
+        if same and len(job.conversations) > 1:
+            try:
+                ids = self._llm.enqueue_chat(
+                    list(job.conversations),
+                    list(job.params),
+                    use_tqdm=False,
+                    chat_template=self._chat_template,
+                    tokenization_kwargs=job.tokenization[0],
+                )
+            except Exception:  # noqa: BLE001 - vLLM aborted the ones it added; find the bad one below
+                pass
+            else:
+                for i, rid in enumerate(ids):
+                    self._track(rid, job, i)
+                return
         for i, (conv, params) in enumerate(zip(job.conversations, job.params, strict=True)):
             try:
                 ids = self._llm.enqueue_chat(
@@ -291,10 +346,13 @@ class _RequestStream:
                 job.future.set_exception(GenerationError(f"vLLM rejected request {i} of the call: {e}"))
                 return
             for rid in ids:
-                self._pending[rid] = (job, i)
-                external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
-                if external != rid:
-                    self._alias[external] = rid
+                self._track(rid, job, i)
+
+    def _track(self, rid: str, job: _Job, index: int) -> None:
+        self._pending[rid] = (job, index)
+        external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
+        if external != rid:
+            self._alias[external] = rid
 
     def _drop(self, job: _Job) -> None:
         """Abort the requests of ``job`` already in the engine."""
@@ -328,8 +386,11 @@ class _RequestStream:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, _Job):
+            if isinstance(item, (_Job, _Exclusive)):
                 jobs[id(item)] = item
+        for item in self._exclusive:
+            jobs[id(item)] = item
+        self._exclusive.clear()
         for job in jobs.values():
             if not job.future.done():
                 job.future.set_exception(GenerationError(f"vLLM generation stopped: {reason}"))
@@ -438,6 +499,9 @@ class VLLMGenerator:
         self.ledger = TokenLedger()
         self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        #: Requests the scheduler runs at once; pipelines keep twice that in flight so the engine never waits.
+        self.max_num_seqs = int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.in_flight_rows = 2 * self.max_num_seqs
         self._stream = None
         if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
             self.close()
@@ -501,6 +565,27 @@ class VLLMGenerator:
             completion_tokens=sum(x.completion_tokens for c in results for x in c),
         )
         return results
+
+    def stream_stats(self) -> dict:
+        """Where the request stream's time went so far (idle / adding requests / stepping), a copy."""
+        return dict(self._stream.stats) if self._stream is not None else {}
+
+    def generate_in_one_call(
+        self, conversations: Sequence[Messages], sampling: SamplingConfig | Sequence[SamplingConfig]
+    ) -> list[list[Completion]]:
+        """Baseline for benchmarks: the same requests as :meth:`generate`, as one ``LLM.chat`` call that has the
+        engine to itself (it waits until no other request is in flight). Use :meth:`generate` for work."""
+        convs = validate_conversations(conversations)
+        samplings = self._per_conversation(sampling, len(convs))
+        params = [
+            self._sampling_params(s, conversation_seed(s.seed, c)) for s, c in zip(samplings, convs, strict=True)
+        ]
+        if self._stream is None:
+            raise GenerationError("This VLLMGenerator is closed.")
+        outputs = self._stream.run_exclusive(
+            lambda llm: llm.chat(convs, params, use_tqdm=False, chat_template=self._chat_template)
+        )
+        return [self._to_completions(o, s) for o, s in zip(outputs, samplings, strict=True)]
 
     @staticmethod
     def _per_conversation(sampling, n: int) -> list[SamplingConfig]:

@@ -112,6 +112,10 @@ class CountingGenerator:
                     self.completion_tokens += int(getattr(c, "completion_tokens", 0) or 0)
         return out
 
+    @property
+    def in_flight_rows(self) -> int:
+        return int(getattr(self.inner, "in_flight_rows", 0) or 0)
+
     def fingerprint(self):
         return self.inner.fingerprint()
 
@@ -230,20 +234,42 @@ class SynthesisRun:
         self.duplicates = self.final_in = self.processed = 0
         self.stopped_early = False
         self.seed_counts = None
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        # Chunks that run at once: two when every engine takes concurrent calls (the next chunk's first stage runs
+        # while the current chunk's later stages finish, so no stage boundary drains the engine), else one.
+        self.lookahead = 2 if all(concurrent_calls(e) for e in self.engines.values() if e is not None) else 1
+
+    def process(self, chunk):
+        """Run every stage over one seed chunk (on a worker thread when chunks overlap).
+
+        Returns ``(stage outputs to snapshot, the rows that went through every stage or None)``; the caller applies
+        them in chunk order (:meth:`snapshot`, :meth:`finish_chunk`).
+        """
+        ds, done = chunk, []
+        for stage in self.stages:
+            if ds.num_rows == 0 or self.stop.is_set():
+                return done, None
+            t0 = time.perf_counter()
+            out = self.record(stage, ds.num_rows, self.run(stage, ds))
+            with self.lock:
+                self.reports[stage.name].seconds += time.perf_counter() - t0
+            done.append((stage, out))
+            ds = out
+        return done, ds
 
     # -- the steps -------------------------------------------------------------------------------------------
 
     def run(self, stage: Stage, ds):
         """Run one stage over one chunk through the resumable, cached ``run_stage``."""
-        from xl_suite.runner import run_stage
+        from xl_suite.runner import StageStats, run_stage
 
         fn_kwargs = dict(stage.params)
         if stage.engine:
             fn_kwargs.update(
                 generator=self.counters[stage.name], template=self.templates[stage.name], sampling=stage.sampling
             )
-        stats = self.run_stats[stage.name]
-        before = (stats.chunks_computed, stats.chunks_reused)
+        stats = StageStats(stage=stage.name)  # this call's; merged below (chunks may run on two threads)
         out = run_stage(
             ds,
             stage.function,
@@ -258,13 +284,23 @@ class SynthesisRun:
             desc=stage.name,
             stats=stats,
         )
-        report = self.reports[stage.name]
-        report.chunks_computed += stats.chunks_computed - before[0]
-        report.chunks_reused += stats.chunks_reused - before[1]
+        with self.lock:
+            total = self.run_stats[stage.name]
+            for name in ("rows_in", "rows_out", "chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged"):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            for name in ("rows_failed", "rows_retried", "seconds"):
+                setattr(total, name, getattr(total, name) + getattr(stats, name))
+            report = self.reports[stage.name]
+            report.chunks_computed += stats.chunks_computed
+            report.chunks_reused += stats.chunks_reused
         return normalised(out)
 
     def record(self, stage: Stage, rows_in: int, out):
         """Count statuses, tokens and dropped rows; apply the stage's keep filter. Returns the kept rows."""
+        with self.lock:  # counts only: the same totals whatever order chunks finish in
+            return self._record(stage, rows_in, out)
+
+    def _record(self, stage: Stage, rows_in: int, out):
         report = self.reports[stage.name]
         report.rows_in += rows_in
         prefix = stage.column_prefix
@@ -320,6 +356,56 @@ class SynthesisRun:
         if any(s.snapshot == "scored" for s in self.stages):
             expected.append(SNAPSHOT_FILES["scored"])
         return self.writer.close(expected, lambda name: fallback_schema(name, known))
+
+
+def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
+    """Yield ``(item, work(item))`` in input order, with up to ``lookahead`` items being worked on at once.
+
+    With ``lookahead`` 1 everything runs on this thread. Otherwise each item runs on a daemon thread, so a Ctrl-C
+    never waits for one; when the caller stops early, ``stop`` is set and the items already started are waited for
+    (``work`` checks ``stop`` between its steps). The first error is raised here, in order. ``items`` is consumed on
+    this thread only.
+    """
+    from collections import deque
+    from concurrent.futures import Future
+
+    if lookahead <= 1:
+        for item in items:
+            yield item, work(item)
+        return
+
+    def start(item):
+        future: Future = Future()
+
+        def target():
+            try:
+                future.set_result(work(item))
+            except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+                future.set_exception(e)
+
+        threading.Thread(target=target, name="xl-suite-chunk", daemon=True).start()
+        return item, future
+
+    queue: deque = deque()
+    source = iter(items)
+    for item in source:
+        queue.append(start(item))
+        if len(queue) >= lookahead:
+            break
+    try:
+        while queue:
+            item, future = queue.popleft()
+            result = future.result()
+            nxt = next(source, None)
+            if nxt is not None:
+                queue.append(start(nxt))
+            yield item, result
+    except GeneratorExit:  # the caller stopped early (quota reached): let started items end at a stage boundary
+        if stop is not None:
+            stop.set()
+        for _, future in queue:
+            future.exception()  # waits; its error, if any, no longer matters
+        raise
 
 
 def synthesize(
@@ -402,22 +488,12 @@ def _synthesize_locked(
             id_column=id_column,
             counts=run.seed_counts,
         )
-        for chunk in chunks:
+        for chunk, (done, final) in _in_order(chunks, run.process, run.lookahead, run.stop):
             run.processed += chunk.num_rows
-            ds = chunk
-            for stage in stages:
-                if ds.num_rows == 0:
-                    break
-                if bar is not None:
-                    bar.set_postfix_str(stage.name)
-                t0 = time.perf_counter()
-                out = run.run(stage, ds)
-                out = run.record(stage, ds.num_rows, out)
+            for stage, out in done:
                 run.snapshot(stage, out)
-                run.reports[stage.name].seconds += time.perf_counter() - t0
-                ds = out
-            else:
-                run.finish_chunk(ds)
+            if final is not None:
+                run.finish_chunk(final)
             if bar is not None:
                 bar.update(chunk.num_rows)
             if run.quota_reached():

@@ -39,8 +39,9 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         n, total = sum(bad.values()), sum(r.status.values())
         if stage.engine:
             warnings.append(
-                f"stage {stage.name}: {n} of {total} outputs could not be parsed ({bad}); they are "
-                "counted, kept in the intermediate files where the stage has one, and not used further."
+                f"stage {stage.name}: {n} of {total} outputs failed ({bad}: not parsed, empty, a request error or a "
+                "prompt too long for the model); they are counted, kept in the intermediate files where the stage "
+                "has one, not used further, and retried by the next run."
             )
         else:
             warnings.append(
