@@ -236,6 +236,13 @@ CASES = [
     ("demo", "empty list", [*DEMO, "--languages", "", "--output-dir", "{out}"], "languages"),
     ("demo", "empty list", [*DEMO, "--output-dir", "{out}", "--export-dir", "{out}/xl-suite"], "overlap"),
     ("push", "empty list", ["push", "", "--config", "xl-alpacaeval-de", "--from-dir", "{dir}"], "REPO_ID"),
+    ("finetune", "file for folder", ["finetune", "--output-dir", "{file}"], "a-file"),
+    ("finetune", "read-only output", ["finetune", "--output-dir", "{ro}/ft"], "read-only"),
+    ("finetune", "unknown value", ["finetune", "--output-dir", "{out}", "--languages", "zz"], "zz"),
+    ("finetune", "bad number", ["finetune", "--output-dir", "{out}", "--max-steps", "0"], "0"),
+    ("finetune", "bad number", ["finetune", "--output-dir", "{out}", "--learning-rate", "nan"], "nan"),
+    ("finetune", "empty list", ["finetune", "--output-dir", "{out}", "--languages", ""], "languages"),
+    ("finetune", "malformed YAML", ["finetune", "--output-dir", "{out}", "--config-file", "{bad_yaml}"], "bad.yaml"),
     (
         "languages",
         "empty list",

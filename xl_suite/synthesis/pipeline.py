@@ -288,8 +288,10 @@ class SynthesisRun:
             total = self.run_stats[stage.name]
             for name in ("rows_in", "rows_out", "chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged"):
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
-            for name in ("rows_failed", "rows_retried", "seconds"):
+            for name in ("rows_failed", "rows_retried", "rows_computed", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
+            for status, count in stats.failed_by_status.items():
+                total.failed_by_status[status] = total.failed_by_status.get(status, 0) + count
             report = self.reports[stage.name]
             report.chunks_computed += stats.chunks_computed
             report.chunks_reused += stats.chunks_reused
