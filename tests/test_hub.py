@@ -266,7 +266,13 @@ def test_merge_card_keeps_push_owned_yaml():
     current = {"configs": [{"config_name": "de", "data_files": "de/*"}], "dataset_info": {"config_name": "de"}}
     new = DatasetCard("---\nlicense: mit\nconfigs:\n- config_name: wrong\n---\n# Body\n")
     merged = merge_card(current, new)
-    assert merged.data.to_dict() == {"license": "mit", **current}
+    # push_to_hub's configs are kept; one of them is marked default so load_dataset(repo) needs no config name
+    assert merged.data.to_dict() == {
+        "license": "mit",
+        **current,
+        "configs": [{**current["configs"][0], "default": True}],
+    }
+    assert current["configs"] == [{"config_name": "de", "data_files": "de/*"}], "merge_card modified its input"
     assert merged.text == "# Body\n"
     assert new.data.to_dict()["configs"] == [{"config_name": "wrong"}], "merge_card modified its input"
 

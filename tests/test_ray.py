@@ -46,7 +46,7 @@ def test_ray_runs_the_same_stages_as_the_local_pipeline(local_ray, tmp_path):
     remote = synthesize_ray(builtin_seeds(), factory, config, num_actors=2, output=str(tmp_path / "ray"))
     local = synthesize(builtin_seeds(), factory(), config)
     segments = remote.summary["segments"]
-    assert [s["segment"][-1] for s in segments] == ["score", "judge", "language_check"]
+    assert [s["segment"][-1] for s in segments] == ["score", "judge", "decontaminate_target"]
     assert segments[0]["rows_out"] == 12
     for name in ("en_scored.parquet", "mt_bestof3.parquet", "de_bestof3.parquet", "mt.parquet", "de.parquet"):
         variant, code = (

@@ -93,6 +93,10 @@ def small_config(**overrides) -> SynthesisConfig:
     return SynthesisConfig(**kwargs)
 
 
+def stage_report(summary: dict, name: str) -> dict:
+    return next(st for st in summary["stages"] if st["stage"] == name)
+
+
 def read(path) -> datasets.Dataset:
     return datasets.Dataset(pq.read_table(path))
 
@@ -291,7 +295,7 @@ def test_config_defaults_match_docs():
 
 
 def test_fingerprint_changes_with_template_sampling_model_and_params(tmp_path):
-    stage = default_stages(small_config(), FakeGenerator())[2]  # score
+    stage = next(s for s in default_stages(small_config(), FakeGenerator()) if s.name == "score")
     tpl = load_template(stage.template)
     base = stage_fingerprint(stage, tpl, FakeGenerator(model="a"))
     assert base == stage_fingerprint(stage, tpl, FakeGenerator(model="a"))
@@ -364,7 +368,16 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
                 assert f"{prefix}_{suffix}" in final.column_names
         loaded = xl_suite.load_dataset(f"xl-instruct-{code}", source=str(out), split="train")
         assert loaded.num_rows == final.num_rows and loaded[0]["instruction"] == row["instruction"]
-        assert json.loads(loaded[0]["metadata"])["best_index"] == row["best_index"]
+        prov = loaded[0]["provenance"]  # the typed provenance struct, not a JSON string
+        assert prov["best_index"] == row["best_index"] and prov["model"] == "fake-model"
+        assert prov["sampling"]["n"] == 3 and [st["stage"] for st in prov["stages"]] == [
+            "backtranslate",
+            "refine",
+            "score",
+            "respond",
+            "judge",
+        ]
+        assert loaded[0]["origin"] == "xl-suite synthesize" and str(tmp_path) not in json.dumps(loaded[0])
         b3 = xl_suite.load_dataset(f"xl-instruct-bestof3-{code}", source=str(out), split="train")
         assert b3.num_rows == best.num_rows
     assert xl_suite.load_dataset("xl-instruct-scored-en", source=str(out), split="train").num_rows == 16
@@ -403,7 +416,7 @@ def test_rerun_is_free_and_changes_recompute_from_the_changed_stage(tmp_path):
     gen = fake()
     res = synthesize(seeds(8), gen, cfg(templates={"judge": str(user)}), output=out)
     assert set(gen.responder.counts) == {"judge"}, gen.responder.counts
-    assert res.summary["stages"][6]["template"].startswith(str(user))
+    assert stage_report(res.summary, "judge")["template"].startswith(str(user))
 
     # new sampling settings (max_tokens applies to every LLM stage): everything recomputes
     gen = fake()
@@ -466,7 +479,7 @@ def test_engine_error_propagates_and_rerun_continues(tmp_path):
     good = fake()
     res = synthesize(data, good, config, output=out)
     assert good.responder.counts["backtranslate"] == 4  # only the second chunk
-    assert res.summary["stages"][0]["chunks_reused"] == 1
+    assert stage_report(res.summary, "backtranslate")["chunks_reused"] == 1
     assert res.dataset("mt").num_rows == 8
 
 
@@ -477,7 +490,7 @@ def test_all_scores_unparseable_is_reported_not_looped(tmp_path):
     gen = FakeGenerator(responder)
     res = synthesize(seeds(10), gen, small_config(num_examples=50), output=str(tmp_path))
     s = res.summary
-    assert s["stages"][2]["status"] == {"unparsed": 10} and s["stages"][2]["parse_rate"] == 0.0
+    assert stage_report(s, "score")["status"] == {"unparsed": 10} and stage_report(s, "score")["parse_rate"] == 0.0
     assert s["languages"]["mt"] == {"requested": 50, "produced": 0, "shortfall": 50}
     assert any("short by" in w for w in s["warnings"]) and any("outputs failed" in w for w in s["warnings"])
     assert read(tmp_path / "mt.parquet").num_rows == 0  # written empty, with the schema of the other files
@@ -510,7 +523,7 @@ class _SlowStage:
         self.inner = FakeSynthesisResponder()  # replies depend on the prompt only, not on call order
 
     def __call__(self, messages, index, sampling):
-        time.sleep(0.004 if stage_of(messages) == "backtranslate" else 0.001)
+        time.sleep(0.03 if stage_of(messages) == "backtranslate" else 0.005)
         return self.inner(messages, index, sampling)
 
 
@@ -562,7 +575,15 @@ def test_duplicates_removed_per_language(tmp_path):
     assert res.summary["final"]["duplicates_removed"] == 2
     assert res.dataset("mt").num_rows == 1
     res = synthesize(
-        data, FakeGenerator(responder), small_config(languages=("mt",), dedup=False), output=str(tmp_path / "nodedup")
+        data, FakeGenerator(responder), small_config(languages=("mt",), dedup=False), output=str(tmp_path / "near")
+    )
+    assert res.dataset("mt").num_rows == 1  # without exact dedup, MinHash still finds the identical instructions
+    assert res.summary["final"]["near_duplicates_removed"] == 2 and res.summary["final"]["duplicates_removed"] == 0
+    res = synthesize(
+        data,
+        FakeGenerator(responder),
+        small_config(languages=("mt",), dedup=False, near_dedup=False),
+        output=str(tmp_path / "nodedup"),
     )
     assert res.dataset("mt").num_rows == 3
 
@@ -574,7 +595,7 @@ def test_language_filter_and_its_switch(tmp_path):
         return FakeSynthesisResponder()(messages, i, s)
 
     res = synthesize(seeds(4), FakeGenerator(responder), small_config(languages=("mt",)), output=str(tmp_path / "a"))
-    check = res.summary["stages"][-1]
+    check = stage_report(res.summary, "language_check")
     assert check["status"] == {"wrong_language": 4} and check["rows_out"] == 0
     assert res.dataset("mt").num_rows == 0 and res.dataset("mt", "bestof3").num_rows == 4
     res = synthesize(
@@ -717,7 +738,7 @@ def test_cli_fake_backend_end_to_end(tmp_path, capsys):
     assert "mt                4         4          0" in out
     assert (tmp_path / "out" / "ga.parquet").exists()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["stages"][1]["template"].startswith(str(user))
+    assert stage_report(summary, "refine")["template"].startswith(str(user))
     rc, out, err = _cli(argv, capsys)  # rerun: free
     assert rc == 0 and "generated this run: 0 prompts" in out
 
@@ -955,7 +976,9 @@ def test_http_errors_beyond_retries_are_failed_rows_retried_by_the_rerun(tmp_pat
         ]
         rc, _, err = _cli(argv, capsys)
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-        assert summary["stages"][0]["status"] == {"error": 1, "ok": 3}, "the failed request is a counted row"
+        assert stage_report(summary, "backtranslate")["status"] == {"error": 1, "ok": 3}, (
+            "the failed request is a counted row"
+        )
         assert summary["languages"]["mt"]["produced"] == 3
         first_prompts = summary["generated"]["prompts"]
         work = tmp_path / "out" / ".xl_suite_work"
@@ -969,10 +992,12 @@ def test_http_errors_beyond_retries_are_failed_rows_retried_by_the_rerun(tmp_pat
         rc, out, err = _cli(argv, capsys)
         assert rc == 0, err
         summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-        assert summary["stages"][0]["status"] == {"ok": 4}
+        assert stage_report(summary, "backtranslate")["status"] == {"ok": 4}
         assert summary["languages"]["mt"]["produced"] == 4
         assert server.requests - before == summary["generated"]["prompts"]  # only the failed row's work
-        assert summary["stages"][0]["chunks_reused"] == 2, "backtranslate: only the failed row is requested again"
+        assert stage_report(summary, "backtranslate")["chunks_reused"] == 2, (
+            "backtranslate: only the failed row is requested again"
+        )
         # 1 backtranslation retried, then the second chunk's 2 rows downstream (refine, score, respond, 3 judge
         # calls each); the first chunk is not requested again.
         assert first_prompts == 4 + 3 * 6 and summary["generated"]["prompts"] == 1 + 2 * 6

@@ -95,14 +95,17 @@ def test_synthesize_cli_through_vllm_gives_a_loadable_dataset(vllm_generator, ti
     assert check["rows_in"] == check["rows_out"] == sum(check["status"].values())
     assert any("language filter is disabled" in w for w in summary["warnings"])
     produced = summary["languages"]["mt"]["produced"]
-    assert produced == stages["language_check"]["rows_out"] - summary["final"]["duplicates_removed"] > 0
+    final = summary["final"]
+    removed = final["duplicates_removed"] + final["near_duplicates_removed"]
+    assert produced == stages["decontaminate_target"]["rows_out"] - removed > 0
 
     ds = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")
     assert ds.num_rows == produced and set(ds["language"]) == {"mt"}
-    meta = json.loads(ds[0]["metadata"])
-    assert meta["model"] == str(tiny_model_dir) and meta["respond_model"] == str(tiny_model_dir)
-    assert json.loads(meta["sampling"])["n"] == 3 and len(meta["candidates"]) == 3
-    assert meta["best_index"] in (0, 1, 2) and ds[0]["response"] == meta["candidates"][meta["best_index"]]
+    prov = ds[0]["provenance"]  # the typed provenance struct
+    respond = next(st for st in prov["stages"] if st["stage"] == "respond")
+    assert prov["model"] == str(tiny_model_dir) and respond["model"] == str(tiny_model_dir)
+    assert prov["sampling"]["n"] == 3 and len(prov["candidates"]) == 3 and len(respond["raw_completions"]) == 3
+    assert prov["best_index"] in (0, 1, 2) and ds[0]["response"] == prov["candidates"][prov["best_index"]]
     assert xl_suite.load_dataset("xl-instruct-scored-en", source=str(out), split="train").num_rows == 8
     assert xl_suite.load_dataset("xl-instruct-bestof3-mt", source=str(out), split="train").num_rows >= produced
 

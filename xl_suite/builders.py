@@ -17,10 +17,13 @@ from xl_suite import sources
 from xl_suite.constants import CITATION, LICENSE_BENCHMARK, LICENSE_INSTRUCT, PAPER_URL
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, builtin_languages, get_language
+from xl_suite.provenance import SYNTHESIS_ORIGIN, provenance_features, public_source, synthesis_provenance
 
 
 _LANGUAGES = BENCHMARK_LANGUAGES
 _VERSION = datasets.Version("1.0.0")
+#: 1.1.0: synthesized rows carry the typed ``provenance`` struct; ``origin`` never holds a local path.
+_XL_INSTRUCT_VERSION = datasets.Version("1.1.0")
 
 #: Default source of the authors' releases on the Hub. The XL-Instruct repo id is known; the m-AlpacaEval id is
 #: assumed from the authors' naming and may need ``source=`` to point elsewhere.
@@ -229,22 +232,27 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
     ``en_scored.json`` (scored). Field names of the release are unknown: columns are mapped by
     :data:`xl_suite.sources.XL_INSTRUCT_COLUMN_CANDIDATES` unless ``column_mapping`` overrides it; every unmapped
     column is kept, as JSON, in ``metadata``. A synthesis output folder (``<code>.parquet``/``.jsonl`` files) works
-    the same way.
+    the same way, and its provenance columns (model, revision, template versions, sampling, scores and raw
+    completions of every stage) become the typed ``provenance`` struct (:func:`xl_suite.provenance.provenance_features`;
+    ``None`` for other releases). ``origin`` is ``"xl-suite synthesize"``, a URL or ``local file <name>``, never a
+    local path.
     """
 
-    VERSION = _VERSION
+    VERSION = _XL_INSTRUCT_VERSION
     BUILDER_CONFIG_CLASS = XlSuiteConfig
     FAMILY = "xl-instruct"
     BUILDER_CONFIGS = (
         [
-            XlSuiteConfig(name=f"xl-instruct-{lang}", language=lang, version=_VERSION, family="xl-instruct")
+            XlSuiteConfig(
+                name=f"xl-instruct-{lang}", language=lang, version=_XL_INSTRUCT_VERSION, family="xl-instruct"
+            )
             for lang in CORE_LANGUAGES + ("fi", "tr")
         ]
         + [
             XlSuiteConfig(
                 name="xl-instruct-all",
                 language="all",
-                version=_VERSION,
+                version=_XL_INSTRUCT_VERSION,
                 family="xl-instruct",
                 languages=CORE_LANGUAGES,
             )
@@ -254,14 +262,18 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
                 name=f"xl-instruct-bestof3-{lang}",
                 language=lang,
                 variant="bestof3",
-                version=_VERSION,
+                version=_XL_INSTRUCT_VERSION,
                 family="xl-instruct",
             )
             for lang in CORE_LANGUAGES
         ]
         + [
             XlSuiteConfig(
-                name="xl-instruct-scored-en", language="en", variant="scored", version=_VERSION, family="xl-instruct"
+                name="xl-instruct-scored-en",
+                language="en",
+                variant="scored",
+                version=_XL_INSTRUCT_VERSION,
+                family="xl-instruct",
             )
         ]
     )
@@ -278,6 +290,7 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
                     "variant": datasets.Value("string"),
                     "origin": datasets.Value("string"),
                     "metadata": datasets.Value("string"),
+                    "provenance": provenance_features(),
                 }
             ),
             homepage=PAPER_URL,
@@ -294,10 +307,11 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, files, origin):
         mapping = self.config.column_mapping or sources.XL_INSTRUCT_COLUMN_CANDIDATES
+        origin_label = public_source(origin)  # a URL, or "local file <name>": never a local path
         for code, path in files.items():
             for i, rec in enumerate(sources.read_records(path, storage_options=self.config.storage_options)):
                 m = sources.map_columns(rec, mapping, source=path)
-                rest = m.pop("_rest")
+                prov, rest = synthesis_provenance(m.pop("_rest"))
                 rid = rest.pop("id", None) or f"{code}-{i:06d}"
                 yield (
                     f"{code}-{i:06d}",
@@ -307,8 +321,9 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
                         "response": m["response"],
                         "language": code,
                         "variant": self.config.variant,
-                        "origin": origin,
+                        "origin": SYNTHESIS_ORIGIN if prov is not None else origin_label,
                         "metadata": json.dumps(rest, ensure_ascii=False, default=str, sort_keys=True),
+                        "provenance": prov,
                     },
                 )
 

@@ -50,26 +50,37 @@ def _card_template(name: str = "xl_suite.md.jinja") -> str:
     return res.read_text(encoding="utf-8")
 
 
-def config_summary(name: str, data, *, source: str | None = None) -> dict:
+def config_summary(name: str, data, *, source: str | None = None, recipe: Mapping | None = None) -> dict:
     """Summarise one config from its data: rows per split, language, and provenance values found in the columns.
 
     Args:
         name: config name (``xl-alpacaeval-de``).
         data: a ``DatasetDict`` (or mapping split -> Dataset).
-        source: where the data came from (path or URL), recorded as given.
+        source: where the data came from; recorded as :func:`xl_suite.provenance.public_source` names it (a URL or
+            ``local file <name>``, never a local path).
+        recipe: what the card shows of the config's recipe (:func:`xl_suite.provenance.build_recipe`), if any.
     """
     from xl_suite.datasets_api import parse_config_name
+    from xl_suite.provenance import public_source
 
     family, variant, lang = parse_config_name(name)
     splits = {split: int(ds.num_rows) for split, ds in data.items()}
     provenance: dict[str, list[str]] = {}
     for ds in data.values():
-        for col in _PROVENANCE_COLUMNS:
-            if col in ds.column_names:
-                vals = sorted({str(v) for v in ds.unique(col) if v is not None})
-                if vals:
-                    provenance.setdefault(col, [])
-                    provenance[col] = sorted(set(provenance[col]) | set(vals))[:5]
+        columns = {col: ds.unique(col) for col in _PROVENANCE_COLUMNS if col in ds.column_names}
+        if "provenance" in ds.column_names:  # a synthesized config: the typed struct's model, revision, template
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            struct = ds.with_format("arrow")[:].column("provenance")  # Arrow, not Python dicts of every row
+            for key in ("model", "revision", "template_version"):
+                values = pa.chunked_array([chunk.field(key) for chunk in struct.chunks], pa.string())
+                columns.setdefault(key, pc.unique(values).to_pylist())
+        for col, values in columns.items():
+            vals = sorted({str(v) for v in values if v not in (None, "")})
+            if vals:
+                provenance.setdefault(col, [])
+                provenance[col] = sorted(set(provenance[col]) | set(vals))[:5]
     languages = sorted(
         {code for ds in data.values() if "language" in ds.column_names for code in ds.unique("language")}
     )
@@ -83,9 +94,10 @@ def config_summary(name: str, data, *, source: str | None = None) -> dict:
         "language": lang,
         "languages": languages,
         "splits": splits,
-        "source": source,
+        "source": public_source(source),
         "provenance": provenance,
         "fields": fields,
+        "recipe": dict(recipe) if recipe else None,
     }
 
 
@@ -97,9 +109,21 @@ def _provenance_text(summary: Mapping) -> str:
 
 
 def summaries_from_yaml(card_yaml: Mapping | None) -> dict[str, dict]:
-    """Per-config summaries stored in an existing card's YAML (by an earlier push)."""
+    """Per-config summaries stored in an existing card's YAML (by an earlier push).
+
+    A ``source`` that an older xl-suite stored as a local path is renamed as :func:`xl_suite.provenance.public_source`
+    names it.
+    """
+    from xl_suite.provenance import public_source
+
     stored = (card_yaml or {}).get(SUMMARY_KEY) or []
-    return {s["name"]: dict(s) for s in stored}
+    out = {}
+    for s in stored:
+        s = {**dict(s), "recipe": s.get("recipe")}
+        if s.get("source") and not str(s["source"]).startswith(("local ", "hf://", "http")):
+            s["source"] = public_source(s["source"])
+        out[s["name"]] = s
+    return out
 
 
 def render_card(
@@ -164,6 +188,8 @@ def render_card(
         autoescape=False,
     )
     configs = [dict(s, provenance_text=_provenance_text(s)) for s in summaries]
+    recipes = [dict(s["recipe"], name=s["name"]) for s in summaries if s.get("recipe")]
+    default = next((c["config_name"] for c in configs_yaml or [] if c.get("default")), None)
     try:
         text = env.from_string(_card_template()).render(
             card_data=card_data.to_yaml(),
@@ -178,6 +204,8 @@ def render_card(
             repo_id=repo_id,
             fields=fields,
             request_templates=request_templates,
+            recipes=recipes,
+            default_config=default,
             licenses=licenses,
             citation=CITATION.strip(),
         )

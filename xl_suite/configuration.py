@@ -242,8 +242,13 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], path: st
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidArgumentError(f"Config file {path!r}: unknown keys {unknown}. Allowed keys: {sorted(known)}.")
+    repeatable = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
     for key, value in data.items():
-        if isinstance(value, (list, tuple)) and key not in ("template",):
+        if key in repeatable:  # a repeatable flag (--template STAGE=PATH): a list, or a mapping of STAGE: PATH
+            if isinstance(value, dict):
+                value = [f"{k}={v}" for k, v in value.items()]
+            data[key] = [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+        elif isinstance(value, (list, tuple)):
             data[key] = ",".join(str(v) for v in value)
         elif isinstance(value, dict):
             data[key] = json.dumps(value)

@@ -7,6 +7,7 @@ The folder loads with plain ``datasets.load_dataset(DIR, "xl-alpacaeval-de", spl
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -79,7 +80,11 @@ def write_repo(
     """Write configs (name -> DatasetDict, or (DatasetDict, source)) as a data-only repo folder.
 
     The folder is written to a temporary sibling and moved into place at the end, so a failure never leaves a
-    half-written repo. An existing folder is only replaced when ``overwrite=True`` *and* it holds xl-suite's marker
+    half-written repo. The rows go through :func:`xl_suite.provenance.public_dataset` and the card names sources
+    without local paths, so the folder can be uploaded as it is; one config is marked ``default: true``. A synthesized
+    XL-Instruct config whose source is a synthesis output folder gets its recipe in ``recipes/<config>/``
+    (:func:`xl_suite.provenance.build_recipe`), shown in the card. An existing
+    folder is only replaced when ``overwrite=True`` *and* it holds xl-suite's marker
     file (:data:`xl_suite.safety.MARKER_FILE`, written into every export): a folder we did not write, the working
     directory or one of its parents is never deleted.
 
@@ -88,6 +93,7 @@ def write_repo(
         InvalidArgumentError: no configs.
     """
     from xl_suite.cards import config_summary, render_card
+    from xl_suite.provenance import build_recipe, mark_default_config, private_strings, public_dataset
 
     out = _check_output(output_dir)
     replace = check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)
@@ -95,12 +101,14 @@ def write_repo(
         raise InvalidArgumentError("Nothing to export: no configs given.")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    private = private_strings([out])
     try:
         yaml_configs, summaries = [], []
         families: dict[str, list[str]] = {}
         for name in sorted(configs):
             item = configs[name]
             data, source = item if isinstance(item, tuple) else (item, None)
+            data = public_dataset(data, {**private, "paths": private_strings([source])["paths"] + private["paths"]})
             files = []
             for split, ds in data.items():
                 rel = f"{name}/{split}-00000-of-00001.parquet"
@@ -108,7 +116,15 @@ def write_repo(
                 ds.to_parquet(str(tmp / rel))
                 files.append({"split": split, "path": f"{name}/{split}-*.parquet"})
             yaml_configs.append({"config_name": name, "data_files": files})
-            summaries.append(config_summary(name, data, source=source))
+            recipe = None
+            if name.startswith("xl-instruct-") and source and os.path.isdir(source):  # a synthesis output folder
+                built = build_recipe(name, source)
+                if built is not None:
+                    recipe_files, recipe = built
+                    for rel, content in recipe_files.items():
+                        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                        (tmp / rel).write_bytes(content)
+            summaries.append(config_summary(name, data, source=source, recipe=recipe))
             family = name.rsplit("-", 1)[0]
             families.setdefault(family, []).append(name)
         for family, names in sorted(families.items()):
@@ -124,6 +140,7 @@ def write_repo(
                         ],
                     }
                 )
+        yaml_configs = mark_default_config(yaml_configs)  # load_dataset(DIR) works without a config name
         card = render_card(summaries, repo_id=repo_id or out.name, configs_yaml=yaml_configs)
         (tmp / "README.md").write_text(str(card), encoding="utf-8")
         write_marker(tmp, "export")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xl_suite.errors import HubOfflineError, HubPushError, InvalidArgumentError
@@ -89,6 +90,8 @@ def push_config(
     card: DatasetCard | CardFactory | None = None,
     commit_message: str | None = None,
     max_shard_size: int | str | None = None,
+    files: Mapping[str, bytes] | None = None,
+    files_folder: str | None = None,
 ) -> str:
     """Add or replace one config of a Hub dataset repo, leaving its other configs untouched.
 
@@ -114,6 +117,8 @@ def push_config(
             ``card(repo_id, card_data: dict) -> DatasetCard`` given the current README's YAML as a dict.
         commit_message: The message of the data commit. Defaults to ``"Upload config <config_name>"``.
         max_shard_size: Passed to push_to_hub (e.g. ``"500MB"``). Defaults to datasets' default.
+        files: More files to commit after the data and before the card, repo path -> bytes (the recipe).
+        files_folder: A folder the ``files`` replace: its other files are deleted in the same commit.
 
     Returns:
         The URL of the last commit made (the card commit if a card was pushed, else the data commit).
@@ -154,10 +159,18 @@ def push_config(
     except Exception as err:
         raise HubPushError(_explain(err, target, token, stage="data")) from err
     logger.info("Pushed %s: %s", target, commit.commit_url)
+    parent, last_url = commit.oid, str(commit.commit_url)
+    if files:
+        try:
+            parent, last_url = _push_files(repo_id, files, files_folder, token=token, parent=parent, target=target)
+        except Exception as err:
+            raise HubPushError(
+                _explain(err, target, token, stage="files") + f" The data itself was committed: {commit.commit_url}."
+            ) from err
     if card is None:
-        return str(commit.commit_url)
+        return last_url
     try:
-        card_url = _push_card(repo_id, card, token=token, parent=commit.oid, config_name=config_name)
+        card_url = _push_card(repo_id, card, token=token, parent=parent, config_name=config_name)
     except Exception as err:
         raise HubPushError(
             _explain(err, target, token, stage="card") + f" The data itself was committed: {commit.commit_url}."
@@ -169,7 +182,8 @@ def push_config(
 def merge_card(current: dict[str, Any], new_card: DatasetCard) -> DatasetCard:
     """Return a copy of ``new_card`` whose push-owned YAML (:data:`PUSH_OWNED_KEYS`) comes from ``current``.
 
-    Every other key and the Markdown body come from ``new_card``.
+    Every other key and the Markdown body come from ``new_card``. One config is marked ``default: true``
+    (:func:`xl_suite.provenance.mark_default_config`) so that ``load_dataset(repo)`` works without a config name.
 
     Args:
         current: The card data of the README on the Hub (``DatasetCard.data.to_dict()``).
@@ -183,11 +197,13 @@ def merge_card(current: dict[str, Any], new_card: DatasetCard) -> DatasetCard:
         >>> new = DatasetCard("---\\nlicense: mit\\nconfigs: []\\n---\\n# XL\\n")
         >>> merged = merge_card({"configs": [{"config_name": "de"}], "license": "other"}, new)
         >>> merged.data.to_dict()
-        {'license': 'mit', 'configs': [{'config_name': 'de'}]}
+        {'license': 'mit', 'configs': [{'config_name': 'de', 'default': True}]}
         >>> merged.text
         '# XL\\n'
     """
     from huggingface_hub import DatasetCard, DatasetCardData
+
+    from xl_suite.provenance import mark_default_config
 
     data = new_card.data.to_dict()
     for key in PUSH_OWNED_KEYS:
@@ -195,6 +211,8 @@ def merge_card(current: dict[str, Any], new_card: DatasetCard) -> DatasetCard:
             data[key] = current[key]
         else:
             data.pop(key, None)
+    if data.get("configs"):
+        data["configs"] = mark_default_config(data["configs"])
     merged = DatasetCard(str(new_card))
     merged.data = DatasetCardData(**data)
     return merged
@@ -230,6 +248,33 @@ def _push_card(repo_id: str, card: DatasetCard | CardFactory, *, token: str | No
             logger.info("The dataset card of %s changed meanwhile (HTTP %s); merging again", repo_id, status)
             parent = HfApi(token=token).repo_info(repo_id, repo_type="dataset").sha
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _push_files(
+    repo_id: str, files: Mapping[str, bytes], folder: str | None, *, token: str | None, parent: str, target: str
+) -> tuple[str, str]:
+    """Commit ``files`` (replacing the other files of ``folder``) on top of ``parent``; returns (oid, url)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    api = HfApi(token=token)
+    operations: list = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=data) for path, data in files.items()]
+    if folder:
+        prefix = folder.rstrip("/") + "/"
+        existing = api.list_repo_files(repo_id, repo_type="dataset", revision=parent)
+        operations += [
+            CommitOperationDelete(path_in_repo=path)
+            for path in existing
+            if path.startswith(prefix) and path not in files
+        ]
+    info = api.create_commit(
+        repo_id,
+        operations,
+        commit_message=f"Upload {folder or 'files'} ({target})",
+        repo_type="dataset",
+        parent_commit=parent,
+    )
+    logger.info("Pushed %d files of %s: %s", len(files), target, info.commit_url)
+    return info.oid, str(info.commit_url)
 
 
 def _validate_target(repo_id: str, config_name: str) -> None:
@@ -277,7 +322,7 @@ def _explain(err: Exception, target: str, token: str | None, *, stage: str) -> s
     except Exception:  # noqa: BLE001 - a broken token store must not hide the original error
         secret = token
     detail = scrub_secrets(detail, extra=[secret, token])
-    what = "the data" if stage == "data" else "the dataset card"
+    what = {"data": "the data", "files": "the recipe files"}.get(stage, "the dataset card")
     return f"Pushing {what} of {target} failed ({name}{f', HTTP {status}' if status else ''}: {detail}). {fix}"
 
 
@@ -299,6 +344,13 @@ def publish_config(
     ``DatasetDict.push_to_hub(config_name=...)`` through :func:`push_config`; the other configs of the
     repo stay as they are. The card is rebuilt from the per-config summaries kept in its YAML plus this config's.
 
+    Nothing private leaves the machine: the rows go through :func:`xl_suite.provenance.public_dataset` (local paths,
+    user and host names and credentials removed from the provenance columns; credentials and local paths from the
+    rest), the source is named by :func:`~xl_suite.provenance.public_source`, and the card and recipe files are
+    checked by :func:`~xl_suite.provenance.check_public` before they are pushed. A synthesized XL-Instruct config
+    (``source`` a synthesis output folder with ``summary.json``) gets its recipe pushed to ``recipes/<config>/``
+    (:func:`~xl_suite.provenance.build_recipe`) and shown in the card. One config of the repo is marked default.
+
     Returns:
         URL of the last commit.
     """
@@ -306,13 +358,19 @@ def publish_config(
 
     from xl_suite.cards import config_summary, render_card, summaries_from_yaml
     from xl_suite.datasets_api import parse_config_name
+    from xl_suite.provenance import (
+        RECIPES_DIR,
+        build_recipe,
+        check_public,
+        mark_default_config,
+        private_strings,
+        public_dataset,
+    )
 
     if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
         raise InvalidArgumentError(f"REPO_ID must look like 'namespace/name', got {repo_id!r}.")
     parse_config_name(config_name)  # an unknown config or language: the error lists the valid ones
     if from_dir is not None:
-        from pathlib import Path
-
         from xl_suite.errors import SourceNotFoundError
 
         if not Path(from_dir).is_dir():
@@ -330,11 +388,41 @@ def publish_config(
             from xl_suite.datasets_api import load_dataset
 
             data = load_dataset(config_name, source=source, **config_kwargs)
-    summary = config_summary(config_name, data, source=source or (str(from_dir) if from_dir else None))
+    private_values = private_strings([source, from_dir])
+    private_values["secrets"] = sorted({*private_values["secrets"], *(t for t in [token] if t)}, key=len, reverse=True)
+    data = public_dataset(data, private_values)
+    files, recipe = None, None
+    if parse_config_name(config_name)[0] == "xl-instruct" and source and not from_dir:
+        built = build_recipe(config_name, source, storage_options=config_kwargs.get("storage_options"))
+        if built is not None:
+            files, recipe = built
+    elif from_dir and (Path(from_dir) / RECIPES_DIR / config_name).is_dir():  # an export that carries the recipe
+        folder = Path(from_dir) / RECIPES_DIR / config_name
+        files = {f.relative_to(from_dir).as_posix(): f.read_bytes() for f in sorted(folder.rglob("*")) if f.is_file()}
+        readme = Path(from_dir) / "README.md"
+        if readme.is_file():
+            from huggingface_hub import DatasetCard
+
+            recipe = summaries_from_yaml(DatasetCard.load(readme).data.to_dict()).get(config_name, {}).get("recipe")
+    for path, content in (files or {}).items():
+        check_public(content.decode("utf-8"), f"the recipe file {path}", private_values)
+    summary = config_summary(config_name, data, source=source or (str(from_dir) if from_dir else None), recipe=recipe)
 
     def card(repo, current_yaml):
         summaries = summaries_from_yaml(current_yaml)
         summaries[config_name] = summary
-        return render_card(list(summaries.values()), repo_id=repo)
+        configs = mark_default_config(current_yaml.get("configs"))
+        new = render_card(list(summaries.values()), repo_id=repo, configs_yaml=configs)
+        check_public(str(new), f"the dataset card of {repo!r}", private_values)
+        return new
 
-    return push_config(data, repo_id, config_name, token=token, private=private, card=card)
+    return push_config(
+        data,
+        repo_id,
+        config_name,
+        token=token,
+        private=private,
+        card=card,
+        files=files,
+        files_folder=f"{RECIPES_DIR}/{config_name}" if files else None,
+    )

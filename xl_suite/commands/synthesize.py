@@ -24,9 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "synthesize",
         help="synthesize XL-Instruct-style pairs (English instruction -> target-language answer)",
-        description="Seed passages -> English instruction backtranslation -> response refinement -> multi-criteria "
-        "scoring and filtering (scored) -> best-of-n target-language answers (bestof3) -> language check "
-        "and duplicate removal -> final pairs. A reconstruction of XL-Instruct (arXiv 2503.22973): the "
+        description="Seed passages -> English instruction backtranslation -> response refinement -> benchmark "
+        "decontamination -> multi-criteria scoring and filtering (scored) -> best-of-n target-language answers "
+        "(bestof3) -> language check, decontamination, exact and near-duplicate removal -> final pairs. "
+        "With --push, each language's config is published with typed provenance and its recipe "
+        "(recipes/<config>/config.yaml, rerun with --config-file). A reconstruction of XL-Instruct (arXiv 2503.22973): the "
         "authors' prompts, criteria and thresholds are not known. Resumable: rerun the same command to "
         "continue.",
     )

@@ -161,7 +161,8 @@ class FakeSynthesisResponder:
 
     Not a model: it recognises each stage's prompt and returns a canned, well-formed reply (an instruction made of
     the passage's first words, the passage as the answer, JSON scores derived from a hash of the prompt, a fixed
-    sentence in the target language numbered per prompt and candidate). It makes the flow testable and
+    sentence in the target language numbered per prompt and candidate, with numbers that keep the answers apart
+    for near-duplicate removal). It makes the flow testable and
     ``xl-suite synthesize --backend fake`` runnable offline; numbers produced with it mean nothing.
 
     Args:
@@ -207,4 +208,6 @@ class FakeSynthesisResponder:
                 code = get_language(lang.group(1).lower()).code
             except XlSuiteError:
                 code = "en"
-        return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h}-{index})"
+        # numbers drawn from the prompt's hash make every answer distinct enough for near-duplicate removal
+        marks = " ".join(str((h // (k + 1) + 7919 * index) % 99991) for k in range(10))
+        return f"{_FAKE_ANSWERS.get(code, _FAKE_ANSWERS['en'])} ({h}-{index}: {marks})"

@@ -11,6 +11,8 @@ below are our reasoned choice, consistent with those hints and with the release 
 ``backtranslate``         the LLM writes the English instruction a seed passage would answer (instruction
                           backtranslation); rows whose output is empty are dropped and counted.
 ``refine``                the LLM rewrites the passage into a high-quality English answer to that instruction.
+``decontaminate``         drops pairs whose instruction or English answer contains a benchmark prompt (Tulu 3's
+                          n-gram rule, :mod:`~xl_suite.synthesis.decontamination`); counted.
 ``score``                 multi-criteria scoring (:data:`EN_CRITERIA`, integers 1-5), as JSON constrained by
                           :func:`xl_suite.scoring.score_schema` where the backend supports structured outputs; parsed by
                           :func:`xl_suite.scoring.parse_scores` (``None`` on failure: the row is kept, marked ``unparsed``,
@@ -22,9 +24,11 @@ below are our reasoned choice, consistent with those hints and with the release 
                           (:func:`xl_suite.scoring.select_best`). Output: the ``bestof3`` shape (``<code>_bestof3.parquet``).
 ``language_check``        an offline language identifier (:mod:`xl_suite.fidelity`) checks the kept answer is in
                           the target language (``language_filter=False`` records the result without filtering).
+``decontaminate_target``  the same check on the target-language answer (against translated m-AlpacaEval prompts).
 ========================  =====================================================================================
 
-Then exact duplicates (normalised instruction or response, per language) are removed and at most
+Then exact duplicates (normalised instruction or response, per language) and near-duplicates (MinHash LSH,
+:class:`~xl_suite.synthesis.decontamination.NearDuplicateIndex`) are removed and at most
 ``num_examples`` pairs per language are kept: the ``default`` shape (``<code>.parquet``), loadable with
 ``xl_suite.load_dataset("xl-instruct-<code>", source=OUTPUT)``.
 
@@ -40,7 +44,8 @@ An engine error (:class:`~xl_suite.errors.GenerationError`) propagates: it never
 Modules: :mod:`~xl_suite.synthesis.config` (settings, stages, checks), :mod:`~xl_suite.synthesis.stages` (the
 batched functions), :mod:`~xl_suite.synthesis.pipeline` (the run), :mod:`~xl_suite.synthesis.outputs` (release
 files), :mod:`~xl_suite.synthesis.report` (summary), :mod:`~xl_suite.synthesis.seeds` (seed passages) and
-:mod:`~xl_suite.synthesis.ray` (the same stages on Ray Data).
+:mod:`~xl_suite.synthesis.ray` (the same stages on Ray Data), :mod:`~xl_suite.synthesis.decontamination`
+(benchmark decontamination and near-duplicates).
 """
 
 from xl_suite.synthesis.config import (
@@ -58,6 +63,7 @@ from xl_suite.synthesis.config import (
     preflight,
     stage_fingerprint,
 )
+from xl_suite.synthesis.decontamination import Benchmark, NearDuplicateIndex, decontaminate_batch, resolve_benchmark
 from xl_suite.synthesis.outputs import SNAPSHOT_FILES, SynthesisResult
 from xl_suite.synthesis.pipeline import apply_stages, synthesize
 from xl_suite.synthesis.report import format_summary
@@ -75,6 +81,10 @@ from xl_suite.synthesis.stages import (
 
 
 __all__ = [
+    "Benchmark",
+    "NearDuplicateIndex",
+    "decontaminate_batch",
+    "resolve_benchmark",
     "SYNTHESIS_VERSION",
     "EN_CRITERIA",
     "TARGET_CRITERIA",

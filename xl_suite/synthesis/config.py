@@ -17,6 +17,14 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.fingerprint import function_id, stable_hash
 from xl_suite.languages import get_language, resolve_languages
 from xl_suite.scoring import SCORE_SCALE, criteria_list, score_schema
+from xl_suite.synthesis.decontamination import (
+    NEAR_DUP_THRESHOLD,
+    NGRAM,
+    OVERLAP_THRESHOLD,
+    Benchmark,
+    decontaminate_batch,
+    resolve_benchmark,
+)
 from xl_suite.synthesis.stages import (
     backtranslate_batch,
     expand_languages_batch,
@@ -84,6 +92,23 @@ def _template_override(text: str) -> tuple[str, str]:
     if not sep or not stage.strip() or not path.strip():
         raise argparse.ArgumentTypeError(f"--template expects STAGE=PATH (e.g. score=my_score.jinja), got {text!r}")
     return stage.strip(), path.strip()
+
+
+def _json_object(text: str) -> dict:
+    """A JSON object flag (``--criteria``).
+
+    >>> _json_object('{"fluency": "reads well"}')
+    {'fluency': 'reads well'}
+    """
+    import argparse
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({e.msg})") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
 
 
 _STAGE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -179,6 +204,14 @@ class SynthesisConfig:
             and only records the identification (for demos with a tiny random model; the counts are reported).
         min_language_prob: minimum identifier probability for the language check (default 0.5).
         dedup: remove exact duplicates (normalised instruction or response, per language) (default True).
+        near_dedup: also remove near-duplicates, by MinHash LSH over character 5-grams (default True).
+        near_dedup_threshold: estimated Jaccard similarity from which a row is a near-duplicate (default 0.8).
+        decontaminate: drop pairs in which a benchmark prompt is found (n-gram overlap, see
+            :mod:`xl_suite.synthesis.decontamination`) (default True). ``False`` is recorded in the summary.
+        decontaminate_against: benchmark prompt files (AlpacaEval/m-AlpacaEval JSON, JSONL or Parquet; default
+            ``()``: AlpacaEval's prompts from the Hub, else the built-in sample, which the summary then says).
+        decontamination_ngram: word n-gram length of the overlap rule (default 8, as Tulu 3).
+        decontamination_threshold: share of a prompt's n-grams that must be found (default 0.5, as Tulu 3).
         max_tokens: maximum new tokens per completion, every stage (default 512).
         temperature: sampling temperature of the candidates (default 0.8; the other stages are greedy).
         top_p: nucleus mass of the candidates (default 0.95).
@@ -211,6 +244,22 @@ class SynthesisConfig:
     )
     min_language_prob: float = option(0.5, "minimum language-identifier probability")
     dedup: bool = option(True, "remove duplicate instructions/answers")
+    near_dedup: bool = option(True, "also remove near-duplicates (MinHash LSH, character 5-grams)")
+    near_dedup_threshold: float = option(NEAR_DUP_THRESHOLD, "Jaccard similarity from which a row is a near-duplicate")
+    decontaminate: bool = option(
+        True, "drop pairs in which a benchmark prompt is found (n-gram overlap); turning it off is reported"
+    )
+    decontaminate_against: tuple[str, ...] = option(
+        default_factory=tuple,
+        help="benchmark prompts file (AlpacaEval/m-AlpacaEval JSON, JSONL or Parquet; repeatable; default: "
+        "AlpacaEval from the Hub, else the built-in sample, as the summary says)",
+        metavar="PATH",
+        append=True,
+    )
+    decontamination_ngram: int = option(NGRAM, "word n-gram length of the decontamination rule")
+    decontamination_threshold: float = option(
+        OVERLAP_THRESHOLD, "share of a benchmark prompt's n-grams that marks a pair as contaminated"
+    )
     max_tokens: int = option(512, "maximum new tokens per completion")
     temperature: float = option(0.8, "temperature of the candidates (the other stages are greedy)")
     top_p: float = option(0.95, "nucleus mass of the candidates")
@@ -226,10 +275,16 @@ class SynthesisConfig:
         append=True,
     )
     criteria: dict[str, str] = option(
-        default_factory=lambda: dict(EN_CRITERIA), help="criteria of the score stage", cli=False
+        default_factory=lambda: dict(EN_CRITERIA),
+        help="criteria of the score stage, a JSON object of name -> description",
+        metavar="JSON",
+        parse=_json_object,
     )
     target_criteria: dict[str, str] = option(
-        default_factory=lambda: dict(TARGET_CRITERIA), help="criteria of the judge stage", cli=False
+        default_factory=lambda: dict(TARGET_CRITERIA),
+        help="criteria of the judge stage, a JSON object of name -> description",
+        metavar="JSON",
+        parse=_json_object,
     )
 
     def __post_init__(self):
@@ -243,6 +298,17 @@ class SynthesisConfig:
             self.templates = dict(pairs)
             if len(self.templates) != len(pairs):
                 raise InvalidArgumentError(f"--template given twice for the same stage: {pairs}")
+        if isinstance(self.decontaminate_against, str):
+            self.decontaminate_against = (self.decontaminate_against,)
+        self.decontaminate_against = tuple(str(p) for p in self.decontaminate_against or ())
+        if not 0 < self.near_dedup_threshold <= 1:
+            raise InvalidArgumentError(f"near_dedup_threshold must be in (0, 1], got {self.near_dedup_threshold}.")
+        if not 0 < self.decontamination_threshold <= 1:
+            raise InvalidArgumentError(
+                f"decontamination_threshold must be in (0, 1], got {self.decontamination_threshold}."
+            )
+        if self.decontamination_ngram < 1:
+            raise InvalidArgumentError(f"decontamination_ngram must be >= 1, got {self.decontamination_ngram}.")
         if isinstance(self.languages, str):
             self.languages = tuple(c.strip() for c in self.languages.split(",") if c.strip())
         self.languages = tuple(s.code for s in resolve_languages(list(self.languages)))
@@ -340,20 +406,28 @@ class SynthesisRunOptions:
 DEFAULT_STAGE_NAMES = (
     "backtranslate",
     "refine",
+    "decontaminate",
     "score",
     "score_filter",
     "expand",
     "respond",
     "judge",
     "language_check",
+    "decontaminate_target",
 )
 
 
-def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list[Stage]:
+def default_stages(
+    config: SynthesisConfig, generator=None, scorer=None, *, benchmark: Benchmark | None = None
+) -> list[Stage]:
     """The reconstructed XL-Instruct stages (see the module docstring), configured from ``config``.
 
     ``generator``/``scorer`` are only asked whether they support structured outputs: if the scorer does, the
-    scoring stages are constrained to :func:`score_schema`.
+    scoring stages are constrained to :func:`score_schema`. ``benchmark`` holds the prompts of the two
+    decontamination stages (``decontaminate`` after ``refine``: instruction and English answer; and
+    ``decontaminate_target`` at the end: the target-language answer); by default it is resolved from
+    ``config`` (:func:`~xl_suite.synthesis.decontamination.resolve_benchmark`). With ``config.decontaminate``
+    False both stages are left out (and the summary says so).
 
     Raises:
         ValueError: ``config.templates`` names a stage that does not exist or has no template.
@@ -370,6 +444,26 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
         n=config.n_candidates,
         seed=config.seed,
     )
+    if benchmark is None and config.decontaminate:
+        benchmark = resolve_benchmark(config.decontaminate_against)
+
+    def decontaminate(name: str, columns: list[str]) -> Stage:
+        params = {
+            "columns": columns,
+            "prompts": list(benchmark.prompts),
+            "prompt_ids": list(benchmark.ids),
+            "n": config.decontamination_ngram,
+            "threshold": config.decontamination_threshold,
+        }
+        return Stage(
+            name,
+            decontaminate_batch,
+            params=params,
+            keep="decontaminated",
+            prefix="contamination",
+            inputs=tuple(columns),
+        )
+
     stages = [
         Stage(
             "backtranslate",
@@ -380,6 +474,7 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
             keep="backtranslate_status",
         ),
         Stage("refine", refine_batch, "synth_refine", greedy, "generator", keep="refine_status"),
+        decontaminate("decontaminate", ["instruction", "response_en"]) if config.decontaminate else None,
         Stage(
             "score",
             score_batch,
@@ -388,6 +483,7 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
             "scorer",
             params={"criteria": dict(config.criteria), "aggregate": config.aggregate},
             snapshot="scored",
+            version="2",  # 2: score_repaired (replies read only after the JSON repair step)
         ),
         Stage("score_filter", score_filter_batch, params={"threshold": config.threshold}, keep="score_passed"),
         Stage("expand", expand_languages_batch, params={"languages": list(config.languages)}, reshape=True),
@@ -405,6 +501,7 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
             },
             keep="judge_passed",
             snapshot="bestof3",
+            version="2",  # 2: judge_repaired
         ),
         Stage(
             "language_check",
@@ -414,8 +511,9 @@ def default_stages(config: SynthesisConfig, generator=None, scorer=None) -> list
             version="2",
             params={"enabled": config.language_filter, "min_language_prob": config.min_language_prob},
         ),
+        decontaminate("decontaminate_target", ["response"]) if config.decontaminate else None,
     ]
-    return apply_template_overrides(stages, config.templates)
+    return apply_template_overrides([s for s in stages if s is not None], config.templates)
 
 
 def apply_template_overrides(stages: Sequence[Stage], templates: Mapping[str, str]) -> list[Stage]:

@@ -22,6 +22,12 @@ from typing import Any
 from xl_suite.engines.base import concurrent_calls
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
+from xl_suite.synthesis.decontamination import (
+    Benchmark,
+    NearDuplicateIndex,
+    decontaminate_batch,
+    resolve_benchmark,
+)
 from xl_suite.synthesis.outputs import (
     SNAPSHOT_FILES,
     ShapeWriter,
@@ -138,6 +144,7 @@ class StageReport:
     seconds: float = 0.0
     chunks_computed: int = 0
     chunks_reused: int = 0
+    json_repaired: int = 0
 
     def to_dict(self, counter: CountingGenerator | None) -> dict:
         total = sum(self.status.values())
@@ -149,6 +156,7 @@ class StageReport:
             "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
             "status": dict(sorted(self.status.items())),
             "parse_rate": (self.status.get(STATUS_OK, 0) / total) if total else None,
+            "json_repaired": self.json_repaired,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "chunks_computed": self.chunks_computed,
@@ -167,10 +175,14 @@ class StageReport:
         return d
 
 
-def select_final_rows(ds, config: SynthesisConfig, *, seen: set, produced: dict, over_quota: dict):
+def select_final_rows(
+    ds, config: SynthesisConfig, *, seen: set, produced: dict, over_quota: dict, near: NearDuplicateIndex | None = None
+):
     """Duplicate removal (across chunks, through ``seen``) and the per-language quota (``config.num_examples``).
 
-    ``seen``, ``produced`` and ``over_quota`` are updated in place.
+    Exact duplicates (normalised instruction or response, per language) first, then near-duplicates through
+    ``near`` (MinHash LSH over the rows kept so far; its ``removed`` counts them). ``seen``, ``produced``,
+    ``over_quota`` and ``near`` are updated in place.
 
     Returns:
         (the kept Arrow rows, the number of duplicates removed).
@@ -191,6 +203,10 @@ def select_final_rows(ds, config: SynthesisConfig, *, seen: set, produced: dict,
             if any(k in seen for k in keys):
                 duplicates += 1
                 continue
+        if near is not None and not near.add(lang, [ins, res]):
+            near.removed += 1
+            continue
+        if config.dedup:
             seen.update(keys)
         if quota is not None and produced.get(lang, 0) >= quota:
             over_quota[lang] = over_quota.get(lang, 0) + 1
@@ -208,7 +224,16 @@ class SynthesisRun:
     """
 
     def __init__(
-        self, config: SynthesisConfig, generator, scorer, stages: Sequence[Stage], *, output, work_dir, storage_options
+        self,
+        config: SynthesisConfig,
+        generator,
+        scorer,
+        stages: Sequence[Stage],
+        *,
+        output,
+        work_dir,
+        storage_options,
+        benchmark: Benchmark | None = None,
     ):
         from xl_suite.runner import StageStats
 
@@ -231,6 +256,8 @@ class SynthesisRun:
         self.produced = dict.fromkeys(config.languages, 0)
         self.over_quota = dict.fromkeys(config.languages, 0)
         self.seen: set[bytes] = set()
+        self.near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup else None
+        self.benchmark = benchmark
         self.duplicates = self.final_in = self.processed = 0
         self.stopped_early = False
         self.seed_counts = None
@@ -308,6 +335,9 @@ class SynthesisRun:
         prefix = stage.column_prefix
         if f"{prefix}_status" in out.column_names:
             count_status(column_values(out, f"{prefix}_status"), report.status)
+        if f"{prefix}_repaired" in out.column_names:  # replies read only after the JSON repair step
+            flags = column_values(out, f"{prefix}_repaired")
+            report.json_repaired += sum(sum(f) if isinstance(f, list) else bool(f) for f in flags)
         for attr in ("prompt_tokens", "completion_tokens"):
             if f"{prefix}_{attr}" in out.column_names:
                 setattr(report, attr, getattr(report, attr) + sum(column_values(out, f"{prefix}_{attr}")))
@@ -336,7 +366,7 @@ class SynthesisRun:
         """Remove duplicates, apply the per-language quota and append the default shape."""
         self.final_in += ds.num_rows
         table, duplicates = select_final_rows(
-            ds, self.config, seen=self.seen, produced=self.produced, over_quota=self.over_quota
+            ds, self.config, seen=self.seen, produced=self.produced, over_quota=self.over_quota, near=self.near
         )
         self.duplicates += duplicates
         append_by_language(
@@ -457,9 +487,21 @@ def synthesize(
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
     check_text_column(seeds, text_column)
-    stages = list(stages) if stages is not None else default_stages(config, generator, scorer)
+    benchmark = resolve_benchmark(config.decontaminate_against, enabled=config.decontaminate)
+    if stages is None:
+        stages = default_stages(config, generator, scorer, benchmark=benchmark)
+    elif not any(s.function is decontaminate_batch for s in stages):
+        benchmark = Benchmark(enabled=False, note="the custom stage list has no decontamination stage")
+    stages = list(stages)
     run = SynthesisRun(
-        config, generator, scorer, stages, output=output, work_dir=work_dir, storage_options=storage_options
+        config,
+        generator,
+        scorer,
+        stages,
+        output=output,
+        work_dir=work_dir,
+        storage_options=storage_options,
+        benchmark=benchmark,
     )
     # One run per output folder and work dir, for the whole run (not only per stage): a second run on either
     # fails at once with a LockError naming this one.

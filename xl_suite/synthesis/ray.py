@@ -33,6 +33,7 @@ from typing import Any
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.synthesis.config import Stage, SynthesisConfig, check_templates, default_stages
+from xl_suite.synthesis.decontamination import NearDuplicateIndex
 from xl_suite.synthesis.outputs import (
     SNAPSHOT_FILES,
     ShapeWriter,
@@ -90,8 +91,10 @@ def split_segments(stages: Sequence[Stage]) -> list[list[Stage]]:
     """Cut the stage list after each snapshot stage.
 
     >>> from xl_suite.synthesis import default_stages, SynthesisConfig
-    >>> [[s.name for s in seg] for seg in split_segments(default_stages(SynthesisConfig(languages=("mt",))))]
-    [['backtranslate', 'refine', 'score'], ['score_filter', 'expand', 'respond', 'judge'], ['language_check']]
+    >>> segments = split_segments(default_stages(SynthesisConfig(languages=("mt",))))
+    >>> [[s.name for s in seg] for seg in segments]  # doctest: +NORMALIZE_WHITESPACE
+    [['backtranslate', 'refine', 'decontaminate', 'score'], ['score_filter', 'expand', 'respond', 'judge'],
+     ['language_check', 'decontaminate_target']]
     """
     segments: list[list[Stage]] = [[]]
     for stage in stages:
@@ -295,9 +298,12 @@ def synthesize_ray(
         produced = dict.fromkeys(config.languages, 0)
         over_quota = dict.fromkeys(config.languages, 0)
         duplicates = 0
+        near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup else None
         if final is not None and "language" in final.column_names:
             final = final.remove_columns(["seed_index"])
-            table, duplicates = select_final_rows(final, config, seen=set(), produced=produced, over_quota=over_quota)
+            table, duplicates = select_final_rows(
+                final, config, seen=set(), produced=produced, over_quota=over_quota, near=near
+            )
             append_by_language(writer, SNAPSHOT_FILES["default"], shape_table("default", table), config.languages)
         known = dict(writer.schemas)
         expected = [SNAPSHOT_FILES["default"].format(code=c) for c in config.languages]
@@ -317,7 +323,11 @@ def synthesize_ray(
         "config": config.to_dict(),
         "seeds": {"rows_available": seeds.num_rows, **counts.to_dict()},
         "segments": report,
-        "final": {"duplicates_removed": duplicates, "over_quota": over_quota},
+        "final": {
+            "duplicates_removed": duplicates,
+            "near_duplicates_removed": near.removed if near is not None else 0,
+            "over_quota": over_quota,
+        },
         "languages": {
             c: {
                 "requested": config.num_examples,

@@ -54,6 +54,21 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             "The language filter is disabled (--no-language-filter): answers not identified as the "
             "target language were kept; see language_ok in the output rows."
         )
+    benchmark = run.benchmark
+    decontamination = {"enabled": False, "note": "no benchmark given to the run", "dropped": 0, "dropped_by_stage": {}}
+    if benchmark is not None:
+        from xl_suite.synthesis.decontamination import decontaminate_batch
+
+        by_stage = {s.name: reports[s.name].dropped for s in stages if s.function is decontaminate_batch}
+        decontamination = {
+            **benchmark.summary(),
+            "ngram": config.decontamination_ngram,
+            "threshold": config.decontamination_threshold,
+            "dropped": sum(by_stage.values()),
+            "dropped_by_stage": by_stage,
+        }
+        if benchmark.note:
+            warnings.append(f"decontamination: {benchmark.note}")
     scorer = run.scorer
 
     def finite(x):
@@ -89,6 +104,7 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             {
                 **{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
                 "template": templates[s.name].template_version if s.name in templates else None,
+                "model": {"generator": generator.model, "scorer": scorer.model}.get(s.engine),
                 "sampling": s.sampling.to_dict() if s.sampling else None,
                 "fingerprint": fingerprints[s.name],
             }
@@ -97,10 +113,15 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         "final": {
             "rows_in": run.final_in,
             "duplicates_removed": run.duplicates,
+            "near_duplicates_removed": run.near.removed if run.near is not None else 0,
+            "near_dedup": config.near_dedup,
+            "near_dedup_threshold": config.near_dedup_threshold,
             "over_quota": run.over_quota,
             "dedup": config.dedup,
             "stopped_early": run.stopped_early,
         },
+        "decontamination": decontamination,
+        "json_repaired": sum(reports[s.name].json_repaired for s in stages),
         "languages": {
             code: {"requested": config.num_examples, "produced": produced[code], "shortfall": shortfall.get(code, 0)}
             for code in config.languages
@@ -135,13 +156,20 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     ``ok`` is the share of a stage's outputs whose status is ``ok``: parsed, for the LLM stages; identified as the
     target language, for ``language_check``.
 
+    ``repaired`` counts replies read only after the JSON repair step. A line after the table gives the final
+    step's exact and near-duplicate removals and the decontamination.
+
     >>> s = {"stages": [{"stage": "score", "rows_in": 4, "rows_out": 4, "dropped": 0, "kept_rate": 1.0,
-    ...      "parse_rate": 0.75, "prompt_tokens": 10, "completion_tokens": 8, "chunks_computed": 1,
-    ...      "chunks_reused": 0, "seconds": 0.5}], "languages": {"mt": {"requested": 2, "produced": 1,
+    ...      "parse_rate": 0.75, "json_repaired": 1, "prompt_tokens": 10, "completion_tokens": 8,
+    ...      "chunks_computed": 1, "chunks_reused": 0, "seconds": 0.5}],
+    ...      "final": {"rows_in": 4, "duplicates_removed": 1, "near_duplicates_removed": 1},
+    ...      "decontamination": {"enabled": True, "dropped": 2, "prompts": 805},
+    ...      "languages": {"mt": {"requested": 2, "produced": 1,
     ...      "shortfall": 1}}, "generated": {"prompts": 4, "completion_tokens": 8}, "seconds": 1.0, "warnings": []}
     >>> print(format_summary(s))  # doctest: +NORMALIZE_WHITESPACE
-    stage  rows_in  rows_out  kept   ok  prompt_tok  compl_tok  chunks(new/reused)  seconds
-    score        4         4  100%  75%          10          8                 1/0     0.50
+    stage  rows_in  rows_out  kept   ok  repaired  prompt_tok  compl_tok  chunks(new/reused)  seconds
+    score        4         4  100%  75%         1          10          8                 1/0     0.50
+    final: 4 rows in, 1 exact duplicates and 1 near-duplicates removed; decontamination: 2 pairs dropped (805 benchmark prompts)
     language  requested  produced  shortfall
     mt                2         1          1
     generated this run: 4 prompts, 8 completion tokens; total 1.0 s
@@ -150,7 +178,18 @@ def format_summary(summary: Mapping[str, Any]) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.0f}%"
 
-    header = ["stage", "rows_in", "rows_out", "kept", "ok", "prompt_tok", "compl_tok", "chunks(new/reused)", "seconds"]
+    header = [
+        "stage",
+        "rows_in",
+        "rows_out",
+        "kept",
+        "ok",
+        "repaired",
+        "prompt_tok",
+        "compl_tok",
+        "chunks(new/reused)",
+        "seconds",
+    ]
     rows = [
         [
             s["stage"],
@@ -158,6 +197,7 @@ def format_summary(summary: Mapping[str, Any]) -> str:
             str(s["rows_out"]),
             pct(s.get("kept_rate")),
             pct(s.get("parse_rate")),
+            str(s.get("json_repaired", 0)),
             str(s["prompt_tokens"]),
             str(s["completion_tokens"]),
             f"{s['chunks_computed']}/{s['chunks_reused']}",
@@ -166,6 +206,19 @@ def format_summary(summary: Mapping[str, Any]) -> str:
         for s in summary["stages"]
     ]
     lines = text_table(header, rows)
+    final, decon = summary.get("final"), summary.get("decontamination")
+    if final is not None:
+        line = (
+            f"final: {final.get('rows_in', 0)} rows in, {final.get('duplicates_removed', 0)} exact duplicates and "
+            f"{final.get('near_duplicates_removed', 0)} near-duplicates removed"
+        )
+        if decon is not None:
+            line += (
+                f"; decontamination: {decon.get('dropped', 0)} pairs dropped ({decon.get('prompts', 0)} benchmark prompts)"
+                if decon.get("enabled")
+                else "; decontamination: OFF"
+            )
+        lines.append(line)
     lang_rows = [
         [code, "-" if v["requested"] is None else str(v["requested"]), str(v["produced"]), str(v["shortfall"])]
         for code, v in summary["languages"].items()

@@ -18,7 +18,7 @@ from xl_suite.engines.base import SamplingConfig, row_status
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.languages import get_language
 from xl_suite.prompting import neutralise_markers
-from xl_suite.scoring import SCORE_SCALE, aggregate_scores, criteria_list, parse_scores, select_best
+from xl_suite.scoring import SCORE_SCALE, aggregate_scores, criteria_list, parse_scores_with_status, select_best
 from xl_suite.tables import STATUS_UNPARSED
 
 
@@ -216,8 +216,10 @@ def score_batch(
     results = generate_checked(generator, convs, sampling)
     out = _provenance("score", n, generator, template, sampling)
     texts = [r[0].text for r in results]
-    parsed = [parse_scores(t, criteria) for t in texts]
+    read = [parse_scores_with_status(t, criteria) for t in texts]
+    parsed = [p for p, _ in read]
     out |= {
+        "score_repaired": [how == "repaired" for _, how in read],
         "score_scores": [json.dumps(p) for p in parsed],
         "score_mean": [aggregate_scores(p, aggregate) for p in parsed],
         "score_raw": texts,
@@ -339,10 +341,12 @@ def judge_batch(
     scores = [["null"] * len(c) for c in batch["candidates"]]
     means = [[math.nan] * len(c) for c in batch["candidates"]]
     status = [["empty_candidate"] * len(c) for c in batch["candidates"]]
+    repaired = [[False] * len(c) for c in batch["candidates"]]
     ptok, ctok = [0] * n, [0] * n
     for (row, j), res in zip(where, results, strict=True):
         comp = res[0]
-        parsed = parse_scores(comp.text, criteria)
+        parsed, how = parse_scores_with_status(comp.text, criteria)
+        repaired[row][j] = how == "repaired"
         raw[row][j] = comp.text
         scores[row][j] = json.dumps(parsed)
         means[row][j] = aggregate_scores(parsed, aggregate)
@@ -360,6 +364,7 @@ def judge_batch(
         "judge_means": means,
         "judge_raw": raw,
         "judge_status": status,
+        "judge_repaired": repaired,
         "judge_passed": passed,
         "judge_prompt_tokens": ptok,
         "judge_completion_tokens": ctok,
