@@ -193,6 +193,8 @@ def test_model_outputs_and_reference_outputs_with_a_judge(alpaca_file, tmp_path)
                 "fake",
                 "--judge-model",
                 "judge",
+                "--judge-engine-kwargs",
+                json.dumps({"reply": '{"winner": "A"}'}),
                 "--no-rubric",
                 "--output",
                 str(report),

@@ -363,16 +363,24 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
         "mle",
     ]
     capsys.readouterr()
-    assert main(args) == 0
-    printed = capsys.readouterr().out
+    assert main(args) == 3  # the fake judge's default reply is garbage: no verdict parsed is a failed run
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "overall" in printed and "pairwise_judge: 16 judged now, 0 from cache" in printed
+    assert "No pairwise judgment could be parsed (16 of 16 unparsed)" in captured.err
     for name in ("report.md", "leaderboard.csv", "win_rates.png", "judgments.jsonl"):
-        assert (report / name).is_file()
+        assert (report / name).is_file()  # the report is written all the same
     summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))
     assert summary["meta"]["model"] == "my-model" and summary["meta"]["preset"] == "local-vllm v1"
-    assert summary["table"]["overall"]["n_unparsed"] == 8  # the fake judge's default reply is garbage: all counted
+    assert summary["table"]["overall"]["n_unparsed"] == 8  # all counted
     assert summary["ledger"]["model_outputs"]["requests"] == 8
-    assert main(args) == 0
+    # a judge that answers (one reply parsed as both a verdict and rubric scores): the failures are judged again
+    good = {"winner": "A", **dict.fromkeys(("helpfulness", "relevance", "accuracy", "fluency", "naturalness"), 4)}
+    fixed = [*args, "--judge-engine-kwargs", json.dumps({"reply": json.dumps(good)})]
+    assert main(fixed) == 0
+    printed = capsys.readouterr().out
+    assert "pairwise_judge: 16 judged now, 0 from cache" in printed and "rubric_judge: 8 judged now" in printed
+    assert main(fixed) == 0
     assert "pairwise_judge: 0 judged now, 16 from cache" in capsys.readouterr().out
 
     assert (

@@ -81,7 +81,8 @@ def test_default_config_with_judge(tmp_path):
         "verdicts",
         "detected_language",
     } <= set(out)
-    # The annotation cache: a second metric call makes zero judge calls.
+    # The annotation cache: a second metric call sends no parsed judgment again; only the 3 unparsed rubric
+    # judgments are failures, retried (up to 3 attempts each).
     seen = judge.prompts_seen
     again = metric.compute(
         predictions=PREDS,
@@ -93,7 +94,8 @@ def test_default_config_with_judge(tmp_path):
         n_resamples=100,
         lc_method="mle",
     )
-    assert judge.prompts_seen == seen and again["ledger"]["pairwise_judge"]["from_cache"] == 6
+    assert judge.prompts_seen == seen + 3 and again["ledger"]["pairwise_judge"]["from_cache"] == 6
+    assert again["ledger"]["pairwise_judge"]["judged_now"] == 0 and again["ledger"]["rubric_judge"]["judged_now"] == 3
 
 
 def test_multiple_references_schema():

@@ -2,6 +2,11 @@
 
 Each command module exposes ``add_parser(subparsers)`` and ``run(args) -> int``; heavy imports (datasets, torch,
 vLLM) happen inside ``run``, so ``xl-suite --help`` and ``xl-suite <command> --help`` stay fast.
+
+Exit codes: 0 done; 2 a problem the user can fix (any :class:`~xl_suite.errors.XlSuiteError`, and argparse's own
+errors), printed as one line ``xl-suite <command>: error: ...``; 3 the run wrote everything but too many rows failed
+(:class:`~xl_suite.errors.FailureRateError`, ``--max-error-rate``); 130 interrupted (Ctrl-C), with one line saying
+where the finished chunks are. Any other exception is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -38,9 +43,17 @@ def _available_commands() -> dict[str, object]:
     return mods
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, in the format of every other CLI error (exit status 2, as argparse's)."""
+
+    def error(self, message: str):
+        """Print ``<prog>: error: <message> (see <prog> --help)`` and exit 2; no usage block."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (used by ``main`` and by the tests of ``--help``)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xl-suite",
         description="Cross-lingual synthetic training and evaluation data (XL-Instruct, XL-AlpacaEval) as HF datasets.",
     )
@@ -52,6 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(_run=mod.run, _parser=p)
         assert p.prog.endswith(name), f"command module {mod.__name__} registered {p.prog!r}, expected {name!r}"
     return parser
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interrupted command saved, and how to go on (one sentence)."""
+    output = getattr(args, "output", None)
+    cache = {
+        "synthesize": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.xl_suite_work"),
+        "generate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
+        "translate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
+        "evaluate": getattr(args, "cache_dir", None) or (output and f"{str(output).rstrip('/')}/annotations"),
+    }.get(args.command)
+    if cache:
+        return f"Finished chunks are saved in {cache}; rerun the same command to resume from them."
+    if args.command == "demo":
+        return "Finished chunks are saved under --output-dir; rerun the same command to resume from them."
+    return "Rerun the same command to start it again."
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,13 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from xl_suite.safety import scrub_secrets
 
-        print(f"xl-suite {args.command}: error: {scrub_secrets(str(e))}", file=sys.stderr)
-        return 2
+        message = " ".join(scrub_secrets(str(e)).split())  # one line, even for a parser's multi-line message
+        print(f"xl-suite {args.command}: error: {message}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
-        print(
-            f"xl-suite {args.command}: interrupted. Finished chunks are saved; rerun the same command to resume.",
-            file=sys.stderr,
-        )
+        print(f"xl-suite {args.command}: interrupted. {_interrupted(args)}", file=sys.stderr)
         return 130
     except Exception:  # anything else is a bug in xl-suite: show it in full
         print(

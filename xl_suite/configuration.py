@@ -263,6 +263,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         InvalidArgumentError: the file is missing, unreadable, not a mapping, or malformed (the message names it).
     """
     p = Path(path)
+    if p.is_dir():
+        raise InvalidArgumentError(f"Config file {str(p)!r} is a folder. Pass a YAML or JSON file.")
     if not p.is_file():
         raise InvalidArgumentError(f"Config file {str(p)!r} does not exist.")
     try:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -65,6 +64,40 @@ class DemoConfig:
     overwrite: bool = True
     engine_kwargs: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        """Check every setting before the demo builds a model (the error names the value and the fix)."""
+        from xl_suite.engines.registry import BACKENDS
+        from xl_suite.errors import InvalidArgumentError
+
+        for name in ("num_prompts", "num_examples", "max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(
+                    f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}."
+                )
+        if self.backend not in BACKENDS:
+            raise InvalidArgumentError(f"Unknown backend {self.backend!r}. Choose one of {list(BACKENDS)}.")
+        if isinstance(self.languages, str) or not self.languages or not all(self.languages):
+            raise InvalidArgumentError(
+                f"languages (--languages) must name at least one language code, got {self.languages!r}; e.g. de,mt."
+            )
+        for name in ("output_dir", "export_dir"):
+            if not str(getattr(self, name) or "").strip():
+                raise InvalidArgumentError(
+                    f"{name} (--{name.replace('_', '-')}) must name a folder, got an empty string."
+                )
+        out, export = Path(self.output_dir).resolve(), Path(self.export_dir).resolve()
+        if out == export or export in out.parents or out in export.parents:
+            raise InvalidArgumentError(
+                f"--output-dir {self.output_dir!r} and --export-dir {self.export_dir!r} overlap: the export replaces "
+                "its whole folder, so the two must be separate folders (e.g. xl-suite-demo and xl-suite)."
+            )
+
+
+def _first(ds, n: int):
+    """The first ``n`` rows of ``ds`` (all of them when it has fewer)."""
+    return ds.select(range(min(n, ds.num_rows)))
+
 
 def _sample_prompts_path() -> str:
     return str(resources.files("xl_suite") / "data" / "demo_prompts.jsonl")
@@ -113,15 +146,17 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     )
     from xl_suite.export import write_repo
     from xl_suite.languages import resolve_languages
+    from xl_suite.safety import check_output_dir
     from xl_suite.synthesis import SynthesisConfig, format_summary, synthesize
     from xl_suite.synthesis.seeds import builtin_seeds
 
     cfg = config or DemoConfig()
     langs = [s.code for s in resolve_languages(list(cfg.languages))]
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    export_dir = Path(cfg.export_dir)
+    out = check_output_dir(cfg.output_dir, "--output-dir")
+    export_dir = check_output_dir(cfg.export_dir, "--export-dir")
     _prepare_export_dir(export_dir, cfg.overwrite)
+    source, label = resolve_prompts(cfg.alpaca_eval)  # a bad --alpaca-eval fails here, before any model is built
+    out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
@@ -182,7 +217,6 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
 
         # 3. benchmark, references, answers
         t = time.perf_counter()
-        source, label = resolve_prompts(cfg.alpaca_eval)
         echo(
             f"[3/5] XL-AlpacaEval from {label}: {cfg.num_prompts} prompts x {len(langs)} languages; "
             "references and answers"
@@ -190,7 +224,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
         bench = (
             datasets.concatenate_datasets(
                 [
-                    load_dataset(f"xl-alpacaeval-{code}", split="test", source=source).select(range(cfg.num_prompts))
+                    _first(load_dataset(f"xl-alpacaeval-{code}", split="test", source=source), cfg.num_prompts)
                     for code in langs
                 ]
             )
@@ -255,14 +289,9 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
                 f"      note: no XL-Instruct pair survived for {code}; xl-instruct-{code} is not exported "
                 "(see the synthesis table above)"
             )
-    tmp_export = export_dir.with_name(export_dir.name + ".new")
-    if tmp_export.exists():
-        shutil.rmtree(tmp_export)
-    write_repo(tmp_export, configs, repo_id=export_dir.name)
-    (tmp_export / _EXPORT_MARKER).write_text("written by xl-suite demo\n", encoding="utf-8")
-    if export_dir.exists():
-        shutil.rmtree(export_dir)
-    tmp_export.rename(export_dir)
+    # write_repo builds the folder under a unique temporary name beside it, writes xl-suite's marker, and replaces
+    # an earlier export only if it holds that marker (checked again here, after the long run).
+    write_repo(export_dir, configs, repo_id=export_dir.name, overwrite=cfg.overwrite)
     timings["export"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 

@@ -31,11 +31,25 @@ __all__ = [
     "HubPushError",
     "CacheError",
     "LockError",
+    "FailureRateError",
+    "EXIT_USAGE",
+    "EXIT_FAILURE_RATE",
 ]
+
+#: Exit code of the CLI for an :class:`XlSuiteError` (bad argument, missing file, busy folder...).
+EXIT_USAGE = 2
+#: Exit code of the CLI when a run finished and wrote everything, but too many rows failed
+#: (:class:`FailureRateError`); rerunning the same command retries the failed rows.
+EXIT_FAILURE_RATE = 3
 
 
 class XlSuiteError(Exception):
-    """Base of every error that xl-suite raises on purpose; the message says what to change."""
+    """Base of every error that xl-suite raises on purpose; the message says what to change.
+
+    ``exit_code`` is the CLI's exit status for it (:data:`EXIT_USAGE`, 2, unless a subclass says otherwise).
+    """
+
+    exit_code: int = EXIT_USAGE
 
 
 class InvalidArgumentError(XlSuiteError, ValueError):
@@ -92,3 +106,13 @@ class CacheError(XlSuiteError, RuntimeError):
 
 class LockError(XlSuiteError, RuntimeError):
     """Another process holds the lock on a work dir or output folder; the message names it (pid, host, start)."""
+
+
+class FailureRateError(XlSuiteError, RuntimeError):
+    """A run finished and wrote everything, but more rows failed than ``--max-error-rate`` allows (CLI exit 3).
+
+    The failed rows (unparsed, empty, error, too long) are stored with their status and retried by the next run of
+    the same command; nothing was lost.
+    """
+
+    exit_code = EXIT_FAILURE_RATE

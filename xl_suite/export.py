@@ -26,6 +26,18 @@ __all__ = ["export_repo", "write_repo", "benchmark_configs", "LEGACY_MARKERS"]
 LEGACY_MARKERS = (".xl-suite-demo",)
 
 
+def _check_output(output_dir) -> Path:
+    """The export folder, checked: a non-empty name whose parent can be written to."""
+    from xl_suite.safety import check_output_dir
+
+    if not str(output_dir or "").strip():
+        raise InvalidArgumentError(f"The export folder must be named (DIR), got {output_dir!r}; e.g. xl-suite.")
+    out = Path(output_dir)
+    if out.is_dir() or not out.exists():  # an existing file is refused by check_replaceable
+        check_output_dir(out, "DIR")
+    return out
+
+
 def benchmark_configs(
     languages: Sequence[str] | str = BENCHMARK_LANGUAGES,
     *,
@@ -83,7 +95,7 @@ def write_repo(
     from xl_suite.cards import config_summary, render_card
     from xl_suite.provenance import build_recipe, mark_default_config, private_strings, public_dataset
 
-    out = Path(output_dir)
+    out = _check_output(output_dir)
     replace = check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)
     if not configs:
         raise InvalidArgumentError("Nothing to export: no configs given.")
@@ -171,7 +183,7 @@ def export_repo(
         overwrite: replace an existing folder.
         cache_dir: datasets cache.
     """
-    out = Path(output_dir)
+    out = _check_output(output_dir)
     check_replaceable(out, overwrite=overwrite, legacy_markers=LEGACY_MARKERS)  # refuse before doing any work
     configs: dict[str, object] = dict(
         benchmark_configs(

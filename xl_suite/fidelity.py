@@ -761,6 +761,9 @@ def identify_language(
     """
     if isinstance(texts, str):
         texts = [texts]
+    if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+        bad = texts if not isinstance(texts, Sequence) else next(t for t in texts if not isinstance(t, str))
+        raise InvalidArgumentError(f"identify_language takes a string or a list of strings, got {bad!r}.")
     return (identifier or get_identifier()).identify(texts, min_chars=min_chars)
 
 

@@ -354,6 +354,8 @@ def publish_config(
     Returns:
         URL of the last commit.
     """
+    import re
+
     from xl_suite.cards import config_summary, render_card, summaries_from_yaml
     from xl_suite.datasets_api import parse_config_name
     from xl_suite.provenance import (
@@ -365,12 +367,23 @@ def publish_config(
         public_dataset,
     )
 
+    if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
+        raise InvalidArgumentError(f"REPO_ID must look like 'namespace/name', got {repo_id!r}.")
+    parse_config_name(config_name)  # an unknown config or language: the error lists the valid ones
+    if from_dir is not None:
+        from xl_suite.errors import SourceNotFoundError
+
+        if not Path(from_dir).is_dir():
+            raise SourceNotFoundError(f"--from-dir {str(from_dir)!r} is not a folder. Pass an exported folder.")
     check_online(f"push config {config_name!r} to {repo_id!r}")  # fail before building anything
     if data is None:
         if from_dir:
             import datasets
 
-            data = datasets.load_dataset(str(from_dir), config_name)
+            try:
+                data = datasets.load_dataset(str(from_dir), config_name)
+            except ValueError as e:  # the folder lacks that config: datasets lists the ones it has
+                raise InvalidArgumentError(f"--from-dir {str(from_dir)!r} has no config {config_name!r}: {e}") from e
         else:
             from xl_suite.datasets_api import load_dataset
 

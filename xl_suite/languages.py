@@ -521,7 +521,14 @@ def save_user_language(spec: LanguageSpec, *, overwrite: bool = False, allow_nam
         raise LanguageError(f"English name {spec.name!r} is already used by the built-in {clash[0]!r}.")
     current[spec.code] = spec
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps([s.to_dict() for s in current.values()], ensure_ascii=False, indent=2), encoding="utf-8")
-    tmp.replace(path)
+    from xl_suite.safety import unique_temp_path
+
+    tmp = Path(unique_temp_path(path))
+    try:
+        text = json.dumps([s.to_dict() for s in current.values()], ensure_ascii=False, indent=2)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path

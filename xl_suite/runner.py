@@ -15,7 +15,10 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
   stored with that status, counted in :class:`StageStats`, and recomputed on the next run (``retry_failed``), up
   to ``max_attempts`` attempts per row (recorded in the chunk file's metadata);
 * a local ``work_dir`` is locked for the duration of the stage (:class:`xl_suite.safety.DirLock`): a second process
-  gets an error naming the first, instead of both writing the same chunks.
+  gets an error naming the first, instead of both writing the same chunks (the commands also lock their output folder
+  and work dir for the whole run, :func:`xl_suite.safety.lock_folders`);
+* :func:`check_failure_rate` turns a run's failed rows into a warning line or, above ``--max-error-rate``, a
+  :class:`~xl_suite.errors.FailureRateError` (CLI exit 3) once everything is written.
 * ``new_fingerprint`` is always set, so datasets never hashes the engine (an unhashable LLM would make it fall
   back to a random fingerprint and recompute everything).
 
@@ -29,6 +32,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import queue
 import threading
 import time
@@ -49,13 +53,19 @@ __all__ = [
     "read_verified",
     "failed_rows",
     "in_flight_batches",
+    "failure_counts",
+    "check_failure_rate",
+    "check_error_rate_value",
     "FAILURE_STATUSES",
+    "DEFAULT_MAX_ERROR_RATE",
 ]
 
 #: Status values that mark a row as a failure, not a result: stored, counted, and retried on the next run.
 FAILURE_STATUSES = frozenset({"unparsed", "unparseable", "empty", "error", "too_long"})
 #: Columns that identify a row, checked when a chunk is read back (the first one present is used).
 ID_COLUMNS = ("id", "cache_key", "seed_id", "item_index")
+#: Default share of failed rows above which a command exits non-zero (``--max-error-rate``).
+DEFAULT_MAX_ERROR_RATE = 0.05
 _META_ROWS = b"xl_suite.rows"
 _META_SHA = b"xl_suite.sha256"
 _META_ATTEMPTS = b"xl_suite.attempts"
@@ -74,7 +84,9 @@ class StageStats:
     chunks_damaged: int = 0
     rows_failed: int = 0
     rows_retried: int = 0
+    rows_computed: int = 0
     seconds: float = 0.0
+    failed_by_status: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -91,7 +103,9 @@ class StageStats:
                 "chunks_damaged",
                 "rows_failed",
                 "rows_retried",
+                "rows_computed",
                 "seconds",
+                "failed_by_status",
             )
         } | self.extra
 
@@ -232,6 +246,99 @@ def failed_rows(table, status_columns: Sequence[str], failures: Collection[str] 
             if _status_is_failure(value, failures):
                 bad.add(i)
     return sorted(bad)
+
+
+def failure_counts(table, status_columns: Sequence[str], failures: Collection[str] = FAILURE_STATUSES) -> dict:
+    """Failed rows by status: each failed row counted once, under its first failing status.
+
+    >>> import pyarrow as pa
+    >>> failure_counts(pa.table({"s": ["ok", "empty", "unparsed", "empty"], "t": [["error"], ["ok"], ["ok"], ["ok"]]}),
+    ...                ["s", "t"])
+    {'error': 1, 'empty': 2, 'unparsed': 1}
+    """
+    counts: dict[str, int] = {}
+    columns = [table.column(name).to_pylist() for name in status_columns]
+    for values in zip(*columns, strict=True):
+        status = _first_failure(values, failures)
+        if status is not None:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def _first_failure(value, failures: Collection[str]) -> str | None:
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            found = _first_failure(v, failures)
+            if found is not None:
+                return found
+        return None
+    return value if isinstance(value, str) and value in failures else None
+
+
+def check_failure_rate(
+    by_status: dict[str, int],
+    total: int,
+    *,
+    max_error_rate: float,
+    what: str = "rows",
+    flag: str = "--max-error-rate",
+    retry: str = "rerunning the same command retries them (up to 3 attempts per row)",
+) -> str | None:
+    """Judge a run's failed rows against its threshold: None (none failed), a warning line, or an error.
+
+    Call it after everything is written: the error only changes the exit code, never what was stored.
+
+    Args:
+        by_status: failed rows by status (``{"empty": 3, "unparsed": 1}``).
+        total: rows of the run.
+        max_error_rate: the largest share of failed rows that still passes, in [0, 1].
+        what: what the rows are (``"answers"``, ``"judgments"``).
+        flag: how the user changes the threshold.
+        retry: what happens to the failed rows on a rerun.
+
+    Returns:
+        None when no row failed, else a one-line warning (the share is within the threshold).
+
+    Raises:
+        FailureRateError: the share of failed rows is above ``max_error_rate``.
+
+    >>> check_failure_rate({}, 10, max_error_rate=0.05) is None
+    True
+    >>> print(check_failure_rate({"empty": 1}, 40, max_error_rate=0.05, what="answers"))
+    1 of 40 answers failed (2.5%: empty 1), within --max-error-rate 0.05; rerunning the same command retries them (up to 3 attempts per row).
+    >>> check_failure_rate({"empty": 3, "error": 1}, 40, max_error_rate=0.05, what="answers")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.FailureRateError: 4 of 40 answers failed (10.0%: empty 3, error 1), above --max-error-rate 0.05. Everything finished is written and the failed rows are stored with their status: rerunning the same command retries them (up to 3 attempts per row); to accept this share, pass --max-error-rate 0.1 or higher.
+    """
+    from xl_suite.errors import FailureRateError
+
+    failed = sum(by_status.values())
+    if not failed:
+        return None
+    share = failed / total if total else 1.0
+    detail = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))
+    head = f"{failed} of {total} {what} failed ({100 * share:.1f}%: {detail})"
+    if share <= max_error_rate:
+        return f"{head}, within {flag} {max_error_rate:g}; {retry}."
+    need = math.ceil(round(share * 100, 6)) / 100
+    raise FailureRateError(
+        f"{head}, above {flag} {max_error_rate:g}. Everything finished is written and the failed rows are stored "
+        f"with their status: {retry}; to accept this share, pass {flag} {need:g} or higher."
+    )
+
+
+def check_error_rate_value(value, flag: str = "--max-error-rate") -> float:
+    """``value`` as a share in [0, 1], or an InvalidArgumentError naming ``flag``.
+
+    >>> check_error_rate_value(0.1)
+    0.1
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InvalidArgumentError(
+            f"{flag} must be a share between 0 and 1 (0.05 = 5% of rows may fail), got {value!r}."
+        )
+    return float(value)
 
 
 def _attempts_of(table) -> list[int]:
@@ -528,7 +635,11 @@ def _run_chunks(
         if c.status_cols is None:
             c.status_cols = _new_status_columns(c.table, c.in_table)
         if c.status_cols:
-            stats.rows_failed += len(failed_rows(c.table, c.status_cols, failure_statuses))
+            bad = failed_rows(c.table, c.status_cols, failure_statuses)
+            stats.rows_failed += len(bad)
+            if bad:
+                for status, count in failure_counts(c.table.take(bad), c.status_cols, failure_statuses).items():
+                    stats.failed_by_status[status] = stats.failed_by_status.get(status, 0) + count
         parts.append(datasets.Dataset(c.table))
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
@@ -582,6 +693,7 @@ def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
     )
     if c.table is None:
         c.table = computed
+        stats.rows_computed += c.rows.num_rows
         if c.path:
             _write_chunk(fs, c.path, c.table, [1] * c.table.num_rows)
         stats.chunks_computed += 1
@@ -590,6 +702,7 @@ def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
     for j in c.todo:
         c.attempts[j] += 1
     stats.rows_retried += len(c.todo)
+    stats.rows_computed += len(c.todo)
     _write_chunk(fs, c.path, table, c.attempts)
     c.table = table.replace_schema_metadata(_own_metadata(table))
     c.status_cols = _new_status_columns(c.table, c.in_table)

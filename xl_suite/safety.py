@@ -24,7 +24,7 @@ import time
 import uuid
 from pathlib import Path
 
-from xl_suite.errors import LockError, OutputExistsError
+from xl_suite.errors import InvalidArgumentError, LockError, OutputExistsError
 
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ __all__ = [
     "SecretFilter",
     "DirLock",
     "check_replaceable",
+    "check_files_replaceable",
+    "check_output_dir",
+    "lock_folders",
     "install_secret_filter",
     "quarantine",
     "scrub_secrets",
@@ -160,7 +163,7 @@ def check_replaceable(
     """Decide whether ``path`` may be (re)written; raise if not.
 
     Args:
-        path: the output folder (or file) about to be written.
+        path: the output folder about to be written (an existing file is refused).
         overwrite: the caller's overwrite flag.
         legacy_markers: other marker file names that also prove xl-suite wrote the folder (older releases).
         flag: how the user passes ``overwrite``, for the message.
@@ -169,8 +172,8 @@ def check_replaceable(
         True when ``path`` exists and will be replaced, False when it does not exist (or is an empty folder).
 
     Raises:
-        OutputExistsError: ``path`` exists and ``overwrite`` is false; or it is a folder without xl-suite's marker
-            (a folder we did not write), the working directory, home, a root or a parent of those.
+        OutputExistsError: ``path`` exists and ``overwrite`` is false; or it is a file, a link, a folder without
+            xl-suite's marker (a folder we did not write), the working directory, home, a root or a parent of those.
     """
     p = Path(path).expanduser()
     resolved = p.resolve()
@@ -185,12 +188,106 @@ def check_replaceable(
         raise OutputExistsError(f"{str(p)!r} already exists. Choose another folder or pass {flag}.")
     if p.is_symlink():
         raise OutputExistsError(f"Refusing to replace {str(p)!r}: it is a symbolic link. Choose a real folder.")
+    if not p.is_dir():
+        raise OutputExistsError(f"Refusing to replace {str(p)!r}: it is a file, not a folder. Choose a folder name.")
     if p.is_dir() and not any((p / m).is_file() for m in (MARKER_FILE, *legacy_markers)):
         raise OutputExistsError(
             f"Refusing to replace {str(p)!r}: it was not written by xl-suite (no {MARKER_FILE} inside), so "
             f"{flag} does not apply to it. Choose another folder, or delete it yourself."
         )
     return True
+
+
+def check_output_dir(path: str | Path, flag: str = "--output") -> Path:
+    """Check, before any work, that ``path`` can be an output folder: not a file, and writable (or creatable).
+
+    Raises:
+        InvalidArgumentError: ``path`` is a file, or it (or the nearest existing folder above it) is not writable.
+
+    >>> check_output_dir("/proc/version", "--output")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: --output '/proc/version' is a file, not a folder. Name a folder (it is created if missing).
+    """
+    p = Path(path).expanduser()
+    if p.exists() and not p.is_dir():
+        raise InvalidArgumentError(
+            f"{flag} {str(p)!r} is a file, not a folder. Name a folder (it is created if missing)."
+        )
+    existing = p
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InvalidArgumentError(f"{flag} {str(p)!r} cannot be created: {str(existing)!r} is a file.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(
+            f"{flag} {str(p)!r} is not writable ({str(existing)!r} is read-only for this user). "
+            "Choose a folder you can write to."
+        )
+    return p
+
+
+def check_files_replaceable(folder: str | Path, names, *, overwrite: bool, flag: str = "--overwrite") -> list[Path]:
+    """Check the files ``names`` that a command writes into ``folder``; return those that exist (to be replaced).
+
+    A file is only replaced with ``overwrite`` *and* when ``folder`` holds xl-suite's marker (written by
+    :func:`write_marker` after an earlier run), so ``--overwrite`` never replaces a file of the same name in a
+    folder that xl-suite did not write.
+
+    Raises:
+        OutputExistsError: a file exists and ``overwrite`` is false, or the folder has no marker (a foreign folder),
+            or a name is a folder.
+    """
+    root = Path(folder).expanduser()
+    existing = [root / n for n in names if (root / n).exists() or (root / n).is_symlink()]
+    if not existing:
+        return []
+    shown = [str(p) for p in existing]
+    folders = [str(p) for p in existing if p.is_dir() or p.is_symlink()]
+    if folders:
+        raise OutputExistsError(f"{folders} are folders or links where files go. Choose another output folder.")
+    if not overwrite:
+        raise OutputExistsError(f"{shown} exist. Pass {flag} to replace them, or choose another output folder.")
+    if not (root / MARKER_FILE).is_file():
+        raise OutputExistsError(
+            f"Refusing to replace {shown}: {str(root)!r} was not written by xl-suite (no {MARKER_FILE} inside), so "
+            f"{flag} does not apply to it. Choose another output folder, or delete the files yourself."
+        )
+    return existing
+
+
+def lock_folders(folders, *, purpose: str, storage_options: dict | None = None):
+    """One :class:`DirLock` per local folder of ``folders`` (fsspec URLs; remote ones and None are skipped).
+
+    Returns:
+        A ``contextlib.ExitStack`` holding the locks (release them with ``with`` or ``.close()``).
+
+    Raises:
+        LockError: another process holds one of them (the locks taken so far are released).
+    """
+    import contextlib
+
+    import fsspec
+
+    stack = contextlib.ExitStack()
+    seen = set()
+    try:
+        for url in folders:
+            if url is None:
+                continue
+            fs, root = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+            protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+            if protocol not in ("file", "local"):
+                continue
+            key = str(Path(root).resolve())
+            if key in seen:
+                continue
+            seen.add(key)
+            stack.enter_context(DirLock(root, purpose=purpose))
+    except BaseException:
+        stack.close()
+        raise
+    return stack
 
 
 def unique_temp_path(target: str | Path | None = None, *, suffix: str = "") -> str:
@@ -268,6 +365,7 @@ class DirLock:
     def acquire(self) -> DirLock:
         """Take the lock or raise :class:`LockError` naming the holder."""
         import fcntl
+        import sys
 
         key = str(self.folder)
         with DirLock._guard:
@@ -275,22 +373,30 @@ class DirLock:
                 DirLock._held[key][0] += 1
                 self._acquired = True
                 return self
-            self.folder.mkdir(parents=True, exist_ok=True)
-            path = self.folder / LOCK_FILE
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            if self.folder.exists() and not self.folder.is_dir():
+                raise InvalidArgumentError(f"{str(self.folder)!r} is a file, not a folder. Name a folder.")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise InvalidArgumentError(
+                    f"Cannot write to {str(self.folder)!r} ({e.strerror or e}). Choose a folder you can write to."
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = _read_holder(fd)
+                holder, pid = _read_holder(fd)
                 os.close(fd)
+                stop = f"stop it (kill {pid})" if pid else "stop it"
                 raise LockError(
-                    f"{self.folder} is in use by another xl-suite process ({holder}). Wait for it to finish or stop "
-                    "it, or use another folder; two runs writing the same folder would corrupt each other."
+                    f"{self.folder} is in use by another xl-suite process ({holder}). Wait for it to finish, {stop}, "
+                    "or use another folder; two runs writing one folder would corrupt each other."
                 ) from None
             info = {
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "purpose": self.purpose,
+                "command": scrub_secrets(" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))[:300] if sys.argv else "",
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             }
             os.ftruncate(fd, 0)
@@ -329,14 +435,16 @@ class DirLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
+def _read_holder(fd: int) -> tuple[str, object]:
     try:
         info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
     except (OSError, ValueError):
-        return "holder unknown"
-    if not info:
-        return "holder unknown"
-    return (
+        return "holder unknown", None
+    if not isinstance(info, dict) or not info:
+        return "holder unknown", None
+    command = f", command: {info['command']}" if info.get("command") else ""
+    text = (
         f"pid {info.get('pid')} on host {info.get('host')}, started {info.get('started')}, "
-        f"{info.get('purpose', 'xl-suite run')}"
+        f"{info.get('purpose', 'xl-suite run')}{command}"
     )
+    return text, info.get("pid")

@@ -106,6 +106,8 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
             raw = f.read()
     except FileNotFoundError as e:
         raise SourceError(f"Source file {source!r} does not exist. Pass an existing path or URL.") from e
+    except IsADirectoryError as e:
+        raise SourceError(f"Source {source!r} is a folder; pass a file (JSON, JSON Lines or Parquet).") from e
     except Exception as e:  # network/auth errors from remote filesystems
         raise SourceError(
             f"Could not read {source!r} ({type(e).__name__}: {e}). If you are offline, download the file and "
@@ -296,12 +298,12 @@ def write_jsonl(rows: Iterable[dict], path) -> None:
 
     Non-ASCII text is kept as is; values JSON cannot hold are written with ``str``.
     """
-    import os
-    import uuid
     from pathlib import Path
 
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    from xl_suite.safety import unique_temp_path
+
+    tmp = Path(unique_temp_path(path))
     try:
         with tmp.open("w", encoding="utf-8") as f:
             for row in rows:

@@ -47,16 +47,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite evaluate``; returns the exit code (errors raise and the CLI prints them)."""
-    from pathlib import Path
 
     from xl_suite.configuration import from_args
-    from xl_suite.evaluation import align_references, evaluate_responses, read_rows, write_report
+    from xl_suite.evaluation import align_references, read_rows
     from xl_suite.evaluation.results import EvaluateConfig
     from xl_suite.languages import get_language, resolve_languages
+    from xl_suite.safety import check_output_dir, lock_folders
 
     job = from_args(EvaluateConfig, args)
     judge_spec = engine_spec(args, prefix="judge")
-    out = Path(job.output)
+    out = check_output_dir(job.output)
     model_rows = read_rows(job.model_outputs)
     if not model_rows:
         raise InvalidArgumentError(f"{job.model_outputs!r} holds no rows.")
@@ -145,6 +145,19 @@ def run(args) -> int:
             for i, r in enumerate(model_rows)
         ]
     annotators = sorted({str(r.get("annotator")) for r in model_rows if r.get("annotator")}) if annotated else []
+    cache_dir = job.cache_dir or str(out / "annotations")
+    # The whole run holds its report folder and judge cache: a second run on either fails at once, naming this one.
+    with lock_folders([out, cache_dir if judge is not None else None], purpose="xl-suite evaluate"):
+        return _evaluate_locked(
+            job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out
+        )
+
+
+def _evaluate_locked(
+    job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out
+) -> int:
+    from xl_suite.evaluation import evaluate_responses, write_report
+
     try:
         result = evaluate_responses(
             [r["output"] for r in rows],
@@ -154,7 +167,7 @@ def run(args) -> int:
             ids=[r["id"] for r in rows],
             judge=judge,
             config=preset.judge if preset else None,
-            cache_dir=job.cache_dir or str(out / "annotations"),
+            cache_dir=cache_dir,
             model_name=model_name,
             preset=f"{preset.name} v{preset.version}" if preset else None,
             n_resamples=job.n_resamples,
@@ -190,7 +203,44 @@ def run(args) -> int:
         print(f"warning: {w}")
     plot = paths.get("png") or "none (pip install 'xl-suite[plot]')"
     print(f"Report: {paths['markdown']}  CSV: {paths['csv']}  plot: {plot}")
+    if judge is not None:  # the report is written; raises above the threshold
+        check_judgments(result, job.max_error_rate)
     return 0
+
+
+def check_judgments(result, max_error_rate: float) -> None:
+    """Warn about unparsed judgments within the threshold; raise FailureRateError above it or when none parsed.
+
+    Rule-based judgments (an empty answer) are not the judge's replies and are not counted.
+    """
+    from xl_suite.errors import FailureRateError
+    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+
+    by_status: dict[str, int] = {}
+    total = 0
+    for rows, what in ((result.judgments, "pairwise"), (result.rubric_rows, "rubric")):
+        judged = [r for r in rows if not str(r.get("parse_status", "")).startswith("rule:") and "parse_status" in r]
+        total += len(judged)
+        for r in judged:
+            if r["parse_status"] in FAILURE_STATUSES:
+                key = f"{what} {r['parse_status']}"
+                by_status[key] = by_status.get(key, 0) + 1
+    pairwise = [r for r in result.judgments if r.get("parse_status") in ("ok", "repaired", *FAILURE_STATUSES)]
+    if pairwise and all(r["parse_status"] in FAILURE_STATUSES for r in pairwise):
+        raise FailureRateError(
+            f"No pairwise judgment could be parsed ({len(pairwise)} of {len(pairwise)} unparsed): there is no win "
+            "rate. The report is written, with the judge's raw replies under 'unparsed judgments'; check the "
+            "judge model and preset, then rerun the same command (the unparsed judgments are judged again)."
+        )
+    warning = check_failure_rate(
+        by_status,
+        total,
+        max_error_rate=max_error_rate,
+        what="judgments",
+        retry="rerunning the same command judges them again (up to 3 attempts each)",
+    )
+    if warning:
+        print(f"warning: {warning}")
 
 
 def _read_alpaca_eval(rows: list[dict], job, *, what: str) -> tuple[list[dict], dict | None]:

@@ -39,7 +39,7 @@ def run(args) -> int:
 
     out = export_repo(
         args.output,
-        languages=args.languages or BENCHMARK_LANGUAGES,
+        languages=args.languages if args.languages is not None else BENCHMARK_LANGUAGES,  # '' is an error, not "all"
         alpaca_eval=args.alpaca_eval,
         m_alpacaeval=args.m_alpacaeval,
         xl_instruct=args.xl_instruct,

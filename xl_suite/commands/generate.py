@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from xl_suite.commands._args import add_config_file_argument, add_engine_arguments, engine_spec
-from xl_suite.errors import InvalidArgumentError, OutputExistsError
+from xl_suite.errors import InvalidArgumentError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -37,37 +37,70 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
-    from pathlib import Path
+    import contextlib
 
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_dataset
-    from xl_suite.evaluation import generate_answers, generate_references
     from xl_suite.evaluation.answers import GenerateConfig
-    from xl_suite.sources import write_jsonl
+    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+    from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
+    from xl_suite.tables import count_status
 
     job = from_args(GenerateConfig, args)
     spec = engine_spec(args)
     if not spec.model:
         raise InvalidArgumentError("--model is required.")
     configs = job.config_names()
-    out = Path(job.output)
+    out = check_output_dir(job.output)
     targets = {name: out / f"{name}.jsonl" for name in configs}
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not job.overwrite:
-        raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
     work_dir = job.work_dir or str(out / ".work")
-    datasets_by_name = {}
-    for name in configs:
-        ds = load_dataset(name, split="test", source=job.source)
-        datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
-    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-        _print_estimates(job, spec, datasets_by_name)
-        if job.dry_run:
-            print("dry run: no request was sent.")
-            return 0
+    with contextlib.ExitStack() as stack:
+        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
+            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite generate"))
+        check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
+        datasets_by_name = {}
+        for name in configs:
+            ds = load_dataset(name, split="test", source=job.source)
+            datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
+        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+            _print_estimates(job, spec, datasets_by_name)
+            if job.dry_run:
+                print("dry run: no request was sent.")
+                return 0
+        results = _generate(job, spec, datasets_by_name, targets, work_dir)
+        if not (out / MARKER_FILE).is_file():
+            write_marker(out, "generate")
+    status = "reference_status" if job.as_reference else "output_status"
+    by_status: dict[str, int] = {}
+    for result in results.values():
+        if status in result.column_names:
+            count_status([s for s in result[status] if s in FAILURE_STATUSES], by_status)
+    warning = check_failure_rate(
+        by_status,
+        sum(r.num_rows for r in results.values()),
+        max_error_rate=job.max_error_rate,
+        what="references" if job.as_reference else "answers",
+    )
+    if warning:
+        print(f"warning: {warning}")
+    if job.push:
+        import datasets
+
+        from xl_suite.hub import publish_config
+
+        for name, result in results.items():
+            url = publish_config(job.push, name, data=datasets.DatasetDict({"test": result}))
+            print(f"{name}: pushed to {job.push} ({url})")
+    return 0
+
+
+def _generate(job, spec, datasets_by_name, targets, work_dir) -> dict:
+    from xl_suite.evaluation import generate_answers, generate_references
+    from xl_suite.sources import write_jsonl
+
+    results = {}
     generator = spec.lazy()  # starts only if a chunk is not cached
     try:
-        out.mkdir(parents=True, exist_ok=True)
         for name, ds in datasets_by_name.items():
             fn = generate_references if job.as_reference else generate_answers
             result = fn(
@@ -80,21 +113,15 @@ def run(args) -> int:
                 batch_size=job.batch_size,
             )
             write_jsonl(result.to_list(), targets[name])
+            results[name] = result
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
             print(
                 f"{name}: {result.num_rows} {'references' if job.as_reference else 'answers'} -> {targets[name]}"
                 + (f" ({tokens} completion tokens)" if tokens is not None else "")
             )
-            if job.push:
-                import datasets
-
-                from xl_suite.hub import publish_config
-
-                url = publish_config(job.push, name, data=datasets.DatasetDict({"test": result}))
-                print(f"{name}: pushed to {job.push} ({url})")
     finally:
         generator.close()
-    return 0
+    return results
 
 
 def _print_estimates(job, spec, datasets_by_name) -> None:

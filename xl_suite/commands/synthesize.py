@@ -44,8 +44,34 @@ def _engine(spec):
     if spec.backend == "fake":
         from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
-        return FakeGenerator(FakeSynthesisResponder(**spec.engine_kwargs), model=spec.model, revision=spec.revision)
+        kwargs = dict(spec.engine_kwargs)
+        engine_kw = {k: kwargs.pop(k) for k in ("delay", "empty_every", "concurrent_calls") if k in kwargs}
+        unknown = sorted(set(kwargs) - {"unparseable_every", "low_score_every"})
+        if unknown:
+            raise InvalidArgumentError(
+                f"--engine-kwargs: unknown keys {unknown} for the fake synthesis engine. Allowed: "
+                "['concurrent_calls', 'delay', 'empty_every', 'low_score_every', 'unparseable_every']."
+            )
+        return FakeGenerator(FakeSynthesisResponder(**kwargs), model=spec.model, revision=spec.revision, **engine_kw)
     return spec.build()
+
+
+def check_failures(summary: dict, max_error_rate: float) -> None:
+    """Print a warning line for failed LLM outputs within the threshold; raise FailureRateError above it."""
+    from xl_suite.runner import check_failure_rate
+
+    failures = summary.get("failures") or {}
+    by_status: dict[str, int] = {}
+    for entry in failures.values():
+        for status, n in entry["by_status"].items():
+            by_status[status] = by_status.get(status, 0) + n
+    total = sum(entry["rows"] for entry in failures.values())
+    stages = ", ".join(f"{name} {e['failed']}" for name, e in failures.items() if e["failed"])
+    warning = check_failure_rate(
+        by_status, total, max_error_rate=max_error_rate, what=f"LLM outputs (by stage: {stages or 'none'})"
+    )
+    if warning:
+        print(f"warning: {warning}")
 
 
 def config_from_args(args):
@@ -75,6 +101,10 @@ def run(args, *, generator=None, scorer=None) -> int:
         raise InvalidArgumentError("--model is required (the generator model).")
     preflight(config)
     storage_options = options.storage_options
+    if "://" not in str(options.output):
+        from xl_suite.safety import check_output_dir
+
+        check_output_dir(options.output)
     if options.push:
         from xl_suite.hub import check_online
 
@@ -115,6 +145,7 @@ def run(args, *, generator=None, scorer=None) -> int:
         print(f"wrote {result.files[name]}")
     codes = list(config.languages)
     print(f"Load with: xl_suite.load_dataset('xl-instruct-{codes[0]}', source={options.output!r})")
+    check_failures(result.summary, options.max_error_rate)  # everything is written; raises above the threshold
     if options.push:
         from xl_suite.hub import publish_config
 

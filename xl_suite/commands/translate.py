@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from xl_suite.commands._args import add_config_file_argument, add_engine_arguments, engine_spec
-from xl_suite.errors import InvalidArgumentError, OutputExistsError
+from xl_suite.errors import InvalidArgumentError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,59 +35,67 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
-    from pathlib import Path
+    import contextlib
 
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
+    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+    from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
+    from xl_suite.tables import count_status
 
     job = from_args(TranslateConfig, args)
     spec = engine_spec(args)
     if not spec.model:
         raise InvalidArgumentError("--model is required.")
     specs = resolve_languages(job.languages)
-    out = Path(job.output)
-    existing = [str(out / f"{s.code}.jsonl") for s in specs if (out / f"{s.code}.jsonl").exists()]
-    if existing and not job.overwrite:
-        raise OutputExistsError(f"{existing} exist; pass --overwrite to replace them.")
-    prompts = english_prompts(job.source, limit=job.limit)
-    if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-        from xl_suite.costs import estimate_cost
-        from xl_suite.prompting import load_template
+    out = check_output_dir(job.output)
+    names = [f"{s.code}.jsonl" for s in specs]
+    work_dir = job.work_dir or str(out / ".work")
+    with contextlib.ExitStack() as stack:
+        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
+            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite translate"))
+        check_files_replaceable(out, names, overwrite=job.overwrite)
+        prompts = english_prompts(job.source, limit=job.limit)
+        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+            from xl_suite.costs import estimate_cost
+            from xl_suite.prompting import load_template
 
-        template = load_template(job.template)
-        convs = [
-            template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
-        ]
-        print(
-            estimate_cost(
-                "translation",
-                spec.model,
-                convs,
-                max_tokens=job.max_tokens,
-                price=job.price(spec.model),
-                detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
-            ).line()
-        )
-        if job.dry_run:
-            print("dry run: no request was sent.")
-            return 0
-    generator = spec.lazy()  # starts only if a chunk is not cached
-    try:
-        translations = translate_prompts(
-            prompts,
-            generator,
-            [s.code for s in specs],
-            sampling=job.sampling(),
-            template=job.template,
-            work_dir=job.work_dir or str(out / ".work"),
-            chunk_size=job.chunk_size,
-            batch_size=job.batch_size,
-        )
-    finally:
-        generator.close()
-    paths = write_m_alpacaeval(translations, out, overwrite=job.overwrite)
+            template = load_template(job.template)
+            convs = [
+                template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
+            ]
+            print(
+                estimate_cost(
+                    "translation",
+                    spec.model,
+                    convs,
+                    max_tokens=job.max_tokens,
+                    price=job.price(spec.model),
+                    detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
+                ).line()
+            )
+            if job.dry_run:
+                print("dry run: no request was sent.")
+                return 0
+        generator = spec.lazy()  # starts only if a chunk is not cached
+        try:
+            translations = translate_prompts(
+                prompts,
+                generator,
+                [s.code for s in specs],
+                sampling=job.sampling(),
+                template=job.template,
+                work_dir=work_dir,
+                chunk_size=job.chunk_size,
+                batch_size=job.batch_size,
+            )
+        finally:
+            generator.close()
+        paths = write_m_alpacaeval(translations, out, overwrite=job.overwrite)
+        if not (out / MARKER_FILE).is_file():
+            write_marker(out, "translate")
     for code, path in paths.items():
         status = translations[code]["translation_status"]
         bad = sum(s != "ok" for s in status)
@@ -96,4 +104,15 @@ def run(args) -> int:
             + (f" ({bad} empty or truncated, kept and marked)" if bad else "")
         )
     print(f'Load with: xl_suite.load_dataset("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
+    by_status: dict[str, int] = {}
+    for ds in translations.values():
+        count_status([s for s in ds["translation_status"] if s in FAILURE_STATUSES], by_status)
+    warning = check_failure_rate(
+        by_status,
+        sum(ds.num_rows for ds in translations.values()),
+        max_error_rate=job.max_error_rate,
+        what="translations",
+    )
+    if warning:
+        print(f"warning: {warning}")
     return 0

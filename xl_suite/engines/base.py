@@ -57,8 +57,8 @@ class SamplingConfig:
     stop: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.temperature < 0:
-            raise InvalidArgumentError(f"temperature must be >= 0, got {self.temperature}.")
+        if not self.temperature >= 0 or self.temperature == float("inf"):  # NaN compares false
+            raise InvalidArgumentError(f"temperature must be a finite number >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
             raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.max_tokens < 1:

@@ -11,6 +11,7 @@ import json
 import re
 import threading
 
+from xl_suite.engines import strict_kwargs
 from xl_suite.engines.base import Completion
 from xl_suite.errors import GenerationError, XlSuiteError
 from xl_suite.fingerprint import stable_hash
@@ -20,6 +21,7 @@ from xl_suite.languages import get_language
 __all__ = ["FakeGenerator", "FakeSynthesisResponder", "FaultInjectingResponder"]
 
 
+@strict_kwargs
 class FakeGenerator:
     """Deterministic CPU double for flow and parsing tests (alpaca_eval's ``decoders/test.py``).
 
@@ -27,6 +29,25 @@ class FakeGenerator:
     hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
     ``concurrent_calls=True`` lets pipelines overlap calls, as with vLLM's request stream (the counters are
     thread-safe; ``max_in_flight`` records the most calls seen at once).
+
+    The keyword arguments after ``fail_on`` are plain values, so ``--backend fake --engine-kwargs JSON`` can set
+    them from the command line (fault tests of the CLI). None of them enters :meth:`fingerprint`: a rerun with
+    other values reuses the cached chunks and retries only the failed rows.
+
+    Args:
+        responder: ``(messages, index, sampling) -> str``.
+        model: model name recorded on rows.
+        revision: revision recorded on rows.
+        fail_on: ``conversation -> bool``; True raises :class:`~xl_suite.errors.GenerationError` for it.
+        reply: a fixed reply for every prompt (e.g. a judge verdict ``'{"winner": "A"}'``) instead of ``responder``.
+        empty_every: every k-th prompt, chosen by a hash of its last turn, gets an empty reply (0: never).
+        delay: seconds to sleep per prompt (a slow engine, for interruption tests).
+        concurrent_calls: let pipelines overlap calls (see above).
+
+    >>> from xl_suite.engines.base import SamplingConfig
+    >>> g = FakeGenerator(reply="ok", empty_every=1)
+    >>> g.generate([[{"role": "user", "content": "Hi"}]], SamplingConfig())[0][0].text
+    ''
     """
 
     backend = "fake"
@@ -38,18 +59,39 @@ class FakeGenerator:
         model: str = "fake-model",
         revision: str | None = None,
         fail_on=None,
+        reply: str | None = None,
+        empty_every: int = 0,
+        delay: float = 0.0,
         concurrent_calls: bool = False,
     ):
+        from xl_suite.errors import InvalidArgumentError
+
+        if reply is not None and not isinstance(reply, str):
+            raise InvalidArgumentError(f"fake engine: reply must be a string, got {reply!r}.")
+        if isinstance(empty_every, bool) or not isinstance(empty_every, int) or empty_every < 0:
+            raise InvalidArgumentError(f"fake engine: empty_every must be an integer >= 0, got {empty_every!r}.")
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < 3600:
+            raise InvalidArgumentError(f"fake engine: delay must be seconds in [0, 3600), got {delay!r}.")
         self.model = model
         self.revision = revision
+        if reply is not None:
+            responder = lambda m, i, s: reply  # noqa: E731 - a one-line responder
         self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
         self._fail_on = fail_on
+        self._empty_every = empty_every
+        self._delay = float(delay)
         self.concurrent_calls = concurrent_calls
         self.calls = 0
         self.prompts_seen = 0
         self.max_in_flight = 0
         self._in_flight = 0
         self._lock = threading.Lock()
+
+    def _empty(self, conv) -> bool:
+        if not self._empty_every:
+            return False
+        h = int(hashlib.sha256(conv[-1]["content"].encode("utf-8")).hexdigest()[:8], 16)
+        return h % self._empty_every == 0
 
     def generate(self, conversations, sampling):
         with self._lock:
@@ -63,15 +105,19 @@ class FakeGenerator:
                 self._in_flight -= 1
 
     def _generate(self, conversations, sampling):
+        import time
+
         out = []
         for conv in conversations:
             if self._fail_on is not None and self._fail_on(conv):
                 raise GenerationError(f"fake failure on {conv[-1]['content'][:40]!r}")
+            if self._delay:
+                time.sleep(self._delay)
             with self._lock:
                 self.prompts_seen += 1
             cands = []
             for i in range(sampling.n):
-                text = self._responder(conv, i, sampling)
+                text = "" if self._empty(conv) else self._responder(conv, i, sampling)
                 cands.append(
                     Completion(
                         text=text,

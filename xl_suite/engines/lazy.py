@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import threading
-import uuid
 from pathlib import Path
 
 from xl_suite.engines.base import concurrent_calls
@@ -164,7 +163,9 @@ class LazyGenerator:
             memo = self._memo()
             memo[self._key()] = fingerprint
             self._memo_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self._memo_path.with_name(f".{self._memo_path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+            from xl_suite.safety import unique_temp_path
+
+            tmp = Path(unique_temp_path(self._memo_path))
             tmp.write_text(json.dumps(memo, indent=1, sort_keys=True), encoding="utf-8")
             tmp.replace(self._memo_path)
         except OSError as e:  # the memo only saves a start on a later rerun: say so, and go on

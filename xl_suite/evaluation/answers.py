@@ -56,8 +56,16 @@ class BatchGenerationConfig:
         None, "USD per million prompt tokens, for the cost estimate (default: the list price of a known API model)"
     )
     price_output_per_mtok: float | None = option(None, "USD per million completion tokens, for the cost estimate")
+    max_error_rate: float = option(
+        0.05,
+        "largest share of failed rows (unparsed, empty, error, too long) that still exits 0; above it the run "
+        "writes everything and exits 3 (rerun to retry the failed rows)",
+    )
 
     def __post_init__(self):
+        from xl_suite.runner import check_error_rate_value
+
+        check_error_rate_value(self.max_error_rate)
         for name in ("chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -602,13 +602,25 @@ def _required(columns: Sequence[str]) -> tuple[str, ...]:
     return tuple(c for c in columns if c not in _OPTIONAL_COLUMNS)
 
 
+#: Attempts per judgment: an unparsed one is judged again on each run until this many failed ones are stored.
+MAX_JUDGE_ATTEMPTS = 3
+
+
 def load_annotations(
-    cache_dir: str | None, stage: str, *, storage_options: dict | None = None, required: Sequence[str] = ("cache_key",)
+    cache_dir: str | None,
+    stage: str,
+    *,
+    storage_options: dict | None = None,
+    required: Sequence[str] = ("cache_key",),
+    failed_attempts: dict[str, int] | None = None,
 ) -> tuple[dict[str, dict], list[str]]:
     """Index the chunk files of a judging stage by ``cache_key``.
 
     A file that cannot be read back (truncated, corrupt, or missing a required column) is renamed to
     ``<name>.corrupt`` with a warning, so that its items are judged again; the other files stay in use.
+    A judgment whose ``parse_status`` is a failure (unparsed) never hides a parsed one of the same key; when a
+    ``failed_attempts`` dict is given, it receives per key the number of failed judgments stored (each retry
+    stores one), so the caller can retry them up to a cap.
 
     Returns:
         (cache_key -> stored row, list of the quarantined paths).
@@ -630,9 +642,21 @@ def load_annotations(
         if table is None:
             bad.append(path)
             continue
-        rows = table.to_pylist()
-        for row in rows:
-            index[row["cache_key"]] = row
+        from xl_suite.runner import FAILURE_STATUSES
+
+        for row in table.to_pylist():
+            key = row["cache_key"]
+            if row.get("parse_status") in FAILURE_STATUSES:
+                if failed_attempts is not None:
+                    failed_attempts[key] = failed_attempts.get(key, 0) + 1
+                if key in index:
+                    continue  # a parsed judgment (or an earlier failed one) is already there
+            elif key in index and index[key].get("parse_status") not in FAILURE_STATUSES:
+                pass  # two parsed judgments of one key: keep the first (files in name order)
+            else:
+                index[key] = row
+                continue
+            index.setdefault(key, row)
     return index, bad
 
 
@@ -655,7 +679,19 @@ def _run_cached(
     from xl_suite.runner import StageStats, run_stage
 
     t0 = time.perf_counter()
-    index, bad = load_annotations(cache_dir, stage, storage_options=storage_options, required=required)
+    from xl_suite.runner import FAILURE_STATUSES
+
+    failed: dict[str, int] = {}
+    index, bad = load_annotations(
+        cache_dir, stage, storage_options=storage_options, required=required, failed_attempts=failed
+    )
+    retry = {
+        k
+        for k, row in index.items()
+        if row.get("parse_status") in FAILURE_STATUSES and failed.get(k, 0) < MAX_JUDGE_ATTEMPTS
+    }
+    for k in retry:
+        del index[k]  # an unparsed judgment is a failure, not a result: judged again (up to the cap)
     todo: dict[str, dict] = {}
     for r in rows:
         if r["cache_key"] not in index:
@@ -680,9 +716,10 @@ def _run_cached(
         computed = {r["cache_key"]: r for r in result.to_list()}
     merged = {**{k: index[k] for k in {r["cache_key"] for r in rows} if k in index}, **computed}
     counts = {
+        "retried": len(retry & set(todo)),
         "unique_requests": len({r["cache_key"] for r in rows}),
-        "from_cache": n_cached,
-        "judged_now": len(todo),
+        "from_cache": n_cached + len(todo) - stats.rows_computed,  # todo rows found in a stored chunk count too
+        "judged_now": stats.rows_computed,  # rows sent to the judge in this call (new ones and retried failures)
         "corrupt_files": bad,
         "chunks_computed": stats.chunks_computed,
         "seconds": time.perf_counter() - t0,

@@ -91,8 +91,16 @@ class EvaluateConfig:
     dry_run: bool = option(
         False, "print the requests, tokens and estimated cost of the judge, then stop (no engine starts)"
     )
+    max_error_rate: float = option(
+        0.05,
+        "largest share of unparsed judgments that still exits 0; above it (or with no judgment parsed at all) the "
+        "report is written and the command exits 3 (rerun to retry the unparsed judgments)",
+    )
 
     def __post_init__(self):
+        from xl_suite.runner import check_error_rate_value
+
+        check_error_rate_value(self.max_error_rate)
         if self.n_resamples < 1:
             raise InvalidArgumentError(f"n_resamples must be >= 1, got {self.n_resamples}.")
         if self.lc_method not in ("alpaca_eval", "mle"):

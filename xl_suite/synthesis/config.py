@@ -385,9 +385,17 @@ class SynthesisRunOptions:
     )
     private: bool = option(False, "with --push: create the repo as private")
     progress: bool = option(True, "show a progress bar over the seeds")
+    max_error_rate: float = option(
+        0.05,
+        "largest share of failed rows (unparsed, empty, error, too long) that still exits 0; above it the run "
+        "writes everything and exits 3 (rerun to retry the failed rows)",
+    )
 
     def __post_init__(self):
         from xl_suite.configuration import parse_json_object
+        from xl_suite.runner import check_error_rate_value
+
+        check_error_rate_value(self.max_error_rate)
 
         self.storage_options = parse_json_object(self.storage_options, "--storage-options") or None
         if self.private and not self.push:

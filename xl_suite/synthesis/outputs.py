@@ -11,6 +11,7 @@ from typing import Any
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language
+from xl_suite.safety import unique_temp_path
 from xl_suite.tables import order_columns
 
 
@@ -20,6 +21,11 @@ __all__ = ["SNAPSHOT_FILES", "SynthesisResult", "ShapeWriter", "shape_table", "a
 
 #: Snapshot name -> file name pattern written in the output folder (``{code}`` is the language).
 SNAPSHOT_FILES = {"scored": "en_scored.parquet", "bestof3": "{code}_bestof3.parquet", "default": "{code}.parquet"}
+
+
+def _is_local(fs) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
 
 
 def shape_table(kind: str, table):
@@ -73,10 +79,8 @@ class ShapeWriter:
             self._memory.setdefault(filename, []).append(table)
             return
         if filename not in self._open:
-            import uuid
-
             final = f"{self.root}/{filename}"
-            tmp = f"{final}.tmp-{uuid.uuid4().hex[:8]}"
+            tmp = unique_temp_path(final)
             handle = self.fs.open(tmp, "wb")
             self._open[filename] = [pq.ParquetWriter(handle, schema), handle, tmp, final]
         self._open[filename][0].write_table(table)
@@ -96,7 +100,7 @@ class ShapeWriter:
                 self._memory[filename] = tables
                 continue
             if filename not in self._open:
-                tmp = f"{self.root}/{filename}.tmp-empty"
+                tmp = unique_temp_path(f"{self.root}/{filename}")
                 with self.fs.open(tmp, "wb") as f:
                     pq.write_table(pa.Table.from_batches([], schema), f)
                 self.fs.mv(tmp, f"{self.root}/{filename}")
@@ -106,9 +110,13 @@ class ShapeWriter:
                 handle.close()
                 self.fs.mv(tmp, final)
             paths[filename] = self._url(filename)
-        # partial files of an earlier run that was killed (a SIGKILL leaves its temporary files behind)
-        for stale in self.fs.glob(f"{self.root}/*.parquet.tmp-*") if self.fs is not None else []:
-            self.fs.rm(stale)
+        # Partial files of an earlier run that was killed (a SIGKILL leaves its temporary files behind). Only in a
+        # local folder, which synthesize() holds locked for the whole run: no other live run can own them. In a
+        # remote store (no lock) they are left alone; they are hidden files that no reader picks up.
+        if self.fs is not None and _is_local(self.fs):
+            for pattern in ("*.parquet.tmp-*", ".*.parquet.tmp-*"):
+                for stale in self.fs.glob(f"{self.root}/{pattern}"):
+                    self.fs.rm(stale)
         return paths
 
     def abort(self) -> None:

@@ -318,8 +318,10 @@ class SynthesisRun:
             total = self.run_stats[stage.name]
             for name in ("rows_in", "rows_out", "chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged"):
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
-            for name in ("rows_failed", "rows_retried", "seconds"):
+            for name in ("rows_failed", "rows_retried", "rows_computed", "seconds"):
                 setattr(total, name, getattr(total, name) + getattr(stats, name))
+            for status, count in stats.failed_by_status.items():
+                total.failed_by_status[status] = total.failed_by_status.get(status, 0) + count
             report = self.reports[stage.name]
             report.chunks_computed += stats.chunks_computed
             report.chunks_reused += stats.chunks_reused
@@ -482,7 +484,8 @@ def synthesize(
         xl_suite.prompting.TemplateError: a template that cannot be loaded or uses an undefined variable.
         xl_suite.errors.GenerationError: the engine failed (completed chunks stay cached; rerun to continue).
     """
-    from xl_suite.synthesis.seeds import SeedCounts, check_text_column, iter_seed_chunks
+    from xl_suite.safety import lock_folders
+    from xl_suite.synthesis.seeds import check_text_column
 
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
@@ -503,6 +506,19 @@ def synthesize(
         storage_options=storage_options,
         benchmark=benchmark,
     )
+    # One run per output folder and work dir, for the whole run (not only per stage): a second run on either
+    # fails at once with a LockError naming this one.
+    with lock_folders([output, run.work_dir], purpose="xl-suite synthesize", storage_options=storage_options):
+        return _synthesize_locked(
+            run, seeds, config, stages, output, storage_options, text_column, id_column, progress, seed_source, t_start
+        )
+
+
+def _synthesize_locked(
+    run, seeds, config, stages, output, storage_options, text_column, id_column, progress, seed_source, t_start
+) -> SynthesisResult:
+    from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
+
     run.seed_counts = SeedCounts()
     bar = None
     if progress:

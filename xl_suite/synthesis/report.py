@@ -133,6 +133,16 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             "prompt_tokens": sum(c.prompt_tokens for c in counters.values()),
             "completion_tokens": sum(c.completion_tokens for c in counters.values()),
         },
+        "failures": {
+            s.name: {
+                "rows": run.run_stats[s.name].rows_out,
+                "failed": run.run_stats[s.name].rows_failed,
+                "retried": run.run_stats[s.name].rows_retried,
+                "by_status": dict(sorted(run.run_stats[s.name].failed_by_status.items())),
+            }
+            for s in stages
+            if s.engine and s.name in getattr(run, "run_stats", {})
+        },
         "output": str(run.output) if run.output else None,
         "work_dir": str(run.work_dir) if run.work_dir else None,
         "seconds": round(seconds, 3),

@@ -113,6 +113,10 @@ def load_seeds(
     if source is None or source == BUILTIN_SEEDS:
         return builtin_seeds()
     source = str(source)
+    if not source.strip():
+        raise SeedError(
+            f"The seed source (--seeds) is empty ({source!r}). Pass a file or folder, a Hub dataset id, or {BUILTIN_SEEDS!r}."
+        )
     is_url = "://" in source
     if is_url or os.path.exists(os.path.expanduser(source)) or _looks_local(source):
         import fsspec
@@ -149,6 +153,9 @@ def load_seeds(
         ]
         if empty:
             raise SeedError(f"Seed file {empty[0]!r} is empty (0 bytes). Pass a file with at least one passage.")
+        if fmt != "parquet":  # datasets reads bad bytes into the table and fails later, far from the file
+            for f in [path] if not fs.isdir(path) else [p for p in fs.find(path) if _format_of(p)]:
+                _check_utf8(fs, f)
         try:
             ds = datasets.load_dataset(
                 fmt, data_files=data_files, split="train", storage_options=storage_options, **kwargs
@@ -168,6 +175,27 @@ def load_seeds(
             f"Could not load seed dataset {source!r} (config {config_name!r}, split {split!r}): {e}. Pass a local "
             f"file or folder, a reachable Hub dataset id, or {BUILTIN_SEEDS!r} for the built-in sample."
         ) from e
+
+
+def _check_utf8(fs, path: str, block: int = 1 << 20) -> None:
+    """Raise a SeedError naming ``path`` and the byte offset when the file is not valid UTF-8."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    with fs.open(path, "rb") as f:
+        while True:
+            data = f.read(block)
+            try:
+                decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                raise SeedError(
+                    f"Seed file {path!r} is not UTF-8 text (byte {offset + e.start}: {data[e.start : e.start + 1]!r}). "
+                    "Convert it, e.g. `iconv -f latin1 -t utf-8`."
+                ) from None
+            if not data:
+                return
+            offset += len(data)
 
 
 def _normalise(text: str) -> str:

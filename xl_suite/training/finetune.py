@@ -119,8 +119,10 @@ class FinetuneConfig:
     def __post_init__(self):
         """Check sizes and the language list."""
         from xl_suite.languages import resolve_languages
+        from xl_suite.safety import check_output_dir
 
         resolve_languages(self.languages)
+        check_output_dir(self.output_dir, "--output-dir")  # a file or a read-only folder fails before any work
         for name in ("num_examples", "num_prompts", "max_tokens", "max_steps", "batch_size", "eval_steps"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}.")

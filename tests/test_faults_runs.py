@@ -1,0 +1,438 @@
+"""Attacks on whole runs: failure shares and the exit code, two runs on one folder, --overwrite on a foreign
+folder, Ctrl-C. All through the CLI with the fake engine (``--backend fake --engine-kwargs``)."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from xl_suite.cli import main
+from xl_suite.errors import EXIT_FAILURE_RATE, FailureRateError
+from xl_suite.runner import check_failure_rate
+
+
+REPO = Path(__file__).resolve().parents[1]
+ALPACA = [
+    {"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}.", "generator": "x"} for k in range(6)
+]
+GOOD_VERDICT = json.dumps(
+    {"winner": "A", **dict.fromkeys(("helpfulness", "relevance", "accuracy", "fluency", "naturalness"), 4)}
+)
+
+
+@pytest.fixture
+def alpaca_file(tmp_path):
+    path = tmp_path / "alpaca_eval.json"
+    path.write_text(json.dumps(ALPACA), encoding="utf-8")
+    return path
+
+
+def _cli(argv, capsys):
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's own errors
+        rc = e.code
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def _generate(alpaca_file, out, *extra):
+    return [
+        "generate",
+        "--backend",
+        "fake",
+        "--model",
+        "m",
+        "--config",
+        "xl-alpacaeval-de,xl-alpacaeval-mt",
+        "--source",
+        alpaca_file,
+        "--output",
+        out,
+        "--chunk-size",
+        "4",
+        *extra,
+    ]
+
+
+def _statuses(folder: Path, column: str) -> list[str]:
+    return [
+        json.loads(line)[column]
+        for f in sorted(folder.glob("*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+    ]
+
+
+# -- the failure share and the exit code ------------------------------------------------------------------------
+
+
+def test_check_failure_rate_boundaries():
+    assert check_failure_rate({}, 0, max_error_rate=0.0) is None
+    assert "within --max-error-rate 0.5" in check_failure_rate({"empty": 5}, 10, max_error_rate=0.5)
+    with pytest.raises(FailureRateError, match=r"1 of 10 rows failed \(10.0%: error 1\), above --max-error-rate 0"):
+        check_failure_rate({"error": 1}, 10, max_error_rate=0.0)
+    assert FailureRateError("x").exit_code == EXIT_FAILURE_RATE == 3
+
+
+def test_generate_failure_share_exit_code_and_retry_of_only_the_failed_rows(alpaca_file, tmp_path, capsys, caplog):
+    out = tmp_path / "ans"
+    flaky = ["--engine-kwargs", json.dumps({"empty_every": 3})]
+    rc, stdout, err = _cli(_generate(alpaca_file, out, *flaky), capsys)
+    statuses = _statuses(out, "output_status")
+    n_bad = statuses.count("empty")
+    assert len(statuses) == 12 and 0 < n_bad < 12  # the fake engine's empty replies, chosen by prompt hash
+    assert rc == 3, err
+    line = err.strip()
+    assert line.count("\n") == 0 and line.startswith("xl-suite generate: error: ")
+    assert f"{n_bad} of 12 answers failed" in line and f"empty {n_bad}" in line and "--max-error-rate 0.05" in line
+    assert "rerunning the same command retries them" in line and "pass --max-error-rate" in line
+    assert "Traceback" not in err
+    # nothing lost: both files written, the empty answers marked, not dropped
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["xl-alpacaeval-de.jsonl", "xl-alpacaeval-mt.jsonl"]
+
+    # within a raised threshold: exit 0, one warning line
+    rc, stdout, err = _cli(_generate(alpaca_file, out, *flaky, "--overwrite", "--max-error-rate", "0.9"), capsys)
+    assert rc == 0, err
+    warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{n_bad} of 12 answers failed" in warnings[0] and "within" in warnings[0]
+
+    # the engine recovers: the rerun sends only the failed rows (the chunks keep the others)
+    with caplog.at_level(logging.INFO, logger="xl_suite.runner"):
+        rc, stdout, err = _cli(_generate(alpaca_file, out, "--overwrite"), capsys)
+    assert rc == 0, err
+    assert "warning:" not in stdout
+    retried = [r.args[2] for r in caplog.records if "retrying %d failed rows" in r.msg]
+    assert sum(retried) == n_bad
+    assert set(_statuses(out, "output_status")) == {"ok"}
+
+
+def test_translate_above_the_threshold_exits_3_after_writing(alpaca_file, tmp_path, capsys):
+    out = tmp_path / "m"
+    argv = ["translate", "--backend", "fake", "--model", "t", "--languages", "de,mt", "--source", alpaca_file]
+    rc, _, err = _cli([*argv, "--output", out, "--engine-kwargs", json.dumps({"empty_every": 2})], capsys)
+    statuses = _statuses(out, "translation_status")
+    n_bad = statuses.count("empty")
+    assert rc == 3 and 0 < n_bad and f"{n_bad} of {len(statuses)} translations failed" in err
+    assert (out / "de.jsonl").is_file() and (out / "mt.jsonl").is_file()
+
+
+def test_evaluate_unparsed_judgments_share(alpaca_file, tmp_path, capsys):
+    for kind in ("ans", "refs"):
+        extra = ["--as-reference"] if kind == "refs" else []
+        assert _cli(_generate(alpaca_file, tmp_path / kind, *extra), capsys)[0] == 0
+    argv = [
+        "evaluate",
+        "--model-outputs",
+        tmp_path / "ans",
+        "--references",
+        tmp_path / "refs",
+        "--judge-backend",
+        "fake",
+        "--judge-model",
+        "j",
+        "--no-rubric",
+        "--n-resamples",
+        "10",
+        "--output",
+        tmp_path / "report",
+    ]
+    flaky = ["--judge-engine-kwargs", json.dumps({"reply": GOOD_VERDICT, "empty_every": 4})]
+    rc, stdout, err = _cli([*argv, *flaky], capsys)
+    judgments = [
+        json.loads(line) for line in (tmp_path / "report" / "judgments.jsonl").read_text("utf-8").splitlines()
+    ]
+    n_bad = sum(j["parse_status"] == "unparsed" for j in judgments)
+    assert len(judgments) == 24 and 0 < n_bad < 24
+    assert rc == 3 and f"{n_bad} of 24 judgments failed" in err and f"pairwise unparsed {n_bad}" in err
+    rc, stdout, err = _cli([*argv, *flaky, "--max-error-rate", "1"], capsys)
+    assert rc == 0 and "warning: " in stdout and f"{n_bad} of 24 judgments failed" in stdout
+    # a judge that answers: only the unparsed judgments are sent again
+    rc, stdout, err = _cli([*argv, "--judge-engine-kwargs", json.dumps({"reply": GOOD_VERDICT})], capsys)
+    assert rc == 0, err
+    assert f"pairwise_judge: {n_bad} judged now, {24 - n_bad} from cache" in stdout
+
+
+def test_synthesize_failure_share_and_retry(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt", "--max-seeds", "8"]
+    argv += ["--output", out, "--chunk-size", "4", "--no-progress"]
+    flaky = ["--engine-kwargs", json.dumps({"unparseable_every": 2})]
+    rc, stdout, err = _cli([*argv, *flaky, "--max-error-rate", "0.9"], capsys)
+    assert rc == 0, err
+    failures = json.loads((out / "summary.json").read_text())["failures"]
+    n_bad = failures["score"]["failed"]
+    assert n_bad > 0 and failures["score"]["by_status"] == {"unparsed": n_bad}
+    warnings = [line for line in stdout.splitlines() if "max-error-rate" in line]
+    assert (
+        len(warnings) == 1
+        and warnings[0].startswith("warning: ")
+        and f"score {n_bad}" in warnings[0]
+        and "within --max-error-rate 0.9" in warnings[0]
+    )
+    rc, _, err = _cli([*argv, *flaky], capsys)  # the default threshold; the deterministic fake fails again
+    assert rc == 3 and "above --max-error-rate 0.05" in err and "Traceback" not in err
+    assert (out / "mt.parquet").is_file() and (out / "summary.json").is_file()
+    rc, stdout, err = _cli(argv, capsys)  # fixed engine
+    assert rc == 0, err
+    failures = json.loads((out / "summary.json").read_text())["failures"]
+    assert failures["score"] == {"rows": 8, "failed": 0, "retried": n_bad, "by_status": {}}
+    assert "max-error-rate" not in stdout
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])
+def test_max_error_rate_is_validated(tmp_path, capsys, value):
+    rc, _, err = _cli(
+        ["translate", "--model", "t", "--languages", "de", "--output", tmp_path, "--max-error-rate", value], capsys
+    )
+    assert rc == 2 and "max-error-rate" in err and "Traceback" not in err
+
+
+# -- --overwrite never replaces what xl-suite did not write ----------------------------------------------------
+
+
+def test_generate_overwrite_refuses_a_foreign_folder(alpaca_file, tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "xl-alpacaeval-de.jsonl").write_text("my notes\n", encoding="utf-8")
+    rc, _, err = _cli(_generate(alpaca_file, foreign, "--overwrite"), capsys)
+    assert rc == 2 and "not written by xl-suite" in err and str(foreign) in err
+    assert (foreign / "xl-alpacaeval-de.jsonl").read_text(encoding="utf-8") == "my notes\n"
+    rc, _, err = _cli(_generate(alpaca_file, tmp_path / "ours"), capsys)
+    assert rc == 0 and (tmp_path / "ours" / ".xl-suite-output.json").is_file()
+    rc, _, err = _cli(_generate(alpaca_file, tmp_path / "ours"), capsys)
+    assert rc == 2 and "--overwrite" in err
+    assert _cli(_generate(alpaca_file, tmp_path / "ours", "--overwrite"), capsys)[0] == 0
+
+
+def test_translate_overwrite_refuses_a_foreign_folder(alpaca_file, tmp_path, capsys):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "de.jsonl").write_text("{}\n", encoding="utf-8")
+    argv = ["translate", "--backend", "fake", "--model", "t", "--languages", "de", "--source", alpaca_file]
+    rc, _, err = _cli([*argv, "--output", foreign, "--overwrite"], capsys)
+    assert rc == 2 and "not written by xl-suite" in err
+    assert (foreign / "de.jsonl").read_text(encoding="utf-8") == "{}\n"
+
+
+def test_output_that_is_a_file_or_read_only(alpaca_file, tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "f"
+    a_file.write_text("x")
+    rc, _, err = _cli(_generate(alpaca_file, a_file), capsys)
+    assert rc == 2 and "is a file, not a folder" in err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    if os.geteuid() == 0:  # root writes anywhere: make the permission check see what a user would
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == ro else real_access(p, mode))
+    try:
+        rc, _, err = _cli(_generate(alpaca_file, ro / "sub"), capsys)
+        assert rc == 2 and "not writable" in err and str(ro) in err
+        assert not (ro / "sub").exists()
+    finally:
+        ro.chmod(0o700)
+
+
+# -- two runs on one folder, Ctrl-C (real processes) ------------------------------------------------------------
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _start(argv, tmp_path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "xl_suite.cli", *map(str, argv)],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(predicate, proc, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the first run ended early ({proc.returncode}): {proc.communicate()}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("timed out waiting for the first run")
+
+
+def _holds_lock(folder: Path, pid: int):
+    def check():
+        try:
+            return json.loads((folder / ".xl-suite.lock").read_text())["pid"] == pid
+        except (OSError, ValueError, KeyError):
+            return False
+
+    return check
+
+
+def _synth_argv(out, *extra):
+    return [
+        "synthesize",
+        "--backend",
+        "fake",
+        "--model",
+        "f",
+        "--languages",
+        "mt",
+        "--max-seeds",
+        "8",
+        "--output",
+        out,
+        "--chunk-size",
+        "4",
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["synthesize", "generate"])
+def test_second_run_on_one_folder_fails_at_once_and_the_first_completes(command, alpaca_file, tmp_path, capsys):
+    out = tmp_path / "out"
+    slow = ["--engine-kwargs", json.dumps({"delay": 0.05})]
+    argv = _synth_argv(out, *slow) if command == "synthesize" else _generate(alpaca_file, out, *slow)
+    proc = _start(argv, tmp_path)
+    try:
+        _wait_for(_holds_lock(out, proc.pid), proc)
+        t0 = time.monotonic()
+        rc, _, err = _cli(argv, capsys)
+        assert time.monotonic() - t0 < 10  # at once, not after the first run
+        assert rc == 2, err
+        assert f"in use by another xl-suite process (pid {proc.pid} on host" in err
+        assert f"xl-suite {command}" in err and "command: " in err and f"kill {proc.pid}" in err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    # the first run's output is whole: no damaged or duplicated chunk, and a rerun reuses everything
+    assert not list(out.rglob("*.corrupt*")) and not list(out.rglob(".*.tmp-*"))
+    if command == "generate":
+        assert len(_statuses(out, "output_status")) == 12
+        chunk_files = list((out / ".work").rglob("chunk-*.parquet"))
+        assert len(chunk_files) == 4  # 2 configs x 6 prompts in chunks of 4: no chunk written twice
+    else:
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["languages"]["mt"]["produced"] > 0
+    rc, stdout, err = _cli(argv, capsys) if command == "synthesize" else _cli([*argv, "--overwrite"], capsys)
+    assert rc == 0, err
+
+
+@pytest.mark.slow
+def test_evaluate_second_run_on_one_report_folder(alpaca_file, tmp_path, capsys):
+    for kind in ("ans", "refs"):
+        extra = ["--as-reference"] if kind == "refs" else []
+        assert _cli(_generate(alpaca_file, tmp_path / kind, *extra), capsys)[0] == 0
+    report = tmp_path / "report"
+    argv = [
+        "evaluate",
+        "--model-outputs",
+        tmp_path / "ans",
+        "--references",
+        tmp_path / "refs",
+        "--judge-backend",
+        "fake",
+        "--judge-model",
+        "j",
+        "--no-rubric",
+        "--n-resamples",
+        "10",
+        "--output",
+        report,
+        "--judge-engine-kwargs",
+        json.dumps({"reply": GOOD_VERDICT, "delay": 0.1}),
+    ]
+    proc = _start(argv, tmp_path)
+    try:
+        _wait_for(_holds_lock(report, proc.pid), proc)
+        rc, _, err = _cli(argv, capsys)
+        assert rc == 2 and f"pid {proc.pid}" in err and "xl-suite evaluate" in err
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "pairwise_judge: 24 judged now, 0 from cache" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["synthesize", "evaluate"])
+def test_ctrl_c_says_what_was_saved_and_the_rerun_resumes(command, alpaca_file, tmp_path, capsys):
+    if command == "synthesize":
+        out = tmp_path / "out"
+        argv = _synth_argv(out, "--max-seeds", "12")
+        saved = out / ".xl_suite_work"
+    else:
+        for kind in ("ans", "refs"):
+            extra = ["--as-reference"] if kind == "refs" else []
+            assert _cli(_generate(alpaca_file, tmp_path / kind, *extra), capsys)[0] == 0
+        out = tmp_path / "report"
+        argv = [
+            "evaluate",
+            "--model-outputs",
+            tmp_path / "ans",
+            "--references",
+            tmp_path / "refs",
+            "--judge-backend",
+            "fake",
+            "--judge-model",
+            "j",
+            "--n-resamples",
+            "10",
+            "--output",
+            out,
+        ]
+        saved = out / "annotations"  # the pairwise judgments are one chunk; Ctrl-C comes during the rubric
+    slow_kwargs = {"delay": 0.1} | ({"reply": GOOD_VERDICT} if command == "evaluate" else {})
+    flag = "--engine-kwargs" if command == "synthesize" else "--judge-engine-kwargs"
+    proc = _start([*argv, flag, json.dumps(slow_kwargs)], tmp_path)
+    try:
+        _wait_for(lambda: any(saved.rglob("chunk-*.parquet")), proc, timeout=120)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]  # datasets' progress bars may come before
+    ours = [line for line in lines if line.startswith("xl-suite")]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr and ours == lines[-1:], stderr
+    assert lines[-1] == (
+        f"xl-suite {command}: interrupted. Finished chunks are saved in {saved}; rerun the same command to resume "
+        "from them."
+    )
+    n_saved = len(list(saved.rglob("chunk-*.parquet")))
+    rc, stdout, err = _cli([*argv, flag, json.dumps(slow_kwargs | {"delay": 0})], capsys)
+    assert rc == 0, err
+    if command == "synthesize":
+        stages = json.loads((out / "summary.json").read_text())["stages"]
+        assert sum(s["chunks_reused"] for s in stages) >= n_saved > 0
+    else:
+        assert "pairwise_judge: 0 judged now, 24 from cache" in stdout
+
+
+def test_no_fixed_temporary_names_in_the_package():
+    """Temporary files get unique names (safety.unique_temp_path), never a fixed suffix two runs would share."""
+    import re
+
+    # a string literal that ends in a fixed temporary suffix (".new", f"{x}.tmp-empty"), or with_suffix(".tmp")
+    fixed = re.compile(r"""(\.new|\.tmp|\.partial|\.tmp-empty|\.old)["']|with_suffix\(["']\.tmp""")
+    hits = [
+        f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+        for path in sorted((REPO / "xl_suite").rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if fixed.search(line)
+    ]
+    assert not hits, hits
