@@ -27,6 +27,9 @@ __all__ = ["LazyGenerator", "fingerprint_memo_path"]
 #: Whether each backend enforces ``SamplingConfig.json_schema`` (known without starting it).
 _STRUCTURED = {"vllm": True, "openai": True, "transformers": False, "fake": False}
 _CONCURRENT = frozenset({"vllm", "openai"})
+#: Requests in flight a backend wants before its engine runs: 2 x vLLM's default max_num_seqs on CPU, 2 x the HTTP
+#: backend's default concurrency.
+_IN_FLIGHT = {"vllm": 512, "openai": 16}
 
 
 def fingerprint_memo_path() -> Path:
@@ -64,8 +67,11 @@ class LazyGenerator:
 
     @property
     def in_flight_rows(self) -> int:
-        """The engine's preferred number of requests in flight; asked only when there is work, so it starts it."""
-        return int(getattr(self.engine, "in_flight_rows", 0) or 0)
+        """The engine's preferred number of requests in flight once it runs; before that, the backend's usual value
+        (asking never starts the engine)."""
+        if self._engine is not None:
+            return int(getattr(self._engine, "in_flight_rows", 0) or 0)
+        return _IN_FLIGHT.get(self.backend, 0)
 
     @property
     def model(self) -> str:

@@ -265,9 +265,9 @@ class SynthesisRun:
         self.stop = threading.Event()
         #: Lock a local work dir per stage; off in Ray workers, which share the work dir of one run.
         self.lock_work_dir = True
-        # Chunks that run at once: two when every engine takes concurrent calls (the next chunk's first stage runs
-        # while the current chunk's later stages finish, so no stage boundary drains the engine), else one.
-        self.lookahead = 2 if all(concurrent_calls(e) for e in self.engines.values() if e is not None) else 1
+        # Chunks that run at once (see _lookahead): with engines that take concurrent calls, the next chunks' first
+        # stages run while the current chunk's later stages finish, so no stage boundary drains the engine.
+        self.lookahead = _lookahead(self.engines.values(), config.chunk_size)
 
     def process(self, chunk):
         """Run every stage over one seed chunk (on a worker thread when chunks overlap).
@@ -391,6 +391,23 @@ class SynthesisRun:
         if any(s.snapshot == "scored" for s in self.stages):
             expected.append(SNAPSHOT_FILES["scored"])
         return self.writer.close(expected, lambda name: fallback_schema(name, known))
+
+
+def _lookahead(engines, chunk_size: int, most: int = 16) -> int:
+    """Seed chunks in flight at once: 1 unless every engine takes concurrent calls; then enough chunks to hold the
+    engines' preferred number of requests in flight (``in_flight_rows``), at least 2 and at most ``most``. A killed
+    run loses at most the chunks in flight.
+
+    >>> class E:
+    ...     concurrent_calls, in_flight_rows = True, 512
+    >>> _lookahead([E()], 1024), _lookahead([E()], 64), _lookahead([object()], 64)
+    (2, 8, 1)
+    """
+    engines = [e for e in engines if e is not None]
+    if not engines or not all(concurrent_calls(e) for e in engines):
+        return 1
+    rows = max(int(getattr(e, "in_flight_rows", 0) or 0) for e in engines)
+    return min(most, max(2, -(-rows // max(chunk_size, 1))))
 
 
 def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
