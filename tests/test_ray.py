@@ -143,3 +143,56 @@ def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_
     assert final.num_rows == result.summary["languages"]["mt"]["produced"]
     again = synthesize_ray(builtin_seeds(), spec, config, output=str(out))
     assert again.summary["executor"]["generated"]["prompts"] == 0, "a cached rerun computes nothing"
+
+
+def test_evaluation_stages_run_on_ray_with_the_same_cache(local_ray, tmp_path):
+    """Answers and the pairwise judge through run_stage on a Ray Data actor pool: the same rows and chunk files as
+    in one process, spread over the actors, and a local rerun over the Ray run's work dir computes nothing."""
+    import datasets
+
+    from xl_suite.engines.spec import EngineSpec
+    from xl_suite.evaluation.answers import generate_answers
+    from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise
+    from xl_suite.executors import RayExecutor
+
+    rows = datasets.Dataset.from_dict(
+        {
+            "id": [f"q{i}" for i in range(16)],
+            "instruction": [f"Question {i}: what is {i} + {i}? Please respond in German." for i in range(16)],
+            "language": ["de"] * 16,
+        }
+    )
+    answerer = EngineSpec(model="fake-answers", backend="fake", engine_kwargs={"delay": 0.3})
+    verdict = '{"reasoning": "A is better.", "verdict": "A"}'
+    judge = EngineSpec(model="fake-judge", backend="fake", engine_kwargs={"reply": verdict})
+    config = JudgeConfig(chunk_size=4, batch_size=2, rubric=False)
+    with RayExecutor(num_actors=2) as executor:
+        remote = generate_answers(rows, answerer.lazy(), work_dir=str(tmp_path / "ray"), chunk_size=2, batch_size=1)
+        judged = judge_pairwise(
+            remote["instruction"],
+            remote["output"],
+            ["Referenz"] * 16,
+            remote["language"],
+            judge=judge.lazy(),
+            config=config,
+            cache_dir=str(tmp_path / "ray-judge"),
+        )
+    answers_run = executor.runs[0]
+    assert answers_run["chunks"] == answers_run["chunks_computed"] == 8
+    assert len(answers_run["chunks_per_process"]) == 2
+    assert max(answers_run["chunks_per_process"].values()) <= 1.25 * 8 / 2, answers_run
+    assert [r["stage"] for r in executor.runs][1:] and executor.runs[1]["chunks_computed"] > 0
+
+    local = generate_answers(rows, answerer.lazy(), work_dir=str(tmp_path / "local"), chunk_size=2, batch_size=1)
+    assert remote["output"] == local["output"] and remote["id"] == rows["id"]
+    assert sorted(p.name for p in (tmp_path / "ray").rglob("chunk-*.parquet")) == sorted(
+        p.name for p in (tmp_path / "local").rglob("chunk-*.parquet")
+    )
+    assert len(judged.rows) == 32 and {r["verdict"] for r in judged.rows} == {"A"}
+
+    again = answerer.lazy()
+    generate_answers(rows, again, work_dir=str(tmp_path / "ray"), chunk_size=2, batch_size=1)
+    assert not again.started, "the Ray run's chunks serve a local rerun: no engine starts"
+
+    with pytest.raises(Exception, match="cannot be sent to Ray workers"), RayExecutor(num_actors=1):
+        generate_answers(rows, answerer.build(), work_dir=str(tmp_path / "live"), chunk_size=8, batch_size=8)

@@ -42,6 +42,10 @@ def content_hash(ds) -> str:
     >>> parts = datasets.concatenate_datasets([a.select([0]), a.select([1])])
     >>> content_hash(parts) == content_hash(a)
     True
+    >>> import pyarrow.compute as pc
+    >>> t = a.with_format("arrow")[:]
+    >>> content_hash(datasets.Dataset(t.filter(pc.greater(t["x"], 0)))) == content_hash(a)  # a filter adds a bitmap
+    True
     """
     import pyarrow as pa
 
@@ -49,10 +53,24 @@ def content_hash(ds) -> str:
     if not isinstance(table, pa.Table):
         table = pa.table(table)
     table = table.combine_chunks().cast(ds.features.arrow_schema).replace_schema_metadata(None)
+    table = pa.table([_without_empty_validity(c.chunk(0) if c.num_chunks else c) for c in table.columns], table.schema)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()[:16]
+
+
+def _without_empty_validity(arr):
+    """``arr`` in one layout for one content: no validity bitmap when it has no nulls (filters, takes and transfers
+    such as Ray's may add an all-valid one), nested values rebuilt."""
+    import pyarrow as pa
+
+    if pa.types.is_nested(arr.type):  # children may carry bitmaps or offsets too: rebuild from the values
+        return pa.array(arr.to_pylist(), type=arr.type)
+    arr = pa.concat_arrays([arr.slice(0, len(arr)), pa.array([], type=arr.type)])  # fresh buffers of exact size
+    if arr.null_count or arr.buffers()[0] is None:
+        return arr
+    return pa.Array.from_buffers(arr.type, len(arr), [None, *arr.buffers()[1:]], null_count=0, offset=arr.offset)
 
 
 def function_id(function) -> str:

@@ -395,6 +395,7 @@ def run_stage(
     failure_statuses: Collection[str] = FAILURE_STATUSES,
     lock: bool = True,
     concurrency: int | None = None,
+    first_chunk_index: int = 0,
 ):
     """Map ``function`` over ``dataset`` in resumable chunks; return the concatenated result.
 
@@ -421,6 +422,11 @@ def run_stage(
         concurrency: engine calls (batches) kept in flight; ``None`` chooses (:func:`in_flight_batches`). With more
             than one, batches of the next chunk start while the current chunk's slowest rows finish, so the engine
             never drains at a batch or chunk boundary; each chunk is still written as soon as its last batch is done.
+        first_chunk_index: number of the first chunk in the cache file names (an executor computing one chunk of a
+            larger run passes its place there).
+
+    Inside ``with xl_suite.executors.RayExecutor(...)``, the chunks still to compute go to Ray Data actors, which
+    write them into ``work_dir`` (the same files); this call then reads them back as cached.
 
     Raises:
         InvalidArgumentError: a bad size or attempt count.
@@ -463,6 +469,7 @@ def run_stage(
             max_attempts,
             failure_statuses,
             window,
+            {"first_chunk_index": first_chunk_index},
         )
     fs, root = _fs(work_dir, storage_options)
     with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
@@ -483,6 +490,20 @@ def run_stage(
             max_attempts,
             failure_statuses,
             window,
+            {
+                "first_chunk_index": first_chunk_index,
+                "work_dir": work_dir,
+                "storage_options": storage_options,
+                "run_kwargs": {
+                    "batch_size": batch_size,
+                    "chunk_size": chunk_size,
+                    "remove_columns": remove_columns,
+                    "storage_options": storage_options,
+                    "retry_failed": retry_failed,
+                    "max_attempts": max_attempts,
+                    "failure_statuses": failure_statuses,
+                },
+            },
         )
 
 
@@ -545,8 +566,11 @@ def _run_chunks(
     max_attempts,
     failure_statuses,
     window,
+    extra,
 ):
     import datasets
+
+    from xl_suite.executors import current_executor
 
     stats.rows_in += dataset.num_rows
     t0 = time.perf_counter()
@@ -577,7 +601,9 @@ def _run_chunks(
     for i, start in enumerate(starts):
         rows = dataset.select(range(start, min(start + chunk_size, n)))
         key = stable_hash(stage, fingerprint, content_hash(rows), batch_size)
-        c = _Chunk(i, rows, key, f"{folder}/chunk-{i:05d}-{key}.parquet" if folder else None, _to_table(rows))
+        number = i + extra["first_chunk_index"]
+        path = f"{folder}/chunk-{number:05d}-{key}.parquet" if folder else None
+        c = _Chunk(number, rows, key, path, _to_table(rows))
         stats.chunks_total += 1
         if c.path and fs.exists(c.path):
             c.table = _read_chunk(fs, c, stage, one_to_one)
@@ -602,6 +628,9 @@ def _run_chunks(
         chunks.append(c)
 
     # 2. Compute the pieces, `window` engine calls in flight; store each chunk as soon as its last piece is done.
+    executor = current_executor() if fs is not None else None
+    if executor is not None and any(c.table is None or c.todo for c in chunks):
+        _compute_elsewhere(executor, chunks, function, stage, fingerprint, fs, fn_kwargs, extra, one_to_one, stats)
     todo = [(c, c.rows if c.table is None else c.rows.select(c.todo)) for c in chunks if c.table is None or c.todo]
     window = window() if todo else 1  # asked only when there is work: a lazy engine learns its size by starting
     for c, rows in todo:
@@ -656,6 +685,34 @@ def _run_chunks(
         stats.rows_retried,
     )
     return result
+
+
+def _compute_elsewhere(executor, chunks, function, stage, fingerprint, fs, fn_kwargs, extra, one_to_one, stats):
+    """Have ``executor`` compute the chunks still missing (or holding failed rows) into the work dir; read them."""
+    from xl_suite.errors import GenerationError
+
+    missing = [c for c in chunks if c.table is None or c.todo]
+    executor.compute(
+        [(c.index, c.rows) for c in missing],
+        function,
+        stage=stage,
+        fingerprint=fingerprint,
+        work_dir=extra["work_dir"],
+        fn_kwargs=fn_kwargs,
+        run_kwargs=extra["run_kwargs"],
+    )
+    for c in missing:
+        retried = bool(c.todo)
+        c.table = _read_chunk(fs, c, stage, one_to_one)
+        if c.table is None:
+            raise GenerationError(
+                f"Stage {stage!r}: the executor did not store chunk {c.index} ({c.path}); rerun to compute it."
+            )
+        c.attempts = _attempts_of(c.table)
+        c.table = c.table.replace_schema_metadata(_own_metadata(c.table))
+        c.todo, c.status_cols = [], None
+        if not retried:
+            stats.chunks_computed += 1
 
 
 def _read_chunk(fs, c: _Chunk, stage: str, one_to_one: bool):

@@ -1,0 +1,208 @@
+"""Where :func:`xl_suite.runner.run_stage` computes its chunks: in this process (the default) or on Ray Data.
+
+Inside ``with RayExecutor(num_actors=2):`` every ``run_stage`` call with a work dir hands the chunks it still needs
+to a pool of Ray Data actors (``map_batches`` with an ``ActorPoolStrategy``: each idle actor gets the next chunk).
+Each actor builds the stage's engine from its :class:`~xl_suite.engines.spec.EngineSpec` (the engine passed in must
+be a lazy one, ``spec.lazy()``: a live engine cannot travel to other processes) and runs ``run_stage`` on its chunk,
+writing the chunk file into the shared work dir under the name the local run uses. The calling process then reads
+the chunks back as cached ones. So answers, references, translations and both judges run on Ray with the same code,
+fingerprints, chunk files and resume as on one machine; synthesis has its own entry point,
+:func:`xl_suite.synthesis.ray.synthesize_ray`, built the same way.
+
+    import ray
+    from xl_suite.engines.spec import EngineSpec
+    from xl_suite.evaluation.answers import generate_answers
+    from xl_suite.executors import RayExecutor
+
+    ray.init()
+    with RayExecutor(num_actors=4, ray_remote_args={"num_gpus": 1}):
+        answers = generate_answers(benchmark, EngineSpec(model="my/model").lazy(), work_dir="s3://bucket/run")
+
+Each ``run_stage`` call starts its own actor pool (and so its engines); a stage computes all of its chunks in one
+call, so that is one engine start per actor and stage.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import time
+
+from xl_suite.errors import InvalidArgumentError
+
+
+__all__ = ["RayExecutor", "current_executor"]
+
+_CURRENT: contextvars.ContextVar = contextvars.ContextVar("xl_suite_executor", default=None)
+_CHUNK = "__xl_chunk"
+
+
+def current_executor():
+    """The executor of the enclosing ``with`` block, or None (compute in this process)."""
+    return _CURRENT.get()
+
+
+class _EngineRef:
+    """A lazy engine's spec, sent to the actors instead of the engine."""
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+def _ship(value):
+    from xl_suite.engines.lazy import LazyGenerator
+
+    if isinstance(value, LazyGenerator):
+        return _EngineRef(value.spec)
+    if hasattr(value, "generate") and hasattr(value, "fingerprint"):
+        raise InvalidArgumentError(
+            f"{type(value).__name__} is a running engine, which cannot be sent to Ray workers. Pass a lazy engine "
+            "built from its spec instead: EngineSpec(model=..., backend=...).lazy()."
+        )
+    return value
+
+
+class _StageWorker:
+    """Ray Data actor: runs ``run_stage`` on each chunk it gets, with engines built once from their specs."""
+
+    def __init__(self, function, stage, fingerprint, work_dir, fn_kwargs, run_kwargs, schema):
+        self.function, self.stage, self.fingerprint, self.work_dir = function, stage, fingerprint, work_dir
+        self.schema = schema  # the chunks' schema as the caller had it: the cache keys hash the content with it
+        import datasets  # noqa: F401 - imported before the first chunk arrives, so every actor starts equally ready
+
+        import xl_suite.runner  # noqa: F401
+
+        self.engines: dict[int, object] = {}
+        self.fn_kwargs = {k: self._resolve(v) for k, v in fn_kwargs.items()}
+        self.run_kwargs = run_kwargs
+
+    def _resolve(self, value):
+        if isinstance(value, _EngineRef):
+            return self.engines.setdefault(id(value), value.spec.lazy())
+        return value
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        rows = []
+        token = _CURRENT.set(None)  # compute here, never hand the chunk on again
+        try:
+            for index in sorted(set(batch.column(_CHUNK).to_pylist())):
+                rows.append(self._one(batch, index))
+        finally:
+            _CURRENT.reset(token)
+        return pa.Table.from_pylist(rows)
+
+    def _one(self, batch, index) -> dict:
+        import datasets
+        import pyarrow.compute as pc
+
+        from xl_suite.runner import StageStats, run_stage
+
+        chunk = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
+        chunk = chunk.select(self.schema.names).cast(self.schema)  # Ray may change types or drop metadata
+        stats = StageStats(self.stage)
+        t0 = time.perf_counter()
+        run_stage(
+            datasets.Dataset(chunk),
+            self.function,
+            stage=self.stage,
+            fingerprint=self.fingerprint,
+            work_dir=self.work_dir,
+            fn_kwargs=self.fn_kwargs,
+            stats=stats,
+            lock=False,
+            first_chunk_index=index,
+            **self.run_kwargs,
+        )
+        return {
+            "chunk": index,
+            "pid": os.getpid(),
+            "seconds": time.perf_counter() - t0,
+            "chunks_computed": stats.chunks_computed,
+            "rows_retried": stats.rows_retried,
+        }
+
+    def __del__(self):
+        for engine in getattr(self, "engines", {}).values():
+            try:
+                engine.close()
+            except Exception:  # noqa: BLE001 - best effort at actor exit; the reaper covers vLLM processes
+                pass
+
+
+class RayExecutor:
+    """Compute ``run_stage`` chunks on a pool of Ray Data actors inside a ``with`` block (``ray.init`` first).
+
+    Args:
+        num_actors: engine actors; Ray Data hands each idle actor the next chunk.
+        num_cpus_per_actor: logical CPUs each actor requests.
+        ray_remote_args: extra Ray options for the actors (``{"num_gpus": 1}``, a ``runtime_env``...).
+
+    Attributes:
+        runs: one entry per ``run_stage`` call sent to Ray: stage, chunks, chunks computed, chunks per worker process.
+    """
+
+    def __init__(self, num_actors: int = 1, *, num_cpus_per_actor: float = 1, ray_remote_args: dict | None = None):
+        if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
+            raise InvalidArgumentError(f"num_actors must be an integer >= 1, got {num_actors!r}.")
+        self.num_actors = num_actors
+        self.num_cpus_per_actor = num_cpus_per_actor
+        self.ray_remote_args = dict(ray_remote_args or {})
+        self.runs: list[dict] = []
+        self._token = None
+
+    def __enter__(self) -> RayExecutor:
+        """Send the ``run_stage`` calls of this block to Ray."""
+        self._token = _CURRENT.set(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Back to computing in this process."""
+        _CURRENT.reset(self._token)
+
+    def compute(self, chunks, function, *, stage, fingerprint, work_dir, fn_kwargs, run_kwargs) -> None:
+        """Compute ``chunks`` (``(index, datasets.Dataset)`` pairs) into ``work_dir`` on the actor pool."""
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext
+
+        tables = []
+        for index, rows in chunks:
+            table = rows.with_format("arrow")[:]
+            tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
+        context = DataContext.get_current()
+        saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
+        context.wait_for_min_actors_s = 600  # every actor is up before the first chunk goes out: an even spread
+        context.enable_progress_bars = context.print_on_execution_start = False
+        try:
+            results = ray.data.from_arrow(tables).map_batches(
+                _StageWorker,
+                fn_constructor_kwargs={
+                    "function": function,
+                    "stage": stage,
+                    "fingerprint": fingerprint,
+                    "work_dir": work_dir,
+                    "fn_kwargs": {k: _ship(v) for k, v in (fn_kwargs or {}).items()},
+                    "run_kwargs": run_kwargs,
+                    "schema": chunks[0][1].with_format("arrow")[:0].schema,
+                },
+                batch_size=None,
+                batch_format="pyarrow",
+                compute=ActorPoolStrategy(size=self.num_actors, max_tasks_in_flight_per_actor=1),
+                num_cpus=self.num_cpus_per_actor,
+                **self.ray_remote_args,
+            )
+            stats = [r for b in results.iter_batches(batch_format="pyarrow", batch_size=None) for r in b.to_pylist()]
+        finally:
+            context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
+        per_process: dict[str, int] = {}
+        for row in stats:
+            per_process[str(row["pid"])] = per_process.get(str(row["pid"]), 0) + 1
+        self.runs.append(
+            {
+                "stage": stage,
+                "chunks": len(stats),
+                "chunks_computed": sum(r["chunks_computed"] for r in stats),
+                "chunks_per_process": dict(sorted(per_process.items())),
+            }
+        )
