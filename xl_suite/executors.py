@@ -31,10 +31,72 @@ import time
 from xl_suite.errors import InvalidArgumentError
 
 
-__all__ = ["RayExecutor", "current_executor"]
+__all__ = ["RayExecutor", "current_executor", "map_chunks", "split_chunks", "chunks_per_process"]
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("xl_suite_executor", default=None)
 _CHUNK = "__xl_chunk"
+
+
+def map_chunks(
+    chunks,
+    worker,
+    constructor_kwargs: dict,
+    *,
+    num_actors: int,
+    num_cpus_per_actor: float = 1,
+    ray_remote_args: dict | None = None,
+) -> list[dict]:
+    """Hand chunks to a pool of ``worker`` actors with Ray Data; return the rows the workers return (one per chunk).
+
+    ``chunks`` are ``(index, datasets.Dataset)`` pairs. ``worker(**constructor_kwargs)`` is built once per actor and
+    called with Arrow tables holding one or more chunks (column ``__xl_chunk``; :func:`split_chunks` takes them
+    apart, in the caller's schema). Every actor is up before the first chunk goes out, and each holds one chunk at a
+    time, so Ray Data's pool gives the next chunk to whichever actor is idle: an even spread.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    tables = []
+    for index, rows in chunks:
+        table = rows.with_format("arrow")[:]
+        tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
+    schema = tables[0].schema.remove(tables[0].schema.get_field_index(_CHUNK))
+    context = DataContext.get_current()
+    saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
+    context.wait_for_min_actors_s = 600
+    context.enable_progress_bars = context.print_on_execution_start = False
+    try:
+        results = ray.data.from_arrow(tables).map_batches(
+            worker,
+            fn_constructor_kwargs={**constructor_kwargs, "schema": schema},
+            batch_size=None,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=num_actors, max_tasks_in_flight_per_actor=1),
+            num_cpus=num_cpus_per_actor,
+            **(ray_remote_args or {}),
+        )
+        return [r for b in results.iter_batches(batch_format="pyarrow", batch_size=None) for r in b.to_pylist()]
+    finally:
+        context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
+
+
+def split_chunks(batch, schema):
+    """Yield ``(index, datasets.Dataset)`` for each chunk in a batch from :func:`map_chunks`, cast back to the
+    caller's ``schema`` (a transfer may change types or drop metadata; cache keys hash the content with it)."""
+    import datasets
+    import pyarrow.compute as pc
+
+    for index in sorted(set(batch.column(_CHUNK).to_pylist())):
+        table = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
+        yield index, datasets.Dataset(table.select(schema.names).cast(schema))
+
+
+def chunks_per_process(stats: list[dict]) -> dict[str, int]:
+    """How many chunks each worker process computed (``pid`` of the stat rows), by pid."""
+    counts: dict[str, int] = {}
+    for row in stats:
+        counts[str(row["pid"])] = counts.get(str(row["pid"]), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def current_executor():
@@ -84,44 +146,38 @@ class _StageWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
+        from xl_suite.runner import StageStats, run_stage
+
         rows = []
         token = _CURRENT.set(None)  # compute here, never hand the chunk on again
         try:
-            for index in sorted(set(batch.column(_CHUNK).to_pylist())):
-                rows.append(self._one(batch, index))
+            for index, chunk in split_chunks(batch, self.schema):
+                stats = StageStats(self.stage)
+                t0 = time.perf_counter()
+                run_stage(
+                    chunk,
+                    self.function,
+                    stage=self.stage,
+                    fingerprint=self.fingerprint,
+                    work_dir=self.work_dir,
+                    fn_kwargs=self.fn_kwargs,
+                    stats=stats,
+                    lock=False,
+                    first_chunk_index=index,
+                    **self.run_kwargs,
+                )
+                rows.append(
+                    {
+                        "chunk": index,
+                        "pid": os.getpid(),
+                        "seconds": time.perf_counter() - t0,
+                        "chunks_computed": stats.chunks_computed,
+                        "rows_retried": stats.rows_retried,
+                    }
+                )
         finally:
             _CURRENT.reset(token)
         return pa.Table.from_pylist(rows)
-
-    def _one(self, batch, index) -> dict:
-        import datasets
-        import pyarrow.compute as pc
-
-        from xl_suite.runner import StageStats, run_stage
-
-        chunk = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
-        chunk = chunk.select(self.schema.names).cast(self.schema)  # Ray may change types or drop metadata
-        stats = StageStats(self.stage)
-        t0 = time.perf_counter()
-        run_stage(
-            datasets.Dataset(chunk),
-            self.function,
-            stage=self.stage,
-            fingerprint=self.fingerprint,
-            work_dir=self.work_dir,
-            fn_kwargs=self.fn_kwargs,
-            stats=stats,
-            lock=False,
-            first_chunk_index=index,
-            **self.run_kwargs,
-        )
-        return {
-            "chunk": index,
-            "pid": os.getpid(),
-            "seconds": time.perf_counter() - t0,
-            "chunks_computed": stats.chunks_computed,
-            "rows_retried": stats.rows_retried,
-        }
 
     def __del__(self):
         for engine in getattr(self, "engines", {}).values():
@@ -163,46 +219,26 @@ class RayExecutor:
 
     def compute(self, chunks, function, *, stage, fingerprint, work_dir, fn_kwargs, run_kwargs) -> None:
         """Compute ``chunks`` (``(index, datasets.Dataset)`` pairs) into ``work_dir`` on the actor pool."""
-        import ray
-        from ray.data import ActorPoolStrategy, DataContext
-
-        tables = []
-        for index, rows in chunks:
-            table = rows.with_format("arrow")[:]
-            tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
-        context = DataContext.get_current()
-        saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
-        context.wait_for_min_actors_s = 600  # every actor is up before the first chunk goes out: an even spread
-        context.enable_progress_bars = context.print_on_execution_start = False
-        try:
-            results = ray.data.from_arrow(tables).map_batches(
-                _StageWorker,
-                fn_constructor_kwargs={
-                    "function": function,
-                    "stage": stage,
-                    "fingerprint": fingerprint,
-                    "work_dir": work_dir,
-                    "fn_kwargs": {k: _ship(v) for k, v in (fn_kwargs or {}).items()},
-                    "run_kwargs": run_kwargs,
-                    "schema": chunks[0][1].with_format("arrow")[:0].schema,
-                },
-                batch_size=None,
-                batch_format="pyarrow",
-                compute=ActorPoolStrategy(size=self.num_actors, max_tasks_in_flight_per_actor=1),
-                num_cpus=self.num_cpus_per_actor,
-                **self.ray_remote_args,
-            )
-            stats = [r for b in results.iter_batches(batch_format="pyarrow", batch_size=None) for r in b.to_pylist()]
-        finally:
-            context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
-        per_process: dict[str, int] = {}
-        for row in stats:
-            per_process[str(row["pid"])] = per_process.get(str(row["pid"]), 0) + 1
+        stats = map_chunks(
+            chunks,
+            _StageWorker,
+            {
+                "function": function,
+                "stage": stage,
+                "fingerprint": fingerprint,
+                "work_dir": work_dir,
+                "fn_kwargs": {k: _ship(v) for k, v in (fn_kwargs or {}).items()},
+                "run_kwargs": run_kwargs,
+            },
+            num_actors=self.num_actors,
+            num_cpus_per_actor=self.num_cpus_per_actor,
+            ray_remote_args=self.ray_remote_args,
+        )
         self.runs.append(
             {
                 "stage": stage,
                 "chunks": len(stats),
                 "chunks_computed": sum(r["chunks_computed"] for r in stats),
-                "chunks_per_process": dict(sorted(per_process.items())),
+                "chunks_per_process": chunks_per_process(stats),
             }
         )

@@ -48,7 +48,6 @@ CPU_ENGINE_ENV = {
     "OMP_NUM_THREADS": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-_CHUNK = "__xl_chunk"
 _COUNTS = ("calls", "prompts", "completions", "prompt_tokens", "completion_tokens")
 
 
@@ -104,7 +103,7 @@ class ChunkWorker:
     per chunk (worker process id, prompts and tokens generated, the engines' identities).
     """
 
-    def __init__(self, config, generator, scorer, stages, work_dir, storage_options):
+    def __init__(self, config, generator, scorer, stages, work_dir, storage_options, schema):
         from xl_suite.synthesis.config import default_stages
         from xl_suite.synthesis.pipeline import SynthesisRun
 
@@ -121,19 +120,19 @@ class ChunkWorker:
             storage_options=storage_options,
         )
         self.run.lock_work_dir = False  # the actors of one run share its work dir; each writes its own chunks
+        self.schema = schema
 
     def __call__(self, batch):
-        import datasets
         import pyarrow as pa
-        import pyarrow.compute as pc
+
+        from xl_suite.executors import split_chunks
 
         rows = []
-        for index in sorted(set(batch.column(_CHUNK).to_pylist())):
-            chunk = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
+        for index, chunk in split_chunks(batch, self.schema):
             before = self._generated()
             computed = {name: st.chunks_computed for name, st in self.run.run_stats.items()}
             t0 = time.perf_counter()
-            self.run.process(datasets.Dataset(chunk))
+            self.run.process(chunk)
             after = self._generated()
             per_stage = {
                 name: {
@@ -252,9 +251,7 @@ def synthesize_ray(
     Raises:
         InvalidArgumentError: neither ``output`` nor ``work_dir`` (the actors need a place to write), or bad sizes.
     """
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
-
+    from xl_suite.executors import chunks_per_process, map_chunks
     from xl_suite.synthesis.pipeline import synthesize
     from xl_suite.synthesis.seeds import check_text_column, iter_seed_chunks
 
@@ -276,39 +273,24 @@ def synthesize_ray(
         max_seeds=config.seed_limit,
         id_column=id_column,
     )
-    tables = []
-    for index, chunk in enumerate(chunks):
-        table = chunk.with_format("arrow")[:]
-        tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
-    if not tables:
+    chunks = list(enumerate(chunks))
+    if not chunks:
         raise InvalidArgumentError("No seed rows to synthesize from (all empty or removed as duplicates).")
-
-    context = DataContext.get_current()
-    saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
-    context.wait_for_min_actors_s = 600  # every actor is up before the first chunk goes out: an even spread
-    context.enable_progress_bars = context.print_on_execution_start = False
-    try:
-        results = ray.data.from_arrow(tables).map_batches(
-            ChunkWorker,
-            fn_constructor_kwargs={
-                "config": config,
-                "generator": generator,
-                "scorer": scorer,
-                "stages": stages,
-                "work_dir": work_dir,
-                "storage_options": storage_options,
-            },
-            batch_size=None,
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=num_actors, max_tasks_in_flight_per_actor=1),
-            num_cpus=num_cpus_per_actor,
-            **(ray_remote_args or {}),
-        )
-        stats = [
-            row for batch in results.iter_batches(batch_format="pyarrow", batch_size=None) for row in batch.to_pylist()
-        ]
-    finally:
-        context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
+    stats = map_chunks(
+        chunks,
+        ChunkWorker,
+        {
+            "config": config,
+            "generator": generator,
+            "scorer": scorer,
+            "stages": stages,
+            "work_dir": work_dir,
+            "storage_options": storage_options,
+        },
+        num_actors=num_actors,
+        num_cpus_per_actor=num_cpus_per_actor,
+        ray_remote_args=ray_remote_args,
+    )
     ray_seconds = time.perf_counter() - t_start
 
     identity = stats[0]
@@ -324,9 +306,6 @@ def synthesize_ray(
         text_column=text_column,
         id_column=id_column,
     )
-    per_process: dict[str, int] = {}
-    for row in stats:
-        per_process[str(row["pid"])] = per_process.get(str(row["pid"]), 0) + 1
     generated = {k: sum(int(r[k]) for r in stats) for k in _COUNTS}
     for stage in result.summary["stages"]:  # what the actors computed, in place of the driver's (nothing)
         done = [json.loads(r["per_stage"]).get(stage["stage"]) for r in stats]
@@ -340,7 +319,7 @@ def synthesize_ray(
         "name": "ray",
         "actors": num_actors,
         "chunks": len(stats),
-        "chunks_per_process": dict(sorted(per_process.items())),
+        "chunks_per_process": chunks_per_process(stats),
         "generated": generated,
         "ray_seconds": round(ray_seconds, 3),
     }
