@@ -682,18 +682,24 @@ def test_vllm_serve_n_logprobs_and_json_schema(served_generator):
         _check_judge_json(cands[0].text)
 
 
-def test_switch_interval_is_fast_while_any_engine_is_open_and_restored_after_the_last():
+def test_switch_interval_is_fast_while_any_engine_is_open_and_restored_after_the_last(monkeypatch):
     import sys
 
     from xl_suite.engines import vllm_engine
 
-    before = sys.getswitchinterval()
-    vllm_engine._fast_switching(True)
-    vllm_engine._fast_switching(True)
-    assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL)
-    vllm_engine._fast_switching(False)
-    assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL), "another engine is still open"
-    vllm_engine._fast_switching(False)
-    assert sys.getswitchinterval() == before
-    vllm_engine._fast_switching(False)  # an extra close changes nothing
-    assert sys.getswitchinterval() == before
+    # A fresh count, whatever engines this test session holds open; the interpreter's value is put back after.
+    monkeypatch.setattr(vllm_engine, "_switching", {"open": 0, "saved": None})
+    outer, before = sys.getswitchinterval(), 0.005
+    sys.setswitchinterval(before)
+    try:
+        vllm_engine._fast_switching(True)
+        vllm_engine._fast_switching(True)
+        assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL)
+        vllm_engine._fast_switching(False)
+        assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL), "another engine is still open"
+        vllm_engine._fast_switching(False)
+        assert sys.getswitchinterval() == before
+        vllm_engine._fast_switching(False)  # an extra close changes nothing
+        assert sys.getswitchinterval() == before
+    finally:
+        sys.setswitchinterval(outer)
