@@ -1102,3 +1102,68 @@ def test_hub_seeds_and_push_of_a_new_language(tmp_path):
         assert rows.split()[-2:] == ["6", "6"]
         card = server.read("me/xl-instruct", "README.md").decode()
         assert "config_name: xl-instruct-gsw" in card and secret not in card
+
+
+def test_chunks_start_when_any_running_chunk_ends_not_only_the_oldest():
+    """A slow chunk at the head (its longest answers) must not keep the next chunks from starting: with two chunks
+    at once, chunk 2 starts when chunk 1 ends even while chunk 0 still runs. Results still come in input order,
+    at most ``lookahead`` items run at once and at most ``2 * lookahead`` are held."""
+    import threading
+
+    from xl_suite.synthesis.pipeline import _in_order
+
+    third_started = threading.Event()
+    lock = threading.Lock()
+    running = {"now": 0, "most": 0}
+
+    def work(i):
+        with lock:
+            running["now"] += 1
+            running["most"] = max(running["most"], running["now"])
+        try:
+            if i == 2:
+                third_started.set()
+            if i == 0:  # the head waits for chunk 2: with head-of-line blocking it would never start
+                assert third_started.wait(20), "chunk 2 did not start while chunk 0 was running"
+            return i * 10
+        finally:
+            with lock:
+                running["now"] -= 1
+
+    assert list(_in_order(range(8), work, lookahead=2)) == [(i, i * 10) for i in range(8)]
+    assert running["most"] <= 2
+
+    counts = {"started": 0, "yielded": 0, "most_held": 0}
+
+    def slow_head(i):
+        with lock:
+            counts["started"] += 1
+            counts["most_held"] = max(counts["most_held"], counts["started"] - counts["yielded"])
+        if i == 0:
+            time.sleep(0.3)
+        return i
+
+    for item, _ in _in_order(range(20), slow_head, lookahead=2):
+        with lock:
+            counts["yielded"] += 1
+        assert item == counts["yielded"] - 1
+    assert 2 < counts["most_held"] <= 4  # chunks after the slow head ran, but no more than 2 * lookahead were held
+
+
+def test_in_order_raises_the_first_error_in_order_and_sets_stop():
+    import threading
+
+    from xl_suite.synthesis.pipeline import _in_order
+
+    stop = threading.Event()
+
+    def work(i):
+        if i == 1:
+            raise GenerationError("chunk 1 failed")
+        return i
+
+    got = []
+    with pytest.raises(GenerationError, match="chunk 1 failed"):
+        for _item, value in _in_order(range(6), work, lookahead=3, stop=stop):
+            got.append(value)
+    assert got == [0] and stop.is_set()

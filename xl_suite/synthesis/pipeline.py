@@ -414,10 +414,13 @@ def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
     """Yield ``(item, work(item))`` in input order, with up to ``lookahead`` items being worked on at once.
 
     With ``lookahead`` 1 everything runs on this thread. Otherwise each item runs on a daemon thread, so a Ctrl-C
-    never waits for one; when the caller stops early, ``stop`` is set and the items already started are waited for
-    (``work`` checks ``stop`` between its steps). The first error is raised here, in order. ``items`` is consumed on
-    this thread only.
+    never waits for one. A new item starts as soon as *any* running item finishes, not only the oldest: a slow chunk
+    at the head (its longest answers) never leaves the engine with fewer chunks to work on. Finished items wait, in
+    memory, for the ones before them; at most ``2 * lookahead`` items are started and not yet yielded. When the
+    caller stops early, ``stop`` is set and the items already started are waited for (``work`` checks ``stop``
+    between its steps). The first error is raised here, in order. ``items`` is consumed on this thread only.
     """
+    import queue as queue_module
     from collections import deque
     from concurrent.futures import Future
 
@@ -425,6 +428,8 @@ def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
         for item in items:
             yield item, work(item)
         return
+
+    finished: queue_module.SimpleQueue = queue_module.SimpleQueue()  # one token per item that ends
 
     def start(item):
         future: Future = Future()
@@ -434,30 +439,46 @@ def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
                 future.set_result(work(item))
             except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
                 future.set_exception(e)
+            finally:
+                finished.put(None)
 
         threading.Thread(target=target, name="xl-suite-chunk", daemon=True).start()
         return item, future
 
-    queue: deque = deque()
+    started: deque = deque()  # items started and not yet yielded, in input order
     source = iter(items)
-    for item in source:
-        queue.append(start(item))
-        if len(queue) >= lookahead:
-            break
+    exhausted = False
     try:
-        while queue:
-            item, future = queue.popleft()
-            result = future.result()
-            nxt = next(source, None)
-            if nxt is not None:
-                queue.append(start(nxt))
-            yield item, result
+        while True:
+            while not exhausted and len(started) < 2 * lookahead:
+                if sum(not f.done() for _, f in started) >= lookahead:
+                    break
+                nxt = next(source, _END)
+                if nxt is _END:
+                    exhausted = True
+                    break
+                started.append(start(nxt))
+            if not started:
+                return
+            item, future = started[0]
+            if future.done():
+                started.popleft()
+                yield item, future.result()
+                continue
+            finished.get()  # an item ended (maybe one already seen): look again
     except GeneratorExit:  # the caller stopped early (quota reached): let started items end at a stage boundary
         if stop is not None:
             stop.set()
-        for _, future in queue:
+        for _, future in started:
             future.exception()  # waits; its error, if any, no longer matters
         raise
+    except BaseException:  # an item failed: the others stop at their next stage boundary (daemons, not waited for)
+        if stop is not None:
+            stop.set()
+        raise
+
+
+_END = object()
 
 
 def synthesize(
