@@ -2,6 +2,7 @@
 
 import datasets
 import pyarrow.parquet as pq
+import pytest
 
 from xl_suite.runner import StageStats, content_hash, run_stage
 
@@ -164,8 +165,213 @@ def test_a_failing_call_keeps_every_finished_chunk_and_the_rerun_resumes(tmp_pat
         raise AssertionError("the engine failure must reach the caller")
     kept = len(list(tmp_path.glob("stage/chunk-*.parquet")))
     assert 1 <= kept <= 4, "chunks finished before the failure are stored"
+    pieces = len(list(tmp_path.glob("stage/chunk-*.piece-*")))  # finished calls of chunks not yet complete
     healthy = _OverlapEngine()
     stats = StageStats("stage")
     out = _window_run(ds, tmp_path, healthy, stats=stats)
     assert out["y"] == [x * 3 for x in range(40)]
-    assert stats.chunks_reused == kept and healthy.calls == 4 * (5 - kept), "only missing chunks are computed"
+    assert stats.chunks_reused == kept and healthy.calls == 4 * (5 - kept) - pieces, "only missing calls are made"
+    assert not list(tmp_path.glob("stage/*.piece-*"))
+
+
+# -- piece files: a kill loses at most the calls in flight, not the chunks they belong to ---------------------------
+
+
+def _pieces_ds(n=40):
+    return datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(n)], "text": [f"question {i}" for i in range(n)]})
+
+
+def _answer(batch, generator, reshape=False):
+    """One engine call per batch; 1:1, or (``reshape``) two rows per input row with only ``id`` kept (n->m)."""
+    from xl_suite.engines.base import SamplingConfig
+
+    replies = generator.generate([[{"role": "user", "content": t}] for t in batch["text"]], SamplingConfig())
+    texts = [r[0].text for r in replies]
+    out = {
+        "answer": texts,
+        "answer_status": ["ok" if t else "empty" for t in texts],
+        "words": [t.split()[:2] for t in texts],  # a list column: Parquet renames its items unless told not to
+    }
+    if reshape:
+        out = {"id": [i for i in batch["id"] for _ in range(2)]} | {
+            k: [v for v in vs for _ in range(2)] for k, vs in out.items()
+        }
+    return out
+
+
+class _Asked:
+    """A FakeGenerator taking concurrent calls, recording the prompts it answered. ``empty``: prompts answered with
+    an empty reply (failed rows); ``fail``: the prompt whose call raises, once the pieces matching ``wait_for`` (a
+    glob under ``folder``) are stored, so that the call fails in the middle of its chunk after others finished."""
+
+    def __init__(self, *, empty=(), fail=None, folder=None, wait_for=None, count=0):
+        import threading
+
+        from xl_suite.engines.fake import FakeGenerator
+
+        self.seen: list[str] = []
+        self.lock = threading.Lock()
+
+        def respond(messages, index, sampling):
+            text = messages[-1]["content"]
+            with self.lock:
+                self.seen.append(text)
+            return "" if text in empty else f"answer to {text}"
+
+        def fail_on(conv):
+            if conv[-1]["content"] != fail:
+                return False
+            import time
+
+            deadline = time.monotonic() + 10  # a sync, not a timing: the pieces are written in milliseconds
+            while wait_for and len(list(folder.glob(wait_for))) < count and time.monotonic() < deadline:
+                time.sleep(0.005)
+            return True
+
+        self.generator = FakeGenerator(respond, fail_on=fail_on, concurrent_calls=True)
+
+
+def _pieces_run(ds, folder, asked, reshape=False, **kwargs):
+    from xl_suite.runner import in_flight_batches
+
+    fn_kwargs = {"generator": asked.generator, "reshape": reshape}
+    assert kwargs.get("concurrency") or in_flight_batches(fn_kwargs, 8, 2, None) == 4
+    stats = StageStats("stage")
+    out = run_stage(
+        ds,
+        _answer,
+        stage="stage",
+        fingerprint="f",
+        work_dir=str(folder),
+        fn_kwargs=fn_kwargs,
+        chunk_size=8,
+        batch_size=2,
+        remove_columns=ds.column_names if reshape else None,
+        stats=stats,
+        **kwargs,
+    )
+    return out, stats
+
+
+def _fail_in_chunk_4(ds, folder, reshape=False, wait=True, **kwargs):
+    """Run with the call of rows 36-37 (piece 2 of chunk 4) failing (``wait``: once pieces 0 and 1 of chunk 4 are
+    stored)."""
+    from xl_suite.errors import GenerationError
+
+    pattern = "stage/chunk-00004-*.piece-00000[02]-2" if wait else None
+    broken = _Asked(fail="question 37", folder=folder, wait_for=pattern, count=2)
+    try:
+        _pieces_run(ds, folder, broken, reshape=reshape, **kwargs)
+    except GenerationError as e:
+        assert "question 37" in str(e)
+    else:  # pragma: no cover
+        raise AssertionError("the engine failure must reach the caller")
+    return broken
+
+
+def _stored_ids(folder, pattern):
+    return {i for p in folder.glob(pattern) for i in pq.read_table(p).column("id").to_pylist()}
+
+
+def _chunk_files(folder):
+    return {p.name: p.read_bytes() for p in sorted((folder / "stage").glob("*.parquet"))}
+
+
+@pytest.mark.parametrize("reshape", [False, True], ids=["1:1", "n->m"])
+def test_a_call_failing_mid_chunk_keeps_the_chunks_finished_calls_and_the_rerun_makes_only_the_others(
+    tmp_path, reshape
+):
+    ds = _pieces_ds()
+    reference, _ = _pieces_run(ds, tmp_path / "ref", _Asked(), reshape=reshape)
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work, reshape=reshape)
+    pieces = sorted(p.name for p in (work / "stage").glob("chunk-00004-*.piece-*"))
+    assert len(pieces) >= 2 and {"r32", "r33", "r34", "r35"} <= _stored_ids(work, "stage/*.piece-*"), pieces
+    stored = _stored_ids(work, "stage/*.parquet") | _stored_ids(work, "stage/*.piece-*")
+    missing = [t for i, t in zip(ds["id"], ds["text"], strict=True) if i not in stored]
+
+    healthy = _Asked()
+    out, stats = _pieces_run(ds, work, healthy, reshape=reshape)
+    assert sorted(healthy.seen) == sorted(missing) and healthy.generator.prompts_seen == len(missing)
+    assert not {"question 32", "question 33", "question 34", "question 35"} & set(healthy.seen)
+    assert stats.rows_computed == len(missing)
+    assert out.to_dict() == reference.to_dict()
+    assert _chunk_files(work) == _chunk_files(tmp_path / "ref"), "the same chunk files, byte for byte"
+    assert sorted(p.name for p in (work / "stage").iterdir()) == sorted(_chunk_files(work)), "no piece left behind"
+    again = _Asked()
+    assert _pieces_run(ds, work, again, reshape=reshape)[0].to_dict() == reference.to_dict() and again.seen == []
+
+
+def test_pieces_of_other_content_or_of_another_retry_are_not_reused(tmp_path):
+    import shutil
+
+    ds = _pieces_ds()
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work)
+    assert len(list(work.glob("stage/chunk-00004-*.piece-*"))) >= 2
+    # Other content: a changed row of chunk 4 changes its key, so none of its old pieces is read.
+    changed = ds.map(lambda r: {"text": r["text"] + "?" if r["id"] == "r39" else r["text"]})
+    asked = _Asked()
+    _pieces_run(changed, work, asked)
+    assert {f"question {i}" for i in range(32, 38)} | {"question 39?"} <= set(asked.seen)
+
+    # Another retry: rows 33, 35, 37, 39 fail (empty replies); a retry is killed after its first call (33, 35)...
+    odd = {f"question {i}" for i in (33, 35, 37, 39)}
+    retry = tmp_path / "retry"
+    _pieces_run(ds, retry, _Asked(empty=odd))
+    from xl_suite.errors import GenerationError
+
+    try:
+        _pieces_run(
+            ds, retry, _Asked(empty=odd, fail="question 37", folder=retry, wait_for="stage/*.piece-*-retry-*", count=1)
+        )
+    except GenerationError:
+        pass
+    assert len(list(retry.glob("stage/chunk-00004-*.piece-000000-2-retry-*"))) == 1
+    resumed = tmp_path / "resumed"
+    shutil.copytree(retry, resumed)
+    asked = _Asked(empty=odd)
+    _pieces_run(ds, resumed, asked)
+    assert sorted(asked.seen) == ["question 37", "question 39"], "the retry's stored piece is reused"
+    # ... then the chunk is retried by a run of one call at a time (which stores no pieces): the rows are now on
+    # their third attempt, and the piece of the second is stale.
+    asked = _Asked(empty=odd)
+    _pieces_run(ds, retry, asked, concurrency=1)
+    assert sorted(asked.seen) == sorted(odd) and len(list(retry.glob("stage/*.piece-*"))) == 1
+    asked = _Asked()
+    out, stats = _pieces_run(ds, retry, asked)
+    assert sorted(asked.seen) == sorted(odd), "the stale piece (attempt 2 of the rows) is not reused"
+    assert set(out["answer_status"]) == {"ok"} and stats.rows_retried == 4
+    assert not list(retry.glob("stage/*.piece-*")), "the chunk's stale piece is deleted with the others"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other rows"])
+def test_a_damaged_piece_is_moved_aside_and_computed_again(tmp_path, caplog, damage):
+    import logging
+
+    ds = _pieces_ds()
+    reference, _ = _pieces_run(ds, tmp_path / "ref", _Asked())
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work)
+    (first,) = (work / "stage").glob("chunk-00004-*.piece-000000-2")
+    (second,) = (work / "stage").glob("chunk-00004-*.piece-000002-2")
+    if damage == "truncated":
+        second.write_bytes(second.read_bytes()[:100])
+    else:  # a sound file of the right size, but rows 32-33 under the name of rows 34-35
+        second.write_bytes(first.read_bytes())
+    healthy = _Asked()
+    with caplog.at_level(logging.WARNING):
+        out, _ = _pieces_run(ds, work, healthy)
+    assert {"question 34", "question 35"} <= set(healthy.seen) and "question 32" not in healthy.seen
+    assert second.name in caplog.text and (work / "stage" / f"{second.name}.corrupt").exists()
+    assert out.to_dict() == reference.to_dict() and _chunk_files(work) == _chunk_files(tmp_path / "ref")
+
+
+def test_one_call_at_a_time_writes_no_piece_files(tmp_path):
+    ds = _pieces_ds()
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work, wait=False, concurrency=1)
+    assert len(list(work.glob("stage/*.parquet"))) == 4 and not list(work.glob("stage/*.piece-*"))
+    healthy = _Asked()
+    _pieces_run(ds, work, healthy, concurrency=1)
+    assert sorted(healthy.seen) == sorted(f"question {i}" for i in range(32, 40)), "the whole chunk, as before"

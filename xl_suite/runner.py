@@ -5,8 +5,17 @@ One mechanism for every LLM stage (synthesis, answer generation, references, tra
 * the input is cut into chunks of ``chunk_size`` rows; each chunk is mapped with ``Dataset.map(batched=True)``
   and written to ``work_dir/<stage>/<key>.parquet`` as soon as it finishes (temporary name, then a move);
 * a chunk's key hashes the stage fingerprint (model, revision, template hash, sampling settings, seed...) and
-  the chunk's input content, so a rerun of a finished stage makes zero generations, a change to any of those
-  recomputes, and a process killed mid-run (even by SIGKILL) redoes at most the chunk it was working on;
+  the chunk's input content, so a rerun of a finished stage makes zero generations and a change to any of those
+  recomputes;
+* a process killed mid-run (even by SIGKILL) loses only the engine calls it had in flight. One call at a time
+  (:func:`in_flight_batches` is 1), a chunk is one ``map``: the kill loses the chunk being computed. With several
+  calls in flight (an engine that takes concurrent calls), each finished call (``batch_size`` rows) of a chunk not
+  yet complete is written at once as a *piece file* next to the chunk file
+  (``<chunk>.parquet.piece-<first row>-<rows>``, with a hash of the retried rows and their attempts for a retry), so
+  the kill loses the calls in flight (``in_flight_batches x batch_size`` rows), plus any finished call whose piece
+  was not yet written (they are written one at a time, as they come back); the rerun reads the pieces back, checked
+  like chunks (a damaged one is moved aside and computed again), computes only the missing ones, and deletes the
+  piece files once the chunk file is written;
 * every stored chunk is verified when it is read back: it must parse, carry the checksum and row count written
   with it, and (for 1:1 stages) have the input chunk's row count and ids; (for n->m stages) ids drawn from the
   input's. A damaged chunk (truncated, zero-byte, bit-flipped, short) is moved aside with a warning naming it and
@@ -195,15 +204,20 @@ def read_verified(
     return table
 
 
-def _write_chunk(fs, path, table, attempts: list[int] | None = None) -> None:
-    """Write ``table`` with its row count, checksum and per-row attempts in the metadata; atomic via a unique temp."""
+def _write_chunk(fs, path, table, attempts: list[int] | None = None, *, compliant_nested: bool = True) -> None:
+    """Write ``table`` with its row count, checksum and per-row attempts in the metadata; atomic via a unique temp.
+
+    ``compliant_nested=False`` keeps the list fields' names (``list<item>``) instead of Parquet's ``list<element>``:
+    piece files are written so, so that a stored piece reads back with the schema of a computed one and a chunk put
+    together from both is the same file as one computed at once.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     # The checksum is taken of the table as Parquet gives it back (the in-memory table may be a slice whose IPC
     # bytes differ from the decoded file's), so a later read of an intact file reproduces it exactly.
     sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata(None), sink)
+    pq.write_table(table.replace_schema_metadata(None), sink, use_compliant_nested_type=compliant_nested)
     decoded = pq.read_table(pa.BufferReader(sink.getvalue()))
     meta = _own_metadata(table)
     meta.update({_META_ROWS: str(table.num_rows).encode(), _META_SHA: _table_sha(decoded).encode()})
@@ -213,7 +227,7 @@ def _write_chunk(fs, path, table, attempts: list[int] | None = None) -> None:
     tmp = unique_temp_path(path)
     try:
         with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f)
+            pq.write_table(table, f, use_compliant_nested_type=compliant_nested)
         fs.mv(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
@@ -421,7 +435,10 @@ def run_stage(
         lock: hold an exclusive lock on a local ``work_dir`` while the stage runs (re-entrant in one process).
         concurrency: engine calls (batches) kept in flight; ``None`` chooses (:func:`in_flight_batches`). With more
             than one, batches of the next chunk start while the current chunk's slowest rows finish, so the engine
-            never drains at a batch or chunk boundary; each chunk is still written as soon as its last batch is done.
+            never drains at a batch or chunk boundary; each chunk is still written as soon as its last batch is done,
+            and (with a ``work_dir``) each batch of a chunk not yet complete as soon as it is done, as a piece file
+            that a rerun reuses: a kill loses at most the calls in flight (``concurrency x batch_size`` rows, plus a
+            finished call not yet written), not whole chunks. With one, a kill loses the chunk being computed.
         first_chunk_index: number of the first chunk in the cache file names (an executor computing one chunk of a
             larger run passes its place there).
 
@@ -521,7 +538,9 @@ class _Chunk:
     attempts: list[int] = field(default_factory=list)
     status_cols: list[str] | None = None
     pieces: list = field(default_factory=list)  # (first row, Dataset) still to compute
-    done: dict = field(default_factory=dict)  # piece number -> computed Arrow table
+    done: dict = field(default_factory=dict)  # piece number -> computed (or stored) Arrow table
+    piece_files: set | None = None  # None: pieces are not stored; else the piece files to delete with the chunk
+    reused_rows: int = 0  # input rows of the pieces read back from piece files
 
 
 def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
@@ -530,8 +549,10 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
     ``concurrency`` when given; otherwise, when an engine in ``fn_kwargs`` takes concurrent calls
     (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's request stream, the HTTP backend), enough calls to hold
     a chunk and the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
-    ``max_num_seqs``, twice the HTTP concurrency), at least 2; else 1 (one call at a time, chunk by chunk). A kill
-    loses at most the calls in flight.
+    ``max_num_seqs``, twice the HTTP concurrency), at least 2; else 1 (one call at a time, chunk by chunk). With a
+    work dir, a kill loses at most the calls in flight: with more than one, each finished call is written at once
+    (as a piece file until its chunk is complete), so this many times ``batch_size`` rows (plus a finished call
+    whose piece was not yet written); with one, the chunk being computed.
 
     >>> in_flight_batches({}, 1024, 256, None), in_flight_batches({}, 1024, 256, 3)
     (1, 3)
@@ -627,19 +648,28 @@ def _run_chunks(
             c.table = c.table.replace_schema_metadata(_own_metadata(c.table)) if not c.todo else c.table
         chunks.append(c)
 
-    # 2. Compute the pieces, `window` engine calls in flight; store each chunk as soon as its last piece is done.
+    # 2. Compute the pieces, `window` engine calls in flight; store each chunk as soon as its last piece is done,
+    # and (calls in flight, work dir) each piece of a chunk not yet complete as soon as it is done: a kill then loses
+    # only the calls in flight, and the rerun reads the stored pieces back.
     executor = current_executor() if fs is not None else None
     if executor is not None and any(c.table is None or c.todo for c in chunks):
         _compute_elsewhere(executor, chunks, function, stage, fingerprint, fs, fn_kwargs, extra, one_to_one, stats)
     todo = [(c, c.rows if c.table is None else c.rows.select(c.todo)) for c in chunks if c.table is None or c.todo]
     window = window() if todo else 1  # asked only when there is work: a lazy engine learns its size by starting
+    stored_pieces = None  # piece file name -> path, listed once when pieces are stored
     for c, rows in todo:
         # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
         step = batch_size if window > 1 else max(rows.num_rows, 1)
         c.pieces = [
             (j, rows.select(range(j, min(j + step, rows.num_rows)))) for j in range(0, max(rows.num_rows, 1), step)
         ]
-    tasks = [(c, k, piece) for c in chunks for k, piece in enumerate(c.pieces)]
+        if window > 1 and c.path and len(c.pieces) > 1:
+            if stored_pieces is None:
+                stored_pieces = _list_pieces(fs, folder)
+            _reuse_pieces(fs, c, stored_pieces, stage, one_to_one)
+            if len(c.done) == len(c.pieces):
+                _finish_chunk(fs, c, stats)
+    tasks = [(c, k, piece) for c in chunks for k, piece in enumerate(c.pieces) if k not in c.done]
     label_total = len(starts)
     for (c, k, _piece), table in _execute(
         tasks,
@@ -655,8 +685,11 @@ def _run_chunks(
     ):
         c.done[k] = table
         if len(c.done) == len(c.pieces):
-            _store_chunk(fs, c, stats)
-            c.pieces, c.done = [], {}
+            _finish_chunk(fs, c, stats)
+        elif c.piece_files is not None:
+            path = _piece_path(c, *c.pieces[k])
+            _write_chunk(fs, path, table, compliant_nested=False)
+            c.piece_files.add(path)
 
     # 3. Assemble in input order.
     parts = []
@@ -736,6 +769,75 @@ def _read_chunk(fs, c: _Chunk, stage: str, one_to_one: bool):
     )
 
 
+def _piece_path(c: _Chunk, first: int, rows) -> str:
+    """The piece file of rows ``first`` to ``first + len(rows)`` of what ``c`` computes, next to its chunk file.
+
+    The name holds the chunk's key (its stage fingerprint, batch size and input content), the piece's first row and
+    row count and, for a retry of a stored chunk's failed rows, a hash of the rows retried and their attempts: a piece
+    of another input, chunking or retry never has the current piece's name. It does not end in ``.parquet``, so
+    readers of whole stage folders (the judge's annotation index) never take a piece for a chunk.
+    """
+    name = f"{c.path}.piece-{first:06d}-{rows.num_rows}"
+    if c.table is not None:
+        name += "-retry-" + stable_hash("retry", c.todo, [c.attempts[j] for j in c.todo])
+    return name
+
+
+def _list_pieces(fs, folder: str) -> dict[str, str]:
+    """Piece files in a stage folder, name -> path (quarantined ones, ``*.corrupt``, left out)."""
+    found = {}
+    for path in fs.glob(f"{folder}/chunk-*.piece-*"):
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if ".corrupt" not in name:
+            found[name] = path
+    return found
+
+
+def _reuse_pieces(fs, c: _Chunk, stored: dict[str, str], stage: str, one_to_one: bool) -> None:
+    """Fill ``c.done`` with the pieces of ``c`` stored by an earlier run (each checked: a damaged one is moved aside and
+    computed again); note every piece file of the chunk, stale ones too, to delete once the chunk is written."""
+    prefix = f"{c.path.rsplit('/', 1)[-1]}.piece-"
+    folder = c.path.rsplit("/", 1)[0]
+    c.piece_files = {f"{folder}/{name}" for name in stored if name.startswith(prefix)}
+    id_col = _id_column(c.in_table)
+    ids = c.in_table.column(id_col).to_pylist() if id_col else None
+    rows = list(range(c.rows.num_rows)) if c.table is None else c.todo
+    for k, (first, piece) in enumerate(c.pieces):
+        path = _piece_path(c, first, piece)
+        if path not in c.piece_files:
+            continue
+        piece_ids = [ids[i] for i in rows[first : first + piece.num_rows]] if ids is not None else None
+        check = (
+            {"expected_rows": piece.num_rows, "expected_ids": piece_ids}
+            if one_to_one
+            else {"allowed_ids": set(piece_ids) if piece_ids is not None else None}
+        )
+        table = read_verified(fs, path, id_column=id_col, what=f"Stage {stage!r} piece", **check)
+        if table is None:  # moved aside (or left in place on a read-only store): computed again below
+            c.piece_files.discard(path)
+            continue
+        c.done[k] = table.replace_schema_metadata(_own_metadata(table))
+        c.reused_rows += piece.num_rows
+    if c.done:
+        logger.info(
+            "stage %s chunk %d: %d of its %d pieces (%d rows) were stored by an earlier run and are reused",
+            stage,
+            c.index,
+            len(c.done),
+            len(c.pieces),
+            c.reused_rows,
+        )
+
+
+def _finish_chunk(fs, c: _Chunk, stats: StageStats) -> None:
+    """Store a chunk whose pieces are all done, then delete its piece files."""
+    _store_chunk(fs, c, stats)
+    for path in sorted(c.piece_files or ()):
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(path)
+    c.pieces, c.done, c.piece_files = [], {}, None
+
+
 def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
     """Put a chunk's computed pieces together and write its file (a fresh chunk, or a stored one with retries)."""
     import pyarrow as pa
@@ -750,7 +852,7 @@ def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
     )
     if c.table is None:
         c.table = computed
-        stats.rows_computed += c.rows.num_rows
+        stats.rows_computed += c.rows.num_rows - c.reused_rows
         if c.path:
             _write_chunk(fs, c.path, c.table, [1] * c.table.num_rows)
         stats.chunks_computed += 1
@@ -759,7 +861,7 @@ def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
     for j in c.todo:
         c.attempts[j] += 1
     stats.rows_retried += len(c.todo)
-    stats.rows_computed += len(c.todo)
+    stats.rows_computed += len(c.todo) - c.reused_rows
     _write_chunk(fs, c.path, table, c.attempts)
     c.table = table.replace_schema_metadata(_own_metadata(table))
     c.status_cols = _new_status_columns(c.table, c.in_table)

@@ -31,8 +31,10 @@ fine-grained metric set could not be read. Everything below is our choice, follo
 ``cache_dir/<stage>/`` double as the annotation store. Every judged row carries a ``cache_key`` hashing (judge
 fingerprint, revision, template version, sampling settings, instruction, language, the two outputs, order).
 Before judging, all chunk files of the stage are read and indexed by that key; only the misses are judged. So a
-rerun makes zero judge calls, a run killed even by SIGKILL loses at most the chunk in flight, and a truncated or
-corrupt chunk file is detected on reading, moved aside (``*.corrupt``) and only its items are judged again.
+rerun makes zero judge calls, a run killed even by SIGKILL loses at most the judge calls in flight (the chunk being
+judged, one call at a time; with overlapping calls, each finished call is stored at once as a piece of its chunk),
+and a truncated or corrupt chunk file is detected on reading, moved aside (``*.corrupt``) and only its items are
+judged again.
 """
 
 from __future__ import annotations
@@ -131,7 +133,9 @@ class JudgeConfig:
         structured_output: constrain replies to their JSON schema when the backend supports it. Default True.
         rubric: also score the model's answers with the rubric judge. Default True.
         dimensions: rubric dimensions, name -> description. Default :data:`DEFAULT_DIMENSIONS`.
-        chunk_size: judgments per resumable cache chunk (a SIGKILL loses at most one). Default 256.
+        chunk_size: judgments per resumable cache chunk. A SIGKILL loses at most the judge calls in flight: one
+            chunk when calls run one at a time; with an engine that takes concurrent calls (vLLM, HTTP), each
+            finished call (``batch_size`` judgments) is stored at once, so the calls in flight. Default 256.
         batch_size: judgments per engine call. Default 64.
         price_input_per_mtok: USD per million prompt tokens, for the cost ledger (None: cost not shown).
         price_output_per_mtok: USD per million completion tokens.
@@ -156,7 +160,9 @@ class JudgeConfig:
         help="rubric dimensions (criteria), name -> description",
         cli=False,
     )
-    chunk_size: int = option(256, "judgments per resumable cache chunk (a SIGKILL loses at most one)")
+    chunk_size: int = option(
+        256, "judgments per resumable cache chunk (a SIGKILL loses at most the judge calls in flight)"
+    )
     batch_size: int = option(64, "judgments per engine call")
     price_input_per_mtok: float | None = option(None, "USD per million prompt tokens, for the cost ledger")
     price_output_per_mtok: float | None = option(None, "USD per million completion tokens")

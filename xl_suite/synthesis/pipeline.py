@@ -396,7 +396,8 @@ class SynthesisRun:
 def _lookahead(engines, chunk_size: int, most: int = 16) -> int:
     """Seed chunks in flight at once: 1 unless every engine takes concurrent calls; then enough chunks to hold the
     engines' preferred number of requests in flight (``in_flight_rows``), at least 2 and at most ``most``. A killed
-    run loses at most the chunks in flight.
+    run loses at most the engine calls in flight, not whole chunks: each chunk's stage outputs are stored as each
+    stage finishes, and within a stage each finished call as a piece file (:func:`xl_suite.runner.run_stage`).
 
     >>> class E:
     ...     concurrent_calls, in_flight_rows = True, 512
