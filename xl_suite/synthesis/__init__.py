@@ -35,8 +35,9 @@ Then exact duplicates (normalised instruction or response, per language) and nea
 Every stage is a pure batched function ``(batch: dict[str, list], *, generator, template, sampling, **params) ->
 dict[str, list]`` run through :func:`xl_suite.runner.run_stage` (chunked, resumable ``Dataset.map(batched=True)``,
 fingerprinted by stage, engine fingerprint, revision, template sha, sampling JSON and seed). Seed chunks go through
-all stages one after the other (chunk-major), so memory is bounded by the chunk size, results are written as they
-finish, and a killed run redoes at most one chunk. Every generated row records ``<stage>_model``,
+all stages one after the other (chunk-major; a few chunks at once when the engine takes concurrent calls), so
+memory is bounded by a few chunks, results are written as they finish, and a killed run loses only the engine calls
+in flight. Every generated row records ``<stage>_model``,
 ``<stage>_revision``, ``<stage>_template`` (``name@version+sha``), ``<stage>_sampling`` (JSON), ``<stage>_raw``
 (raw completion(s)), ``<stage>_status`` (parse status), token counts and, for scoring stages, the scores.
 An engine error (:class:`~xl_suite.errors.GenerationError`) propagates: it never becomes empty rows.

@@ -1,10 +1,11 @@
-"""The synthesis run: seed chunks through every stage, one chunk at a time.
+"""The synthesis run: seed chunks through every stage, chunk by chunk (a few at once with a concurrent engine).
 
 :func:`synthesize` reads as its steps: for each seed chunk, for each stage, *run* it (through the resumable
 :func:`xl_suite.runner.run_stage`), *record* its counts and *snapshot* its release shape; then *finish* the chunk
 (duplicates, quotas, the default shape) and, at the end, *write* the files and the summary. Seed chunks go through
-all stages one after the other (chunk-major), so memory is bounded by the chunk size, results are written as they
-finish, and a killed run redoes at most one chunk.
+all stages one after the other (chunk-major), a few chunks at once when the engines take concurrent calls
+(:func:`_lookahead`), so memory is bounded by a few chunks, results are written as they finish, and a killed run
+loses only the engine calls in flight (finished calls are stored at once, see :func:`xl_suite.runner.run_stage`).
 """
 
 from __future__ import annotations
