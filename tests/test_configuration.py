@@ -129,3 +129,45 @@ def test_stage_wiring_is_checked_before_any_engine_call():
     with pytest.raises(InvalidArgumentError, match=r"Stage 'refine' reads \['instruction'\]"):
         synthesize(builtin_seeds(), gen, config, stages=swapped)
     assert gen.calls == 0
+
+
+@pytest.mark.parametrize(
+    "command, prefix",
+    [("synthesize", ""), ("synthesize", "scorer"), ("generate", ""), ("translate", ""), ("evaluate", "judge")],
+)
+def test_truncate_prompts_flag_is_off_by_default_and_reaches_the_engine_kwargs(command, prefix):
+    from xl_suite.commands._args import engine_spec
+
+    flag = f"--{prefix}-truncate-prompts" if prefix else "--truncate-prompts"
+    args, parser = _subparser(command)
+    assert flag in parser.format_help()
+    off = engine_spec(args, prefix=prefix)
+    assert off.truncate_prompts is False and "truncate_prompts" not in off.engine_kwargs
+    on = engine_spec(build_parser().parse_args([command, *MINIMAL[command][0], flag]), prefix=prefix)
+    assert on.truncate_prompts is True and on.engine_kwargs == {"truncate_prompts": True}
+
+
+def test_truncate_prompts_enters_the_fingerprint_and_is_refused_where_it_cannot_work():
+    plain = EngineSpec(model="m", backend="fake", engine_kwargs={"context_tokens": 64})
+    cut = EngineSpec(model="m", backend="fake", engine_kwargs={"context_tokens": 64}, truncate_prompts=True)
+    assert cut.engine_kwargs == {"context_tokens": 64, "truncate_prompts": True}
+    assert cut.build().fingerprint() != plain.build().fingerprint()
+    assert EngineSpec(model="m", engine_kwargs={"truncate_prompts": True}).truncate_prompts  # the JSON way, too
+    with pytest.raises(InvalidArgumentError, match="--truncate-prompts contradicts"):
+        EngineSpec(model="m", engine_kwargs={"truncate_prompts": False}, truncate_prompts=True)
+    with pytest.raises(InvalidArgumentError, match=r"truncate_prompts \(--truncate-prompts\).*openai"):
+        EngineSpec(model="gpt-4o-mini", backend="openai", truncate_prompts=True)
+    from xl_suite.engines.openai_engine import OpenAIGenerator
+
+    with pytest.raises(InvalidArgumentError, match="openai backend cannot honour truncate_prompts"):
+        OpenAIGenerator("gpt-4o-mini", base_url="http://127.0.0.1:9/v1", truncate_prompts=True)
+
+
+def test_truncate_prompts_from_a_config_file(tmp_path):
+    from xl_suite.commands._args import engine_spec
+
+    path = tmp_path / "run.yaml"
+    path.write_text("truncate_prompts: true\n")
+    _, parser = _subparser("generate")
+    args = apply_config_file(parser, MINIMAL["generate"][0], str(path))
+    assert engine_spec(args).engine_kwargs == {"truncate_prompts": True}

@@ -293,6 +293,25 @@ def test_vllm_truncate_prompts_keeps_the_tail_and_says_so(vllm_generator, monkey
 
 @pytest.mark.slow
 @pytest.mark.vllm
+def test_vllm_stage_row_from_a_truncated_prompt_is_kept_and_marked_else_too_long(vllm_generator, monkeypatch):
+    import datasets
+
+    from xl_suite.evaluation import generate_answers
+
+    texts = [PROMPTS[0], "Grüße ġħż " * 2000, PROMPTS[5]]
+    ds = datasets.Dataset.from_list([{"id": f"p{k}", "language": "de", "instruction": t} for k, t in enumerate(texts)])
+    sampling = SamplingConfig(max_tokens=16, min_tokens=16)
+    failing = generate_answers(ds, vllm_generator, sampling=sampling)
+    assert failing["output_status"] == ["ok", "too_long", "ok"] and failing["output"][1] == ""
+    monkeypatch.setattr(vllm_generator, "truncate_prompts", True)
+    kept = generate_answers(ds, vllm_generator, sampling=sampling)
+    assert kept["output_status"] == ["ok", "prompt_truncated", "ok"] and kept["output"][1]
+    assert kept["prompt_tokens"][1] == 2048 - 16 and kept["completion_tokens"][1] == 16
+    assert kept["output"][0] == failing["output"][0], "prompts that fit are not changed"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
 def test_vllm_greedy_is_deterministic_and_order_preserved(vllm_generator, hf_tokenizer):
     greedy = SamplingConfig(temperature=0.0, max_tokens=16, n=2)
     results = vllm_generator.generate(CONVERSATIONS, greedy)
@@ -388,6 +407,24 @@ def test_transformers_greedy_matches_vllm(vllm_generator, tiny_model_dir):
     assert [r[0].prompt_tokens for r in hf_out] == [r[0].prompt_tokens for r in vllm_out]
     with pytest.raises(ValueError, match="json_schema"):
         hf.generate(CONVERSATIONS[:1], SamplingConfig(json_schema=JUDGE_SCHEMA))
+
+
+@pytest.mark.slow
+@requires_transformers
+def test_transformers_truncate_prompts_keeps_the_tail_and_says_so(tiny_model_dir, hf_tokenizer):
+    from xl_suite.engines.hf_engine import TransformersGenerator
+
+    hf = TransformersGenerator(tiny_model_dir, dtype="float32", truncate_prompts=True)
+    assert hf.max_model_len == 4096  # the tiny model's max_position_embeddings
+    too_long = [{"role": "user", "content": "Grüße ġħż " * 4000}]
+    assert _prompt_tokens(hf_tokenizer, too_long) > 4096
+    short, cut = hf.generate([CONVERSATIONS[0], too_long], SamplingConfig(max_tokens=4, min_tokens=4))
+    assert cut[0].prompt_tokens == 4096 - 4 and cut[0].completion_tokens == 4 and cut[0].extra["prompt_truncated"]
+    assert short[0].prompt_tokens == _prompt_tokens(hf_tokenizer, CONVERSATIONS[0])
+    assert "prompt_truncated" not in short[0].extra
+    fingerprint = hf.fingerprint()
+    hf.truncate_prompts = False
+    assert hf.fingerprint() != fingerprint, "truncation changes outputs, so it changes the fingerprint"
 
 
 # ---------------------------------------------------------------------------------------------------------------

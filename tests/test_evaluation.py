@@ -476,3 +476,67 @@ def test_outputs_stage_paths_are_stable(tmp_path):
     """The answer stage writes resumable chunks under work_dir/answers (one folder per stage)."""
     generate_answers(benchmark(1), FakeGenerator(), work_dir=str(tmp_path))
     assert [p.name for p in Path(tmp_path).iterdir() if not p.name.startswith(".")] == ["answers"]  # and the lock
+
+
+class MarksTruncated(FakeGenerator):
+    """A fake that reports each prompt containing ``marker`` as truncated to its context, as the vLLM backend does
+    under ``truncate_prompts`` (the prompt itself is left whole, so the judge responder can still read it)."""
+
+    def __init__(self, *args, marker: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.marker = marker
+        self.truncate_prompts = True
+
+    def _generate(self, conversations, sampling):
+        out = super()._generate(conversations, sampling)
+        for conv, cands in zip(conversations, out, strict=True):
+            if self.marker in conv[-1]["content"]:
+                for c in cands:
+                    c.extra["prompt_truncated"] = True
+        return out
+
+
+def test_an_overlong_prompt_fails_its_row_or_is_truncated_kept_and_marked():
+    ds = benchmark(2).map(lambda r, i: {"instruction": r["instruction"] + " word" * 200 * (i == 1)}, with_indices=True)
+    sampling = SamplingConfig(max_tokens=8)
+    failing = generate_answers(ds, FakeGenerator(context_tokens=108), sampling=sampling)
+    assert failing["output_status"] == ["ok", "too_long", "ok", "ok"] and failing["output"][1] == ""
+    kept = generate_answers(ds, FakeGenerator(context_tokens=108, truncate_prompts=True), sampling=sampling)
+    assert kept["output_status"] == ["ok", "prompt_truncated", "ok", "ok"] and kept["output"][1]
+    assert kept["prompt_tokens"][1] == 100  # the fake's last context_tokens - max_tokens words
+    refs = generate_references(ds, MarksTruncated(marker="word word", model="r"), sampling=sampling)
+    assert refs["reference_status"] == ["ok", "prompt_truncated", "ok", "ok"] and all(refs["reference"])
+
+
+def test_judgments_and_translations_from_truncated_prompts_are_kept_and_counted(alpaca_file):
+    res = evaluate_responses(
+        ["GOOD x", "GOOD y"],
+        ["de", "de"],
+        references=["r", "s"],
+        instructions=["q", "p"],
+        judge=MarksTruncated(judge_responder, marker="GOOD x", model="judge"),
+        lc_method="mle",
+        n_resamples=20,
+    )
+    pairwise = [r for r in res.judgments if r["item_index"] == 0]
+    assert [r["parse_status"] for r in pairwise] == ["prompt_truncated"] * 2
+    de = res.table["de"]
+    assert de["win_rate"] == 100.0 and de["n_unparsed_judgments"] == 0 and de["parse_rate"] == 100.0
+    assert res.ledger["pairwise_judge"]["prompt_truncated"] == 2
+    assert res.ledger["pairwise_judge"]["judge_truncate_prompts"] is True
+
+    prompts = english_prompts(str(alpaca_file), limit=2)
+    marker = prompts["english_instruction"][0]
+    out = translate_prompts(prompts, MarksTruncated(lambda m, i, s: "Hallo", marker=marker), "de")["de"]
+    assert out["translation_status"] == ["prompt_truncated", "ok"] and out["instruction"] == ["Hallo"] * 2
+
+
+def test_cli_truncate_prompts_reaches_the_engine_and_marks_the_rows(tmp_path, alpaca_file, capsys):
+    argv = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de"]
+    argv += ["--source", str(alpaca_file), "--max-tokens", "8", "--engine-kwargs", '{"context_tokens": 12}']
+    assert main([*argv, "--output", str(tmp_path / "long"), "--max-error-rate", "1"]) == 0
+    assert {r["output_status"] for r in read_rows(tmp_path / "long")} == {"too_long"}
+    assert main([*argv, "--output", str(tmp_path / "cut"), "--truncate-prompts"]) == 0
+    rows = read_rows(tmp_path / "cut")
+    assert {r["output_status"] for r in rows} == {"prompt_truncated"} and all(r["output"] for r in rows)
+    assert f"{len(rows)} answers were generated from a prompt truncated" in capsys.readouterr().out

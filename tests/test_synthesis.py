@@ -1167,3 +1167,57 @@ def test_in_order_raises_the_first_error_in_order_and_sets_stop():
         for _item, value in _in_order(range(6), work, lookahead=3, stop=stop):
             got.append(value)
     assert got == [0] and stop.is_set()
+
+
+class TruncatingFake(FakeGenerator):
+    """The synthesis fake, reporting every prompt of ``stages`` as truncated to its context (as the vLLM backend does
+    under ``truncate_prompts``); the prompts themselves are left whole, so the replies are those of a normal run."""
+
+    def __init__(self, stages, **kwargs):
+        super().__init__(FakeSynthesisResponder(), **kwargs)
+        self.stages = set(stages)
+        self.truncate_prompts = True
+
+    def _generate(self, conversations, sampling):
+        out = super()._generate(conversations, sampling)
+        for conv, cands in zip(conversations, out, strict=True):
+            if stage_of(conv) in self.stages:
+                for c in cands:
+                    c.extra["prompt_truncated"] = True
+        return out
+
+
+def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp_path):
+    config = small_config(languages=("mt",), chunk_size=16)
+    plain = synthesize(seeds(6), FakeGenerator(FakeSynthesisResponder()), config)
+    out = tmp_path / "out"
+    gen = TruncatingFake({"backtranslate", "respond"})
+    res = synthesize(seeds(6), gen, config, output=str(out))
+    s = res.summary
+    final = read(out / "mt.parquet")
+    assert final.num_rows == plain.dataset("mt").num_rows > 0  # the backtranslate keep filter kept them as data
+    assert set(final["backtranslate_status"]) == {"prompt_truncated"} and set(final["refine_status"]) == {"ok"}
+    assert all(st == ["prompt_truncated"] * 3 for st in final["respond_status"])
+    back, respond = stage_report(s, "backtranslate"), stage_report(s, "respond")
+    assert back["status"] == {"prompt_truncated": 6} and back["prompt_truncated"] == 6 and back["parse_rate"] == 1.0
+    assert respond["prompt_truncated"] == 3 * respond["rows_in"] and stage_report(s, "refine")["prompt_truncated"] == 0
+    assert s["generator"]["truncate_prompts"] is True and s["failures"]["backtranslate"]["failed"] == 0
+    assert any("stage respond:" in w and "truncated" in w for w in s["warnings"])
+    assert not any("outputs failed" in w for w in s["warnings"])
+    prov = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")[0]["provenance"]
+    by_stage = {st["stage"]: st["status"] for st in prov["stages"]}
+    assert by_stage["backtranslate"] == ["prompt_truncated"] and by_stage["refine"] == ["ok"]
+
+    again = TruncatingFake({"backtranslate", "respond"})
+    synthesize(seeds(6), again, config, output=str(out))
+    assert again.prompts_seen == 0, "a prompt_truncated row is data, not a failure to retry"
+
+    from xl_suite.export import write_repo
+
+    repo = write_repo(
+        tmp_path / "repo", {"xl-instruct-mt": (xl_suite.load_dataset("xl-instruct-mt", source=str(out)), str(out))}
+    )
+    recipe = (repo / "recipes" / "xl-instruct-mt" / "config.yaml").read_text()
+    assert "\ntruncate_prompts: true\n" in recipe
+    readme = (repo / "README.md").read_text()
+    assert "prompts truncated to the context" in readme and "- respond: " in readme

@@ -448,7 +448,10 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
         settings["model"] = model
     if gen.get("revision"):
         settings["revision"] = gen["revision"]
-    if (scorer.get("model"), scorer.get("revision")) != (gen.get("model"), gen.get("revision")):
+    if gen.get("truncate_prompts"):
+        settings["truncate_prompts"] = True
+    engine_keys = ("model", "revision", "truncate_prompts")
+    if tuple(scorer.get(k) for k in engine_keys) != tuple(gen.get(k) for k in engine_keys):
         settings["scorer_backend"] = scorer.get("backend")
         smodel = str(scorer.get("model") or "")
         if smodel.startswith(("/", "~", ".")) or os.path.exists(smodel):
@@ -457,6 +460,8 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
             settings["scorer_model"] = smodel
         if scorer.get("revision"):
             settings["scorer_revision"] = scorer["revision"]
+        if scorer.get("truncate_prompts"):
+            settings["scorer_truncate_prompts"] = True
     seeds = (summary.get("seeds") or {}).get("source")
     if seeds in (None, "builtin") or _hub_id_or_url(seeds):
         settings["seeds"] = seeds or "builtin"
@@ -496,6 +501,7 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
                 "kept_rate": s.get("kept_rate"),
                 "parse_rate": s.get("parse_rate"),
                 "json_repaired": s.get("json_repaired", 0),
+                "prompt_truncated": s.get("prompt_truncated", 0),
             }
             for s in public_summary.get("stages", [])
         ],
@@ -510,7 +516,8 @@ def build_recipe(config_name: str, source: str, *, storage_options: dict | None 
 
 def _engine_text(engine: Mapping) -> str:
     revision = f", revision {engine['revision']}" if engine.get("revision") else ""
-    return f"{engine.get('model')} ({engine.get('backend')}{revision})"
+    truncation = ", prompts truncated to the context" if engine.get("truncate_prompts") else ""
+    return f"{engine.get('model')} ({engine.get('backend')}{revision}{truncation})"
 
 
 def mark_default_config(configs: Sequence[Mapping] | None) -> list[dict]:

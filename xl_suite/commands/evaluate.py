@@ -215,6 +215,7 @@ def check_judgments(result, max_error_rate: float) -> None:
     """
     from xl_suite.errors import FailureRateError
     from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+    from xl_suite.tables import STATUS_PROMPT_TRUNCATED
 
     by_status: dict[str, int] = {}
     total = 0
@@ -225,7 +226,8 @@ def check_judgments(result, max_error_rate: float) -> None:
             if r["parse_status"] in FAILURE_STATUSES:
                 key = f"{what} {r['parse_status']}"
                 by_status[key] = by_status.get(key, 0) + 1
-    pairwise = [r for r in result.judgments if r.get("parse_status") in ("ok", "repaired", *FAILURE_STATUSES)]
+    judged_statuses = ("ok", "repaired", STATUS_PROMPT_TRUNCATED, *FAILURE_STATUSES)
+    pairwise = [r for r in result.judgments if r.get("parse_status") in judged_statuses]
     if pairwise and all(r["parse_status"] in FAILURE_STATUSES for r in pairwise):
         raise FailureRateError(
             f"No pairwise judgment could be parsed ({len(pairwise)} of {len(pairwise)} unparsed): there is no win "

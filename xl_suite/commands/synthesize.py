@@ -45,12 +45,13 @@ def _engine(spec):
         from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 
         kwargs = dict(spec.engine_kwargs)
-        engine_kw = {k: kwargs.pop(k) for k in ("delay", "empty_every", "concurrent_calls") if k in kwargs}
+        engine_keys = ("delay", "empty_every", "concurrent_calls", "context_tokens", "truncate_prompts")
+        engine_kw = {k: kwargs.pop(k) for k in engine_keys if k in kwargs}
         unknown = sorted(set(kwargs) - {"unparseable_every", "low_score_every"})
         if unknown:
             raise InvalidArgumentError(
                 f"--engine-kwargs: unknown keys {unknown} for the fake synthesis engine. Allowed: "
-                "['concurrent_calls', 'delay', 'empty_every', 'low_score_every', 'unparseable_every']."
+                f"{sorted({*engine_keys, 'low_score_every', 'unparseable_every'})}."
             )
         return FakeGenerator(FakeSynthesisResponder(**kwargs), model=spec.model, revision=spec.revision, **engine_kw)
     return spec.build()
@@ -99,6 +100,11 @@ def run(args, *, generator=None, scorer=None) -> int:
     gen_spec, scorer_spec = engine_spec(args), engine_spec(args, prefix="scorer")
     if generator is None and not gen_spec.model:
         raise InvalidArgumentError("--model is required (the generator model).")
+    if scorer_spec.truncate_prompts and not scorer_spec.model:
+        raise InvalidArgumentError(
+            "--scorer-truncate-prompts applies to a separate scorer: give --scorer-model too, or use "
+            "--truncate-prompts (the scoring stages then use the generator, which truncates)."
+        )
     preflight(config)
     storage_options = options.storage_options
     if "://" not in str(options.output):

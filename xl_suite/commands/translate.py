@@ -101,7 +101,7 @@ def run(args) -> int:
         bad = sum(s != "ok" for s in status)
         print(
             f"{code}: {len(status)} prompts -> {path}"
-            + (f" ({bad} empty or truncated, kept and marked)" if bad else "")
+            + (f" ({bad} empty, truncated or from a truncated prompt, kept and marked)" if bad else "")
         )
     print(f'Load with: xl_suite.load_dataset("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
     by_status: dict[str, int] = {}

@@ -106,6 +106,9 @@ class Completion:
 STATUS_TOO_LONG = "too_long"
 STATUS_ERROR = "error"
 ROW_FAILURES = (STATUS_TOO_LONG, STATUS_ERROR)
+#: Status of a usable row generated from a prompt the engine cut to fit its context (``truncate_prompts``, off by
+#: default): kept as data like ``"ok"``, never retried, and counted apart so the summary says how many there are.
+STATUS_PROMPT_TRUNCATED = "prompt_truncated"
 
 
 def failed_completion(status: str, message: str, *, prompt_tokens: int = 0) -> Completion:
@@ -133,21 +136,38 @@ def failure_status(completion) -> str | None:
     return status if status in ROW_FAILURES else None
 
 
+def prompt_truncated(completion) -> bool:
+    """True when the backend cut this completion's prompt to fit its context (``extra["prompt_truncated"]``)."""
+    return bool((getattr(completion, "extra", None) or {}).get("prompt_truncated"))
+
+
+def truncates_prompts(generator) -> bool:
+    """Whether ``generator`` was built with ``truncate_prompts`` (known without starting a lazy engine)."""
+    return bool(getattr(generator, "truncate_prompts", False))
+
+
 def row_status(completion, ok: bool | None = None, otherwise: str = "empty") -> str:
     """The ``*_status`` value of a row: the backend's per-row failure (``too_long``/``error``) if any, else ``"ok"``
     when ``ok`` (default: the completion has text), else ``otherwise`` (``"empty"``, ``"unparsed"``...).
+
+    A usable completion whose prompt the backend truncated (``truncate_prompts``) is ``"prompt_truncated"``
+    instead of ``"ok"``: kept as data, and counted apart from the ``ok`` rows.
 
     >>> row_status(Completion("Hallo")), row_status(Completion("")), row_status(Completion("{"), False, "unparsed")
     ('ok', 'empty', 'unparsed')
     >>> row_status(failed_completion("error", "HTTP 503"), True)
     'error'
+    >>> row_status(Completion("Hallo", extra={"prompt_truncated": True}))
+    'prompt_truncated'
     """
     status = failure_status(completion)
     if status is not None:
         return status
     if ok is None:
         ok = bool(completion.text and completion.text.strip())
-    return "ok" if ok else otherwise
+    if not ok:
+        return otherwise
+    return STATUS_PROMPT_TRUNCATED if prompt_truncated(completion) else "ok"
 
 
 def concurrent_calls(generator) -> bool:

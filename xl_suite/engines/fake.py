@@ -12,7 +12,7 @@ import re
 import threading
 
 from xl_suite.engines import strict_kwargs
-from xl_suite.engines.base import Completion
+from xl_suite.engines.base import STATUS_TOO_LONG, Completion, failed_completion
 from xl_suite.errors import GenerationError, XlSuiteError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language
@@ -43,6 +43,10 @@ class FakeGenerator:
         empty_every: every k-th prompt, chosen by a hash of its last turn, gets an empty reply (0: never).
         delay: seconds to sleep per prompt (a slow engine, for interruption tests).
         concurrent_calls: let pipelines overlap calls (see above).
+        context_tokens: the fake's context, in words (the fake's tokens): a prompt longer than
+            ``context_tokens - max_tokens`` words gets a ``too_long`` row, as a real engine's would (None: no limit).
+        truncate_prompts: keep the last words of such a prompt instead, and mark its completions
+            ``extra["prompt_truncated"]``, as the vLLM backend does (this one enters the fingerprint).
 
     >>> from xl_suite.engines.base import SamplingConfig
     >>> g = FakeGenerator(reply="ok", empty_every=1)
@@ -63,6 +67,8 @@ class FakeGenerator:
         empty_every: int = 0,
         delay: float = 0.0,
         concurrent_calls: bool = False,
+        context_tokens: int | None = None,
+        truncate_prompts: bool = False,
     ):
         from xl_suite.errors import InvalidArgumentError
 
@@ -72,8 +78,18 @@ class FakeGenerator:
             raise InvalidArgumentError(f"fake engine: empty_every must be an integer >= 0, got {empty_every!r}.")
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < 3600:
             raise InvalidArgumentError(f"fake engine: delay must be seconds in [0, 3600), got {delay!r}.")
+        if context_tokens is not None and (
+            isinstance(context_tokens, bool) or not isinstance(context_tokens, int) or context_tokens < 2
+        ):
+            raise InvalidArgumentError(f"fake engine: context_tokens must be an integer >= 2, got {context_tokens!r}.")
+        if truncate_prompts and context_tokens is None:
+            raise InvalidArgumentError(
+                "fake engine: truncate_prompts needs a context to truncate to: set context_tokens as well."
+            )
         self.model = model
         self.revision = revision
+        self.context_tokens = context_tokens
+        self.truncate_prompts = bool(truncate_prompts)
         if reply is not None:
             responder = lambda m, i, s: reply  # noqa: E731 - a one-line responder
         self._responder = responder or (lambda m, i, s: f"fake answer {i} to: {m[-1]['content'][:40]}")
@@ -115,21 +131,33 @@ class FakeGenerator:
                 time.sleep(self._delay)
             with self._lock:
                 self.prompts_seen += 1
+            prompt_tokens = sum(len(m["content"].split()) for m in conv)
+            limit = None if self.context_tokens is None else max(1, self.context_tokens - sampling.max_tokens)
+            truncated = limit is not None and prompt_tokens > limit
+            if truncated and not self.truncate_prompts:
+                message = f"the prompt has {prompt_tokens} words, the fake's context {self.context_tokens}"
+                out.append([failed_completion(STATUS_TOO_LONG, message, prompt_tokens=prompt_tokens)] * sampling.n)
+                continue
+            if truncated:
+                conv, prompt_tokens = _keep_last_words(conv, limit), limit
             cands = []
             for i in range(sampling.n):
                 text = "" if self._empty(conv) else self._responder(conv, i, sampling)
                 cands.append(
                     Completion(
                         text=text,
-                        prompt_tokens=sum(len(m["content"].split()) for m in conv),
+                        prompt_tokens=prompt_tokens,
                         completion_tokens=len(text.split()),
                         finish_reason="stop",
+                        extra={"prompt_truncated": True} if truncated else {},
                     )
                 )
             out.append(cands)
         return out
 
     def fingerprint(self) -> str:
+        if self.truncate_prompts:  # truncation changes outputs, as in the vLLM backend
+            return stable_hash("fake", self.model, self.revision, "truncate_prompts", self.context_tokens)
         return stable_hash("fake", self.model, self.revision)
 
     def supports_structured_output(self) -> bool:
@@ -137,6 +165,18 @@ class FakeGenerator:
 
     def close(self) -> None:
         pass
+
+
+def _keep_last_words(conv, limit: int):
+    """``conv`` with words dropped from its start until ``limit`` words remain (left truncation)."""
+    words = [m["content"].split() for m in conv]
+    drop = sum(len(w) for w in words) - limit
+    out = []
+    for m, w in zip(conv, words, strict=True):
+        cut = min(drop, len(w))
+        drop -= cut
+        out.append({**m, "content": " ".join(w[cut:])})
+    return out
 
 
 _FAKE_ANSWERS = {

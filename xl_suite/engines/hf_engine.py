@@ -41,6 +41,9 @@ class TransformersGenerator:
         device: torch device (``"cpu"``, ``"cuda"``).
         batch_size: conversations per ``generate`` call.
         chat_template: Jinja chat template for models that ship none.
+        truncate_prompts: keep the last ``max_position_embeddings - max_tokens`` tokens of a prompt that does not
+            fit the model's context (left truncation, as the vLLM backend does) and mark its completions
+            ``extra["prompt_truncated"]``; off by default, part of the fingerprint.
 
     Raises:
         ImportError: transformers or torch is missing.
@@ -58,6 +61,7 @@ class TransformersGenerator:
         device: str = "cpu",
         batch_size: int = 16,
         chat_template: str | None = None,
+        truncate_prompts: bool = False,
     ):
         if not is_transformers_available():
             raise MissingDependencyError(
@@ -84,6 +88,14 @@ class TransformersGenerator:
         self._model = AutoModelForCausalLM.from_pretrained(self.model, revision=revision, dtype=torch_dtype)
         self._model.to(device).eval()
         self.dtype = str(self._model.dtype).removeprefix("torch.")
+        self.truncate_prompts = bool(truncate_prompts)
+        self.max_model_len = getattr(self._model.config, "max_position_embeddings", None)
+        if self.truncate_prompts and not self.max_model_len:
+            raise InvalidArgumentError(
+                f"truncate_prompts: the config of {self.model!r} gives no max_position_embeddings, so the context "
+                "to truncate to is unknown. Drop truncate_prompts, or use the vllm backend with max_model_len."
+            )
+        self.tokenizer.truncation_side = "left"  # used only under truncate_prompts: keep the end of the prompt
         self.ledger = TokenLedger()
 
     def generate(self, conversations: Sequence[Messages], sampling: SamplingConfig) -> list[list[Completion]]:
@@ -116,7 +128,15 @@ class TransformersGenerator:
         tok = self.tokenizer
         texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
         # The template already writes BOS; add_special_tokens=False avoids a second one.
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        cut = {}
+        if self.truncate_prompts:
+            limit = max(1, self.max_model_len - sampling.max_tokens)
+            lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+            cut = {"truncation": True, "max_length": limit}
+            truncated = [n > limit for n in lengths]
+        else:
+            truncated = [False] * len(texts)
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False, **cut).to(self.device)
         greedy = sampling.temperature == 0
         gen_kwargs = {
             "max_new_tokens": sampling.max_tokens,
@@ -150,6 +170,8 @@ class TransformersGenerator:
             for j in range(sampling.n):
                 row = i * per_prompt + (0 if greedy else j)
                 cands.append(self._completion(new_tokens[row], logprobs, row, prompt_tokens, sampling, eos_ids))
+                if truncated[i]:
+                    cands[-1].extra["prompt_truncated"] = True
             out.append(cands)
         self.ledger.add(
             prompt_tokens=sum(c[0].prompt_tokens for c in out),
@@ -205,8 +227,15 @@ class TransformersGenerator:
         )
 
     def fingerprint(self) -> str:
-        """Backend, model path/id, revision, dtype and, for a local dir, a content hash."""
-        return stable_hash("transformers", self.model, self.revision, self.dtype, self._content_hash)
+        """Backend, model path/id, revision, dtype, for a local dir a content hash, and prompt truncation if on."""
+        return stable_hash(
+            "transformers",
+            self.model,
+            self.revision,
+            self.dtype,
+            self._content_hash,
+            *(("truncate_prompts", self.max_model_len) if self.truncate_prompts else ()),
+        )
 
     def supports_structured_output(self) -> bool:
         """JSON schemas are not enforced by this backend."""

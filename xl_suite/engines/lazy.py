@@ -79,6 +79,14 @@ class LazyGenerator:
         return self._engine.model if self._engine is not None else self._model
 
     @property
+    def truncate_prompts(self) -> bool:
+        """Whether the engine truncates prompts that do not fit (the spec's ``truncate_prompts``), without starting
+        it."""
+        if self._engine is not None:
+            return bool(getattr(self._engine, "truncate_prompts", False))
+        return bool(self.spec.engine_kwargs.get("truncate_prompts"))
+
+    @property
     def started(self) -> bool:
         """True once the engine has been built."""
         return self._engine is not None

@@ -82,6 +82,8 @@ class OpenAIGenerator:
         backoff_base: first retry delay in seconds; doubles on each retry.
         backoff_max: cap on one delay (also on ``Retry-After``).
         max_tokens_param: name of the length parameter; OpenAI's reasoning models want ``"max_completion_tokens"``.
+        truncate_prompts: refused when True: the server tokenizes the prompt, so it cannot be truncated here (a
+            prompt that does not fit gets a ``too_long`` row). Accepted as False so a spec can name it.
 
     Raises:
         ImportError: the ``openai`` package is missing.
@@ -111,7 +113,14 @@ class OpenAIGenerator:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = "max_tokens",
+        truncate_prompts: bool = False,
     ):
+        if truncate_prompts:
+            raise InvalidArgumentError(
+                "The openai backend cannot honour truncate_prompts (--truncate-prompts): the server tokenizes the "
+                "prompt and rejects one that does not fit, and that row gets the status too_long. Drop the option, "
+                "or use the vllm or transformers backend."
+            )
         if max_concurrency < 1:
             raise InvalidArgumentError(f"max_concurrency must be >= 1, got {max_concurrency}.")
         if max_retries < 0:

@@ -49,7 +49,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import Completion, Generator, SamplingConfig, row_status
+from xl_suite.engines.base import (
+    STATUS_PROMPT_TRUNCATED,
+    Completion,
+    Generator,
+    SamplingConfig,
+    row_status,
+    truncates_prompts,
+)
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.json_repair_step import repair_json_object
@@ -795,6 +802,7 @@ def _ledger_entry(
         "judge_backend": getattr(generator, "backend", None),
         "judge_model": generator.model,
         "judge_revision": getattr(generator, "revision", None),
+        "judge_truncate_prompts": truncates_prompts(generator),
         "requests": len(rows),
         "unique_requests": counts["unique_requests"],
         "judged_now": counts["judged_now"],
@@ -802,6 +810,8 @@ def _ledger_entry(
         "rule_based": rule_count,
         # parsed only after the JSON repair step (rows cached before it existed have no flag: not repaired)
         "json_repaired": sum(bool(r.get("json_repaired")) for r in unique),
+        # judged from a prompt cut to the judge's context (truncate_prompts): kept, counted apart
+        "prompt_truncated": sum(r["parse_status"] == STATUS_PROMPT_TRUNCATED for r in unique),
         "corrupt_cache_files": len(counts["corrupt_files"]),
         "prompt_tokens": p_in,
         "completion_tokens": p_out,

@@ -20,6 +20,7 @@ from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise, score_rubri
 from xl_suite.languages import get_language
 from xl_suite.prompting import load_template
 from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
+from xl_suite.tables import usable
 
 
 __all__ = ["OVERALL", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
@@ -547,7 +548,7 @@ def _judge_stats(
     else:
         out.update({"prefer_first_rate": nan, "order_agreement": nan})
     if judgments:
-        n_judged, n_bad = len(rows), sum(r["parse_status"] != "ok" for r in rows)
+        n_judged, n_bad = len(rows), sum(not usable(r["parse_status"]) for r in rows)
     else:  # judgments made elsewhere (preferences=): one per item
         n_judged, n_bad = len(p), sum(x is None for x in p)
     out.update(

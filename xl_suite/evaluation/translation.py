@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import Generator, SamplingConfig, failure_status
+from xl_suite.engines.base import STATUS_PROMPT_TRUNCATED, Generator, SamplingConfig, failure_status, prompt_truncated
 from xl_suite.errors import OutputExistsError
 from xl_suite.evaluation.answers import (
     BatchGenerationConfig,
@@ -57,7 +57,8 @@ def translate_batch(
     """Translate English prompts (``english_instruction``) into each row's ``language``, one engine call.
 
     Returns ``instruction`` (the translation, stripped), ``translator`` (model label), ``translation_status``
-    (``ok``, ``empty`` or ``truncated``: never dropped) and the provenance columns.
+    (``ok``, ``empty``, ``truncated`` (the translation hit ``max_tokens``) or ``prompt_truncated`` (the prompt was cut
+    to fit the context, under ``truncate_prompts``): never dropped) and the provenance columns.
     """
     convs = [
         template.render(text=text, language=get_language(lang))
@@ -68,7 +69,14 @@ def translate_batch(
     n = len(comps)
     status = [
         failure_status(c)
-        or ("empty" if not c.text.strip() else ("truncated" if c.finish_reason == "length" else "ok"))
+        or (
+            "empty"
+            if not c.text.strip()
+            # a translation of a cut prompt misses part of the text, whether or not it also hit max_tokens
+            else STATUS_PROMPT_TRUNCATED
+            if prompt_truncated(c)
+            else ("truncated" if c.finish_reason == "length" else "ok")
+        )
         for c in comps
     ]
     out = {
@@ -170,7 +178,8 @@ def translate_prompts(
         bad = [s for s in result["translation_status"] if s != "ok"]
         if bad:
             logger.warning(
-                "%s: %d of %d translations are empty or truncated (kept, marked in translation_status).",
+                "%s: %d of %d translations are empty, truncated or made from a truncated prompt (kept, marked in "
+                "translation_status).",
                 spec.code,
                 len(bad),
                 result.num_rows,

@@ -38,7 +38,16 @@ from xl_suite.synthesis.outputs import (
     shape_table,
 )
 from xl_suite.synthesis.report import build_summary
-from xl_suite.tables import STATUS_OK, column_values, count_status, keep_rows, normalised, to_arrow
+from xl_suite.tables import (
+    STATUS_PROMPT_TRUNCATED,
+    USABLE_STATUSES,
+    column_values,
+    count_status,
+    keep_rows,
+    normalised,
+    to_arrow,
+    usable,
+)
 
 
 logger = logging.getLogger(__name__)
@@ -85,7 +94,7 @@ def apply_stages(
         out = stage.function(batch, **kwargs)
         batch = dict(out) if stage.reshape else {**batch, **out}
         if stage.keep:
-            idx = [i for i, v in enumerate(batch[stage.keep]) if v is True or v == STATUS_OK]
+            idx = [i for i, v in enumerate(batch[stage.keep]) if usable(v)]
             if len(idx) != (len(next(iter(batch.values()))) if batch else 0):
                 batch = {k: [v[i] for i in idx] for k, v in batch.items()}
     return batch
@@ -156,7 +165,9 @@ class StageReport:
             "dropped": self.dropped,
             "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
             "status": dict(sorted(self.status.items())),
-            "parse_rate": (self.status.get(STATUS_OK, 0) / total) if total else None,
+            # usable outputs: parsed, from a whole prompt ("ok") or a truncated one (counted apart below)
+            "parse_rate": (sum(self.status.get(s, 0) for s in USABLE_STATUSES) / total) if total else None,
+            "prompt_truncated": self.status.get(STATUS_PROMPT_TRUNCATED, 0),
             "json_repaired": self.json_repaired,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

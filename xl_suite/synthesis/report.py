@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from xl_suite import __version__
+from xl_suite.engines.base import truncates_prompts
 from xl_suite.synthesis.config import SYNTHESIS_VERSION
-from xl_suite.tables import STATUS_OK
+from xl_suite.tables import STATUS_PROMPT_TRUNCATED, USABLE_STATUSES
 
 
 __all__ = ["build_summary", "format_summary", "text_table"]
@@ -33,7 +34,14 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             )
     for stage in stages:
         r = reports[stage.name]
-        bad = {k: v for k, v in r.status.items() if k != STATUS_OK}
+        n_truncated = r.status.get(STATUS_PROMPT_TRUNCATED, 0)
+        if n_truncated:
+            warnings.append(
+                f"stage {stage.name}: {n_truncated} of {sum(r.status.values())} outputs were generated from a "
+                "prompt truncated to the model's context (--truncate-prompts); they are kept as data and marked "
+                f"{STATUS_PROMPT_TRUNCATED!r} in {stage.column_prefix}_status and the provenance."
+            )
+        bad = {k: v for k, v in r.status.items() if k not in USABLE_STATUSES}
         if not bad:
             continue
         n, total = sum(bad.values()), sum(r.status.values())
@@ -83,12 +91,14 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             "backend": getattr(generator, "backend", "?"),
             "model": generator.model,
             "revision": generator.revision,
+            "truncate_prompts": truncates_prompts(generator),
             "fingerprint": generator.fingerprint(),
         },
         "scorer": {
             "backend": getattr(scorer, "backend", "?"),
             "model": scorer.model,
             "revision": scorer.revision,
+            "truncate_prompts": truncates_prompts(scorer),
             "fingerprint": scorer.fingerprint(),
         },
         "config": {k: finite(v) for k, v in config.to_dict().items()},
