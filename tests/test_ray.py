@@ -116,6 +116,37 @@ def test_ray_spreads_chunks_evenly_and_a_killed_worker_costs_at_most_its_chunk(l
     assert prompts <= full + 2 * per_chunk, "the rerun computed only what the killed worker had not stored"
 
 
+def test_ray_stops_at_the_quota_and_checks_the_failure_threshold(local_ray, tmp_path):
+    """A quota reached in the first chunks: the actors stop soon after (not all 10 chunks), the output is the local
+    run's. Then a fake engine whose scores fail: FailureRateError after everything is written, as locally."""
+    from xl_suite.engines.fake import FakeSynthesisResponder
+    from xl_suite.errors import FailureRateError
+    from xl_suite.synthesis.ray import synthesize_ray
+
+    config = SynthesisConfig(languages=("mt",), num_examples=3, max_seeds=20, batch_size=2, chunk_size=2)
+    out = tmp_path / "quota"
+    remote = synthesize_ray(builtin_seeds(), _factory(delay=0.05), config, num_actors=2, output=str(out))
+    local = synthesize(builtin_seeds(), _factory()(), config, output=str(tmp_path / "local"))
+    assert local.summary["final"]["stopped_early"] and remote.summary["languages"] == local.summary["languages"]
+    for name in ("en_scored.parquet", "mt_bestof3.parquet", "mt.parquet"):
+        assert _rows(pq.read_table(out / name)) == _rows(pq.read_table(tmp_path / "local" / name)), name
+    stop = remote.summary["executor"]["quota_reached_at_chunk"]
+    started = len(list((out / ".xl_suite_work" / "backtranslate").glob("chunk-*.parquet")))
+    assert stop is not None and stop <= 2 and started <= stop + 1 + 4 < 10, (stop, started)
+
+    flaky = functools.partial(FakeGenerator, FaultInjectingResponder(FakeSynthesisResponder(unparseable_every=2)))
+    config = SynthesisConfig(languages=("mt",), max_seeds=8, batch_size=2, chunk_size=2)
+    with pytest.raises(FailureRateError, match="above --max-error-rate 0.05") as remote:
+        synthesize_ray(builtin_seeds(), flaky, config, num_actors=2, output=str(tmp_path / "f"), max_error_rate=0.05)
+    with pytest.raises(FailureRateError) as local:
+        synthesize(builtin_seeds(), flaky(), config, output=str(tmp_path / "f-local"), max_error_rate=0.05)
+    assert str(remote.value) == str(local.value)
+    assert json.loads((tmp_path / "f" / "summary.json").read_text())["executor"]["chunks"] == 4
+    assert _rows(pq.read_table(tmp_path / "f" / "mt.parquet")) == _rows(
+        pq.read_table(tmp_path / "f-local" / "mt.parquet")
+    )
+
+
 @pytest.mark.vllm
 def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextvars
 import os
 import time
+from collections.abc import Callable
 
 from xl_suite.errors import InvalidArgumentError
 
@@ -45,13 +46,19 @@ def map_chunks(
     num_actors: int,
     num_cpus_per_actor: float = 1,
     ray_remote_args: dict | None = None,
+    until: Callable[[dict], bool] | None = None,
 ) -> list[dict]:
     """Hand chunks to a pool of ``worker`` actors with Ray Data; return the rows the workers return (one per chunk).
 
     ``chunks`` are ``(index, datasets.Dataset)`` pairs. ``worker(**constructor_kwargs)`` is built once per actor and
     called with Arrow tables holding one or more chunks (column ``__xl_chunk``; :func:`split_chunks` takes them
     apart, in the caller's schema). Every actor is up before the first chunk goes out, and each holds one chunk at a
-    time, so Ray Data's pool gives the next chunk to whichever actor is idle: an even spread.
+    time, so Ray Data's pool gives the next chunk to whichever actor is idle: an even spread. Chunks go out in
+    their order; rows come back as chunks finish.
+
+    ``until(row)``, when given, sees each row as it comes back; once it returns True no further chunk is handed
+    out, the actors are stopped (chunks they were on are lost, their finished chunk files stay) and the rows so far
+    are returned.
     """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
@@ -75,7 +82,21 @@ def map_chunks(
             num_cpus=num_cpus_per_actor,
             **(ray_remote_args or {}),
         )
-        return [r for b in results.iter_batches(batch_format="pyarrow", batch_size=None) for r in b.to_pylist()]
+        rows: list[dict] = []
+        batches = iter(results.iter_batches(batch_format="pyarrow", batch_size=None))
+        try:
+            for batch in batches:
+                stop = False
+                for row in batch.to_pylist():
+                    rows.append(row)
+                    stop = (until is not None and until(row)) or stop
+                if stop:
+                    break
+        finally:
+            close = getattr(batches, "close", None)
+            if close is not None:  # at once, not when garbage collected: Ray Data then stops its executor
+                close()
+        return rows
     finally:
         context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
 

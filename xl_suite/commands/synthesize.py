@@ -57,24 +57,6 @@ def _engine(spec):
     return spec.build()
 
 
-def check_failures(summary: dict, max_error_rate: float) -> None:
-    """Print a warning line for failed LLM outputs within the threshold; raise FailureRateError above it."""
-    from xl_suite.runner import check_failure_rate
-
-    failures = summary.get("failures") or {}
-    by_status: dict[str, int] = {}
-    for entry in failures.values():
-        for status, n in entry["by_status"].items():
-            by_status[status] = by_status.get(status, 0) + n
-    total = sum(entry["rows"] for entry in failures.values())
-    stages = ", ".join(f"{name} {e['failed']}" for name, e in failures.items() if e["failed"])
-    warning = check_failure_rate(
-        by_status, total, max_error_rate=max_error_rate, what=f"LLM outputs (by stage: {stages or 'none'})"
-    )
-    if warning:
-        print(f"warning: {warning}")
-
-
 def config_from_args(args):
     """The :class:`~xl_suite.synthesis.SynthesisConfig` of a parsed command line."""
     from xl_suite.configuration import from_args
@@ -93,6 +75,7 @@ def run(args, *, generator=None, scorer=None) -> int:
     from xl_suite.configuration import from_args
     from xl_suite.synthesis import format_summary, preflight, synthesize
     from xl_suite.synthesis.config import SynthesisRunOptions
+    from xl_suite.synthesis.report import check_failures
     from xl_suite.synthesis.seeds import check_text_column, load_seeds
 
     config = config_from_args(args)  # validate everything that can be validated before any engine starts
@@ -151,7 +134,9 @@ def run(args, *, generator=None, scorer=None) -> int:
         print(f"wrote {result.files[name]}")
     codes = list(config.languages)
     print(f"Load with: xl_suite.load_dataset('xl-instruct-{codes[0]}', source={options.output!r})")
-    check_failures(result.summary, options.max_error_rate)  # everything is written; raises above the threshold
+    warning = check_failures(result.summary, options.max_error_rate)  # everything is written; raises above it
+    if warning:
+        print(f"warning: {warning}")
     if options.push:
         from xl_suite.hub import publish_config
 

@@ -277,6 +277,9 @@ class SynthesisRun:
         self.stop = threading.Event()
         #: Lock a local work dir per stage; off in Ray workers, which share the work dir of one run.
         self.lock_work_dir = True
+        #: Recompute stored rows with a failure status (``run_stage``'s ``retry_failed``); off where the engines
+        #: cannot generate (the driver of :func:`~xl_suite.synthesis.ray.synthesize_ray`, whose actors retried them).
+        self.retry_failed = True
         # Chunks that run at once (see _lookahead): with engines that take concurrent calls, the next chunks' first
         # stages run while the current chunk's later stages finish, so no stage boundary drains the engine.
         self.lookahead = _lookahead(self.engines.values(), config.chunk_size)
@@ -325,6 +328,7 @@ class SynthesisRun:
             desc=stage.name,
             stats=stats,
             lock=self.lock_work_dir,
+            retry_failed=self.retry_failed,
         )
         with self.lock:
             total = self.run_stats[stage.name]
@@ -508,6 +512,8 @@ def synthesize(
     id_column: str | None = None,
     progress: bool = False,
     seed_source: str | None = None,
+    max_error_rate: float | None = None,
+    retry_failed: bool = True,
 ) -> SynthesisResult:
     """Run the synthesis pipeline over seed passages.
 
@@ -526,6 +532,13 @@ def synthesize(
         id_column: seed column with row ids (default ``id`` when present).
         progress: show a progress bar over the seeds.
         seed_source: recorded in the summary.
+        max_error_rate: the largest share of failed LLM outputs (unparsed, empty, error, too long) that passes;
+            above it :class:`~xl_suite.errors.FailureRateError` is raised once everything is written (its
+            ``result`` holds the :class:`SynthesisResult`), within it a warning is logged. ``None`` (default):
+            not checked, the failures are only counted in ``summary["failures"]`` (the check is
+            :func:`~xl_suite.synthesis.report.check_failures`, as ``xl-suite synthesize --max-error-rate``).
+        retry_failed: recompute the rows a stored chunk holds with a failure status (default True; a rerun
+            retries them, up to 3 attempts per row). False takes the stored rows as they are.
 
     Returns:
         A :class:`SynthesisResult`.
@@ -534,12 +547,17 @@ def synthesize(
         xl_suite.synthesis.seeds.SeedError: missing text column, empty seeds.
         xl_suite.prompting.TemplateError: a template that cannot be loaded or uses an undefined variable.
         xl_suite.errors.GenerationError: the engine failed (completed chunks stay cached; rerun to continue).
+        xl_suite.errors.FailureRateError: more failed LLM outputs than ``max_error_rate`` (everything is written).
+        xl_suite.errors.LockError: another process is writing ``output`` or the work dir.
     """
+    from xl_suite.runner import check_error_rate_value
     from xl_suite.safety import lock_folders
     from xl_suite.synthesis.seeds import check_text_column
 
     t_start = time.perf_counter()
     config = config or SynthesisConfig()
+    if max_error_rate is not None:
+        check_error_rate_value(max_error_rate, "max_error_rate")
     check_text_column(seeds, text_column)
     benchmark = resolve_benchmark(config.decontaminate_against, enabled=config.decontaminate)
     if stages is None:
@@ -557,12 +575,31 @@ def synthesize(
         storage_options=storage_options,
         benchmark=benchmark,
     )
+    run.retry_failed = retry_failed
     # One run per output folder and work dir, for the whole run (not only per stage): a second run on either
     # fails at once with a LockError naming this one.
     with lock_folders([output, run.work_dir], purpose="xl-suite synthesize", storage_options=storage_options):
-        return _synthesize_locked(
+        result = _synthesize_locked(
             run, seeds, config, stages, output, storage_options, text_column, id_column, progress, seed_source, t_start
         )
+    if max_error_rate is not None:
+        check_result_failures(result, max_error_rate)
+    return result
+
+
+def check_result_failures(result: SynthesisResult, max_error_rate: float) -> None:
+    """Log the failed-output warning of a written run, or raise its FailureRateError with ``result`` attached
+    (:func:`~xl_suite.synthesis.report.check_failures`)."""
+    from xl_suite.errors import FailureRateError
+    from xl_suite.synthesis.report import check_failures
+
+    try:
+        warning = check_failures(result.summary, max_error_rate)
+    except FailureRateError as e:
+        e.result = result
+        raise
+    if warning:
+        logger.warning(warning)
 
 
 def _synthesize_locked(

@@ -7,8 +7,8 @@ Ray computes, the local pipeline assembles:
    hands each chunk to an idle actor, so the work spreads evenly). Each actor holds its engines and a
    :class:`~xl_suite.synthesis.pipeline.SynthesisRun` and runs :meth:`~xl_suite.synthesis.pipeline.SynthesisRun.process`
    on its chunk: every stage through :func:`xl_suite.runner.run_stage`, which writes the stage's chunk files into the
-   run's work dir (a shared fsspec URL on a cluster: ``s3://...``, NFS). Only small per-chunk statistics travel
-   back to the driver.
+   run's work dir (a shared fsspec URL on a cluster: ``s3://...``, NFS). Only per-chunk statistics travel back to
+   the driver (with a quota, also the language, instruction and response of the chunk's final rows).
 3. The driver then runs the local pipeline over the same seeds with engines that cannot generate: every chunk is in
    the cache, so it only reads them back, in order, and writes the release files and ``summary.json`` exactly as a
    local run would (same stages, fingerprints, chunk files, summary), streaming chunk by chunk.
@@ -18,8 +18,18 @@ So a Ray run that is killed resumes from the chunk files on the rerun (actors sk
 zero engine calls, and the other way round. Nothing sets Hugging Face offline mode in the workers; that is the
 user's choice (``runtime_env``).
 
-Differences from the local run: the quota (``num_examples``) is applied when the results are assembled, so Ray
-computes every seed chunk up to ``max_seeds``; the summary gains an ``executor`` section (actors, chunks per worker
+Differences from the local run: none in what is written. Like the local run, the whole run holds
+:func:`~xl_suite.safety.lock_folders` on ``output`` and the work dir (local paths), taken before any actor starts,
+so a second ``synthesize`` or ``synthesize_ray`` on either folder fails at once with a LockError naming this one (the
+driver's assembly re-enters its own locks; the actors take none). With a quota (``num_examples``) the chunks go out
+in order and each returns the language, instruction and response of its rows that went through every stage; the
+driver applies the local run's duplicate removal and quota (:func:`~xl_suite.synthesis.pipeline.select_final_rows`)
+to the chunks finished in order and stops the actors as soon as those hold the quota. The count is exact, not an
+estimate, so the local assembly stops at the same chunk; what the actors were computing or had finished beyond it
+(a chunk or two per actor) is wasted. ``max_error_rate=`` applies the check of ``xl-suite synthesize
+--max-error-rate`` (:func:`~xl_suite.synthesis.report.check_failures`) as :func:`~xl_suite.synthesis.synthesize`
+does, once everything is written; the actors retry stored failed rows (on a rerun), the driver never does. The summary
+gains an ``executor`` section (actors, chunks handed back, the chunk where the quota was reached, chunks per worker
 process, what the actors generated).
 """
 
@@ -49,6 +59,7 @@ CPU_ENGINE_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 _COUNTS = ("calls", "prompts", "completions", "prompt_tokens", "completion_tokens")
+_FINAL_COLUMNS = ("language", "instruction", "response")
 
 
 def ray_init_kwargs(num_cpus: int = 8, env: dict[str, str] | None = None) -> dict:
@@ -100,7 +111,10 @@ class ChunkWorker:
     """A Ray Data actor: builds the engines once, then runs every stage over each seed chunk it is handed.
 
     Called with a ``pyarrow.Table`` holding one or more chunks (column ``__xl_chunk``); returns one row of statistics
-    per chunk (worker process id, prompts and tokens generated, the engines' identities).
+    per chunk (worker process id, prompts and tokens generated, the engines' identities) and, with a quota
+    (``num_examples``), the chunk's rows that went through every stage as ``final`` (JSON: their language,
+    instruction and response, what the driver needs to apply the duplicate removal and the quota; ``null`` when the
+    stages return no such columns).
     """
 
     def __init__(self, config, generator, scorer, stages, work_dir, storage_options, schema):
@@ -130,13 +144,14 @@ class ChunkWorker:
         rows = []
         for index, chunk in split_chunks(batch, self.schema):
             before = self._generated()
-            computed = {name: st.chunks_computed for name, st in self.run.run_stats.items()}
+            counted = {name: (st.chunks_computed, st.rows_retried) for name, st in self.run.run_stats.items()}
             t0 = time.perf_counter()
-            self.run.process(chunk)
+            _, final = self.run.process(chunk)
             after = self._generated()
             per_stage = {
                 name: {
-                    "chunks_computed": st.chunks_computed - computed[name],
+                    "chunks_computed": st.chunks_computed - counted[name][0],
+                    "rows_retried": st.rows_retried - counted[name][1],
                     **{k: after[name][k] - before[name][k] for k in _COUNTS if name in after},
                 }
                 for name, st in self.run.run_stats.items()
@@ -147,6 +162,7 @@ class ChunkWorker:
                     "pid": os.getpid(),
                     "seconds": time.perf_counter() - t0,
                     "per_stage": json.dumps(per_stage),
+                    "final": json.dumps(self._final(final)),
                     **{k: sum(v[k] for v in after.values()) - sum(v[k] for v in before.values()) for k in _COUNTS},
                 }
             )
@@ -167,6 +183,16 @@ class ChunkWorker:
         )
         return pa.Table.from_pylist([{**r, **identity} for r in rows])
 
+    def _final(self, final) -> dict | None:
+        """What the driver's quota watch needs of a chunk's final rows (nothing without a quota)."""
+        from xl_suite.tables import column_values
+
+        if self.run.config.num_examples is None or final is None:
+            return {}
+        if not set(_FINAL_COLUMNS) <= set(final.column_names):
+            return None
+        return {c: column_values(final, c) for c in _FINAL_COLUMNS}
+
     def _generated(self) -> dict[str, dict[str, int]]:
         """What each engine stage has generated so far in this actor."""
         return {name: {k: getattr(c, k) for k in _COUNTS} for name, c in self.run.counters.items()}
@@ -178,6 +204,58 @@ class ChunkWorker:
                     engine.close()
                 except Exception:  # noqa: BLE001 - best effort at actor exit; the reaper covers vLLM processes
                     pass
+
+
+class _QuotaWatch:
+    """The local run's last step (duplicates, then the quota) over the chunks the actors finished, in chunk order.
+
+    ``until`` of :func:`~xl_suite.executors.map_chunks`: True once the chunks finished in order hold the quota for
+    every language. The count is exact, not an estimate: it applies
+    :func:`~xl_suite.synthesis.pipeline.select_final_rows` to the same rows in the same order as the local run,
+    which therefore stops at the same chunk (``reached_at``). A chunk whose final rows are unknown (``null``:
+    stages without those columns) turns the watch off; every chunk is then computed.
+    """
+
+    def __init__(self, config: SynthesisConfig):
+        from xl_suite.synthesis.decontamination import NearDuplicateIndex
+
+        self.config = config
+        self.seen: set[bytes] = set()
+        self.produced = dict.fromkeys(config.languages, 0)
+        self.over_quota = dict.fromkeys(config.languages, 0)
+        self.near = NearDuplicateIndex(config.near_dedup_threshold) if config.near_dedup else None
+        self.finished: dict[int, dict | None] = {}
+        self.next = 0  # the first chunk not yet counted
+        self.reached_at: int | None = None
+        self.blind = config.num_examples is None
+
+    def __call__(self, row: dict) -> bool:
+        import datasets
+
+        from xl_suite.synthesis.pipeline import select_final_rows
+
+        if self.blind or self.reached_at is not None:
+            return self.reached_at is not None
+        self.finished[int(row["chunk"])] = json.loads(row["final"])
+        while self.next in self.finished:
+            final = self.finished.pop(self.next)
+            if final is None:
+                self.blind = True
+                return False
+            if final and final[_FINAL_COLUMNS[0]]:
+                select_final_rows(
+                    datasets.Dataset.from_dict(final),
+                    self.config,
+                    seen=self.seen,
+                    produced=self.produced,
+                    over_quota=self.over_quota,
+                    near=self.near,
+                )
+            self.next += 1
+            if all(v >= self.config.num_examples for v in self.produced.values()):  # SynthesisRun.quota_reached
+                self.reached_at = self.next - 1
+                return True
+        return False
 
 
 class _CacheOnly:
@@ -225,6 +303,7 @@ def synthesize_ray(
     num_actors: int = 1,
     num_cpus_per_actor: float = 1,
     ray_remote_args: dict | None = None,
+    max_error_rate: float | None = None,
 ) -> SynthesisResult:
     """Run the synthesis pipeline with its engine work on a pool of Ray Data actors (``ray.init`` must have run).
 
@@ -244,16 +323,21 @@ def synthesize_ray(
         num_actors: engine actors; Ray Data gives each idle actor the next chunk.
         num_cpus_per_actor: logical CPUs each actor requests.
         ray_remote_args: extra Ray options for the actors (``{"num_gpus": 1}``, a ``runtime_env``...).
+        max_error_rate: as in :func:`~xl_suite.synthesis.synthesize`: above this share of failed LLM outputs,
+            :class:`~xl_suite.errors.FailureRateError` once everything is written; ``None``: not checked.
 
     Returns:
         A :class:`~xl_suite.synthesis.SynthesisResult`, its summary that of the local pipeline plus ``executor``.
 
     Raises:
         InvalidArgumentError: neither ``output`` nor ``work_dir`` (the actors need a place to write), or bad sizes.
+        LockError: another process is writing ``output`` or the work dir (checked before Ray is used).
+        FailureRateError: more failed LLM outputs than ``max_error_rate`` (everything is written).
     """
-    from xl_suite.executors import chunks_per_process, map_chunks
-    from xl_suite.synthesis.pipeline import synthesize
-    from xl_suite.synthesis.seeds import check_text_column, iter_seed_chunks
+    from xl_suite.runner import check_error_rate_value
+    from xl_suite.safety import lock_folders
+    from xl_suite.synthesis.pipeline import check_result_failures
+    from xl_suite.synthesis.seeds import check_text_column
 
     config = config or SynthesisConfig()
     if output is None and work_dir is None:
@@ -263,8 +347,54 @@ def synthesize_ray(
         )
     if isinstance(num_actors, bool) or not isinstance(num_actors, int) or num_actors < 1:
         raise InvalidArgumentError(f"num_actors must be an integer >= 1, got {num_actors!r}.")
+    if max_error_rate is not None:
+        check_error_rate_value(max_error_rate, "max_error_rate")
     work_dir = work_dir if work_dir is not None else f"{str(output).rstrip('/')}/.xl_suite_work"
     check_text_column(seeds, text_column)
+    # One run per output folder and work dir for the whole run, as the local one: a second run on either fails at
+    # once, before any actor starts, with a LockError naming this one. The driver's assembly takes the same locks
+    # again (re-entrant in one process); the actors take none (they share the work dir of this run).
+    with lock_folders([output, work_dir], purpose="xl-suite synthesize_ray", storage_options=storage_options):
+        result = _synthesize_ray_locked(
+            seeds,
+            generator,
+            config,
+            scorer=scorer,
+            stages=stages,
+            output=output,
+            work_dir=work_dir,
+            storage_options=storage_options,
+            text_column=text_column,
+            id_column=id_column,
+            num_actors=num_actors,
+            num_cpus_per_actor=num_cpus_per_actor,
+            ray_remote_args=ray_remote_args,
+        )
+    if max_error_rate is not None:
+        check_result_failures(result, max_error_rate)
+    return result
+
+
+def _synthesize_ray_locked(
+    seeds,
+    generator,
+    config: SynthesisConfig,
+    *,
+    scorer,
+    stages,
+    output,
+    work_dir,
+    storage_options,
+    text_column,
+    id_column,
+    num_actors,
+    num_cpus_per_actor,
+    ray_remote_args,
+) -> SynthesisResult:
+    from xl_suite.executors import chunks_per_process, map_chunks
+    from xl_suite.synthesis.pipeline import synthesize
+    from xl_suite.synthesis.seeds import iter_seed_chunks
+
     t_start = time.perf_counter()
     chunks = iter_seed_chunks(
         seeds,
@@ -276,6 +406,7 @@ def synthesize_ray(
     chunks = list(enumerate(chunks))
     if not chunks:
         raise InvalidArgumentError("No seed rows to synthesize from (all empty or removed as duplicates).")
+    watch = _QuotaWatch(config)
     stats = map_chunks(
         chunks,
         ChunkWorker,
@@ -290,6 +421,7 @@ def synthesize_ray(
         num_actors=num_actors,
         num_cpus_per_actor=num_cpus_per_actor,
         ray_remote_args=ray_remote_args,
+        until=None if watch.blind else watch,
     )
     ray_seconds = time.perf_counter() - t_start
 
@@ -305,20 +437,29 @@ def synthesize_ray(
         storage_options=storage_options,
         text_column=text_column,
         id_column=id_column,
+        retry_failed=False,  # the actors retried what they could; this driver cannot generate
     )
     generated = {k: sum(int(r[k]) for r in stats) for k in _COUNTS}
+    # The stage table counts the chunks the release was assembled from: with a quota, chunks that finished after
+    # the one that reached it are left out there (their work still counts in ``executor.generated``).
+    used = [r for r in stats if watch.reached_at is None or int(r["chunk"]) <= watch.reached_at]
+    failures = result.summary.get("failures", {})
     for stage in result.summary["stages"]:  # what the actors computed, in place of the driver's (nothing)
-        done = [json.loads(r["per_stage"]).get(stage["stage"]) for r in stats]
+        done = [json.loads(r["per_stage"]).get(stage["stage"]) for r in used]
         done = [d for d in done if d is not None]
         if done:
             stage["chunks_computed"] = sum(d["chunks_computed"] for d in done)
             stage["chunks_reused"] = max(0, stage.get("chunks_reused", 0) - stage["chunks_computed"])
             if stage.get("generated") is not None:
                 stage["generated"].update({k: sum(d.get(k, 0) for d in done) for k in _COUNTS})
+            if stage["stage"] in failures:
+                failures[stage["stage"]]["retried"] = sum(d.get("rows_retried", 0) for d in done)
     result.summary["executor"] = {
         "name": "ray",
         "actors": num_actors,
         "chunks": len(stats),
+        "seed_chunks": len(chunks),
+        "quota_reached_at_chunk": watch.reached_at,
         "chunks_per_process": chunks_per_process(stats),
         "generated": generated,
         "ray_seconds": round(ray_seconds, 3),

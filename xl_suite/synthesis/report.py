@@ -12,7 +12,7 @@ from xl_suite.synthesis.config import SYNTHESIS_VERSION
 from xl_suite.tables import STATUS_PROMPT_TRUNCATED, USABLE_STATUSES
 
 
-__all__ = ["build_summary", "format_summary", "text_table"]
+__all__ = ["build_summary", "check_failures", "format_summary", "text_table"]
 
 
 def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | None, text_column: str) -> dict:
@@ -158,6 +158,37 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         "seconds": round(seconds, 3),
         "warnings": warnings,
     }
+
+
+def check_failures(summary: Mapping[str, Any], max_error_rate: float) -> str | None:
+    """Judge a finished run's failed LLM outputs (``summary["failures"]``) against ``max_error_rate``.
+
+    The one check behind ``xl-suite synthesize --max-error-rate`` (exit 3) and the ``max_error_rate=`` argument of
+    :func:`~xl_suite.synthesis.synthesize` and :func:`~xl_suite.synthesis.ray.synthesize_ray`; call it once
+    everything is written.
+
+    Returns:
+        None when no row failed, else a one-line warning (the share is within the threshold).
+
+    Raises:
+        FailureRateError: the share of failed rows is above ``max_error_rate``.
+
+    >>> s = {"failures": {"score": {"rows": 40, "failed": 1, "by_status": {"unparsed": 1}}}}
+    >>> print(check_failures(s, 0.05))
+    1 of 40 LLM outputs (by stage: score 1) failed (2.5%: unparsed 1), within --max-error-rate 0.05; rerunning the same command retries them (up to 3 attempts per row).
+    """
+    from xl_suite.runner import check_failure_rate
+
+    failures = summary.get("failures") or {}
+    by_status: dict[str, int] = {}
+    for entry in failures.values():
+        for status, n in entry["by_status"].items():
+            by_status[status] = by_status.get(status, 0) + n
+    total = sum(entry["rows"] for entry in failures.values())
+    stages = ", ".join(f"{name} {e['failed']}" for name, e in failures.items() if e["failed"])
+    return check_failure_rate(
+        by_status, total, max_error_rate=max_error_rate, what=f"LLM outputs (by stage: {stages or 'none'})"
+    )
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

@@ -1,0 +1,161 @@
+"""``synthesize_ray``'s driver without a Ray runtime: the whole-run lock, the quota watch and the failure threshold.
+
+``map_chunks`` is replaced by an in-process loop over the same :class:`~xl_suite.synthesis.ray.ChunkWorker` (the
+Ray tier, ``tests/test_ray.py``, runs the same checks on a local Ray).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import json
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import xl_suite.executors
+from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder, FaultInjectingResponder
+from xl_suite.errors import FailureRateError, LockError
+from xl_suite.safety import LOCK_FILE
+from xl_suite.synthesis import SynthesisConfig, synthesize
+from xl_suite.synthesis.ray import synthesize_ray
+from xl_suite.synthesis.report import check_failures
+from xl_suite.synthesis.seeds import builtin_seeds
+
+
+_fake = functools.partial(FakeGenerator, FakeSynthesisResponder())
+
+
+def _in_process(chunks, worker, constructor_kwargs, *, num_actors, until=None, handed=None, **_):
+    """``map_chunks`` in this process: one worker, the chunks in order, stopping when ``until`` says so."""
+    tables = []
+    for index, rows in chunks:
+        table = rows.with_format("arrow")[:]
+        tables.append(table.append_column("__xl_chunk", [[index] * table.num_rows]))
+    schema = tables[0].schema.remove(tables[0].schema.get_field_index("__xl_chunk"))
+    actor = worker(**constructor_kwargs, schema=schema)
+    out = []
+    for table in tables:
+        if handed is not None:
+            handed.append(table.column("__xl_chunk")[0].as_py())
+        rows = actor(table).to_pylist()
+        out += rows
+        if until is not None and any(until(r) for r in rows):
+            break
+    return out
+
+
+@pytest.fixture
+def handed(monkeypatch):
+    """The chunk indexes handed to the in-process worker."""
+    seen: list[int] = []
+    monkeypatch.setattr(xl_suite.executors, "map_chunks", functools.partial(_in_process, handed=seen))
+    return seen
+
+
+def _files(folder: Path) -> dict:
+    """The release files' rows (NaN scores compare equal as "NaN")."""
+    return {
+        p.name: json.dumps(pq.read_table(p).to_pylist(), sort_keys=True, default=str)
+        for p in sorted(folder.glob("*.parquet"))
+    }
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A folder locked as another process holds it: its own flock on the lock file (DirLock is re-entrant only
+    within one DirLock registry, not across open files), with a holder record naming it."""
+    folder = tmp_path / "held"
+    folder.mkdir()
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.pwrite(fd, json.dumps({"pid": 4242, "host": "elsewhere", "purpose": "test holder"}).encode(), 0)
+    yield folder
+    os.close(fd)
+
+
+def test_synthesize_ray_holds_the_run_lock_before_any_actor_starts(tmp_path, monkeypatch, held):
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was used before the run lock was taken")
+
+    monkeypatch.setattr(xl_suite.executors, "map_chunks", no_ray)
+    config = SynthesisConfig(languages=("mt",), max_seeds=4, chunk_size=2)
+    with pytest.raises(LockError, match=r"pid 4242 on host elsewhere, .*test holder"):
+        synthesize_ray(builtin_seeds(), _fake, config, output=str(held))
+    with pytest.raises(LockError, match=r"pid 4242 on host elsewhere, .*test holder"):  # the work dir alone
+        synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "o"), work_dir=str(held))
+    assert not (tmp_path / "o" / ".xl-suite.lock").exists() or _unlocked(tmp_path / "o"), "the lock was released"
+
+
+def _unlocked(folder: Path) -> bool:
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def test_the_quota_stops_the_actors_at_the_chunk_where_the_local_run_stops(tmp_path, handed):
+    config = SynthesisConfig(languages=("mt", "de"), num_examples=3, max_seeds=20, chunk_size=2, batch_size=2)
+    remote = synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))
+    local = synthesize(builtin_seeds(), _fake(), config, output=str(tmp_path / "local"))
+    assert local.summary["final"]["stopped_early"] and remote.summary["languages"] == local.summary["languages"]
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    stop = remote.summary["executor"]["quota_reached_at_chunk"]
+    assert handed == list(range(stop + 1)) and stop + 1 < 10, handed
+    assert local.summary["seeds"]["processed"] == remote.summary["seeds"]["processed"] == 2 * (stop + 1)
+    assert remote.summary["executor"]["generated"]["prompts"] == local.summary["generated"]["prompts"]
+
+
+def test_the_quota_watch_counts_after_duplicate_removal(tmp_path, handed):
+    """Every seed twice, the copy with a sentence appended (same first words, so the fake engine writes the same
+    instruction): each copy's pair is a duplicate, so counting rows before the duplicate removal would stop too
+    early (the driver's assembly would then miss chunks)."""
+    import datasets
+
+    seeds = builtin_seeds().select(range(6))
+    twice = datasets.Dataset.from_dict(
+        {"text": [t + suffix for t in seeds["text"] for suffix in ("", " One more line.")]}
+    )
+    config = SynthesisConfig(languages=("mt",), num_examples=3, chunk_size=2, dedup=True, near_dedup=False)
+    remote = synthesize_ray(twice, _fake, config, output=str(tmp_path / "ray"))
+    local = synthesize(twice, _fake(), config, output=str(tmp_path / "local"))
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert remote.summary["final"]["duplicates_removed"] == local.summary["final"]["duplicates_removed"] > 0
+    assert handed == list(range(remote.summary["executor"]["quota_reached_at_chunk"] + 1))
+
+
+def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(tmp_path, handed, caplog):
+    flaky = functools.partial(FakeGenerator, FaultInjectingResponder(FakeSynthesisResponder(unparseable_every=2)))
+    config = SynthesisConfig(languages=("mt",), max_seeds=8, chunk_size=4)
+    with pytest.raises(FailureRateError, match=r"above --max-error-rate 0.05") as remote:
+        synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "ray"), max_error_rate=0.05)
+    with pytest.raises(FailureRateError) as local:
+        synthesize(builtin_seeds(), flaky(), config, output=str(tmp_path / "local"), max_error_rate=0.05)
+    assert str(remote.value) == str(local.value)
+    summary = json.loads((tmp_path / "ray" / "summary.json").read_text())  # written before the error
+    assert summary["failures"]["score"]["failed"] > 0 and summary["executor"]["chunks"] == 2
+    with pytest.raises(FailureRateError) as cli:
+        check_failures(summary, 0.05)  # what `xl-suite synthesize` calls (exit 3)
+    assert str(cli.value) == str(remote.value)
+    assert remote.value.result.summary["failures"] == local.value.result.summary["failures"]
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+
+    with caplog.at_level("WARNING", logger="xl_suite.synthesis.pipeline"):
+        again = synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "ray"), max_error_rate=0.9)
+    assert [r.getMessage() for r in caplog.records if "within --max-error-rate 0.9" in r.getMessage()]
+    assert again.summary["failures"]["score"]["retried"] > 0, "the actors retried the failed rows on the rerun"
+    assert synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "none")).summary["failures"]
+
+
+def test_max_error_rate_is_validated_before_any_work(tmp_path, handed):
+    with pytest.raises(Exception, match="max_error_rate must be a share between 0 and 1"):
+        synthesize_ray(builtin_seeds(), _fake, SynthesisConfig(), output=str(tmp_path), max_error_rate=2)
+    with pytest.raises(Exception, match="max_error_rate must be a share between 0 and 1"):
+        synthesize(builtin_seeds(), _fake(), SynthesisConfig(), max_error_rate=-1)
+    assert handed == []
