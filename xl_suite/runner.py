@@ -537,10 +537,29 @@ class _Chunk:
     todo: list[int] = field(default_factory=list)  # rows of a stored table to recompute (failures)
     attempts: list[int] = field(default_factory=list)
     status_cols: list[str] | None = None
-    pieces: list = field(default_factory=list)  # (first row, Dataset) still to compute
+    pieces: list = field(default_factory=list)  # (first row, _Piece) still to compute
     done: dict = field(default_factory=dict)  # piece number -> computed (or stored) Arrow table
     piece_files: set | None = None  # None: pieces are not stored; else the piece files to delete with the chunk
     reused_rows: int = 0  # input rows of the pieces read back from piece files
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Rows ``start`` to ``stop`` of what a chunk computes (one engine call), selected only when it is computed: on
+    the worker thread, so a large stage's first calls do not wait for every piece of every chunk to be cut out."""
+
+    source: object  # datasets.Dataset
+    start: int
+    stop: int
+
+    @property
+    def num_rows(self) -> int:
+        return self.stop - self.start
+
+    def rows(self):
+        if self.start == 0 and self.stop == self.source.num_rows:
+            return self.source
+        return self.source.select(range(self.start, self.stop))
 
 
 def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
@@ -620,7 +639,7 @@ def _run_chunks(
     # 1. What is stored and sound, what must be (re)computed.
     chunks: list[_Chunk] = []
     for i, start in enumerate(starts):
-        rows = dataset.select(range(start, min(start + chunk_size, n)))
+        rows = dataset if start == 0 and n <= chunk_size else dataset.select(range(start, min(start + chunk_size, n)))
         key = stable_hash(stage, fingerprint, content_hash(rows), batch_size)
         number = i + extra["first_chunk_index"]
         path = f"{folder}/chunk-{number:05d}-{key}.parquet" if folder else None
@@ -660,9 +679,7 @@ def _run_chunks(
     for c, rows in todo:
         # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
         step = batch_size if window > 1 else max(rows.num_rows, 1)
-        c.pieces = [
-            (j, rows.select(range(j, min(j + step, rows.num_rows)))) for j in range(0, max(rows.num_rows, 1), step)
-        ]
+        c.pieces = [(j, _Piece(rows, j, min(j + step, rows.num_rows))) for j in range(0, max(rows.num_rows, 1), step)]
         if window > 1 and c.path and len(c.pieces) > 1:
             if stored_pieces is None:
                 stored_pieces = _list_pieces(fs, folder)
@@ -674,7 +691,7 @@ def _run_chunks(
     for (c, k, _piece), table in _execute(
         tasks,
         lambda t: compute(
-            t[2][1],
+            t[2][1].rows(),
             t[0].key,
             f"{t[0].index + 1}/{label_total}"
             + (" retry" if t[0].table is not None else "")
