@@ -227,3 +227,31 @@ def test_evaluation_stages_run_on_ray_with_the_same_cache(local_ray, tmp_path):
 
     with pytest.raises(Exception, match="cannot be sent to Ray workers"), RayExecutor(num_actors=1):
         generate_answers(rows, answerer.build(), work_dir=str(tmp_path / "live"), chunk_size=8, batch_size=8)
+
+
+def test_the_driver_learns_an_engine_fingerprint_from_a_ray_task_and_starts_no_engine(
+    local_ray, tmp_path, monkeypatch
+):
+    """On a cluster the driver may have no GPU: with nothing remembered for the spec, its fingerprint (needed for the
+    cache keys) comes from a Ray task, is remembered on the driver, and equals the engine's own."""
+    import datasets
+
+    from xl_suite.engines.spec import EngineSpec
+    from xl_suite.evaluation.answers import generate_answers
+    from xl_suite.executors import RayExecutor
+
+    monkeypatch.setenv("XL_SUITE_CACHE", str(tmp_path / "driver-cache"))  # nothing remembered on the driver
+    rows = datasets.Dataset.from_dict(
+        {"id": ["a", "b", "c", "d"], "instruction": [f"Question {i}?" for i in range(4)], "language": ["de"] * 4}
+    )
+    spec = EngineSpec(model=f"fake-{tmp_path.name}", backend="fake", engine_kwargs={"reply": "Antwort"})
+    driver = spec.lazy()
+    with RayExecutor(num_actors=1):
+        out = generate_answers(rows, driver, work_dir=str(tmp_path / "ray"), chunk_size=2, batch_size=2)
+    assert out["output"] == ["Antwort"] * 4
+    assert not driver.started, "the driver started the engine to learn its fingerprint"
+    assert (tmp_path / "driver-cache" / "engine_fingerprints.json").is_file()
+    assert spec.lazy().fingerprint() == spec.build().fingerprint()  # remembered, and the engine's own
+    local = spec.lazy()
+    generate_answers(rows, local, work_dir=str(tmp_path / "ray"), chunk_size=2, batch_size=2)
+    assert not local.started, "the same cache keys: a local rerun finds every chunk"

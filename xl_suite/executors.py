@@ -19,7 +19,9 @@ fingerprints, chunk files and resume as on one machine; synthesis has its own en
         answers = generate_answers(benchmark, EngineSpec(model="my/model").lazy(), work_dir="s3://bucket/run")
 
 Each ``run_stage`` call starts its own actor pool (and so its engines); a stage computes all of its chunks in one
-call, so that is one engine start per actor and stage.
+call, so that is one engine start per actor and stage. The cache keys need the engine's fingerprint on the calling
+process: a lazy engine reads it from its memo or, the first time, learns it from a Ray task with the actors'
+resources (:meth:`RayExecutor.engine_fingerprint`), so the driver never starts an engine (it may have no GPU).
 """
 
 from __future__ import annotations
@@ -208,6 +210,21 @@ class _StageWorker:
                 pass
 
 
+#: Options of ``ray_remote_args`` that also apply to a task (the rest are actor options).
+_TASK_OPTIONS = frozenset(
+    {"num_gpus", "resources", "memory", "accelerator_type", "runtime_env", "scheduling_strategy", "label_selector"}
+)
+
+
+def _spec_fingerprint(spec) -> str:
+    """In a Ray task: start ``spec``'s engine, return its fingerprint, close it."""
+    engine = spec.lazy()
+    try:
+        return engine.fingerprint()
+    finally:
+        engine.close()
+
+
 class RayExecutor:
     """Compute ``run_stage`` chunks on a pool of Ray Data actors inside a ``with`` block (``ray.init`` first).
 
@@ -237,6 +254,15 @@ class RayExecutor:
     def __exit__(self, *exc) -> None:
         """Back to computing in this process."""
         _CURRENT.reset(self._token)
+
+    def engine_fingerprint(self, spec) -> str:
+        """The fingerprint of ``spec``'s engine, from a Ray task with the actors' resources (``num_gpus``...): the
+        engine starts there once (a lazy engine on the driver remembers the answer), never on the driver."""
+        import ray
+
+        options = {k: v for k, v in self.ray_remote_args.items() if k in _TASK_OPTIONS}
+        task = ray.remote(_spec_fingerprint).options(num_cpus=self.num_cpus_per_actor, **options)
+        return ray.get(task.remote(spec))
 
     def compute(self, chunks, function, *, stage, fingerprint, work_dir, fn_kwargs, run_kwargs) -> None:
         """Compute ``chunks`` (``(index, datasets.Dataset)`` pairs) into ``work_dir`` on the actor pool."""

@@ -110,11 +110,25 @@ class LazyGenerator:
         return self.engine.generate(conversations, sampling)
 
     def fingerprint(self) -> str:
-        """The engine's fingerprint: from the memo when this spec was started before, else by starting it."""
+        """The engine's fingerprint: from the memo when this spec was started before, else by starting it.
+
+        Inside ``with xl_suite.executors.RayExecutor(...)`` (and with the default factory), an engine never started
+        here is started once in a Ray task with the actors' resources instead, and its fingerprint remembered: the
+        driver of a cluster run (often without a GPU) computes the cache keys without starting an engine itself.
+        """
         if self._engine is not None:
             return self._engine.fingerprint()
         remembered = self._memo().get(self._key())
-        return remembered if remembered is not None else self.engine.fingerprint()
+        if remembered is not None:
+            return remembered
+        from xl_suite.executors import current_executor
+
+        remote = getattr(current_executor(), "engine_fingerprint", None)
+        if remote is not None and self._factory == self.spec.build:
+            fingerprint = remote(self.spec)
+            self._remember(fingerprint)
+            return fingerprint
+        return self.engine.fingerprint()
 
     def supports_structured_output(self) -> bool:
         """Known per backend without starting the engine."""
