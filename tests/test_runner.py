@@ -333,11 +333,14 @@ def test_pieces_of_other_content_or_of_another_retry_are_not_reused(tmp_path):
     asked = _Asked(empty=odd)
     _pieces_run(ds, resumed, asked)
     assert sorted(asked.seen) == ["question 37", "question 39"], "the retry's stored piece is reused"
-    # ... then the chunk is retried by a run of one call at a time (which stores no pieces): the rows are now on
-    # their third attempt, and the piece of the second is stale.
+    # ... then the chunk is retried by a run of one call at a time (which stores no pieces, and deletes the chunk's
+    # old ones with the chunk file): the rows are now on their third attempt. Put the piece of the second back: stale.
+    stale = {p.name: p.read_bytes() for p in retry.glob("stage/*.piece-*")}
     asked = _Asked(empty=odd)
     _pieces_run(ds, retry, asked, concurrency=1)
-    assert sorted(asked.seen) == sorted(odd) and len(list(retry.glob("stage/*.piece-*"))) == 1
+    assert sorted(asked.seen) == sorted(odd) and not list(retry.glob("stage/*.piece-*")) and len(stale) == 1
+    for name, data in stale.items():
+        (retry / "stage" / name).write_bytes(data)
     asked = _Asked()
     out, stats = _pieces_run(ds, retry, asked)
     assert sorted(asked.seen) == sorted(odd), "the stale piece (attempt 2 of the rows) is not reused"
@@ -375,3 +378,14 @@ def test_one_call_at_a_time_writes_no_piece_files(tmp_path):
     healthy = _Asked()
     _pieces_run(ds, work, healthy, concurrency=1)
     assert sorted(healthy.seen) == sorted(f"question {i}" for i in range(32, 40)), "the whole chunk, as before"
+
+
+def test_pieces_an_overlapped_run_left_are_deleted_by_a_later_run_with_one_call_at_a_time(tmp_path):
+    ds = _pieces_ds()
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work)
+    assert list(work.glob("stage/chunk-00004-*.piece-*")), "the overlapped run stored pieces of chunk 4"
+    healthy = _Asked()
+    _pieces_run(ds, work, healthy, concurrency=1)
+    assert "question 32" in healthy.seen, "one call per chunk: the whole chunk is computed, its pieces not read"
+    assert not list(work.glob("stage/*.piece-*")), "no piece left behind"

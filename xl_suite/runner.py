@@ -680,12 +680,15 @@ def _run_chunks(
         # One piece per engine call when calls overlap; the whole chunk (one map) when they do not.
         step = batch_size if window > 1 else max(rows.num_rows, 1)
         c.pieces = [(j, _Piece(rows, j, min(j + step, rows.num_rows))) for j in range(0, max(rows.num_rows, 1), step)]
-        if window > 1 and c.path and len(c.pieces) > 1:
+        if c.path:
             if stored_pieces is None:
                 stored_pieces = _list_pieces(fs, folder)
-            _reuse_pieces(fs, c, stored_pieces, stage, one_to_one)
-            if len(c.done) == len(c.pieces):
-                _finish_chunk(fs, c, stats)
+            if window > 1 and len(c.pieces) > 1:
+                _reuse_pieces(fs, c, stored_pieces, stage, one_to_one)
+                if len(c.done) == len(c.pieces):
+                    _finish_chunk(fs, c, stats)
+            else:  # one call for the chunk: pieces an earlier, overlapped run left are deleted with the chunk file
+                c.piece_files = _pieces_of(c, stored_pieces) or None
     tasks = [(c, k, piece) for c in chunks for k, piece in enumerate(c.pieces) if k not in c.done]
     label_total = len(starts)
     for (c, k, _piece), table in _execute(
@@ -703,7 +706,7 @@ def _run_chunks(
         c.done[k] = table
         if len(c.done) == len(c.pieces):
             _finish_chunk(fs, c, stats)
-        elif c.piece_files is not None:
+        elif window > 1 and c.piece_files is not None:
             path = _piece_path(c, *c.pieces[k])
             _write_chunk(fs, path, table, compliant_nested=False)
             c.piece_files.add(path)
@@ -810,12 +813,16 @@ def _list_pieces(fs, folder: str) -> dict[str, str]:
     return found
 
 
+def _pieces_of(c: _Chunk, stored: dict[str, str]) -> set[str]:
+    """The stored piece files of chunk ``c`` (current and stale ones)."""
+    folder, chunk_name = c.path.rsplit("/", 1)
+    return {f"{folder}/{name}" for name in stored if name.startswith(f"{chunk_name}.piece-")}
+
+
 def _reuse_pieces(fs, c: _Chunk, stored: dict[str, str], stage: str, one_to_one: bool) -> None:
     """Fill ``c.done`` with the pieces of ``c`` stored by an earlier run (each checked: a damaged one is moved aside and
     computed again); note every piece file of the chunk, stale ones too, to delete once the chunk is written."""
-    prefix = f"{c.path.rsplit('/', 1)[-1]}.piece-"
-    folder = c.path.rsplit("/", 1)[0]
-    c.piece_files = {f"{folder}/{name}" for name in stored if name.startswith(prefix)}
+    c.piece_files = _pieces_of(c, stored)
     id_col = _id_column(c.in_table)
     ids = c.in_table.column(id_col).to_pylist() if id_col else None
     rows = list(range(c.rows.num_rows)) if c.table is None else c.todo
