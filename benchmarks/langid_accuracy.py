@@ -4,10 +4,10 @@ Corpus: the translation catalogs shipped in seven PyPI wheels, human translation
 valid email address.", help texts, admin and error messages) by each project's volunteer translators, written by
 none of us:
 
-- installed by the ``tests`` extra: ``django`` (BSD-3-Clause; ~95 locales; English is Django's source strings) and
-  ``plone.app.locales`` (GPL-2.0, data only; ~65 locales);
-- downloaded, not installed, by ``make langid-corpus`` (pinned with hashes in ``benchmarks/langid_corpus.txt``, read
-  from the ``.whl`` files in ``$XL_SUITE_LANGID_CORPUS``, default ``.venv/langid-corpus``): ``kolibri`` (MIT; its
+all downloaded, never installed, by ``make langid-corpus`` (pinned with hashes in ``benchmarks/langid_corpus.txt``,
+read from the ``.whl`` files in ``$XL_SUITE_LANGID_CORPUS``, default ``.venv/langid-corpus``), so the table does not
+depend on what the registry serves on the day: ``django`` (BSD-3-Clause; ~95 locales; English is Django's source
+strings), ``plone.app.locales`` (GPL-2.0, data only; ~65 locales), ``kolibri`` (MIT; its
   own Crowdin JSON messages, ~30 locales, among them Gujarati, Hausa, Haitian Creole, Khmer, Punjabi and Yoruba),
   ``gramps`` (GPL-2.0-or-later; Bashkir among ~40), ``pretix`` (AGPL-3.0 with additional terms; Faroese and
   Luxembourgish), ``ckan`` (AGPL-3.0-or-later; Amharic) and ``wagtail`` (BSD-3-Clause; Māori).
@@ -98,8 +98,18 @@ PLONE_LOCALE_TO_CODE = {
 }
 
 
-#: The pinned wheels of the extra corpus (``make langid-corpus``).
+#: The pinned wheels of the corpus (``make langid-corpus``).
 CORPUS_REQUIREMENTS = Path(__file__).resolve().parent / "langid_corpus.txt"
+#: The two catalog packages read with their own locale mapping: wheel -> (license, member pattern (group 1: the
+#: locale), locale -> registry code). Every ``.mo`` of the package, contrib apps included.
+BASE_SOURCES = {
+    "django": ("BSD-3-Clause", re.compile(r"django/(?:[^/]+/)*locale/([^/]+)/LC_MESSAGES/[^/]+\.mo"), LOCALE_TO_CODE),
+    "plone.app.locales": (
+        "GPL-2.0",
+        re.compile(r"plone/app/locales/locales/([^/]+)/LC_MESSAGES/[^/]+\.mo"),
+        {**LOCALE_TO_CODE, **PLONE_LOCALE_TO_CODE},
+    ),
+}
 #: wheel -> (license, member path pattern whose group 1 is the locale, format): only the project's own catalogs
 #: (kolibri vendors Django and other packages under kolibri/dist; those are not read).
 WHEEL_SOURCES = {
@@ -146,10 +156,11 @@ def corpus_wheels() -> dict[str, Path]:
         if line:
             name, version = line.split()[0].split("==")
             pins[name] = version
-    assert set(pins) == set(WHEEL_SOURCES), f"{CORPUS_REQUIREMENTS} and WHEEL_SOURCES disagree"
+    assert set(pins) == set(BASE_SOURCES) | set(WHEEL_SOURCES), f"{CORPUS_REQUIREMENTS} and the sources disagree"
     out = {}
     for name, version in pins.items():
-        found = sorted(corpus_dir().glob(f"{name}-{version}-*.whl"))
+        # wheel file names normalise the project name (plone.app.locales -> plone_app_locales)
+        found = sorted(corpus_dir().glob(f"{re.sub(r'[-_.]+', '_', name)}-{version}-*.whl"))
         if not found:
             raise FileNotFoundError(
                 f"The language-identification corpus lacks {name}=={version} in {corpus_dir()}: run "
@@ -158,6 +169,16 @@ def corpus_wheels() -> dict[str, Path]:
             )
         out[name] = found[0]
     return out
+
+
+def corpus_description() -> str:
+    """The corpus as the table's ``meta.corpus`` names it: every pinned wheel with its version and license."""
+    names = {"django": "Django"}
+    parts = [
+        f"{names.get(name, name)} {wheel.name.split('-')[1]} ({(BASE_SOURCES.get(name) or WHEEL_SOURCES[name])[0]})"
+        for name, wheel in corpus_wheels().items()
+    ]
+    return ", ".join(parts) + " translation catalogs, from PyPI"
 
 
 def wheel_locale_code(locale: str, known) -> str | None:
@@ -229,23 +250,20 @@ def _clean(text: str) -> str:
 
 
 def _catalogs():
-    """(registry code or None, catalog) for every .mo of the two corpora, in a fixed order."""
-    import django
-    import plone.app.locales
+    """(registry code or None, catalog, locale) for every .mo of Django's and Plone's wheels, in a fixed order."""
+    import io
 
     from xl_suite.languages import builtin_languages
 
     known = builtin_languages()
-    for package, mapping in (
-        (django, LOCALE_TO_CODE),
-        (plone.app.locales, {**LOCALE_TO_CODE, **PLONE_LOCALE_TO_CODE}),
-    ):
-        for mo in sorted(Path(package.__path__[0]).glob("**/LC_MESSAGES/*.mo")):
-            locale = mo.parts[-3]
-            code = mapping.get(locale, locale.replace("_", "-"))
-            with mo.open("rb") as fh:
-                catalog = gettext.GNUTranslations(fh)._catalog
-            yield (code if code in known else None), catalog, locale
+    wheels = corpus_wheels()
+    for name, (_, pattern, mapping) in BASE_SOURCES.items():
+        with zipfile.ZipFile(wheels[name]) as zf:
+            for member in sorted(m for m in zf.namelist() if pattern.fullmatch(m)):
+                locale = pattern.fullmatch(member).group(1)
+                code = mapping.get(locale, locale.replace("_", "-"))
+                catalog = gettext.GNUTranslations(io.BytesIO(zf.read(member)))._catalog
+                yield (code if code in known else None), catalog, locale
 
 
 def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
@@ -274,6 +292,8 @@ def load_corpus(min_letters: int = 20) -> dict[str, list[str]]:
                 out.setdefault(code, set()).add(text)
     known = builtin_languages()
     for name, wheel in corpus_wheels().items():
+        if name in BASE_SOURCES:
+            continue
         for locale, msgstr in _wheel_messages(name, wheel):
             code = wheel_locale_code(locale, known)
             text = _clean(msgstr)
@@ -377,15 +397,7 @@ def build(max_passages: int, min_passages: int) -> dict:
     return {
         "meta": {
             "generated_by": "benchmarks/langid_accuracy.py",
-            "corpus": (
-                f"Django {md.version('django')} (BSD-3-Clause), plone.app.locales "
-                f"{md.version('plone.app.locales')} (GPL-2.0), "
-                + ", ".join(
-                    f"{name} {wheel.name.split('-')[1]} ({WHEEL_SOURCES[name][0]})"
-                    for name, wheel in corpus_wheels().items()
-                )
-                + " translation catalogs, from PyPI"
-            ),
+            "corpus": corpus_description(),
             "unit": "one translated message (>= 20 letters); 'passage': 3 messages joined",
             "max_messages": 3 * max_passages,
             "max_passages": max_passages,
