@@ -51,6 +51,7 @@ from functools import lru_cache
 
 from xl_suite.errors import InvalidArgumentError, LanguageError, MissingDependencyError
 from xl_suite.languages import LanguageSpec, get_language
+from xl_suite.status import RowStatus
 
 
 __all__ = [
@@ -724,20 +725,20 @@ def language_check(
         code, target = fid["detected_language"][i], fid["is_target"][i]
         identifier = fid["per_language"][get_language(lang).code]["identifier"]
         if target is None:
-            status.append("n/a")
+            status.append(RowStatus.NOT_APPLICABLE)
         elif code == UNDETERMINED:
-            status.append("undetermined")
+            status.append(RowStatus.UNDETERMINED)
         elif not target:
-            status.append("wrong_language")
+            status.append(RowStatus.WRONG_LANGUAGE)
         elif identifier == "py3langid" and fid["detected_prob"][i] < min_prob:
-            status.append("low_confidence")
+            status.append(RowStatus.LOW_CONFIDENCE)
         else:
-            status.append("ok")
+            status.append(RowStatus.OK)
     return {
         "language_id": fid["detected_language"],
         "language_prob": [float(p) for p in fid["detected_prob"]],
         "language_status": status,
-        "language_ok": [s == "ok" for s in status],
+        "language_ok": [s == RowStatus.OK for s in status],
     }
 
 
@@ -930,7 +931,7 @@ def language_fidelity(
         per_language[code] = {
             **summary(idx),
             "identifier": sup.identifier,
-            "status": "ok" if sup.supported else "n/a",
+            "status": RowStatus.OK if sup.supported else RowStatus.NOT_APPLICABLE,
             "reason": sup.reason,
         }
     overall = summary(list(range(len(responses))))

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.fingerprint import content_hash, stable_hash
 from xl_suite.safety import DirLock, quarantine, unique_temp_path
+from xl_suite.status import FAILED, first_failure, is_failed
 
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,9 @@ __all__ = [
     "DEFAULT_MAX_ERROR_RATE",
 ]
 
-#: Status values that mark a row as a failure, not a result: stored, counted, and retried on the next run.
-FAILURE_STATUSES = frozenset({"unparsed", "unparseable", "empty", "error", "too_long"})
+#: Status values that mark a row as a failure, not a result: stored, counted, and retried on the next run
+#: (:data:`xl_suite.status.FAILED`, under its older name).
+FAILURE_STATUSES = FAILED
 #: Columns that identify a row, checked when a chunk is read back (the first one present is used).
 ID_COLUMNS = ("id", "cache_key", "seed_id", "item_index")
 #: Default share of failed rows above which a command exits non-zero (``--max-error-rate``).
@@ -240,12 +242,6 @@ def _own_metadata(table) -> dict:
     return {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"xl_suite.")}
 
 
-def _status_is_failure(value, failures: Collection[str]) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(_status_is_failure(v, failures) for v in value)
-    return isinstance(value, str) and value in failures
-
-
 def failed_rows(table, status_columns: Sequence[str], failures: Collection[str] = FAILURE_STATUSES) -> list[int]:
     """Indices of the rows whose status (in any of ``status_columns``; lists: any element) is a failure.
 
@@ -257,7 +253,7 @@ def failed_rows(table, status_columns: Sequence[str], failures: Collection[str] 
     bad: set[int] = set()
     for name in status_columns:
         for i, value in enumerate(table.column(name).to_pylist()):
-            if _status_is_failure(value, failures):
+            if is_failed(value, failures):
                 bad.add(i)
     return sorted(bad)
 
@@ -273,20 +269,10 @@ def failure_counts(table, status_columns: Sequence[str], failures: Collection[st
     counts: dict[str, int] = {}
     columns = [table.column(name).to_pylist() for name in status_columns]
     for values in zip(*columns, strict=True):
-        status = _first_failure(values, failures)
+        status = first_failure(values, failures)
         if status is not None:
             counts[status] = counts.get(status, 0) + 1
     return counts
-
-
-def _first_failure(value, failures: Collection[str]) -> str | None:
-    if isinstance(value, (list, tuple)):
-        for v in value:
-            found = _first_failure(v, failures)
-            if found is not None:
-                return found
-        return None
-    return value if isinstance(value, str) and value in failures else None
 
 
 def check_failure_rate(

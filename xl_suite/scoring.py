@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.json_repair_step import repair_json_object
+from xl_suite.status import RowStatus
 
 
 __all__ = [
@@ -121,7 +122,7 @@ def _scores_from_object(obj, names: list[str], scale: tuple[int, int]) -> dict[s
 
 def parse_scores_with_status(
     text: str | None, criteria: Sequence[str] | Mapping[str, str], *, scale: tuple[int, int] = SCORE_SCALE
-) -> tuple[dict[str, int] | None, str]:
+) -> tuple[dict[str, int] | None, RowStatus]:
     """:func:`parse_scores` plus how the reply was read: ``"ok"``, ``"repaired"`` (only after JSON repair) or
     ``"unparsed"``.
 
@@ -131,7 +132,7 @@ def parse_scores_with_status(
     ({'fluency': 4}, 'ok')
     """
     if not isinstance(text, str) or not text.strip():
-        return None, "unparsed"
+        return None, RowStatus.UNPARSED
     names = list(criteria)
     for cand in _json_candidates(text):
         try:
@@ -140,10 +141,10 @@ def parse_scores_with_status(
             continue
         scores = _scores_from_object(obj, names, scale)
         if scores is not None:
-            return scores, "ok"
+            return scores, RowStatus.OK
     scores = _scores_from_object(repair_json_object(text), names, scale)
     if scores is not None:
-        return scores, "repaired"
+        return scores, RowStatus.REPAIRED
     out = {}
     for name in names:  # "name: N" pairs in prose
         m = re.search(
@@ -151,9 +152,9 @@ def parse_scores_with_status(
         )
         value = _score_value(m.group(1) if m else None, scale)
         if value is None:
-            return None, "unparsed"
+            return None, RowStatus.UNPARSED
         out[name] = value
-    return out, "ok"
+    return out, RowStatus.OK
 
 
 def aggregate_scores(scores: Mapping[str, int] | None, how: str = "mean") -> float:

@@ -7,16 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xl_suite.engines.base import STATUS_PROMPT_TRUNCATED
 from xl_suite.fingerprint import random_fingerprint
+from xl_suite.status import is_usable
 
 
 __all__ = [
-    "STATUS_OK",
-    "STATUS_UNPARSED",
-    "STATUS_PROMPT_TRUNCATED",
-    "USABLE_STATUSES",
-    "usable",
     "column_values",
     "to_arrow",
     "normalised",
@@ -24,23 +19,6 @@ __all__ = [
     "count_status",
     "order_columns",
 ]
-
-#: Status of a row (or candidate) whose stage output is usable.
-STATUS_OK = "ok"
-#: Status of an LLM output that could not be parsed (a verdict, scores): counted, never used as data.
-STATUS_UNPARSED = "unparsed"
-#: Statuses of usable outputs: ``ok``, and ``prompt_truncated`` (made from a prompt the engine cut to fit its context
-#: under ``truncate_prompts``; kept as data and counted apart).
-USABLE_STATUSES = frozenset({STATUS_OK, STATUS_PROMPT_TRUNCATED})
-
-
-def usable(value) -> bool:
-    """True for a kept row: a ``True`` flag or a usable status (:data:`USABLE_STATUSES`).
-
-    >>> [usable(v) for v in (True, "ok", "prompt_truncated", "empty", False, None)]
-    [True, True, True, False, False, False]
-    """
-    return value is True or (isinstance(value, str) and value in USABLE_STATUSES)
 
 
 def column_values(ds, name: str) -> list:
@@ -76,10 +54,10 @@ def normalised(ds):
 
 
 def keep_rows(ds, column: str):
-    """Rows whose ``column`` is ``True`` or a usable status, ``"ok"`` or ``"prompt_truncated"`` (the Dataset itself
+    """Rows whose ``column`` is ``True`` or a usable status (:data:`xl_suite.status.USABLE`; the Dataset itself
     when all are kept)."""
     values = column_values(ds, column)
-    idx = [i for i, v in enumerate(values) if usable(v)]
+    idx = [i for i, v in enumerate(values) if is_usable(v)]
     if len(idx) == ds.num_rows:
         return ds
     return normalised(ds.select(idx))

@@ -214,21 +214,21 @@ def check_judgments(result, max_error_rate: float) -> None:
     Rule-based judgments (an empty answer) are not the judge's replies and are not counted.
     """
     from xl_suite.errors import FailureRateError
-    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
-    from xl_suite.tables import STATUS_PROMPT_TRUNCATED
+    from xl_suite.runner import check_failure_rate
+    from xl_suite.status import FAILED, USABLE, RowStatus, is_rule
 
     by_status: dict[str, int] = {}
     total = 0
     for rows, what in ((result.judgments, "pairwise"), (result.rubric_rows, "rubric")):
-        judged = [r for r in rows if not str(r.get("parse_status", "")).startswith("rule:") and "parse_status" in r]
+        judged = [r for r in rows if "parse_status" in r and not is_rule(r["parse_status"])]
         total += len(judged)
         for r in judged:
-            if r["parse_status"] in FAILURE_STATUSES:
+            if r["parse_status"] in FAILED:
                 key = f"{what} {r['parse_status']}"
                 by_status[key] = by_status.get(key, 0) + 1
-    judged_statuses = ("ok", "repaired", STATUS_PROMPT_TRUNCATED, *FAILURE_STATUSES)
+    judged_statuses = (*USABLE, RowStatus.REPAIRED, *FAILED)
     pairwise = [r for r in result.judgments if r.get("parse_status") in judged_statuses]
-    if pairwise and all(r["parse_status"] in FAILURE_STATUSES for r in pairwise):
+    if pairwise and all(r["parse_status"] in FAILED for r in pairwise):
         raise FailureRateError(
             f"No pairwise judgment could be parsed ({len(pairwise)} of {len(pairwise)} unparsed): there is no win "
             "rate. The report is written, with the judge's raw replies under 'unparsed judgments'; check the "

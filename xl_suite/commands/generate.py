@@ -42,9 +42,10 @@ def run(args) -> int:
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_dataset
     from xl_suite.evaluation.answers import GenerateConfig
-    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+    from xl_suite.runner import check_failure_rate
     from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
-    from xl_suite.tables import STATUS_PROMPT_TRUNCATED, count_status
+    from xl_suite.status import FAILED, RowStatus
+    from xl_suite.tables import count_status
 
     job = from_args(GenerateConfig, args)
     spec = engine_spec(args)
@@ -75,12 +76,12 @@ def run(args) -> int:
     truncated = 0
     for result in results.values():
         if status in result.column_names:
-            count_status([s for s in result[status] if s in FAILURE_STATUSES], by_status)
-            truncated += sum(s == STATUS_PROMPT_TRUNCATED for s in result[status])
+            count_status([s for s in result[status] if s in FAILED], by_status)
+            truncated += sum(s == RowStatus.PROMPT_TRUNCATED for s in result[status])
     if truncated:
         print(
             f"{truncated} {'references' if job.as_reference else 'answers'} were generated from a prompt truncated "
-            f"to the model's context (--truncate-prompts): kept, marked {STATUS_PROMPT_TRUNCATED} in {status}."
+            f"to the model's context (--truncate-prompts): kept, marked {RowStatus.PROMPT_TRUNCATED} in {status}."
         )
     warning = check_failure_rate(
         by_status,

@@ -41,8 +41,9 @@ def run(args) -> int:
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
-    from xl_suite.runner import FAILURE_STATUSES, check_failure_rate
+    from xl_suite.runner import check_failure_rate
     from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
+    from xl_suite.status import FAILED, RowStatus
     from xl_suite.tables import count_status
 
     job = from_args(TranslateConfig, args)
@@ -98,7 +99,7 @@ def run(args) -> int:
             write_marker(out, "translate")
     for code, path in paths.items():
         status = translations[code]["translation_status"]
-        bad = sum(s != "ok" for s in status)
+        bad = sum(s != RowStatus.OK for s in status)
         print(
             f"{code}: {len(status)} prompts -> {path}"
             + (f" ({bad} empty, truncated or from a truncated prompt, kept and marked)" if bad else "")
@@ -106,7 +107,7 @@ def run(args) -> int:
     print(f'Load with: xl_suite.load_dataset("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
     by_status: dict[str, int] = {}
     for ds in translations.values():
-        count_status([s for s in ds["translation_status"] if s in FAILURE_STATUSES], by_status)
+        count_status([s for s in ds["translation_status"] if s in FAILED], by_status)
     warning = check_failure_rate(
         by_status,
         sum(ds.num_rows for ds in translations.values()),

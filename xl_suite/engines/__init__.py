@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.status import RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -228,13 +229,13 @@ def strict_kwargs(cls):
     return cls
 
 
-def completion_status(text: str | None, finish_reason: str | None = None) -> str:
-    """Status of one completion: ``"empty"`` (no text: a failure, never an answer) or ``"ok"``.
+def completion_status(text: str | None, finish_reason: str | None = None) -> RowStatus:
+    """Status of one completion: ``empty`` (no text: a failure, never an answer) or ``ok``.
 
     Backends record it in ``Completion.extra["status"]``; stage functions copy it into their ``*_status`` column so
     that :func:`xl_suite.runner.run_stage` stores, counts and retries empty completions.
 
-    >>> completion_status(""), completion_status("  "), completion_status("Hallo"), completion_status(None)
-    ('empty', 'empty', 'ok', 'empty')
+    >>> [str(completion_status(t)) for t in ("", "  ", "Hallo", None)]
+    ['empty', 'empty', 'ok', 'empty']
     """
-    return "ok" if text and text.strip() else "empty"
+    return RowStatus.OK if text and text.strip() else RowStatus.EMPTY

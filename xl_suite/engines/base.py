@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import stable_hash
+from xl_suite.status import BACKEND_FAILED, RowStatus
 
 
 __all__ = [
@@ -102,16 +103,7 @@ class Completion:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: Per-row failure statuses a backend may put in ``Completion.extra["status"]`` instead of raising for the batch.
-STATUS_TOO_LONG = "too_long"
-STATUS_ERROR = "error"
-ROW_FAILURES = (STATUS_TOO_LONG, STATUS_ERROR)
-#: Status of a usable row generated from a prompt the engine cut to fit its context (``truncate_prompts``, off by
-#: default): kept as data like ``"ok"``, never retried, and counted apart so the summary says how many there are.
-STATUS_PROMPT_TRUNCATED = "prompt_truncated"
-
-
-def failed_completion(status: str, message: str, *, prompt_tokens: int = 0) -> Completion:
+def failed_completion(status: RowStatus | str, message: str, *, prompt_tokens: int = 0) -> Completion:
     """The completion a backend returns for one request that failed on its own (the rest of the batch goes on).
 
     ``status`` is ``"too_long"`` (the prompt does not fit the model's context) or ``"error"`` (the request failed
@@ -119,21 +111,22 @@ def failed_completion(status: str, message: str, *, prompt_tokens: int = 0) -> C
     the status into their ``*_status`` column (:func:`failure_status`), so the row is stored, counted and retried
     as a failure, never passed on as data.
 
-    >>> c = failed_completion("too_long", "prompt has 300 tokens, the context 256")
-    >>> failure_status(c), c.text
+    >>> c = failed_completion(RowStatus.TOO_LONG, "prompt has 300 tokens, the context 256")
+    >>> str(failure_status(c)), c.text
     ('too_long', '')
     """
-    if status not in ROW_FAILURES:
-        raise InvalidArgumentError(f"status must be one of {ROW_FAILURES}, got {status!r}.")
+    if status not in BACKEND_FAILED:
+        raise InvalidArgumentError(f"status must be one of {[str(s) for s in BACKEND_FAILED]}, got {status!r}.")
+    status = RowStatus(status)
     return Completion(
         text="", prompt_tokens=prompt_tokens, finish_reason=status, extra={"status": status, "error": message}
     )
 
 
-def failure_status(completion) -> str | None:
-    """``"too_long"``/``"error"`` when the backend marked this completion as a per-row failure, else None."""
+def failure_status(completion) -> RowStatus | None:
+    """``too_long``/``error`` when the backend marked this completion as a per-row failure, else None."""
     status = (getattr(completion, "extra", None) or {}).get("status")
-    return status if status in ROW_FAILURES else None
+    return RowStatus(status) if status in BACKEND_FAILED else None
 
 
 def prompt_truncated(completion) -> bool:
@@ -146,18 +139,18 @@ def truncates_prompts(generator) -> bool:
     return bool(getattr(generator, "truncate_prompts", False))
 
 
-def row_status(completion, ok: bool | None = None, otherwise: str = "empty") -> str:
-    """The ``*_status`` value of a row: the backend's per-row failure (``too_long``/``error``) if any, else ``"ok"``
-    when ``ok`` (default: the completion has text), else ``otherwise`` (``"empty"``, ``"unparsed"``...).
+def row_status(completion, ok: bool | None = None, otherwise: RowStatus = RowStatus.EMPTY) -> RowStatus:
+    """The ``*_status`` value of a row: the backend's per-row failure (``too_long``/``error``) if any, else ``ok``
+    when ``ok`` (default: the completion has text), else ``otherwise`` (``empty``, ``unparsed``...).
 
-    A usable completion whose prompt the backend truncated (``truncate_prompts``) is ``"prompt_truncated"``
-    instead of ``"ok"``: kept as data, and counted apart from the ``ok`` rows.
+    A usable completion whose prompt the backend truncated (``truncate_prompts``) is ``prompt_truncated``
+    instead of ``ok``: kept as data, and counted apart from the ``ok`` rows.
 
-    >>> row_status(Completion("Hallo")), row_status(Completion("")), row_status(Completion("{"), False, "unparsed")
-    ('ok', 'empty', 'unparsed')
-    >>> row_status(failed_completion("error", "HTTP 503"), True)
+    >>> [str(row_status(Completion(t))) for t in ("Hallo", "")], str(row_status(Completion("{"), False, "unparsed"))
+    (['ok', 'empty'], 'unparsed')
+    >>> str(row_status(failed_completion("error", "HTTP 503"), True))
     'error'
-    >>> row_status(Completion("Hallo", extra={"prompt_truncated": True}))
+    >>> str(row_status(Completion("Hallo", extra={"prompt_truncated": True})))
     'prompt_truncated'
     """
     status = failure_status(completion)
@@ -166,8 +159,8 @@ def row_status(completion, ok: bool | None = None, otherwise: str = "empty") -> 
     if ok is None:
         ok = bool(completion.text and completion.text.strip())
     if not ok:
-        return otherwise
-    return STATUS_PROMPT_TRUNCATED if prompt_truncated(completion) else "ok"
+        return RowStatus(otherwise)
+    return RowStatus.PROMPT_TRUNCATED if prompt_truncated(completion) else RowStatus.OK
 
 
 def concurrent_calls(generator) -> bool:

@@ -12,10 +12,11 @@ import re
 import threading
 
 from xl_suite.engines import strict_kwargs
-from xl_suite.engines.base import STATUS_TOO_LONG, Completion, failed_completion
+from xl_suite.engines.base import Completion, failed_completion
 from xl_suite.errors import GenerationError, XlSuiteError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language
+from xl_suite.status import RowStatus
 
 
 __all__ = ["FakeGenerator", "FakeSynthesisResponder", "FaultInjectingResponder"]
@@ -136,7 +137,7 @@ class FakeGenerator:
             truncated = limit is not None and prompt_tokens > limit
             if truncated and not self.truncate_prompts:
                 message = f"the prompt has {prompt_tokens} words, the fake's context {self.context_tokens}"
-                out.append([failed_completion(STATUS_TOO_LONG, message, prompt_tokens=prompt_tokens)] * sampling.n)
+                out.append([failed_completion(RowStatus.TOO_LONG, message, prompt_tokens=prompt_tokens)] * sampling.n)
                 continue
             if truncated:
                 conv, prompt_tokens = _keep_last_words(conv, limit), limit

@@ -24,8 +24,6 @@ from typing import Any, Literal
 
 from xl_suite.engines import completion_status, is_openai_available, strict_kwargs, validate_conversations
 from xl_suite.engines.base import (
-    STATUS_ERROR,
-    STATUS_TOO_LONG,
     Completion,
     Messages,
     SamplingConfig,
@@ -36,6 +34,7 @@ from xl_suite.engines.base import (
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
 from xl_suite.safety import install_secret_filter, scrub_secrets
+from xl_suite.status import RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -49,14 +48,14 @@ ROW_STATUS = frozenset({400, 413, 422})
 _CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context length", "too many tokens")
 
 
-def _row_status(error, retryable: bool) -> str | None:
+def _row_status(error, retryable: bool) -> RowStatus | None:
     """The per-row status of a request that failed for good, or None when the failure concerns every request."""
     code = getattr(error, "status_code", None)
     if retryable:
-        return STATUS_ERROR  # retries exhausted: this request, this time
+        return RowStatus.ERROR  # retries exhausted: this request, this time
     if code in ROW_STATUS:
         text = str(getattr(error, "body", None) or "") + " " + str(error)
-        return STATUS_TOO_LONG if any(m in text.lower() for m in _CONTEXT_MARKERS) else STATUS_ERROR
+        return RowStatus.TOO_LONG if any(m in text.lower() for m in _CONTEXT_MARKERS) else RowStatus.ERROR
     return None
 
 
@@ -383,7 +382,7 @@ class OpenAIGenerator:
                 "request_completion_tokens": total_completion,
                 "status": completion_status(content),
             }
-            if extra["status"] != "ok":
+            if extra["status"] != RowStatus.OK:
                 logger.warning(
                     "Server returned an empty completion for model %r (finish_reason=%r); marked 'empty'",
                     self.model,

@@ -59,7 +59,6 @@ from xl_suite.engines import (
     validate_conversations,
 )
 from xl_suite.engines.base import (
-    STATUS_TOO_LONG,
     Completion,
     Messages,
     SamplingConfig,
@@ -69,6 +68,7 @@ from xl_suite.engines.base import (
 )
 from xl_suite.errors import GenerationError, InvalidArgumentError, MissingDependencyError
 from xl_suite.fingerprint import stable_hash
+from xl_suite.status import RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -362,7 +362,7 @@ class _RequestStream:
                 self._ledger.add(requests=1, failures=1)
                 if _is_too_long(e):
                     message = f"the prompt does not fit the context of {self._max_model_len} tokens: {e}"
-                    job.set(i, [failed_completion(STATUS_TOO_LONG, message)] * job.samplings[i].n)
+                    job.set(i, [failed_completion(RowStatus.TOO_LONG, message)] * job.samplings[i].n)
                     continue
                 self._drop(job)
                 job.future.set_exception(GenerationError(f"vLLM rejected request {i} of the call: {e}"))

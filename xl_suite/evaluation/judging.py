@@ -50,7 +50,6 @@ from typing import Any, Literal
 
 from xl_suite.configuration import option
 from xl_suite.engines.base import (
-    STATUS_PROMPT_TRUNCATED,
     Completion,
     Generator,
     SamplingConfig,
@@ -63,6 +62,7 @@ from xl_suite.json_repair_step import repair_json_object
 from xl_suite.languages import LanguageSpec, get_language
 from xl_suite.prompting import PromptTemplate, load_template, neutralise_markers
 from xl_suite.scoring import parse_scores, parse_scores_with_status, score_schema
+from xl_suite.status import FAILED, RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -113,10 +113,10 @@ DEFAULT_DIMENSIONS: dict[str, str] = {
     "translation; register and idioms fit.",
 }
 
-_PARSE_OK = "ok"
-_PARSE_UNPARSED = "unparsed"
-_PARSE_REPAIRED = "repaired"
-_RULE_EMPTY = "rule:empty_output"
+_PARSE_OK = RowStatus.OK
+_PARSE_UNPARSED = RowStatus.UNPARSED
+_PARSE_REPAIRED = RowStatus.REPAIRED
+_RULE_EMPTY = RowStatus.RULE_EMPTY_OUTPUT
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -655,16 +655,14 @@ def load_annotations(
         if table is None:
             bad.append(path)
             continue
-        from xl_suite.runner import FAILURE_STATUSES
-
         for row in table.to_pylist():
             key = row["cache_key"]
-            if row.get("parse_status") in FAILURE_STATUSES:
+            if row.get("parse_status") in FAILED:
                 if failed_attempts is not None:
                     failed_attempts[key] = failed_attempts.get(key, 0) + 1
                 if key in index:
                     continue  # a parsed judgment (or an earlier failed one) is already there
-            elif key in index and index[key].get("parse_status") not in FAILURE_STATUSES:
+            elif key in index and index[key].get("parse_status") not in FAILED:
                 pass  # two parsed judgments of one key: keep the first (files in name order)
             else:
                 index[key] = row
@@ -692,16 +690,12 @@ def _run_cached(
     from xl_suite.runner import StageStats, run_stage
 
     t0 = time.perf_counter()
-    from xl_suite.runner import FAILURE_STATUSES
-
     failed: dict[str, int] = {}
     index, bad = load_annotations(
         cache_dir, stage, storage_options=storage_options, required=required, failed_attempts=failed
     )
     retry = {
-        k
-        for k, row in index.items()
-        if row.get("parse_status") in FAILURE_STATUSES and failed.get(k, 0) < MAX_JUDGE_ATTEMPTS
+        k for k, row in index.items() if row.get("parse_status") in FAILED and failed.get(k, 0) < MAX_JUDGE_ATTEMPTS
     }
     for k in retry:
         del index[k]  # an unparsed judgment is a failure, not a result: judged again (up to the cap)
@@ -811,7 +805,7 @@ def _ledger_entry(
         # parsed only after the JSON repair step (rows cached before it existed have no flag: not repaired)
         "json_repaired": sum(bool(r.get("json_repaired")) for r in unique),
         # judged from a prompt cut to the judge's context (truncate_prompts): kept, counted apart
-        "prompt_truncated": sum(r["parse_status"] == STATUS_PROMPT_TRUNCATED for r in unique),
+        "prompt_truncated": sum(r["parse_status"] == RowStatus.PROMPT_TRUNCATED for r in unique),
         "corrupt_cache_files": len(counts["corrupt_files"]),
         "prompt_tokens": p_in,
         "completion_tokens": p_out,

@@ -12,6 +12,7 @@ from typing import Any
 from xl_suite.evaluation.alpaca_eval import LEADERBOARD_COLUMNS, LEADERBOARD_RENAMES
 from xl_suite.evaluation.results import OVERALL, EvaluationResult
 from xl_suite.sources import write_jsonl
+from xl_suite.status import RowStatus, is_rule
 
 
 logger = logging.getLogger(__name__)
@@ -356,7 +357,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
             "",
         ]
     if result.judged:
-        bad = [r for r in result.judgments if r["parse_status"] == "unparsed"]
+        bad = [r for r in result.judgments if r["parse_status"] == RowStatus.UNPARSED]
         md += ["## Unparsed judgments", ""]
         if bad:
             md += [
@@ -373,7 +374,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
             md.append("")
         else:
             md += ["None: every judgment was parsed.", ""]
-        rules = sum(r["parse_status"].startswith("rule:") for r in result.judgments)
+        rules = sum(is_rule(r["parse_status"]) for r in result.judgments)
         if rules:
             md += [f"{rules} judgment(s) of empty model answers were decided by rule (an empty answer loses).", ""]
     if meta.get("warnings"):

@@ -20,7 +20,7 @@ from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise, score_rubri
 from xl_suite.languages import get_language
 from xl_suite.prompting import load_template
 from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
-from xl_suite.tables import usable
+from xl_suite.status import RowStatus, is_rule, is_usable
 
 
 __all__ = ["OVERALL", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
@@ -430,7 +430,7 @@ def evaluate_responses(
             "avg_model_length": _mean([len(preds[i]) for i in idx]),
             "language_fidelity": fid_stats["language_fidelity"],
             "language_fidelity_strict": fid_stats["language_fidelity_strict"],
-            "fidelity_status": fid_stats.get("status", "ok"),
+            "fidelity_status": fid_stats.get("status", RowStatus.OK),
             "fidelity_reason": fid_stats.get("reason", ""),
             "line_pass_rate": fid_stats["line_pass_rate"],
         }
@@ -535,7 +535,7 @@ def _judge_stats(
         out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_total": 0, "n_unparsed": len(idx)})
         warnings.append(f"{name}: no judgment could be parsed; win rates are NaN (see the unparsed judgments).")
     # Position bias from the judge's own verdicts: rule-decided rows (empty answers) are left out.
-    rows = [r for r in judgments if r["item_index"] in idx_set and not r["parse_status"].startswith("rule:")]
+    rows = [r for r in judgments if r["item_index"] in idx_set and not is_rule(r["parse_status"])]
     by_order: dict[str, dict[int, float | None]] = {"model_first": {}, "model_second": {}}
     for r in rows:
         by_order[r["order"]][r["pair_index"]] = r["preference"]
@@ -548,7 +548,7 @@ def _judge_stats(
     else:
         out.update({"prefer_first_rate": nan, "order_agreement": nan})
     if judgments:
-        n_judged, n_bad = len(rows), sum(not usable(r["parse_status"]) for r in rows)
+        n_judged, n_bad = len(rows), sum(not is_usable(r["parse_status"]) for r in rows)
     else:  # judgments made elsewhere (preferences=): one per item
         n_judged, n_bad = len(p), sum(x is None for x in p)
     out.update(

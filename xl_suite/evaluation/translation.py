@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import STATUS_PROMPT_TRUNCATED, Generator, SamplingConfig, failure_status, prompt_truncated
+from xl_suite.engines.base import Generator, SamplingConfig, failure_status, prompt_truncated
 from xl_suite.errors import OutputExistsError
 from xl_suite.evaluation.answers import (
     BatchGenerationConfig,
@@ -23,6 +23,7 @@ from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language, resolve_languages
 from xl_suite.prompting import PromptTemplate, load_template
 from xl_suite.sources import write_jsonl
+from xl_suite.status import RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -70,12 +71,12 @@ def translate_batch(
     status = [
         failure_status(c)
         or (
-            "empty"
+            RowStatus.EMPTY
             if not c.text.strip()
             # a translation of a cut prompt misses part of the text, whether or not it also hit max_tokens
-            else STATUS_PROMPT_TRUNCATED
+            else RowStatus.PROMPT_TRUNCATED
             if prompt_truncated(c)
-            else ("truncated" if c.finish_reason == "length" else "ok")
+            else (RowStatus.TRUNCATED if c.finish_reason == "length" else RowStatus.OK)
         )
         for c in comps
     ]
@@ -175,7 +176,7 @@ def translate_prompts(
             storage_options=storage_options,
             desc=f"translate {spec.code} ({generator.model})",
         )
-        bad = [s for s in result["translation_status"] if s != "ok"]
+        bad = [s for s in result["translation_status"] if s != RowStatus.OK]
         if bad:
             logger.warning(
                 "%s: %d of %d translations are empty, truncated or made from a truncated prompt (kept, marked in "

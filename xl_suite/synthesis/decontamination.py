@@ -29,6 +29,7 @@ from functools import lru_cache
 from importlib import resources
 
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.status import CONTAMINATED_PREFIX, RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -166,21 +167,21 @@ def decontaminate_batch(
     if len(prompts) != len(prompt_ids):
         raise InvalidArgumentError(f"{len(prompts)} benchmark prompts but {len(prompt_ids)} ids.")
     rows = len(next(iter(batch.values()))) if batch else 0
-    status, match, overlap = ["ok"] * rows, [""] * rows, [0.0] * rows
+    status, match, overlap = [RowStatus.OK] * rows, [""] * rows, [0.0] * rows
     for column in columns:
         for i, value in enumerate(batch[column]):
-            if status[i] != "ok":
+            if status[i] != RowStatus.OK:
                 continue
             for text in value if isinstance(value, list) else [value]:
                 pid, ratio = contamination(text or "", prompts, n=n, threshold=threshold)
                 if pid >= 0:
-                    status[i], match[i], overlap[i] = f"contaminated_{column}", prompt_ids[pid], ratio
+                    status[i], match[i], overlap[i] = f"{CONTAMINATED_PREFIX}{column}", prompt_ids[pid], ratio
                     break
     return {
         "contamination_status": status,
         "contamination_match": match,
         "contamination_overlap": overlap,
-        "decontaminated": [s == "ok" or not enabled for s in status],
+        "decontaminated": [s == RowStatus.OK or not enabled for s in status],
     }
 
 

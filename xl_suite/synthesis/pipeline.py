@@ -22,6 +22,7 @@ from typing import Any
 
 from xl_suite.engines.base import concurrent_calls
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.status import USABLE, RowStatus, is_usable
 from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
 from xl_suite.synthesis.decontamination import (
     Benchmark,
@@ -38,16 +39,7 @@ from xl_suite.synthesis.outputs import (
     shape_table,
 )
 from xl_suite.synthesis.report import build_summary
-from xl_suite.tables import (
-    STATUS_PROMPT_TRUNCATED,
-    USABLE_STATUSES,
-    column_values,
-    count_status,
-    keep_rows,
-    normalised,
-    to_arrow,
-    usable,
-)
+from xl_suite.tables import column_values, count_status, keep_rows, normalised, to_arrow
 
 
 logger = logging.getLogger(__name__)
@@ -94,7 +86,7 @@ def apply_stages(
         out = stage.function(batch, **kwargs)
         batch = dict(out) if stage.reshape else {**batch, **out}
         if stage.keep:
-            idx = [i for i, v in enumerate(batch[stage.keep]) if usable(v)]
+            idx = [i for i, v in enumerate(batch[stage.keep]) if is_usable(v)]
             if len(idx) != (len(next(iter(batch.values()))) if batch else 0):
                 batch = {k: [v[i] for i in idx] for k, v in batch.items()}
     return batch
@@ -166,8 +158,8 @@ class StageReport:
             "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
             "status": dict(sorted(self.status.items())),
             # usable outputs: parsed, from a whole prompt ("ok") or a truncated one (counted apart below)
-            "parse_rate": (sum(self.status.get(s, 0) for s in USABLE_STATUSES) / total) if total else None,
-            "prompt_truncated": self.status.get(STATUS_PROMPT_TRUNCATED, 0),
+            "parse_rate": (sum(self.status.get(s, 0) for s in USABLE) / total) if total else None,
+            "prompt_truncated": self.status.get(RowStatus.PROMPT_TRUNCATED, 0),
             "json_repaired": self.json_repaired,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

@@ -8,8 +8,8 @@ from typing import Any
 
 from xl_suite import __version__
 from xl_suite.engines.base import truncates_prompts
+from xl_suite.status import USABLE, RowStatus
 from xl_suite.synthesis.config import SYNTHESIS_VERSION
-from xl_suite.tables import STATUS_PROMPT_TRUNCATED, USABLE_STATUSES
 
 
 __all__ = ["build_summary", "check_failures", "format_summary", "text_table"]
@@ -34,14 +34,14 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
             )
     for stage in stages:
         r = reports[stage.name]
-        n_truncated = r.status.get(STATUS_PROMPT_TRUNCATED, 0)
+        n_truncated = r.status.get(RowStatus.PROMPT_TRUNCATED, 0)
         if n_truncated:
             warnings.append(
                 f"stage {stage.name}: {n_truncated} of {sum(r.status.values())} outputs were generated from a "
                 "prompt truncated to the model's context (--truncate-prompts); they are kept as data and marked "
-                f"{STATUS_PROMPT_TRUNCATED!r} in {stage.column_prefix}_status and the provenance."
+                f"{RowStatus.PROMPT_TRUNCATED!r} in {stage.column_prefix}_status and the provenance."
             )
-        bad = {k: v for k, v in r.status.items() if k not in USABLE_STATUSES}
+        bad = {k: v for k, v in r.status.items() if k not in USABLE}
         if not bad:
             continue
         n, total = sum(bad.values()), sum(r.status.values())

@@ -19,7 +19,7 @@ from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.languages import get_language
 from xl_suite.prompting import neutralise_markers
 from xl_suite.scoring import SCORE_SCALE, aggregate_scores, criteria_list, parse_scores_with_status, select_best
-from xl_suite.tables import STATUS_UNPARSED
+from xl_suite.status import RowStatus
 
 
 __all__ = [
@@ -219,12 +219,12 @@ def score_batch(
     read = [parse_scores_with_status(t, criteria) for t in texts]
     parsed = [p for p, _ in read]
     out |= {
-        "score_repaired": [how == "repaired" for _, how in read],
+        "score_repaired": [how == RowStatus.REPAIRED for _, how in read],
         "score_scores": [json.dumps(p) for p in parsed],
         "score_mean": [aggregate_scores(p, aggregate) for p in parsed],
         "score_raw": texts,
         "score_status": [
-            row_status(r[0], p is not None, STATUS_UNPARSED) for r, p in zip(results, parsed, strict=True)
+            row_status(r[0], p is not None, RowStatus.UNPARSED) for r, p in zip(results, parsed, strict=True)
         ],
         **_completion_columns("score", results),
     }
@@ -346,11 +346,11 @@ def judge_batch(
     for (row, j), res in zip(where, results, strict=True):
         comp = res[0]
         parsed, how = parse_scores_with_status(comp.text, criteria)
-        repaired[row][j] = how == "repaired"
+        repaired[row][j] = how == RowStatus.REPAIRED
         raw[row][j] = comp.text
         scores[row][j] = json.dumps(parsed)
         means[row][j] = aggregate_scores(parsed, aggregate)
-        status[row][j] = row_status(comp, parsed is not None, STATUS_UNPARSED)
+        status[row][j] = row_status(comp, parsed is not None, RowStatus.UNPARSED)
         ptok[row] += int(comp.prompt_tokens or 0)
         ctok[row] += int(comp.completion_tokens or 0)
     best = [select_best(m) for m in means]
