@@ -1,6 +1,6 @@
 """m-AlpacaEval builder (thin shell; the logic lives in ``xl_suite.builders``).
 
-Use ``xl_suite.load_dataset("m-alpacaeval-de", source=FOLDER)`` or ``MAlpacaEval(config_name=..., source=...)``.
+Use ``xl_suite.load_xl_suite("m-alpacaeval-de", source=FOLDER)`` or ``MAlpacaEval(config_name=..., source=...)``.
 """
 
 from xl_suite.builders import MAlpacaEval, XlSuiteConfig  # noqa: F401

@@ -152,9 +152,9 @@ def test_unmatched_rows_are_counted_and_sampled(alpaca_file):
 
 
 def test_full_xl_alpacaeval_prompts_match_too_and_languages_must_agree(alpaca_file):
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
 
-    ds = load_dataset("xl-alpacaeval-hi", split="test", source=str(alpaca_file))
+    ds = load_xl_suite("xl-alpacaeval-hi", split="test", source=str(alpaca_file))
     rows = [{"instruction": r["instruction"], "output": "x", "language": "hindi"} for r in ds]
     match = match_instructions(rows, source=str(alpaca_file))
     assert [r["id"] for r in match.rows] == ds["id"] and {r["language"] for r in match.rows} == {"hi"}

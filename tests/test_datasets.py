@@ -16,8 +16,8 @@ EXPECTED_EXCLUDED_INDICES = [457, 475, 623, 624, 661, 709, 713, 723]
 
 
 def test_797_rows_per_language_stable_ids(alpaca_eval_path):
-    de = xl_suite.load_dataset("xl-alpacaeval-de", split="test", source=str(alpaca_eval_path))
-    mt = xl_suite.load_dataset("xl-alpacaeval-mt", split="test", source=str(alpaca_eval_path))
+    de = xl_suite.load_xl_suite("xl-alpacaeval-de", split="test", source=str(alpaca_eval_path))
+    mt = xl_suite.load_xl_suite("xl-alpacaeval-mt", split="test", source=str(alpaca_eval_path))
     assert de.num_rows == mt.num_rows == 797
     assert de["id"] == mt["id"]
     assert len(set(de["id"])) == 797
@@ -28,7 +28,7 @@ def test_797_rows_per_language_stable_ids(alpaca_eval_path):
 
 
 def test_target_language_request_in_every_prompt(alpaca_eval_path):
-    ds = xl_suite.load_dataset("xl-alpacaeval-hi", split="test", source=str(alpaca_eval_path))
+    ds = xl_suite.load_xl_suite("xl-alpacaeval-hi", split="test", source=str(alpaca_eval_path))
     for row in ds:
         assert row["instruction"].startswith(row["english_instruction"])
         assert row["instruction"].endswith("\n\nPlease respond in Hindi.")
@@ -45,7 +45,7 @@ def test_exactly_the_8_documented_exclusions(alpaca_eval_path):
         assert rule.reason and rule.category
         assert rec["instruction"].startswith(rule.instruction_prefix)
     assert len(alpaca_eval_exclusions()) == 8
-    ds = xl_suite.load_dataset("xl-alpacaeval-fr", split="test", source=str(alpaca_eval_path))
+    ds = xl_suite.load_xl_suite("xl-alpacaeval-fr", split="test", source=str(alpaca_eval_path))
     assert not set(ds["alpaca_eval_index"]) & set(EXPECTED_EXCLUDED_INDICES)
 
 
@@ -57,7 +57,7 @@ def test_all_config_and_builder_used_directly(alpaca_eval_path, tmp_path):
     ds = b.as_dataset(split="test")
     assert ds.num_rows == 2 * 797
     assert sorted(set(ds["language"])) == ["de", "ga"]
-    full = xl_suite.load_dataset("xl-alpacaeval-all", split="test", source=str(alpaca_eval_path))
+    full = xl_suite.load_xl_suite("xl-alpacaeval-all", split="test", source=str(alpaca_eval_path))
     assert full.num_rows == 11 * 797
 
 
@@ -66,7 +66,7 @@ def test_user_registered_language_config(alpaca_eval_path):
 
     register_language(LanguageSpec(code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn"))
     try:
-        ds = xl_suite.load_dataset("xl-alpacaeval-gsw", split="test", source=str(alpaca_eval_path))
+        ds = xl_suite.load_xl_suite("xl-alpacaeval-gsw", split="test", source=str(alpaca_eval_path))
     finally:
         unregister_language("gsw")
     assert ds.num_rows == 797 and ds[0]["instruction"].endswith("Please respond in Swiss German.")
@@ -74,28 +74,28 @@ def test_user_registered_language_config(alpaca_eval_path):
 
 def test_bad_sources(tmp_path):
     with pytest.raises(SourceError, match="does not exist"):
-        xl_suite.load_dataset("xl-alpacaeval-de", source=str(tmp_path / "missing.json"))
+        xl_suite.load_xl_suite("xl-alpacaeval-de", source=str(tmp_path / "missing.json"))
     bad = tmp_path / "bad.json"
     bad.write_text("[{not json")
     with pytest.raises(SourceError, match="not valid JSON"):
-        xl_suite.load_dataset("xl-alpacaeval-de", source=str(bad))
+        xl_suite.load_xl_suite("xl-alpacaeval-de", source=str(bad))
     noinst = tmp_path / "noinst.json"
     noinst.write_text(json.dumps([{"prompt": "hi"}]))
     with pytest.raises(SourceError, match="'instruction'"):
-        xl_suite.load_dataset("xl-alpacaeval-de", source=str(noinst))
+        xl_suite.load_xl_suite("xl-alpacaeval-de", source=str(noinst))
 
 
 def test_config_name_errors():
     with pytest.raises(ValueError) as e:
-        xl_suite.load_dataset("xl-alpacaeval-xx")
+        xl_suite.load_xl_suite("xl-alpacaeval-xx")
     assert "Unknown language 'xx'" in str(e.value)
     with pytest.raises(ValueError) as e:
-        xl_suite.load_dataset("alpaca-de")
+        xl_suite.load_xl_suite("alpaca-de")
     assert "does not exist" in str(e.value) and "xl-alpacaeval-de" in str(e.value)
     with pytest.raises(ValueError, match="only for xl-instruct"):
-        xl_suite.load_dataset("xl-alpacaeval-bestof3-de")
+        xl_suite.load_xl_suite("xl-alpacaeval-bestof3-de")
     with pytest.raises(ValueError, match="Duplicate"):
-        xl_suite.load_dataset("xl-alpacaeval-all", languages=("de", "de"))
+        xl_suite.load_xl_suite("xl-alpacaeval-all", languages=("de", "de"))
 
 
 def _write(path, text):
@@ -119,12 +119,12 @@ def test_m_alpacaeval_from_release_layout(tmp_path):
         {"id": "xlae-1", "instruction": "X'inhi l-kapitali ta' Franza?", "english_instruction": "What is the capital?"}
     """,
     )
-    ds = xl_suite.load_dataset("m-alpacaeval-all", split="test", source=str(folder), languages=("de", "mt"))
+    ds = xl_suite.load_xl_suite("m-alpacaeval-all", split="test", source=str(folder), languages=("de", "mt"))
     assert ds.num_rows == 3
     assert ds[0]["language"] == "de" and ds[0]["dataset"] == "helpful_base"
     assert ds[2]["id"] == "xlae-1" and ds[2]["english_instruction"] == "What is the capital?"
     with pytest.raises(SourceError, match="No file for language 'hi'"):
-        xl_suite.load_dataset("m-alpacaeval-hi", source=str(folder))
+        xl_suite.load_xl_suite("m-alpacaeval-hi", source=str(folder))
 
 
 def test_xl_instruct_column_mapping(tmp_path):
@@ -143,18 +143,18 @@ def test_xl_instruct_column_mapping(tmp_path):
         [{"question": "Q?", "target": "T", "candidates": ["a", "b", "c"]}]
     """,
     )
-    ds = xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(folder))
+    ds = xl_suite.load_xl_suite("xl-instruct-mt", split="train", source=str(folder))
     assert ds["instruction"] == ["Explain photosynthesis.", "Name three rivers."]
     assert ds["response"][0] == "Il-fotosintesi hija ..."
     assert json.loads(ds[0]["metadata"]) == {"score": 5}
     assert ds[0]["variant"] == "default"
-    b3 = xl_suite.load_dataset("xl-instruct-bestof3-mt", split="train", source=str(folder))
+    b3 = xl_suite.load_xl_suite("xl-instruct-bestof3-mt", split="train", source=str(folder))
     assert b3[0]["response"] == "T" and json.loads(b3[0]["metadata"]) == {"candidates": ["a", "b", "c"]}
     _write(folder / "ga.json", '[{"foo": "x", "bar": "y"}]')
     with pytest.raises(SourceError) as e:
-        xl_suite.load_dataset("xl-instruct-ga", split="train", source=str(folder))
+        xl_suite.load_xl_suite("xl-instruct-ga", split="train", source=str(folder))
     assert "['bar', 'foo']" in str(e.value) and "column_mapping" in str(e.value)
-    ga = xl_suite.load_dataset(
+    ga = xl_suite.load_xl_suite(
         "xl-instruct-ga", split="train", source=str(folder), column_mapping={"instruction": "foo", "response": "bar"}
     )
     assert ga[0]["instruction"] == "x" and ga[0]["response"] == "y"
@@ -165,17 +165,17 @@ def test_changed_source_file_is_not_served_from_a_stale_cache(tmp_path):
     folder.mkdir()
     f = folder / "de.json"
     f.write_text(json.dumps([{"instruction": "a", "response": "b"}]), encoding="utf-8")
-    assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder)).num_rows == 1
+    assert xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(folder)).num_rows == 1
     f.write_text(
         json.dumps([{"instruction": "a", "response": "b"}, {"instruction": "c", "response": "d"}]), encoding="utf-8"
     )
-    assert xl_suite.load_dataset("xl-instruct-de", split="train", source=str(folder))["instruction"] == ["a", "c"]
+    assert xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(folder))["instruction"] == ["a", "c"]
 
 
 def test_empty_source_file_is_a_clear_error(tmp_path):
     (tmp_path / "mt.json").write_text("[]", encoding="utf-8")
     with pytest.raises(SourceError, match="holds no rows"):
-        xl_suite.load_dataset("xl-instruct-mt", split="train", source=str(tmp_path))
+        xl_suite.load_xl_suite("xl-instruct-mt", split="train", source=str(tmp_path))
 
 
 def test_a_config_for_every_builtin_language():
@@ -193,7 +193,7 @@ def test_every_builtin_language_from_the_same_797_prompts(alpaca_eval_path, tmp_
     from xl_suite.languages import BENCHMARK_LANGUAGES, builtin_languages
 
     codes = tuple(c for c in builtin_languages() if c != "en")
-    ds = xl_suite.load_dataset(
+    ds = xl_suite.load_xl_suite(
         "xl-alpacaeval-all", split="test", source=str(alpaca_eval_path), languages=codes, cache_dir=str(tmp_path)
     )
     assert ds.num_rows == 797 * len(codes)

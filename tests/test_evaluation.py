@@ -278,9 +278,9 @@ def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
     paths = write_m_alpacaeval(out, tmp_path / "m")
     with pytest.raises(FileExistsError):
         write_m_alpacaeval(out, tmp_path / "m")
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
 
-    ds = load_dataset("m-alpacaeval-mt", split="test", source=str(tmp_path / "m"))
+    ds = load_xl_suite("m-alpacaeval-mt", split="test", source=str(tmp_path / "m"))
     assert ds.num_rows == 3 and ds[0]["id"] == "xlae-0" and ds[0]["translator"] == "tr"
     assert ds[0]["english_instruction"] == "Write 0 lines." and paths["de"].name == "de.jsonl"
     with pytest.raises(ValueError, match="query language"):
@@ -437,16 +437,16 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
         )
         == 0
     )
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
 
-    assert load_dataset("m-alpacaeval-ga", split="test", source=str(tmp_path / "m")).num_rows == 2
+    assert load_xl_suite("m-alpacaeval-ga", split="test", source=str(tmp_path / "m")).num_rows == 2
 
 
 def test_english_prompts_ids_match_benchmark(alpaca_file):
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
 
     en = english_prompts(str(alpaca_file))
-    de = load_dataset("xl-alpacaeval-de", split="test", source=str(alpaca_file))
+    de = load_xl_suite("xl-alpacaeval-de", split="test", source=str(alpaca_file))
     assert en["id"] == de["id"] and en["english_instruction"] == de["english_instruction"]
     assert english_prompts(str(alpaca_file), limit=2).num_rows == 2
 

@@ -51,7 +51,7 @@ def test_builtin_non_paper_language_benchmark_config(tmp_path):
         ("xl-alpacaeval-sw", "Please respond in Swahili."),
         ("xl-alpacaeval-pt-br", "Please respond in Portuguese (Brazil)."),
     ):
-        ds = xl_suite.load_dataset(config, split="test", source=str(source), cache_dir=str(tmp_path / "cache"))
+        ds = xl_suite.load_xl_suite(config, split="test", source=str(source), cache_dir=str(tmp_path / "cache"))
         assert ds.num_rows == len(PROMPTS) and ds[0]["instruction"].endswith(request), config
 
 
@@ -109,7 +109,7 @@ def test_swahili_chain_on_the_tiny_model(vllm_generator, tiny_model_dir, tmp_pat
     assert synthesize_cmd.run(build_parser().parse_args(argv), generator=engine) == 0
     summary = json.loads((out / "summary.json").read_text())
     produced = summary["languages"]["sw"]["produced"]
-    ds = xl_suite.load_dataset("xl-instruct-sw", source=str(out), split="train")
+    ds = xl_suite.load_xl_suite("xl-instruct-sw", source=str(out), split="train")
     assert ds.num_rows == produced > 0 and set(ds["language"]) == {"sw"}
 
     # 2. benchmark answers, references and evaluation with the judge for xl-alpacaeval-sw

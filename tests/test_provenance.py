@@ -92,7 +92,7 @@ def test_export_of_a_synthesis_output_carries_its_recipe(tmp_path):
     out = tmp_path / "zelda_quixote" / "out"
     config = SynthesisConfig(languages=("mt",), n_candidates=2)
     synthesize(builtin_seeds().select(range(3)), FakeGenerator(FakeSynthesisResponder()), config, output=str(out))
-    data = xl_suite.load_dataset("xl-instruct-mt", source=str(out))
+    data = xl_suite.load_xl_suite("xl-instruct-mt", source=str(out))
     repo = write_repo(tmp_path / "repo", {"xl-instruct-mt": (data, str(out))})
     recipe = repo / "recipes" / "xl-instruct-mt"
     assert (recipe / "config.yaml").is_file() and (recipe / "templates" / "respond.jinja").is_file()

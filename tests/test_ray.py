@@ -170,7 +170,7 @@ def test_ray_actor_pool_with_the_tiny_vllm_model(local_ray, tiny_model_dir, tmp_
     assert scored.num_rows == 4
     assert set(scored["score_status"]) == {"ok"}  # constrained JSON through the engine inside the actor
     assert set(scored["score_model"]) == {str(tiny_model_dir)}
-    final = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")
+    final = xl_suite.load_xl_suite("xl-instruct-mt", source=str(out), split="train")
     assert final.num_rows == result.summary["languages"]["mt"]["produced"]
     again = synthesize_ray(builtin_seeds(), spec, config, output=str(out))
     assert again.summary["executor"]["generated"]["prompts"] == 0, "a cached rerun computes nothing"

@@ -366,7 +366,7 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
         for prefix in ("backtranslate", "refine", "score", "respond", "judge"):
             for suffix in ("model", "revision", "template", "sampling", "raw", "status"):
                 assert f"{prefix}_{suffix}" in final.column_names
-        loaded = xl_suite.load_dataset(f"xl-instruct-{code}", source=str(out), split="train")
+        loaded = xl_suite.load_xl_suite(f"xl-instruct-{code}", source=str(out), split="train")
         assert loaded.num_rows == final.num_rows and loaded[0]["instruction"] == row["instruction"]
         prov = loaded[0]["provenance"]  # the typed provenance struct, not a JSON string
         assert prov["best_index"] == row["best_index"] and prov["model"] == "fake-model"
@@ -378,16 +378,16 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
             "judge",
         ]
         assert loaded[0]["origin"] == "xl-suite synthesize" and str(tmp_path) not in json.dumps(loaded[0])
-        b3 = xl_suite.load_dataset(f"xl-instruct-bestof3-{code}", source=str(out), split="train")
+        b3 = xl_suite.load_xl_suite(f"xl-instruct-bestof3-{code}", source=str(out), split="train")
         assert b3.num_rows == best.num_rows
-    assert xl_suite.load_dataset("xl-instruct-scored-en", source=str(out), split="train").num_rows == 16
+    assert xl_suite.load_xl_suite("xl-instruct-scored-en", source=str(out), split="train").num_rows == 16
     assert s["languages"] == {c: {"requested": None, "produced": sum(passed), "shortfall": 0} for c in ("mt", "de")}
 
     from xl_suite.export import write_repo
 
     repo = write_repo(
         tmp_path / "repo",
-        {f"xl-instruct-{c}": xl_suite.load_dataset(f"xl-instruct-{c}", source=str(out)) for c in ("mt", "de")},
+        {f"xl-instruct-{c}": xl_suite.load_xl_suite(f"xl-instruct-{c}", source=str(out)) for c in ("mt", "de")},
     )
     again = datasets.load_dataset(str(repo), "xl-instruct-mt", split="train")
     assert again.num_rows == sum(passed)
@@ -450,7 +450,7 @@ def test_memory_filesystem_output_and_work_dir():
         again = fake()
         synthesize(seeds(8), again, small_config(languages=("mt",)), output=f"{root}/out", work_dir=f"{root}/work")
         assert again.prompts_seen == 0
-        assert xl_suite.load_dataset("xl-instruct-mt", source=f"{root}/out", split="train").num_rows > 0
+        assert xl_suite.load_xl_suite("xl-instruct-mt", source=f"{root}/out", split="train").num_rows > 0
     finally:
         fs.rm(root.removeprefix("memory://"), recursive=True)
 
@@ -1204,7 +1204,7 @@ def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp
     assert s["generator"]["truncate_prompts"] is True and s["failures"]["backtranslate"]["failed"] == 0
     assert any("stage respond:" in w and "truncated" in w for w in s["warnings"])
     assert not any("outputs failed" in w for w in s["warnings"])
-    prov = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")[0]["provenance"]
+    prov = xl_suite.load_xl_suite("xl-instruct-mt", source=str(out), split="train")[0]["provenance"]
     by_stage = {st["stage"]: st["status"] for st in prov["stages"]}
     assert by_stage["backtranslate"] == ["prompt_truncated"] and by_stage["refine"] == ["ok"]
 
@@ -1215,7 +1215,7 @@ def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp
     from xl_suite.export import write_repo
 
     repo = write_repo(
-        tmp_path / "repo", {"xl-instruct-mt": (xl_suite.load_dataset("xl-instruct-mt", source=str(out)), str(out))}
+        tmp_path / "repo", {"xl-instruct-mt": (xl_suite.load_xl_suite("xl-instruct-mt", source=str(out)), str(out))}
     )
     recipe = (repo / "recipes" / "xl-instruct-mt" / "config.yaml").read_text()
     assert "\ntruncate_prompts: true\n" in recipe

@@ -99,15 +99,15 @@ def test_synthesize_cli_through_vllm_gives_a_loadable_dataset(vllm_generator, ti
     removed = final["duplicates_removed"] + final["near_duplicates_removed"]
     assert produced == stages["decontaminate_target"]["rows_out"] - removed > 0
 
-    ds = xl_suite.load_dataset("xl-instruct-mt", source=str(out), split="train")
+    ds = xl_suite.load_xl_suite("xl-instruct-mt", source=str(out), split="train")
     assert ds.num_rows == produced and set(ds["language"]) == {"mt"}
     prov = ds[0]["provenance"]  # the typed provenance struct
     respond = next(st for st in prov["stages"] if st["stage"] == "respond")
     assert prov["model"] == str(tiny_model_dir) and respond["model"] == str(tiny_model_dir)
     assert prov["sampling"]["n"] == 3 and len(prov["candidates"]) == 3 and len(respond["raw_completions"]) == 3
     assert prov["best_index"] in (0, 1, 2) and ds[0]["response"] == prov["candidates"][prov["best_index"]]
-    assert xl_suite.load_dataset("xl-instruct-scored-en", source=str(out), split="train").num_rows == 8
-    assert xl_suite.load_dataset("xl-instruct-bestof3-mt", source=str(out), split="train").num_rows >= produced
+    assert xl_suite.load_xl_suite("xl-instruct-scored-en", source=str(out), split="train").num_rows == 8
+    assert xl_suite.load_xl_suite("xl-instruct-bestof3-mt", source=str(out), split="train").num_rows >= produced
 
     # rerun of the finished command: zero generations, identical files
     before = {p.name: p.read_bytes() for p in out.glob("*.parquet")}

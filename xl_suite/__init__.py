@@ -34,7 +34,8 @@ _EXPORTS = {
     "build_tiny_model": "xl_suite.engines.tiny_model",
     "EngineSpec": "xl_suite.engines.spec",
     # datasets
-    "load_dataset": "xl_suite.datasets_api",
+    "load_xl_suite": "xl_suite.datasets_api",
+    "load_dataset": "xl_suite.datasets_api",  # deprecated alias of load_xl_suite (warns), removed in the next release
     "list_configs": "xl_suite.datasets_api",
     "export_repo": "xl_suite.export",
     "publish_config": "xl_suite.hub",

@@ -2,7 +2,7 @@
 
 Classic ``GeneratorBasedBuilder`` skeletons (module constants, config dataclass, configs by comprehension over
 languages plus ``all``, explicit ``Features``, deterministic keys). ``datasets>=4`` cannot run them through
-``load_dataset(script)``: :func:`xl_suite.load_dataset` instantiates them directly, and :func:`xl_suite.export_repo`
+``load_dataset(script)``: :func:`xl_suite.load_xl_suite` instantiates them directly, and :func:`xl_suite.export_repo`
 publishes their output as a data-only (Parquet + README ``configs:``) repo. ``dataset_scripts/`` re-exports them.
 """
 
@@ -57,7 +57,7 @@ class XlSuiteConfig(datasets.BuilderConfig):
         variant: XL-Instruct variant (``default``, ``bestof3``, ``scored``); ignored by the benchmarks.
         column_mapping: target field -> source column (or candidate list) for releases with unknown field names.
         request_template: template (name or .jinja path) that adds the target-language request (XL-AlpacaEval).
-        source_version: fingerprint of the source files (sizes, times); set by :func:`xl_suite.load_dataset` so a
+        source_version: fingerprint of the source files (sizes, times); set by :func:`xl_suite.load_xl_suite` so a
             changed file is never served from a stale cache.
     """
 

@@ -1,14 +1,19 @@
-"""``xl_suite.load_dataset``: build any XL-Suite config through its builder, with the normal datasets cache."""
+"""``xl_suite.load_xl_suite``: build any XL-Suite config through its builder, with the normal datasets cache.
+
+``xl_suite.load_dataset`` was its name until 0.1; it takes a config name, not ``datasets.load_dataset``'s
+``(path, name)``, so it is renamed. The old name stays for one release as an alias that warns (``FutureWarning``).
+"""
 
 from __future__ import annotations
 
 import re
+import warnings
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language, list_languages
 
 
-__all__ = ["load_dataset", "list_configs", "get_builder", "parse_config_name"]
+__all__ = ["load_xl_suite", "load_dataset", "list_configs", "get_builder", "parse_config_name"]
 
 # The language part is a registry code in config form: lower-case BCP-47 (``de``, ``pt-br``, ``zh-hant``).
 _NAME_RE = re.compile(
@@ -108,7 +113,7 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
     return stable_hash(keys)
 
 
-def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
+def load_xl_suite(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
     """Load an XL-Suite config (``xl-alpacaeval-de``, ``m-alpacaeval-mt``, ``xl-instruct-bestof3-hi``...).
 
     Args:
@@ -145,3 +150,27 @@ def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str |
             f"{config_name}: the source {builder.config.source or '(default)'!r} holds no rows for this config "
             "(for a synthesis run: no pair survived for this language; see its summary.json)."
         ) from e
+
+
+def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
+    """Deprecated alias of :func:`load_xl_suite` (removed in the next release).
+
+    It shadowed ``datasets.load_dataset(path, name)`` with another signature; the new name says what it loads.
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _ = load_dataset("no-such-config")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    xl_suite.errors.InvalidArgumentError: Config 'no-such-config' does not exist.
+    >>> str(caught[0].message)[:95]
+    'xl_suite.load_dataset is deprecated and will be removed in the next release: use xl_suite.load_'
+    """
+    warnings.warn(
+        "xl_suite.load_dataset is deprecated and will be removed in the next release: use "
+        "xl_suite.load_xl_suite(config_name, ...) (same arguments). It was renamed because it is not "
+        "datasets.load_dataset(path, name).",
+        FutureWarning,
+        stacklevel=2,
+    )
+    return load_xl_suite(config_name, split=split, cache_dir=cache_dir, **config_kwargs)

@@ -35,7 +35,7 @@ class DemoConfig:
 
     Args:
         output_dir: working folder (model, synthesis, answers, report, resumable chunks). Default ``xl-suite-demo``.
-        export_dir: data-only dataset folder to write. Default ``xl-suite`` (loads as ``load_dataset("xl-suite", ...)``).
+        export_dir: data-only dataset folder to write. Default ``xl-suite`` (loads as ``load_xl_suite("xl-suite", ...)``).
         model: model id or path; None builds the tiny stand-in model.
         backend: backend of the model (``vllm`` default, ``openai``, ``transformers``).
         judge_preset: judge preset (``gpt-4o`` = the paper's setup); None uses the model itself as reference and judge.
@@ -134,7 +134,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
     """Run the whole loop; return a summary dict (also written to ``<output_dir>/demo_summary.json``)."""
     import datasets
 
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
     from xl_suite.engines.base import SamplingConfig
     from xl_suite.engines.registry import build_generator
     from xl_suite.evaluation import (
@@ -224,7 +224,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
         bench = (
             datasets.concatenate_datasets(
                 [
-                    _first(load_dataset(f"xl-alpacaeval-{code}", split="test", source=source), cfg.num_prompts)
+                    _first(load_xl_suite(f"xl-alpacaeval-{code}", split="test", source=source), cfg.num_prompts)
                     for code in langs
                 ]
             )
@@ -281,7 +281,7 @@ def run_demo(config: DemoConfig | None = None, *, progress: bool = True, echo=pr
         produced = (syn.summary.get("languages") or {}).get(code, {}).get("produced", 0)
         if produced:
             configs[f"xl-instruct-{code}"] = (
-                load_dataset(f"xl-instruct-{code}", source=str(out / "synthesis")),
+                load_xl_suite(f"xl-instruct-{code}", source=str(out / "synthesis")),
                 "xl-suite synthesize (demo)",
             )
         else:

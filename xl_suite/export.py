@@ -1,7 +1,7 @@
 """Export XL-Suite configs as a data-only dataset repo (Parquet per config + README ``configs:``).
 
 The folder loads with plain ``datasets.load_dataset(DIR, "xl-alpacaeval-de", split="test")``, and, named
-``xl-suite`` in the working directory, with ``load_dataset("xl-suite", "xl-alpacaeval-de")``.
+``xl-suite`` in the working directory, with ``load_xl_suite("xl-suite", "xl-alpacaeval-de")``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def benchmark_configs(
     Returns:
         config name -> (DatasetDict, source).
     """
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
     from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
 
     specs = resolve_languages(languages)
@@ -59,14 +59,14 @@ def benchmark_configs(
     src = alpaca_eval or DEFAULT_ALPACA_EVAL_SOURCE
     for spec in specs:
         out[f"xl-alpacaeval-{spec.code}"] = (
-            load_dataset(f"xl-alpacaeval-{spec.code}", source=src, cache_dir=cache_dir),
+            load_xl_suite(f"xl-alpacaeval-{spec.code}", source=src, cache_dir=cache_dir),
             src,
         )
     for family, source in (("m-alpacaeval", m_alpacaeval), ("xl-instruct", xl_instruct)):
         if source:
             for spec in specs:
                 name = f"{family}-{spec.code}"
-                out[name] = (load_dataset(name, source=source, cache_dir=cache_dir), source)
+                out[name] = (load_xl_suite(name, source=source, cache_dir=cache_dir), source)
     return out
 
 

@@ -340,7 +340,7 @@ def publish_config(
     """Add or replace ``config_name`` in ``repo_id`` and regenerate the card (the Python side of ``xl-suite push``).
 
     The data comes from ``data`` (a ``DatasetDict``), or an exported folder (``from_dir``), or the builder
-    (``xl_suite.load_dataset(config_name, source=source, **config_kwargs)``). It is pushed with
+    (``xl_suite.load_xl_suite(config_name, source=source, **config_kwargs)``). It is pushed with
     ``DatasetDict.push_to_hub(config_name=...)`` through :func:`push_config`; the other configs of the
     repo stay as they are. The card is rebuilt from the per-config summaries kept in its YAML plus this config's.
 
@@ -385,9 +385,9 @@ def publish_config(
             except ValueError as e:  # the folder lacks that config: datasets lists the ones it has
                 raise InvalidArgumentError(f"--from-dir {str(from_dir)!r} has no config {config_name!r}: {e}") from e
         else:
-            from xl_suite.datasets_api import load_dataset
+            from xl_suite.datasets_api import load_xl_suite
 
-            data = load_dataset(config_name, source=source, **config_kwargs)
+            data = load_xl_suite(config_name, source=source, **config_kwargs)
     private_values = private_strings([source, from_dir])
     private_values["secrets"] = sorted({*private_values["secrets"], *(t for t in [token] if t)}, key=len, reverse=True)
     data = public_dataset(data, private_values)

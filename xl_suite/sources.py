@@ -285,7 +285,7 @@ def map_columns(record: dict, mapping: dict[str, str | Sequence[str]], *, source
         if col is None:
             raise SourceError(
                 f"{source}: no column for {target!r}; tried {list(cands)}, the file has {sorted(record)}. "
-                f"Pass column_mapping={{'{target}': '<column>'}} (Python: xl_suite.load_dataset(..., column_mapping=...) or the builder)."
+                f"Pass column_mapping={{'{target}': '<column>'}} (Python: xl_suite.load_xl_suite(..., column_mapping=...) or the builder)."
             )
         out[target] = record[col]
         used.add(col)

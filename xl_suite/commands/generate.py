@@ -40,7 +40,7 @@ def run(args) -> int:
     import contextlib
 
     from xl_suite.configuration import from_args
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
     from xl_suite.evaluation.answers import GenerateConfig
     from xl_suite.runner import check_failure_rate
     from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
@@ -61,7 +61,7 @@ def run(args) -> int:
         check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
         datasets_by_name = {}
         for name in configs:
-            ds = load_dataset(name, split="test", source=job.source)
+            ds = load_xl_suite(name, split="test", source=job.source)
             datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
         if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
             _print_estimates(job, spec, datasets_by_name)

@@ -4,7 +4,7 @@
         --output out/xl-instruct [--push user/xl-instruct]
 
 Writes ``OUTPUT/<code>.parquet`` (final pairs), ``OUTPUT/<code>_bestof3.parquet``, ``OUTPUT/en_scored.parquet`` and
-``OUTPUT/summary.json``; load them with ``xl_suite.load_dataset("xl-instruct-<code>", source=OUTPUT)``. Rerunning
+``OUTPUT/summary.json``; load them with ``xl_suite.load_xl_suite("xl-instruct-<code>", source=OUTPUT)``. Rerunning
 the same command reuses every finished chunk (``OUTPUT/.xl_suite_work``), so an interrupted run continues.
 """
 
@@ -133,7 +133,7 @@ def run(args, *, generator=None, scorer=None) -> int:
     for name in sorted(result.files):
         print(f"wrote {result.files[name]}")
     codes = list(config.languages)
-    print(f"Load with: xl_suite.load_dataset('xl-instruct-{codes[0]}', source={options.output!r})")
+    print(f"Load with: xl_suite.load_xl_suite('xl-instruct-{codes[0]}', source={options.output!r})")
     warning = check_failures(result.summary, options.max_error_rate)  # everything is written; raises above it
     if warning:
         print(f"warning: {warning}")

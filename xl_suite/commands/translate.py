@@ -2,7 +2,7 @@
 
     xl-suite translate --model gpt-4o-2024-08-06 --backend openai --languages de,mt --source alpaca_eval.json \\
         --output m_alpacaeval/
-    xl_suite.load_dataset("m-alpacaeval-de", split="test", source="m_alpacaeval/")
+    xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source="m_alpacaeval/")
 
 Writes ``OUTPUT/<code>.jsonl`` per language, the layout the m-AlpacaEval builder reads.
 """
@@ -104,7 +104,7 @@ def run(args) -> int:
             f"{code}: {len(status)} prompts -> {path}"
             + (f" ({bad} empty, truncated or from a truncated prompt, kept and marked)" if bad else "")
         )
-    print(f'Load with: xl_suite.load_dataset("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
+    print(f'Load with: xl_suite.load_xl_suite("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
     by_status: dict[str, int] = {}
     for ds in translations.values():
         count_status([s for s in ds["translation_status"] if s in FAILED], by_status)

@@ -30,7 +30,7 @@ below are our reasoned choice, consistent with those hints and with the release 
 Then exact duplicates (normalised instruction or response, per language) and near-duplicates (MinHash LSH,
 :class:`~xl_suite.synthesis.decontamination.NearDuplicateIndex`) are removed and at most
 ``num_examples`` pairs per language are kept: the ``default`` shape (``<code>.parquet``), loadable with
-``xl_suite.load_dataset("xl-instruct-<code>", source=OUTPUT)``.
+``xl_suite.load_xl_suite("xl-instruct-<code>", source=OUTPUT)``.
 
 Every stage is a pure batched function ``(batch: dict[str, list], *, generator, template, sampling, **params) ->
 dict[str, list]`` run through :func:`xl_suite.runner.run_stage` (chunked, resumable ``Dataset.map(batched=True)``,

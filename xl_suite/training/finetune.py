@@ -501,13 +501,13 @@ def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, 
 def _benchmark(cfg: FinetuneConfig, langs):
     import datasets
 
-    from xl_suite.datasets_api import load_dataset
+    from xl_suite.datasets_api import load_xl_suite
     from xl_suite.demo import resolve_prompts
 
     source, label = resolve_prompts(cfg.alpaca_eval)
     parts = []
     for code in langs:
-        ds = load_dataset(f"xl-alpacaeval-{code}", split="test", source=source)
+        ds = load_xl_suite(f"xl-alpacaeval-{code}", split="test", source=source)
         if ds.num_rows < cfg.num_prompts:
             raise InvalidArgumentError(
                 f"xl-alpacaeval-{code} from {label} has {ds.num_rows} prompts; --num-prompts {cfg.num_prompts} "
