@@ -12,7 +12,7 @@ from xl_suite.fidelity import LanguageIdentifier, get_identifier, identify_langu
 from xl_suite.languages import LanguageSpec, register_language, unregister_language
 
 
-pytest.importorskip("py3langid", reason="language fidelity needs py3langid (pip install 'xl-suite[eval]')")
+pytest.importorskip("py3langid", reason="language fidelity needs py3langid (a dependency of the base install)")
 
 
 DATA = json.loads((Path(__file__).parent / "data" / "langid_sentences.json").read_text(encoding="utf-8"))

@@ -19,7 +19,7 @@ import pytest
 from xl_suite.fidelity import accuracy_table_meta, is_heliport_available, language_fidelity, measured_accuracy
 
 
-pytest.importorskip("py3langid", reason="language fidelity needs py3langid (pip install 'xl-suite[eval]')")
+pytest.importorskip("py3langid", reason="language fidelity needs py3langid (a dependency of the base install)")
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "langid_accuracy.py"
 

@@ -1,7 +1,7 @@
 """Language fidelity: is a response written in the requested language? Offline, no judge.
 
 The identifier is `py3langid <https://pypi.org/project/py3langid/>`_ (a maintained fork of langid.py), which
-ships its model inside the package, covers ~140 languages and runs fully offline (``pip install 'xl-suite[eval]'``).
+ships its model inside the package, covers ~140 languages and runs fully offline (a dependency of the base install).
 Built-in languages it lacks are identified with `heliport <https://pypi.org/project/heliport/>`_ (HeLI-OTS,
 220 languages, a 129 MB model) when it is installed (``pip install 'xl-suite[langid-wide]'``). A language neither
 can recognise is still usable everywhere; its fidelity is NaN with status ``"n/a"`` and a reason, never 0
@@ -180,7 +180,8 @@ def _import_py3langid():
         from py3langid import langid
     except ImportError as e:
         raise MissingDependencyError(
-            "Language fidelity needs the offline language identifier py3langid: pip install 'xl-suite[eval]'"
+            "Language fidelity needs the offline language identifier py3langid, a dependency of xl-suite missing "
+            "here: pip install 'py3langid>=0.4,<0.5'"
         ) from e
     return langid
 

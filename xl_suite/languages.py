@@ -26,7 +26,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
-from xl_suite.errors import LanguageError, MissingDependencyError
+from xl_suite.errors import LanguageError
 
 
 __all__ = [
@@ -57,11 +57,11 @@ _PRIVATE_USE_RE = re.compile(r"^q[a-t][a-z]$")
 
 
 def _langcodes():
-    try:
-        import langcodes
-    except ImportError as e:  # a core dependency; only a broken install gets here
-        raise MissingDependencyError("The language registry needs langcodes: pip install 'langcodes[data]'") from e
-    return langcodes
+    # CLDR data, only to check a language that is not built in (the `languages` extra).
+    from xl_suite.utils.imports import require
+
+    require("language_data", "Checking a new language code against CLDR")
+    return require("langcodes", "Checking a new language code against CLDR")
 
 
 def normalize_tag(code: str) -> str:

@@ -32,7 +32,8 @@ from typing import Literal
 
 import numpy as np
 
-from xl_suite.errors import InvalidArgumentError, MissingDependencyError
+from xl_suite.errors import InvalidArgumentError
+from xl_suite.utils.imports import require
 
 
 __all__ = [
@@ -616,14 +617,9 @@ def _sklearn_l1_kwargs(version: str) -> dict[str, object]:
 
 def _fit_alpaca_eval_glm(design: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
     """alpaca_eval's fit_LogisticRegressionCV on soft labels: L1, liblinear, C by grouped 5-fold CV."""
-    try:
-        import sklearn
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import GroupKFold
-    except ImportError as e:
-        raise MissingDependencyError(
-            "method='alpaca_eval' needs scikit-learn: pip install 'xl-suite[eval]' (or use method='mle')"
-        ) from e
+    sklearn = require("sklearn", "The length-controlled win rate with method='alpaca_eval' (method='mle' does not)")
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
 
     n = p.size
     x = np.vstack([design, design])

@@ -30,6 +30,7 @@ from importlib import resources
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.status import CONTAMINATED_PREFIX, RowStatus
+from xl_suite.utils.imports import require
 
 
 logger = logging.getLogger(__name__)
@@ -310,6 +311,8 @@ class NearDuplicateIndex:
     def __init__(self, threshold: float = NEAR_DUP_THRESHOLD):
         if not 0 < threshold <= 1:
             raise InvalidArgumentError(f"near-duplicate threshold must be in (0, 1], got {threshold}.")
+        # An optional dependency: fail here, before any engine starts, with the extra to install.
+        require("datasketch", "Near-duplicate removal of synthesized pairs (near_dedup=True)")
         self.threshold = threshold
         self._lsh: dict[tuple[str, int], object] = {}
         self._hashes: dict[str, object] = {}
