@@ -211,3 +211,17 @@ def test_every_builtin_language_from_the_same_797_prompts(alpaca_eval_path, tmp_
     assert len(first) == 797 and all(v == first for v in by_language.values())
     assert len(set(zip(ds["id"], ds["language"], strict=True))) == ds.num_rows  # one row per (prompt, language)
     assert builtin_languages()["sw"].request == "Please respond in Swahili."
+
+
+def test_load_dataset_is_a_deprecated_alias_of_load_xl_suite(tmp_path):
+    """The old name still loads the same rows for one release, with a FutureWarning naming the replacement."""
+    (tmp_path / "de.json").write_text(json.dumps([{"instruction": "a", "response": "b"}]), encoding="utf-8")
+    new = xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(tmp_path))
+    with pytest.warns(FutureWarning, match=r"use xl_suite\.load_xl_suite\(config_name"):
+        old = xl_suite.load_dataset("xl-instruct-de", split="train", source=str(tmp_path))
+    assert old.to_list() == new.to_list() == [new[0]] and new[0]["instruction"] == "a"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name does not warn
+        xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(tmp_path))
