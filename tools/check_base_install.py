@@ -33,7 +33,11 @@ def main() -> int:
     # 1. The metric, from the installed wheel, offline: language fidelity.
     metric = evaluate.load(xl_suite.metric_path(), "fidelity")
     out = metric.compute(
-        predictions=["Das Wetter ist heute wirklich schön.", "The weather is nice today.", "Il fait beau aujourd'hui."],
+        predictions=[
+            "Das Wetter ist heute wirklich schön.",
+            "The weather is nice today.",
+            "Il fait beau aujourd'hui.",
+        ],
         languages=["de", "de", "fr"],
     )
     assert out["detected_language"] == ["de", "en", "fr"], out["detected_language"]
@@ -53,7 +57,9 @@ def main() -> int:
         print(f"load_xl_suite: {ds.num_rows} rows, columns {ds.column_names[:4]}...")
 
         # 4. Export as a data-only repo, then plain datasets.load_dataset on it.
-        repo = xl_suite.export_repo(tmp / "repo", languages=["de", "mt"], alpaca_eval=str(source), cache_dir=str(tmp / "c"))
+        repo = xl_suite.export_repo(
+            tmp / "repo", languages=["de", "mt"], alpaca_eval=str(source), cache_dir=str(tmp / "c")
+        )
         loaded = datasets.load_dataset(str(repo), "xl-alpacaeval-mt", split="test", cache_dir=str(tmp / "c2"))
         assert loaded.num_rows == 3 and set(loaded["language"]) == {"mt"}, loaded
         print(f"export + datasets.load_dataset: {loaded.num_rows} rows of xl-alpacaeval-mt")
@@ -62,7 +68,10 @@ def main() -> int:
     from xl_suite.errors import MissingDependencyError
 
     for call, extra in (
-        (lambda: __import__("xl_suite.synthesis.decontamination").synthesis.decontamination.NearDuplicateIndex(), "synthesis"),
+        (
+            lambda: __import__("xl_suite.synthesis.decontamination").synthesis.decontamination.NearDuplicateIndex(),
+            "synthesis",
+        ),
         (
             lambda: xl_suite.register_language(
                 xl_suite.LanguageSpec(code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn")
