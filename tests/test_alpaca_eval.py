@@ -69,8 +69,12 @@ def test_annotations_file_unchanged_reproduces_alpaca_eval_leaderboard(model, sh
     rows = _csv(report / "leaderboard.csv")
     assert [r["language"] for r in rows] == ["en", "overall"]
     ours = rows[-1]
-    # every alpaca_eval column is there under its own name
-    assert set(published) <= set(ours), set(published) - set(ours)
+    # every alpaca_eval column is there under its own name, except its length control: its length_controlled_v1
+    # needs df_gamed.csv (not in this test's HF cache), and no other estimator takes its name (tests/
+    # test_length_control.py); ours is lc_minimal_winrate
+    board_lc = {"length_controlled_winrate", "lc_standard_error"}
+    assert set(published) - board_lc <= set(ours), set(published) - set(ours)
+    assert not board_lc & set(ours) and ours["lc_minimal_winrate"]
     assert ours["model"] == model and ours["mode"] == "community"
 
     summary = json.loads((report / "summary.json").read_text(encoding="utf-8"))

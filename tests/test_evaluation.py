@@ -100,7 +100,7 @@ def test_judged_table_per_language():
     assert overall["prefer_first_rate"] == 0.5  # content-based judge: no position bias
     assert overall["rubric_helpfulness"] == pytest.approx((6 * 4 + 1) / 7)  # empty answer scores 1 by rule
     assert res.ledger["pairwise_judge"]["judged_now"] == 12 and res.ledger["pairwise_judge"]["rule_based"] == 2
-    assert res.per_sample[1]["preference"] is None and res.per_sample[1]["parse_status"] == ["unparsed"]
+    assert res.per_sample[1]["p_model_wins"] is None and res.per_sample[1]["parse_status"] == ["unparsed"]
     assert res.meta["judge"]["model"] == "judge" and res.meta["judge"]["template_version"].startswith(
         "judge_pairwise@"
     )
@@ -134,7 +134,7 @@ def test_multiple_references_average():
         lc_method="mle",
         n_resamples=20,
     )
-    assert res.per_sample[0]["preference"] == pytest.approx(0.75)  # beats one reference, ties the other
+    assert res.per_sample[0]["p_model_wins"] == pytest.approx(0.75)  # beats one reference, ties the other
     assert len(res.judgments) == 4 and res.meta["multi_reference"]
 
 

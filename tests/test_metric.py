@@ -75,7 +75,7 @@ def test_default_config_with_judge(tmp_path):
         "ci_high",
         "standard_error",
         "discrete_win_rate",
-        "length_controlled_win_rate",
+        "lc_minimal_winrate",
         "language_fidelity",
         "line_pass_rate",
         "verdicts",

@@ -53,7 +53,7 @@ Args:
     annotation_cache_dir (`str`, optional): judgment cache folder; reruns then make zero judge calls.
     n_resamples (`int`): bootstrap resamples for the CI. Defaults to 1000.
     seed (`int`): bootstrap seed. Defaults to 0.
-    lc_method (`str`): "alpaca_eval" (default) or "mle" fit of the length-controlled win rate.
+    lc_method (`str`): "alpaca_eval" (default) or "mle" fit of `lc_minimal_winrate`.
 
 Returns:
     Without a judge: `language_fidelity` (0-100, family-aware: Mandarin labelled Wu is Chinese),
@@ -61,7 +61,10 @@ Returns:
     offline identifier recognises has `status` "n/a", a `reason` and NaN rates, never 0), and the per-sample lists
     `detected_language`, `is_target`, `is_target_strict`, `line_pass`. With a judge these are returned too.
     With a judge, also: `win_rate`, `standard_error`, `ci_low`, `ci_high`, `discrete_win_rate`,
-    `length_controlled_win_rate`, `n_wins`, `n_losses`, `n_draws`, `n_unparsed`, `parse_rate`,
+    `lc_minimal_winrate` and `lc_minimal_standard_error` (length-controlled win rate by alpaca_eval's
+    `length_controlled_minimal` GLM; alpaca_eval's leaderboard column `length_controlled_winrate` is its
+    `length_controlled_v1`, which needs its own judgments and is not computed here), `n_wins`, `n_losses`,
+    `n_draws`, `n_unparsed`, `parse_rate`,
     `prefer_first_rate`, `prefer_longer_rate`, `rubric_<dimension>` means (0-100 scale for rates, 1-5 for rubric),
     `per_language` (the same per language), `ledger` (judge requests, cache hits, tokens), and the per-sample
     lists `preferences` (P(model beats reference), None when unparsed), `pref_model_first`,
@@ -282,7 +285,7 @@ class XlAlpacaeval(evaluate.Metric):
         samples = result.per_sample
         out.update(
             {
-                "preferences": [s["preference"] for s in samples],
+                "preferences": [s["p_model_wins"] for s in samples],
                 "pref_model_first": [s["pref_model_first"] for s in samples],
                 "pref_model_second": [s["pref_model_second"] for s in samples],
                 "verdicts": [s["verdicts"] for s in samples],

@@ -10,7 +10,10 @@
 
 alpaca_eval's ``model_outputs.json`` and ``annotations.json`` are read as they are: rows are matched to XL-AlpacaEval
 by instruction text and language (``--language`` for a file without a language column); unmatched rows are counted,
-sampled, printed and written in the report. ``leaderboard.csv`` uses alpaca_eval's column names.
+sampled, printed and written in the report. ``leaderboard.csv`` uses alpaca_eval's column names with alpaca_eval's
+meanings: ``length_controlled_winrate`` is alpaca_eval's ``length_controlled_v1``, filled only for alpaca_eval's own
+annotations when its ``df_gamed.csv`` is in huggingface_hub's cache; ``lc_minimal_winrate`` is the
+``length_controlled_minimal`` GLM computed for every evaluation.
 
 Prints a table per language and writes ``report.md``, ``leaderboard.csv`` and ``win_rates.png`` (plus per-sample
 and per-judgment files) to the output folder. Judgments are cached under ``OUTPUT/annotations`` (``--cache-dir``):
@@ -179,6 +182,10 @@ def _evaluate_locked(
     finally:
         if judge is not None:
             judge.close()
+    if annotated:  # alpaca_eval's own length_controlled_v1 where it applies (its df_gamed.csv in the HF cache)
+        from xl_suite.evaluation.alpaca_eval import add_length_controlled_v1
+
+        add_length_controlled_v1(result, model_rows)
     if alpaca_eval_info is not None:
         result.meta["alpaca_eval"] = alpaca_eval_info
         if alpaca_eval_info["warning"]:

@@ -15,6 +15,14 @@ references (``output_1``) and P(model beats reference) = ``preference - 1``.
 On the way out, :data:`LEADERBOARD_COLUMNS` are alpaca_eval's leaderboard columns, in its order, and
 :data:`LEADERBOARD_RENAMES` maps our statistic names to them (same meanings: ``n_wins_base`` counts the
 reference's wins, ``avg_length`` is the mean answer length in characters).
+
+Length control: alpaca_eval's ``length_controlled_winrate`` is its ``length_controlled_v1`` GLM, which needs the
+per-instruction difficulty and the gamed baselines of ``df_gamed.csv`` (Hub dataset ``tatsu-lab/alpaca_eval``;
+neither alpaca_eval's wheel nor its git repository carries it) and only means something for alpaca_eval's own
+judgments (``weighted_alpaca_eval_gpt4_turbo`` against ``gpt4_1106_preview`` on its English prompts).
+:func:`add_length_controlled_v1` fills that column only there, reading the file from huggingface_hub's cache (never
+the network); everywhere else the column stays empty and the report says why. The estimator xl-suite computes for
+every evaluation, alpaca_eval's ``length_controlled_minimal`` GLM, is ``lc_minimal_winrate``.
 """
 
 from __future__ import annotations
@@ -39,6 +47,12 @@ __all__ = [
     "from_model_outputs",
     "from_annotations",
     "annotation_probability",
+    "LC_V1_ANNOTATOR",
+    "LC_V1_BASELINE",
+    "GamedBaselinesUnavailable",
+    "read_gamed_baselines",
+    "length_controlled_v1_reason",
+    "add_length_controlled_v1",
 ]
 
 #: alpaca_eval's leaderboard CSV columns, in its order (after the model name).
@@ -58,9 +72,15 @@ LEADERBOARD_COLUMNS: tuple[str, ...] = (
 #: Our statistic name -> alpaca_eval's name for the same quantity.
 LEADERBOARD_RENAMES: dict[str, str] = {
     "n_losses": "n_wins_base",
-    "length_controlled_win_rate": "length_controlled_winrate",
     "avg_model_length": "avg_length",
 }
+#: The annotator and baseline of alpaca_eval's ``df_gamed.csv``: ``length_controlled_v1`` applies only to them.
+LC_V1_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+LC_V1_BASELINE = "gpt4_1106_preview"
+#: Where alpaca_eval reads ``df_gamed.csv`` from (``hf_hub_download``; we read huggingface_hub's cache only).
+GAMED_REPO_ID = "tatsu-lab/alpaca_eval"
+GAMED_FILENAME = "df_gamed.csv"
+_GAMED_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
 #: Columns every alpaca_eval annotation row has (``annotator`` and the generators are optional).
 ANNOTATION_COLUMNS: tuple[str, ...] = ("instruction", "output_1", "output_2", "preference")
 
@@ -103,8 +123,8 @@ class AlpacaEvalMatch:
     """Rows of an alpaca_eval file matched to XL-AlpacaEval.
 
     Attributes:
-        rows: the matched rows, each with its original columns plus ``id``, ``language`` and
-            ``english_instruction`` (in file order).
+        rows: the matched rows, each with its original columns plus ``id``, ``language``, ``english_instruction``
+            and ``alpaca_eval_index`` (the prompt's position in AlpacaEval's 805), in file order.
         unmatched: a sample (the first 10) of the rows that match no XL-AlpacaEval prompt: ``index`` in the file,
             ``language`` and ``instruction``.
         n_unmatched: how many rows match no prompt.
@@ -205,7 +225,15 @@ def match_instructions(
                 f"{r['instruction'][:120]!r}. Each prompt may appear once per language; remove the duplicate."
             )
         seen[key] = i
-        matched.append({**r, "id": hit["id"], "language": code, "english_instruction": hit["english_instruction"]})
+        matched.append(
+            {
+                **r,
+                "id": hit["id"],
+                "language": code,
+                "english_instruction": hit["english_instruction"],
+                "alpaca_eval_index": hit["alpaca_eval_index"],
+            }
+        )
     n_unmatched = len(rows) - len(matched)
     if not matched:
         raise InvalidArgumentError(
@@ -301,3 +329,170 @@ def from_annotations(
             }
         )
     return match
+
+
+class GamedBaselinesUnavailable(InvalidArgumentError):
+    """``df_gamed.csv`` is not in huggingface_hub's cache (alpaca_eval's ``length_controlled_v1`` needs it)."""
+
+
+def read_gamed_baselines(path: str | None = None, *, cache_dir: str | None = None):
+    """Read alpaca_eval's ``df_gamed.csv`` into a :class:`~xl_suite.evaluation.metrics.GamedBaselines`.
+
+    Args:
+        path: the file; None reads ``df_gamed.csv`` of the Hub dataset ``tatsu-lab/alpaca_eval`` from
+            huggingface_hub's cache (where alpaca_eval's own length-controlled win rate, or
+            ``hf download tatsu-lab/alpaca_eval df_gamed.csv --repo-type dataset``, puts it). Nothing is downloaded.
+        cache_dir: huggingface_hub cache folder (default: its own, ``HF_HUB_CACHE``).
+
+    Returns:
+        ``(GamedBaselines, info)`` where ``info`` holds ``path`` and ``sha256`` of the file read.
+
+    Raises:
+        GamedBaselinesUnavailable: no path given and the file is not in the cache.
+        InvalidArgumentError: the file lacks a column alpaca_eval reads, or holds a value it cannot use.
+    """
+    import csv
+    import hashlib
+
+    import numpy as np
+
+    from xl_suite.evaluation.metrics import GamedBaselines
+
+    if path is None:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(GAMED_REPO_ID, GAMED_FILENAME, cache_dir=cache_dir, repo_type="dataset")
+        if not isinstance(found, str):
+            raise GamedBaselinesUnavailable(
+                f"{GAMED_FILENAME} of the Hub dataset {GAMED_REPO_ID} is not in huggingface_hub's cache "
+                f"({cache_dir or 'HF_HUB_CACHE'}); fetch it with `hf download {GAMED_REPO_ID} {GAMED_FILENAME} "
+                "--repo-type dataset` to get alpaca_eval's length_controlled_winrate."
+            )
+        path = found
+    data = open(path, "rb").read()  # noqa: SIM115 - small file, read once for its hash and rows
+    text = data.decode("utf-8")
+    reader = csv.DictReader(text.splitlines())
+    missing = [c for c in _GAMED_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InvalidArgumentError(
+            f"{path} lacks the column(s) {missing} of alpaca_eval's {GAMED_FILENAME} (it has {reader.fieldnames}); "
+            f"pass the file of the Hub dataset {GAMED_REPO_ID}."
+        )
+    columns: dict[str, list[float]] = {c: [] for c in _GAMED_COLUMNS}
+    for line, row in enumerate(reader, start=2):
+        try:
+            columns["index"].append(int(row["index"]))
+            for c in ("preference", "std_delta_len", "instruction_difficulty"):
+                columns[c].append(float(row[c]) if row[c] not in ("", "nan", "NaN") else math.nan)
+            flag = row["not_gamed_baseline"].strip().lower()
+            if flag not in ("true", "false", "1", "0", "1.0", "0.0"):
+                raise ValueError(f"not_gamed_baseline {row['not_gamed_baseline']!r}")
+            columns["not_gamed_baseline"].append(1.0 if flag in ("true", "1", "1.0") else 0.0)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(
+                f"{path}, line {line}: cannot read {e} as alpaca_eval's {GAMED_FILENAME} row."
+            ) from e
+    if not columns["index"]:
+        raise InvalidArgumentError(f"{path} holds no rows; alpaca_eval's {GAMED_FILENAME} has one per annotation.")
+    pref = np.asarray(columns["preference"], dtype=float)
+    bad = np.flatnonzero(~np.isnan(pref) & ((pref < 0) | (pref > 1)))
+    if bad.size:
+        raise InvalidArgumentError(
+            f"{path}, line {int(bad[0]) + 2}: preference {float(pref[bad[0]])!r} is outside [0, 1] "
+            f"(alpaca_eval's {GAMED_FILENAME} stores P(output_2 wins))."
+        )
+    gamed = GamedBaselines(
+        index=np.asarray(columns["index"], dtype=int),
+        preference=pref,
+        std_delta_len=np.asarray(columns["std_delta_len"], dtype=float),
+        instruction_difficulty=np.asarray(columns["instruction_difficulty"], dtype=float),
+        not_gamed_baseline=np.asarray(columns["not_gamed_baseline"], dtype=float),
+    )
+    return gamed, {"path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def length_controlled_v1_reason(rows: Sequence[dict]) -> str | None:
+    """Why alpaca_eval's ``length_controlled_v1`` does not apply to these judged rows; None when it does.
+
+    It applies to alpaca_eval's own annotations: every row judged by :data:`LC_V1_ANNOTATOR` against
+    :data:`LC_V1_BASELINE` (``generator_1``), of one model (``generator_2``), on an AlpacaEval prompt
+    (``alpaca_eval_index``), in English.
+
+    >>> row = {"annotator": "weighted_alpaca_eval_gpt4_turbo", "generator_1": "gpt4_1106_preview",
+    ...        "generator_2": "m", "alpaca_eval_index": 0, "language": "en"}
+    >>> length_controlled_v1_reason([row]) is None
+    True
+    >>> length_controlled_v1_reason([{**row, "annotator": "my_judge"}])
+    "judged by ['my_judge'], not alpaca_eval's weighted_alpaca_eval_gpt4_turbo"
+    """
+    if not rows:
+        return "no judged rows"
+    annotators = sorted({str(r.get("annotator")) for r in rows})
+    if annotators != [LC_V1_ANNOTATOR]:
+        return f"judged by {annotators}, not alpaca_eval's {LC_V1_ANNOTATOR}"
+    baselines = sorted({str(r.get("generator_1")) for r in rows})
+    if baselines != [LC_V1_BASELINE]:
+        return f"the baseline is {baselines}, not alpaca_eval's {LC_V1_BASELINE}"
+    if len({r.get("generator_2") for r in rows}) != 1:
+        return "the rows hold more than one model (generator_2)"
+    if any(r.get("alpaca_eval_index") is None for r in rows):
+        return "a row is not matched to an AlpacaEval prompt"
+    if not any(r.get("language") == "en" for r in rows):
+        return "no row is in English (the instruction difficulties are those of AlpacaEval's English prompts)"
+    return None
+
+
+def add_length_controlled_v1(
+    result,
+    rows: Sequence[dict],
+    *,
+    gamed_path: str | None = None,
+    cache_dir: str | None = None,
+) -> None:
+    """Fill ``length_controlled_winrate`` with alpaca_eval's ``length_controlled_v1`` where it applies.
+
+    Where it applies (see :func:`length_controlled_v1_reason`: alpaca_eval's own annotations, English rows), the
+    ``en`` row of ``result.table`` (and ``overall`` when every row is English) gets ``length_controlled_winrate``;
+    ``result.meta["length_control"]`` says which estimator each column holds, and why the v1 column is empty
+    where it is. Never downloads: ``df_gamed.csv`` comes from ``gamed_path`` or huggingface_hub's cache.
+
+    Args:
+        result: the :class:`~xl_suite.evaluation.results.EvaluationResult` of these rows (same order).
+        rows: the judged rows, as :func:`from_annotations` returns them.
+        gamed_path: ``df_gamed.csv`` (default: huggingface_hub's cache).
+        cache_dir: huggingface_hub cache folder.
+    """
+    from xl_suite.evaluation.metrics import length_controlled_v1_win_rate
+
+    info = result.meta.setdefault("length_control", {})
+    if len(rows) != len(result.per_sample):
+        raise InvalidArgumentError(
+            f"add_length_controlled_v1 got {len(rows)} rows for a result of {len(result.per_sample)} items."
+        )
+    reason = length_controlled_v1_reason(rows)
+    gamed = None
+    if reason is None:
+        try:
+            gamed, file_info = read_gamed_baselines(gamed_path, cache_dir=cache_dir)
+        except GamedBaselinesUnavailable as e:
+            reason = str(e)
+    if reason is not None:
+        info["length_controlled_winrate"] = f"not computed: {reason}"
+        return
+    english = [i for i, r in enumerate(rows) if r.get("language") == "en"]
+    samples = [result.per_sample[i] for i in english]
+    out = length_controlled_v1_win_rate(
+        [s.get("p_model_wins") for s in samples],
+        [s["model_length"] for s in samples],
+        [s["reference_length"] for s in samples],
+        [rows[i]["alpaca_eval_index"] for i in english],
+        gamed,
+    )
+    targets = ["en"] + (["overall"] if len(english) == len(rows) else [])
+    for name in targets:
+        result.table[name]["length_controlled_winrate"] = out["length_controlled_winrate"]
+    info["length_controlled_winrate"] = (
+        f"alpaca_eval's length_controlled_v1 ({', '.join(targets)}; {len(english)} judgments), from "
+        f"{file_info['path']} (sha256 {file_info['sha256'][:12]})"
+    )
+    info["length_controlled_v1"] = {**file_info, **{k: v for k, v in out.items() if k != "length_controlled_winrate"}}

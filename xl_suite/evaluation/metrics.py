@@ -28,6 +28,7 @@ import math
 import numbers
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -37,10 +38,13 @@ from xl_suite.utils.imports import require
 
 
 __all__ = [
+    "GamedBaselines",
+    "LC_V1_REGULARIZE_TO_BASELINE_LAMBDA",
     "bootstrap_ci",
     "combine_orders",
     "length_bias",
     "length_controlled_win_rate",
+    "length_controlled_v1_win_rate",
     "position_bias",
     "win_rate",
     "TIE_TOLERANCE",
@@ -230,6 +234,165 @@ def length_controlled_win_rate(
         "C": float(c_value),
         "n_total": int(p.size),
         "n_unparsed": n_unparsed,
+    }
+
+
+@dataclass(frozen=True)
+class GamedBaselines:
+    """The rows alpaca_eval's ``length_controlled_v1`` fits beside a model's own (its ``df_gamed.csv``).
+
+    ``df_gamed.csv`` (Hub dataset ``tatsu-lab/alpaca_eval``) holds the annotations of the baseline prompted to be
+    verbose and to be concise (``gpt4_1106_preview_verbose``/``_concise`` against ``gpt4_1106_preview``, judged by
+    ``weighted_alpaca_eval_gpt4_turbo``), and the per-instruction difficulty alpaca_eval estimated once over many
+    models. Read it with :func:`xl_suite.evaluation.alpaca_eval.read_gamed_baselines`.
+
+    Attributes:
+        index: instruction index of each row (position in AlpacaEval's 805 prompts).
+        preference: P(``output_2`` beats ``output_1``) of each row, in ``[0, 1]`` (NaN: no annotation).
+        std_delta_len: the row's standardized ``len(output_1) - len(output_2)``.
+        instruction_difficulty: the row's instruction difficulty.
+        not_gamed_baseline: 1.0 for a row of a model that is not a gamed baseline, else 0.0.
+    """
+
+    index: np.ndarray
+    preference: np.ndarray
+    std_delta_len: np.ndarray
+    instruction_difficulty: np.ndarray
+    not_gamed_baseline: np.ndarray
+
+    def difficulty(self, indices: Sequence[int]) -> np.ndarray:
+        """The instruction difficulty of each index (the first row of that index, as alpaca_eval reads it).
+
+        Raises:
+            ValueError: an index the file has no row for.
+        """
+        first: dict[int, float] = {}
+        for i, d in zip(self.index.tolist(), self.instruction_difficulty.tolist(), strict=True):
+            first.setdefault(int(i), float(d))
+        missing = [int(i) for i in indices if int(i) not in first]
+        if missing:
+            raise InvalidArgumentError(
+                f"instruction index {missing[0]} (and {len(missing) - 1} more) has no instruction difficulty in the "
+                f"gamed-baselines file (it covers indices {min(first)}..{max(first)}); length_controlled_v1 applies "
+                "only to AlpacaEval's own 805 prompts"
+            )
+        return np.array([first[int(i)] for i in indices], dtype=float)
+
+
+#: alpaca_eval's ``GLM_INFO["length_controlled_v1"]["regularize_to_baseline_lambda"]``.
+LC_V1_REGULARIZE_TO_BASELINE_LAMBDA = 0.2
+
+
+def length_controlled_v1_win_rate(
+    preferences: Sequence[float | None],
+    model_lengths: Sequence[float],
+    reference_lengths: Sequence[float],
+    instruction_indices: Sequence[int],
+    gamed: GamedBaselines,
+    *,
+    regularize_to_baseline_lambda: float = LC_V1_REGULARIZE_TO_BASELINE_LAMBDA,
+) -> dict[str, float | int]:
+    """alpaca_eval's leaderboard length-controlled win rate, its ``length_controlled_v1`` GLM.
+
+    This is the estimator behind alpaca_eval's ``length_controlled_winrate`` column (our reimplementation of
+    ``alpaca_eval.metrics.glm_winrate``, checked against it in ``tests/test_length_control.py``). It is only
+    meaningful for alpaca_eval's own setting: AlpacaEval's English prompts, judged by
+    ``weighted_alpaca_eval_gpt4_turbo`` against ``gpt4_1106_preview``, since ``gamed`` (its ``df_gamed.csv``) was
+    made there. Elsewhere use :func:`length_controlled_win_rate` (alpaca_eval's ``length_controlled_minimal``).
+
+    The GLM is ``logit P(model wins) = phi * tanh(std_delta_len) + gamma * difficulty + psi * not_gamed_baseline``
+    (no intercept), with ``std_delta_len = (reference_length - model_length) / sd`` over the model's rows
+    (``sd``: sample standard deviation, ``ddof=1``). It is fit on the model's parsed rows (weight 1,
+    ``not_gamed_baseline = 1``) together with the gamed baselines' rows of ``gamed`` (weight
+    ``regularize_to_baseline_lambda / 2`` each, ``not_gamed_baseline = 0``), which pull the length coefficient
+    towards the one the gamed baselines show. The fit is alpaca_eval's: soft labels (each row twice, label 1 with
+    weight ``w * p`` and label 0 with weight ``w * (1 - p)``), L1 logistic regression (liblinear, no intercept,
+    ``random_state=123``), ``C`` from ``np.logspace(-4, 4, 10)`` by 5-fold cross-validation grouped by row with
+    the weighted soft-label log loss, then refit on all rows. The result is the mean prediction over every
+    row of the model (unparsed ones too, as alpaca_eval predicts for every annotation) at zero length difference:
+    ``100 * mean(sigmoid(gamma * difficulty_i + psi))``.
+
+    Args:
+        preferences: P(model beats the baseline) per instruction, in ``[0, 1]``, or ``None``/NaN when unparsed.
+        model_lengths: length of each model output in characters (``output_2``).
+        reference_lengths: length of each baseline output in characters (``output_1``).
+        instruction_indices: each row's position in AlpacaEval's 805 prompts (alpaca_eval's ``index``).
+        gamed: the gamed baselines and instruction difficulties (alpaca_eval's ``df_gamed.csv``).
+        regularize_to_baseline_lambda: alpaca_eval's ``regularize_to_baseline_lambda`` (0.2).
+
+    Returns:
+        A dict with ``length_controlled_winrate`` (0-100), ``length_coefficient`` (``phi``),
+        ``instruction_difficulty_coefficient`` (``gamma``), ``model_coefficient`` (``psi``), ``C``, ``n_total``
+        (parsed rows of the model), ``n_unparsed`` and ``n_gamed_rows`` (rows of ``gamed`` in the fit).
+
+    Raises:
+        ValueError: invalid preferences or lengths, sequences of different lengths, no parsed preference, an
+            instruction index without a difficulty, a constant non-zero length difference, or scikit-learn missing.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> gamed = GamedBaselines(
+        ...     index=np.tile(np.arange(20), 2), preference=rng.uniform(size=40), std_delta_len=rng.normal(size=40),
+        ...     instruction_difficulty=np.tile(np.linspace(-1, 1, 20), 2), not_gamed_baseline=np.zeros(40))
+        >>> out = length_controlled_v1_win_rate([0.9, 0.2] * 10, [300, 100] * 10, [200] * 20, range(20), gamed)
+        >>> 0 < out["length_controlled_winrate"] < 100, out["n_total"], out["n_gamed_rows"]
+        (True, 20, 40)
+    """
+    p_all = _as_preferences(preferences)
+    model_len = _as_lengths(model_lengths, "model_lengths", p_all.size)
+    reference_len = _as_lengths(reference_lengths, "reference_lengths", p_all.size)
+    indices = [int(i) for i in instruction_indices]
+    _check_same_length(p_all.size, len(indices), "preferences", "instruction_indices")
+    if not 0 <= regularize_to_baseline_lambda:
+        raise InvalidArgumentError(
+            f"regularize_to_baseline_lambda={regularize_to_baseline_lambda!r} must be >= 0 (alpaca_eval uses 0.2)"
+        )
+    parsed = ~np.isnan(p_all)
+    if not parsed.any():
+        raise InvalidArgumentError(_no_parsed_message(p_all.size))
+    difficulty = gamed.difficulty(indices)
+
+    delta = reference_len - model_len  # alpaca_eval: len(output_1) - len(output_2), over every annotation
+    sd = float(delta.std(ddof=1)) if delta.size > 1 else 0.0
+    if sd > 0:
+        feature = np.tanh(delta / sd)
+    elif not np.any(delta):
+        feature = np.zeros_like(delta)
+    else:
+        raise InvalidArgumentError(
+            f"every judgment has the same non-zero length difference ({float(delta[0]):g} characters), so the "
+            "length effect cannot be separated from the model's coefficient"
+        )
+    gamed_rows = ~np.isnan(gamed.preference)  # alpaca_eval drops rows without a preference before the fit
+    design = np.vstack(
+        [
+            np.column_stack(
+                [
+                    np.tanh(gamed.std_delta_len[gamed_rows]),
+                    gamed.instruction_difficulty[gamed_rows],
+                    gamed.not_gamed_baseline[gamed_rows],
+                ]
+            ),
+            np.column_stack([feature[parsed], difficulty[parsed], np.ones(int(parsed.sum()))]),
+        ]
+    )
+    labels = np.concatenate([gamed.preference[gamed_rows], p_all[parsed]])
+    # alpaca_eval: not_gamed_baseline + lambda * (not not_gamed_baseline) / 2 ("divided by 2 because there are two
+    # gamed baselines").
+    ngb = np.concatenate([gamed.not_gamed_baseline[gamed_rows], np.ones(int(parsed.sum()))])
+    row_weight = ngb + regularize_to_baseline_lambda * (1.0 - ngb) / 2
+    coef, c_value = _fit_alpaca_eval_glm(design, labels, row_weight)
+    length_coefficient, difficulty_coefficient, model_coefficient = (float(c) for c in coef)
+    predicted = _sigmoid(difficulty_coefficient * difficulty + model_coefficient)
+    return {
+        "length_controlled_winrate": 100.0 * float(np.mean(predicted)),
+        "length_coefficient": length_coefficient,
+        "instruction_difficulty_coefficient": difficulty_coefficient,
+        "model_coefficient": model_coefficient,
+        "C": float(c_value),
+        "n_total": int(parsed.sum()),
+        "n_unparsed": int(p_all.size - parsed.sum()),
+        "n_gamed_rows": int(gamed_rows.sum()),
     }
 
 
@@ -615,16 +778,24 @@ def _sklearn_l1_kwargs(version: str) -> dict[str, object]:
     return {"l1_ratio": 1.0} if major_minor >= (1, 8) else {"penalty": "l1"}
 
 
-def _fit_alpaca_eval_glm(design: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, float]:
-    """alpaca_eval's fit_LogisticRegressionCV on soft labels: L1, liblinear, C by grouped 5-fold CV."""
+def _fit_alpaca_eval_glm(
+    design: np.ndarray, p: np.ndarray, row_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, float]:
+    """alpaca_eval's fit_LogisticRegressionCV on soft labels: L1, liblinear, C by grouped 5-fold CV.
+
+    ``row_weight`` (default 1 per row) multiplies each row's two sample weights and its term of the CV log loss,
+    as alpaca_eval's ``sample_weight`` and ``true_sample_weight`` do (``length_controlled_v1`` weighs the gamed
+    baselines' rows by 0.1).
+    """
     sklearn = require("sklearn", "The length-controlled win rate with method='alpaca_eval' (method='mle' does not)")
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GroupKFold
 
     n = p.size
+    w = np.ones(n) if row_weight is None else np.asarray(row_weight, dtype=float)
     x = np.vstack([design, design])
     y = np.concatenate([np.ones(n), np.zeros(n)])
-    weight = np.concatenate([p, 1.0 - p])
+    weight = np.concatenate([p * w, (1.0 - p) * w])
     groups = np.concatenate([np.arange(n), np.arange(n)])
     penalty = _sklearn_l1_kwargs(sklearn.__version__)
 
@@ -641,9 +812,10 @@ def _fit_alpaca_eval_glm(design: np.ndarray, p: np.ndarray) -> tuple[np.ndarray,
     cv_loss = np.zeros(_ALPACA_EVAL_CS.size)
     for train, test in GroupKFold(n_splits=_ALPACA_EVAL_N_SPLITS).split(x, y, groups):
         target = p[groups[test]]  # alpaca_eval's logloss_continuous: both copies of a judgment target p
+        target_weight = w[groups[test]]
         for j, c_value in enumerate(_ALPACA_EVAL_CS):
             q = np.clip(fit(c_value, train).predict_proba(x[test])[:, 1], 1e-15, 1 - 1e-15)
-            cv_loss[j] -= np.mean(target * np.log(q) + (1.0 - target) * np.log(1.0 - q))
+            cv_loss[j] -= np.mean(target_weight * (target * np.log(q) + (1.0 - target) * np.log(1.0 - q)))
     best_c = float(_ALPACA_EVAL_CS[int(np.argmin(cv_loss))])
     return fit(best_c, slice(None)).coef_[0].astype(float), best_c
 

@@ -6,18 +6,20 @@ import csv
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.evaluation.alpaca_eval import LEADERBOARD_COLUMNS, LEADERBOARD_RENAMES
-from xl_suite.evaluation.results import OVERALL, EvaluationResult
+from xl_suite.evaluation.results import OVERALL, REPORT_LAYOUT, EvaluationResult
 from xl_suite.sources import write_jsonl
 from xl_suite.status import RowStatus, is_rule
 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["format_table", "leaderboard_rows", "plot_available", "write_report"]
+__all__ = ["Report", "format_table", "leaderboard_rows", "plot_available", "read_report", "write_report"]
 
 _MAIN_COLUMNS = [
     ("language", "lang"),
@@ -27,7 +29,8 @@ _MAIN_COLUMNS = [
     ("ci_low", "CI low"),
     ("ci_high", "CI high"),
     ("discrete_win_rate", "discrete"),
-    ("length_controlled_win_rate", "LC WR"),
+    ("lc_minimal_winrate", "LC min"),
+    ("length_controlled_winrate", "LC v1"),
     ("parse_rate", "parsed %"),
     ("n_unparsed_judgments", "unparsed"),
     ("prefer_first_rate", "prefer 1st"),
@@ -85,6 +88,8 @@ def _csv_columns(result: EvaluationResult) -> list[str]:
         present.add("mode")
     cols = ["model", "language"] + [c for c in LEADERBOARD_COLUMNS if c in present]
     extra = [
+        "lc_minimal_winrate",
+        "lc_minimal_standard_error",
         "n",
         "ci_low",
         "ci_high",
@@ -110,9 +115,10 @@ def _csv_columns(result: EvaluationResult) -> list[str]:
 def leaderboard_rows(result: EvaluationResult) -> list[dict[str, Any]]:
     """The ``leaderboard.csv`` rows: one per language and ``overall``, under alpaca_eval's column names.
 
-    ``n_losses`` is written as ``n_wins_base``, ``length_controlled_win_rate`` as ``length_controlled_winrate`` and
-    ``avg_model_length`` as ``avg_length`` (see :data:`xl_suite.evaluation.alpaca_eval.LEADERBOARD_RENAMES`);
-    ``mode`` is ``"community"``, as alpaca_eval writes for a model evaluated outside its official leaderboard.
+    ``n_losses`` is written as ``n_wins_base`` and ``avg_model_length`` as ``avg_length`` (see
+    :data:`xl_suite.evaluation.alpaca_eval.LEADERBOARD_RENAMES`); ``mode`` is ``"community"``, as alpaca_eval
+    writes for a model evaluated outside its official leaderboard. ``length_controlled_winrate`` is present only
+    where alpaca_eval's own estimator (``length_controlled_v1``) was computed; ours is ``lc_minimal_winrate``.
     NaN is written as an empty cell.
     """
     model = result.meta.get("model") or "model"
@@ -252,6 +258,14 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
     return paths
 
 
+def _length_control_settings(meta: dict) -> list[list[str]]:
+    """Which estimator each length-controlled column holds (and why alpaca_eval's is empty where it is)."""
+    info = meta.get("length_control") or {}
+    return [[f"`{column}`", text] for column, text in info.items() if isinstance(text, str)] or [
+        ["length control", str(meta.get("lc_method"))]
+    ]
+
+
 def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     meta = result.meta
     md = [f"# {title}", "", f"_Generated {meta.get('created')} by xl-suite {meta.get('xl_suite_version')}._", ""]
@@ -270,7 +284,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
                 f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
                 f"resamples, seed {meta['seed']}",
             ],
-            ["length control", meta["lc_method"]],
+            *_length_control_settings(meta),
         ]
     elif judge:
         cfg = judge["config"]
@@ -295,7 +309,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
                 f"{int(100 * meta['confidence'])}% percentile bootstrap, {meta['n_resamples']} "
                 f"resamples, seed {meta['seed']}",
             ],
-            ["length control", meta["lc_method"]],
+            *_length_control_settings(meta),
         ]
     else:
         settings.append(["judge", "none: language fidelity only"])
@@ -317,7 +331,10 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     md += [
         "",
         "WR: mean P(model beats reference) x 100 (tie = 50); SE: standard error; CI: bootstrap interval; "
-        "discrete: wins + half the ties; LC WR: length-controlled win rate; parsed %: judgments whose verdict "
+        "discrete: wins + half the ties; LC min: length-controlled win rate by alpaca_eval's "
+        "length_controlled_minimal GLM (lc_minimal_winrate); LC v1: alpaca_eval's leaderboard estimator "
+        "length_controlled_v1 (length_controlled_winrate; only for alpaca_eval's own judgments, see Settings); "
+        "parsed %: judgments whose verdict "
         "could be read; prefer 1st: share of decided judgments won by the answer shown first (0.5 = no position "
         "bias); prefer longer: share won by the longer answer; fidelity: responses identified as the target "
         "language; line pass: responses whose every long line is in the target language.",
@@ -383,9 +400,95 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
         "## Files",
         "",
         "- `leaderboard.csv`: the table above, one row per language and overall.",
-        "- `per_sample.jsonl`: per item preference, verdicts, rubric scores and detected language.",
+        "- `per_sample.jsonl`: per item `p_model_wins` (P(model beats reference), 0-1), verdicts, rubric scores "
+        "and detected language.",
         "- `judgments.jsonl` / `rubric.jsonl`: every judgment with its provenance and raw completion.",
         "- `summary.json`: table, ledger and settings.",
         "",
     ]
     return "\n".join(md)
+
+
+#: Layout 1 names -> layout 2 names, per file (see :data:`xl_suite.evaluation.results.REPORT_LAYOUT`).
+_LAYOUT_1_TABLE = {
+    "length_controlled_win_rate": "lc_minimal_winrate",
+    "lc_standard_error": "lc_minimal_standard_error",
+}
+_LAYOUT_1_ROWS = {"preference": "p_model_wins"}
+
+
+@dataclass
+class Report:
+    """An evaluation report folder as :func:`read_report` reads it (always in the current layout).
+
+    Attributes:
+        path: the folder.
+        table: language code and ``"overall"`` -> statistics (as :attr:`EvaluationResult.table`).
+        meta: settings (model, judge, languages, ...).
+        ledger: judge work, tokens and cost per stage.
+        layout: the layout the files were written in (1: before ``p_model_wins``/``lc_minimal_winrate``).
+    """
+
+    path: Path
+    table: dict[str, dict[str, Any]]
+    meta: dict[str, Any]
+    ledger: dict[str, Any] = field(default_factory=dict)
+    layout: int = REPORT_LAYOUT
+
+    @property
+    def model(self) -> str:
+        """The evaluated model's name (the folder's name when the report has none)."""
+        return self.meta.get("model") or self.path.name
+
+    def per_sample(self) -> list[dict[str, Any]]:
+        """``per_sample.jsonl``, with layout-1 names upgraded (``preference`` -> ``p_model_wins``)."""
+        return self._rows("per_sample.jsonl")
+
+    def judgments(self) -> list[dict[str, Any]]:
+        """``judgments.jsonl`` (empty without a judge), with layout-1 names upgraded."""
+        return self._rows("judgments.jsonl") if (self.path / "judgments.jsonl").is_file() else []
+
+    def _rows(self, name: str) -> list[dict[str, Any]]:
+        from xl_suite.evaluation.files import read_rows
+
+        rows = read_rows(str(self.path / name))
+        if self.layout < 2:
+            rows = [{_LAYOUT_1_ROWS.get(k, k): v for k, v in r.items()} for r in rows]
+        return rows
+
+
+def read_report(path: str | Path) -> Report:
+    """Read a report folder written by :func:`write_report` (this or an earlier layout).
+
+    Layout 1 (reports written before ``meta.report_layout`` existed) named P(model wins) ``preference`` and our
+    length-controlled estimator ``length_controlled_win_rate`` (``length_controlled_winrate`` in its CSV, alpaca_eval's
+    name for another estimator): both are read under their current names, ``p_model_wins`` and
+    ``lc_minimal_winrate``.
+
+    Raises:
+        InvalidArgumentError: the folder has no readable ``summary.json``.
+    """
+    folder = Path(path)
+    summary = folder / "summary.json"
+    if not summary.is_file():
+        raise InvalidArgumentError(
+            f"{str(folder)!r} is not an xl-suite report folder: it has no summary.json (write one with "
+            "`xl-suite evaluate ... --output DIR`)."
+        )
+    try:
+        data = json.loads(summary.read_text(encoding="utf-8"))
+        table, meta = data["table"], data["meta"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise InvalidArgumentError(
+            f"{str(summary)!r} is not a report summary ({e}); rerun `xl-suite evaluate`."
+        ) from e
+    layout = int(meta.get("report_layout") or 1)
+    if layout > REPORT_LAYOUT:
+        raise InvalidArgumentError(
+            f"{str(summary)!r} has report layout {layout}, newer than this xl-suite reads ({REPORT_LAYOUT}); "
+            "upgrade xl-suite."
+        )
+    if layout < 2:
+        table = {name: {_LAYOUT_1_TABLE.get(k, k): v for k, v in row.items()} for name, row in table.items()}
+    table = {name: {k: (math.nan if v is None else v) for k, v in row.items()} for name, row in table.items()}
+    return Report(path=folder, table=table, meta=meta, ledger=data.get("ledger") or {}, layout=layout)

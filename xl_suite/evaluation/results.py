@@ -23,9 +23,14 @@ from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
 from xl_suite.status import RowStatus, is_rule, is_usable
 
 
-__all__ = ["OVERALL", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
+__all__ = ["OVERALL", "REPORT_LAYOUT", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
 
 OVERALL = "overall"
+#: Layout of the report files, recorded in ``summary.json`` (``meta.report_layout``). 2: P(model wins) is
+#: ``p_model_wins`` (was ``preference``) and our length-controlled estimator is ``lc_minimal_winrate`` (was
+#: ``length_controlled_win_rate``, written to ``leaderboard.csv`` as ``length_controlled_winrate``). Reports without
+#: it are layout 1; :func:`xl_suite.evaluation.report.read_report` reads both.
+REPORT_LAYOUT = 2
 
 _NOTES = (
     "XL-Suite reconstructs the evaluation of Iyer et al. (2025, arXiv 2503.22973). The paper's judge prompt, "
@@ -212,7 +217,7 @@ def evaluate_responses(
         n_resamples: bootstrap resamples for the CI.
         confidence: CI level.
         seed: bootstrap seed.
-        lc_method: length-control fit (``"alpaca_eval"`` or ``"mle"``), see
+        lc_method: fit of ``lc_minimal_winrate`` (``"alpaca_eval"`` or ``"mle"``), see
             :func:`xl_suite.evaluation.metrics.length_controlled_win_rate`.
         preferences: judgments already made, instead of a judge: P(model beats reference) per item (None for an
             unparsed one), e.g. from alpaca_eval's ``annotations.json``. Needs ``references`` (for the lengths);
@@ -223,330 +228,379 @@ def evaluate_responses(
         :class:`EvaluationResult`. Per language and ``"overall"``, ``table`` holds ``n``, ``n_empty``,
         ``avg_model_length``, ``language_fidelity``, ``line_pass_rate``, and with a judge also ``win_rate``,
         ``standard_error``, ``ci_low``, ``ci_high``, ``discrete_win_rate``, ``n_wins``, ``n_losses``,
-        ``n_draws``, ``n_unparsed`` (items without a parsed judgment), ``length_controlled_win_rate``,
-        ``lc_standard_error``, ``n_judgments``, ``n_unparsed_judgments``, ``parse_rate``, ``prefer_first_rate``,
-        ``order_agreement``, ``prefer_longer_rate``, ``length_spearman``, ``avg_reference_length``,
-        ``rubric_<dimension>`` means and ``rubric_parse_rate``. Statistics that cannot be computed (no parsed
-        judgment in a language, too few items for the length-controlled fit) are NaN and listed in
+        ``n_draws``, ``n_unparsed`` (items without a parsed judgment), ``lc_minimal_winrate`` and
+        ``lc_minimal_standard_error`` (alpaca_eval's ``length_controlled_minimal`` GLM; alpaca_eval's leaderboard
+        column ``length_controlled_winrate`` is another estimator, see
+        :func:`xl_suite.evaluation.alpaca_eval.add_length_controlled_v1`), ``n_judgments``,
+        ``n_unparsed_judgments``, ``parse_rate``, ``prefer_first_rate``, ``order_agreement``,
+        ``prefer_longer_rate``, ``length_spearman``, ``avg_reference_length``, ``rubric_<dimension>`` means and
+        ``rubric_parse_rate``. ``per_sample`` and ``judgments`` carry ``p_model_wins``, P(model beats reference) in
+        ``[0, 1]`` (alpaca_eval's ``preference`` is another scale, ``[1, 2]``). Statistics that cannot be computed
+        (no parsed judgment in a language, too few items for the length-controlled fit) are NaN and listed in
         ``meta["warnings"]``.
 
     Raises:
         ValueError: inputs of different lengths, a non-string answer, an empty instruction or reference, an
             unknown language, or a judge without references/instructions.
     """
-    from xl_suite.fidelity import language_fidelity
+    items = _check_inputs(predictions, languages, references, instructions, ids, judge, preferences)
+    config = config or JudgeConfig()
+    stats = _Statistics(n_resamples, confidence, seed, lc_method)
+    result, fid = _fidelity_result(items, model_name, preset)
+    judged = None
+    if judge is not None:
+        judged = _judge(items, judge, config, cache_dir, storage_options, result.meta["warnings"])
+    elif preferences is not None:
+        judged = _judgments_made_elsewhere(items, preferences, annotator)
+    if judged is not None:
+        _record_judged(result, judged, stats)
+    return _with_tables(result, items, fid, judged, config, stats)
 
+
+@dataclass
+class _Items:
+    """The checked inputs of :func:`evaluate_responses`."""
+
+    preds: list[str]
+    codes: list[str]
+    ids: list[str]
+    references: Sequence | None
+    instructions: Sequence[str] | None
+
+
+@dataclass
+class _Judged:
+    """What a judge (or judgments made elsewhere) said about the items."""
+
+    prefs: list[float | None]
+    ref_lists: list[list[str]]
+    multi: bool
+    judge_meta: dict[str, Any]
+    judgments: list[dict] = field(default_factory=list)
+    rubric_rows: list[dict] = field(default_factory=list)
+    rubric_scores: list | None = None
+    ledger: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Statistics:
+    """How the win-rate statistics are computed."""
+
+    n_resamples: int
+    confidence: float
+    seed: int
+    lc_method: str
+
+    def meta(self, multi: bool) -> dict[str, Any]:
+        return {
+            "n_resamples": self.n_resamples,
+            "confidence": self.confidence,
+            "seed": self.seed,
+            "lc_method": self.lc_method,
+            "multi_reference": multi,
+        }
+
+
+def _check_inputs(predictions, languages, references, instructions, ids, judge, preferences) -> _Items:
+    """Equal lengths, string answers, known languages, and a judge or judgments with what they need."""
     preds = list(predictions)
     n = len(preds)
     if n == 0:
         raise InvalidArgumentError("No predictions given.")
     langs = [languages] * n if isinstance(languages, str) else list(languages)
-    lengths = {"predictions": n, "languages": len(langs)}
-    if references is not None:
-        lengths["references"] = len(references)
-    if instructions is not None:
-        lengths["instructions"] = len(instructions)
-    if ids is not None:
-        lengths["ids"] = len(ids)
-    if preferences is not None:
-        lengths["preferences"] = len(preferences)
-        if judge is not None:
-            raise InvalidArgumentError("Pass either judge= or preferences= (judgments already made), not both.")
-        if references is None:
-            raise InvalidArgumentError("preferences= needs references= (the length statistics compare the answers).")
+    given = {"references": references, "instructions": instructions, "ids": ids, "preferences": preferences}
+    lengths = {"predictions": n, "languages": len(langs), **{k: len(v) for k, v in given.items() if v is not None}}
+    if preferences is not None and judge is not None:
+        raise InvalidArgumentError("Pass either judge= or preferences= (judgments already made), not both.")
+    if preferences is not None and references is None:
+        raise InvalidArgumentError("preferences= needs references= (the length statistics compare the answers).")
+    if judge is not None and (references is None or instructions is None):
+        raise InvalidArgumentError("A judge needs references= and instructions= (the prompts as the model saw them).")
     if len(set(lengths.values())) > 1:
         raise InvalidArgumentError(f"Inputs must have the same length; got {lengths}.")
     for i, p in enumerate(preds):
         if not isinstance(p, str):
             raise InvalidArgumentError(f"predictions[{i}] must be a string (use '' for an empty answer), got {p!r}.")
-    codes = [get_language(lang).code for lang in langs]
-    ids = [str(x) for x in ids] if ids is not None else [str(i) for i in range(n)]
-    config = config or JudgeConfig()
-    warnings: list[str] = []
+    return _Items(
+        preds=preds,
+        codes=[get_language(lang).code for lang in langs],
+        ids=[str(x) for x in ids] if ids is not None else [str(i) for i in range(n)],
+        references=references,
+        instructions=instructions,
+    )
 
-    fid = language_fidelity(preds, codes)
+
+def _fidelity_result(items: _Items, model_name: str | None, preset: str | None) -> tuple[EvaluationResult, dict]:
+    """Language fidelity per item, and the settings every report records."""
+    from xl_suite import __version__
+    from xl_suite.fidelity import language_fidelity
+
+    fid = language_fidelity(items.preds, items.codes)
     per_sample: list[dict[str, Any]] = [
         {
-            "id": ids[i],
-            "language": codes[i],
-            "model_length": len(preds[i]),
-            "empty": not preds[i].strip(),
+            "id": items.ids[i],
+            "language": items.codes[i],
+            "model_length": len(pred),
+            "empty": not pred.strip(),
             "detected_language": fid["detected_language"][i],
             "is_target": fid["is_target"][i],
             "line_pass": fid["line_pass"][i],
             "is_target_strict": fid["is_target_strict"][i],
         }
-        for i in range(n)
+        for i, pred in enumerate(items.preds)
     ]
     meta: dict[str, Any] = {
         "model": model_name,
         "judge": None,
         "preset": preset,
-        "n_items": n,
-        "languages": list(dict.fromkeys(codes)),
+        "n_items": len(items.preds),
+        "languages": list(dict.fromkeys(items.codes)),
         "fidelity": fid.get("config"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "notes": _NOTES,
-        "warnings": warnings,
+        "warnings": [],
+        "xl_suite_version": __version__,
+        "report_layout": REPORT_LAYOUT,
     }
-    from xl_suite import __version__
+    return EvaluationResult(table={}, per_sample=per_sample, meta=meta), fid
 
-    meta["xl_suite_version"] = __version__
 
-    judgments: list[dict] = []
-    rubric_rows: list[dict] = []
-    ledger: dict[str, Any] = {}
-    prefs = None
-    pair_item: list[int] = []
-    ref_lists: list[list[str]] = []
-    rubric_scores = None
-    if judge is not None:
-        if references is None or instructions is None:
-            raise InvalidArgumentError(
-                "A judge needs references= and instructions= (the prompts as the model saw them)."
-            )
-        ref_lists, multi = _as_reference_lists(references)
-        pair_item = [i for i, refs in enumerate(ref_lists) for _ in refs]
-        pair_refs = [r for refs in ref_lists for r in refs]
-        pj = judge_pairwise(
-            [instructions[i] for i in pair_item],
-            [preds[i] for i in pair_item],
-            pair_refs,
-            [codes[i] for i in pair_item],
+def _judge(items: _Items, judge, config: JudgeConfig, cache_dir, storage_options, warnings: list[str]) -> _Judged:
+    """Pairwise judgments of every (answer, reference) pair, and the rubric scores of every answer."""
+    ref_lists, multi = _as_reference_lists(items.references)
+    pair_item = [i for i, refs in enumerate(ref_lists) for _ in refs]
+    pj = judge_pairwise(
+        [items.instructions[i] for i in pair_item],
+        [items.preds[i] for i in pair_item],
+        [r for refs in ref_lists for r in refs],
+        [items.codes[i] for i in pair_item],
+        judge=judge,
+        config=config,
+        cache_dir=cache_dir,
+        storage_options=storage_options,
+        ids=[items.ids[i] for i in pair_item],
+    )
+    judgments = [_item_frame(r, pair_item) for r in pj.rows]
+    judged = _Judged(
+        prefs=_per_item(pj.preferences, pair_item, len(items.preds)) if multi else list(pj.preferences),
+        ref_lists=ref_lists,
+        multi=multi,
+        judge_meta=_judge_meta(judge, config, pj.ledger["structured_output"]),
+        judgments=judgments,
+        ledger={"pairwise_judge": pj.ledger},
+    )
+    if pj.ledger["corrupt_cache_files"]:
+        warnings.append(
+            f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) were detected, "
+            "moved aside (*.corrupt) and their items judged again."
+        )
+    if config.rubric:
+        rs = score_rubric(
+            list(items.instructions),
+            items.preds,
+            items.codes,
             judge=judge,
             config=config,
             cache_dir=cache_dir,
             storage_options=storage_options,
-            ids=[ids[i] for i in pair_item],
+            ids=items.ids,
         )
-        judgments = pj.rows
-        for r in judgments:
-            r["pair_index"] = r["item_index"]
-            r["item_index"] = pair_item[r["item_index"]]
-        if multi:
-            pair_prefs: dict[int, list] = {}
-            for j, it in enumerate(pair_item):
-                pair_prefs.setdefault(it, []).append(pj.preferences[j])
-            prefs = [_mean(pair_prefs[i]) for i in range(n)]
-            prefs = [None if math.isnan(p) else p for p in prefs]
-        else:
-            prefs = list(pj.preferences)
-        ledger["pairwise_judge"] = pj.ledger
-        if pj.ledger["corrupt_cache_files"]:
-            warnings.append(
-                f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) were detected, "
-                "moved aside (*.corrupt) and their items judged again."
-            )
-        if config.rubric:
-            rs = score_rubric(
-                list(instructions),
-                preds,
-                codes,
-                judge=judge,
-                config=config,
-                cache_dir=cache_dir,
-                storage_options=storage_options,
-                ids=ids,
-            )
-            rubric_rows, rubric_scores = rs.rows, rs.scores
-            ledger["rubric_judge"] = rs.ledger
-        meta["judge"] = {
-            "backend": getattr(judge, "backend", None),
-            "model": judge.model,
-            "revision": getattr(judge, "revision", None),
-            "template_version": load_template(config.template).template_version,
-            "rubric_template_version": load_template(config.rubric_template).template_version
-            if config.rubric
-            else None,
-            "structured_output": pj.ledger["structured_output"],
-            "config": config.to_dict(),
-        }
-        meta.update(
-            {
-                "n_resamples": n_resamples,
-                "confidence": confidence,
-                "seed": seed,
-                "lc_method": lc_method,
-                "multi_reference": multi,
-            }
-        )
-        by_item: dict[int, list[dict]] = {}
-        for r in judgments:
-            by_item.setdefault(r["item_index"], []).append(r)
-        for i, row in enumerate(per_sample):
-            rows_i = by_item.get(i, [])
-            row.update(
-                {
-                    "reference_length": _mean([len(r) for r in ref_lists[i]]),
-                    "preference": prefs[i],
-                    "pref_model_first": _mean([r["preference"] for r in rows_i if r["order"] == "model_first"]),
-                    "pref_model_second": _mean([r["preference"] for r in rows_i if r["order"] == "model_second"]),
-                    "verdicts": [f"{r['order']}:{r['verdict']}" for r in rows_i],
-                    "parse_status": sorted({r["parse_status"] for r in rows_i}),
-                }
-            )
-            for k in ("pref_model_first", "pref_model_second"):
-                if isinstance(row[k], float) and math.isnan(row[k]):
-                    row[k] = None
-            if rubric_scores is not None:
-                row["rubric"] = rubric_scores[i]
+        judged.rubric_rows, judged.rubric_scores = rs.rows, rs.scores
+        judged.ledger["rubric_judge"] = rs.ledger
+    return judged
 
-    if preferences is not None:
-        ref_lists, multi = _as_reference_lists(references)
-        prefs = [None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p) for p in preferences]
-        bad = [(i, p) for i, p in enumerate(prefs) if p is not None and not 0.0 <= p <= 1.0]
-        if bad:
-            raise InvalidArgumentError(f"preferences must be in [0, 1] (P(model beats reference)); got {bad[:3]}.")
-        meta["judge"] = {
-            "backend": "precomputed",
-            "model": annotator or "unknown annotator",
-            "revision": None,
-            "template_version": None,
-            "rubric_template_version": None,
-            "structured_output": None,
-            "config": None,
-        }
-        meta.update(
-            {
-                "n_resamples": n_resamples,
-                "confidence": confidence,
-                "seed": seed,
-                "lc_method": lc_method,
-                "multi_reference": multi,
-            }
-        )
-        for i, row in enumerate(per_sample):
-            row.update({"reference_length": _mean([len(r) for r in ref_lists[i]]), "preference": prefs[i]})
 
-    groups = {code: [i for i in range(n) if codes[i] == code] for code in dict.fromkeys(codes)}
-    groups[OVERALL] = list(range(n))
-    table: dict[str, dict[str, Any]] = {}
+def _item_frame(row: dict, pair_item: list[int]) -> dict:
+    """A judgment row indexed by item (``pair_index`` keeps the pair) with our name for its preference."""
+    out = {("p_model_wins" if k == "preference" else k): v for k, v in row.items()}
+    out["pair_index"] = row["item_index"]
+    out["item_index"] = pair_item[row["item_index"]]
+    return out
+
+
+def _per_item(pair_prefs: Sequence[float | None], pair_item: list[int], n: int) -> list[float | None]:
+    """Each item's mean preference over its references (None when none is parsed)."""
+    by_item: dict[int, list] = {}
+    for j, it in enumerate(pair_item):
+        by_item.setdefault(it, []).append(pair_prefs[j])
+    means = [_mean(by_item[i]) for i in range(n)]
+    return [None if math.isnan(p) else p for p in means]
+
+
+def _judge_meta(judge, config: JudgeConfig, structured_output) -> dict[str, Any]:
+    return {
+        "backend": getattr(judge, "backend", None),
+        "model": judge.model,
+        "revision": getattr(judge, "revision", None),
+        "template_version": load_template(config.template).template_version,
+        "rubric_template_version": load_template(config.rubric_template).template_version if config.rubric else None,
+        "structured_output": structured_output,
+        "config": config.to_dict(),
+    }
+
+
+def _judgments_made_elsewhere(items: _Items, preferences, annotator: str | None) -> _Judged:
+    """Preferences read from a file (e.g. alpaca_eval's annotations.json), checked to be P(model wins)."""
+    ref_lists, multi = _as_reference_lists(items.references)
+    prefs = [None if p is None or (isinstance(p, float) and math.isnan(p)) else float(p) for p in preferences]
+    bad = [(i, p) for i, p in enumerate(prefs) if p is not None and not 0.0 <= p <= 1.0]
+    if bad:
+        raise InvalidArgumentError(f"preferences must be in [0, 1] (P(model beats reference)); got {bad[:3]}.")
+    judge_meta = {
+        "backend": "precomputed",
+        "model": annotator or "unknown annotator",
+        "revision": None,
+        "template_version": None,
+        "rubric_template_version": None,
+        "structured_output": None,
+        "config": None,
+    }
+    return _Judged(prefs=prefs, ref_lists=ref_lists, multi=multi, judge_meta=judge_meta)
+
+
+def _record_judged(result: EvaluationResult, judged: _Judged, stats: _Statistics) -> None:
+    """Judgments, ledger and settings into the result; each item's preference, orders and rubric into per_sample."""
+    result.judgments, result.rubric_rows, result.ledger = judged.judgments, judged.rubric_rows, judged.ledger
+    result.meta["judge"] = judged.judge_meta
+    result.meta.update(stats.meta(judged.multi))
+    result.meta["length_control"] = {
+        "lc_minimal_winrate": f"alpaca_eval's length_controlled_minimal GLM (xl-suite's fit, {stats.lc_method})",
+        "length_controlled_winrate": "not computed: alpaca_eval's length_controlled_v1 applies only to "
+        "alpaca_eval's own annotations (weighted_alpaca_eval_gpt4_turbo against gpt4_1106_preview)",
+    }
+    by_item: dict[int, list[dict]] = {}
+    for r in judged.judgments:
+        by_item.setdefault(r["item_index"], []).append(r)
+    for i, row in enumerate(result.per_sample):
+        row["reference_length"] = _mean([len(r) for r in judged.ref_lists[i]])
+        row["p_model_wins"] = judged.prefs[i]
+        if judged.judge_meta["config"] is not None:  # a judge ran here: its verdicts per order
+            row.update(_order_columns(by_item.get(i, [])))
+        if judged.rubric_scores is not None:
+            row["rubric"] = judged.rubric_scores[i]
+
+
+def _order_columns(rows: list[dict]) -> dict[str, Any]:
+    """P(model wins) with the model's answer first and second, the verdicts and the parse statuses of one item."""
+    out: dict[str, Any] = {}
+    for order in ("model_first", "model_second"):
+        mean = _mean([r["p_model_wins"] for r in rows if r["order"] == order])
+        out[f"pref_{order}"] = None if math.isnan(mean) else mean
+    out["verdicts"] = [f"{r['order']}:{r['verdict']}" for r in rows]
+    out["parse_status"] = sorted({r["parse_status"] for r in rows})
+    return out
+
+
+def _with_tables(
+    result: EvaluationResult, items: _Items, fid: dict, judged: _Judged | None, config: JudgeConfig, stats: _Statistics
+) -> EvaluationResult:
+    """One row per language (in order of appearance) and one for ``overall``."""
+    groups = {code: [i for i, c in enumerate(items.codes) if c == code] for code in dict.fromkeys(items.codes)}
+    groups[OVERALL] = list(range(len(items.preds)))
     for name, idx in groups.items():
-        fid_stats = fid if name == OVERALL else fid["per_language"][name]
-        row: dict[str, Any] = {
-            "language": name,
-            "n": len(idx),
-            "n_empty": sum(per_sample[i]["empty"] for i in idx),
-            "avg_model_length": _mean([len(preds[i]) for i in idx]),
-            "language_fidelity": fid_stats["language_fidelity"],
-            "language_fidelity_strict": fid_stats["language_fidelity_strict"],
-            "fidelity_status": fid_stats.get("status", RowStatus.OK),
-            "fidelity_reason": fid_stats.get("reason", ""),
-            "line_pass_rate": fid_stats["line_pass_rate"],
-        }
-        if judge is not None or preferences is not None:
-            row.update(
-                _judge_stats(
-                    name,
-                    idx,
-                    prefs,
-                    judgments,
-                    preds,
-                    ref_lists,
-                    rubric_scores,
-                    config,
-                    n_resamples=n_resamples,
-                    confidence=confidence,
-                    seed=seed,
-                    lc_method=lc_method,
-                    warnings=warnings,
-                )
-            )
-        table[name] = row
-    return EvaluationResult(
-        table=table, per_sample=per_sample, judgments=judgments, rubric_rows=rubric_rows, ledger=ledger, meta=meta
-    )
+        row = _fidelity_stats(name, idx, items, result.per_sample, fid)
+        if judged is not None:
+            row.update(_judge_stats(name, idx, items.preds, judged, config, stats, result.meta["warnings"]))
+        result.table[name] = row
+    return result
+
+
+def _fidelity_stats(name: str, idx: list[int], items: _Items, per_sample: list[dict], fid: dict) -> dict[str, Any]:
+    fid_stats = fid if name == OVERALL else fid["per_language"][name]
+    return {
+        "language": name,
+        "n": len(idx),
+        "n_empty": sum(per_sample[i]["empty"] for i in idx),
+        "avg_model_length": _mean([len(items.preds[i]) for i in idx]),
+        "language_fidelity": fid_stats["language_fidelity"],
+        "language_fidelity_strict": fid_stats["language_fidelity_strict"],
+        "fidelity_status": fid_stats.get("status", RowStatus.OK),
+        "fidelity_reason": fid_stats.get("reason", ""),
+        "line_pass_rate": fid_stats["line_pass_rate"],
+    }
+
+
+_WIN_RATE_KEYS = ("win_rate", "standard_error", "discrete_win_rate", "n_wins", "n_losses", "n_draws", "n_total")
+_NAN_WITHOUT_PARSED = (
+    "win_rate",
+    "standard_error",
+    "discrete_win_rate",
+    "ci_low",
+    "ci_high",
+    "lc_minimal_winrate",
+    "lc_minimal_standard_error",
+    "prefer_longer_rate",
+    "length_spearman",
+)
 
 
 def _judge_stats(
-    name,
-    idx,
-    prefs,
-    judgments,
-    preds,
-    ref_lists,
-    rubric_scores,
-    config,
-    *,
-    n_resamples,
-    confidence,
-    seed,
-    lc_method,
-    warnings,
+    name: str,
+    idx: list[int],
+    preds: list[str],
+    judged: _Judged,
+    config: JudgeConfig,
+    stats: _Statistics,
+    warnings: list[str],
 ) -> dict[str, Any]:
-    from xl_suite.evaluation import metrics
-
-    nan = math.nan
-    idx_set = set(idx)
-    p = [prefs[i] for i in idx]
+    """Win rates, length control and bias of one group of items, then the judge's parse and rubric statistics."""
+    p = [judged.prefs[i] for i in idx]
     model_len = [len(preds[i]) for i in idx]
-    ref_len = [_mean([len(r) for r in ref_lists[i]]) for i in idx]
+    ref_len = [_mean([len(r) for r in judged.ref_lists[i]]) for i in idx]
     out: dict[str, Any] = {"avg_reference_length": _mean(ref_len)}
-    parsed = [x for x in p if x is not None]
-    if parsed:
-        wr = metrics.win_rate(p)
-        ci = metrics.bootstrap_ci(p, n_resamples=n_resamples, confidence=confidence, seed=seed)
-        out.update(
-            {
-                k: wr[k]
-                for k in (
-                    "win_rate",
-                    "standard_error",
-                    "discrete_win_rate",
-                    "n_wins",
-                    "n_losses",
-                    "n_draws",
-                    "n_total",
-                    "n_unparsed",
-                )
-            }
-        )
-        out.update({"ci_low": ci["low"], "ci_high": ci["high"]})
-        try:
-            lc = metrics.length_controlled_win_rate(p, model_len, ref_len, method=lc_method)
-            out.update(
-                {
-                    "length_controlled_win_rate": lc["length_controlled_win_rate"],
-                    "lc_standard_error": lc["lc_standard_error"],
-                }
-            )
-        except ValueError as e:
-            out.update({"length_controlled_win_rate": nan, "lc_standard_error": nan})
-            warnings.append(f"{name}: no length-controlled win rate ({e}).")
-        lb = metrics.length_bias(p, model_len, ref_len)
-        out.update({"prefer_longer_rate": lb["prefer_longer_rate"], "length_spearman": lb["spearman"]})
+    if any(x is not None for x in p):
+        out.update(_win_rate_stats(name, p, model_len, ref_len, stats, warnings))
     else:
-        out.update(
-            dict.fromkeys(
-                (
-                    "win_rate",
-                    "standard_error",
-                    "discrete_win_rate",
-                    "ci_low",
-                    "ci_high",
-                    "length_controlled_win_rate",
-                    "lc_standard_error",
-                    "prefer_longer_rate",
-                    "length_spearman",
-                ),
-                nan,
-            )
-        )
+        out.update(dict.fromkeys(_NAN_WITHOUT_PARSED, math.nan))
         out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_total": 0, "n_unparsed": len(idx)})
         warnings.append(f"{name}: no judgment could be parsed; win rates are NaN (see the unparsed judgments).")
-    # Position bias from the judge's own verdicts: rule-decided rows (empty answers) are left out.
+    out.update(_judgment_stats(set(idx), p, judged.judgments))
+    if judged.rubric_scores is not None:
+        scored = [judged.rubric_scores[i] for i in idx if judged.rubric_scores[i] is not None]
+        for dim in config.dimensions:
+            out[f"rubric_{dim}"] = _mean([s[dim] for s in scored])
+        out["rubric_parse_rate"] = 100.0 * len(scored) / len(idx) if idx else math.nan
+    return out
+
+
+def _win_rate_stats(name, p, model_len, ref_len, stats: _Statistics, warnings: list[str]) -> dict[str, Any]:
+    from xl_suite.evaluation import metrics
+
+    wr = metrics.win_rate(p)
+    ci = metrics.bootstrap_ci(p, n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
+    out: dict[str, Any] = {k: wr[k] for k in _WIN_RATE_KEYS}
+    out.update({"n_unparsed": wr["n_unparsed"], "ci_low": ci["low"], "ci_high": ci["high"]})
+    try:
+        lc = metrics.length_controlled_win_rate(p, model_len, ref_len, method=stats.lc_method)
+        out.update(
+            {
+                "lc_minimal_winrate": lc["length_controlled_win_rate"],
+                "lc_minimal_standard_error": lc["lc_standard_error"],
+            }
+        )
+    except ValueError as e:
+        out.update({"lc_minimal_winrate": math.nan, "lc_minimal_standard_error": math.nan})
+        warnings.append(f"{name}: no length-controlled win rate ({e}).")
+    lb = metrics.length_bias(p, model_len, ref_len)
+    out.update({"prefer_longer_rate": lb["prefer_longer_rate"], "length_spearman": lb["spearman"]})
+    return out
+
+
+def _judgment_stats(idx_set: set[int], p: list[float | None], judgments: list[dict]) -> dict[str, Any]:
+    """Position bias from the judge's own verdicts (rule-decided rows left out) and the parse rate."""
+    from xl_suite.evaluation import metrics
+
     rows = [r for r in judgments if r["item_index"] in idx_set and not is_rule(r["parse_status"])]
     by_order: dict[str, dict[int, float | None]] = {"model_first": {}, "model_second": {}}
     for r in rows:
-        by_order[r["order"]][r["pair_index"]] = r["preference"]
+        by_order[r["order"]][r["pair_index"]] = r["p_model_wins"]
     pairs = sorted(set(by_order["model_first"]) | set(by_order["model_second"]))
+    out: dict[str, Any] = {"prefer_first_rate": math.nan, "order_agreement": math.nan}
     if pairs:
         pb = metrics.position_bias(
             [by_order["model_first"].get(j) for j in pairs], [by_order["model_second"].get(j) for j in pairs]
         )
         out.update({"prefer_first_rate": pb["prefer_first_rate"], "order_agreement": pb["order_agreement"]})
-    else:
-        out.update({"prefer_first_rate": nan, "order_agreement": nan})
     if judgments:
         n_judged, n_bad = len(rows), sum(not is_usable(r["parse_status"]) for r in rows)
     else:  # judgments made elsewhere (preferences=): one per item
@@ -555,12 +609,7 @@ def _judge_stats(
         {
             "n_judgments": n_judged,
             "n_unparsed_judgments": n_bad,
-            "parse_rate": 100.0 * (n_judged - n_bad) / n_judged if n_judged else nan,
+            "parse_rate": 100.0 * (n_judged - n_bad) / n_judged if n_judged else math.nan,
         }
     )
-    if rubric_scores is not None:
-        scored = [rubric_scores[i] for i in idx if rubric_scores[i] is not None]
-        for dim in config.dimensions:
-            out[f"rubric_{dim}"] = _mean([s[dim] for s in scored])
-        out["rubric_parse_rate"] = 100.0 * len(scored) / len(idx) if idx else nan
     return out

@@ -648,7 +648,7 @@ def _judge(cfg, name, answers, with_refs, judge_engine, preset, out: Path, *, mo
 
 
 def _headline(table: dict) -> dict[str, dict[str, float]]:
-    keys = ("win_rate", "length_controlled_win_rate", "language_fidelity", "parse_rate", "n")
+    keys = ("win_rate", "lc_minimal_winrate", "language_fidelity", "parse_rate", "n")
     return {lang: {k: row.get(k) for k in keys} for lang, row in table.items()}
 
 
