@@ -217,7 +217,8 @@ def test_report_without_matplotlib_is_still_written(alpaca_file, tmp_path, monke
     import sys
 
     (tmp_path / "report").mkdir()
-    (tmp_path / "report" / "win_rates.png").write_bytes(b"old plot")
+    (tmp_path / "report" / "win_rates.png").write_bytes(b"old plot")  # an earlier evaluation's report
+    (tmp_path / "report" / ".xl-suite-output.json").write_text('{"written_by": "xl-suite", "kind": "evaluate"}')
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as without the [plot] extra
     assert (
         main(

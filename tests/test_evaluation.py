@@ -340,8 +340,9 @@ def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     assert len(rows) == 8 and {"id", "language", "output", "instruction", "model", "template_version"} <= set(rows[0])
     refs = read_rows(tmp_path / "refs" / "xl-alpacaeval-mt.jsonl")
     assert refs[0]["reference"] and refs[0]["reference_generator"] == "ref-model"
-    # existing outputs are not overwritten silently
-    assert main(["generate", "--model", "my-model", *common, "--output", str(tmp_path / "ans")]) == 2
+    # existing outputs are not overwritten silently: another model into the folder is refused (the same resumes)
+    assert main(["generate", "--model", "my-model", *common, "--output", str(tmp_path / "ans")]) == 0
+    assert main(["generate", "--model", "other-model", *common, "--output", str(tmp_path / "ans")]) == 2
     assert main(["generate", "--model", "m", *common, "--output", str(tmp_path / "x"), "--push", "u/r"]) == 2
 
     report = tmp_path / "report"

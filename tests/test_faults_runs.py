@@ -87,6 +87,8 @@ def test_generate_failure_share_exit_code_and_retry_of_only_the_failed_rows(alpa
     statuses = _statuses(out, "output_status")
     n_bad = statuses.count("empty")
     assert len(statuses) == 12 and 0 < n_bad < 12  # the fake engine's empty replies, chosen by prompt hash
+    n_bad_de = [json.loads(x)["output_status"] for x in (out / "xl-alpacaeval-de.jsonl").read_text().splitlines()]
+    n_bad_de = n_bad_de.count("empty")
     assert rc == 3, err
     line = err.strip()
     assert line.count("\n") == 0 and line.startswith("xl-suite generate: error: ")
@@ -96,20 +98,25 @@ def test_generate_failure_share_exit_code_and_retry_of_only_the_failed_rows(alpa
     # nothing lost: both files written, the empty answers marked, not dropped
     assert sorted(p.name for p in out.glob("*.jsonl")) == ["xl-alpacaeval-de.jsonl", "xl-alpacaeval-mt.jsonl"]
 
-    # within a raised threshold: exit 0, one warning line
+    # within a raised threshold: exit 0, one warning line (--overwrite starts afresh: the same rows fail again)
     rc, stdout, err = _cli(_generate(alpaca_file, out, *flaky, "--overwrite", "--max-error-rate", "0.9"), capsys)
     assert rc == 0, err
+    assert "--overwrite: deleted the output of the earlier run" in stdout
     warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and f"{n_bad} of 12 answers failed" in warnings[0] and "within" in warnings[0]
 
-    # the engine recovers: the rerun sends only the failed rows (the chunks keep the others)
+    # the engine recovers: the exact rerun the message advises (no --overwrite) sends only the failed rows
     with caplog.at_level(logging.INFO, logger="xl_suite.runner"):
-        rc, stdout, err = _cli(_generate(alpaca_file, out, "--overwrite"), capsys)
+        rc, stdout, err = _cli(_generate(alpaca_file, out), capsys)
     assert rc == 0, err
     assert "warning:" not in stdout
     retried = [r.args[2] for r in caplog.records if "retrying %d failed rows" in r.msg]
     assert sum(retried) == n_bad
     assert set(_statuses(out, "output_status")) == {"ok"}
+    assert f"{6 - n_bad_de} of 6 answers from cache, {n_bad_de} computed now" in stdout
+    # and once more: nothing to do, and it says so
+    rc, stdout, err = _cli(_generate(alpaca_file, out), capsys)
+    assert rc == 0 and stdout.count("6 of 6 answers from cache, 0 computed now") == 2, stdout
 
 
 def test_translate_above_the_threshold_exits_3_after_writing(alpaca_file, tmp_path, capsys):
@@ -205,9 +212,12 @@ def test_generate_overwrite_refuses_a_foreign_folder(alpaca_file, tmp_path, caps
     assert (foreign / "xl-alpacaeval-de.jsonl").read_text(encoding="utf-8") == "my notes\n"
     rc, _, err = _cli(_generate(alpaca_file, tmp_path / "ours"), capsys)
     assert rc == 0 and (tmp_path / "ours" / ".xl-suite-output.json").is_file()
-    rc, _, err = _cli(_generate(alpaca_file, tmp_path / "ours"), capsys)
-    assert rc == 2 and "--overwrite" in err
-    assert _cli(_generate(alpaca_file, tmp_path / "ours", "--overwrite"), capsys)[0] == 0
+    rc, stdout, err = _cli(_generate(alpaca_file, tmp_path / "ours"), capsys)  # the same command: resumes
+    assert rc == 0 and "the same command ran here before" in stdout, err
+    rc, _, err = _cli(_generate(alpaca_file, tmp_path / "ours", "--model", "other"), capsys)  # another run
+    assert rc == 2 and "holds the output of another run" in err and "model 'm' then, 'other' now" in err
+    assert "--overwrite" in err
+    assert _cli(_generate(alpaca_file, tmp_path / "ours", "--model", "other", "--overwrite"), capsys)[0] == 0
 
 
 def test_translate_overwrite_refuses_a_foreign_folder(alpaca_file, tmp_path, capsys):

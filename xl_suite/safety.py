@@ -38,6 +38,7 @@ __all__ = [
     "check_files_replaceable",
     "check_output_dir",
     "lock_folders",
+    "protected_reason",
     "install_secret_filter",
     "quarantine",
     "scrub_secrets",
@@ -140,8 +141,8 @@ def write_marker(folder: str | Path, kind: str) -> Path:
     return path
 
 
-def _protected(path: Path) -> str | None:
-    """Why ``path`` may never be replaced, or None."""
+def protected_reason(path: Path) -> str | None:
+    """Why ``path`` (resolved) may never be replaced or written into as an output folder, or None."""
     cwd = Path.cwd().resolve()
     home = Path.home().resolve()
     if path == cwd or path in cwd.parents:
@@ -177,7 +178,7 @@ def check_replaceable(
     """
     p = Path(path).expanduser()
     resolved = p.resolve()
-    reason = _protected(resolved)
+    reason = protected_reason(resolved)
     if reason and p.exists():
         raise OutputExistsError(f"Refusing to write over {str(p)!r} ({resolved}): {reason}. Choose a new folder.")
     if not p.exists() and not p.is_symlink():

@@ -55,6 +55,7 @@ def run(args) -> int:
     from xl_suite.evaluation import align_references, read_rows
     from xl_suite.evaluation.results import EvaluateConfig
     from xl_suite.languages import get_language, resolve_languages
+    from xl_suite.output_folder import claim_output
     from xl_suite.safety import check_output_dir, lock_folders
 
     job = from_args(EvaluateConfig, args)
@@ -122,6 +123,16 @@ def run(args) -> int:
             ):
                 print(estimate.line())
             if job.dry_run:
+                claim = claim_output(
+                    out,
+                    "evaluate",
+                    _settings(job, judge_spec, preset),
+                    overwrite=job.overwrite,
+                    caches=[] if job.cache_dir else ["annotations"],
+                    dry_run=True,
+                )
+                if claim.describe():
+                    print(f"dry run: {claim.describe()}")
                 print("dry run: no request was sent.")
                 return 0
         from xl_suite.engines.spec import EngineSpec
@@ -149,15 +160,47 @@ def run(args) -> int:
         ]
     annotators = sorted({str(r.get("annotator")) for r in model_rows if r.get("annotator")}) if annotated else []
     cache_dir = job.cache_dir or str(out / "annotations")
+    settings = _settings(job, judge_spec, preset)
+    claim_args = dict(overwrite=job.overwrite, caches=[] if job.cache_dir else ["annotations"])
+    claim_output(out, "evaluate", settings, dry_run=True, **claim_args)  # refuse before creating anything
     # The whole run holds its report folder and judge cache: a second run on either fails at once, naming this one.
-    with lock_folders([out, cache_dir if judge is not None else None], purpose="xl-suite evaluate"):
-        return _evaluate_locked(
-            job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out
-        )
+    with lock_folders([out], purpose="xl-suite evaluate"):
+        claim = claim_output(out, "evaluate", settings, **claim_args)
+        if claim.describe():
+            print(claim.describe())
+        with lock_folders([cache_dir if judge is not None else None], purpose="xl-suite evaluate"):
+            return _evaluate_locked(
+                job,
+                rows,
+                model_rows,
+                judge,
+                preset,
+                annotated,
+                annotators,
+                model_name,
+                cache_dir,
+                alpaca_eval_info,
+                out,
+                claim,
+            )
+
+
+def _settings(job, judge_spec, preset) -> dict:
+    """What determines the report (a rerun with the same resumes; other settings need --overwrite)."""
+    from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, source_setting
+    from xl_suite.output_folder import settings_of
+
+    settings = settings_of(job, drop=RUN_CONTROL)
+    for key in ("model_outputs", "references", "alpaca_eval_source"):
+        settings[key] = source_setting(settings.get(key))
+    settings.update(engine_settings(judge_spec, prefix="judge_"))
+    if preset is not None:
+        settings["preset"] = f"{preset.name} v{preset.version}"
+    return settings
 
 
 def _evaluate_locked(
-    job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out
+    job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out, claim
 ) -> int:
     from xl_suite.evaluation import evaluate_responses, write_report
 
@@ -198,6 +241,7 @@ def _evaluate_locked(
             "completion_tokens": sum(r["completion_tokens"] for r in usage),
         }
     paths = write_report(result, out)
+    claim.complete([p for p in paths.values() if p])
     print(result.format_table())
     for stage, entry in result.ledger.items():
         if "judged_now" in entry:

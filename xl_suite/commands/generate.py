@@ -37,13 +37,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
-    import contextlib
-
+    from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, source_setting
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_xl_suite
     from xl_suite.evaluation.answers import GenerateConfig
+    from xl_suite.output_folder import claim_output, settings_of
     from xl_suite.runner import check_failure_rate
-    from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
+    from xl_suite.safety import check_output_dir, lock_folders
     from xl_suite.status import FAILED, RowStatus
     from xl_suite.tables import count_status
 
@@ -55,22 +55,33 @@ def run(args) -> int:
     out = check_output_dir(job.output)
     targets = {name: out / f"{name}.jsonl" for name in configs}
     work_dir = job.work_dir or str(out / ".work")
-    with contextlib.ExitStack() as stack:
-        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
-            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite generate"))
-        check_files_replaceable(out, [p.name for p in targets.values()], overwrite=job.overwrite)
-        datasets_by_name = {}
-        for name in configs:
-            ds = load_xl_suite(name, split="test", source=job.source)
-            datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
-        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-            _print_estimates(job, spec, datasets_by_name)
-            if job.dry_run:
-                print("dry run: no request was sent.")
-                return 0
-        results = _generate(job, spec, datasets_by_name, targets, work_dir)
-        if not (out / MARKER_FILE).is_file():
-            write_marker(out, "generate")
+    settings = {
+        **settings_of(job, drop={*RUN_CONTROL, "config"}),
+        "source": source_setting(job.source),
+        "configs": configs,
+        **engine_settings(spec),
+    }
+    claim_args = dict(
+        files=[p.name for p in targets.values()], caches=[] if job.work_dir else [".work"], overwrite=job.overwrite
+    )
+    if job.dry_run:  # checks the folder (what a run would do to it), writes nothing
+        claim = claim_output(out, "generate", settings, dry_run=True, **claim_args)
+        datasets_by_name = _load(job, configs, load_xl_suite)
+        _print_estimates(job, spec, datasets_by_name)
+        _print_claim(claim, dry_run=True)
+        print("dry run: no request was sent.")
+        return 0
+    claim_output(out, "generate", settings, dry_run=True, **claim_args)  # refuse before creating anything
+    # The whole run holds its output folder and work dir: a second run fails at once, naming this one.
+    with lock_folders([out], purpose="xl-suite generate"):
+        datasets_by_name = _load(job, configs, load_xl_suite)  # a bad config or source fails before the claim
+        claim = claim_output(out, "generate", settings, **claim_args)
+        _print_claim(claim)
+        with lock_folders([work_dir], purpose="xl-suite generate"):
+            if spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+                _print_estimates(job, spec, datasets_by_name)
+            results = _generate(job, spec, datasets_by_name, targets, work_dir)
+        claim.complete(targets.values())
     status = "reference_status" if job.as_reference else "output_status"
     by_status: dict[str, int] = {}
     truncated = 0
@@ -102,15 +113,33 @@ def run(args) -> int:
     return 0
 
 
+def _print_claim(claim, *, dry_run: bool = False) -> None:
+    line = claim.describe()
+    if line:
+        print(("dry run: " if dry_run else "") + line)
+
+
+def _load(job, configs, load_xl_suite) -> dict:
+    datasets_by_name = {}
+    for name in configs:
+        ds = load(name, split="test", source=job.source)
+        datasets_by_name[name] = ds.select(range(min(job.limit, ds.num_rows))) if job.limit is not None else ds
+    return datasets_by_name
+
+
 def _generate(job, spec, datasets_by_name, targets, work_dir) -> dict:
+    from xl_suite.commands._outputs import cached_line
     from xl_suite.evaluation import generate_answers, generate_references
+    from xl_suite.runner import StageStats
     from xl_suite.sources import write_jsonl
 
     results = {}
+    what = "references" if job.as_reference else "answers"
     generator = spec.lazy()  # starts only if a chunk is not cached
     try:
         for name, ds in datasets_by_name.items():
             fn = generate_references if job.as_reference else generate_answers
+            stats = StageStats(stage=what)
             result = fn(
                 ds,
                 generator,
@@ -119,13 +148,15 @@ def _generate(job, spec, datasets_by_name, targets, work_dir) -> dict:
                 work_dir=f"{work_dir}/{name}",
                 chunk_size=job.chunk_size,
                 batch_size=job.batch_size,
+                stats=stats,
             )
             write_jsonl(result.to_list(), targets[name])
             results[name] = result
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
             print(
-                f"{name}: {result.num_rows} {'references' if job.as_reference else 'answers'} -> {targets[name]}"
-                + (f" ({tokens} completion tokens)" if tokens is not None else "")
+                f"{name}: {result.num_rows} {what} -> {targets[name]} ({cached_line(stats, what)}"
+                + (f"; {tokens} completion tokens" if tokens is not None else "")
+                + ")"
             )
     finally:
         generator.close()

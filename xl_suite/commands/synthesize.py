@@ -67,13 +67,16 @@ def config_from_args(args):
 
 def run(args, *, generator=None, scorer=None) -> int:
     """Run the command; ``generator``/``scorer`` inject ready engines (tests share one engine this way)."""
+    import contextlib
     import dataclasses
     import json
 
     import datasets
 
     from xl_suite.configuration import from_args
-    from xl_suite.synthesis import format_summary, preflight, synthesize
+    from xl_suite.output_folder import claim_output
+    from xl_suite.safety import lock_folders
+    from xl_suite.synthesis import format_summary, preflight
     from xl_suite.synthesis.config import SynthesisRunOptions
     from xl_suite.synthesis.report import check_failures
     from xl_suite.synthesis.seeds import check_text_column, load_seeds
@@ -90,7 +93,8 @@ def run(args, *, generator=None, scorer=None) -> int:
         )
     preflight(config)
     storage_options = options.storage_options
-    if "://" not in str(options.output):
+    local = "://" not in str(options.output)
+    if local:
         from xl_suite.safety import check_output_dir
 
         check_output_dir(options.output)
@@ -112,23 +116,23 @@ def run(args, *, generator=None, scorer=None) -> int:
         owned.append(scorer)
     if options.progress:
         datasets.disable_progress_bars()  # one bar over the seeds instead of one per chunk and stage
-    try:
-        result = synthesize(
-            seeds,
-            generator,
-            config,
-            output=options.output,
-            work_dir=options.work_dir,
-            storage_options=storage_options,
-            scorer=scorer,
-            text_column=options.text_column,
-            id_column=options.id_column,
-            progress=options.progress,
-            seed_source=options.seeds,
-        )
-    finally:
-        for engine in owned:
-            engine.close()
+    with contextlib.ExitStack() as stack:
+        claim = None
+        if local:  # the one output rule (remote outputs: a rerun resumes, as from Python)
+            settings = _settings(config, options, gen_spec, scorer_spec)
+            claim_args = dict(
+                overwrite=options.overwrite,
+                files=_files(config),
+                caches=[] if options.work_dir else [".xl_suite_work"],
+            )
+            claim_output(options.output, "synthesize", settings, dry_run=True, **claim_args)  # before any file
+            stack.enter_context(lock_folders([options.output], purpose="xl-suite synthesize"))
+            claim = claim_output(options.output, "synthesize", settings, **claim_args)
+            if claim.describe():
+                print(claim.describe())
+        result = _run(options, config, seeds, generator, scorer, owned, storage_options)
+        if claim is not None:
+            claim.complete(result.files.values())
     print(format_summary(result.summary))
     for name in sorted(result.files):
         print(f"wrote {result.files[name]}")
@@ -150,3 +154,49 @@ def run(args, *, generator=None, scorer=None) -> int:
     if short:
         print(f"note: fewer pairs than --num-examples for {json.dumps(short)}; see the stage table above.")
     return 0
+
+
+def _run(options, config, seeds, generator, scorer, owned, storage_options):
+    from xl_suite.synthesis import synthesize
+
+    try:
+        return synthesize(
+            seeds,
+            generator,
+            config,
+            output=options.output,
+            work_dir=options.work_dir,
+            storage_options=storage_options,
+            scorer=scorer,
+            text_column=options.text_column,
+            id_column=options.id_column,
+            progress=options.progress,
+            seed_source=options.seeds,
+        )
+    finally:
+        for engine in owned:
+            engine.close()
+
+
+def _settings(config, options, gen_spec, scorer_spec) -> dict:
+    """What determines a synthesis output (a rerun with the same resumes; other settings need --overwrite)."""
+    from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, source_setting
+    from xl_suite.output_folder import settings_of
+
+    return {
+        **settings_of(config, drop={"batch_size"}),
+        **settings_of(options, drop=RUN_CONTROL),
+        "seeds": source_setting(options.seeds),
+        **engine_settings(gen_spec),
+        **engine_settings(scorer_spec, prefix="scorer_"),
+    }
+
+
+def _files(config) -> list[str]:
+    codes = list(config.languages)
+    return [
+        "summary.json",
+        "en_scored.parquet",
+        *(f"{c}.parquet" for c in codes),
+        *(f"{c}_bestof3.parquet" for c in codes),
+    ]

@@ -2,7 +2,7 @@
 
     xl-suite translate --model gpt-4o-2024-08-06 --backend openai --languages de,mt --source alpaca_eval.json \\
         --output m_alpacaeval/
-    xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source="m_alpacaeval/")
+    xl_suite.load_dataset("m-alpacaeval-de", split="test", source="m_alpacaeval/")
 
 Writes ``OUTPUT/<code>.jsonl`` per language, the layout the m-AlpacaEval builder reads.
 """
@@ -35,14 +35,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
-    import contextlib
-
+    from xl_suite.commands._outputs import RUN_CONTROL, cached_line, engine_settings, source_setting
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
-    from xl_suite.runner import check_failure_rate
-    from xl_suite.safety import MARKER_FILE, check_files_replaceable, check_output_dir, lock_folders, write_marker
+    from xl_suite.output_folder import claim_output, settings_of
+    from xl_suite.runner import StageStats, check_failure_rate
+    from xl_suite.safety import check_output_dir, lock_folders
     from xl_suite.status import FAILED, RowStatus
     from xl_suite.tables import count_status
 
@@ -54,49 +54,48 @@ def run(args) -> int:
     out = check_output_dir(job.output)
     names = [f"{s.code}.jsonl" for s in specs]
     work_dir = job.work_dir or str(out / ".work")
-    with contextlib.ExitStack() as stack:
-        if not job.dry_run:  # the whole run holds its output folder and work dir: a second run fails at once
-            stack.enter_context(lock_folders([out, work_dir], purpose="xl-suite translate"))
-        check_files_replaceable(out, names, overwrite=job.overwrite)
-        prompts = english_prompts(job.source, limit=job.limit)
-        if job.dry_run or spec.backend == "openai":  # a paid API: say what the run will cost before it starts
-            from xl_suite.costs import estimate_cost
-            from xl_suite.prompting import load_template
-
-            template = load_template(job.template)
-            convs = [
-                template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]
-            ]
-            print(
-                estimate_cost(
-                    "translation",
-                    spec.model,
-                    convs,
-                    max_tokens=job.max_tokens,
-                    price=job.price(spec.model),
-                    detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
-                ).line()
-            )
-            if job.dry_run:
-                print("dry run: no request was sent.")
-                return 0
-        generator = spec.lazy()  # starts only if a chunk is not cached
-        try:
-            translations = translate_prompts(
-                prompts,
-                generator,
-                [s.code for s in specs],
-                sampling=job.sampling(),
-                template=job.template,
-                work_dir=work_dir,
-                chunk_size=job.chunk_size,
-                batch_size=job.batch_size,
-            )
-        finally:
-            generator.close()
-        paths = write_m_alpacaeval(translations, out, overwrite=job.overwrite)
-        if not (out / MARKER_FILE).is_file():
-            write_marker(out, "translate")
+    settings = {
+        **settings_of(job, drop={*RUN_CONTROL, "languages"}),
+        "languages": [s.code for s in specs],
+        "source": source_setting(job.source),
+        **engine_settings(spec),
+    }
+    claim_args = dict(files=names, caches=[] if job.work_dir else [".work"], overwrite=job.overwrite)
+    if job.dry_run:  # checks the folder (what a run would do to it), writes nothing
+        claim = claim_output(out, "translate", settings, dry_run=True, **claim_args)
+        _print_estimate(job, spec, specs, english_prompts(job.source, limit=job.limit))
+        if claim.describe():
+            print(f"dry run: {claim.describe()}")
+        print("dry run: no request was sent.")
+        return 0
+    claim_output(out, "translate", settings, dry_run=True, **claim_args)  # refuse before creating anything
+    # The whole run holds its output folder and work dir: a second run fails at once, naming this one.
+    with lock_folders([out], purpose="xl-suite translate"):
+        prompts = english_prompts(job.source, limit=job.limit)  # a bad source fails before the claim
+        claim = claim_output(out, "translate", settings, **claim_args)
+        if claim.describe():
+            print(claim.describe())
+        with lock_folders([work_dir], purpose="xl-suite translate"):
+            if spec.backend == "openai":  # a paid API: say what the run will cost before it starts
+                _print_estimate(job, spec, specs, prompts)
+            generator = spec.lazy()  # starts only if a chunk is not cached
+            stats = StageStats(stage="translate")
+            try:
+                translations = translate_prompts(
+                    prompts,
+                    generator,
+                    [s.code for s in specs],
+                    sampling=job.sampling(),
+                    template=job.template,
+                    work_dir=work_dir,
+                    chunk_size=job.chunk_size,
+                    batch_size=job.batch_size,
+                    stats=stats,
+                )
+            finally:
+                generator.close()
+        paths = write_m_alpacaeval(translations, out, overwrite=True)  # the claim decided
+        claim.complete(paths.values())
     for code, path in paths.items():
         status = translations[code]["translation_status"]
         bad = sum(s != RowStatus.OK for s in status)
@@ -104,6 +103,7 @@ def run(args) -> int:
             f"{code}: {len(status)} prompts -> {path}"
             + (f" ({bad} empty, truncated or from a truncated prompt, kept and marked)" if bad else "")
         )
+    print(f"translations: {cached_line(stats, 'translations')}")
     print(f'Load with: xl_suite.load_xl_suite("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
     by_status: dict[str, int] = {}
     for ds in translations.values():
@@ -117,3 +117,21 @@ def run(args) -> int:
     if warning:
         print(f"warning: {warning}")
     return 0
+
+
+def _print_estimate(job, spec, specs, prompts) -> None:
+    from xl_suite.costs import estimate_cost
+    from xl_suite.prompting import load_template
+
+    template = load_template(job.template)
+    convs = [template.render(text=text, language=lang) for lang in specs for text in prompts["english_instruction"]]
+    print(
+        estimate_cost(
+            "translation",
+            spec.model,
+            convs,
+            max_tokens=job.max_tokens,
+            price=job.price(spec.model),
+            detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
+        ).line()
+    )

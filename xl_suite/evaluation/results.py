@@ -74,6 +74,11 @@ class EvaluateConfig:
         metavar="PATH_OR_URL",
     )
     output: str | None = option(None, "report folder", required=True, metavar="REPORT_DIR")
+    overwrite: bool = option(
+        False,
+        "replace the report of another evaluation in REPORT_DIR (its files and judgment cache are deleted first); "
+        "rerunning the same command resumes without it",
+    )
     judge_preset: str | None = option(
         None,
         "judge preset (gpt-4o, local-vllm) or a .json/.yaml preset file; default "

@@ -130,6 +130,7 @@ def translate_prompts(
     storage_options: dict | None = None,
     chunk_size: int = 256,
     batch_size: int = 64,
+    stats=None,
 ) -> dict[str, Any]:
     """Machine-translate English prompts into each language (m-AlpacaEval; the paper used GPT-4o).
 
@@ -143,6 +144,7 @@ def translate_prompts(
         storage_options: fsspec options for ``work_dir``.
         chunk_size: rows per resumable chunk.
         batch_size: prompts per engine call.
+        stats: optional :class:`xl_suite.runner.StageStats` to fill (all languages together).
 
     Returns:
         code -> Dataset with ``id``, ``instruction`` (translated), ``english_instruction``, ``language``,
@@ -175,6 +177,7 @@ def translate_prompts(
             chunk_size=chunk_size,
             storage_options=storage_options,
             desc=f"translate {spec.code} ({generator.model})",
+            stats=stats,
         )
         bad = [s for s in result["translation_status"] if s != RowStatus.OK]
         if bad:

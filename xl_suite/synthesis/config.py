@@ -376,6 +376,11 @@ class SynthesisRunOptions:
     seeds_config: str | None = option(None, "config (subset) of a Hub seed dataset")
     seeds_split: str = option("train", "split of a Hub seed dataset")
     output: str | None = option(None, "output folder or fsspec URL", required=True, metavar="DIR")
+    overwrite: bool = option(
+        False,
+        "replace the output of another run in DIR (its files and chunk cache are deleted first); rerunning the same "
+        "command resumes without it",
+    )
     work_dir: str | None = option(None, "resumable chunk folder/URL (default: OUTPUT/.xl_suite_work)")
     storage_options: dict | str | None = option(
         None, "fsspec storage options (JSON) for seeds, output and work dir", metavar="JSON"
