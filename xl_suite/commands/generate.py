@@ -119,7 +119,7 @@ def _print_claim(claim, *, dry_run: bool = False) -> None:
         print(("dry run: " if dry_run else "") + line)
 
 
-def _load(job, configs, load_xl_suite) -> dict:
+def _load(job, configs, load) -> dict:
     datasets_by_name = {}
     for name in configs:
         ds = load(name, split="test", source=job.source)
