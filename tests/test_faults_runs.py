@@ -101,7 +101,7 @@ def test_generate_failure_share_exit_code_and_retry_of_only_the_failed_rows(alpa
     # within a raised threshold: exit 0, one warning line (--overwrite starts afresh: the same rows fail again)
     rc, stdout, err = _cli(_generate(alpaca_file, out, *flaky, "--overwrite", "--max-error-rate", "0.9"), capsys)
     assert rc == 0, err
-    assert "--overwrite: deleted the output of the earlier run" in stdout
+    assert "--overwrite deleted the output of the earlier run" in stdout
     warnings = [line for line in stdout.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and f"{n_bad} of 12 answers failed" in warnings[0] and "within" in warnings[0]
 
