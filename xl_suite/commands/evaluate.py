@@ -16,7 +16,7 @@ annotations when its ``df_gamed.csv`` is in huggingface_hub's cache; ``lc_minima
 ``length_controlled_minimal`` GLM computed for every evaluation.
 
 Prints a table per language and writes ``report.md``, ``leaderboard.csv`` and ``win_rates.png`` (plus per-sample
-and per-judgment files) to the output folder. Judgments are cached under ``OUTPUT/annotations`` (``--cache-dir``):
+and per-judgment files, and alpaca_eval's ``annotations.json`` and ``model_outputs.json``) to the output folder. Judgments are cached under ``OUTPUT/annotations`` (``--cache-dir``):
 a rerun makes zero judge calls.
 """
 
@@ -209,7 +209,7 @@ def _evaluate_locked(
             [r["output"] for r in rows],
             [r["language"] for r in rows],
             references=[r["reference"] for r in rows] if judge is not None or annotated else None,
-            instructions=[r["instruction"] for r in rows] if judge is not None else None,
+            instructions=[r["instruction"] for r in rows] if all(r.get("instruction") for r in rows) else None,
             ids=[r["id"] for r in rows],
             judge=judge,
             config=preset.judge if preset else None,
@@ -225,9 +225,10 @@ def _evaluate_locked(
     finally:
         if judge is not None:
             judge.close()
-    if annotated:  # alpaca_eval's own length_controlled_v1 where it applies (its df_gamed.csv in the HF cache)
-        from xl_suite.evaluation.alpaca_eval import add_length_controlled_v1
+    from xl_suite.evaluation.alpaca_eval import add_length_controlled_v1, describe_items
 
+    describe_items(result, rows if judge is not None else model_rows)  # dataset, generators for alpaca_eval's files
+    if annotated:  # alpaca_eval's own length_controlled_v1 where it applies (its df_gamed.csv in the HF cache)
         add_length_controlled_v1(result, model_rows)
     if alpaca_eval_info is not None:
         result.meta["alpaca_eval"] = alpaca_eval_info

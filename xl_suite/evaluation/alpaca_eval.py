@@ -35,6 +35,7 @@ from typing import Literal
 
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language
+from xl_suite.status import is_rule
 
 
 __all__ = [
@@ -53,6 +54,11 @@ __all__ = [
     "read_gamed_baselines",
     "length_controlled_v1_reason",
     "add_length_controlled_v1",
+    "ANNOTATION_FIELDS",
+    "MODEL_OUTPUT_FIELDS",
+    "annotation_rows",
+    "model_output_rows",
+    "describe_items",
 ]
 
 #: alpaca_eval's leaderboard CSV columns, in its order (after the model name).
@@ -83,6 +89,34 @@ GAMED_FILENAME = "df_gamed.csv"
 _GAMED_COLUMNS = ("index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
 #: Columns every alpaca_eval annotation row has (``annotator`` and the generators are optional).
 ANNOTATION_COLUMNS: tuple[str, ...] = ("instruction", "output_1", "output_2", "preference")
+
+#: The fields of alpaca_eval's ``annotations.json``, in the order its files hold them (its annotators keep
+#: ``preference`` with ``price_per_example``, ``time_per_example`` and ``raw_completion``; ``dataset`` comes from the
+#: outputs). xl-suite's files add ``id`` and ``language`` after them.
+ANNOTATION_FIELDS: tuple[str, ...] = (
+    "instruction",
+    "output_1",
+    "generator_1",
+    "dataset",
+    "output_2",
+    "generator_2",
+    "annotator",
+    "preference",
+    "price_per_example",
+    "time_per_example",
+    "raw_completion",
+)
+#: The fields of alpaca_eval's ``model_outputs.json``, in its order (xl-suite's add ``id`` and ``language``).
+MODEL_OUTPUT_FIELDS: tuple[str, ...] = ("dataset", "instruction", "output", "generator")
+#: What :func:`describe_items` copies from answer rows into ``EvaluationResult.inputs``.
+_ITEM_EXTRAS = (
+    "dataset",
+    "reference_generator",
+    "annotator",
+    "raw_completion",
+    "price_per_example",
+    "time_per_example",
+)
 
 #: How many unmatched instructions are kept as a sample.
 _SAMPLE = 10
@@ -496,3 +530,128 @@ def add_length_controlled_v1(
         f"{file_info['path']} (sha256 {file_info['sha256'][:12]})"
     )
     info["length_controlled_v1"] = {**file_info, **{k: v for k, v in out.items() if k != "length_controlled_winrate"}}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# alpaca_eval files out
+
+
+def describe_items(result, rows: Sequence[dict]) -> None:
+    """Copy what alpaca_eval's files need and the result does not hold from answer rows into ``result.inputs``.
+
+    ``rows`` are in the result's item order (as passed to ``evaluate_responses``); each may hold ``dataset``,
+    ``reference_generator`` (or alpaca_eval's ``generator_1``), and, for judgments read from alpaca_eval's
+    ``annotations.json``, ``annotator``, ``raw_completion``, ``price_per_example`` and ``time_per_example``.
+    """
+    if len(rows) != len(result.inputs):
+        raise InvalidArgumentError(f"describe_items got {len(rows)} rows for a result of {len(result.inputs)} items.")
+    for item, row in zip(result.inputs, rows, strict=True):
+        extra = {k: row.get(k) for k in _ITEM_EXTRAS if row.get(k) is not None}
+        if "reference_generator" not in extra and row.get("generator_1") is not None:
+            extra["reference_generator"] = row["generator_1"]
+        item.update(extra)
+
+
+def model_output_rows(result) -> list[dict]:
+    """The model's answers as alpaca_eval's ``model_outputs.json`` rows (empty without the instructions).
+
+    Fields: :data:`MODEL_OUTPUT_FIELDS` (``generator`` is the evaluated model's name), then ``id`` and ``language``.
+    """
+    if not result.inputs or any(item.get("instruction") is None for item in result.inputs):
+        return []
+    generator = result.meta.get("model") or "model"
+    return [
+        {
+            "dataset": item.get("dataset"),
+            "instruction": item["instruction"],
+            "output": item["output"],
+            "generator": generator,
+            "id": item["id"],
+            "language": item["language"],
+        }
+        for item in result.inputs
+    ]
+
+
+def annotation_rows(result) -> list[dict]:
+    """The judgments as alpaca_eval's ``annotations.json`` rows: one per (answer, reference) pair.
+
+    ``output_1`` is the reference (alpaca_eval's baseline), ``output_2`` the model's answer, and ``preference`` is
+    alpaca_eval's: in ``[1, 2]``, ``1 + P(model beats reference)`` (2 = the model's answer better, 1.5 a tie), the
+    mean over the presentation orders judged, null when no judgment of the pair was parsed. ``raw_completion`` is the
+    judge's reply (a dict by order, ``model_first``/``model_second``, when both orders were judged);
+    ``price_per_example`` is the USD cost of the pair's judgments at the preset's prices (null without prices);
+    ``time_per_example`` the seconds this run spent on them (the ledger's judging time split evenly over the
+    judgments made in this run; null for judgments read from the cache). Fields: :data:`ANNOTATION_FIELDS`, then
+    ``id`` and ``language``. Empty when no judge ran and no judgments were read.
+    """
+    if not result.judged or not result.inputs:
+        return []
+    if result.judgments:
+        return _annotations_of_judgments(result)
+    return _annotations_read_elsewhere(result)
+
+
+def _annotation(result, item: dict, reference: str, p: float | None, **fields) -> dict:
+    row = {
+        "instruction": item.get("instruction"),
+        "output_1": reference,
+        "generator_1": item.get("reference_generator") or result.meta.get("reference_model") or "reference",
+        "dataset": item.get("dataset"),
+        "output_2": item["output"],
+        "generator_2": result.meta.get("model") or "model",
+        "annotator": item.get("annotator") or result.meta["judge"]["model"],
+        "preference": None if p is None else 1.0 + p,
+        "price_per_example": fields.get("price_per_example"),
+        "time_per_example": fields.get("time_per_example"),
+        "raw_completion": fields.get("raw_completion"),
+    }
+    return {**row, "id": item["id"], "language": item["language"]}
+
+
+def _annotations_read_elsewhere(result) -> list[dict]:
+    rows = []
+    for item, sample in zip(result.inputs, result.per_sample, strict=True):
+        reference = item["references"][0] if item["references"] else None
+        extras = {k: item.get(k) for k in ("price_per_example", "time_per_example", "raw_completion")}
+        rows.append(_annotation(result, item, reference, sample.get("p_model_wins"), **extras))
+    return rows
+
+
+def _annotations_of_judgments(result) -> list[dict]:
+    config = result.meta["judge"].get("config") or {}
+    prices = (config.get("price_input_per_mtok"), config.get("price_output_per_mtok"))
+    ledger = result.ledger.get("pairwise_judge") or {}
+    judged_now = ledger.get("judged_now") or 0
+    seconds_each = ledger.get("seconds") / judged_now if judged_now and ledger.get("seconds") is not None else None
+    by_pair: dict[int, list[dict]] = {}
+    for r in result.judgments:
+        by_pair.setdefault(r["pair_index"], []).append(r)
+    rows = []
+    for pair in sorted(by_pair):
+        judgments = by_pair[pair]
+        parsed = [r["p_model_wins"] for r in judgments if r.get("p_model_wins") is not None]
+        raw = {r["order"]: r.get("raw_completion") for r in judgments}
+        fresh = [r for r in judgments if not r.get("cached") and not is_rule(str(r.get("parse_status", "")))]
+        rows.append(
+            _annotation(
+                result,
+                result.inputs[judgments[0]["item_index"]],
+                judgments[0]["output_reference"],
+                sum(parsed) / len(parsed) if parsed else None,
+                price_per_example=_price(judgments, prices),
+                time_per_example=seconds_each * len(fresh) if seconds_each is not None and fresh else None,
+                raw_completion=next(iter(raw.values())) if len(raw) == 1 else raw,
+            )
+        )
+    return rows
+
+
+def _price(judgments: list[dict], prices: tuple) -> float | None:
+    """USD of the judgments' tokens at (input, output) USD per million tokens; None without prices or tokens."""
+    if None in prices:
+        return None
+    tokens = [(r.get("prompt_tokens"), r.get("completion_tokens")) for r in judgments]
+    if any(None in t for t in tokens):
+        return None
+    return sum(p * prices[0] + c * prices[1] for p, c in tokens) / 1e6

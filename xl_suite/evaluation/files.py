@@ -47,7 +47,9 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
     row. Reference rows without a model answer are ignored.
 
     Returns:
-        One dict per model row: ``id``, ``language``, ``instruction``, ``output``, ``reference``.
+        One dict per model row: ``id``, ``language``, ``instruction``, ``output``, ``reference``, and the model row's
+        ``dataset`` and the reference row's ``reference_generator`` (or ``generator``) when they have them (for
+        alpaca_eval's files, see :func:`xl_suite.evaluation.alpaca_eval.describe_items`).
 
     Raises:
         ValueError: a missing field, a duplicate (id, language), or a model answer without a reference.
@@ -71,7 +73,11 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
         text = r.get("reference") if r.get("reference") is not None else r.get("output")
         if text is None:
             raise InvalidArgumentError(f"reference row {i} has neither 'reference' nor 'output': {sorted(r)}")
-        refs[k] = {"reference": text, "instruction": r.get("instruction")}
+        refs[k] = {
+            "reference": text,
+            "instruction": r.get("instruction"),
+            "reference_generator": r.get("reference_generator") or r.get("generator"),
+        }
     out, seen, missing = [], set(), []
     for i, r in enumerate(model_rows):
         k = key(r, i, "model output")
@@ -84,15 +90,18 @@ def align_references(model_rows: Sequence[dict], reference_rows: Sequence[dict])
             missing.append(k)
             continue
         instruction = r.get("instruction") or refs[k]["instruction"]
-        out.append(
-            {
-                "id": k[0],
-                "language": k[1],
-                "instruction": instruction,
-                "output": r["output"] or "",
-                "reference": refs[k]["reference"],
-            }
-        )
+        row = {
+            "id": k[0],
+            "language": k[1],
+            "instruction": instruction,
+            "output": r["output"] or "",
+            "reference": refs[k]["reference"],
+        }
+        if r.get("dataset") is not None:
+            row["dataset"] = r["dataset"]
+        if refs[k]["reference_generator"] is not None:
+            row["reference_generator"] = refs[k]["reference_generator"]
+        out.append(row)
     if missing:
         raise InvalidArgumentError(
             f"{len(missing)} model output(s) have no reference, e.g. {missing[:3]}. Generate the "

@@ -213,6 +213,9 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
     Files: ``report.md`` (tables, settings, diagnostics, ledger, unparsed judgments), ``leaderboard.csv`` (one row
     per language and ``overall``), ``win_rates.png`` (win rate per language with CI bars, language fidelity beside
     it; only with matplotlib, the ``plot`` extra), ``summary.json``, ``per_sample.jsonl``, and with a judge ``judgments.jsonl`` and ``rubric.jsonl``.
+    Also alpaca_eval's own files: ``annotations.json`` (with a judge, or judgments read from alpaca_eval; see
+    :func:`xl_suite.evaluation.alpaca_eval.annotation_rows`) and ``model_outputs.json`` (when the instructions are
+    known).
 
     Returns:
         file kind -> path.
@@ -251,10 +254,33 @@ def write_report(result: EvaluationResult, output_dir: str | Path, *, title: str
             paths["rubric"] = out / "rubric.jsonl"
             write_jsonl([_clean(r) for r in result.rubric_rows], paths["rubric"])
 
+    paths.update(_write_alpaca_eval_files(result, out))
+
     paths["markdown"] = out / "report.md"
     paths["markdown"].write_text(
         _markdown(result, title or f"XL-AlpacaEval report: {model}", with_plot="png" in paths), encoding="utf-8"
     )
+    return paths
+
+
+def _write_alpaca_eval_files(result: EvaluationResult, out: Path) -> dict[str, Path]:
+    """alpaca_eval's ``annotations.json`` (with a judge) and ``model_outputs.json`` (with the instructions).
+
+    A file the result cannot fill is removed, never left from an earlier run.
+    """
+    from xl_suite.evaluation.alpaca_eval import annotation_rows, model_output_rows
+
+    paths = {}
+    for kind, name, rows in (
+        ("annotations", "annotations.json", annotation_rows(result)),
+        ("model_outputs", "model_outputs.json", model_output_rows(result)),
+    ):
+        path = out / name
+        if rows:
+            path.write_text(json.dumps(_clean(rows), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+            paths[kind] = path
+        else:
+            path.unlink(missing_ok=True)
     return paths
 
 
@@ -404,6 +430,8 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
         "and detected language.",
         "- `judgments.jsonl` / `rubric.jsonl`: every judgment with its provenance and raw completion.",
         "- `summary.json`: table, ledger and settings.",
+        "- `annotations.json` / `model_outputs.json`: the judgments and answers in alpaca_eval's own format "
+        "(`preference` in [1, 2], `output_1` the reference, `output_2` the model), for alpaca_eval's tools.",
         "",
     ]
     return "\n".join(md)

@@ -139,6 +139,11 @@ class EvaluationResult:
         rubric_rows: every rubric judgment row.
         ledger: judge work, cache hits, tokens and cost per stage.
         meta: settings and versions (model name, judge, preset, config, template versions, seeds, notes).
+        inputs: one dict per item: ``id``, ``language``, ``instruction`` (None when not given), ``output`` and
+            ``references`` (a list; empty when not given). A caller may add alpaca_eval's ``dataset``,
+            ``reference_generator`` and, for judgments read from alpaca_eval, ``raw_completion``,
+            ``price_per_example`` and ``time_per_example``: :func:`xl_suite.evaluation.alpaca_eval.annotation_rows`
+            writes them into ``annotations.json``.
     """
 
     table: dict[str, dict[str, Any]]
@@ -147,6 +152,7 @@ class EvaluationResult:
     rubric_rows: list[dict[str, Any]] = field(default_factory=list)
     ledger: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def judged(self) -> bool:
@@ -367,7 +373,18 @@ def _fidelity_result(items: _Items, model_name: str | None, preset: str | None) 
         "xl_suite_version": __version__,
         "report_layout": REPORT_LAYOUT,
     }
-    return EvaluationResult(table={}, per_sample=per_sample, meta=meta), fid
+    ref_lists = _as_reference_lists(items.references)[0] if items.references is not None else None
+    inputs = [
+        {
+            "id": items.ids[i],
+            "language": items.codes[i],
+            "instruction": items.instructions[i] if items.instructions is not None else None,
+            "output": pred,
+            "references": ref_lists[i] if ref_lists is not None else [],
+        }
+        for i, pred in enumerate(items.preds)
+    ]
+    return EvaluationResult(table={}, per_sample=per_sample, meta=meta, inputs=inputs), fid
 
 
 def _judge(items: _Items, judge, config: JudgeConfig, cache_dir, storage_options, warnings: list[str]) -> _Judged:
