@@ -338,6 +338,98 @@ def test_corrupt_cache_file_rejudges_only_its_items(tmp_path):
     assert len(index) == 12 and bad == []
 
 
+def _garbage_for(bad: set[str]):
+    """A judge that answers garbage for the items whose instruction is in ``bad``, else prefers GOOD."""
+    good = prefers("GOOD")
+
+    def respond(messages, i, sampling):
+        text = messages[-1]["content"]
+        return "no idea" if any(q in text for q in bad) else good(messages, i, sampling)
+
+    return respond
+
+
+@pytest.mark.parametrize("bad", [set(ITEMS["instructions"]), {ITEMS["instructions"][1]}])
+def test_failed_judgments_are_judged_again_up_to_the_one_attempt_limit(tmp_path, bad):
+    # One retry limit (run_stage's max_attempts=3), whether every judgment fails (the retry reuses its chunk file)
+    # or only some (the retry is a chunk of its own): 3 attempts in all, then stored as a failure and counted.
+    sent = []
+    for _ in range(4):
+        judge = FakeGenerator(_garbage_for(bad))
+        res = judge_pairwise(**ITEMS, judge=judge, cache_dir=str(tmp_path), config=JudgeConfig(chunk_size=4))
+        sent.append(judge.prompts_seen)
+    n_bad = 2 * len(bad)
+    assert sent == [12, n_bad, n_bad, 0]
+    assert sum(r["parse_status"] == "unparsed" for r in res.rows) == n_bad
+    # a judge that answers again: nothing is retried past the limit, so the failures stay until the cache is cleared
+    healthy = FakeGenerator(prefers("GOOD"))
+    judge_pairwise(**ITEMS, judge=healthy, cache_dir=str(tmp_path), config=JudgeConfig(chunk_size=4))
+    assert healthy.prompts_seen == 0
+
+
+def test_a_failed_judgment_that_succeeds_on_retry_replaces_the_failure(tmp_path):
+    flaky = {"left": 2}
+
+    def respond(messages, i, sampling):
+        if "Question 3?" in messages[-1]["content"] and flaky["left"]:
+            flaky["left"] -= 1
+            return "garbled"
+        return prefers("GOOD")(messages, i, sampling)
+
+    first = judge_pairwise(**ITEMS, judge=FakeGenerator(respond), cache_dir=str(tmp_path))
+    assert first.preferences[3] is None
+    second = judge_pairwise(**ITEMS, judge=FakeGenerator(respond), cache_dir=str(tmp_path))
+    assert second.preferences == [1.0, 0.0] * 3 and second.ledger["judged_now"] == 2
+    counting = FakeGenerator(prefers("GOOD"))
+    third = judge_pairwise(**ITEMS, judge=counting, cache_dir=str(tmp_path))
+    assert counting.prompts_seen == 0 and third.preferences == second.preferences
+
+
+def test_cost_estimate_renders_the_requests_the_judge_is_sent(monkeypatch):
+    from xl_suite import costs
+    from xl_suite.evaluation.judging import estimate_judging_cost
+
+    seen = []
+
+    def record(messages, i, sampling):
+        seen.append(messages)
+        return '{"winner": "A"}' if "# Answer A" in messages[-1]["content"] else "{}"
+
+    items = dict(ITEMS, model_outputs=[*ITEMS["model_outputs"][:-1], "  "])  # one empty answer: decided by rule
+    real = costs.estimate_cost
+    estimated: list = []
+    monkeypatch.setattr(
+        costs, "estimate_cost", lambda what, m, convs, **kw: estimated.append(convs) or real(what, m, convs, **kw)
+    )
+    for order in ("both", "random"):
+        seen.clear()
+        estimated.clear()
+        cfg = JudgeConfig(order=order, seed=7)
+        estimate_judging_cost(**items, config=cfg, judge_model="judge-x")
+        judge_pairwise(**items, judge=FakeGenerator(record), config=JudgeConfig(order=order, seed=7, rubric=False))
+        pairwise_sent = list(seen)
+        seen.clear()
+        score_rubric(items["instructions"], items["model_outputs"], items["languages"], judge=FakeGenerator(record))
+        assert estimated[0] == pairwise_sent and len(pairwise_sent) == (10 if order == "both" else 5)
+        assert estimated[1] == seen and len(seen) == 5
+
+
+def test_stored_judgments_of_earlier_runs_are_read_whatever_their_chunking(tmp_path):
+    # Judged 4 items with one chunk size, then all 6 with another: the 8 stored judgments are reused.
+    four = {k: v[:4] for k, v in ITEMS.items()}
+    judge_pairwise(
+        **four, judge=FakeGenerator(prefers("GOOD")), cache_dir=str(tmp_path), config=JudgeConfig(chunk_size=3)
+    )
+    counting = FakeGenerator(prefers("GOOD"))
+    res = judge_pairwise(**ITEMS, judge=counting, cache_dir=str(tmp_path), config=JudgeConfig(chunk_size=5))
+    assert counting.prompts_seen == 4 and res.ledger["from_cache"] == 8 and res.ledger["judged_now"] == 4
+    assert [r["cached"] for r in res.rows] == [True] * 8 + [False] * 4
+    assert res.preferences == [1.0, 0.0] * 3
+    # no second cache: the stage folder holds chunk files only
+    names = {p.name.split("-")[0] for p in tmp_path.glob("judge-pairwise-*/*")}
+    assert names == {"chunk"}
+
+
 SIGKILL_SCRIPT = textwrap.dedent(
     """
     import sys, time

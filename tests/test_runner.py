@@ -389,3 +389,47 @@ def test_pieces_an_overlapped_run_left_are_deleted_by_a_later_run_with_one_call_
     _pieces_run(ds, work, healthy, concurrency=1)
     assert "question 32" in healthy.seen, "one call per chunk: the whole chunk is computed, its pieces not read"
     assert not list(work.glob("stage/*.piece-*")), "no piece left behind"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# keyed runs: the store keyed by row content (the judges' store)
+
+
+def _keyed(tmp_path, keys, fn, **kw):
+    ds = datasets.Dataset.from_dict({"key": list(keys), "x": [int(k[1:]) for k in keys]})
+    stats = StageStats("k")
+    out = run_stage(ds, fn, stage="k", fingerprint="f", work_dir=str(tmp_path), key_column="key", stats=stats, **kw)
+    return out, stats
+
+
+def test_a_keyed_run_reuses_stored_rows_whatever_run_and_chunking_wrote_them(tmp_path):
+    seen = []
+
+    def square(batch):
+        seen.extend(batch["key"])
+        return {"y": [x * x for x in batch["x"]], "y_status": ["ok"] * len(batch["x"])}
+
+    _keyed(tmp_path, ["k1", "k2", "k3"], square, chunk_size=2)
+    seen.clear()
+    out, stats = _keyed(tmp_path, ["k4", "k2", "k1", "k5"], square, chunk_size=3)
+    assert seen == ["k4", "k5"] and out["key"] == ["k4", "k2", "k1", "k5"] and out["y"] == [16, 4, 1, 25]
+    assert (stats.rows_reused, stats.rows_computed, stats.keys_computed) == (2, 2, {"k4", "k5"})
+    with pytest.raises(Exception, match="must be unique"):
+        _keyed(tmp_path, ["k1", "k1"], square)
+
+
+def test_the_store_index_counts_the_attempts_of_older_caches_and_prefers_a_usable_row(tmp_path):
+    import pyarrow as pa
+
+    from xl_suite.runner import _write_chunk, index_stored_rows, storage
+
+    fs, root = storage(str(tmp_path))
+    folder = f"{root}/k"
+    fs.makedirs(folder)
+    # an older cache stored each retry in a file of its own, each row with attempts 1
+    for n, status in enumerate(["unparsed", "unparsed", "ok"]):
+        rows = {"key": ["a", "b"], "s_status": [status, "unparsed"], "y": [n, n]}
+        _write_chunk(fs, f"{folder}/chunk-00000-{n}.parquet", pa.table(rows), [1, 1])
+    index, damaged = index_stored_rows(fs, folder, "key", input_columns=["key"])
+    assert damaged == [] and not index["a"].failed and index["a"].table.column("y")[index["a"].row].as_py() == 2
+    assert index["b"].failed and index["b"].attempts == 3

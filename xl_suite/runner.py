@@ -99,6 +99,10 @@ class StageStats:
     seconds: float = 0.0
     failed_by_status: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    #: Keyed runs (``run_stage(key_column=...)``): rows read from the store, and the keys not read from it (computed,
+    #: or read back from pieces of a killed run). Not part of :meth:`to_dict`.
+    rows_reused: int = 0
+    keys_computed: set = field(default_factory=set, repr=False)
 
     def to_dict(self) -> dict:
         """Plain dict for summaries."""
@@ -121,7 +125,8 @@ class StageStats:
         } | self.extra
 
 
-def _fs(work_dir: str, storage_options: dict | None):
+def storage(work_dir: str, storage_options: dict | None = None):
+    """``(filesystem, root path)`` of a work dir given as any fsspec URL."""
     import fsspec
 
     return fsspec.core.url_to_fs(str(work_dir), **(storage_options or {}))
@@ -357,6 +362,17 @@ def _to_table(ds):
     return ds.data.table if not ds._indices else ds.flatten_indices().data.table
 
 
+def _concat(tables: list):
+    """Tables of one stage's rows (stored ones from files of several runs, computed ones) as one: columns a file
+    lacks (added since it was written) are null, list fields unified; the datasets features of a table that has
+    every column are kept."""
+    import pyarrow as pa
+
+    combined = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="permissive")
+    meta = next((t.schema.metadata for t in tables if t.column_names == combined.column_names), None)
+    return combined.combine_chunks().replace_schema_metadata(meta)
+
+
 def _replace_rows(table, indices: list[int], new):
     """``table`` with rows ``indices`` replaced by the rows of ``new`` (same order), schemas unified."""
     import pyarrow as pa
@@ -396,6 +412,8 @@ def run_stage(
     lock: bool = True,
     concurrency: int | None = None,
     first_chunk_index: int = 0,
+    key_column: str | None = None,
+    required_columns: Sequence[str] = (),
 ):
     """Map ``function`` over ``dataset`` in resumable chunks; return the concatenated result.
 
@@ -427,6 +445,13 @@ def run_stage(
             finished call not yet written), not whole chunks. With one, a kill loses the chunk being computed.
         first_chunk_index: number of the first chunk in the cache file names (an executor computing one chunk of a
             larger run passes its place there).
+        key_column: a column whose value identifies each row's whole request (unique in ``dataset``, e.g. a hash of
+            the judge and the texts judged). Then the store is keyed by row content, not by chunk: every stored row of
+            the stage (any chunk file in its folder, whatever run wrote it) whose key is asked for is reused, and only
+            the other rows (plus failed ones, up to ``max_attempts``) are computed, in chunks of their own. A changed
+            or added item costs only its own rows. 1:1 stages only.
+        required_columns: columns a stored chunk file must have to be reused in a keyed run (else it is moved aside
+            and its rows computed again).
 
     Inside ``with xl_suite.executors.RayExecutor(...)``, the chunks still to compute go to Ray Data actors, which
     write them into ``work_dir`` (the same files); this call then reads them back as cached.
@@ -450,34 +475,20 @@ def run_stage(
         raise InvalidArgumentError(f"max_attempts must be an integer >= 1, got {max_attempts!r}.")
     if not stage or "/" in stage:
         raise InvalidArgumentError(f"stage must be a non-empty name without '/', got {stage!r}.")
+    if key_column is not None and key_column not in dataset.column_names:
+        raise InvalidArgumentError(
+            f"key_column={key_column!r} is not a column of the input; it has {dataset.column_names}."
+        )
     stats = stats or StageStats(stage=stage)
     if concurrency is not None:
         in_flight_batches(fn_kwargs, chunk_size, batch_size, concurrency)  # checks it now
     window = functools.partial(in_flight_batches, fn_kwargs, chunk_size, batch_size, concurrency)
-    if work_dir is None:
+
+    def run(fs, root, extra, rows, stats, prior_attempts=None):
+        if prior_attempts is not None:
+            extra = {**extra, "prior_attempts": prior_attempts}
         return _run_chunks(
-            dataset,
-            function,
-            stage,
-            fingerprint,
-            None,
-            None,
-            fn_kwargs,
-            batch_size,
-            chunk_size,
-            remove_columns,
-            desc,
-            stats,
-            retry_failed,
-            max_attempts,
-            failure_statuses,
-            window,
-            {"first_chunk_index": first_chunk_index},
-        )
-    fs, root = _fs(work_dir, storage_options)
-    with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
-        return _run_chunks(
-            dataset,
+            rows,
             function,
             stage,
             fingerprint,
@@ -493,21 +504,190 @@ def run_stage(
             max_attempts,
             failure_statuses,
             window,
-            {
-                "first_chunk_index": first_chunk_index,
-                "work_dir": work_dir,
-                "storage_options": storage_options,
-                "run_kwargs": {
-                    "batch_size": batch_size,
-                    "chunk_size": chunk_size,
-                    "remove_columns": remove_columns,
-                    "storage_options": storage_options,
-                    "retry_failed": retry_failed,
-                    "max_attempts": max_attempts,
-                    "failure_statuses": failure_statuses,
-                },
-            },
+            extra,
         )
+
+    if work_dir is None:
+        if key_column is not None:
+            stats.keys_computed |= set(dataset.unique(key_column))
+        return run(None, None, {"first_chunk_index": first_chunk_index}, dataset, stats)
+    fs, root = storage(work_dir, storage_options)
+    extra = {
+        "first_chunk_index": first_chunk_index,
+        "work_dir": work_dir,
+        "storage_options": storage_options,
+        "run_kwargs": {
+            "batch_size": batch_size,
+            "chunk_size": chunk_size,
+            "remove_columns": remove_columns,
+            "storage_options": storage_options,
+            "retry_failed": retry_failed,
+            "max_attempts": max_attempts,
+            "failure_statuses": failure_statuses,
+        },
+    }
+    with DirLock(root, purpose=f"stage {stage!r}") if lock and _is_local(fs) else contextlib.nullcontext():
+        if key_column is None:
+            return run(fs, root, extra, dataset, stats)
+        return _run_keyed(
+            dataset,
+            functools.partial(run, fs, root, extra),
+            fs=fs,
+            folder=f"{root.rstrip('/')}/{stage}",
+            stage=stage,
+            key_column=key_column,
+            required=required_columns,
+            stats=stats,
+            retry_failed=retry_failed,
+            max_attempts=max_attempts,
+            failures=failure_statuses,
+        )
+
+
+@dataclass
+class StoredRow:
+    """One row of a stage's store found by its key: the file's table and row, and what its attempts were."""
+
+    table: object  # pyarrow.Table (xl-suite metadata dropped)
+    row: int
+    failed: bool
+    attempts: int = 1  # attempts spent on this key: the most recorded with a failed copy, or the failed copies
+
+
+def index_stored_rows(
+    fs,
+    folder: str,
+    key_column: str,
+    *,
+    input_columns: Collection[str] = (),
+    required: Sequence[str] = (),
+    failures: Collection[str] = FAILURE_STATUSES,
+    what: str = "Chunk file",
+) -> tuple[dict, list[str]]:
+    """Index every chunk file of a stage folder by ``key_column``: the run layer's store keyed by row content.
+
+    Each file is read with :func:`read_verified` (a damaged one, or one missing ``required`` columns, is moved aside
+    and left out). A row is failed when one of its status columns (``*_status`` not in ``input_columns``) holds a
+    failure. Per key, a usable row wins over failed ones, and the first usable one (files in name order) over later
+    ones; a key's attempts are the largest attempt count recorded with a failed copy, or the number of failed copies
+    if larger (older caches stored each retry in a file of its own).
+
+    Returns:
+        (key -> :class:`StoredRow`, the paths moved aside).
+    """
+    index: dict[str, StoredRow] = {}
+    failed_copies: dict[str, int] = {}
+    damaged: list[str] = []
+    if not fs.exists(folder):
+        return index, damaged
+    for path in sorted(fs.glob(f"{folder}/chunk-*.parquet")):
+        table = read_verified(fs, path, required=(key_column, *required), what=what)
+        if table is None:
+            damaged.append(path)
+            continue
+        attempts = _attempts_of(table)
+        table = table.replace_schema_metadata(_own_metadata(table))
+        status_cols = [c for c in table.column_names if c.endswith("_status") and c not in input_columns]
+        bad = set(failed_rows(table, status_cols, failures)) if status_cols else set()
+        for i, key in enumerate(table.column(key_column).to_pylist()):
+            found = index.get(key)
+            if i in bad:
+                failed_copies[key] = failed_copies.get(key, 0) + 1
+                if found is None:
+                    index[key] = StoredRow(table, i, True, attempts[i])
+                elif found.failed:
+                    found.attempts = max(found.attempts, attempts[i])
+            elif found is None or found.failed:
+                index[key] = StoredRow(table, i, False, attempts[i])
+    for key, n in failed_copies.items():
+        if index[key].failed:
+            index[key].attempts = max(index[key].attempts, n)
+    return index, damaged
+
+
+def _run_keyed(dataset, run, *, fs, folder, stage, key_column, required, stats, retry_failed, max_attempts, failures):
+    """A keyed stage run: reuse every stored row whose key is asked for, compute the others (see ``key_column``)."""
+    import datasets
+
+    from xl_suite.tables import column_values
+
+    t0 = time.perf_counter()
+    keys = column_values(dataset, key_column)
+    if not keys:
+        return run(dataset, stats)
+    if len(set(keys)) != len(keys):
+        dupes = sorted({k for k in keys if keys.count(k) > 1})[:3]
+        raise InvalidArgumentError(
+            f"Stage {stage!r}: key_column {key_column!r} must be unique in the input (one row per request); "
+            f"repeated: {dupes}. Drop the duplicates before the stage and copy the results back."
+        )
+    index, damaged = index_stored_rows(
+        fs,
+        folder,
+        key_column,
+        input_columns=dataset.column_names,
+        required=required,
+        failures=failures,
+        what=f"Stage {stage!r} chunk",
+    )
+    stats.chunks_damaged += len(damaged)
+    reuse, todo, retried = [], [], 0
+    for i, key in enumerate(keys):
+        found = index.get(key)
+        if found is None:
+            todo.append(i)
+        elif found.failed and retry_failed and found.attempts < max_attempts:
+            todo.append(i)
+            retried += 1
+        else:
+            reuse.append(i)
+    if todo:
+        logger.info(
+            "stage %s: %d of %d rows stored by earlier runs; computing %d (%d failed ones again)",
+            stage,
+            len(reuse),
+            len(keys),
+            len(todo),
+            retried,
+        )
+    parts, order = [], [0] * len(keys)
+    by_table: dict[int, tuple[object, list[int], list[int]]] = {}
+    for i in reuse:
+        found = index[keys[i]]
+        entry = by_table.setdefault(id(found.table), (found.table, [], []))
+        entry[1].append(found.row)
+        entry[2].append(i)
+    done = 0
+    for table, rows, positions in by_table.values():
+        parts.append(table.take(rows))
+        for k, i in enumerate(positions):
+            order[i] = done + k
+        done += len(rows)
+    sub = StageStats(stage=stage)
+    if todo:
+        prior = [index[keys[i]].attempts if keys[i] in index else 0 for i in todo]
+        computed = run(dataset if len(todo) == len(keys) else dataset.select(todo), sub, prior)
+        parts.append(_to_table(computed))
+        for k, i in enumerate(todo):
+            order[i] = done + k
+        stats.keys_computed |= {keys[i] for i in todo}
+    for name in ("chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged", "rows_computed"):
+        setattr(stats, name, getattr(stats, name) + getattr(sub, name))
+    stats.rows_retried += retried
+    stats.rows_reused += len(reuse)
+    stats.rows_in += len(keys)
+    table = _concat(parts).take(order) if len(parts) > 1 or order != list(range(len(order))) else parts[0]
+    result = datasets.Dataset(table)
+    stats.rows_out += result.num_rows
+    status_cols = [c for c in table.column_names if c.endswith("_status") and c not in dataset.column_names]
+    if status_cols:
+        bad = failed_rows(table, status_cols, failures)
+        stats.rows_failed += len(bad)
+        if bad:
+            for status, count in failure_counts(table.take(bad), status_cols, failures).items():
+                stats.failed_by_status[status] = stats.failed_by_status.get(status, 0) + count
+    stats.seconds += time.perf_counter() - t0
+    return result
 
 
 @dataclass
@@ -527,6 +707,7 @@ class _Chunk:
     done: dict = field(default_factory=dict)  # piece number -> computed (or stored) Arrow table
     piece_files: set | None = None  # None: pieces are not stored; else the piece files to delete with the chunk
     reused_rows: int = 0  # input rows of the pieces read back from piece files
+    prior_attempts: list[int] = field(default_factory=list)  # keyed runs: attempts stored rows already had
 
 
 @dataclass(frozen=True)
@@ -630,6 +811,8 @@ def _run_chunks(
         number = i + extra["first_chunk_index"]
         path = f"{folder}/chunk-{number:05d}-{key}.parquet" if folder else None
         c = _Chunk(number, rows, key, path, _to_table(rows))
+        if extra.get("prior_attempts"):
+            c.prior_attempts = extra["prior_attempts"][start : start + rows.num_rows]
         stats.chunks_total += 1
         if c.path and fs.exists(c.path):
             c.table = _read_chunk(fs, c, stage, one_to_one)
@@ -864,7 +1047,8 @@ def _store_chunk(fs, c: _Chunk, stats: StageStats) -> None:
         c.table = computed
         stats.rows_computed += c.rows.num_rows - c.reused_rows
         if c.path:
-            _write_chunk(fs, c.path, c.table, [1] * c.table.num_rows)
+            first = c.prior_attempts if len(c.prior_attempts) == c.table.num_rows else [0] * c.table.num_rows
+            _write_chunk(fs, c.path, c.table, [p + 1 for p in first])
         stats.chunks_computed += 1
         return
     table = _replace_rows(c.table, c.todo, computed)
