@@ -11,7 +11,7 @@ export OMP_NUM_THREADS ?= 1
 export VLLM_CPU_KVCACHE_SPACE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test test-fast quality style langid-corpus lock
+.PHONY: venv demo test test-fast quality style langid-corpus lock browser
 
 $(BIN)/.installed: setup.cfg pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,11 @@ $(CORPUS)/.done: benchmarks/langid_corpus.txt | $(BIN)/.installed
 	touch $@
 
 langid-corpus: $(CORPUS)/.done
+
+# Headless Chromium for the leaderboard page's browser test (tests/test_leaderboard.py, marker `browser`): Debian's
+# package, about 3 min on a fresh machine; a no-op when /usr/bin/chromium is there. Needs root (CI runs as root).
+browser:
+	test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }
 
 demo: venv
 	$(BIN)/xl-suite demo $(ARGS)

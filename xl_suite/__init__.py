@@ -46,6 +46,7 @@ _EXPORTS = {
     # evaluation
     "evaluate_responses": "xl_suite.evaluation",
     "write_report": "xl_suite.evaluation",
+    "build_leaderboard": "xl_suite.evaluation.leaderboard",
     "generate_answers": "xl_suite.evaluation",
     "generate_references": "xl_suite.evaluation",
     "translate_prompts": "xl_suite.evaluation",

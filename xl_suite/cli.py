@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "generate": "generate",
     "translate": "translate",
     "evaluate": "evaluate",
+    "leaderboard": "leaderboard",
     "finetune": "finetune",
 }
 

@@ -69,12 +69,15 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
         "model_outputs.json",
     ),
     "synthesize": ("*.parquet", "summary.json"),
+    # one board folder for `leaderboard` and `compare-judges`: each run adds to it in place
+    "leaderboard": ("leaderboard.csv", "leaderboard.json", "index.html", "judges.csv", "judges.json"),
 }
 KIND_CACHES: dict[str, tuple[str, ...]] = {
     "generate": (".work",),
     "translate": (".work",),
     "evaluate": ("annotations",),
     "synthesize": (".xl_suite_work",),
+    "leaderboard": ("reports",),
 }
 
 

@@ -39,6 +39,7 @@ from xl_suite.status import is_rule
 
 
 __all__ = [
+    "ALPACA_EVAL_BOARD",
     "LEADERBOARD_COLUMNS",
     "LEADERBOARD_RENAMES",
     "ANNOTATION_COLUMNS",
@@ -59,6 +60,8 @@ __all__ = [
     "annotation_rows",
     "model_output_rows",
     "describe_items",
+    "match_summary",
+    "evaluate_annotations",
 ]
 
 #: alpaca_eval's leaderboard CSV columns, in its order (after the model name).
@@ -80,6 +83,9 @@ LEADERBOARD_RENAMES: dict[str, str] = {
     "n_losses": "n_wins_base",
     "avg_model_length": "avg_length",
 }
+#: The language label of rows read from an alpaca_eval leaderboard (its 805 English prompts; XL-AlpacaEval's ``en``
+#: keeps 797 of them).
+ALPACA_EVAL_BOARD = "alpaca_eval"
 #: The annotator and baseline of alpaca_eval's ``df_gamed.csv``: ``length_controlled_v1`` applies only to them.
 LC_V1_ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
 LC_V1_BASELINE = "gpt4_1106_preview"
@@ -550,6 +556,72 @@ def describe_items(result, rows: Sequence[dict]) -> None:
         if "reference_generator" not in extra and row.get("generator_1") is not None:
             extra["reference_generator"] = row["generator_1"]
         item.update(extra)
+    references = {item.get("reference_generator") for item in result.inputs}
+    if len(references) == 1 and None not in references:
+        result.meta["reference_model"] = references.pop()
+
+
+def match_summary(match: AlpacaEvalMatch, kind: str, what: str) -> dict:
+    """What a report records about an alpaca_eval file it read (``meta["alpaca_eval"]``)."""
+    return {
+        "kind": kind,
+        "file": str(what),
+        "n_rows": match.n_input,
+        "n_matched": len(match.rows),
+        "n_unmatched": match.n_unmatched,
+        "unmatched_sample": match.unmatched,
+        "warning": match.summary(repr(str(what))),
+    }
+
+
+def evaluate_annotations(
+    rows: Sequence[dict],
+    *,
+    source: str,
+    language: str | None = None,
+    storage_options: dict | None = None,
+    what: str = "the file",
+    model_name: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    lc_method: str = "alpaca_eval",
+    gamed_path: str | None = None,
+):
+    """Score alpaca_eval's ``annotations.json`` rows as ``xl-suite evaluate --model-outputs annotations.json`` does.
+
+    The rows are matched to XL-AlpacaEval (:func:`from_annotations`), scored from their preferences (no judge
+    runs), described for alpaca_eval's files (:func:`describe_items`), and given alpaca_eval's
+    ``length_controlled_v1`` where it applies (:func:`add_length_controlled_v1`).
+
+    Returns:
+        The :class:`~xl_suite.evaluation.results.EvaluationResult`, with ``meta["alpaca_eval"]`` saying how many
+        rows matched (and a warning about the unmatched ones).
+    """
+    from xl_suite.evaluation.results import evaluate_responses
+
+    match = from_annotations(rows, language=language, source=source, storage_options=storage_options, what=what)
+    matched = match.rows
+    generators = {r.get("generator") for r in matched if r.get("generator")}
+    annotators = sorted({str(r["annotator"]) for r in matched if r.get("annotator")})
+    result = evaluate_responses(
+        [r["output"] for r in matched],
+        [r["language"] for r in matched],
+        references=[r["reference"] for r in matched],
+        instructions=[r["instruction"] for r in matched],
+        ids=[r["id"] for r in matched],
+        model_name=model_name or (generators.pop() if len(generators) == 1 else None),
+        n_resamples=n_resamples,
+        seed=seed,
+        lc_method=lc_method,
+        preferences=[r["probability"] for r in matched],
+        annotator=", ".join(annotators) or None,
+    )
+    describe_items(result, matched)
+    add_length_controlled_v1(result, matched, gamed_path=gamed_path)
+    result.meta["alpaca_eval"] = match_summary(match, "annotations", what)
+    if result.meta["alpaca_eval"]["warning"]:
+        result.meta["warnings"].append(result.meta["alpaca_eval"]["warning"])
+    return result
 
 
 def model_output_rows(result) -> list[dict]:
