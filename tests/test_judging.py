@@ -143,7 +143,8 @@ def test_both_orders_unswapped_and_provenance():
     assert {r["order"] for r in res.rows} == {"model_first", "model_second"}
     row = res.rows[1]
     assert row["order"] == "model_second" and row["output_a"] == ITEMS["reference_outputs"][0]
-    assert row["verdict"] == "B" and row["p_a"] == 0.0 and row["preference"] == 1.0
+    assert row["verdict"] == "B" and row["p_a"] == 0.0 and row["p_model_wins"] == 1.0
+    assert "preference" not in row  # alpaca_eval's name for another scale ([1, 2])
     assert row["judge_model"] == "judge-x" and row["judge_revision"] == "abc123"
     assert row["judge_template_version"].startswith("judge_pairwise@2+")
     assert row["raw_completion"] == '{"winner": "B"}' and row["parse_status"] == "ok"
@@ -232,7 +233,7 @@ def test_soft_preference_from_logprobs():
     first, second = res.rows
     assert first["preference_source"] == second["preference_source"] == "logprobs"
     assert first["verdict"] == "A" and first["p_a"] == pytest.approx(0.65)
-    assert first["preference"] == pytest.approx(0.65) and second["preference"] == pytest.approx(0.35)
+    assert first["p_model_wins"] == pytest.approx(0.65) and second["p_model_wins"] == pytest.approx(0.35)
     assert res.preferences == [pytest.approx(0.5)]
     assert json.loads(first["verdict_probs"]) == pytest.approx({"A": 0.6, "B": 0.3, "tie": 0.1})
     assert judge.samplings[0].logprobs == 5
@@ -257,7 +258,7 @@ def test_structured_output_schema_where_supported():
 def test_garbage_is_unparsed_counted_never_dropped():
     res = judge_pairwise(**ITEMS, judge=FakeGenerator(lambda m, i, s: "I cannot decide, sorry."))
     assert len(res.rows) == 12
-    assert all(r["parse_status"] == "unparsed" and r["preference"] is None for r in res.rows)
+    assert all(r["parse_status"] == "unparsed" and r["p_model_wins"] is None for r in res.rows)
     assert res.preferences == [None] * 6
 
 

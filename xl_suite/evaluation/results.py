@@ -433,8 +433,8 @@ def _judge(items: _Items, judge, config: JudgeConfig, cache_dir, storage_options
 
 
 def _item_frame(row: dict, pair_item: list[int]) -> dict:
-    """A judgment row indexed by item (``pair_index`` keeps the pair) with our name for its preference."""
-    out = {("p_model_wins" if k == "preference" else k): v for k, v in row.items()}
+    """A judgment row indexed by item (``pair_index`` keeps the pair)."""
+    out = dict(row)
     out["pair_index"] = row["item_index"]
     out["item_index"] = pair_item[row["item_index"]]
     return out

@@ -12,7 +12,9 @@ fine-grained metric set could not be read. Everything below is our choice, follo
   averages the two preferences (Arena-Hard, MT-Bench); ``order="random"`` judges once, in an order drawn by
   a *content-seeded* RNG (a hash of the seed, the instruction and both answers: alpaca_eval's
   ``RandomSwitchTwoColumnsProcessor``), and un-swaps the verdict afterwards. Either way every judgment is
-  stored in the model's frame: ``preference`` = P(model beats reference).
+  stored in the model's frame: ``p_model_wins`` = P(model beats reference), in ``[0, 1]`` (the judgment store keeps it
+  under its first name, ``preference``, so that existing caches stay valid; alpaca_eval's ``preference`` is another
+  scale, ``[1, 2]``).
 * **Soft preferences.** When the backend returns log-probabilities, the preference is read from the
   probabilities of the verdict token's alternatives (``A``, ``B``, ``tie``): P(A better) =
   (P(A) + P(tie)/2) / (P(A) + P(B) + P(tie)), in the manner of alpaca_eval's weighted annotators. Otherwise the
@@ -20,7 +22,7 @@ fine-grained metric set could not be read. Everything below is our choice, follo
 * **Tie rule.** A tie is worth 0.5 (alpaca_eval's ``preference == 1.5``).
 * **Empty answers** are not sent to the judge: an empty (or whitespace-only) model answer loses to a non-empty
   reference (preference 0) and ties an empty one; the row says so (``parse_status="rule:empty_output"``).
-* **Unparseable verdicts** are kept with ``preference=None`` and ``parse_status="unparsed"``; the statistics
+* **Unparseable verdicts** are kept with ``p_model_wins=None`` and ``parse_status="unparsed"``; the statistics
   leave them out and count them (``n_unparsed``, parse rate in the report). They are never dropped.
 * **Rubric** (``prompts/judge_rubric.jinja``): 1-5 scores on named dimensions (:data:`DEFAULT_DIMENSIONS`:
   helpfulness, relevance, accuracy, fluency, naturalness). The paper reports "several fine-grained quality

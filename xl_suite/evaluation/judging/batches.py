@@ -51,7 +51,8 @@ def pairwise_batch(
 
     Returns the judgment columns: identity and provenance (``judge_*``, ``judge_template_version``,
     ``judge_sampling``), ``raw_completion``, ``verdict``, ``parse_status``, ``p_a`` (P(A better)),
-    ``preference`` (P(model beats reference)), ``preference_source`` (``logprobs``/``discrete``),
+    ``preference`` (P(model beats reference); :func:`~xl_suite.evaluation.judging.judge_pairwise` returns it as
+    ``p_model_wins``, this is the stored name), ``preference_source`` (``logprobs``/``discrete``),
     ``verdict_probs`` (JSON) and token counts.
     """
     n = len(batch["order"])

@@ -435,11 +435,14 @@ def judge_pairwise(
             continue
         stored = results[r[KEY]]
         r.update({k: stored[k] if k not in OPTIONAL_COLUMNS else stored.get(k) for k in JUDGMENT_COLUMNS})
+        # The store keeps P(model wins) under its first name, "preference" (caches stay valid); the rows we return
+        # call it p_model_wins: alpaca_eval's "preference" is another quantity, in [1, 2].
+        r["p_model_wins"] = r.pop("preference")
         r["cached"] = r[KEY] not in counts["computed_keys"]
     first: list[float | None] = [None] * n
     second: list[float | None] = [None] * n
     for r in rows:
-        (first if r["order"] == "model_first" else second)[r["item_index"]] = r["preference"]
+        (first if r["order"] == "model_first" else second)[r["item_index"]] = r["p_model_wins"]
     from xl_suite.evaluation.metrics import combine_orders
 
     prefs = combine_orders(first, second)
@@ -468,7 +471,7 @@ def _empty_answer_judgment(row: dict, provenance: dict) -> dict:
         "verdict": None,
         "parse_status": RowStatus.RULE_EMPTY_OUTPUT,
         "p_a": p if row["order"] == "model_first" else 1.0 - p,
-        "preference": p,
+        "p_model_wins": p,
         "preference_source": "rule",
         "verdict_probs": None,
         "prompt_tokens": 0,
