@@ -89,8 +89,11 @@ def test_cli_export_and_overwrite(alpaca_eval_path, tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert 'datasets.load_dataset("' in r.stdout
-    r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
-    assert r2.returncode == 2 and "--overwrite" in r2.stderr
-    r3 = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, env=env, timeout=120)
+    r2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)  # the same export: a no-op
+    assert r2.returncode == 0 and "unchanged" in r2.stdout, r2.stderr
+    other = [*cmd[:-4], "--languages", "ga,mt", *cmd[-2:]]
+    r2 = subprocess.run(other, capture_output=True, text=True, env=env, timeout=120)
+    assert r2.returncode == 2 and "--overwrite" in r2.stderr and "holds the output of another run" in r2.stderr
+    r3 = subprocess.run(other + ["--overwrite"], capture_output=True, text=True, env=env, timeout=120)
     assert r3.returncode == 0, r3.stderr
     assert datasets.load_dataset(str(tmp_path / "out"), "xl-alpacaeval-ga", split="test").num_rows == 797

@@ -10,17 +10,20 @@ from xl_suite.export import write_repo
 from xl_suite.safety import MARKER_FILE, check_replaceable, unique_temp_path
 
 
-def _configs():
-    ds = datasets.Dataset.from_dict({"id": ["a"], "instruction": ["x"], "language": ["de"]})
+def _configs(rows=1):
+    ds = datasets.Dataset.from_dict({"id": list("ab")[:rows], "instruction": ["x"] * rows, "language": ["de"] * rows})
     return {"xl-alpacaeval-de": datasets.DatasetDict({"test": ds})}
 
 
 def test_export_writes_a_marker_and_replaces_only_its_own_folder(tmp_path):
     out = write_repo(tmp_path / "repo", _configs())
     assert (out / MARKER_FILE).is_file()
+    lines = []
+    write_repo(out, _configs(), echo=lines.append)  # the same data again: a no-op that says so
+    assert len(lines) == 1 and "unchanged" in lines[0]
     with pytest.raises(OutputExistsError, match="overwrite"):
-        write_repo(out, _configs())
-    write_repo(out, _configs(), overwrite=True)
+        write_repo(out, _configs(rows=2))
+    write_repo(out, _configs(rows=2), overwrite=True)
     assert (out / MARKER_FILE).is_file() and not [p for p in tmp_path.iterdir() if "tmp" in p.name]
 
 

@@ -162,3 +162,64 @@ def test_a_foreign_folder_is_refused_with_or_without_overwrite(tmp_path):
         with pytest.raises(Exception, match="not written by xl-suite"):
             claim_output(foreign, "generate", {}, overwrite=overwrite, files=["a.jsonl"], caches=[".work"])
     assert (foreign / "a.jsonl").read_text() == "mine" and not (foreign / MARKER_FILE).exists()
+
+
+# -- export: a no-op for the same rows, fresh rows after a re-export, the user's files kept ----------------------
+
+
+def _bench(rows):
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"id": [str(i) for i in range(rows)], "instruction": ["x"] * rows, "language": ["de"] * rows}
+    )
+    return {"xl-alpacaeval-de": datasets.DatasetDict({"test": ds})}
+
+
+def test_load_dataset_after_a_re_export_returns_the_new_rows(tmp_path):
+    """Old code: the second load_dataset returned the first export's 5 rows (datasets' cache key was unchanged)."""
+    import datasets
+
+    from xl_suite.export import write_repo
+
+    repo = tmp_path / "repo"
+    write_repo(repo, _bench(5))
+    assert datasets.load_dataset(str(repo), "xl-alpacaeval-de", split="test").num_rows == 5
+    write_repo(repo, _bench(3), overwrite=True)
+    assert datasets.load_dataset(str(repo), "xl-alpacaeval-de", split="test").num_rows == 3
+    assert datasets.load_dataset(str(repo), "xl-alpacaeval-de", split="test", download_mode="force_redownload")
+
+
+def test_export_same_rows_is_a_no_op_and_a_replacement_keeps_the_users_files(tmp_path):
+    from xl_suite.errors import OutputExistsError
+    from xl_suite.export import write_repo
+
+    repo = tmp_path / "repo"
+    write_repo(repo, _bench(5))
+    before = {p: p.stat().st_mtime_ns for p in repo.rglob("*")}
+    lines = []
+    write_repo(repo, _bench(5), echo=lines.append)
+    assert "unchanged" in lines[0] and {p: p.stat().st_mtime_ns for p in repo.rglob("*")} == before
+    (repo / "NOTES.md").write_text("my notes")
+    with pytest.raises(OutputExistsError, match="other settings: configs.xl-alpacaeval-de.splits.test"):
+        write_repo(repo, _bench(4))
+    write_repo(repo, _bench(4), overwrite=True, echo=lines.append)
+    assert "kept 1 files you added: NOTES.md" in lines[-1]
+    assert (repo / "NOTES.md").read_text() == "my notes"
+
+
+# -- --dry-run of synthesize ------------------------------------------------------------------------------------
+
+
+def test_synthesize_dry_run_prints_requests_tokens_and_engine_hours_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "syn"
+    argv = ["synthesize", "--model", "some/model", "--languages", "de,mt", "--num-examples", "5"]
+    rc, stdout, err = _cli([*argv, "--output", out, "--dry-run", "--tokens-per-second", "100"], capsys)
+    assert rc == 0, err
+    assert not out.exists()
+    lines = stdout.splitlines()
+    respond = next(line for line in lines if line.startswith("synthesis respond"))
+    assert "40 requests (20 seeds x 2 languages, 3 completions each)" in respond and "engine-hours" in respond
+    total = next(line for line in lines if line.startswith("total:"))
+    assert "engine-hours at 100 generated tokens/s" in total
+    assert "no request was sent" in stdout

@@ -14,7 +14,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 
-__all__ = ["CHARS_PER_TOKEN", "LIST_PRICES", "CostEstimate", "estimate_cost", "estimate_prompt_tokens", "list_price"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "LIST_PRICES",
+    "CostEstimate",
+    "estimate_cost",
+    "estimate_prompt_tokens",
+    "check_tokens_per_second",
+    "format_estimates",
+    "list_price",
+]
 
 #: Characters per token used to estimate prompt tokens.
 CHARS_PER_TOKEN = 4.0
@@ -62,6 +71,7 @@ class CostEstimate:
         completion_tokens: upper bound on completion tokens.
         price: USD per million (input, output) tokens, or ``None`` when unknown.
         detail: how ``requests`` is made up (``"797 prompts x 11 languages x 2 orders"``).
+        local: the model runs on your own engine (vLLM, transformers): its cost is engine time, not dollars.
     """
 
     stage: str
@@ -71,6 +81,11 @@ class CostEstimate:
     completion_tokens: int
     price: tuple[float, float] | None = None
     detail: str = ""
+    local: bool = False
+
+    def engine_hours(self, tokens_per_second: float) -> float:
+        """Hours of engine time to generate the completion bound at ``tokens_per_second`` generated tokens/s."""
+        return self.completion_tokens / tokens_per_second / 3600
 
     @property
     def cost_usd(self) -> float | None:
@@ -79,14 +94,24 @@ class CostEstimate:
             return None
         return (self.prompt_tokens * self.price[0] + self.completion_tokens * self.price[1]) / 1e6
 
-    def line(self) -> str:
-        """One line for the terminal.
+    def line(self, tokens_per_second: float | None = None) -> str:
+        """One line for the terminal: dollars for an API model, engine-hours for a local one.
 
         >>> CostEstimate("answers", "m", 10, 1000, 500, (1.0, 2.0), "10 prompts").line()
         'answers (m): 10 requests (10 prompts), ~1,000 prompt tokens, <= 500 completion tokens, ~$0.0020'
+        >>> CostEstimate("answers", "m", 10, 1000, 36000, local=True).line(tokens_per_second=10)
+        'answers (m): 10 requests, ~1,000 prompt tokens, <= 36,000 completion tokens, <= 1.00 engine-hours at 10 generated tokens/s'
         """
         cost = self.cost_usd
-        money = f"~${cost:,.4f}" if cost is not None else "cost unknown (no price for this model: pass one)"
+        if self.local:
+            money = (
+                f"<= {self.engine_hours(tokens_per_second):,.2f} engine-hours at {tokens_per_second:g} generated "
+                "tokens/s"
+                if tokens_per_second
+                else "engine time unknown (pass --tokens-per-second, your engine's generated tokens per second)"
+            )
+        else:
+            money = f"~${cost:,.4f}" if cost is not None else "cost unknown (no price for this model: pass one)"
         detail = f" ({self.detail})" if self.detail else ""
         return (
             f"{self.stage} ({self.model}): {self.requests:,} requests{detail}, ~{self.prompt_tokens:,} prompt "
@@ -103,6 +128,7 @@ def estimate_cost(
     n: int = 1,
     price: tuple[float, float] | None = None,
     detail: str = "",
+    local: bool = False,
 ) -> CostEstimate:
     """A :class:`CostEstimate` for sending ``conversations`` (each ``n`` completions of at most ``max_tokens``).
 
@@ -119,4 +145,52 @@ def estimate_cost(
         completion_tokens=len(conversations) * max_tokens * n,
         price=price,
         detail=detail,
+        local=local,
     )
+
+
+def format_estimates(estimates: Sequence[CostEstimate], tokens_per_second: float | None = None) -> str:
+    """Each estimate's line, then the total: requests, tokens, dollars of API models, engine-hours of local ones.
+
+    >>> print(format_estimates([CostEstimate("a", "api", 2, 10, 20, (1.0, 1.0)),
+    ...                         CostEstimate("b", "local", 3, 30, 7200, local=True)], tokens_per_second=2))
+    a (api): 2 requests, ~10 prompt tokens, <= 20 completion tokens, ~$0.0000
+    b (local): 3 requests, ~30 prompt tokens, <= 7,200 completion tokens, <= 1.00 engine-hours at 2 generated tokens/s
+    total: 5 requests, ~40 prompt tokens, <= 7,220 completion tokens; API models ~$0.0000; local engines <= 1.00 engine-hours at 2 generated tokens/s
+    """
+    lines = [e.line(tokens_per_second) for e in estimates]
+    requests = sum(e.requests for e in estimates)
+    prompt = sum(e.prompt_tokens for e in estimates)
+    completion = sum(e.completion_tokens for e in estimates)
+    total = f"total: {requests:,} requests, ~{prompt:,} prompt tokens, <= {completion:,} completion tokens"
+    api = [e for e in estimates if not e.local]
+    if api:
+        known = [e.cost_usd for e in api if e.cost_usd is not None]
+        total += f"; API models ~${sum(known):,.4f}" + ("" if len(known) == len(api) else " (some without a price)")
+    local = [e for e in estimates if e.local]
+    if local:
+        if tokens_per_second:
+            hours = sum(e.engine_hours(tokens_per_second) for e in local)
+            total += f"; local engines <= {hours:,.2f} engine-hours at {tokens_per_second:g} generated tokens/s"
+        else:
+            total += "; local engines: pass --tokens-per-second for engine-hours"
+    return "\n".join([*lines, total])
+
+
+def check_tokens_per_second(value, flag: str = "--tokens-per-second") -> float | None:
+    """``value`` as a positive number of generated tokens per second (or None).
+
+    >>> check_tokens_per_second(0)
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: --tokens-per-second must be a positive number (generated tokens per second of your engine, e.g. 2500), got 0.
+    """
+    from xl_suite.errors import InvalidArgumentError
+
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise InvalidArgumentError(
+            f"{flag} must be a positive number (generated tokens per second of your engine, e.g. 2500), got {value!r}."
+        )
+    return float(value)

@@ -19,6 +19,7 @@
 >>> claim = claim_output(out, "generate", {"model": "m"}, overwrite=False, files=["de.jsonl"])
 >>> claim.mode
 'new'
+>>> _ = (out / "de.jsonl").write_text("{}")
 >>> claim.complete()
 >>> claim_output(out, "generate", {"model": "m"}, overwrite=False).mode
 'resume'
@@ -47,7 +48,7 @@ from xl_suite.errors import OutputExistsError
 from xl_suite.safety import LOCK_FILE, MARKER_FILE, protected_reason
 
 
-__all__ = ["OutputClaim", "claim_output", "read_marker", "settings_of", "MARKER_FORMAT"]
+__all__ = ["OutputClaim", "claim_output", "read_marker", "settings_hash", "settings_of", "MARKER_FORMAT"]
 
 #: Version of the marker's content (release 1 wrote ``written_by``/``kind``/``pid``/``host``/``time`` only).
 MARKER_FORMAT = 2
@@ -71,6 +72,7 @@ KIND_FILES: dict[str, tuple[str, ...]] = {
     "synthesize": ("*.parquet", "summary.json"),
     # one board folder for `leaderboard` and `compare-judges`: each run adds to it in place
     "leaderboard": ("leaderboard.csv", "leaderboard.json", "index.html", "judges.csv", "judges.json"),
+    "export": ("README.md", "recipes", "xl-alpacaeval-*", "m-alpacaeval-*", "xl-instruct-*", ".xl-suite-demo"),
 }
 KIND_CACHES: dict[str, tuple[str, ...]] = {
     "generate": (".work",),
@@ -99,7 +101,8 @@ def settings_of(obj: Any, *, drop: Iterable[str] = ()) -> dict:
     return json.loads(json.dumps({k: v for k, v in items.items() if k not in dropped}, default=str, sort_keys=True))
 
 
-def _hash(kind: str, settings: Mapping) -> str:
+def settings_hash(kind: str, settings: Mapping) -> str:
+    """The hash of a run's settings recorded in its marker (equal hashes: the same run)."""
     from xl_suite.fingerprint import stable_hash
 
     return stable_hash("output-settings", kind, json.dumps(settings, sort_keys=True, default=str))
@@ -122,7 +125,23 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _flat(settings: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for k, v in settings.items():
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def _differences(before: Mapping, now: Mapping) -> str:
+    """``key 'a' then, 'b' now`` for the settings that differ (nested ones by dotted key, at most four).
+
+    >>> _differences({"model": "a", "data": {"de": 1}}, {"model": "a", "data": {"de": 2}})
+    'data.de 1 then, 2 now'
+    """
+    before, now = _flat(before), _flat(now)
     keys = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
     shown = [f"{k} {_short(before.get(k))} then, {_short(now.get(k))} now" for k in keys[:4]]
     if len(keys) > 4:
@@ -269,6 +288,7 @@ def claim_output(
     caches: Iterable[str] = (),
     flag: str = "--overwrite",
     dry_run: bool = False,
+    legacy_markers: Iterable[str] = (),
 ) -> OutputClaim:
     """Apply the one rule (module docstring) to ``folder`` for a run of ``kind`` with ``settings``; claim it.
 
@@ -283,6 +303,8 @@ def claim_output(
         caches: its cache folders inside ``folder`` (deleted with the output by ``--overwrite``).
         flag: how the user passes ``overwrite`` (for the messages).
         dry_run: check only: write and delete nothing (``--dry-run``); the claim says what a run would do.
+        legacy_markers: marker files of earlier releases that also prove xl-suite wrote the folder (a run of
+            ``kind`` whose settings are unknown).
 
     Returns:
         The :class:`OutputClaim` (the marker is written; call :meth:`OutputClaim.complete` at the end).
@@ -293,7 +315,7 @@ def claim_output(
     """
     p = Path(folder).expanduser()
     settings = json.loads(json.dumps(dict(settings), default=str, sort_keys=True))
-    digest = _hash(kind, settings)
+    digest = settings_hash(kind, settings)
     files, caches = [str(f) for f in files], [str(c) for c in caches]
     claim = OutputClaim(p, kind, settings, digest, "new", files=files, caches=caches, dry_run=dry_run)
     if p.is_symlink():
@@ -308,6 +330,8 @@ def claim_output(
             claim._write("running")
         return claim
     marker = read_marker(p)
+    if marker is None and any((p / m).is_file() for m in legacy_markers):
+        marker = {"kind": kind}
     by_kind = marker is not None
     if marker is None:
         present = set(_entries(p))

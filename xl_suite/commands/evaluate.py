@@ -50,6 +50,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite evaluate``; returns the exit code (errors raise and the CLI prints them)."""
+    import dataclasses
 
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import align_references, read_rows
@@ -121,7 +122,8 @@ def run(args) -> int:
                 judge_model=preset.judge_model,
                 price=price,
             ):
-                print(estimate.line())
+                local = preset.judge_backend not in ("openai", "fake")
+                print(dataclasses.replace(estimate, local=local).line(job.tokens_per_second))
             if job.dry_run:
                 claim = claim_output(
                     out,
@@ -139,12 +141,14 @@ def run(args) -> int:
 
         if not preset.judge_model:
             raise InvalidArgumentError(f"Preset {preset.name!r} names no judge model: pass --judge-model.")
-        judge = EngineSpec(
+        resolved = EngineSpec(
             model=preset.judge_model,
             backend=preset.judge_backend,
             revision=preset.judge_revision,
             engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs},
-        ).lazy(
+        )
+        resolved.check()  # the key, the model: before any engine starts
+        judge = resolved.lazy(
             factory=lambda: preset.build_judge(**judge_spec.engine_kwargs)
         )  # starts only if a judgment is not cached
     else:

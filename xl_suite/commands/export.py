@@ -29,7 +29,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="PATH",
         help="folder with XL-Instruct files (authors' release or an xl-suite synthesize output)",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace DIR if it exists")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an export of other configs or rows in DIR (the same export again is a no-op without it; "
+        "files you added there are kept)",
+    )
     return p
 
 
@@ -44,6 +49,7 @@ def run(args) -> int:
         m_alpacaeval=args.m_alpacaeval,
         xl_instruct=args.xl_instruct,
         overwrite=args.overwrite,
+        echo=print,
     )
     import datasets
 

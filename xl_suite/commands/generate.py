@@ -72,6 +72,7 @@ def run(args) -> int:
         print("dry run: no request was sent.")
         return 0
     claim_output(out, "generate", settings, dry_run=True, **claim_args)  # refuse before creating anything
+    spec.check()  # the key, the model: before any engine starts
     # The whole run holds its output folder and work dir: a second run fails at once, naming this one.
     with lock_folders([out], purpose="xl-suite generate"):
         datasets_by_name = _load(job, configs, load_xl_suite)  # a bad config or source fails before the claim
@@ -178,5 +179,6 @@ def _print_estimates(job, spec, datasets_by_name) -> None:
             max_tokens=job.max_tokens,
             price=job.price(spec.model),
             detail=f"{ds.num_rows} prompts",
+            local=spec.backend not in ("openai", "fake"),
         )
-        print(estimate.line())
+        print(estimate.line(job.tokens_per_second))

@@ -106,6 +106,27 @@ def run(args, *, generator=None, scorer=None) -> int:
         options.seeds, split=options.seeds_split, config_name=options.seeds_config, storage_options=storage_options
     )
     check_text_column(seeds, options.text_column)
+    if options.dry_run or gen_spec.backend == "openai" or scorer_spec.backend == "openai":
+        _print_estimates(config, options, seeds, gen_spec, scorer_spec)
+    if options.dry_run:
+        if local:
+            claim = claim_output(
+                options.output,
+                "synthesize",
+                _settings(config, options, gen_spec, scorer_spec),
+                overwrite=options.overwrite,
+                files=_files(config),
+                caches=[] if options.work_dir else [".xl_suite_work"],
+                dry_run=True,
+            )
+            if claim.describe():
+                print(f"dry run: {claim.describe()}")
+        print("dry run: no request was sent, nothing was written.")
+        return 0
+    if generator is None:
+        gen_spec.check()  # the key, the model: before any engine starts
+    if scorer is None and scorer_spec.model:
+        dataclasses.replace(scorer_spec, backend=scorer_spec.backend or gen_spec.backend).check()
     owned = []
     if generator is None:  # engines start only when a chunk is not cached
         generator = gen_spec.lazy(factory=lambda: _engine(gen_spec))
@@ -200,3 +221,26 @@ def _files(config) -> list[str]:
         *(f"{c}.parquet" for c in codes),
         *(f"{c}_bestof3.parquet" for c in codes),
     ]
+
+
+def _print_estimates(config, options, seeds, gen_spec, scorer_spec) -> None:
+    """Requests and tokens per stage (upper bounds), dollars for API models, engine-hours for local ones."""
+    from xl_suite.costs import format_estimates, list_price
+    from xl_suite.synthesis.estimate import estimate_synthesis
+
+    texts = seeds[options.text_column]
+    scorer_backend = scorer_spec.backend or gen_spec.backend
+    estimates = estimate_synthesis(
+        config,
+        texts,
+        model=gen_spec.model,
+        scorer_model=scorer_spec.model,
+        price=list_price(gen_spec.model),
+        scorer_price=list_price(scorer_spec.model),
+        local=gen_spec.backend != "openai",
+        scorer_local=scorer_backend != "openai",
+    )
+    print(
+        f"estimate for {len(texts):,} seed passages (upper bounds: every seed kept, every completion at max tokens):"
+    )
+    print(format_estimates(estimates, options.tokens_per_second))

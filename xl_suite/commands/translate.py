@@ -69,6 +69,7 @@ def run(args) -> int:
         print("dry run: no request was sent.")
         return 0
     claim_output(out, "translate", settings, dry_run=True, **claim_args)  # refuse before creating anything
+    spec.check()  # the key, the model: before any engine starts
     # The whole run holds its output folder and work dir: a second run fails at once, naming this one.
     with lock_folders([out], purpose="xl-suite translate"):
         prompts = english_prompts(job.source, limit=job.limit)  # a bad source fails before the claim
@@ -133,5 +134,6 @@ def _print_estimate(job, spec, specs, prompts) -> None:
             max_tokens=job.max_tokens,
             price=job.price(spec.model),
             detail=f"{prompts.num_rows} prompts x {len(specs)} languages",
-        ).line()
+            local=spec.backend not in ("openai", "fake"),
+        ).line(job.tokens_per_second)
     )

@@ -71,6 +71,42 @@ class EngineSpec:
             )
         object.__setattr__(self, "engine_kwargs", kwargs)
 
+    def check(self) -> None:
+        """Check, before the engine starts, what can fail at its start: the API key of an HTTP model, the model
+        folder or Hub id of a local engine (offline, a Hub id that is not in the cache fails at once; online, a Hub
+        id is looked up with one short request, so an unreachable Hub or a misspelt id fails in seconds, not after
+        the engine's own retries).
+
+        Raises:
+            InvalidArgumentError: no API key, a missing model folder, a Hub id offline and not cached, an unknown
+                or unreachable Hub model.
+            MissingDependencyError: the backend's package is not installed.
+        """
+        import os
+
+        backend = self.backend or "vllm"
+        if backend == "fake" or not self.model:
+            return
+        if backend == "openai":
+            from xl_suite.engines import is_openai_available
+            from xl_suite.engines.openai_engine import OPENAI_INSTALL_HINT
+            from xl_suite.errors import MissingDependencyError
+
+            if not is_openai_available():
+                raise MissingDependencyError(f"The OpenAI backend needs the openai client: {OPENAI_INSTALL_HINT}.")
+            env = self.engine_kwargs.get("api_key_env", "OPENAI_API_KEY")
+            if not os.environ.get(env) and not self.engine_kwargs.get("base_url"):
+                raise InvalidArgumentError(
+                    f"No API key for {self.model!r}: set the environment variable {env} (or, for a local server "
+                    "without a key, pass its base_url in the engine kwargs). Nothing was started."
+                )
+            return
+        from xl_suite.engines import resolve_model
+
+        name, local_dir = resolve_model(self.model)  # a missing folder, or a Hub id offline and not cached
+        if local_dir is None:
+            _check_hub_model(name, self.revision)
+
     def lazy(self, factory=None):
         """A :class:`~xl_suite.engines.lazy.LazyGenerator`: the engine starts only when a prompt needs it."""
         from xl_suite.engines.lazy import LazyGenerator
@@ -88,3 +124,35 @@ class EngineSpec:
         if not self.model:
             raise InvalidArgumentError("No model given: pass --model (or model= in Python).")
         return build_generator(self.backend or "vllm", self.model, revision=self.revision, **self.engine_kwargs)
+
+
+def _check_hub_model(repo_id: str, revision: str | None, timeout: float = 10.0) -> None:
+    """One short request for a Hub model that is not in the local cache (nothing when it is, or offline)."""
+    from xl_suite.engines import _in_hub_cache, _offline
+
+    if _offline() or _in_hub_cache(repo_id):
+        return
+    try:
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    except ImportError:  # pragma: no cover - a dependency
+        return
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=timeout)
+    except GatedRepoError:
+        return  # it exists; access is the engine's to prove with the user's token
+    except RevisionNotFoundError:
+        raise InvalidArgumentError(
+            f"Model {repo_id!r} has no revision {revision!r} on the Hub. Check --revision."
+        ) from None
+    except RepositoryNotFoundError:
+        raise InvalidArgumentError(
+            f"Model {repo_id!r} is not on the Hugging Face Hub (nor a local folder, nor in the cache). Check the "
+            "name, or log in (HF_TOKEN) for a private model."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - no connection, DNS, timeout, proxy: all say "unreachable"
+        raise InvalidArgumentError(
+            f"Model {repo_id!r} is not in the Hugging Face cache and the Hub cannot be reached "
+            f"({type(e).__name__}). Download it first (huggingface-cli download {repo_id}) or pass a local folder; "
+            "with HF_HUB_OFFLINE=1 this is known without a request."
+        ) from None

@@ -56,6 +56,9 @@ class BatchGenerationConfig:
         None, "USD per million prompt tokens, for the cost estimate (default: the list price of a known API model)"
     )
     price_output_per_mtok: float | None = option(None, "USD per million completion tokens, for the cost estimate")
+    tokens_per_second: float | None = option(
+        None, "generated tokens per second of your local engine, for the engine-hours of --dry-run"
+    )
     max_error_rate: float = option(
         0.05,
         "largest share of failed rows (unparsed, empty, error, too long) that still exits 0; above it the run "
@@ -63,9 +66,11 @@ class BatchGenerationConfig:
     )
 
     def __post_init__(self):
+        from xl_suite.costs import check_tokens_per_second
         from xl_suite.runner import check_error_rate_value
 
         check_error_rate_value(self.max_error_rate)
+        check_tokens_per_second(self.tokens_per_second)
         for name in ("chunk_size", "batch_size"):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -102,6 +102,9 @@ class EvaluateConfig:
     dry_run: bool = option(
         False, "print the requests, tokens and estimated cost of the judge, then stop (no engine starts)"
     )
+    tokens_per_second: float | None = option(
+        None, "generated tokens per second of a local judge engine, for the engine-hours of --dry-run"
+    )
     max_error_rate: float = option(
         0.05,
         "largest share of unparsed judgments that still exits 0; above it (or with no judgment parsed at all) the "
@@ -109,9 +112,11 @@ class EvaluateConfig:
     )
 
     def __post_init__(self):
+        from xl_suite.costs import check_tokens_per_second
         from xl_suite.runner import check_error_rate_value
 
         check_error_rate_value(self.max_error_rate)
+        check_tokens_per_second(self.tokens_per_second)
         if self.n_resamples < 1:
             raise InvalidArgumentError(f"n_resamples must be >= 1, got {self.n_resamples}.")
         if self.lc_method not in ("alpaca_eval", "mle"):

@@ -390,6 +390,14 @@ class SynthesisRunOptions:
     )
     private: bool = option(False, "with --push: create the repo as private")
     progress: bool = option(True, "show a progress bar over the seeds")
+    dry_run: bool = option(
+        False,
+        "print the requests and tokens of each stage (upper bounds), dollars for API models and engine-hours for "
+        "local ones (--tokens-per-second), then stop: no engine starts, nothing is written",
+    )
+    tokens_per_second: float | None = option(
+        None, "generated tokens per second of your local engine, for the engine-hours of --dry-run"
+    )
     max_error_rate: float = option(
         0.05,
         "largest share of failed rows (unparsed, empty, error, too long) that still exits 0; above it the run "
@@ -398,9 +406,11 @@ class SynthesisRunOptions:
 
     def __post_init__(self):
         from xl_suite.configuration import parse_json_object
+        from xl_suite.costs import check_tokens_per_second
         from xl_suite.runner import check_error_rate_value
 
         check_error_rate_value(self.max_error_rate)
+        check_tokens_per_second(self.tokens_per_second)
 
         self.storage_options = parse_json_object(self.storage_options, "--storage-options") or None
         if self.private and not self.push:
