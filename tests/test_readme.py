@@ -31,6 +31,8 @@ NOT_RUN = {
     "xl-suite evaluate --model-outputs annotations.json": "alpaca_eval's files (tests/test_alpaca_eval.py)",
     "xl-suite leaderboard report-qwen/": "report folders of real runs (the same command runs on fake-judge reports "
     "and alpaca_eval's annotations in tests/test_leaderboard.py)",
+    "xl-suite compare-judges report-gpt4o/": "report folders of real judges (tests/test_compare_judges.py runs the "
+    "command on fake judges and on alpaca_eval's annotations)",
     "xl-suite push me/xl-suite": "pushes to the Hub (tests/test_publish.py runs it against a local Hub stand-in)",
     "xl-suite finetune --output-dir ft/": "trains a model with TRL (tests/test_finetune.py, notebook 04)",
     "xl_suite/": "the layout, not a command",

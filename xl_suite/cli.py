@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "translate": "translate",
     "evaluate": "evaluate",
     "leaderboard": "leaderboard",
+    "compare-judges": "compare_judges",
     "finetune": "finetune",
 }
 

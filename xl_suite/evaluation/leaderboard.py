@@ -45,6 +45,7 @@ __all__ = [
     "build_leaderboard",
     "load_leaderboard",
     "read_source",
+    "write_page",
 ]
 
 CSV_FILE = "leaderboard.csv"
@@ -183,6 +184,15 @@ class Leaderboard:
         paths["manifest"].write_text(json.dumps(_clean(manifest), indent=2, ensure_ascii=False), encoding="utf-8")
         paths["html"].write_text(render_page(self, _read_judges(self.folder)), encoding="utf-8")
         return paths
+
+
+def write_page(folder: str | Path) -> Path:
+    """(Re)write ``index.html`` of ``folder`` from its leaderboard and judges' comparison (``xl-suite
+    compare-judges``), whichever it has."""
+    board = load_leaderboard(folder)
+    path = Path(folder) / PAGE_FILE
+    path.write_text(render_page(board, _read_judges(Path(folder))), encoding="utf-8")
+    return path
 
 
 def load_leaderboard(folder: str | Path) -> Leaderboard:

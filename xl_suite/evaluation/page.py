@@ -175,6 +175,15 @@ def _board_table(board) -> str:
     )
 
 
+def _board(board, legend: str) -> str:
+    if not board.entries:
+        return '<p class="legend">No model on this board yet: <code>xl-suite leaderboard REPORT... --output</code> adds them.</p>'
+    return (
+        f'{_board_table(board)}\n<p class="legend">{legend}</p>\n'
+        f"<details><summary>All rows, as in leaderboard.csv</summary>\n{_rows_table(board)}\n</details>"
+    )
+
+
 def _rows_table(board) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in board.columns)
     body = []
@@ -243,11 +252,7 @@ def render_page(board, judges: dict | None = None, *, title: str = "XL-AlpacaEva
 <p class="meta">{len(board.models)} models; languages: {escape(", ".join(languages))}. Files: <a href="leaderboard.csv">leaderboard.csv</a>.
 Written by xl-suite {escape(__version__)}.</p>
 <ul class="warnings">{warnings}</ul>
-{_board_table(board)}
-<p class="legend">{legend}</p>
-<details><summary>All rows, as in leaderboard.csv</summary>
-{_rows_table(board)}
-</details>
+{_board(board, legend)}
 {_judges_section(judges)}
 <script type="application/json" id="leaderboard-data">{data}</script>
 <script>{_SCRIPT}</script>
