@@ -127,9 +127,16 @@ def write_repo(
         raise InvalidArgumentError("Nothing to export: no configs given.")
     say = echo or logger.info
     settings = {"configs": _fingerprints(configs)}
-    claim = claim_output(
-        out, "export", settings, overwrite=overwrite, dry_run=True, legacy_markers=LEGACY_MARKERS, flag=_FLAG
-    )
+    try:  # the same rows again are a no-op, with or without overwrite
+        claim = claim_output(
+            out, "export", settings, overwrite=False, dry_run=True, legacy_markers=LEGACY_MARKERS, flag=_FLAG
+        )
+    except OutputExistsError:
+        if not overwrite:
+            raise
+        claim = claim_output(
+            out, "export", settings, overwrite=True, dry_run=True, legacy_markers=LEGACY_MARKERS, flag=_FLAG
+        )
     if claim.mode == "resume" and not (claim.previous or {}).get("settings_hash") and not overwrite:
         raise OutputExistsError(
             f"{str(out)!r} holds an export of an earlier xl-suite release (its configs and rows are not recorded). "

@@ -18,8 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="vllm",
-        choices=["vllm", "openai", "transformers"],
-        help="backend of --model (default vllm)",
+        choices=["vllm", "openai", "transformers", "fake"],
+        help="backend of --model (default vllm; fake: a deterministic test double, no model)",
     )
     p.add_argument(
         "--judge-preset",
@@ -38,9 +38,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--num-prompts", type=int, default=12, help="XL-AlpacaEval prompts per language (default 12)")
     p.add_argument("--num-examples", type=int, default=8, help="XL-Instruct pairs per language (default 8)")
     p.add_argument("--max-tokens", type=int, default=128, help="new tokens per completion (default 128)")
+    p.add_argument(
+        "--seeds",
+        default="builtin",
+        help="seed passages, as for xl-suite synthesize: builtin (40 project-written passages), a file, folder or "
+        "URL, or a Hub dataset id",
+    )
+    p.add_argument("--text-column", default="text", help="column of the seeds holding the passages (default text)")
+    p.add_argument(
+        "--decontaminate-against",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="more benchmark prompt files to decontaminate the synthesized pairs against (repeatable); "
+        "--alpaca-eval is always used",
+    )
     p.add_argument("--output-dir", default="xl-suite-demo", help="working folder (default xl-suite-demo)")
     p.add_argument("--export-dir", default="xl-suite", help="data-only dataset folder (default xl-suite)")
-    p.add_argument("--no-overwrite", action="store_true", help="refuse to replace an earlier demo's export folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a demo run with other settings in --output-dir and --export-dir (the same demo again "
+        "resumes without it, and a finished one starts no engine)",
+    )
+    p.add_argument(
+        "--no-overwrite", action="store_true", help="(the default now; kept so that older scripts still run)"
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the requests and tokens of every step (dollars for API models, engine-hours with "
+        "--tokens-per-second), then stop: no model is built, no engine starts",
+    )
+    p.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=None,
+        help="generated tokens per second of the local engine, for the engine-hours of --dry-run",
+    )
     return p
 
 
@@ -62,7 +97,16 @@ def run(args) -> int:
         num_prompts=args.num_prompts,
         num_examples=args.num_examples,
         max_tokens=args.max_tokens,
-        overwrite=not args.no_overwrite,
+        overwrite=args.overwrite,
+        seeds=args.seeds,
+        text_column=args.text_column,
+        decontaminate_against=tuple(args.decontaminate_against),
+        dry_run=args.dry_run,
+        tokens_per_second=args.tokens_per_second,
     )
+    if args.overwrite and args.no_overwrite:
+        from xl_suite.errors import InvalidArgumentError
+
+        raise InvalidArgumentError("--overwrite and --no-overwrite contradict each other: give one.")
     run_demo(cfg)
     return 0

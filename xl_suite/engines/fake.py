@@ -226,7 +226,9 @@ class FakeSynthesisResponder:
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
         user = messages[-1]["content"]
         h = int(hashlib.sha256(user.encode("utf-8")).hexdigest()[:8], 16)
-        if "JSON" in system or sampling.json_schema:
+        if "# Answer A" in user and "# Answer B" in user:  # the pairwise judge (judge_pairwise.jinja)
+            return json.dumps({"winner": "AB"[h % 2]})
+        if "JSON" in system or sampling.json_schema or "# Your scores" in user:  # scoring, or the rubric judge
             names = re.findall(r"^- (\w+):", user, re.MULTILINE) or ["score"]
             if "bilingual" in system:
                 values = [3 + (h >> (3 * k)) % 3 for k in range(len(names))]
