@@ -21,7 +21,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_config_checks_name_the_bad_value():
-    with pytest.raises(InvalidArgumentError, match="num_prompts must be >= 1, got 0"):
+    with pytest.raises(InvalidArgumentError, match=r"num_prompts \(--num-prompts\) must be an integer >= 1, got 0"):
         FinetuneConfig(num_prompts=0)
     with pytest.raises(InvalidArgumentError, match="held_out must be >= 1"):
         FinetuneConfig(held_out=0)

@@ -136,7 +136,7 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
     rng = random.Random(seed)
     lines = _training_text(rng)
@@ -162,23 +162,11 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
         model_max_length=2048,
     )
 
-    config = LlamaConfig(
+    config = tiny_llama_config(
         vocab_size=tok.get_vocab_size(),
-        hidden_size=64,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=32,
-        max_position_embeddings=4096,
-        tie_word_embeddings=False,
-        # Larger than Llama's 0.02 so that next-token distributions are peaked: greedy decoding then
-        # agrees across engines (vLLM vs transformers) instead of hinging on float noise between near-ties.
-        initializer_range=0.15,
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
-        torch_dtype="float32",
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).to(torch.float32).eval()
@@ -207,3 +195,25 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, overwrite: bool =
         raise
     logger.info("Built tiny model (seed=%d, %d params) at %s", seed, model.num_parameters(), out)
     return out
+
+
+def tiny_llama_config(*, vocab_size: int = _VOCAB_SIZE, **token_ids):
+    """The stand-in's ``LlamaConfig`` (2 layers, hidden size 64, head size 32); ``token_ids``: bos/eos/pad ids."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        # Larger than Llama's 0.02 so that next-token distributions are peaked: greedy decoding then
+        # agrees across engines (vLLM vs transformers) instead of hinging on float noise between near-ties.
+        initializer_range=0.15,
+        torch_dtype="float32",
+        **token_ids,
+    )

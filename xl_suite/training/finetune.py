@@ -83,6 +83,8 @@ class FinetuneConfig:
         close_engines_for_training: close the teacher/judge engines before training and start them again for
             judging (frees GPU memory; off keeps them running, e.g. on a CPU). Default True.
         seed: seed of training, sampling and the held-out split. Default 0.
+        overwrite: replace the output of a recipe with other settings in ``output_dir``. Default False (the same
+            recipe resumes, and a finished one trains nothing and starts no engine).
     """
 
     output_dir: str = option("xl-suite-finetune", "working folder: data, model, reports, summary", metavar="DIR")
@@ -115,17 +117,61 @@ class FinetuneConfig:
         True, "close the teacher/judge engines while training (frees GPU memory)"
     )
     seed: int = option(0, "seed of training, sampling and the held-out split")
+    overwrite: bool = option(
+        False,
+        "replace the output of a recipe with other settings in the output folder (its data, model and reports are "
+        "deleted first); the same command resumes without it, and a finished one trains nothing",
+    )
 
     def __post_init__(self):
-        """Check sizes and the language list."""
+        """Check every setting before any work: sizes, the language list, the learning rate and LoRA settings."""
+        import re
+
         from xl_suite.languages import resolve_languages
         from xl_suite.safety import check_output_dir
 
         resolve_languages(self.languages)
         check_output_dir(self.output_dir, "--output-dir")  # a file or a read-only folder fails before any work
-        for name in ("num_examples", "num_prompts", "max_tokens", "max_steps", "batch_size", "eval_steps"):
-            if getattr(self, name) < 1:
-                raise InvalidArgumentError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in (
+            "num_examples",
+            "num_prompts",
+            "max_tokens",
+            "max_steps",
+            "batch_size",
+            "eval_steps",
+            "gradient_accumulation_steps",
+            "max_length",
+            "lora_r",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(
+                    f"{name} (--{name.replace('_', '-')}) must be an integer >= 1, got {value!r}."
+                )
+        if not _number_in(self.learning_rate, 0.0, 1.0, low_open=True):
+            raise InvalidArgumentError(
+                f"learning_rate (--learning-rate) must be a number in (0, 1], got {self.learning_rate!r}."
+            )
+        if not _number_in(self.threshold, 1.0, 5.0):
+            raise InvalidArgumentError(f"threshold (--threshold) must be a score in [1, 5], got {self.threshold!r}.")
+        if (
+            isinstance(self.lora_dropout, bool)
+            or not isinstance(self.lora_dropout, int | float)
+            or not (0.0 <= self.lora_dropout < 1.0)
+        ):
+            raise InvalidArgumentError(f"lora_dropout (--lora-dropout) must be in [0, 1), got {self.lora_dropout!r}.")
+        if isinstance(self.lora_alpha, bool) or not isinstance(self.lora_alpha, int | float) or self.lora_alpha <= 0:
+            raise InvalidArgumentError(
+                f"lora_alpha (--lora-alpha) must be a positive number, got {self.lora_alpha!r}."
+            )
+        targets = [t.strip() for t in str(self.lora_target_modules or "").split(",")]
+        if self.lora_target_modules != "all-linear" and (
+            not all(targets) or not all(re.fullmatch(r"[A-Za-z_][\w.]*", t) for t in targets)
+        ):
+            raise InvalidArgumentError(
+                f"lora_target_modules (--lora-target-modules) must be all-linear or a comma-separated list of module "
+                f"names such as q_proj,v_proj, got {self.lora_target_modules!r}."
+            )
         if self.held_out < 1:
             raise InvalidArgumentError(f"held_out must be >= 1 (the eval set of the eval loss), got {self.held_out}.")
         if self.metric_prompts < 0:
@@ -137,6 +183,13 @@ class FinetuneConfig:
         from xl_suite.languages import resolve_languages
 
         return [s.code for s in resolve_languages(self.languages)]
+
+
+def _number_in(value, low: float, high: float, *, low_open: bool = False) -> bool:
+    """A finite real number within [low, high] ((low, high] with ``low_open``); bools and strings are not numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return (low < value if low_open else low <= value) and value <= high
 
 
 def to_messages(instruction: str, response: str, language: str) -> list[dict[str, str]]:
@@ -188,6 +241,11 @@ def run_finetune(
 ) -> dict[str, Any]:
     """Run the recipe (see the module docstring); return the summary.
 
+    Reads as its steps: every check first (:func:`_plan`: settings, LoRA targets, seeds, benchmark, keys, models,
+    the output folder), then models, synthesis, references, answers before, training, answers after, judging. The
+    engines are lazy and training is recorded with what it was trained on, so a rerun of a finished recipe computes
+    nothing, trains nothing and starts no engine; the same command resumes an interrupted one.
+
     Args:
         config: :class:`FinetuneConfig`.
         student: :class:`~xl_suite.engines.spec.EngineSpec` of the model to fine-tune and its answer engine
@@ -200,11 +258,83 @@ def run_finetune(
     Raises:
         MissingDependencyError: TRL/PEFT missing (``pip install 'xl-suite[train]'``).
         GenerationError: synthesis kept no pair, or too few to hold out an eval set.
+        OutputExistsError: the output folder holds another run's output (``--overwrite``).
     """
+    from xl_suite.safety import lock_folders
+
+    plan = _plan(config or FinetuneConfig(), student, teacher, judge)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with lock_folders([plan.out], purpose="xl-suite finetune"):
+        claim = _claim(plan)
+        if claim.describe():
+            echo(claim.describe())
+        engines = _Engines()
+        try:
+            roles = _step(timings, "models", _models, plan, echo)
+            train_ds, eval_ds, syn_summary = _step(
+                timings,
+                "synthesis",
+                _synthesize,
+                plan.cfg,
+                plan.langs,
+                engines.get(roles.teacher),
+                plan.out,
+                roles.stand_in,
+                echo,
+                seeds=plan.seeds,
+            )
+            with_refs = _step(timings, "references", _references, plan, roles, engines, echo)
+            before = _step(
+                timings, "answers_before", _answers, roles, roles.student, with_refs, engines, "[4/7]", echo
+            )
+            if plan.cfg.close_engines_for_training:
+                engines.close_all()
+            training = _step(timings, "training", _train, plan, roles, train_ds, eval_ds, with_refs, echo)
+            after = _step(
+                timings, "answers_after", _answers, roles, roles.tuned(training), with_refs, engines, "[6/7]", echo
+            )
+            reports, tables = _step(
+                timings, "judging", _judge_both, plan, roles, engines, before, after, with_refs, echo
+            )
+            started = engines.started
+        finally:
+            engines.close_all()
+        timings["total"] = time.perf_counter() - t0
+        summary = _write_summary(
+            plan, roles, syn_summary, train_ds, eval_ds, training, tables, reports, timings, started
+        )
+        claim.complete(["finetune_summary.json"])
+    echo(format_comparison(summary))
+    engines_line = f"engines started: {', '.join(started)}" if started else "no engine started: everything was cached"
+    echo(f"Summary: {plan.out / 'finetune_summary.json'} ({engines_line})")
+    return summary
+
+
+@dataclass
+class _Plan:
+    """The recipe's settings, sources and engines, checked before anything runs."""
+
+    cfg: FinetuneConfig
+    langs: list[str]
+    out: Path
+    student: Any
+    teacher: Any
+    judge: Any
+    preset: Any
+    seeds: Any
+    bench: Any
+    label: str
+    settings: dict
+
+
+def _plan(cfg: FinetuneConfig, student, teacher, judge) -> _Plan:
+    """Every check that can run before an engine starts or a file is written (keys, models, LoRA targets...)."""
+    from xl_suite.commands._outputs import engine_settings, source_setting
     from xl_suite.engines.spec import EngineSpec
+    from xl_suite.synthesis.seeds import builtin_seeds, check_text_column, load_seeds
     from xl_suite.training.judge import require_trl
 
-    cfg = config or FinetuneConfig()
     require_trl()
     if cfg.lora:
         _require_peft()
@@ -220,18 +350,99 @@ def run_finetune(
     if judge is not None and cfg.judge_preset:
         raise InvalidArgumentError("Pass --judge-preset or --judge-model, not both.")
     langs = cfg.language_codes
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    preset = None
+    if cfg.judge_preset:
+        from xl_suite.evaluation.presets import load_preset
 
-    # 1. models
+        preset = load_preset(cfg.judge_preset)
+    seeds = builtin_seeds() if cfg.seeds is None else load_seeds(cfg.seeds)
+    check_text_column(seeds, "text")
+    bench, label = _benchmark(cfg, langs)
+    for spec in (student, teacher, judge):
+        if spec is not None and not _is_engine(spec) and spec.model:
+            spec.check()  # keys and models, before any engine starts
+    if preset is not None:
+        EngineSpec(model=preset.judge_model, backend=preset.judge_backend, revision=preset.judge_revision).check()
+    if cfg.lora:  # before synthesis, not after it (the stand-in's architecture is known without building it)
+        check_lora_targets(student.model, cfg.lora_target_modules, revision=student.revision)
+    settings = {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite", "close_engines_for_training")},
+        "seeds": source_setting(cfg.seeds),
+        "alpaca_eval": source_setting(cfg.alpaca_eval),
+        **engine_settings(student if student.model else EngineSpec(model="tiny stand-in"), prefix="student_"),
+    }
+    for name, spec in (("teacher_", teacher), ("judge_", judge)):
+        if spec is not None and not _is_engine(spec):
+            settings.update(engine_settings(spec, prefix=name))
+        elif spec is not None:
+            settings[f"{name}model"] = f"{spec.model} (given engine)"
+    plan = _Plan(cfg, langs, Path(cfg.output_dir), student, teacher, judge, preset, seeds, bench, label, settings)
+    _claim(plan, dry_run=True)  # another run's folder is refused now, not after hours of work
+    return plan
+
+
+_CACHES = ["tiny-model", "synthesis", "work", "judgments", "trainer", "model", "adapter"]
+_FILES = ["finetune_summary.json", "report-before", "report-after"]
+
+
+def _claim(plan: _Plan, *, dry_run: bool = False):
+    from xl_suite.output_folder import claim_output
+
+    return claim_output(
+        plan.out,
+        "finetune",
+        plan.settings,
+        overwrite=plan.cfg.overwrite,
+        files=_FILES,
+        caches=_CACHES,
+        dry_run=dry_run,
+    )
+
+
+def _step(timings: dict, name: str, fn, *args, **kwargs):
+    t = time.perf_counter()
+    result = fn(*args, **kwargs)
+    timings[name] = time.perf_counter() - t
+    return result
+
+
+@dataclass
+class _Roles:
+    """The EngineSpecs of the student, teacher, reference and judge (the stand-in's share one model)."""
+
+    model: str
+    stand_in: bool
+    student: Any
+    teacher: Any
+    reference: Any
+    judge: Any
+    stand_in_kwargs: dict
+    cfg: Any = None
+    out: Path | None = None
+
+    def tuned(self, training: dict):
+        """The fine-tuned model's spec."""
+        from xl_suite.engines.spec import EngineSpec
+
+        backend = self.student.backend
+        return EngineSpec(
+            model=training["model_dir"],
+            backend=backend,
+            engine_kwargs=_engine_kwargs(backend, self.stand_in_kwargs, self.student.engine_kwargs),
+        )
+
+
+def _models(plan: _Plan, echo) -> _Roles:
+    """[1/7] The student (the tiny stand-in is built, or reused), the teacher, the reference and the judge."""
+    from xl_suite.engines.spec import EngineSpec
+
+    student, teacher, judge, preset = plan.student, plan.teacher, plan.judge, plan.preset
     model = student.model
     if not model:
         from xl_suite.engines.tiny_model import build_tiny_model
 
         echo("[1/7] Building a tiny random chat model (a STAND-IN: its text is meaningless; pass --model)")
-        model = str(build_tiny_model(out / "tiny-model"))
+        model = str(build_tiny_model(plan.out / "tiny-model"))
     else:
         echo(f"[1/7] Model: {model}")
     stand_in = _is_stand_in(model)
@@ -261,119 +472,151 @@ def run_finetune(
             ),
         )
     )
-    preset = None
-    if cfg.judge_preset:
-        from xl_suite.evaluation.presets import load_preset
-
-        preset = load_preset(cfg.judge_preset)
+    reference_spec = teacher_spec
+    if preset is not None:
         judge_spec = EngineSpec(
             model=preset.judge_model,
             backend=preset.judge_backend,
             revision=preset.judge_revision,
             engine_kwargs=preset.judge_engine_kwargs,
         )
-    else:
-        judge_spec = judge or teacher_spec
-    echo(
-        f"      student {model} ({student_backend}); teacher {_describe(teacher_spec)}; judge {_describe(judge_spec)}"
-    )
-    engines = _Engines()
-    try:
-        # 2. XL-Instruct
-        t = time.perf_counter()
-        train_ds, eval_ds, syn_summary = _synthesize(cfg, langs, engines.get(teacher_spec), out, stand_in, echo)
-        timings["synthesis"] = time.perf_counter() - t
-
-        # 3. XL-AlpacaEval + references
-        t = time.perf_counter()
-        bench, label = _benchmark(cfg, langs)
-        echo(f"[3/7] XL-AlpacaEval from {label}: {cfg.num_prompts} prompts x {len(langs)} languages; references")
-        sampling = _answer_sampling(cfg, stand_in)
-        from xl_suite.evaluation import generate_answers, generate_references
-
-        reference_spec = teacher_spec
-        if preset is not None and preset.reference_model:
+        if preset.reference_model:
             reference_spec = EngineSpec(
                 model=preset.reference_model,
                 backend=preset.reference_backend or preset.judge_backend,
                 revision=preset.reference_revision,
             )
-        with_refs = generate_references(
-            bench, engines.get(reference_spec), sampling=sampling, work_dir=str(out / "work")
-        )
-        timings["references"] = time.perf_counter() - t
+    else:
+        judge_spec = judge or teacher_spec
+    echo(
+        f"      student {model} ({student_backend}); teacher {_describe(teacher_spec)}; judge {_describe(judge_spec)}"
+    )
+    return _Roles(
+        model, stand_in, student_spec, teacher_spec, reference_spec, judge_spec, stand_in_kwargs, plan.cfg, plan.out
+    )
 
-        # 4. before
-        t = time.perf_counter()
-        echo(f"[4/7] Answers of the base model {model}")
-        before = generate_answers(with_refs, engines.get(student_spec), sampling=sampling, work_dir=str(out / "work"))
-        engines.close(student_spec)
-        timings["answers_before"] = time.perf_counter() - t
 
-        # 5. training
-        if cfg.close_engines_for_training:
-            engines.close_all()
-        t = time.perf_counter()
-        echo(
-            f"[5/7] Fine-tuning with TRL SFTTrainer ({'LoRA' if cfg.lora else 'full'}; {cfg.max_steps} steps, "
-            f"{train_ds.num_rows} training pairs, {eval_ds.num_rows} held out)"
-        )
-        # the metric's prompts alternate between the languages (the benchmark holds num_prompts rows per language)
-        by_position = sorted(range(with_refs.num_rows), key=lambda i: (i % cfg.num_prompts, i // cfg.num_prompts))
-        metric_rows = with_refs.select(by_position[: cfg.metric_prompts])
+def _references(plan: _Plan, roles: _Roles, engines, echo):
+    """[3/7] XL-AlpacaEval prompts and the teacher's (or the preset's) reference answers."""
+    from xl_suite.evaluation import generate_references
+
+    echo(
+        f"[3/7] XL-AlpacaEval from {plan.label}: {plan.cfg.num_prompts} prompts x {len(plan.langs)} languages; references"
+    )
+    sampling = _answer_sampling(plan.cfg, roles.stand_in)
+    return generate_references(
+        plan.bench, engines.get(roles.reference), sampling=sampling, work_dir=str(plan.out / "work")
+    )
+
+
+def _answers(roles: _Roles, spec, with_refs, engines, step: str, echo):
+    """[4/7] and [6/7]: a model's answers (its engine is closed right after, freeing the GPU for the next)."""
+    from xl_suite.evaluation import generate_answers
+
+    echo(f"{step} Answers of {'the base model' if step == '[4/7]' else 'the fine-tuned model'} {spec.model}")
+    sampling = _answer_sampling(roles.cfg, roles.stand_in)
+    answers = generate_answers(with_refs, engines.get(spec), sampling=sampling, work_dir=str(roles.out / "work"))
+    engines.close(spec)
+    return answers
+
+
+def _train(plan: _Plan, roles: _Roles, train_ds, eval_ds, with_refs, echo) -> dict:
+    """[5/7] SFT with TRL; a finished training of the same data and settings is reused, not repeated."""
+    cfg = plan.cfg
+    echo(
+        f"[5/7] Fine-tuning with TRL SFTTrainer ({'LoRA' if cfg.lora else 'full'}; {cfg.max_steps} steps, "
+        f"{train_ds.num_rows} training pairs, {eval_ds.num_rows} held out)"
+    )
+    # the metric's prompts alternate between the languages (the benchmark holds num_prompts rows per language)
+    by_position = sorted(range(with_refs.num_rows), key=lambda i: (i % cfg.num_prompts, i // cfg.num_prompts))
+    metric_rows = with_refs.select(by_position[: cfg.metric_prompts])
+    key = _training_key(cfg, roles, train_ds, eval_ds, metric_rows)
+    record = plan.out / "model" / TRAINING_RECORD
+    training = _read_training(record, key)
+    if training is not None:
+        echo(f"      reused the finished training in {training['model_dir']} (same data, model and settings)")
+    else:
         training = train_sft(
             cfg,
-            model=model,
-            revision=student.revision,
+            model=roles.model,
+            revision=plan.student.revision,
             train_dataset=train_ds,
             eval_dataset=eval_ds,
             metric_instructions=metric_rows["instruction"],
             metric_languages=metric_rows["language"],
-            min_new_tokens=sampling.min_tokens,
-            output_dir=out,
+            min_new_tokens=_answer_sampling(cfg, roles.stand_in).min_tokens,
+            output_dir=plan.out,
         )
-        timings["training"] = time.perf_counter() - t
-        echo(
-            f"      training loss {training['first_loss']:.4f} -> {training['last_loss']:.4f}; "
-            f"{len(training['metric_logs'])} in-loop metric evaluations; model saved to {training['model_dir']}"
+        record.write_text(json.dumps({"key": key, "training": training}, default=_json_default), encoding="utf-8")
+    echo(
+        f"      training loss {training['first_loss']:.4f} -> {training['last_loss']:.4f}; "
+        f"{len(training['metric_logs'])} in-loop metric evaluations; model saved to {training['model_dir']}"
+    )
+    return training
+
+
+#: Written into the trained model folder: the hash of what it was trained on, and the training logs.
+TRAINING_RECORD = "xl_suite_training.json"
+
+
+def _training_key(cfg: FinetuneConfig, roles: _Roles, train_ds, eval_ds, metric_rows) -> str:
+    from xl_suite.engines import local_model_hash
+    from xl_suite.fingerprint import content_hash, stable_hash
+
+    settings = {
+        k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite", "close_engines_for_training")
+    }
+    base = local_model_hash(roles.model) if Path(roles.model).is_dir() else roles.model
+    return stable_hash(
+        "xl-suite-sft",
+        1,
+        json.dumps(settings, sort_keys=True, default=str),
+        base,
+        roles.student.revision,
+        content_hash(train_ds),
+        content_hash(eval_ds),
+        content_hash(metric_rows),
+    )
+
+
+def _read_training(record: Path, key: str) -> dict | None:
+    """The training logs of a finished training with ``key``, if its model is there (else None: train)."""
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key or not isinstance(data.get("training"), dict):
+        return None
+    training = data["training"]
+    if not (Path(str(training.get("model_dir"))) / "config.json").is_file():
+        return None
+    return training
+
+
+def _judge_both(plan: _Plan, roles: _Roles, engines, before, after, with_refs, echo):
+    """[7/7] Judge the answers before and after against the references."""
+    echo("[7/7] Judging the answers before and after against the references")
+    judge_engine = engines.get(roles.judge, factory=plan.preset.build_judge if plan.preset else None)
+    reports, tables = {}, {}
+    for name, answers in (("before", before), ("after", after)):
+        result, paths = _judge(
+            plan.cfg, name, answers, with_refs, judge_engine, plan.preset, plan.out, model_label=name
         )
+        reports[name] = {k: str(v) for k, v in paths.items()}
+        tables[name] = result.table
+    return reports, tables
 
-        # 6. after
-        t = time.perf_counter()
-        echo(f"[6/7] Answers of the fine-tuned model {training['model_dir']}")
-        tuned_spec = EngineSpec(
-            model=training["model_dir"],
-            backend=student_backend,
-            engine_kwargs=_engine_kwargs(student_backend, stand_in_kwargs, student.engine_kwargs),
-        )
-        after = generate_answers(with_refs, engines.get(tuned_spec), sampling=sampling, work_dir=str(out / "work"))
-        engines.close(tuned_spec)
-        timings["answers_after"] = time.perf_counter() - t
 
-        # 7. judging
-        t = time.perf_counter()
-        echo("[7/7] Judging the answers before and after against the references")
-        judge_engine = engines.get(judge_spec, factory=preset.build_judge if preset else None)
-        reports = {}
-        tables = {}
-        for name, answers in (("before", before), ("after", after)):
-            result, paths = _judge(cfg, name, answers, with_refs, judge_engine, preset, out, model_label=name)
-            reports[name] = {k: str(v) for k, v in paths.items()}
-            tables[name] = result.table
-        timings["judging"] = time.perf_counter() - t
-    finally:
-        engines.close_all()
-    timings["total"] = time.perf_counter() - t0
-
+def _write_summary(plan, roles, syn_summary, train_ds, eval_ds, training, tables, reports, timings, started) -> dict:
     summary = {
-        "stand_in_model": stand_in,
-        "model": model,
-        "teacher": teacher_spec.model,
-        "judge": judge_spec.model,
-        "judge_preset": cfg.judge_preset,
-        "languages": langs,
-        "prompts": label,
-        "config": asdict(cfg),
+        "stand_in_model": roles.stand_in,
+        "model": roles.model,
+        "teacher": roles.teacher.model,
+        "judge": roles.judge.model,
+        "judge_preset": plan.cfg.judge_preset,
+        "languages": plan.langs,
+        "prompts": plan.label,
+        "config": asdict(plan.cfg),
         "synthesis": syn_summary,
         "train_examples": train_ds.num_rows,
         "eval_examples": eval_ds.num_rows,
@@ -381,13 +624,51 @@ def run_finetune(
         "before": _headline(tables["before"]),
         "after": _headline(tables["after"]),
         "reports": reports,
+        "engines_started": started,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
-    path = out / "finetune_summary.json"
+    path = plan.out / "finetune_summary.json"
     path.write_text(json.dumps(summary, indent=2, default=_json_default), encoding="utf-8")
-    echo(format_comparison(summary))
-    echo(f"Summary: {path}")
     return summary
+
+
+def check_lora_targets(model: str | None, targets: str, *, revision: str | None = None) -> None:
+    """Check that every LoRA target module names a linear layer of ``model``, before any work (no weights loaded).
+
+    ``all-linear`` always passes. The model is built from its config on the meta device; ``model`` None is the
+    tiny stand-in.
+
+    Raises:
+        InvalidArgumentError: a target that names no module of the model (the message lists the ones it has).
+    """
+    if targets == "all-linear":
+        return
+    wanted = [m.strip() for m in targets.split(",") if m.strip()]
+    try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        if model is None:
+            from xl_suite.engines.tiny_model import tiny_llama_config
+
+            config = tiny_llama_config()
+        else:
+            config = AutoConfig.from_pretrained(model, revision=revision)
+        with torch.device("meta"):
+            net = AutoModelForCausalLM.from_config(config)
+    except (OSError, ValueError) as e:
+        raise InvalidArgumentError(
+            f"Cannot read the configuration of {model!r} to check --lora-target-modules ({e}). Pass a model folder "
+            "or a Hub id in the cache, or --lora-target-modules all-linear."
+        ) from None
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)})
+    missing = [t for t in wanted if t not in linear]
+    if missing:
+        raise InvalidArgumentError(
+            f"--lora-target-modules {missing} name no linear layer of {model or 'the tiny stand-in'!r}; it has "
+            f"{linear}. Choose among them, "
+            "or pass all-linear."
+        )
 
 
 def _json_default(value):
@@ -402,10 +683,12 @@ def _engine_kwargs(backend: str, stand_in: dict, given: dict) -> dict:
 
 
 class _Engines:
-    """Engines by spec: one engine per distinct spec (the stand-in's teacher, reference and judge are one)."""
+    """Engines by spec: one engine per distinct spec (the stand-in's teacher, reference and judge are one), lazy:
+    each starts on its first uncached prompt. ``started`` lists the models whose engine started."""
 
     def __init__(self):
         self._engines: dict[str, Any] = {}
+        self.started: list[str] = []
 
     @staticmethod
     def _key(spec) -> str:
@@ -416,6 +699,11 @@ class _Engines:
             return spec  # the caller's engine: not ours to close
         key = self._key(spec)
         if key not in self._engines:
+            if factory is None and spec.backend == "fake":  # the test double that answers the synthesis prompts
+                from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
+
+                kwargs = dict(spec.engine_kwargs)
+                factory = lambda: FakeGenerator(FakeSynthesisResponder(), model=spec.model, **kwargs)  # noqa: E731
             self._engines[key] = spec.lazy(factory=factory)
         return self._engines[key]
 
@@ -425,11 +713,16 @@ class _Engines:
             return
         engine = self._engines.pop(self._key(spec), None)
         if engine is not None:
-            engine.close()
+            self._closing(engine)
 
     def close_all(self) -> None:
         while self._engines:
-            self._engines.popitem()[1].close()
+            self._closing(self._engines.popitem()[1])
+
+    def _closing(self, engine) -> None:
+        if getattr(engine, "started", False) and engine.model not in self.started:
+            self.started.append(str(engine.model))
+        engine.close()
 
 
 def _require_peft():
@@ -451,7 +744,7 @@ def _answer_sampling(cfg: FinetuneConfig, stand_in: bool):
     )
 
 
-def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, echo):
+def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, echo, *, seeds=None):
     import datasets
 
     from xl_suite.synthesis import SynthesisConfig, synthesize
@@ -462,7 +755,8 @@ def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, 
         f"[2/7] Synthesizing XL-Instruct for {', '.join(langs)} with the teacher"
         + ("" if language_filter == cfg.language_filter else " (language filter off: the stand-in writes no language)")
     )
-    seeds = builtin_seeds() if cfg.seeds is None else load_seeds(cfg.seeds)
+    if seeds is None:
+        seeds = builtin_seeds() if cfg.seeds is None else load_seeds(cfg.seeds)
     syn = synthesize(
         seeds,
         teacher,
