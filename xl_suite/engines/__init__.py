@@ -30,6 +30,8 @@ __all__ = [
     "is_openai_available",
     "is_transformers_available",
     "resolve_model",
+    "in_hub_cache",
+    "hub_offline",
     "local_model_hash",
     "validate_conversations",
     "strict_kwargs",
@@ -129,6 +131,16 @@ def _in_hub_cache(repo_id: str) -> bool:
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return True
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def hub_offline() -> bool:
+    """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE``), as :func:`resolve_model` sees it."""
+    return _offline()
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the Hub model ``repo_id`` is in the local Hugging Face cache (its ``config.json`` is)."""
+    return _in_hub_cache(repo_id)
 
 
 def local_model_hash(path: str | Path) -> str:
