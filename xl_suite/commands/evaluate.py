@@ -65,7 +65,12 @@ def run(args) -> int:
     model_rows = read_rows(job.model_outputs)
     if not model_rows:
         raise InvalidArgumentError(f"{job.model_outputs!r} holds no rows.")
-    use_judge = bool(job.judge_preset or judge_spec.model)
+    if job.judges and (job.judge_preset or judge_spec.model or judge_spec.backend or judge_spec.revision):
+        raise InvalidArgumentError(
+            "--judge names each jury member (PRESET or PRESET=MODEL); drop --judge-preset/--judge-model/"
+            "--judge-backend/--judge-revision, or give the one judge with them instead of --judge."
+        )
+    use_judge = bool(job.judge_preset or judge_spec.model or job.judges)
     if judge_spec.backend and not use_judge:
         raise InvalidArgumentError("--judge-backend needs --judge-model (or --judge-preset).")
     model_rows, alpaca_eval_info = _read_alpaca_eval(model_rows, job, what=job.model_outputs)
@@ -83,6 +88,7 @@ def run(args) -> int:
     model_name = job.model_name or _model_name(model_rows, job.model_outputs)
 
     preset = judge = None
+    presets: list = []
     if use_judge:
         if not job.references:
             raise InvalidArgumentError("A judge compares answers with references: pass --references DIR_OR_FILE.")
@@ -94,36 +100,30 @@ def run(args) -> int:
                 f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
                 "prompt. Use outputs written by `xl-suite generate`, which keep it."
             )
-        from xl_suite.evaluation.presets import load_preset
-
-        preset = load_preset(
-            job.judge_preset or "local-vllm",
-            judge_model=judge_spec.model,
-            judge_backend=judge_spec.backend,
-            judge_revision=judge_spec.revision,
-            order=job.order,
-            rubric=None if job.rubric else False,
-            structured_output=None if job.structured_output else False,
-            temperature=job.judge_temperature,
-        )
-        if job.dry_run or preset.judge_backend == "openai":  # a paid API: say what judging costs before it starts
+        presets = _presets(job, judge_spec)
+        preset = presets[0]
+        paid = any(p.judge_backend == "openai" for p in presets)
+        if job.dry_run or paid:  # a paid API: say what judging costs before it starts
             from xl_suite.evaluation.judging import estimate_judging_cost
 
-            cfg = preset.judge
-            price = (
-                (cfg.price_input_per_mtok, cfg.price_output_per_mtok) if cfg.price_input_per_mtok is not None else None
-            )
-            for estimate in estimate_judging_cost(
-                [r["instruction"] for r in rows],
-                [r["output"] for r in rows],
-                [r["reference"] for r in rows],
-                [r["language"] for r in rows],
-                config=cfg,
-                judge_model=preset.judge_model,
-                price=price,
-            ):
-                local = preset.judge_backend not in ("openai", "fake")
-                print(dataclasses.replace(estimate, local=local).line(job.tokens_per_second))
+            for p in presets:
+                cfg = p.judge
+                price = (
+                    (cfg.price_input_per_mtok, cfg.price_output_per_mtok)
+                    if cfg.price_input_per_mtok is not None
+                    else None
+                )
+                for estimate in estimate_judging_cost(
+                    [r["instruction"] for r in rows],
+                    [r["output"] for r in rows],
+                    [r["reference"] for r in rows],
+                    [r["language"] for r in rows],
+                    config=cfg,
+                    judge_model=p.judge_model,
+                    price=price,
+                ):
+                    local = p.judge_backend not in ("openai", "fake")
+                    print(dataclasses.replace(estimate, local=local).line(job.tokens_per_second))
             if job.dry_run:
                 claim = claim_output(
                     out,
@@ -137,20 +137,8 @@ def run(args) -> int:
                     print(f"dry run: {claim.describe()}")
                 print("dry run: no request was sent.")
                 return 0
-        from xl_suite.engines.spec import EngineSpec
-
-        if not preset.judge_model:
-            raise InvalidArgumentError(f"Preset {preset.name!r} names no judge model: pass --judge-model.")
-        resolved = EngineSpec(
-            model=preset.judge_model,
-            backend=preset.judge_backend,
-            revision=preset.judge_revision,
-            engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs},
-        )
-        resolved.check()  # the key, the model: before any engine starts
-        judge = resolved.lazy(
-            factory=lambda: preset.build_judge(**judge_spec.engine_kwargs)
-        )  # starts only if a judgment is not cached
+        judges = [_lazy_judge(p, judge_spec) for p in presets]  # each starts only if one of its judgments is missing
+        judge = judges if job.judges else judges[0]
     else:
         rows = [
             {
@@ -178,7 +166,7 @@ def run(args) -> int:
                 rows,
                 model_rows,
                 judge,
-                preset,
+                presets,
                 annotated,
                 annotators,
                 model_name,
@@ -189,25 +177,79 @@ def run(args) -> int:
             )
 
 
+def _presets(job, judge_spec) -> list:
+    """The judge presets: one (``--judge-preset``/``--judge-model``), or one per ``--judge`` (a jury)."""
+    from xl_suite.evaluation.presets import load_preset
+
+    common = dict(
+        order=job.order,
+        rubric=None if job.rubric else False,
+        structured_output=None if job.structured_output else False,
+        temperature=job.judge_temperature,
+    )
+    if not job.judges:
+        return [
+            load_preset(
+                job.judge_preset or "local-vllm",
+                judge_model=judge_spec.model,
+                judge_backend=judge_spec.backend,
+                judge_revision=judge_spec.revision,
+                **common,
+            )
+        ]
+    presets = []
+    for member in job.judges:
+        name, _, model = member.partition("=")
+        if not name.strip():
+            raise InvalidArgumentError(f"--judge {member!r} names no preset: give PRESET or PRESET=MODEL.")
+        presets.append(load_preset(name.strip(), judge_model=model.strip() or None, **common))
+    return presets
+
+
+def _lazy_judge(preset, judge_spec):
+    """The preset's judge engine, checked now (key, model) and started only when a judgment is not cached."""
+    from xl_suite.engines.spec import EngineSpec
+
+    if not preset.judge_model:
+        raise InvalidArgumentError(
+            f"Preset {preset.name!r} names no judge model: pass --judge-model (or --judge {preset.name}=MODEL)."
+        )
+    resolved = EngineSpec(
+        model=preset.judge_model,
+        backend=preset.judge_backend,
+        revision=preset.judge_revision,
+        engine_kwargs={**preset.judge_engine_kwargs, **judge_spec.engine_kwargs},
+    )
+    resolved.check()  # the key, the model: before any engine starts
+    return resolved.lazy(factory=lambda: preset.build_judge(**judge_spec.engine_kwargs))
+
+
 def _settings(job, judge_spec, preset) -> dict:
-    """What determines the report (a rerun with the same resumes; other settings need --overwrite)."""
+    """What determines the report (a rerun with the same resumes; other settings need --overwrite).
+
+    A jury's members are not among them: each judge keeps its own judgments in the cache, so a rerun with a judge
+    added (or one left out) judges only what is new and rewrites the report, never re-judging the others.
+    """
     from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, source_setting
     from xl_suite.output_folder import settings_of
 
-    settings = settings_of(job, drop=RUN_CONTROL)
+    settings = settings_of(job, drop=(*RUN_CONTROL, "judges"))
     for key in ("model_outputs", "references", "alpaca_eval_source"):
         settings[key] = source_setting(settings.get(key))
     settings.update(engine_settings(judge_spec, prefix="judge_"))
-    if preset is not None:
+    if job.judges:
+        settings["preset"] = "jury"
+    elif preset is not None:
         settings["preset"] = f"{preset.name} v{preset.version}"
     return settings
 
 
 def _evaluate_locked(
-    job, rows, model_rows, judge, preset, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out, claim
+    job, rows, model_rows, judge, presets, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out, claim
 ) -> int:
     from xl_suite.evaluation import evaluate_responses, write_report
 
+    preset = presets[0] if presets else None
     try:
         result = evaluate_responses(
             [r["output"] for r in rows],
@@ -216,10 +258,10 @@ def _evaluate_locked(
             instructions=[r["instruction"] for r in rows] if all(r.get("instruction") for r in rows) else None,
             ids=[r["id"] for r in rows],
             judge=judge,
-            config=preset.judge if preset else None,
+            config=[p.judge for p in presets] if isinstance(judge, list) else (preset.judge if preset else None),
             cache_dir=cache_dir,
             model_name=model_name,
-            preset=f"{preset.name} v{preset.version}" if preset else None,
+            preset=", ".join(f"{p.name} v{p.version}" for p in presets) if presets else None,
             n_resamples=job.n_resamples,
             seed=job.seed,
             lc_method=job.lc_method,
@@ -227,8 +269,8 @@ def _evaluate_locked(
             annotator=", ".join(annotators) or None,
         )
     finally:
-        if judge is not None:
-            judge.close()
+        for engine in judge if isinstance(judge, list) else [judge] if judge is not None else []:
+            engine.close()
     from xl_suite.evaluation.alpaca_eval import add_length_controlled_v1, describe_items
 
     describe_items(result, rows if judge is not None else model_rows)  # dataset, generators for alpaca_eval's files

@@ -691,32 +691,58 @@ def _annotations_read_elsewhere(result) -> list[dict]:
 
 
 def _annotations_of_judgments(result) -> list[dict]:
-    config = result.meta["judge"].get("config") or {}
-    prices = (config.get("price_input_per_mtok"), config.get("price_output_per_mtok"))
-    ledger = result.ledger.get("pairwise_judge") or {}
-    judged_now = ledger.get("judged_now") or 0
-    seconds_each = ledger.get("seconds") / judged_now if judged_now and ledger.get("seconds") is not None else None
+    """One row per pair; with a jury, the pair's preference is the mean over the judges of each one's mean over the
+    orders (the jury's verdict), its raw completions are keyed ``judge:order``, its price and time summed."""
+    judge = result.meta["judge"]
+    members = judge.get("jury") or [judge]
+    jury = len(members) > 1
+    prices, seconds_each = {}, {}
+    for m in members:
+        config = m.get("config") or {}
+        prices[m["model"]] = (config.get("price_input_per_mtok"), config.get("price_output_per_mtok"))
+        ledger = result.ledger.get(f"pairwise_judge:{m['model']}" if jury else "pairwise_judge") or {}
+        now = ledger.get("judged_now") or 0
+        seconds_each[m["model"]] = ledger["seconds"] / now if now and ledger.get("seconds") is not None else None
     by_pair: dict[int, list[dict]] = {}
     for r in result.judgments:
         by_pair.setdefault(r["pair_index"], []).append(r)
     rows = []
     for pair in sorted(by_pair):
         judgments = by_pair[pair]
-        parsed = [r["p_model_wins"] for r in judgments if r.get("p_model_wins") is not None]
-        raw = {r["order"]: r.get("raw_completion") for r in judgments}
-        fresh = [r for r in judgments if not r.get("cached") and not is_rule(str(r.get("parse_status", "")))]
+        by_judge: dict[str, list[dict]] = {}
+        for r in judgments:
+            by_judge.setdefault(r.get("judge_model") if jury else judge["model"], []).append(r)
+        verdicts = [_mean_parsed(rs) for rs in by_judge.values()]
+        parsed = [v for v in verdicts if v is not None]
+        raw = {
+            (f"{r.get('judge_model')}:{r['order']}" if jury else r["order"]): r.get("raw_completion")
+            for r in judgments
+        }
+        pair_prices = [_price(rs, prices.get(name, (None, None))) for name, rs in by_judge.items()]
+        times = [_seconds(rs, seconds_each.get(name)) for name, rs in by_judge.items()]
         rows.append(
             _annotation(
                 result,
                 result.inputs[judgments[0]["item_index"]],
                 judgments[0]["output_reference"],
                 sum(parsed) / len(parsed) if parsed else None,
-                price_per_example=_price(judgments, prices),
-                time_per_example=seconds_each * len(fresh) if seconds_each is not None and fresh else None,
+                price_per_example=None if None in pair_prices else sum(pair_prices),
+                time_per_example=None if not times or None in times else sum(times),
                 raw_completion=next(iter(raw.values())) if len(raw) == 1 else raw,
             )
         )
     return rows
+
+
+def _mean_parsed(judgments: list[dict]) -> float | None:
+    parsed = [r["p_model_wins"] for r in judgments if r.get("p_model_wins") is not None]
+    return sum(parsed) / len(parsed) if parsed else None
+
+
+def _seconds(judgments: list[dict], seconds_each: float | None) -> float | None:
+    """Seconds this run spent on these judgments (None when all came from the cache)."""
+    fresh = [r for r in judgments if not r.get("cached") and not is_rule(str(r.get("parse_status", "")))]
+    return seconds_each * len(fresh) if seconds_each is not None and fresh else None
 
 
 def _price(judgments: list[dict], prices: tuple) -> float | None:

@@ -284,6 +284,33 @@ def _write_alpaca_eval_files(result: EvaluationResult, out: Path) -> dict[str, P
     return paths
 
 
+def _judge_line(judge: dict) -> str:
+    members = judge.get("jury") or [judge]
+    line = "; ".join(f"{m['model']} ({m['backend']}, revision {m['revision'] or '-'})" for m in members)
+    return f"jury of {len(members)}: {line}; verdict = mean of their P(model wins)" if judge.get("jury") else line
+
+
+def _jury_section(result: EvaluationResult) -> list[str]:
+    """Each jury member's win rate beside the jury's, per language."""
+    names = (result.meta.get("jury") or {}).get("judges")
+    if not names:
+        return []
+    rows = [
+        [lang, *[_fmt(row.get("win_rate_by_judge", {}).get(n)) for n in names], _fmt(row.get("win_rate"))]
+        for lang, row in result.table.items()
+    ]
+    return [
+        "## Jury",
+        "",
+        "Win rate per judge and of the jury (its verdict on an item is the mean of the judges' P(model wins)); "
+        "every judge's verdicts are in `judgments.jsonl` (`judge_model`) and per item in `per_sample.jsonl` "
+        "(`p_model_wins_by_judge`). The rubric is scored by the first judge.",
+        "",
+        _markdown_table(["language", *names, "jury"], rows),
+        "",
+    ]
+
+
 def _length_control_settings(meta: dict) -> list[list[str]]:
     """Which estimator each length-controlled column holds (and why alpaca_eval's is empty where it is)."""
     info = meta.get("length_control") or {}
@@ -315,7 +342,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
     elif judge:
         cfg = judge["config"]
         settings += [
-            ["judge", f"{judge['model']} ({judge['backend']}, revision {judge['revision'] or '-'})"],
+            ["judge", _judge_line(judge)],
             ["preset", str(meta.get("preset") or "-")],
             ["judge template", judge["template_version"]],
             ["rubric template", str(judge.get("rubric_template_version") or "-")],
@@ -366,6 +393,7 @@ def _markdown(result: EvaluationResult, title: str, *, with_plot: bool) -> str:
         "language; line pass: responses whose every long line is in the target language.",
         "",
     ]
+    md += _jury_section(result)
     if result.ledger:
         md += ["## Cost and token ledger", ""]
         keys = [

@@ -85,6 +85,15 @@ class EvaluateConfig:
         "local-vllm when --judge-model is given",
         metavar="NAME_OR_FILE",
     )
+    judges: list[str] = option(
+        default_factory=list,
+        help="a jury member: a judge preset (gpt-4o, local-vllm, a preset file) or PRESET=MODEL; give it several "
+        "times for a jury (its verdict: the mean of the judges'; each judge's win rate is reported beside it). "
+        "Adding a judge to a finished evaluation judges only what is new",
+        flag="--judge",
+        append=True,
+        metavar="PRESET[=MODEL]",
+    )
     order: str | None = option(
         None,
         "both presentation orders (preset default: both) or one content-seeded random order per item",
@@ -202,8 +211,8 @@ def evaluate_responses(
     references: Sequence[str | Sequence[str]] | None = None,
     instructions: Sequence[str] | None = None,
     ids: Sequence[str] | None = None,
-    judge: Generator | None = None,
-    config: JudgeConfig | None = None,
+    judge: Generator | Sequence[Generator] | None = None,
+    config: JudgeConfig | Sequence[JudgeConfig] | None = None,
     cache_dir: str | None = None,
     storage_options: dict | None = None,
     model_name: str | None = None,
@@ -224,8 +233,12 @@ def evaluate_responses(
             the mean over its references). Needed with a judge.
         instructions: the prompts as the model saw them. Needed with a judge.
         ids: item ids (default: positions).
-        judge: the judge backend; None computes language fidelity only (fast, offline).
-        config: judge settings (:class:`~xl_suite.evaluation.judging.JudgeConfig`).
+        judge: the judge backend; None computes language fidelity only (fast, offline). Several judges are a
+            jury: each judges every pair (its verdicts kept, in its own cache), the jury's verdict on an item is the
+            mean of the judges' P(model wins), and ``table`` gives each judge's win rate beside the jury's
+            (``win_rate_by_judge``). The rubric is scored by the first judge.
+        config: judge settings (:class:`~xl_suite.evaluation.judging.JudgeConfig`); for a jury, one for all or one
+            per judge.
         cache_dir: annotation cache folder (reruns make zero judge calls); None judges in memory.
         storage_options: fsspec options for ``cache_dir``.
         model_name: the evaluated model's name, for the report.
@@ -259,18 +272,18 @@ def evaluate_responses(
         ValueError: inputs of different lengths, a non-string answer, an empty instruction or reference, an
             unknown language, or a judge without references/instructions.
     """
-    items = _check_inputs(predictions, languages, references, instructions, ids, judge, preferences)
-    config = config or JudgeConfig()
+    judges, configs = _jury(judge, config)
+    items = _check_inputs(predictions, languages, references, instructions, ids, judges or None, preferences)
     stats = _Statistics(n_resamples, confidence, seed, lc_method)
     result, fid = _fidelity_result(items, model_name, preset)
     judged = None
-    if judge is not None:
-        judged = _judge(items, judge, config, cache_dir, storage_options, result.meta["warnings"])
+    if judges:
+        judged = _judge(items, judges, configs, cache_dir, storage_options, result.meta["warnings"])
     elif preferences is not None:
         judged = _judgments_made_elsewhere(items, preferences, annotator)
     if judged is not None:
         _record_judged(result, judged, stats)
-    return _with_tables(result, items, fid, judged, config, stats)
+    return _with_tables(result, items, fid, judged, configs[0], stats)
 
 
 @dataclass
@@ -296,6 +309,7 @@ class _Judged:
     rubric_rows: list[dict] = field(default_factory=list)
     rubric_scores: list | None = None
     ledger: dict[str, Any] = field(default_factory=dict)
+    by_judge: dict[str, list[float | None]] = field(default_factory=dict)  # a jury's members' item preferences
 
 
 @dataclass
@@ -392,10 +406,80 @@ def _fidelity_result(items: _Items, model_name: str | None, preset: str | None) 
     return EvaluationResult(table={}, per_sample=per_sample, meta=meta, inputs=inputs), fid
 
 
-def _judge(items: _Items, judge, config: JudgeConfig, cache_dir, storage_options, warnings: list[str]) -> _Judged:
-    """Pairwise judgments of every (answer, reference) pair, and the rubric scores of every answer."""
+def _jury(judge, config) -> tuple[list, list[JudgeConfig]]:
+    """The judges (none, one, or a jury) and one config per judge (at least one, for the tables)."""
+    if judge is None:
+        judges = []
+    elif isinstance(judge, Sequence) and not isinstance(judge, str):
+        judges = list(judge)
+    else:
+        judges = [judge]
+    if isinstance(config, Sequence) and not isinstance(config, str):
+        configs = list(config)
+        if len(configs) != len(judges):
+            raise InvalidArgumentError(
+                f"config= gives {len(configs)} configs for {len(judges)} judges; give one each."
+            )
+    else:
+        configs = [config or JudgeConfig()] * max(1, len(judges))
+    names = [j.model for j in judges]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InvalidArgumentError(f"The jury names judge {twice[0]!r} twice; give each judge once.")
+    return judges, configs
+
+
+def _judge(items: _Items, judges: list, configs: list, cache_dir, storage_options, warnings: list[str]) -> _Judged:
+    """Pairwise judgments of every (answer, reference) pair by each judge (the jury's verdict is their mean), and the
+    rubric scores of every answer by the first judge."""
     ref_lists, multi = _as_reference_lists(items.references)
     pair_item = [i for i, refs in enumerate(ref_lists) for _ in refs]
+    results = [
+        _judge_pairs(items, ref_lists, pair_item, judge, config, cache_dir, storage_options, warnings)
+        for judge, config in zip(judges, configs, strict=True)
+    ]
+    jury = len(judges) > 1
+    pair_prefs = _mean_of_judges([pj.preferences for pj in results])
+    judged = _Judged(
+        prefs=_per_item(pair_prefs, pair_item, len(items.preds)) if multi else pair_prefs,
+        ref_lists=ref_lists,
+        multi=multi,
+        judge_meta=_judge_meta(judges[0], configs[0], results[0].ledger["structured_output"]),
+        judgments=[_item_frame(r, pair_item) for pj in results for r in pj.rows],
+    )
+    for judge, pj in zip(judges, results, strict=True):
+        judged.ledger[f"pairwise_judge:{judge.model}" if jury else "pairwise_judge"] = pj.ledger
+        if jury:
+            prefs = _per_item(pj.preferences, pair_item, len(items.preds)) if multi else list(pj.preferences)
+            judged.by_judge[judge.model] = prefs
+    if jury:
+        members = [
+            _judge_meta(j, c, pj.ledger["structured_output"])
+            for j, c, pj in zip(judges, configs, results, strict=True)
+        ]
+        judged.judge_meta = {
+            **judged.judge_meta,
+            "backend": "jury",
+            "model": "jury: " + " + ".join(j.model for j in judges),
+            "jury": members,
+        }
+    if configs[0].rubric:
+        rs = score_rubric(
+            list(items.instructions),
+            items.preds,
+            items.codes,
+            judge=judges[0],
+            config=configs[0],
+            cache_dir=cache_dir,
+            storage_options=storage_options,
+            ids=items.ids,
+        )
+        judged.rubric_rows, judged.rubric_scores = rs.rows, rs.scores
+        judged.ledger["rubric_judge"] = rs.ledger
+    return judged
+
+
+def _judge_pairs(items: _Items, ref_lists, pair_item, judge, config, cache_dir, storage_options, warnings):
     pj = judge_pairwise(
         [items.instructions[i] for i in pair_item],
         [items.preds[i] for i in pair_item],
@@ -407,34 +491,25 @@ def _judge(items: _Items, judge, config: JudgeConfig, cache_dir, storage_options
         storage_options=storage_options,
         ids=[items.ids[i] for i in pair_item],
     )
-    judgments = [_item_frame(r, pair_item) for r in pj.rows]
-    judged = _Judged(
-        prefs=_per_item(pj.preferences, pair_item, len(items.preds)) if multi else list(pj.preferences),
-        ref_lists=ref_lists,
-        multi=multi,
-        judge_meta=_judge_meta(judge, config, pj.ledger["structured_output"]),
-        judgments=judgments,
-        ledger={"pairwise_judge": pj.ledger},
-    )
     if pj.ledger["corrupt_cache_files"]:
         warnings.append(
-            f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) were detected, "
+            f"{pj.ledger['corrupt_cache_files']} corrupt annotation cache file(s) of {judge.model} were detected, "
             "moved aside (*.corrupt) and their items judged again."
         )
-    if config.rubric:
-        rs = score_rubric(
-            list(items.instructions),
-            items.preds,
-            items.codes,
-            judge=judge,
-            config=config,
-            cache_dir=cache_dir,
-            storage_options=storage_options,
-            ids=items.ids,
-        )
-        judged.rubric_rows, judged.rubric_scores = rs.rows, rs.scores
-        judged.ledger["rubric_judge"] = rs.ledger
-    return judged
+    return pj
+
+
+def _mean_of_judges(per_judge: list[Sequence[float | None]]) -> list[float | None]:
+    """The jury's verdict on each pair: the mean of the judges' parsed P(model wins) (None when none parsed).
+
+    >>> _mean_of_judges([[1.0, None, None], [0.5, 0.25, None]])
+    [0.75, 0.25, None]
+    """
+    out: list[float | None] = []
+    for values in zip(*per_judge, strict=True):
+        parsed = [v for v in values if v is not None]
+        out.append(sum(parsed) / len(parsed) if parsed else None)
+    return out
 
 
 def _item_frame(row: dict, pair_item: list[int]) -> dict:
@@ -498,9 +573,13 @@ def _record_judged(result: EvaluationResult, judged: _Judged, stats: _Statistics
     by_item: dict[int, list[dict]] = {}
     for r in judged.judgments:
         by_item.setdefault(r["item_index"], []).append(r)
+    if judged.by_judge:
+        result.meta["jury"] = {"judges": list(judged.by_judge), "verdict": "mean of the judges' P(model wins)"}
     for i, row in enumerate(result.per_sample):
         row["reference_length"] = _mean([len(r) for r in judged.ref_lists[i]])
         row["p_model_wins"] = judged.prefs[i]
+        if judged.by_judge:
+            row["p_model_wins_by_judge"] = {name: prefs[i] for name, prefs in judged.by_judge.items()}
         if judged.judge_meta["config"] is not None:  # a judge ran here: its verdicts per order
             row.update(_order_columns(by_item.get(i, [])))
         if judged.rubric_scores is not None:
@@ -581,6 +660,10 @@ def _judge_stats(
         out.update(dict.fromkeys(_NAN_WITHOUT_PARSED, math.nan))
         out.update({"n_wins": 0, "n_losses": 0, "n_draws": 0, "n_total": 0, "n_unparsed": len(idx)})
         warnings.append(f"{name}: no judgment could be parsed; win rates are NaN (see the unparsed judgments).")
+    if judged.by_judge:  # each jury member's win rate beside the jury's
+        out["win_rate_by_judge"] = {
+            name: _win_rate_or_nan([prefs[i] for i in idx]) for name, prefs in judged.by_judge.items()
+        }
     out.update(_judgment_stats(set(idx), p, judged.judgments))
     if judged.rubric_scores is not None:
         scored = [judged.rubric_scores[i] for i in idx if judged.rubric_scores[i] is not None]
@@ -588,6 +671,12 @@ def _judge_stats(
             out[f"rubric_{dim}"] = _mean([s[dim] for s in scored])
         out["rubric_parse_rate"] = 100.0 * len(scored) / len(idx) if idx else math.nan
     return out
+
+
+def _win_rate_or_nan(p: list[float | None]) -> float:
+    from xl_suite.evaluation import metrics
+
+    return metrics.win_rate(p)["win_rate"] if any(x is not None for x in p) else math.nan
 
 
 def _win_rate_stats(name, p, model_len, ref_len, stats: _Statistics, warnings: list[str]) -> dict[str, Any]:
@@ -618,9 +707,9 @@ def _judgment_stats(idx_set: set[int], p: list[float | None], judgments: list[di
     from xl_suite.evaluation import metrics
 
     rows = [r for r in judgments if r["item_index"] in idx_set and not is_rule(r["parse_status"])]
-    by_order: dict[str, dict[int, float | None]] = {"model_first": {}, "model_second": {}}
-    for r in rows:
-        by_order[r["order"]][r["pair_index"]] = r["p_model_wins"]
+    by_order: dict[str, dict[tuple, float | None]] = {"model_first": {}, "model_second": {}}
+    for r in rows:  # a jury's judges judged the same pairs: each (judge, pair) is one pair of orders
+        by_order[r["order"]][(r.get("judge_model"), r["pair_index"])] = r["p_model_wins"]
     pairs = sorted(set(by_order["model_first"]) | set(by_order["model_second"]))
     out: dict[str, Any] = {"prefer_first_rate": math.nan, "order_agreement": math.nan}
     if pairs:
