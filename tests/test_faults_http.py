@@ -6,6 +6,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pyarrow.parquet as pq
 import pytest
 
 from xl_suite.engines.base import SamplingConfig
@@ -146,3 +147,44 @@ def test_scrub_secrets_covers_environment_tokens(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_zzzzzzzzzzzzzzzz")
     out = scrub_secrets("a tok-1234567 b hf_zzzzzzzzzzzzzzzz c sk-proj-abcdefghij")
     assert out == "a *** b *** c ***"
+
+
+def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypatch, tmp_path):
+    """The HTTP judge stores each answer as it arrives (a piece file per request), not when its whole batch is
+    done: a server that answers some requests and then fails loses only the requests in flight, and the rerun sends
+    only the others."""
+    from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise
+
+    answered = {"n": 0, "healthy": False}
+    lock = threading.Lock()
+    verdict = _chat('{"winner": "A"}')
+
+    def some_then_fail(handler):  # answers 5 requests, then fails every one; answers all once healthy again
+        with lock:
+            answered["n"] += 1
+            n = answered["n"]
+        return verdict(handler) if n <= 5 or answered["healthy"] else (401, {"error": {"message": "key revoked"}})
+
+    items = {
+        "instructions": [f"Question {i}?" for i in range(8)],
+        "model_outputs": [f"Antwort {i}" for i in range(8)],
+        "reference_outputs": [f"Referenz {i}" for i in range(8)],
+        "languages": ["de"] * 8,
+    }
+    url = serve(some_then_fail)
+    config = JudgeConfig(chunk_size=8, batch_size=64, rubric=False, logprobs=None)
+    with pytest.raises(GenerationError, match="401"):
+        judge_pairwise(
+            **items, judge=_gen(url, monkeypatch, max_concurrency=2), config=config, cache_dir=str(tmp_path)
+        )
+    stored = sum(
+        pq.read_table(p).num_rows for p in tmp_path.glob("judge-pairwise-*/chunk-*") if ".corrupt" not in p.name
+    )
+    assert 4 <= stored <= 5, stored  # 5 answered; at most the one in flight beside the failing request is lost
+
+    answered.update(n=0, healthy=True)
+    res = judge_pairwise(
+        **items, judge=_gen(url, monkeypatch, max_concurrency=2), config=config, cache_dir=str(tmp_path)
+    )
+    assert answered["n"] == 16 - stored and res.ledger["from_cache"] == stored
+    assert not list(tmp_path.glob("judge-pairwise-*/*.piece-*")), "pieces are deleted once their chunk is written"

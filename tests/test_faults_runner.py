@@ -74,20 +74,55 @@ def test_damaged_chunk_is_moved_aside_and_recomputed(tmp_path, caplog, damage):
     assert third["y"] == out["y"] and stats.chunks_reused == 3
 
 
-def test_chunk_without_checksum_from_an_older_release_is_still_reused(tmp_path):
+def _edit_values(table):
+    """The same rows with every ``y`` changed to 999 (what an edit of a cache file would pass on)."""
+    return table.set_column(table.column_names.index("y"), "y", pa.array([999] * table.num_rows))
+
+
+def _rewrite_without_checksum(p: Path):
+    pq.write_table(_edit_values(pq.read_table(p)).replace_schema_metadata(None), p)
+
+
+def _rewrite_keeping_the_old_metadata(p: Path):
+    table = pq.read_table(p)
+    pq.write_table(_edit_values(table).replace_schema_metadata(table.schema.metadata), p)
+
+
+def _drop_a_column(p: Path):
+    table = pq.read_table(p)
+    pq.write_table(table.drop_columns(["y"]).replace_schema_metadata(table.schema.metadata), p)
+
+
+def _drop_a_column_and_the_checksum(p: Path):
+    pq.write_table(pq.read_table(p).drop_columns(["y"]).replace_schema_metadata(None), p)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [_rewrite_without_checksum, _rewrite_keeping_the_old_metadata, _drop_a_column, _drop_a_column_and_the_checksum],
+)
+def test_a_chunk_that_cannot_be_verified_is_moved_aside_and_recomputed(tmp_path, caplog, edit):
+    # A file without the checksum written with it (rewritten, or from a release before checksums) is not trusted:
+    # edited values never reach the output.
     out, _ = _run(tmp_path)
-    for f in (tmp_path / "inc").glob("*.parquet"):
-        pq.write_table(pq.read_table(f).replace_schema_metadata(None), f)
-    again, stats = _run(tmp_path)
-    assert again["y"] == out["y"] and stats.chunks_reused == 3
+    files = sorted((tmp_path / "inc").glob("*.parquet"))
+    for f in files:
+        edit(f)
+    with caplog.at_level(logging.WARNING):
+        again, stats = _run(tmp_path)
+    assert again["y"] == out["y"] == [x + 1 for x in range(10)]
+    assert (stats.chunks_reused, stats.chunks_computed, stats.chunks_damaged) == (0, 3, 3)
+    assert all(Path(f"{f}.corrupt").exists() for f in files) and str(files[0]) in caplog.text
 
 
 def test_read_verified_names_missing_columns(tmp_path, caplog):
     import fsspec
 
+    from xl_suite.run.store import write_verified
+
     path = tmp_path / "a.parquet"
-    pq.write_table(pa.table({"x": [1]}), path)
     fs = fsspec.filesystem("file")
+    write_verified(fs, str(path), pa.table({"x": [1]}))
     with caplog.at_level(logging.WARNING):
         assert read_verified(fs, str(path), required=["cache_key"]) is None
     assert "cache_key" in caplog.text and str(path) in caplog.text

@@ -106,7 +106,7 @@ def test_generate_failure_share_exit_code_and_retry_of_only_the_failed_rows(alpa
     assert len(warnings) == 1 and f"{n_bad} of 12 answers failed" in warnings[0] and "within" in warnings[0]
 
     # the engine recovers: the exact rerun the message advises (no --overwrite) sends only the failed rows
-    with caplog.at_level(logging.INFO, logger="xl_suite.runner"):
+    with caplog.at_level(logging.INFO, logger="xl_suite.run"):
         rc, stdout, err = _cli(_generate(alpaca_file, out), capsys)
     assert rc == 0, err
     assert "warning:" not in stdout

@@ -431,6 +431,29 @@ def test_stored_judgments_of_earlier_runs_are_read_whatever_their_chunking(tmp_p
     assert names == {"chunk"}
 
 
+@pytest.mark.parametrize("metadata", ["none", "copied"])
+def test_a_foreign_file_beside_the_judgments_is_not_used(tmp_path, metadata):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cfg = JudgeConfig(chunk_size=4)
+    first = judge_pairwise(**ITEMS, judge=FakeGenerator(prefers("GOOD")), cache_dir=str(tmp_path), config=cfg)
+    stored = sorted(tmp_path.glob("judge-pairwise-*/chunk-*.parquet"))
+    # the same keys with every preference flipped, named to sort first
+    table = pq.read_table(stored[0])
+    flipped = table.set_column(
+        table.column_names.index("preference"),
+        "preference",
+        pa.array([1.0 - p for p in table.column("preference").to_pylist()]),
+    )
+    foreign = stored[0].parent / "chunk-00000-0000000000000000.parquet"
+    pq.write_table(flipped.replace_schema_metadata(table.schema.metadata if metadata == "copied" else None), foreign)
+    counting = FakeGenerator(prefers("GOOD"))
+    again = judge_pairwise(**ITEMS, judge=counting, cache_dir=str(tmp_path), config=cfg)
+    assert again.preferences == first.preferences and counting.prompts_seen == 0
+    assert again.ledger["corrupt_cache_files"] == 1 and Path(f"{foreign}.corrupt").exists()
+
+
 SIGKILL_SCRIPT = textwrap.dedent(
     """
     import sys, time

@@ -39,6 +39,31 @@ def test_fingerprint_is_remembered_and_no_prompt_starts_nothing(tmp_path):
     assert third.count == 1  # another spec is another key
 
 
+@pytest.mark.parametrize("edit", ["value", "old format", "moved entry"])
+def test_an_edited_fingerprint_memo_is_not_used(tmp_path, caplog, edit):
+    import json
+    import logging
+
+    memo = tmp_path / "memo.json"
+    spec, other = EngineSpec(model="m", backend="fake"), EngineSpec(model="m2", backend="fake")
+    fp = LazyGenerator(spec, factory=Starts(), memo_path=memo).fingerprint()
+    other_fp = LazyGenerator(other, factory=Starts("m2"), memo_path=memo).fingerprint()
+    data = json.loads(memo.read_text())
+    key = LazyGenerator(spec, memo_path=memo)._key()
+    other_key = LazyGenerator(other, memo_path=memo)._key()
+    if edit == "value":  # another model's fingerprint under this spec: its cached answers would be served
+        data[key]["fingerprint"] = other_fp
+    elif edit == "old format":
+        data[key] = other_fp
+    else:
+        data[key] = data[other_key]
+    memo.write_text(json.dumps(data))
+    again = LazyGenerator(spec, factory=(starts := Starts()), memo_path=memo)
+    with caplog.at_level(logging.WARNING):
+        assert again.fingerprint() == fp
+    assert starts.count == 1 and "does not verify" in caplog.text
+
+
 def test_local_model_change_starts_the_engine_again(tmp_path):
     model = tmp_path / "model"
     model.mkdir()

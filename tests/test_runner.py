@@ -1,6 +1,9 @@
 """run_stage and content_hash: resumable chunks, and hashes that do not depend on storage details."""
 
+from pathlib import Path
+
 import datasets
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -421,7 +424,7 @@ def test_a_keyed_run_reuses_stored_rows_whatever_run_and_chunking_wrote_them(tmp
 def test_the_store_index_counts_the_attempts_of_older_caches_and_prefers_a_usable_row(tmp_path):
     import pyarrow as pa
 
-    from xl_suite.runner import _write_chunk, index_stored_rows, storage
+    from xl_suite.run.store import index_stored_rows, storage, write_verified
 
     fs, root = storage(str(tmp_path))
     folder = f"{root}/k"
@@ -429,7 +432,25 @@ def test_the_store_index_counts_the_attempts_of_older_caches_and_prefers_a_usabl
     # an older cache stored each retry in a file of its own, each row with attempts 1
     for n, status in enumerate(["unparsed", "unparsed", "ok"]):
         rows = {"key": ["a", "b"], "s_status": [status, "unparsed"], "y": [n, n]}
-        _write_chunk(fs, f"{folder}/chunk-00000-{n}.parquet", pa.table(rows), [1, 1])
+        write_verified(fs, f"{folder}/chunk-00000-{n}.parquet", pa.table(rows), [1, 1])
     index, damaged = index_stored_rows(fs, folder, "key", input_columns=["key"])
     assert damaged == [] and not index["a"].failed and index["a"].table.column("y")[index["a"].row].as_py() == 2
     assert index["b"].failed and index["b"].attempts == 3
+
+
+@pytest.mark.parametrize("keep_metadata", [False, True], ids=["checksum dropped", "old checksum kept"])
+def test_an_edited_piece_is_moved_aside_and_its_rows_computed_again(tmp_path, keep_metadata):
+    ds = _pieces_ds()
+    reference, _ = _pieces_run(ds, tmp_path / "ref", _Asked())
+    work = tmp_path / "work"
+    _fail_in_chunk_4(ds, work)
+    pieces = sorted((work / "stage").glob("chunk-00004-*.piece-*"))
+    assert pieces
+    for p in pieces:
+        table = pq.read_table(p)
+        edited = table.set_column(table.column_names.index("answer"), "answer", pa.array(["EDITED"] * table.num_rows))
+        pq.write_table(edited.replace_schema_metadata(table.schema.metadata if keep_metadata else None), p)
+    healthy = _Asked()
+    out, _ = _pieces_run(ds, work, healthy)
+    assert "EDITED" not in out["answer"] and out.to_dict() == reference.to_dict()
+    assert all(Path(f"{p}.corrupt").exists() for p in pieces)

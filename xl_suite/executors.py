@@ -26,17 +26,17 @@ resources (:meth:`RayExecutor.engine_fingerprint`), so the driver never starts a
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import os
 import time
 from collections.abc import Callable
 
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.run.context import current_executor, using_executor
 
 
 __all__ = ["RayExecutor", "current_executor", "map_chunks", "split_chunks", "chunks_per_process"]
 
-_CURRENT: contextvars.ContextVar = contextvars.ContextVar("xl_suite_executor", default=None)
 _CHUNK = "__xl_chunk"
 
 
@@ -122,11 +122,6 @@ def chunks_per_process(stats: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def current_executor():
-    """The executor of the enclosing ``with`` block, or None (compute in this process)."""
-    return _CURRENT.get()
-
-
 class _EngineRef:
     """A lazy engine's spec, sent to the actors instead of the engine."""
 
@@ -155,7 +150,7 @@ class _StageWorker:
         self.schema = schema  # the chunks' schema as the caller had it: the cache keys hash the content with it
         import datasets  # noqa: F401 - imported before the first chunk arrives, so every actor starts equally ready
 
-        import xl_suite.runner  # noqa: F401
+        import xl_suite.run.scheduler  # noqa: F401
 
         self.engines: dict[int, object] = {}
         self.fn_kwargs = {k: self._resolve(v) for k, v in fn_kwargs.items()}
@@ -169,11 +164,11 @@ class _StageWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        from xl_suite.runner import StageStats, run_stage
+        from xl_suite.run.scheduler import run_stage
+        from xl_suite.run.stats import StageStats
 
         rows = []
-        token = _CURRENT.set(None)  # compute here, never hand the chunk on again
-        try:
+        with using_executor(None):  # compute here, never hand the chunk on again
             for index, chunk in split_chunks(batch, self.schema):
                 stats = StageStats(self.stage)
                 t0 = time.perf_counter()
@@ -198,8 +193,6 @@ class _StageWorker:
                         "rows_retried": stats.rows_retried,
                     }
                 )
-        finally:
-            _CURRENT.reset(token)
         return pa.Table.from_pylist(rows)
 
     def __del__(self):
@@ -244,16 +237,21 @@ class RayExecutor:
         self.num_cpus_per_actor = num_cpus_per_actor
         self.ray_remote_args = dict(ray_remote_args or {})
         self.runs: list[dict] = []
-        self._token = None
+        self._stack = None
 
     def __enter__(self) -> RayExecutor:
-        """Send the ``run_stage`` calls of this block to Ray."""
-        self._token = _CURRENT.set(self)
+        """Send the ``run_stage`` calls of this block to Ray; lazy engines learn a fingerprint they do not remember from
+        :meth:`engine_fingerprint` (a Ray task), never by starting here."""
+        from xl_suite.engines.lazy import fingerprints_from
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(using_executor(self))
+        self._stack.enter_context(fingerprints_from(self.engine_fingerprint))
         return self
 
     def __exit__(self, *exc) -> None:
         """Back to computing in this process."""
-        _CURRENT.reset(self._token)
+        self._stack.close()
 
     def engine_fingerprint(self, spec) -> str:
         """The fingerprint of ``spec``'s engine, from a Ray task with the actors' resources (``num_gpus``...): the

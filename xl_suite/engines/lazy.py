@@ -10,10 +10,13 @@ the engine again and records its fingerprint anew.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from xl_suite.engines.base import concurrent_calls
@@ -22,7 +25,24 @@ from xl_suite.fingerprint import stable_hash
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LazyGenerator", "fingerprint_memo_path"]
+__all__ = ["LazyGenerator", "fingerprint_memo_path", "fingerprints_from"]
+
+#: Where a lazy engine that never started here learns its fingerprint in this context (None: by starting).
+_FINGERPRINT_SOURCE: contextvars.ContextVar = contextvars.ContextVar("xl_suite_fingerprint_source", default=None)
+
+
+@contextlib.contextmanager
+def fingerprints_from(source: Callable | None):
+    """Inside this block, a lazy engine (with the default factory) that has not started and does not remember its
+    fingerprint gets it from ``source(spec)`` instead of starting: the run layer hands it in (e.g.
+    :class:`xl_suite.executors.RayExecutor`, from a Ray task with the actors' resources); the engine never asks the
+    layer above it."""
+    token = _FINGERPRINT_SOURCE.set(source)
+    try:
+        yield
+    finally:
+        _FINGERPRINT_SOURCE.reset(token)
+
 
 #: Whether each backend enforces ``SamplingConfig.json_schema`` (known without starting it).
 _STRUCTURED = {"vllm": True, "openai": True, "transformers": False, "fake": False}
@@ -64,6 +84,20 @@ class LazyGenerator:
         if self._engine is not None:
             return concurrent_calls(self._engine)
         return self.backend in _CONCURRENT
+
+    @property
+    def independent_requests(self) -> bool:
+        """Whether each request is one call of its own (the HTTP backend), known without starting the engine."""
+        if self._engine is not None:
+            return bool(getattr(self._engine, "independent_requests", False))
+        return self.backend == "openai"
+
+    @property
+    def max_concurrency(self) -> int:
+        """The HTTP backend's requests in flight (its spec's ``max_concurrency``, default 8), without starting it."""
+        if self._engine is not None:
+            return int(getattr(self._engine, "max_concurrency", 0) or 0)
+        return int(self.spec.engine_kwargs.get("max_concurrency", 8)) if self.backend == "openai" else 0
 
     @property
     def in_flight_rows(self) -> int:
@@ -112,18 +146,17 @@ class LazyGenerator:
     def fingerprint(self) -> str:
         """The engine's fingerprint: from the memo when this spec was started before, else by starting it.
 
-        Inside ``with xl_suite.executors.RayExecutor(...)`` (and with the default factory), an engine never started
-        here is started once in a Ray task with the actors' resources instead, and its fingerprint remembered: the
-        driver of a cluster run (often without a GPU) computes the cache keys without starting an engine itself.
+        Inside :func:`fingerprints_from` (``with xl_suite.executors.RayExecutor(...)`` enters it) and with the default
+        factory, an engine never started here gets its fingerprint from that source (a Ray task with the actors'
+        resources), and remembers it: the driver of a cluster run (often without a GPU) computes the cache keys
+        without starting an engine itself.
         """
         if self._engine is not None:
             return self._engine.fingerprint()
-        remembered = self._memo().get(self._key())
+        remembered = self._remembered()
         if remembered is not None:
             return remembered
-        from xl_suite.executors import current_executor
-
-        remote = getattr(current_executor(), "engine_fingerprint", None)
+        remote = _FINGERPRINT_SOURCE.get()
         if remote is not None and self._factory == self.spec.build:
             fingerprint = remote(self.spec)
             self._remember(fingerprint)
@@ -179,6 +212,23 @@ class LazyGenerator:
             version,
         )
 
+    def _remembered(self) -> str | None:
+        """The remembered fingerprint of this spec, if its entry verifies; an entry that does not (edited, or written
+        by a release before entries were checked) is not used: the engine's fingerprint is learnt again."""
+        key = self._key()
+        entry = self._memo().get(key)
+        if entry is None:
+            return None
+        if isinstance(entry, dict) and entry.get("check") == _memo_check(key, entry.get("fingerprint")):
+            return entry["fingerprint"]
+        logger.warning(
+            "the engine fingerprint remembered for %s in %s does not verify (edited, or from an older release); "
+            "it is not used: the fingerprint is learnt again",
+            self._model,
+            self._memo_path,
+        )
+        return None
+
     def _memo(self) -> dict:
         try:
             data = json.loads(self._memo_path.read_text(encoding="utf-8"))
@@ -189,7 +239,8 @@ class LazyGenerator:
     def _remember(self, fingerprint: str) -> None:
         try:
             memo = self._memo()
-            memo[self._key()] = fingerprint
+            key = self._key()
+            memo[key] = {"fingerprint": fingerprint, "check": _memo_check(key, fingerprint)}
             self._memo_path.parent.mkdir(parents=True, exist_ok=True)
             from xl_suite.safety import unique_temp_path
 
@@ -203,3 +254,8 @@ class LazyGenerator:
                 self._memo_path,
                 e,
             )
+
+
+def _memo_check(key: str, fingerprint) -> str:
+    """The check stored with a memo entry: binds the fingerprint to its spec's key, so an edited or moved entry fails."""
+    return stable_hash("engine-memo", key, fingerprint)

@@ -92,6 +92,9 @@ class OpenAIGenerator:
     backend = "openai"
     #: Calls from several threads share one window of ``max_concurrency`` requests (a sliding window, not waves).
     concurrent_calls = True
+    #: Each request stands alone (one conversation, one HTTP call): the run layer sends one per call, ``max_concurrency``
+    #: calls at a time, and stores each answer as soon as it arrives, so a kill loses only the requests in flight.
+    independent_requests = True
     #: Requests failing for good in a row (no success between) after which the call raises instead of returning
     #: ``error`` rows: a dead server or a wrong setting stops the run early.
     max_consecutive_failures = 16

@@ -1,0 +1,93 @@
+"""What one stage run did: the one statistics type of the run layer, merged when a stage runs in several calls."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+__all__ = ["StageStats"]
+
+#: The counters :meth:`StageStats.merge` adds up and :meth:`StageStats.to_dict` reports, in order.
+_COUNTERS = (
+    "rows_in",
+    "rows_out",
+    "chunks_total",
+    "chunks_computed",
+    "chunks_reused",
+    "chunks_damaged",
+    "rows_failed",
+    "rows_retried",
+    "rows_computed",
+    "seconds",
+)
+
+
+@dataclass
+class StageStats:
+    """What a stage did: rows in/out, chunks computed vs reused, failed rows by status, time.
+
+    Attributes:
+        stage: the stage name.
+        rows_in: input rows.
+        rows_out: output rows.
+        chunks_total: chunks of the input.
+        chunks_computed: chunks computed in this run.
+        chunks_reused: chunks read back from the store.
+        chunks_damaged: stored files found damaged (moved aside and computed again).
+        rows_failed: output rows whose status is a failure.
+        rows_retried: failed rows computed again in this run.
+        rows_computed: rows sent to the engine in this run.
+        seconds: wall time.
+        failed_by_status: failed rows by status.
+        extra: more entries for the summary (a stage's own counts), reported by :meth:`to_dict`.
+        rows_reused: keyed runs (``run_stage(key_column=...)``): rows read from the store.
+        keys_computed: keyed runs: the keys not read from the store. Neither is part of :meth:`to_dict`.
+
+    >>> a = StageStats("answers", rows_in=4, chunks_computed=1, failed_by_status={"empty": 1})
+    >>> a.merge(StageStats("answers", rows_in=6, chunks_reused=2, failed_by_status={"empty": 2, "error": 1}))
+    >>> a.rows_in, a.chunks_computed, a.chunks_reused, a.failed_by_status
+    (10, 1, 2, {'empty': 3, 'error': 1})
+    """
+
+    stage: str
+    rows_in: int = 0
+    rows_out: int = 0
+    chunks_total: int = 0
+    chunks_computed: int = 0
+    chunks_reused: int = 0
+    chunks_damaged: int = 0
+    rows_failed: int = 0
+    rows_retried: int = 0
+    rows_computed: int = 0
+    seconds: float = 0.0
+    failed_by_status: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    rows_reused: int = 0
+    keys_computed: set = field(default_factory=set, repr=False)
+
+    def merge(self, other: StageStats, *, counters: tuple[str, ...] = _COUNTERS) -> None:
+        """Add ``other``'s counts (of the same stage: another call, chunk or worker) to these.
+
+        ``counters`` limits which of the summed counters are added (a caller that counts some itself passes the
+        others); the failures by status, the reused rows and the computed keys are always merged.
+        """
+        for name in counters:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for status, count in other.failed_by_status.items():
+            self.failed_by_status[status] = self.failed_by_status.get(status, 0) + count
+        self.rows_reused += other.rows_reused
+        self.keys_computed |= other.keys_computed
+
+    def count_failures(self, by_status: dict[str, int]) -> None:
+        """Add failed rows, by status."""
+        for status, count in by_status.items():
+            self.rows_failed += count
+            self.failed_by_status[status] = self.failed_by_status.get(status, 0) + count
+
+    def to_dict(self) -> dict:
+        """Plain dict for summaries."""
+        return {
+            "stage": self.stage,
+            **{k: getattr(self, k) for k in _COUNTERS},
+            "failed_by_status": self.failed_by_status,
+        } | self.extra
