@@ -19,6 +19,11 @@ from xl_suite.errors import XlSuiteError
 
 
 ALPACA = [{"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}."} for k in range(3)]
+#: alpaca_eval annotations (leaderboard, compare-judges) of the same prompts
+ANNOTATIONS = [
+    {**{"instruction": a["instruction"], "output_1": a["output"], "output_2": "Other."}, "preference": 1.5}
+    for a in ALPACA
+]
 
 
 @pytest.fixture
@@ -37,6 +42,7 @@ def paths(tmp_path, monkeypatch):
         "list_yaml": tmp_path / "list.yaml",
         "alpaca": tmp_path / "alpaca_eval.json",
         "out": tmp_path / "out",
+        "ann": tmp_path / "annotations.json",
     }
     p["empty"].write_text("")
     p["empty_json"].write_text("")
@@ -48,6 +54,7 @@ def paths(tmp_path, monkeypatch):
     p["bad_json"].write_text('{"model": "m",,}')
     p["list_yaml"].write_text("- model\n- m\n")
     p["alpaca"].write_text(json.dumps(ALPACA))
+    p["ann"].write_text(json.dumps(ANNOTATIONS))
     # a folder this user cannot write to (root can write anywhere: the permission check is made to see it as a
     # user would; the rest of the run is the same)
     p["ro"].chmod(0o500)
@@ -243,6 +250,49 @@ CASES = [
     ("finetune", "bad number", ["finetune", "--output-dir", "{out}", "--learning-rate", "nan"], "nan"),
     ("finetune", "empty list", ["finetune", "--output-dir", "{out}", "--languages", ""], "languages"),
     ("finetune", "malformed YAML", ["finetune", "--output-dir", "{out}", "--config-file", "{bad_yaml}"], "bad.yaml"),
+    ("leaderboard", "missing file", ["leaderboard", "{missing}", "--output", "{out}"], "no-such-file"),
+    ("leaderboard", "empty file", ["leaderboard", "{empty_json}", "--output", "{out}"], "empty.json"),
+    ("leaderboard", "malformed JSON", ["leaderboard", "{bad_json}", "--output", "{out}"], "bad.json"),
+    ("leaderboard", "folder for file", ["leaderboard", "{dir}", "--output", "{out}"], "a-folder"),
+    ("leaderboard", "file for folder", ["leaderboard", "{ann}", "--output", "{file}"], "a-file"),
+    ("leaderboard", "unknown value", ["leaderboard", "{ann}", "--output", "{out}", "--language", "zz"], "zz"),
+    (
+        "leaderboard",
+        "read-only output",
+        ["leaderboard", "{ann}", "--output", "{ro}/board", "--language", "en"],
+        "read-only",
+    ),
+    (
+        "compare-judges",
+        "missing file",
+        ["compare-judges", "{missing}", "{ann}", "--output", "{out}"],
+        "no-such-file",
+    ),
+    (
+        "compare-judges",
+        "empty file",
+        ["compare-judges", "{empty_json}", "{ann}", "--output", "{out}"],
+        "empty.json",
+    ),
+    ("compare-judges", "file for folder", ["compare-judges", "{ann}", "{ann}", "--output", "{file}"], "a-file"),
+    (
+        "compare-judges",
+        "unknown value",
+        ["compare-judges", "{ann}", "{ann}", "--output", "{out}", "--language", "zz"],
+        "zz",
+    ),
+    (
+        "compare-judges",
+        "read-only output",
+        ["compare-judges", "{ann}", "{ann}", "--output", "{ro}/j", "--language", "en"],
+        "read-only",
+    ),
+    (
+        "compare-judges",
+        "missing file",
+        ["compare-judges", "{ann}", "{ann}", "--output", "{out}", "--language", "en", "--gold", "{missing}"],
+        "no-such-file",
+    ),
     (
         "languages",
         "empty list",
