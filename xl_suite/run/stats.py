@@ -19,7 +19,15 @@ _COUNTERS = (
     "rows_retried",
     "rows_computed",
     "seconds",
+    "kept",
+    "dropped",
+    "prompt_tokens",
+    "completion_tokens",
+    "json_repaired",
+    "wall_seconds",
 )
+#: Of those, the ones :meth:`StageStats.to_dict` reports (the rest describe a pipeline's view of the stage).
+_REPORTED = _COUNTERS[: _COUNTERS.index("seconds") + 1]
 
 
 @dataclass
@@ -42,6 +50,13 @@ class StageStats:
         extra: more entries for the summary (a stage's own counts), reported by :meth:`to_dict`.
         rows_reused: keyed runs (``run_stage(key_column=...)``): rows read from the store.
         keys_computed: keyed runs: the keys not read from the store. Neither is part of :meth:`to_dict`.
+        status: every status of the stage's output rows, counted (a pipeline's recording, like the fields below).
+        kept: output rows the stage's keep filter kept.
+        dropped: output rows it dropped.
+        prompt_tokens: prompt tokens recorded on the output rows.
+        completion_tokens: completion tokens recorded on the output rows.
+        json_repaired: replies read only after the JSON repair step.
+        wall_seconds: wall time of the stage including the recording.
 
     >>> a = StageStats("answers", rows_in=4, chunks_computed=1, failed_by_status={"empty": 1})
     >>> a.merge(StageStats("answers", rows_in=6, chunks_reused=2, failed_by_status={"empty": 2, "error": 1}))
@@ -64,17 +79,26 @@ class StageStats:
     extra: dict = field(default_factory=dict)
     rows_reused: int = 0
     keys_computed: set = field(default_factory=set, repr=False)
+    status: dict = field(default_factory=dict)
+    kept: int = 0
+    dropped: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    json_repaired: int = 0
+    wall_seconds: float = 0.0
 
     def merge(self, other: StageStats, *, counters: tuple[str, ...] = _COUNTERS) -> None:
         """Add ``other``'s counts (of the same stage: another call, chunk or worker) to these.
 
         ``counters`` limits which of the summed counters are added (a caller that counts some itself passes the
-        others); the failures by status, the reused rows and the computed keys are always merged.
+        others); the statuses, the failures by status, the reused rows and the computed keys are always merged.
         """
         for name in counters:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         for status, count in other.failed_by_status.items():
             self.failed_by_status[status] = self.failed_by_status.get(status, 0) + count
+        for status, count in other.status.items():
+            self.status[status] = self.status.get(status, 0) + count
         self.rows_reused += other.rows_reused
         self.keys_computed |= other.keys_computed
 
@@ -88,6 +112,6 @@ class StageStats:
         """Plain dict for summaries."""
         return {
             "stage": self.stage,
-            **{k: getattr(self, k) for k in _COUNTERS},
+            **{k: getattr(self, k) for k in _REPORTED},
             "failed_by_status": self.failed_by_status,
         } | self.extra

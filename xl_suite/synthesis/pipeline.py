@@ -17,12 +17,11 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from xl_suite.engines.base import concurrent_calls
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.status import USABLE, RowStatus, is_usable
+from xl_suite.status import is_usable
 from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
 from xl_suite.synthesis.decontamination import (
     Benchmark,
@@ -50,7 +49,6 @@ __all__ = [
     "dedup_key",
     "select_final_rows",
     "SynthesisRun",
-    "StageReport",
     "CountingGenerator",
 ]
 
@@ -134,51 +132,6 @@ class CountingGenerator:
         pass
 
 
-@dataclass
-class StageReport:
-    name: str
-    rows_in: int = 0
-    rows_out: int = 0
-    dropped: int = 0
-    status: dict = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    chunks_computed: int = 0
-    chunks_reused: int = 0
-    json_repaired: int = 0
-
-    def to_dict(self, counter: CountingGenerator | None) -> dict:
-        total = sum(self.status.values())
-        d = {
-            "stage": self.name,
-            "rows_in": self.rows_in,
-            "rows_out": self.rows_out,
-            "dropped": self.dropped,
-            "kept_rate": (self.rows_out / self.rows_in) if self.rows_in else None,
-            "status": dict(sorted(self.status.items())),
-            # usable outputs: parsed, from a whole prompt ("ok") or a truncated one (counted apart below)
-            "parse_rate": (sum(self.status.get(s, 0) for s in USABLE) / total) if total else None,
-            "prompt_truncated": self.status.get(RowStatus.PROMPT_TRUNCATED, 0),
-            "json_repaired": self.json_repaired,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "chunks_computed": self.chunks_computed,
-            "chunks_reused": self.chunks_reused,
-            "seconds": round(self.seconds, 3),
-        }
-        if counter is not None:
-            d["generated"] = {
-                "calls": counter.calls,
-                "prompts": counter.prompts,
-                "completions": counter.completions,
-                "prompt_tokens": counter.prompt_tokens,
-                "completion_tokens": counter.completion_tokens,
-                "engine_seconds": round(counter.seconds, 3),
-            }
-        return d
-
-
 def select_final_rows(
     ds, config: SynthesisConfig, *, seen: set, produced: dict, over_quota: dict, near: NearDuplicateIndex | None = None
 ):
@@ -254,8 +207,9 @@ class SynthesisRun:
         self.work_dir = (
             work_dir if work_dir is not None or output is None else f"{str(output).rstrip('/')}/.xl_suite_work"
         )
-        self.reports = {s.name: StageReport(s.name) for s in self.stages}
-        self.run_stats = {s.name: StageStats(stage=s.name) for s in self.stages}
+        #: One :class:`~xl_suite.run.stats.StageStats` per stage: each run_stage call's merged in, then what the
+        #: pipeline records of the stage's output (statuses, tokens, kept and dropped rows, wall time).
+        self.stats = {s.name: StageStats(stage=s.name) for s in self.stages}
         self.writer = ShapeWriter(output, storage_options)
         self.produced = dict.fromkeys(config.languages, 0)
         self.over_quota = dict.fromkeys(config.languages, 0)
@@ -289,7 +243,7 @@ class SynthesisRun:
             t0 = time.perf_counter()
             out = self.record(stage, ds.num_rows, self.run(stage, ds))
             with self.lock:
-                self.reports[stage.name].seconds += time.perf_counter() - t0
+                self.stats[stage.name].wall_seconds += time.perf_counter() - t0
             done.append((stage, out))
             ds = out
         return done, ds
@@ -323,16 +277,7 @@ class SynthesisRun:
             retry_failed=self.retry_failed,
         )
         with self.lock:
-            total = self.run_stats[stage.name]
-            for name in ("rows_in", "rows_out", "chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged"):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
-            for name in ("rows_failed", "rows_retried", "rows_computed", "seconds"):
-                setattr(total, name, getattr(total, name) + getattr(stats, name))
-            for status, count in stats.failed_by_status.items():
-                total.failed_by_status[status] = total.failed_by_status.get(status, 0) + count
-            report = self.reports[stage.name]
-            report.chunks_computed += stats.chunks_computed
-            report.chunks_reused += stats.chunks_reused
+            self.stats[stage.name].merge(stats)
         return normalised(out)
 
     def record(self, stage: Stage, rows_in: int, out):
@@ -341,8 +286,7 @@ class SynthesisRun:
             return self._record(stage, rows_in, out)
 
     def _record(self, stage: Stage, rows_in: int, out):
-        report = self.reports[stage.name]
-        report.rows_in += rows_in
+        report = self.stats[stage.name]  # rows_in: counted by run_stage, merged in run()
         prefix = stage.column_prefix
         if f"{prefix}_status" in out.column_names:
             count_status(column_values(out, f"{prefix}_status"), report.status)
@@ -361,7 +305,7 @@ class SynthesisRun:
             kept = keep_rows(out, stage.keep)
             report.dropped += out.num_rows - kept.num_rows
             out = kept
-        report.rows_out += out.num_rows
+        report.kept += out.num_rows
         return out
 
     def snapshot(self, stage: Stage, out) -> None:

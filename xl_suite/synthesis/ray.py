@@ -144,7 +144,7 @@ class ChunkWorker:
         rows = []
         for index, chunk in split_chunks(batch, self.schema):
             before = self._generated()
-            counted = {name: (st.chunks_computed, st.rows_retried) for name, st in self.run.run_stats.items()}
+            counted = {name: (st.chunks_computed, st.rows_retried) for name, st in self.run.stats.items()}
             t0 = time.perf_counter()
             _, final = self.run.process(chunk)
             after = self._generated()
@@ -154,7 +154,7 @@ class ChunkWorker:
                     "rows_retried": st.rows_retried - counted[name][1],
                     **{k: after[name][k] - before[name][k] for k in _COUNTS if name in after},
                 }
-                for name, st in self.run.run_stats.items()
+                for name, st in self.run.stats.items()
             }
             rows.append(
                 {

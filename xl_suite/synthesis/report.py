@@ -12,12 +12,45 @@ from xl_suite.status import USABLE, RowStatus
 from xl_suite.synthesis.config import SYNTHESIS_VERSION
 
 
-__all__ = ["build_summary", "check_failures", "format_summary", "text_table"]
+__all__ = ["build_summary", "check_failures", "format_summary", "stage_summary", "text_table"]
+
+
+def stage_summary(stats, counter=None) -> dict:
+    """A stage's entry of the summary's stage table, from its :class:`~xl_suite.run.stats.StageStats` (as the
+    pipeline recorded it: rows in, rows kept, statuses, tokens) and the engine calls ``counter`` (the pipeline's counting generator) saw."""
+    total = sum(stats.status.values())
+    d = {
+        "stage": stats.stage,
+        "rows_in": stats.rows_in,
+        "rows_out": stats.kept,
+        "dropped": stats.dropped,
+        "kept_rate": (stats.kept / stats.rows_in) if stats.rows_in else None,
+        "status": dict(sorted(stats.status.items())),
+        # usable outputs: parsed, from a whole prompt ("ok") or a truncated one (counted apart below)
+        "parse_rate": (sum(stats.status.get(s, 0) for s in USABLE) / total) if total else None,
+        "prompt_truncated": stats.status.get(RowStatus.PROMPT_TRUNCATED, 0),
+        "json_repaired": stats.json_repaired,
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "chunks_computed": stats.chunks_computed,
+        "chunks_reused": stats.chunks_reused,
+        "seconds": round(stats.wall_seconds, 3),
+    }
+    if counter is not None:
+        d["generated"] = {
+            "calls": counter.calls,
+            "prompts": counter.prompts,
+            "completions": counter.completions,
+            "prompt_tokens": counter.prompt_tokens,
+            "completion_tokens": counter.completion_tokens,
+            "engine_seconds": round(counter.seconds, 3),
+        }
+    return d
 
 
 def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | None, text_column: str) -> dict:
     """The summary of a finished run (``run`` is the pipeline's :class:`~xl_suite.synthesis.pipeline.SynthesisRun`)."""
-    config, generator, stages, reports, counters = run.config, run.generator, run.stages, run.reports, run.counters
+    config, generator, stages, reports, counters = run.config, run.generator, run.stages, run.stats, run.counters
     templates, fingerprints, produced, processed = run.templates, run.fingerprints, run.produced, run.processed
 
     warnings = []
@@ -112,7 +145,7 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         },
         "stages": [
             {
-                **{k: finite(v) for k, v in reports[s.name].to_dict(counters.get(s.name)).items()},
+                **{k: finite(v) for k, v in stage_summary(reports[s.name], counters.get(s.name)).items()},
                 "template": templates[s.name].template_version if s.name in templates else None,
                 "model": {"generator": generator.model, "scorer": scorer.model}.get(s.engine),
                 "sampling": s.sampling.to_dict() if s.sampling else None,
@@ -145,13 +178,13 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         },
         "failures": {
             s.name: {
-                "rows": run.run_stats[s.name].rows_out,
-                "failed": run.run_stats[s.name].rows_failed,
-                "retried": run.run_stats[s.name].rows_retried,
-                "by_status": dict(sorted(run.run_stats[s.name].failed_by_status.items())),
+                "rows": run.stats[s.name].rows_out,
+                "failed": run.stats[s.name].rows_failed,
+                "retried": run.stats[s.name].rows_retried,
+                "by_status": dict(sorted(run.stats[s.name].failed_by_status.items())),
             }
             for s in stages
-            if s.engine and s.name in getattr(run, "run_stats", {})
+            if s.engine and s.name in getattr(run, "stats", {})
         },
         "output": str(run.output) if run.output else None,
         "work_dir": str(run.work_dir) if run.work_dir else None,
