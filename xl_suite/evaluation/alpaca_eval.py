@@ -61,7 +61,6 @@ __all__ = [
     "model_output_rows",
     "describe_items",
     "match_summary",
-    "evaluate_annotations",
 ]
 
 #: alpaca_eval's leaderboard CSV columns, in its order (after the model name).
@@ -572,56 +571,6 @@ def match_summary(match: AlpacaEvalMatch, kind: str, what: str) -> dict:
         "unmatched_sample": match.unmatched,
         "warning": match.summary(repr(str(what))),
     }
-
-
-def evaluate_annotations(
-    rows: Sequence[dict],
-    *,
-    source: str,
-    language: str | None = None,
-    storage_options: dict | None = None,
-    what: str = "the file",
-    model_name: str | None = None,
-    n_resamples: int = 1000,
-    seed: int = 0,
-    lc_method: str = "alpaca_eval",
-    gamed_path: str | None = None,
-):
-    """Score alpaca_eval's ``annotations.json`` rows as ``xl-suite evaluate --model-outputs annotations.json`` does.
-
-    The rows are matched to XL-AlpacaEval (:func:`from_annotations`), scored from their preferences (no judge
-    runs), described for alpaca_eval's files (:func:`describe_items`), and given alpaca_eval's
-    ``length_controlled_v1`` where it applies (:func:`add_length_controlled_v1`).
-
-    Returns:
-        The :class:`~xl_suite.evaluation.results.EvaluationResult`, with ``meta["alpaca_eval"]`` saying how many
-        rows matched (and a warning about the unmatched ones).
-    """
-    from xl_suite.evaluation.results import evaluate_responses
-
-    match = from_annotations(rows, language=language, source=source, storage_options=storage_options, what=what)
-    matched = match.rows
-    generators = {r.get("generator") for r in matched if r.get("generator")}
-    annotators = sorted({str(r["annotator"]) for r in matched if r.get("annotator")})
-    result = evaluate_responses(
-        [r["output"] for r in matched],
-        [r["language"] for r in matched],
-        references=[r["reference"] for r in matched],
-        instructions=[r["instruction"] for r in matched],
-        ids=[r["id"] for r in matched],
-        model_name=model_name or (generators.pop() if len(generators) == 1 else None),
-        n_resamples=n_resamples,
-        seed=seed,
-        lc_method=lc_method,
-        preferences=[r["probability"] for r in matched],
-        annotator=", ".join(annotators) or None,
-    )
-    describe_items(result, matched)
-    add_length_controlled_v1(result, matched, gamed_path=gamed_path)
-    result.meta["alpaca_eval"] = match_summary(match, "annotations", what)
-    if result.meta["alpaca_eval"]["warning"]:
-        result.meta["warnings"].append(result.meta["alpaca_eval"]["warning"])
-    return result
 
 
 def model_output_rows(result) -> list[dict]:

@@ -341,8 +341,9 @@ def _report_entry(path: Path, source: str, folder: Path, *, kind: str) -> Entry:
 
 
 def _annotations_entry(path: Path, folder: Path, language, alpaca_eval_source, n_resamples, seed) -> Entry:
-    from xl_suite.evaluation.alpaca_eval import evaluate_annotations, file_kind
+    from xl_suite.evaluation.alpaca_eval import file_kind
     from xl_suite.evaluation.report import write_report
+    from xl_suite.evaluation.results import evaluate_annotations
     from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
 
     try:

@@ -13,6 +13,9 @@ from typing import Any
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.evaluation.alpaca_eval import LEADERBOARD_COLUMNS, LEADERBOARD_RENAMES
 from xl_suite.evaluation.results import OVERALL, REPORT_LAYOUT, EvaluationResult
+from xl_suite.evaluation.text import format_table
+from xl_suite.evaluation.text import format_value as _fmt
+from xl_suite.evaluation.text import table_columns as _columns
 from xl_suite.sources import write_jsonl
 from xl_suite.status import RowStatus, is_rule
 
@@ -20,59 +23,6 @@ from xl_suite.status import RowStatus, is_rule
 logger = logging.getLogger(__name__)
 
 __all__ = ["Report", "format_table", "leaderboard_rows", "plot_available", "read_report", "write_report"]
-
-_MAIN_COLUMNS = [
-    ("language", "lang"),
-    ("n", "n"),
-    ("win_rate", "WR"),
-    ("standard_error", "SE"),
-    ("ci_low", "CI low"),
-    ("ci_high", "CI high"),
-    ("discrete_win_rate", "discrete"),
-    ("lc_minimal_winrate", "LC min"),
-    ("length_controlled_winrate", "LC v1"),
-    ("parse_rate", "parsed %"),
-    ("n_unparsed_judgments", "unparsed"),
-    ("prefer_first_rate", "prefer 1st"),
-    ("prefer_longer_rate", "prefer longer"),
-    ("language_fidelity", "fidelity %"),
-    ("language_fidelity_strict", "strict %"),
-    ("line_pass_rate", "line pass %"),
-]
-
-
-def _fmt(v: Any, digits: int = 1) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return str(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "n/a"
-        return f"{v:.{digits}f}" if abs(v) >= 1 or v == 0 else f"{v:.2f}"
-    return str(v)
-
-
-def _columns(result: EvaluationResult) -> list[tuple[str, str]]:
-    present = set().union(*(row.keys() for row in result.table.values()))
-    cols = [(k, label) for k, label in _MAIN_COLUMNS if k in present]
-    cols += [
-        (k, k.replace("rubric_", "")) for k in sorted(present) if k.startswith("rubric_") and k != "rubric_parse_rate"
-    ]
-    return cols
-
-
-def format_table(result: EvaluationResult) -> str:
-    """Fixed-width text table, one row per language and one for ``overall``."""
-    cols = _columns(result)
-    rows = [[_fmt(row.get(k)) for k, _ in cols] for row in result.table.values()]
-    widths = [max(len(label), *(len(r[j]) for r in rows)) for j, (_, label) in enumerate(cols)]
-    lines = ["  ".join(label.rjust(w) for (_, label), w in zip(cols, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(lines)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:

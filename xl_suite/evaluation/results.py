@@ -23,7 +23,14 @@ from xl_suite.sources import DEFAULT_ALPACA_EVAL_SOURCE
 from xl_suite.status import RowStatus, is_rule, is_usable
 
 
-__all__ = ["OVERALL", "REPORT_LAYOUT", "EvaluateConfig", "EvaluationResult", "evaluate_responses"]
+__all__ = [
+    "OVERALL",
+    "REPORT_LAYOUT",
+    "EvaluateConfig",
+    "EvaluationResult",
+    "evaluate_responses",
+    "evaluate_annotations",
+]
 
 OVERALL = "overall"
 #: Layout of the report files, recorded in ``summary.json`` (``meta.report_layout``). 2: P(model wins) is
@@ -175,7 +182,7 @@ class EvaluationResult:
 
     def format_table(self) -> str:
         """Plain-text table per language (printed by ``xl-suite evaluate``)."""
-        from xl_suite.evaluation.report import format_table
+        from xl_suite.evaluation.text import format_table
 
         return format_table(self)
 
@@ -729,3 +736,59 @@ def _judgment_stats(idx_set: set[int], p: list[float | None], judgments: list[di
         }
     )
     return out
+
+
+def evaluate_annotations(
+    rows: Sequence[dict],
+    *,
+    source: str,
+    language: str | None = None,
+    storage_options: dict | None = None,
+    what: str = "the file",
+    model_name: str | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    lc_method: str = "alpaca_eval",
+    gamed_path: str | None = None,
+):
+    """Score alpaca_eval's ``annotations.json`` rows as ``xl-suite evaluate --model-outputs annotations.json`` does.
+
+    The rows are matched to XL-AlpacaEval (:func:`~xl_suite.evaluation.alpaca_eval.from_annotations`), scored from
+    their preferences by :func:`evaluate_responses` (no judge runs), described for alpaca_eval's files
+    (:func:`~xl_suite.evaluation.alpaca_eval.describe_items`), and given alpaca_eval's ``length_controlled_v1``
+    where it applies (:func:`~xl_suite.evaluation.alpaca_eval.add_length_controlled_v1`).
+
+    Returns:
+        The :class:`EvaluationResult`, with ``meta["alpaca_eval"]`` saying how many
+        rows matched (and a warning about the unmatched ones).
+    """
+    from xl_suite.evaluation.alpaca_eval import (
+        add_length_controlled_v1,
+        describe_items,
+        from_annotations,
+        match_summary,
+    )
+
+    match = from_annotations(rows, language=language, source=source, storage_options=storage_options, what=what)
+    matched = match.rows
+    generators = {r.get("generator") for r in matched if r.get("generator")}
+    annotators = sorted({str(r["annotator"]) for r in matched if r.get("annotator")})
+    result = evaluate_responses(
+        [r["output"] for r in matched],
+        [r["language"] for r in matched],
+        references=[r["reference"] for r in matched],
+        instructions=[r["instruction"] for r in matched],
+        ids=[r["id"] for r in matched],
+        model_name=model_name or (generators.pop() if len(generators) == 1 else None),
+        n_resamples=n_resamples,
+        seed=seed,
+        lc_method=lc_method,
+        preferences=[r["probability"] for r in matched],
+        annotator=", ".join(annotators) or None,
+    )
+    describe_items(result, matched)
+    add_length_controlled_v1(result, matched, gamed_path=gamed_path)
+    result.meta["alpaca_eval"] = match_summary(match, "annotations", what)
+    if result.meta["alpaca_eval"]["warning"]:
+        result.meta["warnings"].append(result.meta["alpaca_eval"]["warning"])
+    return result
