@@ -22,7 +22,7 @@ STATUS_ONLY = {
 #: Words that are not row statuses where they stand: (file, value) -> why.
 NOT_STATUSES = {
     ("xl_suite/commands/languages.py", "ok"): "the languages table's verdict on a language, not a row's status",
-    ("xl_suite/evaluation/report.py", "unparsed"): "a report column heading",
+    ("xl_suite/evaluation/text.py", "unparsed"): "a table column heading",
 }
 #: Values that are also ordinary words or keys ("ok" flags, "empty" counts, "error" messages): a status literal
 #: when compared against.
