@@ -1221,3 +1221,35 @@ def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp
     assert "\ntruncate_prompts: true\n" in recipe
     readme = (repo / "README.md").read_text()
     assert "prompts truncated to the context" in readme and "- respond: " in readme
+
+
+def test_a_run_resolves_its_benchmark_and_checks_its_stages_once(tmp_path, monkeypatch, capsys):
+    """One synthesize (from Python or the CLI) resolves the decontamination benchmark once and runs the preflight
+    checks once: the command's early checks are handed down, not repeated (a second resolve read the Hub)."""
+    import xl_suite.synthesis.config as config_module
+    import xl_suite.synthesis.pipeline as pipeline_module
+    from xl_suite.cli import main
+
+    calls = {"resolve": 0, "preflight": 0}
+    real_resolve, real_preflight = pipeline_module.resolve_benchmark, pipeline_module.preflight
+
+    def resolve(*args, **kwargs):
+        calls["resolve"] += 1
+        return real_resolve(*args, **kwargs)
+
+    def preflight(*args, **kwargs):
+        calls["preflight"] += 1
+        return real_preflight(*args, **kwargs)
+
+    for module in (pipeline_module, config_module):
+        monkeypatch.setattr(module, "resolve_benchmark", resolve)
+    for module in (pipeline_module, config_module, xl_suite.synthesis):
+        monkeypatch.setattr(module, "preflight", preflight)
+    synthesize(seeds(8), fake(), small_config(), output=str(tmp_path / "py"))
+    assert calls == {"resolve": 1, "preflight": 1}
+
+    calls.update(resolve=0, preflight=0)
+    argv = ["synthesize", "--backend", "fake", "--model", "m", "--languages", "mt", "--max-seeds", "8"]
+    assert main([*argv, "--output", str(tmp_path / "cli"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert calls == {"resolve": 1, "preflight": 1}

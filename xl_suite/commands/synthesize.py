@@ -76,7 +76,7 @@ def run(args, *, generator=None, scorer=None) -> int:
     from xl_suite.configuration import from_args
     from xl_suite.output_folder import claim_output
     from xl_suite.safety import lock_folders
-    from xl_suite.synthesis import format_summary, preflight
+    from xl_suite.synthesis import format_summary, plan_synthesis
     from xl_suite.synthesis.config import SynthesisRunOptions
     from xl_suite.synthesis.report import check_failures
     from xl_suite.synthesis.seeds import check_text_column, load_seeds
@@ -91,7 +91,7 @@ def run(args, *, generator=None, scorer=None) -> int:
             "--scorer-truncate-prompts applies to a separate scorer: give --scorer-model too, or use "
             "--truncate-prompts (the scoring stages then use the generator, which truncates)."
         )
-    preflight(config)
+    plan = plan_synthesis(config)  # stages, templates and benchmark: resolved and checked once, passed down
     storage_options = options.storage_options
     local = "://" not in str(options.output)
     if local:
@@ -151,7 +151,7 @@ def run(args, *, generator=None, scorer=None) -> int:
             claim = claim_output(options.output, "synthesize", settings, **claim_args)
             if claim.describe():
                 print(claim.describe())
-        result = _run(options, config, seeds, generator, scorer, owned, storage_options)
+        result = _run(options, config, seeds, generator, scorer, owned, storage_options, plan)
         if claim is not None:
             claim.complete(result.files.values())
     print(format_summary(result.summary))
@@ -177,7 +177,7 @@ def run(args, *, generator=None, scorer=None) -> int:
     return 0
 
 
-def _run(options, config, seeds, generator, scorer, owned, storage_options):
+def _run(options, config, seeds, generator, scorer, owned, storage_options, plan=None):
     from xl_suite.synthesis import synthesize
 
     try:
@@ -193,6 +193,7 @@ def _run(options, config, seeds, generator, scorer, owned, storage_options):
             id_column=options.id_column,
             progress=options.progress,
             seed_source=options.seeds,
+            plan=plan,
         )
     finally:
         for engine in owned:

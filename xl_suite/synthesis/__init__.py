@@ -66,7 +66,7 @@ from xl_suite.synthesis.config import (
 )
 from xl_suite.synthesis.decontamination import Benchmark, NearDuplicateIndex, decontaminate_batch, resolve_benchmark
 from xl_suite.synthesis.outputs import SNAPSHOT_FILES, SynthesisResult
-from xl_suite.synthesis.pipeline import apply_stages, synthesize
+from xl_suite.synthesis.pipeline import SynthesisPlan, apply_stages, plan_synthesis, synthesize
 from xl_suite.synthesis.report import format_summary
 from xl_suite.synthesis.stages import (
     backtranslate_batch,
@@ -102,6 +102,8 @@ __all__ = [
     "check_wiring",
     "preflight",
     "synthesize",
+    "SynthesisPlan",
+    "plan_synthesis",
     "apply_stages",
     "format_summary",
     "generate_checked",

@@ -17,6 +17,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xl_suite.engines.base import concurrent_calls
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "synthesize",
+    "SynthesisPlan",
+    "plan_synthesis",
     "apply_stages",
     "dedup_key",
     "select_final_rows",
@@ -174,6 +177,60 @@ def select_final_rows(
     return (table.take(pa.array(keep, pa.int64())) if len(keep) != table.num_rows else table), duplicates
 
 
+@dataclass(frozen=True)
+class SynthesisPlan:
+    """What a synthesis run is made of, resolved once before any engine starts and passed down: the stages, their
+    checked templates (:func:`~xl_suite.synthesis.config.preflight`) and the decontamination benchmark.
+
+    Attributes:
+        config: the :class:`SynthesisConfig`.
+        stages: the stage list.
+        templates: stage name -> loaded and checked template.
+        benchmark: the prompts the decontamination stages drop pairs against (resolved once: a Hub read at most).
+        custom: True when the stage list was given (not :func:`default_stages`).
+    """
+
+    config: SynthesisConfig
+    stages: list = field(default_factory=list)
+    templates: dict = field(default_factory=dict)
+    benchmark: Benchmark | None = None
+    custom: bool = False
+
+    def for_engines(self, generator, scorer=None) -> SynthesisPlan:
+        """The same plan with the default stages configured for these engines (whether the scorer enforces JSON
+        schemas); templates and benchmark are kept, since only the stages' sampling settings depend on the engines."""
+        if self.custom:
+            return self
+        return replace(self, stages=default_stages(self.config, generator, scorer, benchmark=self.benchmark))
+
+
+def plan_synthesis(
+    config: SynthesisConfig,
+    generator=None,
+    scorer=None,
+    *,
+    stages: Sequence[Stage] | None = None,
+    benchmark: Benchmark | None = None,
+) -> SynthesisPlan:
+    """Resolve a run's benchmark and stages once and check them (:func:`~xl_suite.synthesis.config.preflight`).
+
+    ``generator``/``scorer`` are only asked whether they enforce JSON schemas (lazy engines answer without starting;
+    without them the stages are unconstrained, and :meth:`SynthesisPlan.for_engines` configures them later).
+    """
+    if stages is None:
+        if benchmark is None:
+            benchmark = resolve_benchmark(config.decontaminate_against, enabled=config.decontaminate)
+        stages = default_stages(config, generator, scorer, benchmark=benchmark)
+        custom = False
+    else:
+        stages, custom = list(stages), True
+        if not any(s.function is decontaminate_batch for s in stages):
+            benchmark = Benchmark(enabled=False, note="the custom stage list has no decontamination stage")
+        elif benchmark is None:
+            benchmark = resolve_benchmark(config.decontaminate_against, enabled=config.decontaminate)
+    return SynthesisPlan(config, list(stages), preflight(config, stages), benchmark, custom)
+
+
 class SynthesisRun:
     """The state of one :func:`synthesize` call: engines, stages, per-stage reports, quotas and the writer.
 
@@ -191,13 +248,15 @@ class SynthesisRun:
         work_dir,
         storage_options,
         benchmark: Benchmark | None = None,
+        templates: dict | None = None,
     ):
         from xl_suite.runner import StageStats
 
         self.config, self.generator, self.scorer = config, generator, scorer or generator
         self.stages = list(stages)
         self.engines = {"generator": generator, "scorer": self.scorer}
-        self.templates = preflight(config, self.stages)
+        # checked once: by the plan when one was made (plan_synthesis), else here
+        self.templates = templates if templates is not None else preflight(config, self.stages)
         self.counters = {s.name: CountingGenerator(self.engines[s.engine]) for s in self.stages if s.engine}
         self.fingerprints = {
             s.name: stage_fingerprint(s, self.templates.get(s.name), self.engines[s.engine] if s.engine else None)
@@ -450,6 +509,7 @@ def synthesize(
     seed_source: str | None = None,
     max_error_rate: float | None = None,
     retry_failed: bool = True,
+    plan: SynthesisPlan | None = None,
 ) -> SynthesisResult:
     """Run the synthesis pipeline over seed passages.
 
@@ -475,6 +535,9 @@ def synthesize(
             :func:`~xl_suite.synthesis.report.check_failures`, as ``xl-suite synthesize --max-error-rate``).
         retry_failed: recompute the rows a stored chunk holds with a failure status (default True; a rerun
             retries them, up to 3 attempts per row). False takes the stored rows as they are.
+        plan: the run's :class:`SynthesisPlan` when the caller already made it (:func:`plan_synthesis`, e.g. to
+            check everything before starting engines): its benchmark and checked templates are used as they are,
+            nothing is resolved or checked again. Give either ``plan`` or ``stages``.
 
     Returns:
         A :class:`SynthesisResult`.
@@ -495,12 +558,15 @@ def synthesize(
     if max_error_rate is not None:
         check_error_rate_value(max_error_rate, "max_error_rate")
     check_text_column(seeds, text_column)
-    benchmark = resolve_benchmark(config.decontaminate_against, enabled=config.decontaminate)
-    if stages is None:
-        stages = default_stages(config, generator, scorer, benchmark=benchmark)
-    elif not any(s.function is decontaminate_batch for s in stages):
-        benchmark = Benchmark(enabled=False, note="the custom stage list has no decontamination stage")
-    stages = list(stages)
+    if plan is not None and stages is not None:
+        raise InvalidArgumentError("Give either plan= or stages= (a plan holds its stages), not both.")
+    if plan is not None and plan.config != config:
+        raise InvalidArgumentError("plan= was made for another SynthesisConfig; make it with plan_synthesis(config).")
+    if plan is None:
+        plan = plan_synthesis(config, generator, scorer, stages=stages)
+    else:
+        plan = plan.for_engines(generator, scorer)
+    stages = plan.stages
     run = SynthesisRun(
         config,
         generator,
@@ -509,7 +575,8 @@ def synthesize(
         output=output,
         work_dir=work_dir,
         storage_options=storage_options,
-        benchmark=benchmark,
+        benchmark=plan.benchmark,
+        templates=plan.templates,
     )
     run.retry_failed = retry_failed
     # One run per output folder and work dir, for the whole run (not only per stage): a second run on either

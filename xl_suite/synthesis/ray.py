@@ -117,13 +117,18 @@ class ChunkWorker:
     stages return no such columns).
     """
 
-    def __init__(self, config, generator, scorer, stages, work_dir, storage_options, schema):
+    def __init__(self, config, generator, scorer, stages, work_dir, storage_options, schema, benchmark=None):
         from xl_suite.synthesis.config import default_stages
         from xl_suite.synthesis.pipeline import SynthesisRun
 
         self.generator = _build(generator)
         self.scorer = _build(scorer) if scorer is not None else None
-        stages = list(stages) if stages is not None else default_stages(config, self.generator, self.scorer)
+        # the driver resolved the benchmark once (no actor reads the Hub for it)
+        stages = (
+            list(stages)
+            if stages is not None
+            else default_stages(config, self.generator, self.scorer, benchmark=benchmark)
+        )
         self.run = SynthesisRun(
             config,
             self.generator,
@@ -392,7 +397,7 @@ def _synthesize_ray_locked(
     ray_remote_args,
 ) -> SynthesisResult:
     from xl_suite.executors import chunks_per_process, map_chunks
-    from xl_suite.synthesis.pipeline import synthesize
+    from xl_suite.synthesis.pipeline import plan_synthesis, synthesize
     from xl_suite.synthesis.seeds import iter_seed_chunks
 
     t_start = time.perf_counter()
@@ -407,6 +412,7 @@ def _synthesize_ray_locked(
     if not chunks:
         raise InvalidArgumentError("No seed rows to synthesize from (all empty or removed as duplicates).")
     watch = _QuotaWatch(config)
+    plan = plan_synthesis(config, stages=stages)  # the benchmark resolved and the templates checked once, here
     stats = map_chunks(
         chunks,
         ChunkWorker,
@@ -417,6 +423,7 @@ def _synthesize_ray_locked(
             "stages": stages,
             "work_dir": work_dir,
             "storage_options": storage_options,
+            "benchmark": plan.benchmark,
         },
         num_actors=num_actors,
         num_cpus_per_actor=num_cpus_per_actor,
@@ -431,7 +438,7 @@ def _synthesize_ray_locked(
         _CacheOnly(identity, "generator"),
         config,
         scorer=_CacheOnly(identity, "scorer"),
-        stages=stages,
+        plan=plan,
         output=output,
         work_dir=work_dir,
         storage_options=storage_options,
