@@ -281,7 +281,8 @@ def test_translate_writes_m_alpacaeval_loadable_files(tmp_path):
     from xl_suite.datasets_api import load_xl_suite
 
     ds = load_xl_suite("m-alpacaeval-mt", split="test", source=str(tmp_path / "m"))
-    assert ds.num_rows == 3 and ds[0]["id"] == "xlae-0" and ds[0]["translator"] == "tr"
+    # the empty (failed) translation is not written: it is no prompt
+    assert ds.num_rows == 2 and ds[0]["id"] == "xlae-0" and ds[0]["translator"] == "tr" and "xlae-2" not in ds["id"]
     assert ds[0]["english_instruction"] == "Write 0 lines." and paths["de"].name == "de.jsonl"
     with pytest.raises(ValueError, match="query language"):
         translate_prompts(prompts, gen, ["en"])
@@ -536,7 +537,9 @@ def test_cli_truncate_prompts_reaches_the_engine_and_marks_the_rows(tmp_path, al
     argv = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de"]
     argv += ["--source", str(alpaca_file), "--max-tokens", "8", "--engine-kwargs", '{"context_tokens": 12}']
     assert main([*argv, "--output", str(tmp_path / "long"), "--max-error-rate", "1"]) == 0
-    assert {r["output_status"] for r in read_rows(tmp_path / "long")} == {"too_long"}
+    # every prompt too long: failed rows, stored for the retry and counted, never written as answers
+    assert (tmp_path / "long" / "xl-alpacaeval-de.jsonl").read_text() == ""
+    assert "xl-alpacaeval-de: 4 of 4 answers failed (100.0%: too_long 4)" in capsys.readouterr().out
     assert main([*argv, "--output", str(tmp_path / "cut"), "--truncate-prompts"]) == 0
     rows = read_rows(tmp_path / "cut")
     assert {r["output_status"] for r in rows} == {"prompt_truncated"} and all(r["output"] for r in rows)

@@ -9,6 +9,7 @@ publishes their output as a data-only (Parquet + README ``configs:``) repo. ``da
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 
 import datasets
@@ -18,7 +19,10 @@ from xl_suite.constants import CITATION, LICENSE_BENCHMARK, LICENSE_INSTRUCT, PA
 from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import BENCHMARK_LANGUAGES, CORE_LANGUAGES, builtin_languages, get_language
 from xl_suite.provenance import SYNTHESIS_ORIGIN, provenance_features, public_source, synthesis_provenance
+from xl_suite.status import is_failed
 
+
+logger = logging.getLogger(__name__)
 
 _LANGUAGES = BENCHMARK_LANGUAGES
 _VERSION = datasets.Version("1.0.0")
@@ -206,7 +210,11 @@ class MAlpacaEval(datasets.GeneratorBasedBuilder):
     def _generate_examples(self, files):
         mapping = self.config.column_mapping or {"instruction": ("instruction", "prompt", "question")}
         for code, path in files.items():
+            failed = 0
             for i, rec in enumerate(sources.read_records(path, storage_options=self.config.storage_options)):
+                if is_failed(rec.get("translation_status")):  # a failed translation is no prompt (older files)
+                    failed += 1
+                    continue
                 m = sources.map_columns(rec, mapping, source=path)
                 rest = m["_rest"]
                 english = rest.get("english_instruction")
@@ -222,6 +230,13 @@ class MAlpacaEval(datasets.GeneratorBasedBuilder):
                         "reference": rest.get("reference"),
                         "translator": rest.get("translator") or rest.get("model"),
                     },
+                )
+            if failed:
+                logger.warning(
+                    "%s: %d rows have a failed translation_status (empty, error...) and are not served; rerun "
+                    "`xl-suite translate` into that folder to retry them.",
+                    path,
+                    failed,
                 )
 
 

@@ -11,6 +11,8 @@ from xl_suite.run.policy import (
     FAILURE_STATUSES,
     check_error_rate_value,
     check_failure_rate,
+    check_stage_failure_rates,
+    drop_failed,
     failed_rows,
     failure_counts,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "in_flight_batches",
     "failure_counts",
     "check_failure_rate",
+    "check_stage_failure_rates",
+    "drop_failed",
     "check_error_rate_value",
     "index_stored_rows",
     "StoredRow",

@@ -309,21 +309,24 @@ def _evaluate_locked(
 def check_judgments(result, max_error_rate: float) -> None:
     """Warn about unparsed judgments within the threshold; raise FailureRateError above it or when none parsed.
 
-    Rule-based judgments (an empty answer) are not the judge's replies and are not counted.
+    Each stage is judged on its own: the pairwise judgments of each judge (a jury has one stage per member) and the
+    rubric judgments. Rule-based judgments (an empty answer) are not the judge's replies and are not counted.
     """
     from xl_suite.errors import FailureRateError
-    from xl_suite.runner import check_failure_rate
+    from xl_suite.run.policy import check_stage_failure_rates
     from xl_suite.status import FAILED, USABLE, RowStatus, is_rule
 
-    by_status: dict[str, int] = {}
-    total = 0
+    stages: dict[str, tuple[dict[str, int], int]] = {}
+    jury = len({r.get("judge_model") for r in result.judgments}) > 1
     for rows, what in ((result.judgments, "pairwise"), (result.rubric_rows, "rubric")):
-        judged = [r for r in rows if "parse_status" in r and not is_rule(r["parse_status"])]
-        total += len(judged)
-        for r in judged:
+        for r in rows:
+            if "parse_status" not in r or is_rule(r["parse_status"]):
+                continue
+            name = f"{what} ({r.get('judge_model')})" if jury and what == "pairwise" else what
+            by_status, total = stages.get(name, ({}, 0))
             if r["parse_status"] in FAILED:
-                key = f"{what} {r['parse_status']}"
-                by_status[key] = by_status.get(key, 0) + 1
+                by_status[r["parse_status"]] = by_status.get(r["parse_status"], 0) + 1
+            stages[name] = (by_status, total + 1)
     judged_statuses = (*USABLE, RowStatus.REPAIRED, *FAILED)
     pairwise = [r for r in result.judgments if r.get("parse_status") in judged_statuses]
     if pairwise and all(r["parse_status"] in FAILED for r in pairwise):
@@ -332,9 +335,8 @@ def check_judgments(result, max_error_rate: float) -> None:
             "rate. The report is written, with the judge's raw replies under 'unparsed judgments'; check the "
             "judge model and preset, then rerun the same command (the unparsed judgments are judged again)."
         )
-    warning = check_failure_rate(
-        by_status,
-        total,
+    warning = check_stage_failure_rates(
+        stages,
         max_error_rate=max_error_rate,
         what="judgments",
         retry="rerunning the same command judges them again (up to 3 attempts each)",

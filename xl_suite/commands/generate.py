@@ -42,10 +42,9 @@ def run(args) -> int:
     from xl_suite.datasets_api import load_xl_suite
     from xl_suite.evaluation.answers import GenerateConfig
     from xl_suite.output_folder import claim_output, settings_of
-    from xl_suite.runner import check_failure_rate
+    from xl_suite.run.policy import check_stage_failure_rates, drop_failed
     from xl_suite.safety import check_output_dir, lock_folders
-    from xl_suite.status import FAILED, RowStatus
-    from xl_suite.tables import count_status
+    from xl_suite.status import RowStatus
 
     job = from_args(GenerateConfig, args)
     spec = engine_spec(args)
@@ -81,25 +80,24 @@ def run(args) -> int:
         with lock_folders([work_dir], purpose="xl-suite generate"):
             if spec.backend == "openai":  # a paid API: say what the run will cost before it starts
                 _print_estimates(job, spec, datasets_by_name)
-            results = _generate(job, spec, datasets_by_name, targets, work_dir)
+            results, failed = _generate(job, spec, datasets_by_name, targets, work_dir)
         claim.complete(targets.values())
     status = "reference_status" if job.as_reference else "output_status"
-    by_status: dict[str, int] = {}
-    truncated = 0
-    for result in results.values():
-        if status in result.column_names:
-            count_status([s for s in result[status] if s in FAILED], by_status)
-            truncated += sum(s == RowStatus.PROMPT_TRUNCATED for s in result[status])
+    what = "references" if job.as_reference else "answers"
+    truncated = sum(
+        s == RowStatus.PROMPT_TRUNCATED for r in results.values() if status in r.column_names for s in r[status]
+    )
     if truncated:
         print(
-            f"{truncated} {'references' if job.as_reference else 'answers'} were generated from a prompt truncated "
+            f"{truncated} {what} were generated from a prompt truncated "
             f"to the model's context (--truncate-prompts): kept, marked {RowStatus.PROMPT_TRUNCATED} in {status}."
         )
-    warning = check_failure_rate(
-        by_status,
-        sum(r.num_rows for r in results.values()),
+    # Each config is a stage of its own: its share of failed rows is judged alone (one config losing a fifth of
+    # its answers fails the run, whatever the others did).
+    warning = check_stage_failure_rates(
+        {name: (failed[name], results[name].num_rows) for name in results},
         max_error_rate=job.max_error_rate,
-        what="references" if job.as_reference else "answers",
+        what=what,
     )
     if warning:
         print(f"warning: {warning}")
@@ -109,7 +107,8 @@ def run(args) -> int:
         from xl_suite.hub import publish_config
 
         for name, result in results.items():
-            url = publish_config(job.push, name, data=datasets.DatasetDict({"test": result}))
+            kept, _ = drop_failed(result, [status])  # failed rows are never pushed as data
+            url = publish_config(job.push, name, data=datasets.DatasetDict({"test": kept}))
             print(f"{name}: pushed to {job.push} ({url})")
     return 0
 
@@ -128,14 +127,21 @@ def _load(job, configs, load) -> dict:
     return datasets_by_name
 
 
-def _generate(job, spec, datasets_by_name, targets, work_dir) -> dict:
+def _generate(job, spec, datasets_by_name, targets, work_dir) -> tuple[dict, dict]:
+    """Answer each config and write its file: (results with every row, failed rows by status per config).
+
+    A failed row (empty, error, too long) stays in the cache, where the rerun retries it; the file holds only the
+    rows that are answers.
+    """
     from xl_suite.commands._outputs import cached_line
     from xl_suite.evaluation import generate_answers, generate_references
+    from xl_suite.run.policy import drop_failed
     from xl_suite.runner import StageStats
     from xl_suite.sources import write_jsonl
 
-    results = {}
+    results, failed = {}, {}
     what = "references" if job.as_reference else "answers"
+    status = "reference_status" if job.as_reference else "output_status"
     generator = spec.lazy()  # starts only if a chunk is not cached
     try:
         for name, ds in datasets_by_name.items():
@@ -151,17 +157,24 @@ def _generate(job, spec, datasets_by_name, targets, work_dir) -> dict:
                 batch_size=job.batch_size,
                 stats=stats,
             )
-            write_jsonl(result.to_list(), targets[name])
+            kept, failed[name] = drop_failed(result, [status])
+            write_jsonl(kept.to_list(), targets[name])
             results[name] = result
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
+            n_failed = result.num_rows - kept.num_rows
             print(
-                f"{name}: {result.num_rows} {what} -> {targets[name]} ({cached_line(stats, what)}"
+                f"{name}: {kept.num_rows} {what} -> {targets[name]} ({cached_line(stats, what)}"
                 + (f"; {tokens} completion tokens" if tokens is not None else "")
                 + ")"
+                + (
+                    f"; {n_failed} failed, not written (kept in the cache; rerunning the same command retries them)"
+                    if n_failed
+                    else ""
+                )
             )
     finally:
         generator.close()
-    return results
+    return results, failed
 
 
 def _print_estimates(job, spec, datasets_by_name) -> None:

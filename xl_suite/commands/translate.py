@@ -41,10 +41,10 @@ def run(args) -> int:
     from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
     from xl_suite.output_folder import claim_output, settings_of
-    from xl_suite.runner import StageStats, check_failure_rate
+    from xl_suite.run.policy import check_stage_failure_rates, drop_failed
+    from xl_suite.runner import StageStats
     from xl_suite.safety import check_output_dir, lock_folders
-    from xl_suite.status import FAILED, RowStatus
-    from xl_suite.tables import count_status
+    from xl_suite.status import RowStatus
 
     job = from_args(TranslateConfig, args)
     spec = engine_spec(args)
@@ -95,23 +95,30 @@ def run(args) -> int:
                 )
             finally:
                 generator.close()
-        paths = write_m_alpacaeval(translations, out, overwrite=True)  # the claim decided
+        # A failed translation (empty, error...) stays in the cache for the retry; it is never written as a prompt.
+        kept, failed = {}, {}
+        for code, ds in translations.items():
+            kept[code], failed[code] = drop_failed(ds, ["translation_status"])
+        paths = write_m_alpacaeval(kept, out, overwrite=True)  # the claim decided
         claim.complete(paths.values())
     for code, path in paths.items():
-        status = translations[code]["translation_status"]
-        bad = sum(s != RowStatus.OK for s in status)
+        status = kept[code]["translation_status"]
+        flagged = sum(s != RowStatus.OK for s in status)
+        n_failed = sum(failed[code].values())
         print(
             f"{code}: {len(status)} prompts -> {path}"
-            + (f" ({bad} empty, truncated or from a truncated prompt, kept and marked)" if bad else "")
+            + (f" ({flagged} truncated or from a truncated prompt, kept and marked)" if flagged else "")
+            + (
+                f"; {n_failed} failed, not written (kept in the cache; rerunning the same command retries them)"
+                if n_failed
+                else ""
+            )
         )
     print(f"translations: {cached_line(stats, 'translations')}")
     print(f'Load with: xl_suite.load_xl_suite("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
-    by_status: dict[str, int] = {}
-    for ds in translations.values():
-        count_status([s for s in ds["translation_status"] if s in FAILED], by_status)
-    warning = check_failure_rate(
-        by_status,
-        sum(ds.num_rows for ds in translations.values()),
+    # Each language is a stage of its own: its share of failed rows is judged alone.
+    warning = check_stage_failure_rates(
+        {f"translate {code}": (failed[code], ds.num_rows) for code, ds in translations.items()},
         max_error_rate=job.max_error_rate,
         what="translations",
     )

@@ -13,6 +13,7 @@ public attributes. When ``base_url`` is given explicitly and the variable is uns
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -60,6 +61,19 @@ def _row_status(error, retryable: bool) -> RowStatus | None:
 
 
 _PLACEHOLDER_KEY = "EMPTY"
+#: What to do when a judge asks a server for log-probabilities it does not return (or rejects).
+NO_LOGPROBS_FIX = (
+    "Only the judge asks for them (soft preferences). Judge with discrete verdicts instead: a judge preset file "
+    'with "logprobs": null (xl-suite evaluate --judge-preset FILE.json; Python: JudgeConfig(logprobs=None)), or '
+    "serve the judge where log-probabilities are returned (vllm serve, OpenAI's chat models)."
+)
+
+
+def _rejects_logprobs(error) -> bool:
+    """True for a 400/422 whose message says the server does not take the ``logprobs`` parameters."""
+    code = getattr(error, "status_code", None)
+    text = (str(getattr(error, "body", None) or "") + " " + str(error)).lower()
+    return code in (400, 422) and "logprob" in text
 
 
 @strict_kwargs
@@ -324,6 +338,10 @@ class OpenAIGenerator:
                 )
             except (openai.APITimeoutError, openai.APIConnectionError) as e:
                 error, retryable, what, retry_after = e, True, type(e).__name__, None
+            except (json.JSONDecodeError, UnicodeDecodeError, openai.APIResponseValidationError) as e:
+                # An HTTP 200 whose body is not a chat completion (cut off, not JSON): this reply, this row.
+                self.ledger.add(requests=0, failures=1)
+                raise self._bad_reply(f"a body that is not valid JSON ({_decode_detail(e)})") from None
             delay = self._backoff(attempt, retry_after)
             over_budget = deadline is not None and time.monotonic() + delay >= deadline
             if not retryable or attempt >= self.max_retries or over_budget:
@@ -343,6 +361,8 @@ class OpenAIGenerator:
                     f"{self._scrub(_short_error(error))}"
                 )
                 failure.row_status = _row_status(error, retryable)
+                if sampling.logprobs is not None and _rejects_logprobs(error):
+                    failure = GenerationError(f"{failure} {NO_LOGPROBS_FIX}")  # the setup, not this prompt
                 raise failure from None
             attempt += 1
             self.ledger.add(requests=0, retries=1)
@@ -356,11 +376,31 @@ class OpenAIGenerator:
         key = getattr(self._client, "api_key", None)
         return scrub_secrets(text, extra=[key if key != _PLACEHOLDER_KEY else None])
 
+    def _bad_reply(self, what: str) -> GenerationError:
+        """The error of one reply the server sent with HTTP 200 but that holds no answer: a per-row failure
+        (status ``error``, scrubbed message), so the rest of the batch goes on; many in a row stop the run."""
+        failure = GenerationError(
+            f"OpenAI-compatible request to model {self.model!r} got HTTP 200 with {self._scrub(what)}; the row is "
+            "marked 'error' and retried on the next run."
+        )
+        failure.row_status = RowStatus.ERROR
+        return failure
+
     def _to_completions(self, response, sampling: SamplingConfig) -> list[Completion]:
-        choices = sorted(response.choices or [], key=lambda c: c.index)
+        if not hasattr(response, "choices"):  # the client hands back the text of a body that is not JSON
+            self.ledger.add(requests=0, failures=1)
+            raise self._bad_reply(f"a reply that is not a chat completion: {_excerpt(response)}")
+        choices = sorted(response.choices or [], key=lambda c: c.index if c.index is not None else 0)
         if len(choices) != sampling.n:
-            raise GenerationError(
-                f"Server returned {len(choices)} choices for model {self.model!r}, not n={sampling.n}."
+            self.ledger.add(requests=0, failures=1)
+            raise self._bad_reply(f"{len(choices)} choices, not n={sampling.n}")
+        no_content = [c for c in choices if getattr(c.message, "content", None) is None]
+        if no_content:  # a content filter or a refusal: no text for this prompt
+            c = no_content[0]
+            refusal = getattr(c.message, "refusal", None)
+            self.ledger.add(requests=0, failures=1)
+            raise self._bad_reply(
+                f"no content (finish_reason={c.finish_reason!r}" + (f", refusal={refusal!r}" if refusal else "") + ")"
             )
         usage = response.usage
         prompt_tokens = usage.prompt_tokens if usage is not None else 0
@@ -372,13 +412,6 @@ class OpenAIGenerator:
         out = []
         for choice in choices:
             content = choice.message.content
-            if content is None:
-                refusal = getattr(choice.message, "refusal", None)
-                raise GenerationError(
-                    f"Server returned no content for model {self.model!r} (finish_reason={choice.finish_reason!r}"
-                    + (f", refusal={refusal!r}" if refusal else "")
-                    + ")."
-                )
             top = tokens = None
             # An empty completion is a failure, never an answer: marked here, copied by stages to `*_status`.
             extra: dict[str, Any] = {
@@ -394,7 +427,10 @@ class OpenAIGenerator:
             lp_content = getattr(choice.logprobs, "content", None) if choice.logprobs is not None else None
             if sampling.logprobs is not None:
                 if lp_content is None:
-                    raise GenerationError(f"Server returned no logprobs for model {self.model!r}.")
+                    raise GenerationError(
+                        f"The server returned no log-probabilities for model {self.model!r} (asked for the top "
+                        f"{sampling.logprobs} per token). {NO_LOGPROBS_FIX}"
+                    )
                 tokens = [t.token for t in lp_content]
                 top = []
                 for t in lp_content:
@@ -430,6 +466,20 @@ def _retry_after(error) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _excerpt(value, limit: int = 80) -> str:
+    """The start of a reply body, for a message: ``'<html><body>Log in...'``."""
+    text = value if isinstance(value, str) else repr(value)
+    text = " ".join(text.split())
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _decode_detail(error: BaseException) -> str:
+    """What was wrong with a body that did not decode, with its start when known."""
+    doc = getattr(error, "doc", None)
+    detail = f"{type(error).__name__}: {_short_error(error, 120)}"
+    return detail + (f"; the body starts {_excerpt(doc)}" if isinstance(doc, str) else "")
 
 
 def _short_error(error: BaseException, limit: int = 300) -> str:

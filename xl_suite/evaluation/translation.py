@@ -23,7 +23,7 @@ from xl_suite.fingerprint import stable_hash
 from xl_suite.languages import get_language, resolve_languages
 from xl_suite.prompting import PromptTemplate, load_template
 from xl_suite.sources import write_jsonl
-from xl_suite.status import RowStatus
+from xl_suite.status import FAILED, RowStatus
 
 
 logger = logging.getLogger(__name__)
@@ -179,13 +179,23 @@ def translate_prompts(
             desc=f"translate {spec.code} ({generator.model})",
             stats=stats,
         )
-        bad = [s for s in result["translation_status"] if s != RowStatus.OK]
-        if bad:
+        failed = [s for s in result["translation_status"] if s in FAILED]
+        flagged = [s for s in result["translation_status"] if s != RowStatus.OK and s not in FAILED]
+        if failed:
             logger.warning(
-                "%s: %d of %d translations are empty, truncated or made from a truncated prompt (kept, marked in "
+                "%s: %d of %d translations failed (%s): stored with their status for the retry, never written as "
+                "prompts (write_m_alpacaeval leaves them out).",
+                spec.code,
+                len(failed),
+                result.num_rows,
+                ", ".join(sorted({str(s) for s in failed})),
+            )
+        if flagged:
+            logger.warning(
+                "%s: %d of %d translations are truncated or made from a truncated prompt (kept, marked in "
                 "translation_status).",
                 spec.code,
-                len(bad),
+                len(flagged),
                 result.num_rows,
             )
         out[spec.code] = result
@@ -197,9 +207,14 @@ def write_m_alpacaeval(
 ) -> dict[str, Path]:
     """Write ``<code>.jsonl`` per language: the layout the m-AlpacaEval builder reads (``source=output_dir``).
 
+    Rows whose ``translation_status`` is a failure (empty, error, too long) are left out: a failed translation is
+    never written as a prompt (the run layer keeps it for the retry).
+
     Raises:
         FileExistsError: a language file exists and ``overwrite`` is False.
     """
+    from xl_suite.run.policy import drop_failed
+
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -207,6 +222,7 @@ def write_m_alpacaeval(
         path = out / f"{code}.jsonl"
         if path.exists() and not overwrite:
             raise OutputExistsError(f"{str(path)!r} exists; pass overwrite=True (CLI --overwrite) to replace it.")
+        ds, _ = drop_failed(ds, ["translation_status"])
         write_jsonl(ds.to_list(), path)
         paths[code] = path
     return paths

@@ -29,10 +29,18 @@ def _is_local(fs) -> bool:
 
 
 def shape_table(kind: str, table):
-    """Arrange a table in a release shape: ``scored`` (English pair, ``language="en"``) or bestof3/default."""
+    """Arrange a table in a release shape: ``scored`` (English pair, ``language="en"``; rows whose scoring failed
+    are left out) or bestof3/default."""
     import pyarrow as pa
 
     if kind == "scored":
+        from xl_suite.run.policy import failed_rows
+
+        # A pair whose scoring failed (unparsed, error...) is stored for the retry, never written as scored data.
+        bad = failed_rows(table, [c for c in table.column_names if c.endswith("_status")])
+        if bad:
+            drop = set(bad)
+            table = table.take(pa.array([i for i in range(table.num_rows) if i not in drop], pa.int64()))
         if "response_en" in table.column_names:
             idx = table.column_names.index("response_en")
             table = table.rename_columns([("response" if i == idx else c) for i, c in enumerate(table.column_names)])

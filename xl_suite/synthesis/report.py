@@ -81,8 +81,8 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
         if stage.engine:
             warnings.append(
                 f"stage {stage.name}: {n} of {total} outputs failed ({bad}: not parsed, empty, a request error or a "
-                "prompt too long for the model); they are counted, kept in the intermediate files where the stage "
-                "has one, not used further, and retried by the next run."
+                "prompt too long for the model); they are counted and stored in the work dir for the retry by the next "
+                "run, never written to an output file nor used further."
             )
         else:
             warnings.append(
@@ -194,33 +194,31 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
 
 
 def check_failures(summary: Mapping[str, Any], max_error_rate: float) -> str | None:
-    """Judge a finished run's failed LLM outputs (``summary["failures"]``) against ``max_error_rate``.
+    """Judge a finished run's failed LLM outputs (``summary["failures"]``) against ``max_error_rate``, stage by stage.
 
     The one check behind ``xl-suite synthesize --max-error-rate`` (exit 3) and the ``max_error_rate=`` argument of
     :func:`~xl_suite.synthesis.synthesize` and :func:`~xl_suite.synthesis.ray.synthesize_ray`; call it once
-    everything is written.
+    everything is written. Each engine stage is judged on its own
+    (:func:`~xl_suite.run.policy.check_stage_failure_rates`): a stage that lost 21% of its rows fails the run even
+    when the later stages, fed by the rows it kept, lost none.
 
     Returns:
-        None when no row failed, else a one-line warning (the share is within the threshold).
+        None when no row failed, else a one-line warning (every stage's share is within the threshold).
 
     Raises:
-        FailureRateError: the share of failed rows is above ``max_error_rate``.
+        FailureRateError: a stage's share of failed rows is above ``max_error_rate``.
 
     >>> s = {"failures": {"score": {"rows": 40, "failed": 1, "by_status": {"unparsed": 1}}}}
     >>> print(check_failures(s, 0.05))
-    1 of 40 LLM outputs (by stage: score 1) failed (2.5%: unparsed 1), within --max-error-rate 0.05; rerunning the same command retries them (up to 3 attempts per row).
+    score: 1 of 40 LLM outputs failed (2.5%: unparsed 1), within --max-error-rate 0.05 per stage; rerunning the same command retries them (up to 3 attempts per row).
     """
-    from xl_suite.runner import check_failure_rate
+    from xl_suite.run.policy import check_stage_failure_rates
 
     failures = summary.get("failures") or {}
-    by_status: dict[str, int] = {}
-    for entry in failures.values():
-        for status, n in entry["by_status"].items():
-            by_status[status] = by_status.get(status, 0) + n
-    total = sum(entry["rows"] for entry in failures.values())
-    stages = ", ".join(f"{name} {e['failed']}" for name, e in failures.items() if e["failed"])
-    return check_failure_rate(
-        by_status, total, max_error_rate=max_error_rate, what=f"LLM outputs (by stage: {stages or 'none'})"
+    return check_stage_failure_rates(
+        {name: (entry["by_status"], entry["rows"]) for name, entry in failures.items()},
+        max_error_rate=max_error_rate,
+        what="LLM outputs",
     )
 
 
