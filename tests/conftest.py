@@ -9,7 +9,7 @@ import pytest
 
 
 # tests/ is not a package: the plugin is importable by module name under pytest's default import mode.
-pytest_plugins = ["engine_fixtures"]
+pytest_plugins = ["process_guard", "engine_fixtures", "pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -38,8 +38,13 @@ def alpaca_eval_path(shared_data) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_hf(tmp_path_factory, monkeypatch):
-    """Every test gets its own HF caches, offline mode and no progress bars (datasets' conftest)."""
+def _isolated_hf(_process_state_guard, tmp_path_factory, monkeypatch):
+    """Every test gets its own HF caches, offline mode and no progress bars (datasets' conftest).
+
+    Set up after the process-state guard (``tests/process_guard.py``) and undone before it compares: the progress
+    bars are put back as they were, and a test after which they are on fails (only the caller may flip datasets'
+    global switch; the library passes ``disable=`` per bar).
+    """
     home = tmp_path_factory.mktemp("hf_home")
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_DATASETS_CACHE", str(home / "datasets"))
@@ -49,9 +54,21 @@ def _isolated_hf(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XL_SUITE_CACHE", str(home / "xl_suite_cache"))
     try:
         import datasets
-
-        monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
-        datasets.disable_progress_bars()
     except ImportError:
-        pass
+        yield
+        return
+    import process_guard  # the plugin module (loaded by pytest_plugins above)
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", home / "datasets")
+    bars = process_guard.progress_bars_enabled()
+    datasets.disable_progress_bars()
     yield
+    turned_on = process_guard.progress_bars_enabled()
+    if bars:
+        datasets.enable_progress_bars()
+    if turned_on and process_guard.CHECK_PROGRESS_BARS:
+        pytest.fail(
+            "datasets' progress bars were turned on during this test: xl-suite must not call "
+            "datasets.enable_progress_bars()/disable_progress_bars() (pass disable= per bar instead).",
+            pytrace=False,
+        )

@@ -52,3 +52,38 @@ def test_languages_add_and_list(tmp_path):
         timeout=60,
     )
     assert r.returncode == 2 and "already exists" in r.stderr
+
+
+def test_verbosity_flags_and_vllm_log_level_last_only_as_long_as_the_command(monkeypatch, capsys):
+    """-v/-q set the xl_suite loggers through xl_suite.utils.logging; VLLM_LOGGING_LEVEL exists only during the run."""
+    import logging
+    import os
+
+    from xl_suite import cli
+    from xl_suite.commands import languages
+    from xl_suite.utils import logging as xl_logging
+
+    seen = []
+
+    def fake_run(args):
+        seen.append((os.environ.get("VLLM_LOGGING_LEVEL"), xl_logging.get_verbosity()))
+        logging.getLogger("xl_suite.commands.languages").info("an info line")
+        return 0
+
+    monkeypatch.setattr(languages, "run", fake_run)
+    monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers), xl_logging.get_verbosity(), logging.getLogger("xl_suite").propagate)
+    assert cli.main(["languages"]) == 0
+    assert cli.main(["-q", "languages"]) == 0
+    assert cli.main(["-v", "languages"]) == 0
+    assert cli.main(["-vv", "languages"]) == 0
+    assert seen == [("ERROR", logging.WARNING), ("ERROR", logging.ERROR), (None, logging.INFO), (None, logging.DEBUG)]
+    assert "VLLM_LOGGING_LEVEL" not in os.environ  # not left behind, never set with -v
+    after = (root.level, list(root.handlers), xl_logging.get_verbosity(), logging.getLogger("xl_suite").propagate)
+    assert after == before  # the root logger untouched, the library logger put back
+
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "DEBUG")  # the user's own choice is kept
+    seen.clear()
+    assert cli.main(["languages"]) == 0
+    assert seen[0][0] == "DEBUG" and os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"

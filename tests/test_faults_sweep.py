@@ -335,8 +335,8 @@ def _public(name):
 PUBLIC = [
     ("get_language", ("zz-nope",), {}, "zz-nope"),
     ("load_template", ("no_such_template",), {}, "no_such_template"),
-    ("load_dataset", ("nope-zz",), {}, "nope-zz"),
-    ("load_dataset", ("xl-alpacaeval-de",), {"split": "test", "source": "/no/such/file.json"}, "/no/such/file.json"),
+    ("load_xl_suite", ("nope-zz",), {}, "nope-zz"),
+    ("load_xl_suite", ("xl-alpacaeval-de",), {"split": "test", "source": "/no/such/file.json"}, "/no/such/file.json"),
     ("load_seeds", ("/no/such/seeds.jsonl",), {}, "/no/such/seeds.jsonl"),
     ("build_generator", ("nope", "m"), {}, "nope"),
     ("build_generator", ("fake", "m"), {"bogus": 1}, "bogus"),

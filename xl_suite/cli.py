@@ -7,13 +7,20 @@ Exit codes: 0 done; 2 a problem the user can fix (any :class:`~xl_suite.errors.X
 errors), printed as one line ``xl-suite <command>: error: ...``; 3 the run wrote everything but too many rows failed
 (:class:`~xl_suite.errors.FailureRateError`, ``--max-error-rate``); 130 interrupted (Ctrl-C), with one line saying
 where the finished chunks are. Any other exception is a bug and shows its traceback.
+
+Logging: ``-v`` (INFO), ``-vv`` (DEBUG) and ``-q`` (errors only) set the ``xl_suite`` loggers' verbosity through
+:mod:`xl_suite.utils.logging` (default: warnings); the root logger is left alone. vLLM reads its own log level from
+``VLLM_LOGGING_LEVEL`` when it is imported and when it starts its engine process; unless ``-v`` is given or the
+variable is set already, the command sets it to ``ERROR`` for its own duration (vLLM's start-up chatter would hide the
+progress bars and summaries) and removes it again when the command ends. :func:`main` leaves the process as it
+found it: logger state and environment are restored when it returns, so it can be called from Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import logging
 import os
 import sys
 
@@ -59,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xl-suite",
         description="Cross-lingual synthetic training and evaluation data (XL-Instruct, XL-AlpacaEval) as HF datasets.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="log at INFO level (-vv: DEBUG), show vLLM's own logs and re-raise errors with their traceback",
+    )
+    loud.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, mod in _available_commands().items():
@@ -90,11 +105,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    from xl_suite.utils import logging as xl_logging
+
+    state = xl_logging.LoggingState.capture()
+    xl_logging.set_verbosity(
+        xl_logging.ERROR
+        if args.quiet
+        else xl_logging.DEBUG
+        if args.verbose > 1
+        else xl_logging.INFO
+        if args.verbose
+        else xl_logging.WARNING
     )
-    if not args.verbose:  # vLLM's start-up chatter hides our progress bars and summaries; -v shows it
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+    try:
+        with _vllm_log_level(None if args.verbose else "ERROR"):
+            return _run(args, argv)
+    finally:
+        state.restore()
+
+
+@contextlib.contextmanager
+def _vllm_log_level(level: str | None):
+    """``VLLM_LOGGING_LEVEL=level`` while the command runs, unless the user set it (or ``level`` is None)."""
+    if level is None or "VLLM_LOGGING_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["VLLM_LOGGING_LEVEL"] = level
+    try:
+        yield
+    finally:
+        if os.environ.get("VLLM_LOGGING_LEVEL") == level:
+            del os.environ["VLLM_LOGGING_LEVEL"]
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from xl_suite.errors import XlSuiteError
 
     try:

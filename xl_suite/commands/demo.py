@@ -80,9 +80,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    import os
-
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # keep the demo's own output readable
     from xl_suite.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(

@@ -38,12 +38,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite finetune``; returns the exit code (errors raise and the CLI prints them)."""
-    import os
 
     from xl_suite.configuration import from_args
     from xl_suite.training.finetune import FinetuneConfig, run_finetune
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     cfg = from_args(FinetuneConfig, args)
     run_finetune(
         cfg,
