@@ -225,3 +225,31 @@ def test_load_dataset_is_a_deprecated_alias_of_load_xl_suite(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the new name does not warn
         xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(tmp_path))
+
+
+def test_a_redefined_user_language_is_not_served_from_the_cache_of_its_earlier_definition(tmp_path):
+    """The definition of a language that is not built in enters the config id (issue 17)."""
+    from xl_suite.languages import LanguageSpec, register_language, unregister_language
+
+    source = tmp_path / "alpaca_eval.json"
+    source.write_text(json.dumps([{"instruction": "Name a river."}]), encoding="utf-8")
+    requests = []
+    for request in ("Please respond in Swiss German.", "Bitte antworte auf Schwiizertüütsch."):
+        register_language(
+            LanguageSpec(
+                code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn", request=request
+            )
+        )
+        try:
+            ds = xl_suite.load_xl_suite("xl-alpacaeval-gsw", split="test", source=str(source), cache_dir=str(tmp_path))
+        finally:
+            unregister_language("gsw")
+        requests.append(ds[0]["instruction"].split("\n")[-1])
+    assert requests == ["Please respond in Swiss German.", "Bitte antworte auf Schwiizertüütsch."]
+
+
+def test_codes_users_have_load_the_builtin_language(tmp_path):
+    source = tmp_path / "alpaca_eval.json"
+    source.write_text(json.dumps([{"instruction": "Name a river."}]), encoding="utf-8")
+    ds = xl_suite.load_xl_suite("xl-alpacaeval-nb", split="test", source=str(source), cache_dir=str(tmp_path))
+    assert ds[0]["language"] == "no" and ds[0]["instruction"].endswith("\nPlease respond in Norwegian.")

@@ -179,3 +179,132 @@ def test_language_table_is_regenerable():
     script = Path(__file__).resolve().parents[1] / "tools" / "build_language_table.py"
     r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- every code a user has (issue 17, item 6) -----------------------------------------------------------------------
+
+ALIASES = {
+    "nb": "no",
+    "nob": "no",
+    "NB": "no",
+    "nn": "nn",
+    "nno": "nn",
+    "fil": "tl",
+    "tl": "tl",
+    "tgl": "tl",
+    "he": "he",
+    "iw": "he",
+    "heb": "he",
+    "zh-CN": "zh",
+    "zh-Hans": "zh",
+    "zh_cn": "zh",
+    "cmn": "zh",
+    "zho": "zh",
+    "zh-TW": "zh-Hant",
+    "zh-HK": "zh-Hant",
+    "zh-Hant-TW": "zh-Hant",
+    "pt-PT": "pt",
+    "pt-BR": "pt-BR",
+    "por": "pt",
+    "deu": "de",
+    "ger": "de",
+    "de-AT": "de",
+    "en-US": "en",
+    "es-419": "es",
+    "in": "id",
+    "ji": "yi",
+    "sh": "sr-Latn",
+    "sr-Cyrl": "sr",
+    "sr-ME": "sr-Latn",
+    "prs": "fa",
+    "arb": "ar",
+}
+
+
+@pytest.mark.parametrize(("code", "builtin"), sorted(ALIASES.items()))
+def test_codes_users_have_resolve_to_the_builtin_language(code, builtin):
+    assert L.get_language(code).code == builtin
+    assert L.resolve_languages([code], allow_english=True)[0].code == builtin
+
+
+@pytest.mark.parametrize("code", ["hi-Latn", "nan", "gsw", "xx", "zh-Cyrl"])
+def test_codes_cldr_does_not_map_to_a_builtin_stay_unknown(code):
+    assert L.resolve_alias(code) is None
+    with pytest.raises(L.LanguageError, match="Unknown language"):
+        L.get_language(code)
+
+
+def test_an_alias_and_its_language_are_one_language():
+    with pytest.raises(L.LanguageError, match="Duplicate language codes"):
+        L.resolve_languages("no,nb")
+
+
+def test_nb_scores_norwegian_text():
+    from xl_suite.fidelity import language_fidelity
+
+    texts = [
+        "Været er veldig fint i dag, så vi går en lang tur i skogen.",
+        "Kan du hjelpe meg med å skrive et brev til kommunen om parkeringen?",
+        "The weather is very nice today, so we are going for a long walk.",
+    ]
+    out = language_fidelity(texts, "nb")
+    assert out["detected_language"][:2] == ["no", "no"] and out["is_target"] == [True, True, False]
+    assert out["per_language"]["no"]["status"] == "ok" and round(out["language_fidelity"], 1) == 66.7
+
+
+def test_aliases_are_listed_by_the_languages_command():
+    from xl_suite.commands.languages import language_rows
+
+    rows = {r["code"]: r["aliases"] for r in language_rows()}
+    assert rows["no"] == ["nb", "nob", "nor"] and {"iw", "heb"} <= set(rows["he"]) and "fil" in rows["tl"]
+    assert {"zh-TW", "zh-HK"} <= set(rows["zh-Hant"]) and "zh-CN" in rows["zh"] and "pt-PT" in rows["pt"]
+    for code, aliases in rows.items():  # every listed alias resolves back to its language
+        assert all(L.get_language(a).code == code for a in aliases), code
+
+
+def test_an_alias_of_a_builtin_cannot_be_registered_silently(tmp_path):
+    spec = L.LanguageSpec(code="nb", name="norwegian bokmal", native_name="norsk bokmål", script="Latn")
+    with pytest.raises(L.LanguageError, match="already resolves to the built-in 'no'"):
+        L.register_language(spec)
+    with pytest.raises(L.LanguageError, match="already resolves to the built-in 'no'"):
+        L.save_user_language(spec, path=tmp_path / "l.json")
+    L.register_language(spec, overwrite=True)  # made a language of its own, explicitly
+    try:
+        assert L.get_language("nb").code == "nb"
+    finally:
+        L.unregister_language("nb")
+    assert L.get_language("nb").code == "no"
+
+
+# ---- user languages come from an explicit argument or the documented variable (issue 17, item 4) ------------------
+
+
+def test_no_languages_file_is_read_unless_named(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    legacy = home / ".config" / "xl-suite" / "languages.json"
+    legacy.parent.mkdir(parents=True)
+    gsw = {"code": "gsw", "name": "swiss german", "native_name": "Schwiizertüütsch", "script": "Latn"}
+    legacy.write_text(json.dumps([gsw]), encoding="utf-8")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.delenv("XL_SUITE_LANGUAGES_FILE")
+    assert L.user_languages_file() is None
+    with pytest.raises(L.LanguageError, match=r"no longer read by default: set XL_SUITE_LANGUAGES_FILE="):
+        L.get_language("gsw")  # the old default file is named, not read
+    with pytest.raises(L.LanguageError, match=r"pass path= \(CLI: --file PATH\) or set XL_SUITE_LANGUAGES_FILE"):
+        L.save_user_language(L.LanguageSpec(**{**gsw, "code": "bar", "name": "bavarian", "native_name": "Boarisch"}))
+    monkeypatch.setenv("XL_SUITE_LANGUAGES_FILE", str(legacy))  # the documented variable
+    assert L.get_language("gsw").native_name == "Schwiizertüütsch"
+
+
+def test_load_user_languages_registers_a_named_file(tmp_path):
+    path = tmp_path / "mine.json"
+    spec = L.LanguageSpec(code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn")
+    assert L.save_user_language(spec, path=path) == path
+    with pytest.raises(L.LanguageError, match="Unknown language 'gsw'"):
+        L.get_language("gsw")  # saved, but this process did not name the file
+    assert [s.code for s in L.load_user_languages(path)] == ["gsw"]
+    try:
+        assert L.get_language("gsw") == spec
+    finally:
+        L.unregister_language("gsw")

@@ -20,6 +20,7 @@ _EXPORTS = {
     "list_languages": "xl_suite.languages",
     "register_language": "xl_suite.languages",
     "save_user_language": "xl_suite.languages",
+    "load_user_languages": "xl_suite.languages",
     "CORE_LANGUAGES": "xl_suite.languages",
     "BENCHMARK_LANGUAGES": "xl_suite.languages",
     # prompts

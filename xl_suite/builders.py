@@ -63,6 +63,10 @@ class XlSuiteConfig(datasets.BuilderConfig):
         request_template: template (name or .jinja path) that adds the target-language request (XL-AlpacaEval).
         source_version: fingerprint of the source files (sizes, times); set by :func:`xl_suite.load_xl_suite` so a
             changed file is never served from a stale cache.
+        language_version: fingerprint of the definitions (names, request sentence, script, identifier labels) of
+            the target languages that are not built in; set by :func:`xl_suite.load_xl_suite`, so that a language
+            redefined in a languages file or with ``register_language`` is never served from the cache of its
+            earlier definition. Built-in languages are versioned with the package.
     """
 
     language: str = "all"
@@ -73,6 +77,7 @@ class XlSuiteConfig(datasets.BuilderConfig):
     column_mapping: dict | None = None
     request_template: str = sources.REQUEST_TEMPLATE
     source_version: str = ""
+    language_version: str = ""
     family: str = field(default="", repr=False)
 
     def __post_init__(self):

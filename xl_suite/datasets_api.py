@@ -13,7 +13,15 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.languages import get_language, list_languages
 
 
-__all__ = ["load_xl_suite", "load_dataset", "list_configs", "get_builder", "parse_config_name"]
+__all__ = [
+    "load_xl_suite",
+    "load_dataset",
+    "list_configs",
+    "get_builder",
+    "parse_config_name",
+    "language_fingerprint",
+    "source_fingerprint",
+]
 
 # The language part is a registry code in config form: lower-case BCP-47 (``de``, ``pt-br``, ``zh-hant``).
 _NAME_RE = re.compile(
@@ -66,6 +74,10 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
     kwargs = {k: v for k, v in config_kwargs.items() if v is not None}
     if kwargs.get("source") and "source_version" not in kwargs:
         kwargs["source_version"] = source_fingerprint(kwargs["source"], kwargs.get("storage_options"))
+    if "language_version" not in kwargs:
+        version = language_fingerprint([lang] if lang != "all" else kwargs.get("languages") or ())
+        if version:  # only a language that is not built in changes the config id (and so the cache folder)
+            kwargs["language_version"] = version
     if config_name in names:
         builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
     elif lang == "all":
@@ -76,6 +88,21 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
         )
     builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
     return builder
+
+
+def language_fingerprint(codes) -> str:
+    """Fingerprint of the definitions of the languages among ``codes`` that are not built in (``""``: none).
+
+    >>> language_fingerprint(["de", "mt"])
+    ''
+    """
+    from xl_suite.fingerprint import stable_hash
+    from xl_suite.languages import builtin_languages
+
+    builtins = builtin_languages()
+    user = [get_language(c) for c in codes]
+    user = [spec.to_dict() for spec in user if builtins.get(spec.code) != spec]
+    return stable_hash(user) if user else ""
 
 
 def source_fingerprint(source: str, storage_options: dict | None = None) -> str:

@@ -6,9 +6,15 @@ the languages only the optional wide identifier (heliport, ``xl-suite[langid-wid
 offline identifier covers (usable, with fidelity ``n/a``) and the BCP-47 variants pt-BR, zh-Hant and sr-Latn.
 :data:`_OVERRIDES` holds the few hand-written fixes where that data is wrong.
 
-Users add a language from Python (:func:`register_language`) or the CLI (``xl-suite languages add``), which stores
-it in a user file (``$XL_SUITE_LANGUAGES_FILE``, default ``~/.config/xl-suite/languages.json``). Names are checked
-against CLDR: ``sw`` named ``german`` is an error.
+Every code a user has resolves: the other ISO 639 forms of a built-in language, CLDR's aliases and BCP-47 tags with
+a region or script (``nb``, ``iw``, ``fil``, ``zh-TW``, ``pt-PT``) map to it through a table generated from CLDR
+(:func:`resolve_alias`, ``xl_suite/data/language_aliases.json``), with no CLDR package at run time.
+
+Users add a language for one process (:func:`register_language`, or :func:`load_user_languages` with a file), or
+persist it in a languages file (:func:`save_user_language` with ``path=``, or ``xl-suite languages add --file``).
+A languages file is read only where the caller names it: the ``path`` argument, or the documented environment
+variable ``XL_SUITE_LANGUAGES_FILE``; no file under the home folder is read behind the caller's back. Names are
+checked against CLDR (the ``languages`` extra): ``sw`` named ``german`` is an error.
 
 Nothing is read at import time: the built-in table loads on first use and the user file only when a language that
 is not built in is looked up, so a broken user file is an error naming the file at that point.
@@ -42,10 +48,14 @@ __all__ = [
     "resolve_languages",
     "user_languages_file",
     "save_user_language",
+    "load_user_languages",
+    "LANGUAGES_FILE_VARIABLE",
     "normalize_tag",
     "config_code",
     "check_name_matches_code",
     "suggest_languages",
+    "resolve_alias",
+    "aliases_of",
 ]
 
 #: BCP-47 subset: language (2-3 letters), optional script (4 letters), optional region (2 letters or 3 digits).
@@ -275,6 +285,69 @@ def _builtin_table() -> tuple[LanguageSpec, ...]:
     return tuple(specs)
 
 
+@lru_cache(maxsize=1)
+def _alias_table() -> dict:
+    text = resources.files("xl_suite.data").joinpath("language_aliases.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def resolve_alias(code: str) -> str | None:
+    """The built-in language a code or BCP-47 tag means, by CLDR's data; ``None`` when none.
+
+    Resolves the other ISO 639 forms of a built-in language (``deu``, ``ger``), CLDR's aliases (``iw`` -> ``he``,
+    ``fil`` -> ``tl``, ``sh`` -> ``sr-Latn``), macrolanguage codes CLDR normalises (``cmn`` -> ``zh``), codes CLDR's
+    language matching treats as the same language (``nb`` -> ``no``), and tags with a region or script: the region
+    selects a built-in regional variant (``pt-BR``) or, for a language built in with several scripts, CLDR's likely
+    script (``zh-TW`` -> ``zh-Hant``, ``zh-CN`` -> ``zh``); other regions are ignored (``pt-PT`` -> ``pt``). A script
+    that no built-in form of the language has gives ``None`` (``hi-Latn``). The table is generated from CLDR by
+    ``tools/build_language_table.py`` (``xl_suite/data/language_aliases.json``): no CLDR package is needed here.
+
+    >>> [resolve_alias(c) for c in ("nb", "fil", "iw", "zh-CN", "zh-TW", "pt-PT", "pt-BR", "deu", "sr-ME", "hi-Latn")]
+    ['no', 'tl', 'he', 'zh', 'zh-Hant', 'pt', 'pt-BR', 'de', 'sr-Latn', None]
+    """
+    builtins = builtin_languages()
+    tag = normalize_tag(code)
+    if tag in builtins:
+        return tag
+    m = _TAG_RE.match(tag)
+    if not m:
+        return None
+    table = _alias_table()
+    lang, script, region = m.group("lang"), m.group("script"), m.group("region")
+    base = lang if lang in builtins else table["aliases"].get(lang)
+    if base is None:
+        return None
+    if "-" in base:  # an alias to a full tag (sh -> sr-Latn): its script, unless the tag names one
+        base, alias_script = base.split("-", 1)
+        script = script or alias_script
+    forms = [s for s in builtins.values() if s.code.split("-")[0] == base]
+    if region:
+        exact = [s for s in forms if s.code == f"{base}-{region}" and (not script or s.script == script)]
+        if exact:
+            return exact[0].code
+    if not script:
+        script = table["region_scripts"].get(base, {}).get(region or "", builtins[base].script)
+    plain = [s for s in forms if s.script == script and not _TAG_RE.match(s.code).group("region")]
+    plain.sort(key=lambda s: s.code != base)  # the base code itself first
+    return plain[0].code if plain else None
+
+
+def aliases_of(code: str) -> list[str]:
+    """Codes and tags that resolve to the built-in language ``code`` (shown by ``xl-suite languages``).
+
+    ISO 639-2/-3 forms and CLDR aliases first, then the tags of the countries whose likely language (CLDR) it is;
+    any other region tag resolves as well (:func:`resolve_alias`).
+
+    >>> aliases_of("no"), aliases_of("zh-Hant")
+    (['nb', 'nob', 'nor'], ['zh-HK', 'zh-MO', 'zh-TW'])
+    >>> aliases_of("zh")[:5]
+    ['chi', 'cmn', 'zho', 'zh-Hans', 'zh-CN']
+    """
+    table = _alias_table()
+    out = sorted(alias for alias, target in table["aliases"].items() if target == code)
+    return out + [tag for tag in table.get("shown_tags", {}).get(code, []) if resolve_alias(tag) == code]
+
+
 def builtin_languages() -> dict[str, LanguageSpec]:
     """The built-in languages by code (never reads the user file).
 
@@ -295,20 +368,20 @@ def _check_unique(specs) -> None:
 _REGISTERED: dict[str, LanguageSpec] = {}
 
 
-def user_languages_file() -> Path:
-    """Path of the user's language file (``$XL_SUITE_LANGUAGES_FILE`` or ``~/.config/xl-suite/languages.json``)."""
-    env = os.environ.get("XL_SUITE_LANGUAGES_FILE")
-    if env:
-        return Path(env).expanduser()
-    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    return base / "xl-suite" / "languages.json"
+#: The documented environment variable naming a languages file (read where set; nothing is read by default).
+LANGUAGES_FILE_VARIABLE = "XL_SUITE_LANGUAGES_FILE"
+#: Where versions up to 0.1 read a languages file by default; now only named in an error message.
+_LEGACY_FILE = Path("~/.config/xl-suite/languages.json")
 
 
-def _load_user_languages() -> dict[str, LanguageSpec]:
-    path = user_languages_file()
-    if not path.exists():
-        return {}
-    fix = f"Fix or delete {path} (or point $XL_SUITE_LANGUAGES_FILE elsewhere)."
+def user_languages_file() -> Path | None:
+    """The languages file named by ``$XL_SUITE_LANGUAGES_FILE``, or ``None`` when the variable is not set."""
+    env = os.environ.get(LANGUAGES_FILE_VARIABLE)
+    return Path(env).expanduser() if env else None
+
+
+def _read_languages_file(path: Path) -> dict[str, LanguageSpec]:
+    fix = f"Fix or delete {path} (or point ${LANGUAGES_FILE_VARIABLE} elsewhere)."
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -327,6 +400,32 @@ def _load_user_languages() -> dict[str, LanguageSpec]:
             raise LanguageError(f"Bad language entry in {path}: {e} {fix}") from e
         out[spec.code] = spec
     return out
+
+
+def _load_user_languages() -> dict[str, LanguageSpec]:
+    path = user_languages_file()
+    if path is None or not path.exists():
+        return {}
+    return _read_languages_file(path)
+
+
+def load_user_languages(path: str | Path, *, overwrite: bool = False) -> list[LanguageSpec]:
+    """Register every language of a languages file (as written by :func:`save_user_language`) for this process.
+
+    Args:
+        path: the file (a JSON list of :class:`LanguageSpec` fields).
+        overwrite: replace languages registered earlier in this process under the same code.
+
+    Returns:
+        The languages registered.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise LanguageError(
+            f"Languages file {str(path)!r} does not exist. Pass the path of a file written by "
+            "save_user_language or `xl-suite languages add --file`."
+        )
+    return [register_language(spec, overwrite=overwrite) for spec in _read_languages_file(path).values()]
 
 
 def _all() -> dict[str, LanguageSpec]:
@@ -372,9 +471,19 @@ def suggest_languages(key: str, known: dict[str, LanguageSpec] | None = None, n:
     return out[:n]
 
 
+def _legacy_hint() -> str:
+    legacy = _LEGACY_FILE.expanduser()
+    if user_languages_file() is None and legacy.is_file():
+        return (
+            f"(A languages file exists at {legacy}; it is no longer read by default: set "
+            f"{LANGUAGES_FILE_VARIABLE}={legacy} or call xl_suite.load_user_languages({str(legacy)!r}) to use it.) "
+        )
+    return ""
+
+
 def _unknown(code: str, known: dict[str, LanguageSpec]) -> LanguageError:
     return LanguageError(
-        f"Unknown language {code!r}. {_did_you_mean(str(code), known)}`xl-suite languages` lists the "
+        f"Unknown language {code!r}. {_did_you_mean(str(code), known)}{_legacy_hint()}`xl-suite languages` lists the "
         f"{len(known)} known codes. Add one from Python with xl_suite.register_language(xl_suite.LanguageSpec("
         "code=..., name=..., native_name=..., script=...)) or from the shell with "
         "`xl-suite languages add CODE --name NAME --native-name NATIVE --script Latn`."
@@ -396,7 +505,9 @@ def _lookup(key: str, known: dict[str, LanguageSpec]) -> LanguageSpec | None:
 def get_language(code_or_name: str | LanguageSpec) -> LanguageSpec:
     """Look a language up by code, config code or English name (``"de"``, ``"german"``, ``"pt-br"``).
 
-    Built-in languages and those registered in this process are found without reading the user file.
+    Built-in languages and those registered in this process are found without reading the user file. A code that
+    is neither built in nor a user language, but that CLDR maps to a built-in one, resolves to it
+    (:func:`resolve_alias`: ``nb`` is Norwegian, ``zh-TW`` is ``zh-Hant``, ``iw`` is Hebrew).
 
     >>> get_language("german").code
     'de'
@@ -404,6 +515,8 @@ def get_language(code_or_name: str | LanguageSpec) -> LanguageSpec:
     'Please respond in Maltese.'
     >>> get_language("pt-br").display_name
     'Portuguese (Brazil)'
+    >>> get_language("nb").code, get_language("zh-TW").code, get_language("fil").code
+    ('no', 'zh-Hant', 'tl')
     """
     if isinstance(code_or_name, LanguageSpec):
         return code_or_name
@@ -413,9 +526,12 @@ def get_language(code_or_name: str | LanguageSpec) -> LanguageSpec:
         return spec
     known = _all()
     spec = _lookup(key, known)
-    if spec is None:
-        raise _unknown(code_or_name, known)
-    return spec
+    if spec is not None:
+        return spec
+    alias = resolve_alias(key)
+    if alias is not None:
+        return builtin_languages()[alias]
+    raise _unknown(code_or_name, known)
 
 
 def resolve_languages(codes, *, allow_english: bool = False) -> list[LanguageSpec]:
@@ -484,6 +600,7 @@ def register_language(
     if not overwrite:
         if spec.code in known:
             raise LanguageError(f"Language {spec.code!r} already exists; pass overwrite=True to replace it.")
+        _refuse_alias(spec)
         clash = [s.code for s in known.values() if s.name == spec.name]
         if clash:
             raise LanguageError(f"English name {spec.name!r} is already used by {clash[0]!r}.")
@@ -506,14 +623,49 @@ def unregister_language(code: str) -> None:
     del _REGISTERED[code]
 
 
-def save_user_language(spec: LanguageSpec, *, overwrite: bool = False, allow_name_mismatch: bool = False) -> Path:
-    """Persist a language in the user's language file so every later process knows it (checks as in register)."""
+def _refuse_alias(spec: LanguageSpec) -> None:
+    alias = resolve_alias(spec.code)
+    if alias is not None:
+        name = builtin_languages()[alias].display_name
+        raise LanguageError(
+            f"{spec.code!r} already resolves to the built-in {alias!r} ({name}) through CLDR's data; use {alias!r}, "
+            "or pass overwrite=True (--overwrite) to make it a language of its own."
+        )
+
+
+def save_user_language(
+    spec: LanguageSpec,
+    *,
+    path: str | Path | None = None,
+    overwrite: bool = False,
+    allow_name_mismatch: bool = False,
+) -> Path:
+    """Persist a language in a languages file (checks as in :func:`register_language`).
+
+    Args:
+        spec: the language.
+        path: the languages file to add it to (created if missing); default: ``$XL_SUITE_LANGUAGES_FILE``. Later
+            processes know the language when they name the same file (the variable, or
+            :func:`load_user_languages`).
+        overwrite: replace a language of the file with the same code.
+        allow_name_mismatch: accept a name that CLDR gives to another language.
+
+    Returns:
+        The file written.
+    """
     _validate_new(spec, allow_name_mismatch=allow_name_mismatch)
-    path = user_languages_file()
-    current = _load_user_languages()
+    path = Path(path).expanduser() if path is not None else user_languages_file()
+    if path is None:
+        raise LanguageError(
+            f"No languages file to save {spec.code!r} in: pass path= (CLI: --file PATH) or set "
+            f"{LANGUAGES_FILE_VARIABLE}=PATH, and name the same file in the processes that use it."
+        )
+    current = _read_languages_file(path) if path.exists() else {}
     builtin = builtin_languages()
     if spec.code in builtin:
         raise LanguageError(f"{spec.code!r} is built in ({builtin[spec.code].display_name}); pick another code.")
+    if not overwrite:
+        _refuse_alias(spec)
     if not overwrite and spec.code in current:
         raise LanguageError(f"Language {spec.code!r} already exists in {path}; pass --overwrite to replace it.")
     clash = [s.code for s in builtin.values() if s.name == spec.name]

@@ -20,8 +20,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", metavar="ACTION")
     ls = sub.add_parser("list", help="list languages (default)")
     ls.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
-    add = sub.add_parser("add", help="add a language to ~/.config/xl-suite/languages.json ($XL_SUITE_LANGUAGES_FILE)")
+    add = sub.add_parser("add", help="add a language to a languages file (--file, default $XL_SUITE_LANGUAGES_FILE)")
     add.add_argument("code", help="BCP-47 tag, e.g. gsw or pt-BR")
+    add.add_argument(
+        "--file",
+        default=None,
+        help="languages file to add it to (created if missing; default: $XL_SUITE_LANGUAGES_FILE). Other runs know "
+        "the language when XL_SUITE_LANGUAGES_FILE names this file",
+    )
     add.add_argument("--name", required=True, help="English name, e.g. 'swiss german' (also the split/file name)")
     add.add_argument("--native-name", required=True, help="the language's own name, e.g. Schwiizertüütsch")
     add.add_argument("--script", required=True, help="ISO 15924 script code, e.g. Latn")
@@ -41,11 +47,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def language_rows() -> list[dict]:
-    """One row per known language: code, names, script, coverage, identifier used, measured accuracy, status."""
+    """One row per known language: code, names, script, coverage, identifier used, measured accuracy, status, and the
+    other codes that resolve to it (ISO 639-2/-3 forms, CLDR aliases, regional tags)."""
     from xl_suite.fidelity import fidelity_support, is_heliport_available, measured_accuracy
-    from xl_suite.languages import list_languages
+    from xl_suite.languages import aliases_of, builtin_languages, list_languages
 
     heliport = is_heliport_available()
+    builtins = builtin_languages()
     rows = []
     for spec in list_languages():
         support = fidelity_support(spec, heliport=heliport)
@@ -65,6 +73,7 @@ def language_rows() -> list[dict]:
             "strict": result and result["strict"],
             "max_unrelated": result and result["max_unrelated"],
             "n": result and result["n"],
+            "aliases": aliases_of(spec.code) if spec.code in builtins else [],
         }
         if not wide.supported:
             row["status"] = "n/a: no offline identifier"
@@ -80,6 +89,13 @@ def language_rows() -> list[dict]:
     return rows
 
 
+def _shorten(text: str, width: int) -> str:
+    """``text`` cut at a comma to fit ``width`` characters, with ``, ...`` when cut (``--format json`` has all)."""
+    if len(text) <= width:
+        return text
+    return text[: text.rfind(", ", 0, width - 4)] + ", ..."
+
+
 def run(args) -> int:
     from xl_suite.languages import LanguageSpec, save_user_language
 
@@ -92,10 +108,12 @@ def run(args) -> int:
             request=args.request,
             langid_code=args.langid_code,
         )
-        path = save_user_language(spec, overwrite=args.overwrite, allow_name_mismatch=args.allow_name_mismatch)
+        path = save_user_language(
+            spec, path=args.file, overwrite=args.overwrite, allow_name_mismatch=args.allow_name_mismatch
+        )
         print(
             f"Added {spec.code} ({spec.display_name}) to {path}. Configs like xl-alpacaeval-{spec.config_code} "
-            "now work."
+            f"work in runs with XL_SUITE_LANGUAGES_FILE={path}."
         )
         return 0
     rows = language_rows()
@@ -111,13 +129,13 @@ def run(args) -> int:
 
     print(
         f"{'code':<8} {'name':<28} {'native':<22} {'script':<6} {'coverage':<19} {'fid%':>5} {'strict%':>7} "
-        f"{'n':>4}  status"
+        f"{'n':>4}  {'status':<30} aliases"
     )
     for r in rows:
         print(
             f"{r['code']:<8} {r['name'][:28]:<28} {r['native_name'][:22]:<22} {r['script']:<6} "
             f"{'+'.join(r['coverage']) or '-':<19} {pct(r['fidelity']):>5} {pct(r['strict']):>7} "
-            f"{r['n'] or '-':>4}  {r['status']}"
+            f"{r['n'] or '-':>4}  {r['status']:<30} {_shorten(', '.join(r['aliases']) or '-', 48)}"
         )
     meta = accuracy_table_meta()
     measured = [r for r in rows if r["fidelity"] is not None]
@@ -130,5 +148,9 @@ def run(args) -> int:
     print(
         f"fid%: family-aware fidelity, strict%: exact label, on single messages of {meta.get('corpus', '?')} "
         "(benchmarks/langid_accuracy.py)."
+    )
+    print(
+        "aliases: other codes that resolve to the language (ISO 639-2/-3, CLDR aliases such as nb -> no or iw -> he, "
+        "and region tags such as zh-TW -> zh-Hant); any region not listed is ignored (pt-PT, de-AT)."
     )
     return 0
