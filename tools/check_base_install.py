@@ -44,6 +44,11 @@ def main() -> int:
     assert math.isclose(out["language_fidelity"], 200 / 3), out["language_fidelity"]
     print(f"metric: language_fidelity={out['language_fidelity']:.1f} detected={out['detected_language']}")
 
+    # 2. The function itself, Norwegian Bokmål under the code most datasets carry (an alias of the built-in "no").
+    fid = xl_suite.language_fidelity(["Været er veldig fint i dag, så vi går en lang tur i skogen."], "nb")
+    assert fid["language_fidelity"] == 100.0 and fid["detected_language"] == ["no"], fid
+    print(f"language_fidelity(nb): {fid['language_fidelity']} ({fid['config']['identifier']})")
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         source = tmp / "alpaca_eval.json"
