@@ -11,7 +11,6 @@ login). They are only handed to huggingface_hub: never logged, never put into a 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +28,6 @@ logger = logging.getLogger(__name__)
 
 #: Card-data keys that ``push_to_hub`` owns; a regenerated card never overwrites them.
 PUSH_OWNED_KEYS = ("configs", "dataset_info")
-_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
-_TRUE_VALUES = {"1", "ON", "YES", "TRUE"}
 _CARD_RETRIES = 3
 
 CardFactory = Callable[[str, dict[str, Any]], "DatasetCard"]
@@ -39,7 +36,8 @@ CardFactory = Callable[[str, dict[str, Any]], "DatasetCard"]
 def check_online(action: str) -> None:
     """Raise :class:`HubOfflineError` if huggingface_hub or datasets would refuse network calls.
 
-    Checks the environment now and the values huggingface_hub/datasets read when they were imported.
+    The one offline check (:func:`xl_suite.utils.hub.offline_reason`): the environment now and the values
+    huggingface_hub/datasets read when they were imported.
 
     Args:
         action: What was about to happen, for the message (e.g. ``"push config 'de' to 'user/xl'"``).
@@ -56,27 +54,18 @@ def check_online(action: str) -> None:
         ...
         xl_suite.errors.HubOfflineError: Cannot push: offline mode is on (HF_HUB_OFFLINE=1). Unset HF_HUB_OFFLINE ...
     """
-    names = [name for name in _OFFLINE_VARIABLES if _is_true(os.environ.get(name))]
+    from xl_suite.utils.hub import OFFLINE_VARIABLES, offline_reason
+
+    reason = offline_reason()
+    if reason is None:
+        return
+    names = [name for name in OFFLINE_VARIABLES if name in reason]
     if names:
-        values = ", ".join(f"{name}={os.environ[name]}" for name in names)
         raise HubOfflineError(
-            f"Cannot {action}: offline mode is on ({values}). Unset {' and '.join(names)} (`unset {' '.join(names)}`)"
+            f"Cannot {action}: offline mode is on ({reason}). Unset {' and '.join(names)} (`unset {' '.join(names)}`)"
             " before starting Python: huggingface_hub and datasets read it at import time."
         )
-    # The environment may have been cleared after import; the libraries still hold the old value.
-    import sys
-
-    hub_constants = sys.modules.get("huggingface_hub.constants")
-    datasets_config = sys.modules.get("datasets.config")
-    if getattr(hub_constants, "HF_HUB_OFFLINE", False) or getattr(datasets_config, "HF_HUB_OFFLINE", False):
-        raise HubOfflineError(
-            f"Cannot {action}: huggingface_hub/datasets were imported with HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set "
-            "and still run offline although the variable is now unset. Start a new Python process without it."
-        )
-
-
-def _is_true(value: str | None) -> bool:
-    return value is not None and value.strip().upper() in _TRUE_VALUES
+    raise HubOfflineError(f"Cannot {action}: offline mode is on: {reason}.")
 
 
 def push_config(

@@ -85,20 +85,15 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
     Raises:
         SourceError: the file does not exist or cannot be parsed; the message names the path.
     """
-    import os
-
     import fsspec
 
+    from xl_suite.utils.hub import offline_reason
+
     source = str(source)
-    if source.startswith("hf://") and (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("HF_DATASETS_OFFLINE")) in (
-        "1",
-        "true",
-        "True",
-        "ON",
-        "YES",
-    ):
+    offline = offline_reason() if source.startswith("hf://") else None
+    if offline:
         raise SourceError(
-            f"{source!r} is on the Hugging Face Hub, but offline mode is on (HF_HUB_OFFLINE/HF_DATASETS_OFFLINE). "
+            f"{source!r} is on the Hugging Face Hub, but offline mode is on ({offline}). "
             "Download the file once and pass its local path (CLI: --alpaca-eval PATH), or unset offline mode."
         )
     try:

@@ -87,7 +87,7 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
             without a ``config.json``.
 
     >>> from unittest import mock
-    >>> with mock.patch.dict("os.environ", {"HF_HUB_OFFLINE": "0"}):
+    >>> with mock.patch("xl_suite.utils.hub.offline_reason", return_value=None):  # online
     ...     resolve_model("Qwen/Qwen2.5-0.5B-Instruct")
     ('Qwen/Qwen2.5-0.5B-Instruct', None)
     >>> resolve_model("/no/such/model")
@@ -111,18 +111,15 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
             f"Model path {text!r} does not exist: the folder {head!r} is here but holds no {text.split('/', 1)[1]!r}. "
             "Pass an existing model folder (a Hub id cannot start with the name of a local folder)."
         )
-    if _offline() and not _in_hub_cache(text):
+    from xl_suite.utils.hub import offline_reason
+
+    offline = offline_reason()
+    if offline and not _in_hub_cache(text):
         raise InvalidArgumentError(
             f"Model {text!r} is neither a local folder nor in the Hugging Face cache, and offline mode is on "
-            "(HF_HUB_OFFLINE): pass a local model folder, or download the model first."
+            f"({offline}): pass a local model folder, or download the model first."
         )
     return text, None
-
-
-def _offline() -> bool:
-    import os
-
-    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def _in_hub_cache(repo_id: str) -> bool:
