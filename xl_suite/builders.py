@@ -216,7 +216,7 @@ class MAlpacaEval(datasets.GeneratorBasedBuilder):
         mapping = self.config.column_mapping or {"instruction": ("instruction", "prompt", "question")}
         for code, path in files.items():
             failed = 0
-            for i, rec in enumerate(sources.read_records(path, storage_options=self.config.storage_options)):
+            for i, rec in enumerate(sources.iter_records(path, storage_options=self.config.storage_options)):
                 if is_failed(rec.get("translation_status")):  # a failed translation is no prompt (older files)
                     failed += 1
                     continue
@@ -329,7 +329,7 @@ class XlInstruct(datasets.GeneratorBasedBuilder):
         mapping = self.config.column_mapping or sources.XL_INSTRUCT_COLUMN_CANDIDATES
         origin_label = public_source(origin)  # a URL, or "local file <name>": never a local path
         for code, path in files.items():
-            for i, rec in enumerate(sources.read_records(path, storage_options=self.config.storage_options)):
+            for i, rec in enumerate(sources.iter_records(path, storage_options=self.config.storage_options)):
                 m = sources.map_columns(rec, mapping, source=path)
                 prov, rest = synthesis_provenance(m.pop("_rest"))
                 rid = rest.pop("id", None) or f"{code}-{i:06d}"

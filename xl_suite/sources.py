@@ -31,6 +31,7 @@ __all__ = [
     "alpaca_eval_exclusions",
     "exclusion_rule",
     "read_records",
+    "iter_records",
     "write_jsonl",
     "read_alpaca_eval",
     "filter_english_specific",
@@ -82,8 +83,38 @@ def _norm(text: str) -> str:
 def read_records(source: str, *, storage_options: dict | None = None) -> list[dict]:
     """Read a JSON list, JSON Lines or Parquet file from a path or fsspec URL into a list of dicts.
 
+    A list of :func:`iter_records` (which streams; the builders use it directly).
+
     Raises:
         SourceError: the file does not exist or cannot be parsed; the message names the path.
+    """
+    return list(iter_records(source, storage_options=storage_options))
+
+
+#: Bytes read at a time from a source file.
+_BLOCK = 1 << 20
+_NOT_UTF8 = (
+    "{source!r} is not UTF-8 text (byte {offset}: {sample!r}). Re-encode it as UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+)
+
+
+def iter_records(source: str, *, storage_options: dict | None = None, batch_size: int = 1000):
+    """Stream the records (dicts) of a JSON list, JSON Lines or Parquet file from a path or fsspec URL.
+
+    The file is never held in memory whole: Parquet is read a record batch at a time (pyarrow), JSON Lines a line at
+    a time and a JSON list one element at a time (only a single JSON object holding the list, ``{"data": [...]}``, is
+    parsed whole). The first error stops the iteration with a :class:`SourceError` naming the file (and the line).
+
+    Args:
+        source: a path or fsspec URL.
+        storage_options: fsspec options for ``source``.
+        batch_size: Parquet rows per batch.
+
+    Yields:
+        One dict per record.
+
+    Raises:
+        SourceError: the file does not exist, is offline, or cannot be parsed; the message names it.
     """
     import fsspec
 
@@ -97,8 +128,7 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
             "Download the file once and pass its local path (CLI: --alpaca-eval PATH), or unset offline mode."
         )
     try:
-        with fsspec.open(source, "rb", **(storage_options or {})) as f:
-            raw = f.read()
+        handle = fsspec.open(source, "rb", **(storage_options or {})).open()
     except FileNotFoundError as e:
         raise SourceError(f"Source file {source!r} does not exist. Pass an existing path or URL.") from e
     except IsADirectoryError as e:
@@ -108,54 +138,190 @@ def read_records(source: str, *, storage_options: dict | None = None) -> list[di
             f"Could not read {source!r} ({type(e).__name__}: {e}). If you are offline, download the file and "
             "pass its local path."
         ) from e
-    if source.endswith(".parquet") or raw[:4] == b"PAR1":
-        import io
-
-        import pyarrow.parquet as pq
-
+    with handle as f:
         try:
-            return pq.read_table(io.BytesIO(raw)).to_pylist()
-        except Exception as e:
-            raise SourceError(f"{source!r} is not a readable Parquet file: {e}") from e
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise SourceError(
-            f"{source!r} is not UTF-8 text (byte {e.start}: {raw[e.start : e.start + 4]!r}). Re-encode it as UTF-8, "
-            "e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
-    stripped = text.lstrip()
-    try:
-        if stripped.startswith("["):
-            data = json.loads(text)
-        elif stripped.startswith("{") and (source.endswith((".jsonl", ".ndjson")) or "\n{" in stripped):
-            # JSON Lines is newline-delimited: split on "\n" only (str.splitlines also splits on U+2028, U+0085...,
-            # which may appear unescaped inside a JSON string).
-            data = []
-            for lineno, line in enumerate(text.split("\n"), start=1):
-                if line.strip():
-                    try:
-                        data.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise SourceError(
-                            f"{source!r} is not valid JSON Lines (line {lineno}: {e.msg}). Expected one JSON object "
-                            "per line."
-                        ) from None
+            head = f.read(4)
+        except IsADirectoryError as e:
+            raise SourceError(f"Source {source!r} is a folder; pass a file (JSON, JSON Lines or Parquet).") from e
+        if source.endswith(".parquet") or head == b"PAR1":
+            f.seek(0)
+            yield from _iter_parquet(f, source, batch_size)
         else:
-            data = json.loads(text)
+            yield from _iter_json(f, head, source)
+
+
+def _iter_parquet(f, source: str, batch_size: int):
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size)
+        for batch in batches:
+            yield from batch.to_pylist()
+    except Exception as e:
+        raise SourceError(f"{source!r} is not a readable Parquet file: {e}") from e
+
+
+def _text_blocks(f, head: bytes, source: str):
+    """The file's text, block by block, decoded incrementally (a UTF-8 error names the byte offset)."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    offset = 0
+    data = head
+    while True:
+        block = data + f.read(_BLOCK) if data is not None else f.read(_BLOCK)
+        data = None
+        try:
+            text = decoder.decode(block, final=not block)
+        except UnicodeDecodeError as e:
+            raise SourceError(
+                _NOT_UTF8.format(source=source, offset=offset + e.start, sample=block[e.start : e.start + 4])
+            ) from None
+        if text:
+            yield text
+        if not block:
+            return
+        offset += len(block)
+
+
+def _iter_json(f, head: bytes, source: str):
+    blocks = _text_blocks(f, head, source)
+    buffer = ""
+    for text in blocks:  # the first non-blank character tells the layout
+        buffer += text
+        if buffer.strip():
+            break
+    stripped = buffer.lstrip()
+    if stripped.startswith("["):
+        yield from _iter_json_list(stripped[1:], blocks, source)
+        return
+    if stripped.startswith("{"):
+        while True:  # read on until the second line has started (or the file ended)
+            first, newline, rest = stripped.partition("\n")
+            more = None if newline and rest.strip() else next(blocks, None)
+            if more is None:
+                break
+            stripped += more
+        if source.endswith((".jsonl", ".ndjson")) or (rest.strip() and _complete_json(first)):
+            yield from _iter_json_lines(stripped, blocks, source)
+            return
+    # A single JSON value (e.g. {"data": [...]}) is parsed whole.
+    text = stripped + "".join(blocks)
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise SourceError(
             f"{source!r} is not valid JSON or JSON Lines (line {e.lineno}: {e.msg}). "
             "Expected a JSON list of objects, JSON Lines, or Parquet."
         ) from e
-    if isinstance(data, dict):
-        # {"split": [...]} or {"data": [...]} layouts
+    if isinstance(data, dict):  # {"split": [...]} or {"data": [...]} layouts
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) == 1:
             data = lists[0]
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+    if not isinstance(data, list):
         raise SourceError(f"{source!r} must hold a list of JSON objects (one per prompt).")
-    return data
+    for record in data:
+        yield _record(record, source)
+
+
+def _complete_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _record(record, source: str) -> dict:
+    if not isinstance(record, dict):
+        raise SourceError(f"{source!r} must hold a list of JSON objects (one per prompt), found {record!r:.80}.")
+    return record
+
+
+def _iter_json_lines(text: str, blocks, source: str):
+    # JSON Lines is newline-delimited: split on "\n" only (str.splitlines also splits on U+2028, U+0085...,
+    # which may appear unescaped inside a JSON string).
+    lineno = 0
+    pending = text
+    while True:
+        more = next(blocks, None)
+        if more is not None:
+            pending += more
+        *lines, pending = pending.split("\n") if more is not None else [*pending.split("\n"), ""]
+        for line in lines:
+            lineno += 1
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SourceError(
+                        f"{source!r} is not valid JSON Lines (line {lineno}: {e.msg}). Expected one JSON object "
+                        "per line."
+                    ) from None
+                yield _record(record, source)
+        if more is None:
+            return
+
+
+def _iter_json_list(text: str, blocks, source: str):
+    """The elements of a top-level JSON list, decoded one at a time (``text``: what follows the ``[``)."""
+    decoder = json.JSONDecoder()
+    buf, pos, eof, line = text, 0, False, 1
+
+    def fail(msg: str) -> SourceError:
+        return SourceError(
+            f"{source!r} is not valid JSON or JSON Lines (line {line + buf.count(chr(10), 0, pos)}: {msg}). "
+            "Expected a JSON list of objects, JSON Lines, or Parquet."
+        )
+
+    def refill() -> bool:  # append the next block, dropping what was decoded; False at the end of the file
+        nonlocal buf, pos, eof, line
+        more = None if eof else next(blocks, None)
+        if more is None:
+            eof = True
+            return False
+        line += buf.count("\n", 0, pos)
+        buf, pos = buf[pos:] + more, 0
+        return True
+
+    def skip_blank() -> str:  # the next character that is not blank ("" at the end of the file)
+        nonlocal pos
+        while True:
+            while pos < len(buf) and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos < len(buf) or not refill():
+                return buf[pos] if pos < len(buf) else ""
+
+    def value():
+        nonlocal pos
+        while True:
+            try:
+                found, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                if refill():
+                    continue
+                raise fail(e.msg) from None
+            if end == len(buf) and refill():  # a value at the end of the block may go on in the next one
+                continue
+            pos = end
+            return found
+
+    if skip_blank() == "]":  # an empty list
+        pos += 1
+    else:
+        while True:
+            yield _record(value(), source)
+            char = skip_blank()
+            if char == "]":
+                pos += 1
+                break
+            if char != ",":
+                raise fail(f"expected ',' or ']' after a list element, found {char or 'the end of the file'!r}")
+            pos += 1
+            if skip_blank() == "]":
+                raise fail("a ',' before ']'")
+    if skip_blank():
+        raise fail("extra data after the list")
 
 
 def read_alpaca_eval(source: str = DEFAULT_ALPACA_EVAL_SOURCE, *, storage_options: dict | None = None) -> list[dict]:
