@@ -31,7 +31,6 @@ __all__ = [
     "is_transformers_available",
     "resolve_model",
     "in_hub_cache",
-    "hub_offline",
     "local_model_hash",
     "validate_conversations",
     "strict_kwargs",
@@ -114,7 +113,7 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
     from xl_suite.utils.hub import offline_reason
 
     offline = offline_reason()
-    if offline and not _in_hub_cache(text):
+    if offline and not in_hub_cache(text):
         raise InvalidArgumentError(
             f"Model {text!r} is neither a local folder nor in the Hugging Face cache, and offline mode is on "
             f"({offline}): pass a local model folder, or download the model first."
@@ -122,22 +121,13 @@ def resolve_model(model: str | Path) -> tuple[str, Path | None]:
     return text, None
 
 
-def _in_hub_cache(repo_id: str) -> bool:
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the Hub model ``repo_id`` is in the local Hugging Face cache (its ``config.json`` is)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub is a dependency
         return True
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-
-
-def hub_offline() -> bool:
-    """Whether the Hugging Face Hub is switched off (``HF_HUB_OFFLINE``), as :func:`resolve_model` sees it."""
-    return _offline()
-
-
-def in_hub_cache(repo_id: str) -> bool:
-    """Whether the Hub model ``repo_id`` is in the local Hugging Face cache (its ``config.json`` is)."""
-    return _in_hub_cache(repo_id)
 
 
 def local_model_hash(path: str | Path) -> str:

@@ -128,9 +128,10 @@ class EngineSpec:
 
 def _check_hub_model(repo_id: str, revision: str | None, timeout: float = 10.0) -> None:
     """One short request for a Hub model that is not in the local cache (nothing when it is, or offline)."""
-    from xl_suite.engines import hub_offline, in_hub_cache
+    from xl_suite.engines import in_hub_cache
+    from xl_suite.utils.hub import is_offline_mode
 
-    if hub_offline() or in_hub_cache(repo_id):
+    if is_offline_mode() or in_hub_cache(repo_id):
         return
     try:
         from huggingface_hub import HfApi
