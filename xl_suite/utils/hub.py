@@ -38,7 +38,9 @@ def offline_reason() -> str | None:
         return ", ".join(f"{name}={os.environ[name]}" for name in names)
     # The variable may have been unset after import; the libraries then still run offline.
     hub_constants = sys.modules.get("huggingface_hub.constants")
-    if hub_constants is not None and getattr(hub_constants, "is_offline_mode", lambda: False)():
+    # huggingface_hub >= 1.x's constants.is_offline_mode(); its HF_HUB_OFFLINE constant where that is missing.
+    is_offline = getattr(hub_constants, "is_offline_mode", None)
+    if hub_constants is not None and (is_offline() if is_offline else getattr(hub_constants, "HF_HUB_OFFLINE", False)):
         return "huggingface_hub was imported with HF_HUB_OFFLINE set (start a new process without it)"
     datasets_config = sys.modules.get("datasets.config")
     if datasets_config is not None and getattr(datasets_config, "HF_HUB_OFFLINE", False):
