@@ -10,7 +10,9 @@ imported (scikit-learn sets ``KMP_DUPLICATE_LIB_OK``, scipy adds warning filters
 is therefore recorded with the file of the code that made it (the nearest frame outside the standard library); a
 change counts when that code lies in this repository (``xl_suite/``, ``tests/``...) or its origin is unknown. What a
 test sets through ``monkeypatch`` is undone before the comparison. The switch interval, the root logger and the
-progress-bar switch have no third-party writers in the suite and are compared as they are.
+progress-bar switch have no third-party writers in the suite and are compared as they are; calls of datasets'
+``enable/disable_progress_bars()`` from the library (``xl_suite/`` outside its command line) are reported even when
+the switch ends as it was (a toggle is a race with the caller's threads and overrides the caller's choice).
 
 Loaded as a plugin by ``tests/conftest.py``; ``tests/test_process_guard.py`` plants each kind of change and checks
 that the guard fails the test.
@@ -34,13 +36,16 @@ _STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
 #: its changes are undone before the comparison).
 _SKIP = {str(Path(__file__).resolve())}
 
-#: datasets' progress-bar switch is compared once the runner no longer toggles it (owner: "core", issue 18).
-CHECK_PROGRESS_BARS = False
+#: datasets' progress-bar switch: compared (conftest turns the bars off for every test and fails a test after which
+#: they are on) and every call of datasets' enable/disable_progress_bars() by library code is reported; the CLI
+#: (xl_suite/cli.py, xl_suite/commands/) may toggle it for a command's duration if it puts it back.
+CHECK_PROGRESS_BARS = True
 #: The thread switch interval is compared once the vLLM backend no longer sets it (owner: "vllm", issue 18).
 CHECK_SWITCH_INTERVAL = False
 
 _env_writers: dict[str, str] = {}  # key -> file of the code that last wrote or deleted it
 _filter_writers: dict[tuple, str] = {}  # warnings filter entry -> file of the code that added it
+_bar_calls: list[tuple[str, str]] = []  # (function, file of the caller) of datasets' progress-bar switches
 
 
 def _writer() -> str:
@@ -54,6 +59,15 @@ def _writer() -> str:
                 return resolved
         frame = frame.f_back
     return "<unknown>"
+
+
+def _is_library(path: str) -> bool:
+    """A file of the package outside its command line (which may toggle switches for a command's duration)."""
+    library = REPO_ROOT / "xl_suite"
+    resolved = Path(path)
+    if not resolved.is_relative_to(library):
+        return False
+    return not (resolved == library / "cli.py" or resolved.is_relative_to(library / "commands"))
 
 
 def _is_ours(path: str | None) -> bool:
@@ -91,6 +105,27 @@ def _record_writers():
 
         return wrapper
 
+    def recording_call(name, function):
+        def wrapper(*args, **kwargs):
+            _bar_calls.append((name, _writer()))
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    # datasets exports its two switches under several names; each name is wrapped, and put back afterwards.
+    switches = []
+    try:
+        import datasets
+        import datasets.utils
+        import datasets.utils.tqdm
+    except ImportError:
+        datasets = None
+    else:
+        for module in (datasets, datasets.utils, datasets.utils.tqdm, getattr(datasets.utils, "logging", None)):
+            for name in ("disable_progress_bars", "enable_progress_bars"):
+                if module is not None and callable(getattr(module, name, None)):
+                    switches.append((module, name, getattr(module, name)))
+                    setattr(module, name, recording_call(name, getattr(module, name)))
     environ_cls.__setitem__, environ_cls.__delitem__ = recording_set, recording_del
     warnings.filterwarnings, warnings.simplefilter = recording(filterwarnings), recording(simplefilter)
     try:
@@ -98,6 +133,8 @@ def _record_writers():
     finally:
         environ_cls.__setitem__, environ_cls.__delitem__ = set_item, del_item
         warnings.filterwarnings, warnings.simplefilter = filterwarnings, simplefilter
+        for module, name, function in switches:
+            setattr(module, name, function)
 
 
 def progress_bars_enabled() -> bool | None:
@@ -151,9 +188,11 @@ def state_changes(before: dict[str, object], after: dict[str, object]) -> list[s
 @pytest.fixture(autouse=True)
 def _process_state_guard():
     """Fail a test after which process-wide state differs from before it (see the module docstring)."""
-    before = process_state()
+    before, calls = process_state(), len(_bar_calls)
     yield
     changes = state_changes(before, process_state())
+    if CHECK_PROGRESS_BARS:
+        changes += [f"datasets.{name}() called by {path}" for name, path in _bar_calls[calls:] if _is_library(path)]
     if changes:
         pytest.fail(
             "process-wide state changed during this test (xl-suite must leave the caller's process as it found "

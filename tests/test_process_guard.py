@@ -23,6 +23,7 @@ INNER = textwrap.dedent(
     process_guard.CHECK_PROGRESS_BARS = True  # planted below: checked whatever the owners' flags say today
     process_guard.CHECK_SWITCH_INTERVAL = True
     LIBRARY = {library!r}
+    COMMAND = {command!r}
     THIRD_PARTY = "/opt/some-site-packages/other_library/module.py"
 
 
@@ -50,6 +51,14 @@ INNER = textwrap.dedent(
         run_as(LIBRARY, "import datasets; datasets.enable_progress_bars()")
 
 
+    def test_planted_progress_bar_toggle():  # off and on again: the state ends as it was, the calls are the fault
+        run_as(LIBRARY, "import datasets; datasets.disable_progress_bars(); datasets.utils.enable_progress_bars(); datasets.disable_progress_bars()")
+
+
+    def test_a_command_may_toggle_the_bars_if_it_puts_them_back():
+        run_as(COMMAND, "import datasets; datasets.enable_progress_bars(); datasets.disable_progress_bars()")
+
+
     def test_planted_switch_interval():
         run_as(LIBRARY, "import sys; sys.setswitchinterval(0.0005)")
 
@@ -72,13 +81,18 @@ INNER = textwrap.dedent(
 @pytest.mark.slow
 def test_the_guard_fails_each_planted_change(pytester, monkeypatch):
     pytester.makeconftest((TESTS / "conftest.py").read_text(encoding="utf-8"))
-    pytester.makepyfile(test_planted=INNER.format(library=str(REPO / "xl_suite" / "planted_module.py")))
+    pytester.makepyfile(
+        test_planted=INNER.format(
+            library=str(REPO / "xl_suite" / "planted_module.py"),
+            command=str(REPO / "xl_suite" / "commands" / "planted_command.py"),
+        )
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), str(REPO), os.environ.get("PYTHONPATH", "")]))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=300)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
-    # every test body passes; the guard adds a teardown error to the 6 planted ones and to no other
-    assert outcomes.get("passed") == 9 and outcomes.get("errors") == 6, out
+    # every test body passes; the guard adds a teardown error to the 7 planted ones and to no other
+    assert outcomes.get("passed") == 11 and outcomes.get("errors") == 7, out
     planted = {
         "test_planted_environment_variable": "os.environ['XL_SUITE_PLANTED']: None -> '1' (by ",
         "test_planted_warning_filter": "warnings filter added: ('ignore', None, <class 'UserWarning'>",
@@ -86,12 +100,13 @@ def test_the_guard_fails_each_planted_change(pytester, monkeypatch):
         "test_planted_root_logger_handler": "', []) -> ('DEBUG', [<StreamHandler",  # the level planted by the test before
         "test_planted_progress_bars": "datasets' progress bars were turned on during this test",
         "test_planted_switch_interval": "sys.getswitchinterval(): 0.005 -> 0.0005",
+        "test_planted_progress_bar_toggle": "datasets.enable_progress_bars() called by ",
     }
     for test, message in planted.items():
         assert f"ERROR at teardown of {test}" in out, out
         assert message in out, (message, out)
     assert "planted_module.py" in out  # the message names the code that made the change
-    for test in ("third_party_import_time", "monkeypatch_is_undone", "a_clean_test_passes"):
+    for test in ("third_party_import_time", "monkeypatch_is_undone", "a_clean_test_passes", "a_command_may_toggle"):
         assert f"teardown of test_{test}" not in out, out
     assert "OTHER_LIB_FLAG" not in out and "XL_SUITE_TEST_VALUE" not in out
 

@@ -70,6 +70,8 @@ __all__ = [
     "FastTextIdentifier",
     "get_fasttext_identifier",
     "is_fasttext_available",
+    "IDENTIFIERS",
+    "IDENTIFIER_EXTRAS",
     "get_identifier",
     "is_heliport_available",
     "measured_accuracy",
@@ -430,7 +432,7 @@ _FAMILY_OF: dict[str, tuple[str, ...]] = {code: group for group in LANGUAGE_FAMI
 #: label for the language: its role is the languages they lack).
 IDENTIFIERS: tuple[str, ...] = ("py3langid", "heliport", "fasttext")
 #: The extra that installs each optional identifier.
-_EXTRA = {"heliport": "langid-wide", "fasttext": "langid-fasttext"}
+IDENTIFIER_EXTRAS = {"heliport": "langid-wide", "fasttext": "langid-fasttext"}
 
 
 def is_heliport_available() -> bool:
@@ -745,7 +747,7 @@ def fidelity_support(
         accepted = frozenset(m.langid.get(name) for m in members if m.langid.get(name))
         return FidelitySupport(spec.code, name, label, accepted)
     if missing:
-        extras = " or ".join(f"pip install 'xl-suite[{_EXTRA[name]}]' ({name})" for name in missing)
+        extras = " or ".join(f"pip install 'xl-suite[{IDENTIFIER_EXTRAS[name]}]' ({name})" for name in missing)
         return FidelitySupport(
             spec.code,
             None,

@@ -50,7 +50,7 @@ def language_rows() -> list[dict]:
     """One row per known language: code, names, script, coverage, identifier used, measured accuracy, status, and the
     other codes that resolve to it (ISO 639-2/-3 forms, CLDR aliases, regional tags)."""
     from xl_suite.fidelity import (
-        _EXTRA,
+        IDENTIFIER_EXTRAS,
         fidelity_support,
         is_fasttext_available,
         is_heliport_available,
@@ -84,7 +84,7 @@ def language_rows() -> list[dict]:
         if not wide.supported:
             row["status"] = "n/a: no offline identifier"
         elif not support.supported:
-            row["status"] = f"n/a: needs xl-suite[{_EXTRA[wide.identifier]}]"
+            row["status"] = f"n/a: needs xl-suite[{IDENTIFIER_EXTRAS[wide.identifier]}]"
         elif not result:
             row["status"] = "not measured" + (f" ({measured['status']})" if measured.get("status") else "")
         elif result["fidelity"] < THRESHOLD or result["max_unrelated"] > 1 - THRESHOLD:

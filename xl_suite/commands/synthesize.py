@@ -135,9 +135,12 @@ def run(args, *, generator=None, scorer=None) -> int:
         scorer_spec = dataclasses.replace(scorer_spec, backend=scorer_spec.backend or gen_spec.backend)
         scorer = scorer_spec.lazy(factory=lambda: _engine(scorer_spec))
         owned.append(scorer)
-    if options.progress:
-        datasets.disable_progress_bars()  # one bar over the seeds instead of one per chunk and stage
     with contextlib.ExitStack() as stack:
+        if options.progress and datasets.is_progress_bar_enabled():
+            # One bar over the seeds instead of one per chunk and stage, for this command only: the switch is put
+            # back when it ends (main() may run inside the caller's process).
+            datasets.disable_progress_bars()
+            stack.callback(datasets.enable_progress_bars)
         claim = None
         if local:  # the one output rule (remote outputs: a rerun resumes, as from Python)
             settings = _settings(config, options, gen_spec, scorer_spec)
