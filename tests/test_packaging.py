@@ -111,3 +111,18 @@ def test_a_missing_extra_is_one_line_naming_it(monkeypatch, module, call, extra)
         call()
     message = str(e.value)
     assert f"pip install 'xl-suite[{extra}]'" in message and "\n" not in message
+
+
+def test_every_subpackage_is_listed_in_setup_cfg():
+    """A package missing from setup.cfg's explicit list is missing from the wheel (the installed package breaks)."""
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    listed = {line.strip() for line in cfg["options"]["packages"].splitlines() if line.strip()}
+    found = {
+        ".".join(p.parent.relative_to(REPO).parts)
+        for p in (REPO / "xl_suite").rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
+    assert found - listed == set(), f"add to setup.cfg [options] packages: {sorted(found - listed)}"
