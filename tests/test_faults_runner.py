@@ -97,9 +97,36 @@ def _drop_a_column_and_the_checksum(p: Path):
     pq.write_table(pq.read_table(p).drop_columns(["y"]).replace_schema_metadata(None), p)
 
 
+def _rewrite_keeping_the_footer_checksum(p: Path, edit=_edit_values, meta=None):
+    """Rewrite ``p`` with ``edit`` applied, carrying its footer checksum over (what a tool that keeps the file's
+    metadata would write)."""
+    from xl_suite.run.store import META_FILE_SHA
+
+    footer = pq.read_metadata(p).metadata
+    table = edit(pq.read_table(p))
+    table = table.replace_schema_metadata(meta if meta is not None else table.schema.metadata)
+    with pq.ParquetWriter(p, table.schema) as writer:
+        writer.write_table(table)
+        writer.add_key_value_metadata({META_FILE_SHA: footer[META_FILE_SHA]})
+
+
+def _edit_the_attempts(p: Path):
+    """The same data pages, the per-row attempts edited (a failed row would look as if it had attempts left)."""
+    meta = dict(pq.read_schema(p).metadata)
+    meta[b"xl_suite.attempts"] = b"[0, 0, 0, 0]"[: len(meta[b"xl_suite.attempts"])]
+    _rewrite_keeping_the_footer_checksum(p, edit=lambda t: t, meta=meta)
+
+
 @pytest.mark.parametrize(
     "edit",
-    [_rewrite_without_checksum, _rewrite_keeping_the_old_metadata, _drop_a_column, _drop_a_column_and_the_checksum],
+    [
+        _rewrite_without_checksum,
+        _rewrite_keeping_the_old_metadata,
+        _rewrite_keeping_the_footer_checksum,
+        _edit_the_attempts,
+        _drop_a_column,
+        _drop_a_column_and_the_checksum,
+    ],
 )
 def test_a_chunk_that_cannot_be_verified_is_moved_aside_and_recomputed(tmp_path, caplog, edit):
     # A file without the checksum written with it (rewritten, or from a release before checksums) is not trusted:
@@ -113,6 +140,47 @@ def test_a_chunk_that_cannot_be_verified_is_moved_aside_and_recomputed(tmp_path,
     assert again["y"] == out["y"] == [x + 1 for x in range(10)]
     assert (stats.chunks_reused, stats.chunks_computed, stats.chunks_damaged) == (0, 3, 3)
     assert all(Path(f"{f}.corrupt").exists() for f in files) and str(files[0]) in caplog.text
+
+
+def _as_written_before_2026_12_08(p: Path, edit=None):
+    """Rewrite a chunk file as the store wrote it before 2026-12-08: the checksum (SHA-256 of the decoded table) in
+    the schema metadata, none in the footer; ``edit`` changes the values after the checksum was taken."""
+    from xl_suite.run.store import META_SHA, table_sha
+
+    table = pq.read_table(p)
+    meta = {**table.schema.metadata, META_SHA: table_sha(table).encode()}
+    pq.write_table((edit(table) if edit else table).replace_schema_metadata(meta), p)
+    assert b"xl_suite.file_sha256" not in pq.read_metadata(p).metadata
+
+
+def test_chunks_written_before_2026_12_08_still_verify_and_are_reused(tmp_path, caplog):
+    out, _ = _run(tmp_path)
+    files = sorted((tmp_path / "inc").glob("*.parquet"))
+    _as_written_before_2026_12_08(files[0])
+    _as_written_before_2026_12_08(files[1], edit=_edit_values)  # edited since: its old checksum catches it
+    with caplog.at_level(logging.WARNING):
+        again, stats = _run(tmp_path)
+    assert again["y"] == out["y"] == [x + 1 for x in range(10)]
+    assert (stats.chunks_reused, stats.chunks_computed, stats.chunks_damaged) == (2, 1, 1)
+    assert files[1].name in caplog.text and files[0].name not in caplog.text
+    assert files[0].exists() and not Path(f"{files[0]}.corrupt").exists(), "the old file is read as it is"
+
+
+def test_a_chunk_file_is_encoded_once(tmp_path, monkeypatch):
+    """The checksum is taken of the bytes on their way to the file: one Parquet encode per stored file (the store
+    used to encode each file twice, the checksum being taken of the decoded first encoding)."""
+    encodes = []
+    real = pq.ParquetWriter.write_table
+
+    def counted(self, table, *args, **kwargs):
+        encodes.append(table.num_rows)
+        return real(self, table, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", counted)
+    _run(tmp_path)
+    assert encodes == [4, 4, 2]
+    monkeypatch.undo()
+    assert _run(tmp_path)[1].chunks_reused == 3
 
 
 def test_read_verified_names_missing_columns(tmp_path, caplog):

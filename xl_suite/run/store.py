@@ -2,14 +2,16 @@
 
 One mechanism for every on-disk cache of the run layer (stage chunks, their piece files, the judges' keyed store):
 
-* a chunk file ``<work_dir>/<stage>/chunk-<number>-<key>.parquet`` holds a chunk's output, with its row count, a
-  SHA-256 of its data and each row's attempts in the Parquet metadata; it is written under a unique temporary name and
-  moved into place (:meth:`ChunkStore.write`);
+* a chunk file ``<work_dir>/<stage>/chunk-<number>-<key>.parquet`` holds a chunk's output, with its row count and
+  each row's attempts in the Parquet metadata and a SHA-256 of the file itself in its footer (:func:`write_verified`:
+  the table is encoded once, the checksum taken of the bytes as they are written); it is written under a unique
+  temporary name and moved into place (:meth:`ChunkStore.write`);
 * a piece file ``<chunk file>.piece-<first row>-<rows>[-retry-<hash>]`` holds one finished engine call of a chunk not
   yet complete; it never ends in ``.parquet``, so nothing that lists chunk files takes it for one;
 * every file is verified when read (:func:`read_verified`): it must parse, carry the checksum and row count written with
   it (a file without them was not written by this store, or by a release before checksums, and is not trusted), and
-  pass the caller's checks (columns, row count, ids). A file that fails is moved aside (``<name>.corrupt``) with a
+  pass the caller's checks (columns, row count, ids). Files of releases before 2026-12-08 carry the older checksum
+  (of the decoded table, :func:`table_sha`) and are verified by it. A file that fails is moved aside (``<name>.corrupt``) with a
   warning naming it, and its rows are computed again: edited values never reach an output;
 * :meth:`ChunkStore.index` reads every chunk file of a stage by a key column: the store keyed by row content.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -36,6 +39,7 @@ __all__ = [
     "read_verified",
     "write_verified",
     "table_sha",
+    "file_sha",
     "own_metadata",
     "attempts_of",
     "id_column",
@@ -47,7 +51,12 @@ __all__ = [
 #: Columns that identify a row, checked when a chunk is read back (the first one present is used).
 ID_COLUMNS = ("id", "cache_key", "seed_id", "item_index")
 META_ROWS = b"xl_suite.rows"
+#: The checksum of files written before 2026-12-08: SHA-256 of the decoded table (:func:`table_sha`), in the schema
+#: metadata. Still verified on read; no longer written.
 META_SHA = b"xl_suite.sha256"
+#: The checksum of files written since: SHA-256 of the file's bytes before its footer and of the metadata the store
+#: writes (:func:`file_sha`), in the footer's key-value metadata (added once the data is written: one encode).
+META_FILE_SHA = b"xl_suite.file_sha256"
 META_ATTEMPTS = b"xl_suite.attempts"
 
 
@@ -59,7 +68,8 @@ def storage(work_dir: str, storage_options: dict | None = None):
 
 
 def table_sha(table) -> str:
-    """SHA-256 of a table's data (schema without metadata + rows), as written to a stored file's metadata."""
+    """SHA-256 of a table's data (schema without metadata + rows): the checksum of files written before 2026-12-08
+    (:data:`META_SHA`), which are still verified by it."""
     import pyarrow as pa
 
     table = table.replace_schema_metadata(None).combine_chunks()
@@ -67,6 +77,61 @@ def table_sha(table) -> str:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return hashlib.sha256(sink.getvalue().to_pybytes()).hexdigest()
+
+
+def _metadata_digest(digest, metadata: dict | None) -> None:
+    """Add the schema metadata the store writes (row count, attempts, datasets' features) to ``digest``."""
+    for key, value in sorted((metadata or {}).items()):
+        for part in (key, value):
+            digest.update(len(part).to_bytes(8, "little"))
+            digest.update(part)
+
+
+def file_sha(data: bytes, metadata: dict | None) -> str:
+    """The checksum of a file written by :func:`write_verified` (:data:`META_FILE_SHA`): SHA-256 of the bytes before
+    its Parquet footer (the magic and every data page), then of its schema metadata (``metadata``: row count,
+    attempts, datasets' features), so an edited value, row count or attempt count is caught, and checking a file costs
+    one pass over its bytes, no re-encoding.
+
+    >>> import fsspec, pyarrow as pa, pyarrow.parquet as pq
+    >>> fs = fsspec.filesystem("memory")
+    >>> write_verified(fs, "/doc/chunk.parquet", pa.table({"x": [1, 2]}))
+    >>> data = fs.cat_file("/doc/chunk.parquet")
+    >>> footer = pq.read_metadata(pa.BufferReader(data)).metadata
+    >>> file_sha(data, pq.read_schema(pa.BufferReader(data)).metadata) == footer[META_FILE_SHA].decode()
+    True
+    >>> read_verified(fs, "/doc/chunk.parquet").column("x").to_pylist()
+    [1, 2]
+    """
+    footer = int.from_bytes(data[-8:-4], "little")
+    digest = hashlib.sha256(memoryview(data)[: len(data) - 8 - footer])
+    _metadata_digest(digest, metadata)
+    return digest.hexdigest()
+
+
+class _HashingSink(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to ``target`` (and keeps its last 8 bytes)."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self.tail = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.digest.update(data)
+        self.size += len(data)
+        self.tail = (self.tail + data)[-8:]
+        self.target.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
 
 
 def own_metadata(table) -> dict:
@@ -108,10 +173,11 @@ def read_verified(
 ):
     """Read a Parquet file written by the store and check it; move it aside and return None when it fails.
 
-    Checks, in order: the file parses; it carries the row count and SHA-256 the store writes, and they match (a file
+    Checks, in order: the file parses; it carries the row count and checksum the store writes, and they match (a file
     without them, from a release before checksums or from anything else, cannot be verified and is not used); the
     ``required`` columns are there; the row count is ``expected_rows``; the ``id_column`` values are ``expected_ids``
-    in order (1:1 stages) or all in ``allowed_ids`` (n->m stages).
+    in order (1:1 stages) or all in ``allowed_ids`` (n->m stages). The checksum is :func:`file_sha` (files written
+    since 2026-12-08) or, for older files, :func:`table_sha` of the decoded table.
 
     Args:
         fs: fsspec filesystem of ``path``.
@@ -127,20 +193,27 @@ def read_verified(
         The ``pyarrow.Table`` (its store metadata kept), or None after a warning that names the file and where it was
         moved (``<path>.corrupt``); the caller recomputes its rows.
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         with fs.open(path, "rb") as f:
-            table = pq.read_table(f)
+            data = f.read()
+        footer = pq.read_metadata(pa.BufferReader(data)).metadata or {}
+        table = pq.read_table(pa.BufferReader(data))
         meta = table.schema.metadata or {}
-        if META_ROWS not in meta or META_SHA not in meta:
+        if META_ROWS not in meta or (META_FILE_SHA not in footer and META_SHA not in meta):
             raise ValueError(
                 "no checksum in its metadata (not written by xl-suite's store, rewritten since, or from a release "
                 "before checksums): it cannot be verified"
             )
         if int(meta[META_ROWS]) != table.num_rows:
             raise ValueError(f"{table.num_rows} rows, but {int(meta[META_ROWS])} were written")
-        if table_sha(table) != meta[META_SHA].decode():
+        if META_FILE_SHA in footer:
+            sound = file_sha(data, meta) == footer[META_FILE_SHA].decode()
+        else:  # written before 2026-12-08: the checksum of the decoded table
+            sound = table_sha(table) == meta[META_SHA].decode()
+        if not sound:
             raise ValueError("checksum mismatch (the data changed after it was written)")
         missing = [c for c in required if c not in table.column_names]
         if missing:
@@ -162,29 +235,42 @@ def read_verified(
 
 
 def write_verified(fs, path, table, attempts: list[int] | None = None, *, compliant_nested: bool = True) -> None:
-    """Write ``table`` with its row count, checksum and per-row attempts in the metadata; atomic via a unique temp.
+    """Write ``table`` with its row count and per-row attempts in the metadata and its checksum in the footer; atomic
+    via a unique temp.
+
+    The table is encoded once: its bytes are hashed on their way to the file, and the checksum (:func:`file_sha`) is
+    added to the footer's key-value metadata before the footer is written.
 
     ``compliant_nested=False`` keeps the list fields' names (``list<item>``) instead of Parquet's ``list<element>``:
     piece files are written so, so that a stored piece reads back with the schema of a computed one and a chunk put
     together from both is the same file as one computed at once.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    # The checksum is taken of the table as Parquet gives it back (the in-memory table may be a slice whose IPC
-    # bytes differ from the decoded file's), so a later read of an intact file reproduces it exactly.
-    sink = pa.BufferOutputStream()
-    pq.write_table(table.replace_schema_metadata(None), sink, use_compliant_nested_type=compliant_nested)
-    decoded = pq.read_table(pa.BufferReader(sink.getvalue()))
     meta = own_metadata(table)
-    meta.update({META_ROWS: str(table.num_rows).encode(), META_SHA: table_sha(decoded).encode()})
+    meta[META_ROWS] = str(table.num_rows).encode()
     if attempts is not None:
         meta[META_ATTEMPTS] = json.dumps(attempts).encode()
     table = table.replace_schema_metadata(meta)
     tmp = unique_temp_path(path)
     try:
         with fs.open(tmp, "wb") as f:
-            pq.write_table(table, f, use_compliant_nested_type=compliant_nested)
+            sink = _HashingSink(f)
+            writer = pq.ParquetWriter(sink, table.schema, use_compliant_nested_type=compliant_nested)
+            try:
+                writer.write_table(table)
+                digest, data_size = sink.digest.copy(), sink.size  # everything before the footer
+                _metadata_digest(digest, meta)
+                writer.add_key_value_metadata({META_FILE_SHA: digest.hexdigest().encode()})
+            finally:
+                writer.close()
+            footer = int.from_bytes(sink.tail[:4], "little")
+            if sink.size - 8 - footer != data_size:  # pyarrow wrote data after the checksum was taken
+                raise RuntimeError(
+                    f"Writing {path}: the Parquet writer added {sink.size - 8 - footer - data_size} bytes before the "
+                    "footer after the checksum was taken; the file could not be verified. Report this with your "
+                    "pyarrow version."
+                )
         fs.mv(tmp, path)
     except BaseException:
         with contextlib.suppress(Exception):
