@@ -154,7 +154,9 @@ def _iter_parquet(f, source: str, batch_size: int):
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(f).iter_batches(batch_size=batch_size)
+        # Column chunks are read through a 1 MB buffer, not pre-buffered whole: pyarrow's default pre-buffering
+        # keeps memory that grows with the file (measured by benchmarks/bench_sources.py: 1.86x the peak for a 10x file).
+        batches = pq.ParquetFile(f, pre_buffer=False, buffer_size=_BLOCK).iter_batches(batch_size=batch_size)
         for batch in batches:
             yield from batch.to_pylist()
     except Exception as e:
