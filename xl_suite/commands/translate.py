@@ -2,7 +2,7 @@
 
     xl-suite translate --model gpt-4o-2024-08-06 --backend openai --languages de,mt --source alpaca_eval.json \\
         --output m_alpacaeval/
-    xl_suite.load_dataset("m-alpacaeval-de", split="test", source="m_alpacaeval/")
+    xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source="m_alpacaeval/")
 
 Writes ``OUTPUT/<code>.jsonl`` per language, the layout the m-AlpacaEval builder reads.
 """
