@@ -188,3 +188,46 @@ def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypat
     )
     assert answered["n"] == 16 - stored and res.ledger["from_cache"] == stored
     assert not list(tmp_path.glob("judge-pairwise-*/*.piece-*")), "pieces are deleted once their chunk is written"
+
+
+def test_a_trickling_reply_fails_within_the_total_budget_and_progress_is_shown(monkeypatch, caplog):
+    """A server that sends its reply at 2 bytes a second never trips a per-read timeout; the total budget holds
+    anyway, and while it waits the backend says so."""
+    body = json.dumps(_chat("Hallo")(None)[1]).encode()
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(0, len(body), 2):
+                    self.wfile.write(body[i : i + 2])
+                    self.wfile.flush()
+                    time.sleep(0.5)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        gen = _gen(f"http://127.0.0.1:{server.server_address[1]}/v1", monkeypatch, timeout=1, total_timeout=2.5)
+        gen.progress_every = 0.5
+        t0 = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="xl_suite.engines.openai_engine"):
+            rows = gen.generate(CONV * 2, SamplingConfig(max_tokens=4))
+        elapsed = time.monotonic() - t0
+        gen.close()
+    finally:
+        server.shutdown()
+    assert [r[0].extra["status"] for r in rows] == ["error", "error"]
+    assert "total_timeout" in rows[0][0].extra["error"]
+    assert elapsed < 5, elapsed  # the reply alone would take len(body) / 4 s (~60 s)
+    assert "still waiting for 2 request(s) to model 'm'" in caplog.text
+    assert "gives up after total_timeout=2.5 s" in caplog.text

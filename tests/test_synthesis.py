@@ -986,8 +986,10 @@ def test_http_errors_beyond_retries_are_failed_rows_retried_by_the_rerun(tmp_pat
         (failed_chunk,) = [
             p for p in (work / "backtranslate").glob("*.parquet") if "error" in read(p)["backtranslate_status"][:]
         ]
-        # everything is written, but 1 of 16 LLM outputs failed: above the default --max-error-rate 0.05, exit 3
-        assert rc == 3 and "1 of 16 LLM outputs" in err and "error 1" in err and "--max-error-rate" in err
+        # everything is written, but 1 of 4 back-translations failed: above the default --max-error-rate 0.05 (per stage)
+        assert (
+            rc == 3 and "backtranslate: 1 of 4 LLM outputs" in err and "error 1" in err and "--max-error-rate" in err
+        )
 
         server.fail_on = None
         before = server.requests

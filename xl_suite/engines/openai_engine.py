@@ -112,6 +112,8 @@ class OpenAIGenerator:
     #: Requests failing for good in a row (no success between) after which the call raises instead of returning
     #: ``error`` rows: a dead server or a wrong setting stops the run early.
     max_consecutive_failures = 16
+    #: Seconds between the lines saying that requests are still waiting (a slow or trickling server).
+    progress_every = 15.0
 
     def __init__(
         self,
@@ -182,7 +184,17 @@ class OpenAIGenerator:
         self.max_tokens_param = max_tokens_param
         self.ledger = TokenLedger()
         self._openai = openai
-        self._client = openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout)
+        self._deadline = threading.local()  # the current request's total deadline, per worker thread
+        self._client = openai.OpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            http_client=_deadline_http_client(openai, self._deadline),
+        )
+        self._waiting: dict[int, float] = {}  # request -> when it started, for the progress line
+        self._watch: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self._jitter = random.Random()
         self._jitter_lock = threading.Lock()
         self._closed = False
@@ -264,6 +276,7 @@ class OpenAIGenerator:
         """Close the HTTP client and its worker pool (requests not started are cancelled)."""
         if not self._closed:
             self._closed = True
+            self._watch_stop.set()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             self._client.close()
@@ -317,6 +330,46 @@ class OpenAIGenerator:
         return delay
 
     def _complete(self, messages: Messages, sampling: SamplingConfig) -> list[Completion]:
+        token = object()
+        with self._jitter_lock:
+            self._waiting[id(token)] = time.monotonic()
+        self._start_watch()
+        try:
+            return self._attempts(messages, sampling)
+        finally:
+            with self._jitter_lock:
+                self._waiting.pop(id(token), None)
+            self._deadline.value = None
+
+    def _start_watch(self) -> None:
+        """Start the thread that says when requests have been waiting long (once per generator)."""
+        with self._pool_lock:
+            if self._watch is None and not self._closed:
+                self._watch = threading.Thread(target=self._watch_waiting, name="xl-suite-http-watch", daemon=True)
+                self._watch.start()
+
+    def _watch_waiting(self) -> None:
+        """Every ``progress_every`` seconds, one line about the requests waiting longer than that (a slow or
+        trickling server): how many, how long, and when they give up."""
+        while not self._watch_stop.wait(self.progress_every):
+            now = time.monotonic()
+            with self._jitter_lock:
+                ages = [now - t for t in self._waiting.values() if now - t >= self.progress_every]
+            if ages:
+                bound = (
+                    f"each gives up after total_timeout={self.total_timeout:g} s"
+                    if self.total_timeout is not None
+                    else "total_timeout=None: no bound"
+                )
+                logger.warning(
+                    "still waiting for %d request(s) to model %r, the longest for %.0f s (%s)",
+                    len(ages),
+                    self.model,
+                    max(ages),
+                    bound,
+                )
+
+    def _attempts(self, messages: Messages, sampling: SamplingConfig) -> list[Completion]:
         openai = self._openai
         kwargs = self.request_kwargs(messages, sampling)
         attempt = 0
@@ -326,6 +379,7 @@ class OpenAIGenerator:
             client = self._client
             if deadline is not None:
                 client = client.with_options(timeout=max(0.1, min(self.timeout, deadline - time.monotonic())))
+            self._deadline.value = deadline  # also holds for a body that trickles in (see _deadline_http_client)
             try:
                 response = client.chat.completions.create(**kwargs)
                 break
@@ -457,6 +511,49 @@ class OpenAIGenerator:
                 )
             )
         return out
+
+
+def _deadline_http_client(openai, local: threading.local):
+    """The HTTP client of the OpenAI client, with a total deadline per request that also holds while the body
+    arrives: httpx's timeouts bound each read, so a server sending 2 bytes a second never times out on them.
+
+    The deadline is read from ``local.value`` (set by the request's own thread, the one httpx reads the body on);
+    past it, the read raises httpx's ``ReadTimeout`` (the client's ``APITimeoutError``), so the request fails with
+    ``total_timeout`` like any other timeout.
+    """
+    import importlib
+
+    base = next(c for c in type.mro(openai.DefaultHttpxClient) if c.__name__ == "Client")
+    httpx = importlib.import_module(base.__module__.split(".")[0])  # httpx, or the httpx2 of newer clients
+
+    class DeadlineStream(httpx.SyncByteStream):
+        def __init__(self, inner, deadline: float, request):
+            self.inner, self.deadline, self.request = inner, deadline, request
+
+        def __iter__(self):
+            for chunk in self.inner:
+                if time.monotonic() > self.deadline:
+                    raise httpx.ReadTimeout("the reply did not arrive within total_timeout", request=self.request)
+                yield chunk
+
+        def close(self) -> None:
+            self.inner.close()
+
+    class DeadlineClient(openai.DefaultHttpxClient):
+        def send(self, request, *, stream: bool = False, **kwargs):
+            deadline = getattr(local, "value", None)
+            response = super().send(request, stream=True, **kwargs)
+            if deadline is not None:
+                response.stream = DeadlineStream(response.stream, deadline, request)
+            if not stream:
+                try:
+                    response.read()
+                except BaseException:
+                    response.close()
+                    raise
+            return response
+
+    return DeadlineClient()
 
 
 def _retry_after(error) -> float | None:
