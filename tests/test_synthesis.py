@@ -1256,3 +1256,31 @@ def test_a_run_resolves_its_benchmark_and_checks_its_stages_once(tmp_path, monke
     assert main([*argv, "--output", str(tmp_path / "cli"), "--no-progress"]) == 0
     capsys.readouterr()
     assert calls == {"resolve": 1, "preflight": 1}
+
+
+def test_a_redefined_user_language_changes_every_stage_key(tmp_path):
+    """A language that is not built in enters the cache keys: a redefined one is computed again (issue 17)."""
+    from xl_suite.languages import LanguageSpec, register_language, unregister_language
+    from xl_suite.synthesis.config import default_stages
+    from xl_suite.synthesis.pipeline import SynthesisRun
+
+    def fingerprints(config):
+        gen = FakeGenerator()
+        run = SynthesisRun(
+            config, gen, None, default_stages(config, gen), output=None, work_dir=str(tmp_path), storage_options=None
+        )
+        return run.fingerprints
+
+    keys = []
+    for request in ("Please respond in Swiss German.", "Bitte antworte auf Schwiizertüütsch."):
+        spec = LanguageSpec(
+            code="gsw", name="swiss german", native_name="Schwiizertüütsch", script="Latn", request=request
+        )
+        register_language(spec, overwrite=True)
+        try:
+            keys.append(fingerprints(small_config(languages=("gsw",), language_filter=False)))
+        finally:
+            unregister_language("gsw")
+    assert keys[0].keys() == keys[1].keys() and all(keys[0][k] != keys[1][k] for k in keys[0])
+    builtin = fingerprints(small_config(languages=("de",)))
+    assert builtin == fingerprints(small_config(languages=("de",)))  # built-in languages: the same keys as ever

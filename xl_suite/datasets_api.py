@@ -10,7 +10,7 @@ import re
 import warnings
 
 from xl_suite.errors import InvalidArgumentError
-from xl_suite.languages import get_language, list_languages
+from xl_suite.languages import get_language, language_fingerprint, list_languages
 
 
 __all__ = [
@@ -88,21 +88,6 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
         )
     builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
     return builder
-
-
-def language_fingerprint(codes) -> str:
-    """Fingerprint of the definitions of the languages among ``codes`` that are not built in (``""``: none).
-
-    >>> language_fingerprint(["de", "mt"])
-    ''
-    """
-    from xl_suite.fingerprint import stable_hash
-    from xl_suite.languages import builtin_languages
-
-    builtins = builtin_languages()
-    user = [get_language(c) for c in codes]
-    user = [spec.to_dict() for spec in user if builtins.get(spec.code) != spec]
-    return stable_hash(user) if user else ""
 
 
 def source_fingerprint(source: str, storage_options: dict | None = None) -> str:

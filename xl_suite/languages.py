@@ -56,6 +56,7 @@ __all__ = [
     "suggest_languages",
     "resolve_alias",
     "aliases_of",
+    "language_fingerprint",
 ]
 
 #: BCP-47 subset: language (2-3 letters), optional script (4 letters), optional region (2 letters or 3 digits).
@@ -346,6 +347,24 @@ def aliases_of(code: str) -> list[str]:
     table = _alias_table()
     out = sorted(alias for alias, target in table["aliases"].items() if target == code)
     return out + [tag for tag in table.get("shown_tags", {}).get(code, []) if resolve_alias(tag) == code]
+
+
+def language_fingerprint(codes) -> str:
+    """Fingerprint of the definitions of the languages among ``codes`` that are not built in (``""``: none).
+
+    Cache keys of anything rendered from a language's definition (a config's rows, synthesis and translation
+    prompts) include it, so a language redefined in a languages file or with :func:`register_language` is never
+    served from the cache of its earlier definition. Built-in languages are versioned with the package.
+
+    >>> language_fingerprint(["de", "mt", "nb"])
+    ''
+    """
+    from xl_suite.fingerprint import stable_hash
+
+    builtins = builtin_languages()
+    specs = [get_language(c) for c in codes]
+    user = [spec.to_dict() for spec in specs if builtins.get(spec.code) != spec]
+    return stable_hash(user) if user else ""
 
 
 def builtin_languages() -> dict[str, LanguageSpec]:

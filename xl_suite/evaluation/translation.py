@@ -20,7 +20,7 @@ from xl_suite.evaluation.answers import (
     require_columns,
 )
 from xl_suite.fingerprint import stable_hash
-from xl_suite.languages import get_language, resolve_languages
+from xl_suite.languages import get_language, language_fingerprint, resolve_languages
 from xl_suite.prompting import PromptTemplate, load_template
 from xl_suite.sources import write_jsonl
 from xl_suite.status import FAILED, RowStatus
@@ -166,11 +166,12 @@ def translate_prompts(
             new_fingerprint=stable_hash("lang", fp, spec.code),
             keep_in_memory=True,
         )
+        redefined = language_fingerprint([spec.code])  # a language that is not built in: its definition counts
         result = run_stage(
             ds,
             translate_batch,
             stage=f"translate-{spec.code}",
-            fingerprint=fp,
+            fingerprint=stable_hash(fp, redefined) if redefined else fp,
             work_dir=work_dir,
             fn_kwargs={"generator": generator, "template": tpl, "sampling": sampling},
             batch_size=batch_size,

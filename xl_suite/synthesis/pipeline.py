@@ -22,6 +22,8 @@ from typing import Any
 
 from xl_suite.engines.base import concurrent_calls
 from xl_suite.errors import InvalidArgumentError
+from xl_suite.fingerprint import stable_hash
+from xl_suite.languages import language_fingerprint
 from xl_suite.status import is_usable
 from xl_suite.synthesis.config import Stage, SynthesisConfig, default_stages, preflight, stage_fingerprint
 from xl_suite.synthesis.decontamination import (
@@ -231,6 +233,10 @@ def plan_synthesis(
     return SynthesisPlan(config, list(stages), preflight(config, stages), benchmark, custom)
 
 
+def _with_languages(fingerprint: str, languages: str) -> str:
+    return stable_hash(fingerprint, languages) if languages else fingerprint
+
+
 class SynthesisRun:
     """The state of one :func:`synthesize` call: engines, stages, per-stage reports, quotas and the writer.
 
@@ -258,8 +264,14 @@ class SynthesisRun:
         # checked once: by the plan when one was made (plan_synthesis), else here
         self.templates = templates if templates is not None else preflight(config, self.stages)
         self.counters = {s.name: CountingGenerator(self.engines[s.engine]) for s in self.stages if s.engine}
+        # A target language that is not built in enters every stage's key: its definition (names, request) is
+        # rendered into prompts, and a redefined language must not be served from the cache of the old one.
+        languages = language_fingerprint(config.languages)
         self.fingerprints = {
-            s.name: stage_fingerprint(s, self.templates.get(s.name), self.engines[s.engine] if s.engine else None)
+            s.name: _with_languages(
+                stage_fingerprint(s, self.templates.get(s.name), self.engines[s.engine] if s.engine else None),
+                languages,
+            )
             for s in self.stages
         }
         self.output, self.storage_options = output, storage_options
