@@ -44,7 +44,7 @@ $(CORPUS)/.done: benchmarks/langid_corpus.txt | $(BIN)/.installed
 
 langid-corpus: $(CORPUS)/.done
 
-# Headless Chromium for the leaderboard page's browser test (tests/test_leaderboard.py, marker `browser`): Debian's
+# Headless Chromium for the leaderboard page's browser test (tests/evaluation/test_leaderboard.py, marker `browser`): Debian's
 # package, about 3 min on a fresh machine; a no-op when /usr/bin/chromium is there. Needs root (CI runs as root).
 browser:
 	test -x /usr/bin/chromium || { apt-get update && apt-get install -y chromium; }

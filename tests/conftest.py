@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 
-# tests/ is not a package: the plugin is importable by module name under pytest's default import mode.
+# tests/ and its folders are not packages: under pytest's default import mode this folder is on sys.path, so the
+# plugin (and hub_server) import by module name from every folder; test file names must be unique across folders.
 pytest_plugins = ["process_guard", "engine_fixtures", "pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -2,7 +2,7 @@
 order) or listed here with the reason it cannot run on a test machine (a GPU model, an API key, the Hub).
 
 A new block in the README fails :func:`test_every_block_is_classified` until it is added to one of the lists.
-``make demo`` itself (the first block) is covered by ``tests/test_demo.py`` on the real vLLM engine.
+``make demo`` itself (the first block) is covered by ``tests/commands/test_demo.py`` on the real vLLM engine.
 """
 
 import json
@@ -22,19 +22,19 @@ BLOCKS = [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", R
 
 #: First line of each block -> why it is not run here.
 NOT_RUN = {
-    "make demo": "creates .venv and runs the demo on vLLM: tests/test_demo.py",
+    "make demo": "creates .venv and runs the demo on vLLM: tests/commands/test_demo.py",
     "pip install -e '.[vllm,openai,eval]'": "installs packages / needs a GPU and an OpenAI key",
     "xl-suite synthesize --model Qwen/Qwen2.5-7B-Instruct": "a 7B model on vLLM (the fake engine runs the same "
-    "command in tests/test_synthesis.py)",
+    "command in tests/synthesis/test_synthesis.py)",
     "xl-suite generate --model MODEL": "MODEL is a placeholder; the OpenAI reference needs a key "
-    "(the same commands run on the fake engine in tests/test_evaluation.py)",
-    "xl-suite evaluate --model-outputs annotations.json": "alpaca_eval's files (tests/test_alpaca_eval.py)",
+    "(the same commands run on the fake engine in tests/evaluation/test_evaluation.py)",
+    "xl-suite evaluate --model-outputs annotations.json": "alpaca_eval's files (tests/evaluation/test_alpaca_eval.py)",
     "xl-suite leaderboard report-qwen/": "report folders of real runs (the same command runs on fake-judge reports "
-    "and alpaca_eval's annotations in tests/test_leaderboard.py)",
-    "xl-suite compare-judges report-gpt4o/": "report folders of real judges (tests/test_compare_judges.py runs the "
+    "and alpaca_eval's annotations in tests/evaluation/test_leaderboard.py)",
+    "xl-suite compare-judges report-gpt4o/": "report folders of real judges (tests/evaluation/test_compare_judges.py runs the "
     "command on fake judges and on alpaca_eval's annotations)",
-    "xl-suite push me/xl-suite": "pushes to the Hub (tests/test_publish.py runs it against a local Hub stand-in)",
-    "xl-suite finetune --output-dir ft/": "trains a model with TRL (tests/test_finetune.py, notebook 04)",
+    "xl-suite push me/xl-suite": "pushes to the Hub (tests/datasets/test_publish.py runs it against a local Hub stand-in)",
+    "xl-suite finetune --output-dir ft/": "trains a model with TRL (tests/training/test_finetune.py, notebook 04)",
     "xl_suite/": "the layout, not a command",
     "@inproceedings": "the citation",
 }

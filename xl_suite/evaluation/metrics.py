@@ -10,7 +10,7 @@ The functions are pure: plain sequences in, plain dicts of Python numbers out. O
 (``pip install 'xl-suite[eval]'``).
 
 Conventions reproduced from ``alpaca_eval.metrics`` (``AbsoluteScoringRule.describe_head2head`` and
-``ZeroOneScoringRule``), checked against the published leaderboard in ``tests/test_metrics.py``:
+``ZeroOneScoringRule``), checked against the published leaderboard in ``tests/evaluation/test_metrics.py``:
 
 * ``win_rate`` is 100 times the mean soft preference and ``standard_error`` is 100 times its standard error
   (sample standard deviation, ``ddof=1``, divided by the square root of n).
@@ -131,7 +131,7 @@ def length_controlled_win_rate(
       scikit-learn's L1 logistic regression (liblinear, no separate intercept, so ``theta`` is penalized too,
       ``random_state=123``) with ``C`` chosen from ``np.logspace(-4, 4, 10)`` by 5-fold cross-validation grouped
       by judgment, scored with the soft-label log loss, then refit on all judgments. It lands within 0.003
-      points of alpaca_eval 0.6.6 on the two models in ``tests/test_metrics.py``; a residual can appear when two
+      points of alpaca_eval 0.6.6 on the two models in ``tests/evaluation/test_metrics.py``; a residual can appear when two
       values of ``C`` score within liblinear's tolerance of each other. Needs at least 5 parsed judgments.
     * ``"mle"`` is the unpenalized maximum-likelihood fit by Newton's method (numpy only; a ``1e-6`` ridge only
       keeps labels that length separates perfectly finite). It differs from ``"alpaca_eval"`` only by the L1
@@ -295,7 +295,7 @@ def length_controlled_v1_win_rate(
     """alpaca_eval's leaderboard length-controlled win rate, its ``length_controlled_v1`` GLM.
 
     This is the estimator behind alpaca_eval's ``length_controlled_winrate`` column (our reimplementation of
-    ``alpaca_eval.metrics.glm_winrate``, checked against it in ``tests/test_length_control.py``). It is only
+    ``alpaca_eval.metrics.glm_winrate``, checked against it in ``tests/evaluation/test_length_control.py``). It is only
     meaningful for alpaca_eval's own setting: AlpacaEval's English prompts, judged by
     ``weighted_alpaca_eval_gpt4_turbo`` against ``gpt4_1106_preview``, since ``gamed`` (its ``df_gamed.csv``) was
     made there. Elsewhere use :func:`length_controlled_win_rate` (alpaca_eval's ``length_controlled_minimal``).

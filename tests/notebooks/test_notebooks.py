@@ -21,7 +21,7 @@ from engine_fixtures import require_vllm
 from hub_server import serve_hub
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = REPO_ROOT / "notebooks"
 NAMES = ("01_load_and_inspect", "02_synthesize_and_publish", "03_evaluate_and_plot", "04_finetune_with_trl")
 SAMPLE_PROMPTS = REPO_ROOT / "xl_suite" / "data" / "demo_prompts.jsonl"

@@ -176,7 +176,7 @@ def test_language_table_is_regenerable():
     from pathlib import Path
 
     pytest.importorskip("heliport", reason="the table lists heliport's labels: pip install 'xl-suite[langid-wide]'")
-    script = Path(__file__).resolve().parents[1] / "tools" / "build_language_table.py"
+    script = Path(__file__).resolve().parents[2] / "tools" / "build_language_table.py"
     r = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 

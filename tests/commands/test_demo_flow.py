@@ -1,5 +1,5 @@
 """`xl-suite demo`'s flow with the fake engine (fast): checks before engines, the one output rule, a cached rerun
-that starts no engine, the seed and decontamination flags, --dry-run. The real-engine run is tests/test_demo.py."""
+that starts no engine, the seed and decontamination flags, --dry-run. The real-engine run is tests/commands/test_demo.py."""
 
 import json
 

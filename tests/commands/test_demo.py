@@ -67,4 +67,4 @@ def test_demo_runs_the_whole_loop(tmp_path):
 def _metric_dir():
     from pathlib import Path
 
-    return Path(__file__).resolve().parents[1] / "evaluate_metrics" / "xl_alpacaeval"
+    return Path(__file__).resolve().parents[2] / "evaluate_metrics" / "xl_alpacaeval"

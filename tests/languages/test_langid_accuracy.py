@@ -21,7 +21,7 @@ from xl_suite.fidelity import accuracy_table_meta, is_heliport_available, langua
 
 pytest.importorskip("py3langid", reason="language fidelity needs py3langid (a dependency of the base install)")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "langid_accuracy.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "langid_accuracy.py"
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_table_meets_the_goal_or_lists_the_exceptions():
 def test_metric_card_embeds_the_current_table():
     from xl_suite.fidelity import accuracy_table_markdown
 
-    card = (Path(__file__).resolve().parents[1] / "evaluate_metrics" / "xl_alpacaeval" / "README.md").read_text(
+    card = (Path(__file__).resolve().parents[2] / "evaluate_metrics" / "xl_alpacaeval" / "README.md").read_text(
         encoding="utf-8"
     )
     start, end = "<!-- langid-accuracy:start -->\n", "<!-- langid-accuracy:end -->"

@@ -14,7 +14,7 @@ import pytest
 from xl_suite.cli import main
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = [
     "Give three tips for staying healthy.",
     "Describe a sunset over the sea.",

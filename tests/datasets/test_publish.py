@@ -12,7 +12,7 @@ import pytest
 from hub_server import serve_hub
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hf_PublishSecretToken_0123456789abcdef"
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

@@ -20,7 +20,7 @@ from hub_server import serve_hub
 from xl_suite.prompting import load_template
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 USER = "zelda_quixote_7"
 HF_SECRET = "hf_ProvenanceSecretToken0123456789abcdef"
 KEY_SECRET = "sk-provenanceFakeKey0123456789abcdef"

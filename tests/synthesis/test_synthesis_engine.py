@@ -26,7 +26,7 @@ from xl_suite.commands import synthesize as synthesize_cmd
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Counting:

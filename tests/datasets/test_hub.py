@@ -21,7 +21,7 @@ from hub_server import serve_hub
 from xl_suite.hub import HubOfflineError, HubPushError, merge_card, push_config
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hf_SeCrEtDummyToken0123456789abcdefXYZ"
 
 # Shared by every client script: DEBUG logs to stderr (so the token check sees everything the libraries log),

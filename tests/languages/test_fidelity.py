@@ -22,7 +22,7 @@ from xl_suite.languages import LanguageSpec, register_language, unregister_langu
 pytest.importorskip("py3langid", reason="language fidelity needs py3langid (a dependency of the base install)")
 
 
-DATA = json.loads((Path(__file__).parent / "data" / "langid_sentences.json").read_text(encoding="utf-8"))
+DATA = json.loads((Path(__file__).parents[1] / "data" / "langid_sentences.json").read_text(encoding="utf-8"))
 SENTENCES: dict[str, list[str]] = DATA["sentences"]
 BUILTIN_CODES = ("en", "de", "pt", "hu", "lt", "ga", "mt", "zh", "hi", "fr", "fi", "tr")
 

@@ -1,7 +1,7 @@
 """``synthesize_ray``'s driver without a Ray runtime: the whole-run lock, the quota watch and the failure threshold.
 
 ``map_chunks`` is replaced by an in-process loop over the same :class:`~xl_suite.synthesis.ray.ChunkWorker` (the
-Ray tier, ``tests/test_ray.py``, runs the same checks on a local Ray).
+Ray tier, ``tests/synthesis/test_ray.py``, runs the same checks on a local Ray).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from xl_suite.engines.fake import FakeGenerator
 
 evaluate = pytest.importorskip("evaluate")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 METRIC = str(REPO_ROOT / "evaluate_metrics" / "xl_alpacaeval")
 PREDS = [

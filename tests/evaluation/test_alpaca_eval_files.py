@@ -19,7 +19,7 @@ from xl_suite.evaluation.alpaca_eval import ANNOTATION_FIELDS, MODEL_OUTPUT_FIEL
 from xl_suite.evaluation.judging import JudgeConfig
 
 
-GOLDEN = Path(__file__).parent / "data" / "golden" / "alpaca_eval"
+GOLDEN = Path(__file__).parents[1] / "data" / "golden" / "alpaca_eval"
 
 
 def _judge(messages, i, sampling):

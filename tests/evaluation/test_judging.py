@@ -35,7 +35,7 @@ from xl_suite.languages import get_language
 from xl_suite.prompting import load_template
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 CASES = json.loads((DATA / "judge_parser_cases.json").read_text(encoding="utf-8"))
 GOLDEN = DATA / "golden"
 

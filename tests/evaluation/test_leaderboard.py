@@ -25,7 +25,7 @@ from xl_suite.evaluation.judging import JudgeConfig
 from xl_suite.evaluation.leaderboard import CSV_COLUMNS, build_leaderboard, load_leaderboard
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def _judge(wins: int):

@@ -44,9 +44,9 @@ from xl_suite.synthesis.seeds import SeedError, builtin_seeds, iter_seed_chunks,
 from xl_suite.synthesis.stages import parse_instruction, parse_response
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 GOLDEN = DATA / "golden"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # System-message prefixes of the shipped templates -> stage (to count prompts per stage).
 _STAGE_OF_SYSTEM = {

@@ -17,7 +17,7 @@ from xl_suite.errors import InvalidArgumentError, MissingDependencyError
 from xl_suite.training.finetune import FinetuneConfig, run_finetune, to_messages
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_config_checks_name_the_bad_value():

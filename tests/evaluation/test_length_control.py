@@ -30,7 +30,7 @@ from xl_suite.evaluation.metrics import GamedBaselines, length_controlled_v1_win
 from xl_suite.evaluation.report import read_report
 
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SAMPLE = DATA / "alpaca_eval" / "df_gamed_sample.csv"
 
 
