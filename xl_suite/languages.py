@@ -27,6 +27,7 @@ import json
 import os
 import re
 import unicodedata
+from contextlib import contextmanager
 from dataclasses import InitVar, asdict, dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -405,6 +406,10 @@ def _read_languages_file(path: Path) -> dict[str, LanguageSpec]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise LanguageError(f"User language file {path} is not valid JSON ({e}). {fix}") from e
+    except IsADirectoryError:
+        raise LanguageError(f"User language file {path} is a folder, not a file. {fix}") from None
+    except OSError as e:
+        raise LanguageError(f"User language file {path} cannot be read ({e.strerror}). {fix}") from None
     if not isinstance(data, list):
         raise LanguageError(f"User language file {path} must hold a JSON list of language objects. {fix}")
     out: dict[str, LanguageSpec] = {}
@@ -419,6 +424,38 @@ def _read_languages_file(path: Path) -> dict[str, LanguageSpec]:
             raise LanguageError(f"Bad language entry in {path}: {e} {fix}") from e
         out[spec.code] = spec
     return out
+
+
+@contextmanager
+def _file_lock(path: Path, timeout: float = 60.0):
+    """Hold an exclusive ``fcntl`` lock on ``.<name>.lock`` beside ``path`` (waiting up to ``timeout`` seconds)."""
+    import fcntl
+    import time
+
+    lock = path.with_name(f".{path.name}.lock")
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError as e:
+        raise LanguageError(
+            f"Cannot write beside the languages file {str(path)!r} ({e.strerror}): its folder is read-only. Make it "
+            "writable, or pass another file (--file PATH, or $XL_SUITE_LANGUAGES_FILE)."
+        ) from None
+    try:
+        give_up = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > give_up:
+                    raise LanguageError(
+                        f"Another process has held the languages file {str(path)!r} for {timeout:g} s; try again "
+                        f"when it is done (its lock: {lock})."
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _load_user_languages() -> dict[str, LanguageSpec]:
@@ -679,27 +716,51 @@ def save_user_language(
             f"No languages file to save {spec.code!r} in: pass path= (CLI: --file PATH) or set "
             f"{LANGUAGES_FILE_VARIABLE}=PATH, and name the same file in the processes that use it."
         )
-    current = _read_languages_file(path) if path.exists() else {}
     builtin = builtin_languages()
     if spec.code in builtin:
         raise LanguageError(f"{spec.code!r} is built in ({builtin[spec.code].display_name}); pick another code.")
     if not overwrite:
         _refuse_alias(spec)
-    if not overwrite and spec.code in current:
-        raise LanguageError(f"Language {spec.code!r} already exists in {path}; pass --overwrite to replace it.")
     clash = [s.code for s in builtin.values() if s.name == spec.name]
     if clash:
         raise LanguageError(f"English name {spec.name!r} is already used by the built-in {clash[0]!r}.")
-    current[spec.code] = spec
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise LanguageError(
+            f"The languages file {str(path)!r} is a folder; pass the path of a file (e.g. {str(path / 'languages.json')!r})."
+        )
     from xl_suite.safety import unique_temp_path
 
-    tmp = Path(unique_temp_path(path))
+    if path.exists() and not os.access(path, os.W_OK):
+        raise LanguageError(
+            f"The languages file {str(path)!r} is read-only. Make it writable, or pass another file (--file PATH, "
+            "or $XL_SUITE_LANGUAGES_FILE)."
+        )
     try:
-        text = json.dumps([s.to_dict() for s in current.values()], ensure_ascii=False, indent=2)
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LanguageError(
+            f"Cannot create the folder of the languages file {str(path)!r} ({e.strerror}). Pass a file in a folder "
+            "you can write to (--file PATH, or $XL_SUITE_LANGUAGES_FILE)."
+        ) from None
+    # Read, change and replace under one lock: concurrent saves (six `xl-suite languages add` at once) each see the
+    # others' languages, and a reader never sees a half-written file (the new text replaces the old in one rename).
+    with _file_lock(path):
+        current = _read_languages_file(path) if path.exists() else {}
+        if not overwrite and spec.code in current:
+            raise LanguageError(f"Language {spec.code!r} already exists in {path}; pass --overwrite to replace it.")
+        current[spec.code] = spec
+        tmp = Path(unique_temp_path(path))
+        try:
+            text = json.dumps([s.to_dict() for s in current.values()], ensure_ascii=False, indent=2)
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except PermissionError as e:
+            tmp.unlink(missing_ok=True)
+            raise LanguageError(
+                f"Cannot write the languages file {str(path)!r} ({e.strerror}): its folder or the file is read-only. "
+                "Make it writable, or pass another file (--file PATH, or $XL_SUITE_LANGUAGES_FILE)."
+            ) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
     return path

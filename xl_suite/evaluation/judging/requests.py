@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from xl_suite.evaluation.judging.config import DEFAULT_DIMENSIONS, OrderMode
 from xl_suite.evaluation.judging.parsing import ORDERS
 from xl_suite.fingerprint import stable_hash
-from xl_suite.languages import LanguageSpec, get_language
+from xl_suite.languages import LanguageSpec, get_language, language_fingerprint
 from xl_suite.prompting import PromptTemplate, load_template, neutralise_markers
 
 
@@ -111,6 +111,7 @@ def pairwise_requests(
     1
     """
     codes = [get_language(lang).code for lang in languages]
+    keys = language_keys(codes)
     rows: list[dict] = []
     for i in range(len(model_outputs)):
         orders = (
@@ -135,7 +136,7 @@ def pairwise_requests(
                     "order": o,
                     "output_a": a,
                     "output_b": b,
-                    "cache_key": stable_hash(fingerprint, instructions[i], codes[i], a, b, o),
+                    "cache_key": stable_hash(fingerprint, instructions[i], keys[i], a, b, o),
                 }
             )
     return rows
@@ -156,6 +157,7 @@ def rubric_requests(
     ['de', 'mt']
     """
     codes = [get_language(lang).code for lang in languages]
+    keys = language_keys(codes)
     return [
         {
             "item_index": i,
@@ -163,10 +165,26 @@ def rubric_requests(
             "language": codes[i],
             "instruction": instructions[i],
             "output": outputs[i],
-            "cache_key": stable_hash(fingerprint, instructions[i], codes[i], outputs[i]),
+            "cache_key": stable_hash(fingerprint, instructions[i], keys[i], outputs[i]),
         }
         for i in range(len(outputs))
     ]
+
+
+def language_keys(codes: Sequence[str]) -> list[str]:
+    """What of each row's language enters its cache key: the code of a built-in language; for another, the code and
+    the fingerprint of its definition, so a language redefined (``xl-suite languages add ... --overwrite``: another
+    name in the judge prompt) is judged again, not served from its earlier definition's judgments.
+
+    >>> language_keys(["de", "mt", "de"])
+    ['de', 'mt', 'de']
+    """
+    memo: dict[str, str] = {}
+    for code in codes:
+        if code not in memo:
+            definition = language_fingerprint([code])
+            memo[code] = f"{code}@{definition}" if definition else code
+    return [memo[c] for c in codes]
 
 
 def pairwise_messages(template: str | PromptTemplate, row: dict) -> list[dict[str, str]]:
