@@ -17,7 +17,7 @@ import pytest
 
 import xl_suite.executors
 from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder, FaultInjectingResponder
-from xl_suite.errors import FailureRateError, LockError
+from xl_suite.errors import FailureRateError, GenerationError, LockError
 from xl_suite.safety import LOCK_FILE
 from xl_suite.synthesis import SynthesisConfig, synthesize
 from xl_suite.synthesis.ray import synthesize_ray
@@ -151,6 +151,96 @@ def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(t
     assert [r.getMessage() for r in caplog.records if "within --max-error-rate 0.9" in r.getMessage()]
     assert again.summary["failures"]["score"]["retried"] > 0, "the actors retried the failed rows on the rerun"
     assert synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "none")).summary["failures"]
+
+
+def _comparable(summary: dict) -> dict:
+    """A summary without what differs between two runs by nature: timings, folders, the executor section, and the
+    top-level engine counts (a Ray run's count every chunk the actors computed, past the quota too)."""
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if "seconds" not in k}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return strip({k: v for k, v in summary.items() if k not in ("executor", "generated", "output", "work_dir")})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        SynthesisConfig(languages=("mt", "de"), max_seeds=10, chunk_size=4, batch_size=3),
+        SynthesisConfig(languages=("mt", "de"), num_examples=3, max_seeds=20, chunk_size=2, batch_size=2),
+    ],
+    ids=["all seeds", "quota"],
+)
+def test_the_driver_writes_the_local_runs_files_and_summary(tmp_path, handed, config):
+    remote = synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))
+    local = synthesize(builtin_seeds(), _fake(), config, output=str(tmp_path / "local"))
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert _comparable(remote.summary) == _comparable(local.summary)
+    assert json.loads((tmp_path / "ray" / "summary.json").read_text()) == remote.summary
+    stages = {s["stage"]: s for s in remote.summary["stages"]}
+    assert stages["score"]["generated"]["prompts"] > 0 and stages["score"]["chunks_computed"] > 0
+
+    again = synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))  # all from the store
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    rerun = {s["stage"]: s for s in again.summary["stages"]}
+    assert all(s["chunks_computed"] == 0 and s["chunks_reused"] > 0 for s in rerun.values())
+    assert again.summary["executor"]["generated"]["prompts"] == 0
+    assert (
+        _comparable(again.summary)["stages"]
+        == _comparable(synthesize(builtin_seeds(), _fake(), config, output=str(tmp_path / "local")).summary)["stages"]
+    )
+
+
+def test_the_driver_reads_back_only_the_released_stages_and_runs_none(tmp_path, monkeypatch):
+    """The driver assembles from the store: the stage outputs that reach a release file (the snapshot stages and
+    the last one) are read back; no stage function runs on the driver, and the other stages' files are not needed."""
+    import shutil
+
+    import xl_suite.synthesis.pipeline as pipeline
+
+    config = SynthesisConfig(languages=("mt", "de"), max_seeds=8, chunk_size=4)
+    work = tmp_path / "ray" / ".xl_suite_work"
+    released = {"score", "judge", "decontaminate_target"}  # snapshot stages (scored, bestof3) and the last one
+
+    def then_only_the_released(*args, **kwargs):
+        out = _in_process(*args, **kwargs)
+        for folder in work.iterdir():
+            if folder.is_dir() and folder.name not in released:
+                shutil.rmtree(folder)
+        monkeypatch.setattr(pipeline.SynthesisRun, "run", _no_stage_on_the_driver)
+        return out
+
+    monkeypatch.setattr(xl_suite.executors, "map_chunks", then_only_the_released)
+    remote = synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in work.iterdir() if p.is_dir()) == sorted(released)
+    local = synthesize(builtin_seeds(), _fake(), config, output=str(tmp_path / "local"))
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    assert _comparable(remote.summary) == _comparable(local.summary)
+
+
+def _no_stage_on_the_driver(self, stage, ds, stats=None):
+    raise AssertionError(f"stage {stage.name} ran on the driver")
+
+
+def test_a_released_chunk_file_missing_on_the_driver_is_named(tmp_path, monkeypatch):
+    work = tmp_path / "ray" / ".xl_suite_work"
+
+    def then_lose_the_scores(*args, **kwargs):
+        out = _in_process(*args, **kwargs)
+        for path in (work / "score").glob("chunk-*.parquet"):
+            path.unlink()
+        return out
+
+    monkeypatch.setattr(xl_suite.executors, "map_chunks", then_lose_the_scores)
+    config = SynthesisConfig(languages=("mt",), max_seeds=4, chunk_size=4)
+    with pytest.raises(GenerationError, match=r"Stage 'score': a chunk file of seed chunk 0 is missing .* Rerun"):
+        synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))
+    assert not list((tmp_path / "ray").glob("*.parquet")), "no release file is left half written"
 
 
 def test_max_error_rate_is_validated_before_any_work(tmp_path, handed):

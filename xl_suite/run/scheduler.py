@@ -462,6 +462,8 @@ def _assemble(run: StageRun, chunks: list[_Chunk], stats: StageStats):
             if bad:
                 stats.count_failures(failure_counts(c.table.take(bad), c.status_cols, run.failure_statuses))
         parts.append(datasets.Dataset(c.table))
+        if c.path:  # "<stage>/<file>": relative to the work dir, however it is reached
+            stats.stored_files.append("/".join(c.path.rsplit("/", 2)[-2:]))
     result = datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
     stats.rows_out += result.num_rows
     return result
@@ -730,6 +732,7 @@ def _run_keyed(run: StageRun, dataset, store: ChunkStore, stats: StageStats):
         stats.keys_computed |= {keys[i] for i in todo}
     # the chunk counts of what was computed; rows, retries and failures are counted here, over the whole result
     sub.failed_by_status.clear()
+    sub.stored_files.clear()  # the output's rows come from any file of the stage: not an assembly list
     stats.merge(sub, counters=("chunks_total", "chunks_computed", "chunks_reused", "chunks_damaged", "rows_computed"))
     stats.rows_retried += retried
     stats.rows_reused += len(reuse)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 
 __all__ = ["StageStats"]
@@ -57,6 +57,9 @@ class StageStats:
         completion_tokens: completion tokens recorded on the output rows.
         json_repaired: replies read only after the JSON repair step.
         wall_seconds: wall time of the stage including the recording.
+        stored_files: the store files holding the stage's output rows, in their order, relative to the work dir
+            (``<stage>/chunk-...parquet``; runs with a work dir, not keyed ones): what an assembler reads back
+            (:func:`xl_suite.run.store.ChunkStore.read_back`) instead of running the stage again.
 
     >>> a = StageStats("answers", rows_in=4, chunks_computed=1, failed_by_status={"empty": 1})
     >>> a.merge(StageStats("answers", rows_in=6, chunks_reused=2, failed_by_status={"empty": 2, "error": 1}))
@@ -86,6 +89,7 @@ class StageStats:
     completion_tokens: int = 0
     json_repaired: int = 0
     wall_seconds: float = 0.0
+    stored_files: list = field(default_factory=list)
 
     def merge(self, other: StageStats, *, counters: tuple[str, ...] = _COUNTERS) -> None:
         """Add ``other``'s counts (of the same stage: another call, chunk or worker) to these.
@@ -101,12 +105,30 @@ class StageStats:
             self.status[status] = self.status.get(status, 0) + count
         self.rows_reused += other.rows_reused
         self.keys_computed |= other.keys_computed
+        self.stored_files += other.stored_files
 
     def count_failures(self, by_status: dict[str, int]) -> None:
         """Add failed rows, by status."""
         for status, count in by_status.items():
             self.rows_failed += count
             self.failed_by_status[status] = self.failed_by_status.get(status, 0) + count
+
+    def to_record(self) -> dict:
+        """Every field as plain JSON values (the computed keys as a sorted list): a stage's counts sent between
+        processes (a Ray actor's per-chunk counts to the driver); :meth:`from_record` reads it back.
+
+        >>> a = StageStats("score", rows_in=4, status={"ok": 4}, stored_files=["score/chunk-00000-k.parquet"])
+        >>> StageStats.from_record(a.to_record()) == a
+        True
+        """
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["keys_computed"] = sorted(self.keys_computed)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> StageStats:
+        """The :class:`StageStats` of a :meth:`to_record` dict."""
+        return cls(**{**record, "keys_computed": set(record.get("keys_computed", ()))})
 
     def to_dict(self) -> dict:
         """Plain dict for summaries."""

@@ -24,12 +24,15 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from xl_suite.run.policy import FAILURE_STATUSES, failed_rows, new_status_columns
 from xl_suite.safety import DirLock, quarantine, unique_temp_path
 
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "ID_COLUMNS",
@@ -413,6 +416,28 @@ class ChunkStore:
     def write(self, path: str, table, attempts: list[int] | None = None, *, compliant_nested: bool = True) -> None:
         """:func:`write_verified` on this store."""
         write_verified(self.fs, path, table, attempts, compliant_nested=compliant_nested)
+
+    def read_back(self, names: Sequence[str], *, what: str = "Chunk file"):
+        """The rows of stored files, verified and put together in order: a stage's output as its
+        :attr:`~xl_suite.run.stats.StageStats.stored_files` name it (``<stage>/<file>``, relative to the work dir).
+
+        Returns:
+            The ``pyarrow.Table`` (datasets' features kept, the store's metadata dropped), or None when a file is
+            missing or fails verification (moved aside, with a warning naming it).
+        """
+        tables = []
+        for name in names:
+            path = f"{self.root}/{name}"
+            if not self.fs.exists(path):
+                logger.warning("%s %s is missing.", what, path)
+                return None
+            table = self.read(path, what=what)
+            if table is None:
+                return None
+            tables.append(table.replace_schema_metadata(own_metadata(table)))
+        if not tables:
+            raise ValueError("read_back needs at least one file name.")
+        return tables[0] if len(tables) == 1 else concat_tables(tables)
 
     def remove(self, paths) -> None:
         """Delete files (those already gone are fine)."""

@@ -54,6 +54,7 @@ __all__ = [
     "dedup_key",
     "select_final_rows",
     "SynthesisRun",
+    "ChunkRun",
     "CountingGenerator",
 ]
 
@@ -237,6 +238,23 @@ def _with_languages(fingerprint: str, languages: str) -> str:
     return stable_hash(fingerprint, languages) if languages else fingerprint
 
 
+@dataclass
+class ChunkRun:
+    """What :meth:`SynthesisRun.process` did with one seed chunk.
+
+    Attributes:
+        done: ``(stage, kept rows)`` of each stage that ran, in order (what the release shapes snapshot).
+        final: the rows that went through every stage, or None when the chunk stopped before (emptied, or the run
+            stopped).
+        stats: stage name -> this chunk's :class:`~xl_suite.run.stats.StageStats` (also merged into the run's):
+            counts, statuses and the store files holding the stage's output (``stored_files``).
+    """
+
+    done: list = field(default_factory=list)
+    final: Any = None
+    stats: dict = field(default_factory=dict)
+
+
 class SynthesisRun:
     """The state of one :func:`synthesize` call: engines, stages, per-stage reports, quotas and the writer.
 
@@ -301,28 +319,34 @@ class SynthesisRun:
         # stages run while the current chunk's later stages finish, so no stage boundary drains the engine.
         self.lookahead = _lookahead(self.engines.values(), config.chunk_size)
 
-    def process(self, chunk):
+    def process(self, chunk) -> ChunkRun:
         """Run every stage over one seed chunk (on a worker thread when chunks overlap).
 
-        Returns ``(stage outputs to snapshot, the rows that went through every stage or None)``; the caller applies
-        them in chunk order (:meth:`snapshot`, :meth:`finish_chunk`).
+        Returns a :class:`ChunkRun`; the caller applies it in chunk order (:meth:`snapshot`, :meth:`finish_chunk`).
         """
-        ds, done = chunk, []
+        from xl_suite.run.stats import StageStats
+
+        result, ds = ChunkRun(), chunk
         for stage in self.stages:
             if ds.num_rows == 0 or self.stop.is_set():
-                return done, None
+                return result
             t0 = time.perf_counter()
-            out = self.record(stage, ds.num_rows, self.run(stage, ds))
+            stats = StageStats(stage=stage.name)  # this chunk's; merged below (chunks may run on two threads)
+            out = self.record(stage, ds.num_rows, self.run(stage, ds, stats), stats)
+            stats.wall_seconds += time.perf_counter() - t0
             with self.lock:
-                self.stats[stage.name].wall_seconds += time.perf_counter() - t0
-            done.append((stage, out))
+                self.stats[stage.name].merge(stats)
+            result.stats[stage.name] = stats
+            result.done.append((stage, out))
             ds = out
-        return done, ds
+        result.final = ds
+        return result
 
     # -- the steps -------------------------------------------------------------------------------------------
 
-    def run(self, stage: Stage, ds):
-        """Run one stage over one chunk through the resumable, cached ``run_stage``."""
+    def run(self, stage: Stage, ds, stats=None):
+        """Run one stage over one chunk through the resumable, cached ``run_stage``; its counts go to ``stats`` (a
+        :class:`~xl_suite.run.stats.StageStats`), or straight into the run's when None."""
         from xl_suite.runner import StageStats, run_stage
 
         fn_kwargs = dict(stage.params)
@@ -330,6 +354,7 @@ class SynthesisRun:
             fn_kwargs.update(
                 generator=self.counters[stage.name], template=self.templates[stage.name], sampling=stage.sampling
             )
+        into = stats
         stats = StageStats(stage=stage.name)  # this call's; merged below (chunks may run on two threads)
         out = run_stage(
             ds,
@@ -347,17 +372,23 @@ class SynthesisRun:
             lock=self.lock_work_dir,
             retry_failed=self.retry_failed,
         )
-        with self.lock:
-            self.stats[stage.name].merge(stats)
+        if into is not None:
+            into.merge(stats)
+        else:
+            with self.lock:
+                self.stats[stage.name].merge(stats)
         return normalised(out)
 
-    def record(self, stage: Stage, rows_in: int, out):
-        """Count statuses, tokens and dropped rows; apply the stage's keep filter. Returns the kept rows."""
+    def record(self, stage: Stage, rows_in: int, out, stats=None):
+        """Count statuses, tokens and dropped rows into ``stats`` (or the run's when None); apply the stage's keep
+        filter. Returns the kept rows."""
+        if stats is not None:
+            return self._record(stage, rows_in, out, stats)
         with self.lock:  # counts only: the same totals whatever order chunks finish in
-            return self._record(stage, rows_in, out)
+            return self._record(stage, rows_in, out, self.stats[stage.name])
 
-    def _record(self, stage: Stage, rows_in: int, out):
-        report = self.stats[stage.name]  # rows_in: counted by run_stage, merged in run()
+    def _record(self, stage: Stage, rows_in: int, out, report):
+        # rows_in: counted by run_stage, merged in run()
         prefix = stage.column_prefix
         if f"{prefix}_status" in out.column_names:
             count_status(column_values(out, f"{prefix}_status"), report.status)
@@ -414,6 +445,25 @@ class SynthesisRun:
         if any(s.snapshot == "scored" for s in self.stages):
             expected.append(SNAPSHOT_FILES["scored"])
         return self.writer.close(expected, lambda name: fallback_schema(name, known))
+
+    def summary(self, *, seeds_rows: int, seconds: float, seed_source: str | None, text_column: str) -> dict:
+        """The summary of the finished run, as ``summary.json`` holds it (:func:`~xl_suite.synthesis.report.build_summary`)."""
+        summary = build_summary(
+            self, seeds_rows=seeds_rows, seconds=seconds, seed_source=seed_source, text_column=text_column
+        )
+        return json.loads(json.dumps(summary, default=str))  # the same object as summary.json (lists, not tuples)
+
+    def result(self, summary: dict, files: dict[str, str]) -> SynthesisResult:
+        """Write ``summary.json``, log the summary's warnings and return the :class:`SynthesisResult`."""
+        summary_url = self.writer.write_json("summary.json", summary)
+        if summary_url:
+            files["summary.json"] = summary_url
+        for warning in summary["warnings"]:
+            logger.warning(warning)
+        tables = {} if self.output else {name: self.writer.table(name) for name in self.writer.schemas}
+        return SynthesisResult(
+            summary=summary, files=files, output=self.output, _tables=tables, storage_options=self.storage_options
+        )
 
 
 def _lookahead(engines, chunk_size: int, most: int = 16) -> int:
@@ -638,12 +688,12 @@ def _synthesize_locked(
             id_column=id_column,
             counts=run.seed_counts,
         )
-        for chunk, (done, final) in _in_order(chunks, run.process, run.lookahead, run.stop):
+        for chunk, processed in _in_order(chunks, run.process, run.lookahead, run.stop):
             run.processed += chunk.num_rows
-            for stage, out in done:
+            for stage, out in processed.done:
                 run.snapshot(stage, out)
-            if final is not None:
-                run.finish_chunk(final)
+            if processed.final is not None:
+                run.finish_chunk(processed.final)
             if bar is not None:
                 bar.update(chunk.num_rows)
             if run.quota_reached():
@@ -656,20 +706,10 @@ def _synthesize_locked(
     finally:
         if bar is not None:
             bar.close()
-    summary = build_summary(
-        run,
+    summary = run.summary(
         seeds_rows=seeds.num_rows,
         seconds=time.perf_counter() - t_start,
         seed_source=seed_source,
         text_column=text_column,
     )
-    summary = json.loads(json.dumps(summary, default=str))  # the same object as summary.json (lists, not tuples)
-    summary_url = run.writer.write_json("summary.json", summary)
-    if summary_url:
-        files["summary.json"] = summary_url
-    for warning in summary["warnings"]:
-        logger.warning(warning)
-    tables = {} if output else {name: run.writer.table(name) for name in run.writer.schemas}
-    return SynthesisResult(
-        summary=summary, files=files, output=output, _tables=tables, storage_options=storage_options
-    )
+    return run.result(summary, files)

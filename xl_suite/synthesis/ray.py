@@ -8,10 +8,14 @@ Ray computes, the local pipeline assembles:
    :class:`~xl_suite.synthesis.pipeline.SynthesisRun` and runs :meth:`~xl_suite.synthesis.pipeline.SynthesisRun.process`
    on its chunk: every stage through :func:`xl_suite.runner.run_stage`, which writes the stage's chunk files into the
    run's work dir (a shared fsspec URL on a cluster: ``s3://...``, NFS). Only per-chunk statistics travel back to
-   the driver (with a quota, also the language, instruction and response of the chunk's final rows).
-3. The driver then runs the local pipeline over the same seeds with engines that cannot generate: every chunk is in
-   the cache, so it only reads them back, in order, and writes the release files and ``summary.json`` exactly as a
-   local run would (same stages, fingerprints, chunk files, summary), streaming chunk by chunk.
+   the driver: each stage's counts (:class:`~xl_suite.run.stats.StageStats`, with the names of the store files
+   holding its output) and engine calls (with a quota, also the language, instruction and response of the chunk's
+   final rows).
+3. The driver then assembles from the store, without running any stage again: chunk by chunk, in order, it reads
+   back the stage outputs that reach a release file (the snapshot stages' and the last stage's, by the file names
+   the actors sent) and hands them to the local pipeline's last steps (keep filters, release shapes, duplicate
+   removal, quota), and builds ``summary.json`` from the actors' counts: the same files and summary as a local run
+   (same stages, fingerprints, chunk files), streaming chunk by chunk.
 
 So a Ray run that is killed resumes from the chunk files on the rerun (actors skip what is cached and, with an
 :class:`~xl_suite.engines.spec.EngineSpec`, start no engine when nothing is left), a local rerun of a Ray run costs
@@ -21,16 +25,17 @@ user's choice (``runtime_env``).
 Differences from the local run: none in what is written. Like the local run, the whole run holds
 :func:`~xl_suite.safety.lock_folders` on ``output`` and the work dir (local paths), taken before any actor starts,
 so a second ``synthesize`` or ``synthesize_ray`` on either folder fails at once with a LockError naming this one (the
-driver's assembly re-enters its own locks; the actors take none). With a quota (``num_examples``) the chunks go out
+actors take none). With a quota (``num_examples``) the chunks go out
 in order and each returns the language, instruction and response of its rows that went through every stage; the
 driver applies the local run's duplicate removal and quota (:func:`~xl_suite.synthesis.pipeline.select_final_rows`)
 to the chunks finished in order and stops the actors as soon as those hold the quota. The count is exact, not an
-estimate, so the local assembly stops at the same chunk; what the actors were computing or had finished beyond it
+estimate, so the assembly stops at the same chunk; what the actors were computing or had finished beyond it
 (a chunk or two per actor) is wasted. ``max_error_rate=`` applies the check of ``xl-suite synthesize
 --max-error-rate`` (:func:`~xl_suite.synthesis.report.check_failures`) as :func:`~xl_suite.synthesis.synthesize`
 does, once everything is written; the actors retry stored failed rows (on a rerun), the driver never does. The summary
 gains an ``executor`` section (actors, chunks handed back, the chunk where the quota was reached, chunks per worker
-process, what the actors generated).
+process, what the actors generated); its timings are the actors' (a stage's ``seconds`` and engine seconds) and the
+whole run's (``seconds``).
 """
 
 from __future__ import annotations
@@ -149,17 +154,19 @@ class ChunkWorker:
         rows = []
         for index, chunk in split_chunks(batch, self.schema):
             before = self._generated()
-            counted = {name: (st.chunks_computed, st.rows_retried) for name, st in self.run.stats.items()}
             t0 = time.perf_counter()
-            _, final = self.run.process(chunk)
+            processed = self.run.process(chunk)
             after = self._generated()
+            # Per stage that ran: this chunk's counts (with the store files holding its output, which the driver
+            # reads back) and what the stage's engine generated for it.
             per_stage = {
                 name: {
-                    "chunks_computed": st.chunks_computed - counted[name][0],
-                    "rows_retried": st.rows_retried - counted[name][1],
-                    **{k: after[name][k] - before[name][k] for k in _COUNTS if name in after},
+                    "stats": stats.to_record(),
+                    "generated": {k: after[name][k] - before[name][k] for k in (*_COUNTS, "seconds")}
+                    if name in after
+                    else None,
                 }
-                for name, st in self.run.stats.items()
+                for name, stats in processed.stats.items()
             }
             rows.append(
                 {
@@ -167,7 +174,8 @@ class ChunkWorker:
                     "pid": os.getpid(),
                     "seconds": time.perf_counter() - t0,
                     "per_stage": json.dumps(per_stage),
-                    "final": json.dumps(self._final(final)),
+                    "complete": processed.final is not None,
+                    "final": json.dumps(self._final(processed.final)),
                     **{k: sum(v[k] for v in after.values()) - sum(v[k] for v in before.values()) for k in _COUNTS},
                 }
             )
@@ -198,9 +206,9 @@ class ChunkWorker:
             return None
         return {c: column_values(final, c) for c in _FINAL_COLUMNS}
 
-    def _generated(self) -> dict[str, dict[str, int]]:
-        """What each engine stage has generated so far in this actor."""
-        return {name: {k: getattr(c, k) for k in _COUNTS} for name, c in self.run.counters.items()}
+    def _generated(self) -> dict[str, dict[str, float]]:
+        """What each engine stage has generated so far in this actor (and the seconds its engine calls took)."""
+        return {name: {k: getattr(c, k) for k in (*_COUNTS, "seconds")} for name, c in self.run.counters.items()}
 
     def __del__(self):
         for engine in (getattr(self, "generator", None), getattr(self, "scorer", None)):
@@ -264,7 +272,8 @@ class _QuotaWatch:
 
 
 class _CacheOnly:
-    """The driver's stand-in for an engine that ran in the actors: same identity, never generates."""
+    """The driver's stand-in for an engine that ran in the actors: its identity (model, revision, fingerprint, JSON
+    schema support) for the stage fingerprints and the summary; it never generates."""
 
     concurrent_calls = False
 
@@ -279,8 +288,8 @@ class _CacheOnly:
         if not conversations:
             return []
         raise GenerationError(
-            f"{len(conversations)} prompts were not computed by the Ray workers (a chunk missing from the work dir, "
-            "e.g. removed during the run). Rerun synthesize_ray: it computes what is missing."
+            f"{len(conversations)} prompts were not computed by the Ray workers; the driver never generates. "
+            "Rerun synthesize_ray: it computes what is missing."
         )
 
     def fingerprint(self) -> str:
@@ -357,8 +366,8 @@ def synthesize_ray(
     work_dir = work_dir if work_dir is not None else f"{str(output).rstrip('/')}/.xl_suite_work"
     check_text_column(seeds, text_column)
     # One run per output folder and work dir for the whole run, as the local one: a second run on either fails at
-    # once, before any actor starts, with a LockError naming this one. The driver's assembly takes the same locks
-    # again (re-entrant in one process); the actors take none (they share the work dir of this run).
+    # once, before any actor starts, with a LockError naming this one; the actors take none (they share the work dir
+    # of this run).
     with lock_folders([output, work_dir], purpose="xl-suite synthesize_ray", storage_options=storage_options):
         result = _synthesize_ray_locked(
             seeds,
@@ -397,18 +406,24 @@ def _synthesize_ray_locked(
     ray_remote_args,
 ) -> SynthesisResult:
     from xl_suite.executors import chunks_per_process, map_chunks
-    from xl_suite.synthesis.pipeline import plan_synthesis, synthesize
-    from xl_suite.synthesis.seeds import iter_seed_chunks
+    from xl_suite.synthesis.pipeline import plan_synthesis
+    from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
 
     t_start = time.perf_counter()
-    chunks = iter_seed_chunks(
-        seeds,
-        text_column=text_column,
-        chunk_size=config.chunk_size,
-        max_seeds=config.seed_limit,
-        id_column=id_column,
-    )
-    chunks = list(enumerate(chunks))
+    counts = SeedCounts()
+    chunks, seen = [], []  # seen[i]: the seed counts when chunk i was cut (where a run stopping after it stands)
+    for index, chunk in enumerate(
+        iter_seed_chunks(
+            seeds,
+            text_column=text_column,
+            chunk_size=config.chunk_size,
+            max_seeds=config.seed_limit,
+            id_column=id_column,
+            counts=counts,
+        )
+    ):
+        chunks.append((index, chunk))
+        seen.append(counts.to_dict())
     if not chunks:
         raise InvalidArgumentError("No seed rows to synthesize from (all empty or removed as duplicates).")
     watch = _QuotaWatch(config)
@@ -432,36 +447,25 @@ def _synthesize_ray_locked(
     )
     ray_seconds = time.perf_counter() - t_start
 
-    identity = stats[0]
-    result = synthesize(
-        seeds,
-        _CacheOnly(identity, "generator"),
-        config,
-        scorer=_CacheOnly(identity, "scorer"),
-        plan=plan,
+    run, files = _assemble(
+        plan,
+        chunks,
+        {int(r["chunk"]): r for r in stats},
+        stats[0],
+        final_counts=counts.to_dict(),
+        counts_at=seen,
         output=output,
         work_dir=work_dir,
         storage_options=storage_options,
+    )
+    summary = run.summary(
+        seeds_rows=seeds.num_rows,
+        seconds=time.perf_counter() - t_start,
+        seed_source=None,
         text_column=text_column,
-        id_column=id_column,
-        retry_failed=False,  # the actors retried what they could; this driver cannot generate
     )
     generated = {k: sum(int(r[k]) for r in stats) for k in _COUNTS}
-    # The stage table counts the chunks the release was assembled from: with a quota, chunks that finished after
-    # the one that reached it are left out there (their work still counts in ``executor.generated``).
-    used = [r for r in stats if watch.reached_at is None or int(r["chunk"]) <= watch.reached_at]
-    failures = result.summary.get("failures", {})
-    for stage in result.summary["stages"]:  # what the actors computed, in place of the driver's (nothing)
-        done = [json.loads(r["per_stage"]).get(stage["stage"]) for r in used]
-        done = [d for d in done if d is not None]
-        if done:
-            stage["chunks_computed"] = sum(d["chunks_computed"] for d in done)
-            stage["chunks_reused"] = max(0, stage.get("chunks_reused", 0) - stage["chunks_computed"])
-            if stage.get("generated") is not None:
-                stage["generated"].update({k: sum(d.get(k, 0) for d in done) for k in _COUNTS})
-            if stage["stage"] in failures:
-                failures[stage["stage"]]["retried"] = sum(d.get("rows_retried", 0) for d in done)
-    result.summary["executor"] = {
+    summary["executor"] = {
         "name": "ray",
         "actors": num_actors,
         "chunks": len(stats),
@@ -471,13 +475,94 @@ def _synthesize_ray_locked(
         "generated": generated,
         "ray_seconds": round(ray_seconds, 3),
     }
-    result.summary["generated"] = {**result.summary.get("generated", {}), **generated}
-    if output is not None:  # the same file the local run wrote, with the executor section
-        import fsspec
+    summary["generated"] = {**summary.get("generated", {}), **generated}  # every chunk's, past the quota too
+    return run.result(summary, files)
 
-        text = json.dumps(result.summary, indent=2, ensure_ascii=False, default=str, allow_nan=False)
-        with fsspec.open(
-            f"{str(output).rstrip('/')}/summary.json", "w", encoding="utf-8", **(storage_options or {})
-        ) as f:
-            f.write(text + "\n")
-    return result
+
+def _assemble(
+    plan,
+    chunks: list,
+    returned: dict[int, dict],
+    identity: dict,
+    *,
+    final_counts: dict,
+    counts_at: list[dict],
+    output,
+    work_dir,
+    storage_options,
+):
+    """The local run's last steps over what the actors stored, in chunk order, without running a stage again.
+
+    For each seed chunk the actors returned, the stage outputs are read back from the store files its counts name
+    (only those of stages whose rows are released: the snapshot stages and the last one), filtered by the stages'
+    keep columns, and given to the pipeline's own steps (:meth:`~xl_suite.synthesis.pipeline.SynthesisRun.snapshot`,
+    :meth:`~xl_suite.synthesis.pipeline.SynthesisRun.finish_chunk`, the quota); the per-stage counts are the actors'.
+    Returns the :class:`~xl_suite.synthesis.pipeline.SynthesisRun` and the release files it wrote.
+    """
+    import datasets
+
+    from xl_suite.run.stats import StageStats
+    from xl_suite.run.store import ChunkStore
+    from xl_suite.synthesis.pipeline import SynthesisRun
+    from xl_suite.synthesis.seeds import SeedCounts
+    from xl_suite.tables import keep_rows, normalised
+
+    generator, scorer = _CacheOnly(identity, "generator"), _CacheOnly(identity, "scorer")
+    plan = plan.for_engines(generator, scorer)  # the stages as the actors configured them for these engines
+    run = SynthesisRun(
+        plan.config,
+        generator,
+        scorer,
+        plan.stages,
+        output=output,
+        work_dir=work_dir,
+        storage_options=storage_options,
+        benchmark=plan.benchmark,
+        templates=plan.templates,
+    )
+    store = ChunkStore.open(run.work_dir, storage_options)
+    last = run.stages[-1].name
+    run.seed_counts = SeedCounts(**final_counts)
+    try:
+        for index, rows in chunks:
+            row = returned.get(index)
+            if row is None:
+                raise GenerationError(
+                    f"Seed chunk {index} was not computed by the Ray workers. Rerun synthesize_ray: it computes what "
+                    "is missing."
+                )
+            run.processed += rows.num_rows
+            per_stage = json.loads(row["per_stage"])
+            for stage in run.stages:
+                entry = per_stage.get(stage.name)
+                if entry is None:  # the chunk was emptied before this stage
+                    break
+                stats = StageStats.from_record(entry["stats"])
+                run.stats[stage.name].merge(stats)
+                if entry["generated"] is not None:
+                    counter = run.counters[stage.name]
+                    for key, value in entry["generated"].items():
+                        setattr(counter, key, getattr(counter, key) + value)
+                released = stage.snapshot or (stage.name == last and row["complete"])
+                if not released:
+                    continue
+                table = store.read_back(stats.stored_files, what=f"Stage {stage.name!r} chunk")
+                if table is None:
+                    raise GenerationError(
+                        f"Stage {stage.name!r}: a chunk file of seed chunk {index} is missing or damaged in "
+                        f"{run.work_dir} (see the warning above). Rerun synthesize_ray: it computes it again."
+                    )
+                out = normalised(datasets.Dataset(table))
+                out = keep_rows(out, stage.keep) if stage.keep else out
+                run.snapshot(stage, out)
+                if stage.name == last and row["complete"]:
+                    run.finish_chunk(out)
+            if run.quota_reached():
+                run.stopped_early = True
+                run.seed_counts = SeedCounts(**counts_at[index])  # the local run reads no further seeds
+                break
+        files = run.write()
+    except BaseException:
+        run.writer.abort()
+        raise
+    return run, files
