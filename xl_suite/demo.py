@@ -151,6 +151,7 @@ class _Plan:
     seeds: Any
     stand_in: bool
     synthesis: Any  # SynthesisConfig
+    synthesis_plan: Any  # SynthesisPlan: stages, checked templates and benchmark, resolved once and passed down
     preset: Any
     settings: dict
 
@@ -160,7 +161,7 @@ def _plan(cfg: DemoConfig) -> _Plan:
     from xl_suite.commands._outputs import source_setting
     from xl_suite.languages import resolve_languages
     from xl_suite.safety import check_output_dir
-    from xl_suite.synthesis import SynthesisConfig, preflight
+    from xl_suite.synthesis import SynthesisConfig, plan_synthesis
     from xl_suite.synthesis.seeds import builtin_seeds, check_text_column, load_seeds
 
     langs = [s.code for s in resolve_languages(list(cfg.languages))]
@@ -180,7 +181,7 @@ def _plan(cfg: DemoConfig) -> _Plan:
         batch_size=256,
         chunk_size=256,
     )
-    preflight(synthesis)
+    synthesis_plan = plan_synthesis(synthesis)  # templates checked, benchmark read: once, handed to synthesize
     preset = None
     if cfg.judge_preset:
         from xl_suite.evaluation.presets import load_preset
@@ -201,7 +202,9 @@ def _plan(cfg: DemoConfig) -> _Plan:
         "max_tokens": cfg.max_tokens,
         "language_filter": synthesis.language_filter,
     }
-    plan = _Plan(cfg, langs, out, export_dir, source, label, seeds, stand_in, synthesis, preset, settings)
+    plan = _Plan(
+        cfg, langs, out, export_dir, source, label, seeds, stand_in, synthesis, synthesis_plan, preset, settings
+    )
     _claim(plan, dry_run=True)  # another run's folder is refused now, not after the work
     if not cfg.dry_run:
         for spec in _engine_specs(plan, model=cfg.model or "tiny-stand-in").values():
@@ -371,6 +374,7 @@ def _synthesize(plan: _Plan, engines: _Engines, progress: bool, echo):
         progress=progress,
         seed_source=plan.cfg.seeds or "builtin",
         text_column=plan.cfg.text_column,
+        plan=plan.synthesis_plan,
     )
     echo(format_summary(syn.summary))
     return syn

@@ -57,6 +57,33 @@ def test_a_finished_demo_reruns_from_cache_without_starting_an_engine(demo, tmp_
     assert summary["decontaminated_against"] == [str(tmp_path / "alpaca_eval.json")]  # --alpaca-eval honoured
 
 
+def test_the_demo_checks_its_synthesis_once_and_reads_the_benchmark_once(demo, capsys, monkeypatch):
+    """The demo's plan checks the synthesis templates and reads the decontamination benchmark before any engine starts,
+    and hands them to synthesize, which neither checks nor reads them again."""
+    import xl_suite.synthesis
+    import xl_suite.synthesis.config
+    import xl_suite.synthesis.decontamination
+    import xl_suite.synthesis.pipeline
+
+    calls = {"preflight": 0, "resolve_benchmark": 0}
+    for name, home in (
+        ("preflight", xl_suite.synthesis.config),
+        ("resolve_benchmark", xl_suite.synthesis.decontamination),
+    ):
+        real = getattr(home, name)
+
+        def counted(*args, _name=name, _real=real, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        for module in (home, xl_suite.synthesis, xl_suite.synthesis.pipeline):  # every name it is reached by
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counted)
+    rc, _, err = _cli(demo, capsys)
+    assert rc == 0, err
+    assert calls == {"preflight": 1, "resolve_benchmark": 1}
+
+
 def test_another_demo_into_the_folders_needs_overwrite(demo, tmp_path, capsys):
     assert _cli(demo, capsys)[0] == 0
     rc, _, err = _cli([*demo, "--languages", "de"], capsys)
