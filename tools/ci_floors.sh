@@ -37,8 +37,8 @@ PYCHECK
 echo "floors venv ready in $((SECONDS - start)) s"
 env -u PYTHONPATH HF_DATASETS_DISABLE_PROGRESS_BARS=1 "$TMP/venv/bin/python" -m pytest -q -p no:cacheprovider \
     -m "not slow and not vllm and not ray" -W ignore::pytest.PytestAssertRewriteWarning \
-    tests/datasets/test_builders.py tests/test_faults_inputs.py tests/datasets/test_export.py tests/languages/test_languages.py \
-    tests/languages/test_fidelity.py tests/evaluation/test_evaluate_module.py tests/evaluation/test_metrics.py tests/test_offline.py tests/test_packaging.py \
+    tests/datasets/test_builders.py tests/datasets/test_sources.py tests/synthesis/test_seeds.py tests/datasets/test_export.py tests/languages/test_languages.py \
+    tests/languages/test_fidelity.py tests/evaluation/test_evaluate_module.py tests/evaluation/test_metrics.py tests/datasets/test_offline.py tests/test_packaging.py \
     tests/test_json_repair_step.py tests/synthesis/test_decontamination.py tests/test_configuration.py tests/test_prompting.py \
     xl_suite/languages.py xl_suite/fidelity.py xl_suite/sources.py xl_suite/datasets_api.py xl_suite/utils \
     xl_suite/evaluation/metrics.py xl_suite/scoring.py xl_suite/json_repair_step.py

@@ -14,6 +14,7 @@ import math
 import numpy as np
 import pytest
 
+from xl_suite.errors import InvalidArgumentError
 from xl_suite.evaluation.metrics import (
     _sklearn_l1_kwargs,
     bootstrap_ci,
@@ -400,3 +401,21 @@ def test_length_bias_with_equal_lengths_is_undefined():
     out = length_bias([0.1, 0.9], [5, 5], [5, 5])
     assert math.isnan(out["prefer_longer_rate"]) and math.isnan(out["spearman"])
     assert out["n_decided"] == 0
+
+
+@pytest.mark.parametrize("bad", [None, 3, "0.5", {"a": 1}, iter([0.5])])
+def test_win_rate_bad_inputs(bad):
+    with pytest.raises(InvalidArgumentError, match="sequence"):
+        win_rate(bad)
+
+
+def test_model_against_itself_is_fifty():
+    a = [0.3, 0.7, 0.1, 0.9, 0.2]
+    both = [(x + (1 - x)) / 2 for x in a] + [((1 - x) + x) / 2 - 1e-12 for x in a]
+    assert win_rate(both)["discrete_win_rate"] == 50.0
+    assert bootstrap_ci(both, statistic="discrete_win_rate", n_resamples=50)["low"] == 50.0
+
+
+def test_metric_option_typo_names_allowed_values():
+    with pytest.raises(InvalidArgumentError, match=r"method='typo'.*alpaca_eval"):
+        length_controlled_win_rate([1.0, 0.0], [1, 2], [1, 2], method="typo")

@@ -1,5 +1,10 @@
 """run_stage and content_hash: resumable chunks, and hashes that do not depend on storage details."""
 
+import logging
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import datasets
@@ -7,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from xl_suite.errors import InvalidArgumentError, LockError
 from xl_suite.runner import StageStats, content_hash, run_stage
+from xl_suite.safety import DirLock
 
 
 def test_content_hash_ignores_chunking_and_parquet_round_trip(tmp_path):
@@ -353,7 +360,6 @@ def test_pieces_of_other_content_or_of_another_retry_are_not_reused(tmp_path):
 
 @pytest.mark.parametrize("damage", ["truncated", "other rows"])
 def test_a_damaged_piece_is_moved_aside_and_computed_again(tmp_path, caplog, damage):
-    import logging
 
     ds = _pieces_ds()
     reference, _ = _pieces_run(ds, tmp_path / "ref", _Asked())
@@ -454,3 +460,100 @@ def test_an_edited_piece_is_moved_aside_and_its_rows_computed_again(tmp_path, ke
     out, _ = _pieces_run(ds, work, healthy)
     assert "EDITED" not in out["answer"] and out.to_dict() == reference.to_dict()
     assert all(Path(f"{p}.corrupt").exists() for p in pieces)
+
+
+def _inc(batch):
+    return {"y": [x + 1 for x in batch["x"]]}
+
+
+def _run(tmp_path, ds=None, fn=_inc, **kw):
+    ds = (
+        ds
+        if ds is not None
+        else datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(10)], "x": list(range(10))})
+    )
+    stats = StageStats("inc")
+    out = run_stage(ds, fn, stage="inc", fingerprint="f", work_dir=str(tmp_path), chunk_size=4, stats=stats, **kw)
+    return out, stats
+
+
+def test_failed_rows_are_stored_counted_and_retried_up_to_the_cap(tmp_path):
+    calls, seen = [], {}
+
+    def flaky(batch):  # row 3 always fails; row 5 fails on the first attempt only
+        calls.append(list(batch["x"]))
+        for x in batch["x"]:
+            seen[x] = seen.get(x, 0) + 1
+        status = ["error" if x == 3 or (x == 5 and seen[5] == 1) else "ok" for x in batch["x"]]
+        return {"y": [None if s != "ok" else x for x, s in zip(batch["x"], status, strict=True)], "y_status": status}
+
+    out, stats = _run(tmp_path, fn=flaky)
+    assert out["y_status"].count("error") == 2 and stats.rows_failed == 2
+    calls.clear()
+    out, stats = _run(tmp_path, fn=flaky)
+    assert calls == [[3], [5]] and stats.rows_retried == 2 and stats.rows_failed == 1
+    assert out["y"][5] == 5 and out["y_status"][3] == "error"
+    for _ in range(3):
+        calls.clear()
+        out, stats = _run(tmp_path, fn=flaky, max_attempts=3)
+    assert calls == [] and stats.rows_failed == 1  # attempt 3 was the last: stored as a failure, not retried
+    calls.clear()
+    _run(tmp_path, fn=flaky, retry_failed=False, max_attempts=9)
+    assert calls == []
+
+
+def test_empty_status_of_an_input_column_is_not_this_stages_failure(tmp_path):
+    ds = datasets.Dataset.from_dict({"id": ["a", "b"], "x": [1, 2], "prev_status": ["empty", "ok"]})
+    calls = []
+
+    def fn(batch):
+        calls.append(1)
+        return {"y": batch["x"]}
+
+    _run(tmp_path, ds=ds, fn=fn)
+    _, stats = _run(tmp_path, ds=ds, fn=fn)
+    assert len(calls) == 1 and stats.rows_failed == 0
+
+
+@pytest.mark.parametrize("kw", [{"chunk_size": 0}, {"batch_size": "8"}, {"max_attempts": 0}, {"stage": "a/b"}])
+def test_bad_arguments_are_invalid_argument_errors(tmp_path, kw):
+    ds = datasets.Dataset.from_dict({"x": [1]})
+    args = {"stage": "s", "fingerprint": "f", "work_dir": str(tmp_path)} | kw
+    with pytest.raises(InvalidArgumentError):
+        run_stage(ds, _inc, **args)
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from xl_suite.safety import DirLock
+    with DirLock(sys.argv[1], purpose="test holder"):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.slow
+def test_second_process_on_one_work_dir_gets_a_clear_error(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(LockError, match=rf"pid {proc.pid} on host .*started .*test holder"):
+            _run(tmp_path)
+    finally:
+        proc.kill()
+        proc.wait()
+    out, stats = _run(tmp_path)  # the kernel released the killed holder's lock
+    assert stats.chunks_computed == 3
+
+
+def test_lock_is_reentrant_and_released(tmp_path):
+    with DirLock(tmp_path):
+        _run(tmp_path)  # run_stage inside a caller's lock on the same folder
+    with DirLock(tmp_path):
+        pass
+    assert os.path.exists(tmp_path / ".xl-suite.lock")

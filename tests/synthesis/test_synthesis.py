@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -22,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import xl_suite
+from xl_suite.cli import main
 from xl_suite.engines.base import SamplingConfig
 from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
-from xl_suite.errors import GenerationError
+from xl_suite.errors import FailureRateError, GenerationError
 from xl_suite.prompting import TemplateError, load_template
 from xl_suite.scoring import parse_scores, select_best
 from xl_suite.synthesis import (
@@ -690,7 +692,6 @@ def test_template_errors_before_any_generation(tmp_path):
 
 
 def _cli(argv, capsys):
-    from xl_suite.cli import main
 
     rc = main(argv)
     captured = capsys.readouterr()
@@ -698,7 +699,6 @@ def _cli(argv, capsys):
 
 
 def test_cli_help(capsys):
-    from xl_suite.cli import main
 
     with pytest.raises(SystemExit) as e:
         main(["synthesize", "--help"])
@@ -893,7 +893,6 @@ class _ChatServer:
 
     def __init__(self):
         import http.server
-        import threading
 
         self.fail_on: str | None = None
         self.requests = 0
@@ -1111,7 +1110,6 @@ def test_chunks_start_when_any_running_chunk_ends_not_only_the_oldest():
     """A slow chunk at the head (its longest answers) must not keep the next chunks from starting: with two chunks
     at once, chunk 2 starts when chunk 1 ends even while chunk 0 still runs. Results still come in input order,
     at most ``lookahead`` items run at once and at most ``2 * lookahead`` are held."""
-    import threading
 
     from xl_suite.synthesis.pipeline import _in_order
 
@@ -1154,7 +1152,6 @@ def test_chunks_start_when_any_running_chunk_ends_not_only_the_oldest():
 
 
 def test_in_order_raises_the_first_error_in_order_and_sets_stop():
-    import threading
 
     from xl_suite.synthesis.pipeline import _in_order
 
@@ -1231,7 +1228,6 @@ def test_a_run_resolves_its_benchmark_and_checks_its_stages_once(tmp_path, monke
     checks once: the command's early checks are handed down, not repeated (a second resolve read the Hub)."""
     import xl_suite.synthesis.config as config_module
     import xl_suite.synthesis.pipeline as pipeline_module
-    from xl_suite.cli import main
 
     calls = {"resolve": 0, "preflight": 0}
     real_resolve, real_preflight = pipeline_module.resolve_benchmark, pipeline_module.preflight
@@ -1284,3 +1280,56 @@ def test_a_redefined_user_language_changes_every_stage_key(tmp_path):
     assert keys[0].keys() == keys[1].keys() and all(keys[0][k] != keys[1][k] for k in keys[0])
     builtin = fingerprints(small_config(languages=("de",)))
     assert builtin == fingerprints(small_config(languages=("de",)))  # built-in languages: the same keys as ever
+
+
+class _LosingBacktranslations:
+    """The fake synthesis model, but every 5th back-translation request (by content) gets an empty reply."""
+
+    def __init__(self):
+        self.inner = FakeSynthesisResponder()
+
+    def __call__(self, messages, index, sampling):
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        if (
+            system.startswith("You write realistic user requests")
+            and zlib.crc32(messages[-1]["content"].encode()) % 5 == 0
+        ):
+            return ""
+        return self.inner(messages, index, sampling)
+
+
+def test_a_synthesis_stage_losing_a_fifth_of_its_seeds_fails_the_run_whatever_the_other_stages_did(tmp_path):
+    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis.seeds import builtin_seeds
+
+    config = SynthesisConfig(languages=("mt", "de"), chunk_size=40)
+    with pytest.raises(FailureRateError) as err:
+        synthesize(
+            builtin_seeds(),
+            FakeGenerator(_LosingBacktranslations()),
+            config,
+            output=str(tmp_path),
+            max_error_rate=0.05,
+        )
+    failures = err.value.result.summary["failures"]
+    lost = failures["backtranslate"]
+    assert lost["by_status"] == {"empty": lost["failed"]} and lost["failed"] / lost["rows"] > 0.15
+    # the share over all stages' rows (what was checked before) is within the threshold: that hid this stage
+    assert sum(e["failed"] for e in failures.values()) / sum(e["rows"] for e in failures.values()) < 0.05
+    message = str(err.value)
+    assert message.startswith(f"backtranslate: {lost['failed']} of {lost['rows']} LLM outputs failed")
+    assert "above --max-error-rate 0.05 (checked per stage)" in message and "\n" not in message
+    assert (tmp_path / "mt.parquet").is_file() and (tmp_path / "summary.json").is_file(), "everything is written"
+
+
+def test_en_scored_holds_no_pair_whose_scoring_failed(tmp_path):
+    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis.seeds import builtin_seeds
+
+    config = SynthesisConfig(languages=("mt",), max_seeds=8, chunk_size=4)
+    gen = FakeGenerator(FakeSynthesisResponder(unparseable_every=2))
+    result = synthesize(builtin_seeds(), gen, config, output=str(tmp_path))
+    failed = result.summary["failures"]["score"]["failed"]
+    scored = pq.read_table(tmp_path / "en_scored.parquet")
+    assert failed > 0 and set(scored["score_status"].to_pylist()) == {"ok"}
+    assert scored.num_rows == result.summary["failures"]["score"]["rows"] - failed

@@ -35,7 +35,7 @@ def _alive(pid: int) -> bool:
 def test_engine_processes_die_when_the_parent_is_sigkilled(tiny_model_dir, tmp_path):
     script = tmp_path / "child.py"
     script.write_text(_CHILD, encoding="utf-8")
-    env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(tiny_model_dir)], stdout=subprocess.PIPE, text=True, env=env
     )
