@@ -73,3 +73,20 @@ def _isolated_hf(_process_state_guard, tmp_path_factory, monkeypatch):
             "datasets.enable_progress_bars()/disable_progress_bars() (pass disable= per bar instead).",
             pytrace=False,
         )
+
+
+@pytest.fixture
+def gsw():
+    """Swiss German registered for this process; ``redefine(native=..., request=...)`` replaces its definition (as
+    ``xl-suite languages add gsw ... --overwrite`` does); unregistered afterwards."""
+    import xl_suite.languages as L
+
+    def redefine(native="Schwiizertüütsch", request="Bitte antworte auf Schweizerdeutsch."):
+        spec = L.LanguageSpec(
+            code="gsw", name="swiss german", native_name=native, script="Latn", request=request, langid_code="de"
+        )
+        return L.register_language(spec, overwrite=True)
+
+    redefine()
+    yield redefine
+    L.unregister_language("gsw")

@@ -7,12 +7,21 @@ import pytest
 
 import xl_suite
 from xl_suite.builders import XlAlpacaEval
+from xl_suite.cli import main
 from xl_suite.sources import SourceError, alpaca_eval_exclusions, filter_english_specific, read_alpaca_eval
 
 
 pytestmark = pytest.mark.data
 
 EXPECTED_EXCLUDED_INDICES = [457, 475, 623, 624, 661, 709, 713, 723]
+
+
+def _cli(argv, capsys):
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, *capsys.readouterr()
 
 
 def test_797_rows_per_language_stable_ids(alpaca_eval_path):
@@ -253,3 +262,45 @@ def test_codes_users_have_load_the_builtin_language(tmp_path):
     source.write_text(json.dumps([{"instruction": "Name a river."}]), encoding="utf-8")
     ds = xl_suite.load_xl_suite("xl-alpacaeval-nb", split="test", source=str(source), cache_dir=str(tmp_path))
     assert ds[0]["language"] == "no" and ds[0]["instruction"].endswith("\nPlease respond in Norwegian.")
+
+
+ALPACA = [
+    {"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}.", "generator": "x"} for k in range(3)
+]
+
+
+def test_generate_load_and_export_serve_the_corrected_request(tmp_path, capsys, monkeypatch):
+    langs = tmp_path / "languages.json"
+    monkeypatch.setenv("XL_SUITE_LANGUAGES_FILE", str(langs))
+    source = tmp_path / "alpaca.json"
+    source.write_text(json.dumps(ALPACA), encoding="utf-8")
+    add = [
+        "languages",
+        "add",
+        "gsw",
+        "--name",
+        "swiss german",
+        "--native-name",
+        "Schwiizertüütsch",
+        "--script",
+        "Latn",
+    ]
+    gen = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-gsw", "--source", source]
+    assert _cli([*add, "--request", "Antworte auf Schweizerdeutsch (alt)."], capsys)[0] == 0
+    assert _cli([*gen, "--output", tmp_path / "o"], capsys)[0] == 0
+    assert _cli(["export", tmp_path / "x", "--languages", "gsw", "--alpaca-eval", source], capsys)[0] == 0
+    assert _cli([*add, "--request", "Antworte auf Schweizerdeutsch (neu).", "--overwrite"], capsys)[0] == 0
+    rc, out, err = _cli([*gen, "--output", tmp_path / "o"], capsys)
+    assert rc == 0, err
+    rows = [json.loads(x) for x in (tmp_path / "o" / "xl-alpacaeval-gsw.jsonl").read_text().splitlines()]
+    assert all(r["instruction"].endswith("(neu).") for r in rows) and "3 computed now" in out
+    from xl_suite.datasets_api import load_xl_suite
+
+    ds = load_xl_suite("xl-alpacaeval-gsw", split="test", source=str(source))
+    assert all(x.endswith("(neu).") for x in ds["instruction"])
+    rc, _, err = _cli(["export", tmp_path / "x", "--languages", "gsw", "--alpaca-eval", source, "--overwrite"], capsys)
+    assert rc == 0, err
+    import datasets
+
+    exported = datasets.load_dataset(str(tmp_path / "x"), "xl-alpacaeval-gsw", split="test")
+    assert all(x.endswith("(neu).") for x in exported["instruction"])

@@ -544,3 +544,23 @@ def test_cli_truncate_prompts_reaches_the_engine_and_marks_the_rows(tmp_path, al
     rows = read_rows(tmp_path / "cut")
     assert {r["output_status"] for r in rows} == {"prompt_truncated"} and all(r["output"] for r in rows)
     assert f"{len(rows)} answers were generated from a prompt truncated" in capsys.readouterr().out
+
+
+def _echo_system(messages, index, sampling):
+    return messages[0]["content"][-200:]  # the part of the system prompt that names the language
+
+
+def test_translate_uses_the_new_definition_not_its_cache(gsw, tmp_path):
+    import datasets
+
+    from xl_suite.evaluation import translate_prompts
+
+    prompts = datasets.Dataset.from_list([{"id": "a", "english_instruction": "Write a line."}])
+    first = translate_prompts(prompts, FakeGenerator(_echo_system), "gsw", work_dir=str(tmp_path))
+    assert "Schwiizertüütsch" in first["gsw"]["instruction"][0]
+    gsw(native="Schwyzerdütsch")
+    again = translate_prompts(prompts, FakeGenerator(_echo_system), "gsw", work_dir=str(tmp_path))
+    assert "Schwyzerdütsch" in again["gsw"]["instruction"][0]
+    # a built-in language keeps its cache keys (no definition enters them)
+    de = translate_prompts(prompts, FakeGenerator(_echo_system), "de", work_dir=str(tmp_path))
+    assert de["de"]["translation_status"] == ["ok"]

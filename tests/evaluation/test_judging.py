@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from xl_suite.engines.base import Completion
-from xl_suite.engines.fake import FakeGenerator
+from xl_suite.engines.fake import FakeGenerator, FakeSynthesisResponder
 from xl_suite.evaluation.judging import (
     DEFAULT_DIMENSIONS,
     VERDICT_SCHEMA,
@@ -562,3 +562,15 @@ def test_presets(tmp_path):
         load_preset(str(bad))
     with pytest.raises(ValueError, match="not a backend"):
         JudgePreset(name="x", judge_backend="magic")
+
+
+def test_the_judge_judges_again_after_a_redefinition(gsw, tmp_path):
+    from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise
+
+    judge = FakeGenerator(FakeSynthesisResponder())
+    items = dict(instructions=["Q?"], model_outputs=["Grüezi"], reference_outputs=["Hoi"], languages=["gsw"])
+    config = JudgeConfig(rubric=False, logprobs=None)
+    assert judge_pairwise(**items, judge=judge, config=config, cache_dir=str(tmp_path)).ledger["from_cache"] == 0
+    assert judge_pairwise(**items, judge=judge, config=config, cache_dir=str(tmp_path)).ledger["from_cache"] == 2
+    gsw(native="Schwyzerdütsch")  # another name in the judge prompt
+    assert judge_pairwise(**items, judge=judge, config=config, cache_dir=str(tmp_path)).ledger["from_cache"] == 0

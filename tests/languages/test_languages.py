@@ -1,4 +1,10 @@
 import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -6,6 +12,13 @@ from xl_suite import languages as L
 
 
 PAPER = {"de", "pt", "hu", "lt", "ga", "mt", "zh", "hi", "fr", "fi", "tr", "en"}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _spec(native="Schwiizertüütsch", request="Bitte antworte auf Schweizerdeutsch.", code="gsw", name="swiss german"):
+    return L.LanguageSpec(code=code, name=name, native_name=native, script="Latn", request=request, langid_code="de")
 
 
 def test_builtin_registry_covers_paper_languages():
@@ -308,3 +321,52 @@ def test_load_user_languages_registers_a_named_file(tmp_path):
         assert L.get_language("gsw") == spec
     finally:
         L.unregister_language("gsw")
+
+
+CODES = [("qaa", "alpha"), ("qab", "bravo"), ("qac", "charlie"), ("qad", "delta"), ("qae", "echo"), ("qaf", "foxtrot")]
+
+
+def test_concurrent_saves_keep_every_language(tmp_path, monkeypatch):
+    """Six saves at once, each one slowed between reading the file and writing it back: all six are kept."""
+    path = tmp_path / "languages.json"
+    read = L._read_languages_file
+
+    def slow_read(p):
+        out = read(p)
+        time.sleep(0.2)  # the window in which another save used to read the same file
+        return out
+
+    monkeypatch.setattr(L, "_read_languages_file", slow_read)
+    errors = []
+
+    def save(code, name):
+        try:
+            L.save_user_language(_spec(native=name.title(), code=code, name=name), path=path)
+        except Exception as e:  # noqa: BLE001 - collected and shown below
+            errors.append(e)
+
+    threads = [threading.Thread(target=save, args=c) for c in CODES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sorted(e["code"] for e in json.loads(path.read_text(encoding="utf-8"))) == [c for c, _ in CODES]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name], "no temporary file left behind"
+
+
+@pytest.mark.slow
+def test_six_concurrent_languages_add_commands_keep_all_six(tmp_path):
+    path = tmp_path / "languages.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "xl_suite.cli", "languages", "add", code, "--name", name, "--native-name",
+             name.title(), "--script", "Latn", "--file", str(path)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for code, name in CODES
+    ]  # fmt: skip
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert all(rc == 0 for rc, _ in results), results
+    assert sorted(e["code"] for e in json.loads(path.read_text(encoding="utf-8"))) == [c for c, _ in CODES]

@@ -6,11 +6,22 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from xl_suite.cli import main
+
 
 BASE = [sys.executable, "-m", "xl_suite.cli", "languages"]
+
+
+def _cli(argv, capsys):
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, *capsys.readouterr()
 
 
 def _run(args, tmp_path):
@@ -46,3 +57,33 @@ def test_add_rejects_a_name_cldr_gives_another_language(tmp_path):
 def test_add_rejects_unknown_code_with_suggestion(tmp_path):
     r = _run(["add", "xx", "--name", "swahili", "--native-name", "K", "--script", "Latn"], tmp_path)
     assert r.returncode == 2 and "not an ISO 639 language" in r.stderr
+
+
+def test_a_languages_file_that_is_a_folder_or_read_only_is_one_clear_error(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    argv = [
+        "languages",
+        "add",
+        "gsw",
+        "--name",
+        "swiss german",
+        "--native-name",
+        "Schwiizertüütsch",
+        "--script",
+        "Latn",
+    ]
+    rc, _, err = _cli([*argv, "--file", folder], capsys)
+    assert rc == 2 and "is a folder" in err and err.count("\n") == 1
+    monkeypatch.setenv("XL_SUITE_LANGUAGES_FILE", str(folder))
+    rc, _, err = _cli(
+        ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-gsw", "--output", tmp_path / "o"],
+        capsys,
+    )
+    assert rc == 2 and "is a folder, not a file" in err and "Traceback" not in err
+    read_only = tmp_path / "ro.json"
+    read_only.write_text("[]", encoding="utf-8")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == read_only else real_access(p, mode))
+    rc, _, err = _cli([*argv, "--file", read_only], capsys)
+    assert rc == 2 and "is read-only" in err and read_only.read_text() == "[]"

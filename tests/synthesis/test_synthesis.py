@@ -1333,3 +1333,16 @@ def test_en_scored_holds_no_pair_whose_scoring_failed(tmp_path):
     scored = pq.read_table(tmp_path / "en_scored.parquet")
     assert failed > 0 and set(scored["score_status"].to_pylist()) == {"ok"}
     assert scored.num_rows == result.summary["failures"]["score"]["rows"] - failed
+
+
+def test_synthesis_writes_again_in_the_redefined_language(gsw, tmp_path):
+    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis.seeds import builtin_seeds
+
+    config = SynthesisConfig(languages=("gsw",), max_seeds=4, chunk_size=4, language_filter=False)
+    seeds = builtin_seeds()
+    synthesize(seeds, FakeGenerator(FakeSynthesisResponder()), config, output=str(tmp_path))
+    gsw(native="Schwyzerdütsch")
+    again = synthesize(seeds, FakeGenerator(FakeSynthesisResponder()), config, output=str(tmp_path))
+    stages = {s["stage"]: s for s in again.summary["stages"]}
+    assert stages["respond"]["chunks_computed"] == 1 and stages["judge"]["chunks_computed"] == 1
