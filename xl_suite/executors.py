@@ -35,9 +35,19 @@ from xl_suite.errors import InvalidArgumentError
 from xl_suite.run.context import current_executor, using_executor
 
 
-__all__ = ["RayExecutor", "current_executor", "map_chunks", "split_chunks", "chunks_per_process"]
+__all__ = [
+    "RayExecutor",
+    "current_executor",
+    "map_chunks",
+    "chunk_tables",
+    "split_chunks",
+    "chunk_column",
+    "chunks_per_process",
+]
 
 _CHUNK = "__xl_chunk"
+#: The per-row attempts earlier runs spent, sent with the rows of a keyed run's chunks (see RayExecutor.compute).
+_ATTEMPTS = "__xl_attempts"
 
 
 def map_chunks(
@@ -52,7 +62,9 @@ def map_chunks(
 ) -> list[dict]:
     """Hand chunks to a pool of ``worker`` actors with Ray Data; return the rows the workers return (one per chunk).
 
-    ``chunks`` are ``(index, datasets.Dataset)`` pairs. ``worker(**constructor_kwargs)`` is built once per actor and
+    ``chunks`` are ``(index, datasets.Dataset)`` pairs, or ``(index, datasets.Dataset, columns)`` with ``columns`` a
+    dict of per-row values sent along (names starting with ``__xl_``; every chunk must give the same ones; the worker
+    reads them with :func:`chunk_column`). ``worker(**constructor_kwargs)`` is built once per actor and
     called with Arrow tables holding one or more chunks (column ``__xl_chunk``; :func:`split_chunks` takes them
     apart, in the caller's schema). Every actor is up before the first chunk goes out, and each holds one chunk at a
     time, so Ray Data's pool gives the next chunk to whichever actor is idle: an even spread. Chunks go out in
@@ -65,11 +77,7 @@ def map_chunks(
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
-    tables = []
-    for index, rows in chunks:
-        table = rows.with_format("arrow")[:]
-        tables.append(table.append_column(_CHUNK, [[index] * table.num_rows]))
-    schema = tables[0].schema.remove(tables[0].schema.get_field_index(_CHUNK))
+    tables, schema = chunk_tables(chunks)
     context = DataContext.get_current()
     saved = (context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start)
     context.wait_for_min_actors_s = 600
@@ -103,6 +111,27 @@ def map_chunks(
         context.wait_for_min_actors_s, context.enable_progress_bars, context.print_on_execution_start = saved
 
 
+def chunk_tables(chunks) -> tuple[list, object]:
+    """The Arrow tables :func:`map_chunks` hands to Ray Data (one per chunk, with its ``__xl_chunk`` index and the
+    columns sent along) and the chunks' own schema (without those), which the workers cast back to."""
+    tables = []
+    for index, rows, *sent in chunks:
+        table = rows.with_format("arrow")[:]
+        table = table.append_column(_CHUNK, [[index] * table.num_rows])
+        for name, values in (sent[0] if sent else {}).items():
+            if not name.startswith("__xl_") or len(values) != table.num_rows:
+                raise InvalidArgumentError(
+                    f"Column {name!r} sent with chunk {index}: the name must start with '__xl_' and hold one value "
+                    f"per row ({table.num_rows}), got {len(values)}."
+                )
+            table = table.append_column(name, [list(values)])
+        tables.append(table)
+    schema = tables[0].schema
+    for name in [n for n in schema.names if n.startswith("__xl_")]:
+        schema = schema.remove(schema.get_field_index(name))
+    return tables, schema
+
+
 def split_chunks(batch, schema):
     """Yield ``(index, datasets.Dataset)`` for each chunk in a batch from :func:`map_chunks`, cast back to the
     caller's ``schema`` (a transfer may change types or drop metadata; cache keys hash the content with it)."""
@@ -112,6 +141,15 @@ def split_chunks(batch, schema):
     for index in sorted(set(batch.column(_CHUNK).to_pylist())):
         table = batch.filter(pc.equal(batch.column(_CHUNK), index)).drop_columns([_CHUNK])
         yield index, datasets.Dataset(table.select(schema.names).cast(schema))
+
+
+def chunk_column(batch, index: int, name: str) -> list | None:
+    """The values of a column sent along with chunk ``index`` (see :func:`map_chunks`), or None when none was sent."""
+    import pyarrow.compute as pc
+
+    if name not in batch.column_names:
+        return None
+    return batch.filter(pc.equal(batch.column(_CHUNK), index)).column(name).to_pylist()
 
 
 def chunks_per_process(stats: list[dict]) -> dict[str, int]:
@@ -182,6 +220,7 @@ class _StageWorker:
                     stats=stats,
                     lock=False,
                     first_chunk_index=index,
+                    prior_attempts=chunk_column(batch, index, _ATTEMPTS),
                     **self.run_kwargs,
                 )
                 rows.append(
@@ -262,8 +301,17 @@ class RayExecutor:
         task = ray.remote(_spec_fingerprint).options(num_cpus=self.num_cpus_per_actor, **options)
         return ray.get(task.remote(spec))
 
-    def compute(self, chunks, function, *, stage, fingerprint, work_dir, fn_kwargs, run_kwargs) -> None:
-        """Compute ``chunks`` (``(index, datasets.Dataset)`` pairs) into ``work_dir`` on the actor pool."""
+    def compute(
+        self, chunks, function, *, stage, fingerprint, work_dir, fn_kwargs, run_kwargs, prior_attempts=None
+    ) -> None:
+        """Compute ``chunks`` (``(index, datasets.Dataset)`` pairs) into ``work_dir`` on the actor pool.
+
+        ``prior_attempts`` (chunk index -> attempts per row): what earlier runs already spent on the rows of a keyed
+        run; they travel with the rows, and the actor's chunk file records them (plus this attempt), so the retry
+        limit counts every attempt wherever it ran.
+        """
+        if prior_attempts:
+            chunks = [(i, rows, {_ATTEMPTS: prior_attempts.get(i) or [0] * rows.num_rows}) for i, rows in chunks]
         stats = map_chunks(
             chunks,
             _StageWorker,

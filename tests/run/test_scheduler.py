@@ -444,6 +444,46 @@ def test_the_store_index_counts_the_attempts_of_older_caches_and_prefers_a_usabl
     assert index["b"].failed and index["b"].attempts == 3
 
 
+def _in_process_map_chunks(chunks, worker, constructor_kwargs, **_):
+    """``executors.map_chunks`` without Ray: the same tables (chunk index, columns sent along), one worker, in order."""
+    from xl_suite.executors import chunk_tables
+
+    tables, schema = chunk_tables(chunks)
+    actor = worker(**constructor_kwargs, schema=schema)
+    return [row for table in tables for row in actor(table).to_pylist()]
+
+
+def test_a_keyed_run_on_an_executor_hands_the_earlier_attempts_to_the_workers(tmp_path, monkeypatch):
+    """A keyed run's failed rows recomputed by executor workers: the workers' chunk files record every attempt the
+    rows have had (not 1 each), so the retry limit counts them wherever they ran; after max_attempts none is sent."""
+    import xl_suite.executors
+    from xl_suite.executors import RayExecutor
+    from xl_suite.run.store import attempts_of
+
+    monkeypatch.setattr(xl_suite.executors, "map_chunks", _in_process_map_chunks)
+    seen = []
+
+    def k3_fails(batch):
+        seen.append(list(batch["key"]))
+        return {"y": batch["x"], "y_status": ["error" if k == "k3" else "ok" for k in batch["key"]]}
+
+    def recorded():  # the attempts each chunk file records for k3
+        tables = [pq.read_table(p) for p in sorted((tmp_path / "k").glob("chunk-*.parquet"))]
+        return sorted(attempts_of(t)[t.column("key").to_pylist().index("k3")] for t in tables)
+
+    keys = ["k1", "k2", "k3"]
+    _keyed(tmp_path, keys, k3_fails)  # attempt 1, here
+    for attempt in (2, 3):  # attempts 2 and 3, by the executor's workers (the 3rd retries the 2nd's stored chunk)
+        with RayExecutor(num_actors=1):
+            out, stats = _keyed(tmp_path, keys, k3_fails)
+        assert recorded() == [1, attempt], "the worker's chunk file records every attempt so far"
+        assert out["y_status"] == ["ok", "ok", "error"] and stats.rows_retried == 1
+    assert seen == [keys, ["k3"], ["k3"]]
+    with RayExecutor(num_actors=1):
+        out, stats = _keyed(tmp_path, keys, k3_fails)
+    assert seen == [keys, ["k3"], ["k3"]] and stats.rows_retried == 0, "no 4th attempt"
+
+
 @pytest.mark.parametrize("keep_metadata", [False, True], ids=["checksum dropped", "old checksum kept"])
 def test_an_edited_piece_is_moved_aside_and_its_rows_computed_again(tmp_path, keep_metadata):
     ds = _pieces_ds()

@@ -152,12 +152,13 @@ def run_stage(
     first_chunk_index: int = 0,
     key_column: str | None = None,
     required_columns: Sequence[str] = (),
+    prior_attempts: Sequence[int] | None = None,
 ):
     """Map ``function`` over ``dataset`` in resumable chunks; return the concatenated result.
 
     The keyword arguments are the fields of :class:`StageRun` (see there); ``stats`` is an optional
-    :class:`StageStats` to fill. With more than one call in flight (``concurrency``, or an engine that takes
-    concurrent calls), batches of the next chunk start while the current chunk's slowest rows finish; each chunk is
+    :class:`StageStats` to fill; ``prior_attempts`` as in :func:`execute`. With more than one call in flight
+    (``concurrency``, or an engine that takes concurrent calls), batches of the next chunk start while the current chunk's slowest rows finish; each chunk is
     still written as soon as its last batch is done, and (with a ``work_dir``) each finished call of a chunk not yet
     complete as a piece file that a rerun reuses: a kill loses at most the calls in flight, not whole chunks. With one,
     a kill loses the chunk being computed.
@@ -186,14 +187,24 @@ def run_stage(
         key_column=key_column,
         required_columns=tuple(required_columns),
     )
-    return execute(run, dataset, stats)
+    return execute(run, dataset, stats, prior_attempts=prior_attempts)
 
 
-def execute(run: StageRun, dataset, stats: StageStats | None = None):
-    """Run ``run`` over ``dataset``: plan, execute, assemble (see the module docstring); return the result Dataset."""
+def execute(run: StageRun, dataset, stats: StageStats | None = None, *, prior_attempts: Sequence[int] | None = None):
+    """Run ``run`` over ``dataset``: plan, execute, assemble (see the module docstring); return the result Dataset.
+
+    ``prior_attempts``: the attempts earlier runs already spent on each input row (an executor computing a keyed
+    run's rows elsewhere hands them on); a computed chunk's file records them plus this attempt. Not for keyed runs,
+    which read them from their store.
+    """
     if run.key_column is not None and run.key_column not in dataset.column_names:
         raise InvalidArgumentError(
             f"key_column={run.key_column!r} is not a column of the input; it has {dataset.column_names}."
+        )
+    if prior_attempts is not None and (run.key_column is not None or len(prior_attempts) != dataset.num_rows):
+        raise InvalidArgumentError(
+            f"prior_attempts must hold one count per input row ({dataset.num_rows}), got {len(prior_attempts)}, "
+            "and a keyed run (key_column) reads them from its store: leave it out there."
         )
     stats = stats if stats is not None else StageStats(stage=run.stage)
     if run.work_dir is None:
@@ -204,7 +215,7 @@ def execute(run: StageRun, dataset, stats: StageStats | None = None):
     with store.lock(f"stage {run.stage!r}") if run.lock else contextlib.nullcontext():
         if run.key_column is not None:
             return _run_keyed(run, dataset, store, stats)
-        return _run_chunks(run, dataset, store, stats)
+        return _run_chunks(run, dataset, store, stats, list(prior_attempts) if prior_attempts is not None else None)
 
 
 def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
@@ -472,6 +483,8 @@ def _assemble(run: StageRun, chunks: list[_Chunk], stats: StageStats):
 def _compute_elsewhere(executor, run: StageRun, chunks, store, stats, one_to_one):
     """Have ``executor`` compute the chunks still missing (or holding failed rows) into the store; read them."""
     missing = [c for c in chunks if c.table is None or c.todo]
+    # A keyed run's rows carry the attempts earlier runs spent on them: the actors' chunk files record them.
+    prior = {c.index: c.prior_attempts for c in missing if c.table is None and any(c.prior_attempts)}
     executor.compute(
         [(c.index, c.rows) for c in missing],
         run.function,
@@ -480,6 +493,7 @@ def _compute_elsewhere(executor, run: StageRun, chunks, store, stats, one_to_one
         work_dir=run.work_dir,
         fn_kwargs=run.fn_kwargs,
         run_kwargs=run.run_kwargs(),
+        prior_attempts=prior or None,
     )
     for c in missing:
         retried = bool(c.todo)
