@@ -9,8 +9,9 @@ imported (scikit-learn sets ``KMP_DUPLICATE_LIB_OK``, scipy adds warning filters
 ``PYTEST_CURRENT_TEST``). Every write to ``os.environ`` and every ``warnings.filterwarnings``/``simplefilter`` call
 is therefore recorded with the file of the code that made it (the nearest frame outside the standard library); a
 change counts when that code lies in this repository (``xl_suite/``, ``tests/``...) or its origin is unknown. What a
-test sets through ``monkeypatch`` is undone before the comparison. The switch interval, the root logger and the
-progress-bar switch have no third-party writers in the suite and are compared as they are; calls of datasets'
+test sets through ``monkeypatch`` is undone before the comparison. The root logger is attributed the same way
+(``setLevel``/``addHandler``/``removeHandler`` on it are recorded; a change with no recorded writer counts). The
+switch interval and the progress-bar switch have no third-party writers in the suite and are compared as they are; calls of datasets'
 ``enable/disable_progress_bars()`` from the library (``xl_suite/`` outside its command line) are reported even when
 the switch ends as it was (a toggle is a race with the caller's threads and overrides the caller's choice).
 
@@ -46,6 +47,7 @@ CHECK_SWITCH_INTERVAL = False
 _env_writers: dict[str, str] = {}  # key -> file of the code that last wrote or deleted it
 _filter_writers: dict[tuple, str] = {}  # warnings filter entry -> file of the code that added it
 _bar_calls: list[tuple[str, str]] = []  # (function, file of the caller) of datasets' progress-bar switches
+_root_writers: list[str] = []  # files of the code that set the root logger's level or handlers
 
 
 def _writer() -> str:
@@ -126,6 +128,20 @@ def _record_writers():
                 if module is not None and callable(getattr(module, name, None)):
                     switches.append((module, name, getattr(module, name)))
                     setattr(module, name, recording_call(name, getattr(module, name)))
+    logger_methods = {name: getattr(logging.Logger, name) for name in ("setLevel", "addHandler", "removeHandler")}
+
+    def recording_logger(name):
+        method = logger_methods[name]
+
+        def wrapper(self, *args, **kwargs):
+            if self is logging.getLogger():
+                _root_writers.append(_writer())
+            return method(self, *args, **kwargs)
+
+        return wrapper
+
+    for name in logger_methods:
+        setattr(logging.Logger, name, recording_logger(name))
     environ_cls.__setitem__, environ_cls.__delitem__ = recording_set, recording_del
     warnings.filterwarnings, warnings.simplefilter = recording(filterwarnings), recording(simplefilter)
     try:
@@ -135,6 +151,8 @@ def _record_writers():
         warnings.filterwarnings, warnings.simplefilter = filterwarnings, simplefilter
         for module, name, function in switches:
             setattr(module, name, function)
+        for name, method in logger_methods.items():
+            setattr(logging.Logger, name, method)
 
 
 def progress_bars_enabled() -> bool | None:
@@ -188,9 +206,12 @@ def state_changes(before: dict[str, object], after: dict[str, object]) -> list[s
 @pytest.fixture(autouse=True)
 def _process_state_guard():
     """Fail a test after which process-wide state differs from before it (see the module docstring)."""
-    before, calls = process_state(), len(_bar_calls)
+    before, calls, root_writes = process_state(), len(_bar_calls), len(_root_writers)
     yield
     changes = state_changes(before, process_state())
+    writers = _root_writers[root_writes:]
+    if writers and not any(_is_ours(path) for path in writers):  # set by third-party code only (alpaca_eval's import)
+        changes = [c for c in changes if not c.startswith("root logger")]
     if CHECK_PROGRESS_BARS:
         changes += [f"datasets.{name}() called by {path}" for name, path in _bar_calls[calls:] if _is_library(path)]
     if changes:
