@@ -40,6 +40,8 @@ class Fault:
     status: int = 500
     times: int = 1
     match: str = ""
+    #: quote the request's Authorization header in the error (as a careless server or proxy does)
+    echo_token: bool = False
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -63,10 +65,13 @@ class HubStandIn(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}"
 
-    def inject_fault(self, op: str, *, status: int = 500, times: int = 1, match: str = "") -> None:
-        """Fail the next ``times`` ``op`` requests ("commit", "lfs_put" or "preupload") that contain ``match``."""
+    def inject_fault(
+        self, op: str, *, status: int = 500, times: int = 1, match: str = "", echo_token: bool = False
+    ) -> None:
+        """Fail the next ``times`` ``op`` requests ("commit", "lfs_put" or "preupload") that contain ``match``;
+        with ``echo_token`` the error message quotes the request's Authorization header."""
         with self.lock:
-            self.faults.append(Fault(op, status, times, match))
+            self.faults.append(Fault(op, status, times, match, echo_token))
 
     def _take_fault(self, op: str, text: str) -> Fault | None:
         for fault in self.faults:
@@ -149,6 +154,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, code: str, message: str) -> None:
         self._send(status, {"error": message}, {"X-Error-Code": code, "X-Error-Message": message})
 
+    def _fault_error(self, fault: Fault, message: str) -> None:
+        if fault.echo_token:
+            message += f" (credentials sent: {self.headers.get('Authorization')})"
+        self._error(fault.status, "InjectedFault", message)
+
     def _route(self) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -211,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         files = json.loads(body)["files"]
         if fault := self.server._take_fault("preupload", " ".join(f["path"] for f in files)):
-            return self._error(fault.status, "InjectedFault", "injected preupload fault")
+            return self._fault_error(fault, "injected preupload fault")
         tree, replies = self.server.tree(repo, sha), []
         for file in files:
             lfs = file["path"].endswith(_LFS_SUFFIXES) or b"\0" in base64.b64decode(file["sample"])
@@ -237,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def lfs_put(self, *, repo, oid, body, **_):
         if fault := self.server._take_fault("lfs_put", oid):
-            return self._error(fault.status, "InjectedFault", "injected LFS upload fault")
+            return self._fault_error(fault, "injected LFS upload fault")
         if hashlib.sha256(body).hexdigest() != oid:
             return self._error(400, "BadRequest", f"sha256 mismatch for LFS object {oid}")
         self.server._store(repo, "lfs", oid, body)
@@ -251,7 +261,7 @@ class _Handler(BaseHTTPRequestHandler):
         ops = [line for line in lines if line["key"] != "header"]
         text = " ".join([header["summary"]] + [op["value"]["path"] for op in ops])
         if fault := self.server._take_fault("commit", text):
-            return self._error(fault.status, "InjectedFault", f"injected commit fault ({fault.match!r})")
+            return self._fault_error(fault, f"injected commit fault ({fault.match!r})")
         if header.get("parentCommit") not in (None, head):
             return self._error(412, "PreconditionFailed", "A commit has happened since. Please refresh and try again.")
         tree = dict(self.server.tree(repo, head))

@@ -150,23 +150,35 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             for key, value in vars(namespace).items():
                 setattr(args, key, value)
         return int(args._run(args) or 0)
-    except XlSuiteError as e:  # a problem the user can fix: one line that names the fix
-        if args.verbose:
-            raise
+    except XlSuiteError as e:  # a problem the user can fix: one line that names the fix (-v: the traceback first)
         from xl_suite.safety import scrub_secrets
 
+        if args.verbose:
+            _print_traceback(e)
         message = " ".join(scrub_secrets(str(e)).split())  # one line, even for a parser's multi-line message
         print(f"xl-suite {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"xl-suite {args.command}: interrupted. {_interrupted(args)}", file=sys.stderr)
         return 130
-    except Exception:  # anything else is a bug in xl-suite: show it in full
+    except Exception as e:  # anything else is a bug in xl-suite: show it in full
         print(
             f"xl-suite {args.command}: internal error (a bug in xl-suite; please report it with the traceback below):",
             file=sys.stderr,
         )
-        raise
+        _print_traceback(e)
+        return 1
+
+
+def _print_traceback(error: BaseException) -> None:
+    """The traceback of ``error`` (its causes and contexts included) on stderr, with credentials scrubbed: a chained
+    error may quote a token (a server echoing the Authorization header), and a traceback is shown as printed."""
+    import traceback
+
+    from xl_suite.safety import scrub_secrets
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    print(scrub_secrets(text).rstrip("\n"), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,12 @@ import sys
 
 import pytest
 
-from xl_suite.cli import COMMANDS, build_parser
+import xl_suite.commands.push
+from xl_suite.cli import COMMANDS, build_parser, main
+from xl_suite.errors import HubPushError
+
+
+SECRET = "hf_SeCrEtDummyToken0123456789abcdefXYZ"
 
 
 def test_all_commands_registered():
@@ -87,3 +92,38 @@ def test_verbosity_flags_and_vllm_log_level_last_only_as_long_as_the_command(mon
     seen.clear()
     assert cli.main(["languages"]) == 0
     assert seen[0][0] == "DEBUG" and os.environ["VLLM_LOGGING_LEVEL"] == "DEBUG"
+
+
+# -- secrets never reach the terminal, at any verbosity (issue 20: `xl-suite -v push` printed the Hub token) --
+
+
+def _raises(error):
+    def run(args):
+        try:
+            raise RuntimeError(f"401 Unauthorized (credentials sent: Bearer {SECRET})")
+        except RuntimeError as cause:
+            raise error from cause
+
+    return run
+
+
+@pytest.mark.parametrize("verbosity", [[], ["-v"], ["-vv"]])
+def test_a_chained_error_quoting_the_token_is_scrubbed_at_every_verbosity(verbosity, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(xl_suite.commands.push, "run", _raises(HubPushError("Pushing failed (HTTP 401).")))
+    rc = main([*verbosity, "push", "me/x", "--config", "xl-alpacaeval-de"])
+    err = capsys.readouterr().err
+    assert rc == 2 and SECRET not in err and err.rstrip().endswith("xl-suite push: error: Pushing failed (HTTP 401).")
+    if verbosity:  # the traceback, causes included, scrubbed
+        assert "Traceback" in err and "credentials sent: Bearer ***" in err
+    else:
+        assert err.count("\n") == 1
+
+
+def test_an_internal_error_shows_its_traceback_scrubbed(monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", SECRET)
+    monkeypatch.setattr(xl_suite.commands.push, "run", _raises(KeyError("a bug")))
+    rc = main(["push", "me/x", "--config", "xl-alpacaeval-de"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "internal error (a bug in xl-suite" in err and "KeyError: 'a bug'" in err
+    assert SECRET not in err and "Bearer ***" in err

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -279,3 +280,30 @@ def test_merge_card_keeps_push_owned_yaml():
 
 def test_push_error_type_is_runtime_error():
     assert issubclass(HubPushError, RuntimeError) and issubclass(HubOfflineError, RuntimeError)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("status", "op"), [(401, "preupload"), (403, "preupload"), (500, "commit")])
+def test_push_against_a_hub_that_echoes_the_token_never_prints_it_at_any_verbosity(status, op, tmp_path):
+    source = tmp_path / "alpaca.json"
+    source.write_text('[{"instruction": "Explain topic 1.", "output": "x"}]', encoding="utf-8")
+    with serve_hub(tmp_path / "hub") as (url, server):
+        server.inject_fault(op, status=status, times=100, echo_token=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "XL_SUITE_"))}
+        env.update(
+            HF_ENDPOINT=url,
+            HF_HUB_DISABLE_XET="1",
+            HF_HOME=tempfile.mkdtemp(dir=tmp_path),
+            HF_TOKEN=SECRET,
+            HF_HUB_DISABLE_TELEMETRY="1",
+            PYTHONPATH=str(REPO_ROOT),
+        )
+        for verbosity in ([], ["-v"], ["-vv"]):
+            argv = [*verbosity, "push", "xl/tok", "--config", "xl-alpacaeval-de", "--source", str(source)]
+            proc = subprocess.run(
+                [sys.executable, "-m", "xl_suite.cli", *argv], env=env, capture_output=True, text=True, timeout=300
+            )
+            out = proc.stdout + proc.stderr
+            assert proc.returncode == 2, out[-3000:]
+            assert f"HTTP {status}" in out and "credentials sent: Bearer ***" in out, out[-3000:]
+            assert SECRET not in out, f"token printed with {verbosity or 'no -v'}"

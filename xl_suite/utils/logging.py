@@ -86,8 +86,11 @@ def _install_default_handler() -> None:
     with _lock:
         if _default_handler is not None or _handler_disabled or logging.getLogger().handlers:
             return  # the application configured the root logger: records propagate to its handlers
+        from xl_suite.safety import SecretFilter
+
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.addFilter(SecretFilter())  # credentials never reach the terminal, whatever a record quotes
         logger = _library_logger()
         logger.addHandler(handler)
         logger.propagate = False
