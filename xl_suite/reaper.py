@@ -12,6 +12,10 @@ see), so instead :func:`watch` starts one small watcher process per engine:
   exits. It ignores SIGINT/SIGHUP so that Ctrl-C in a terminal (sent to the whole group) cannot stop it first.
 
 A normal :meth:`Reaper.close` (after the engine was shut down) just ends the watcher.
+
+The same watcher covers a local Ray runtime that a command starts (``ray.init()`` without a cluster): most of Ray's
+processes share the driver's fate, but its dashboard and runtime-env agents outlived a killed driver.
+:func:`descendants` before ``ray.init`` and :func:`watch_started` after it watch every process the runtime started.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from collections.abc import Iterable
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Reaper", "watch"]
+__all__ = ["Reaper", "watch", "descendants", "watch_started"]
 
 _WATCHER = r"""
 import os, select, signal, sys, time
@@ -131,3 +135,24 @@ def watch(pids: Iterable[int]) -> Reaper | None:
     )
     logger.debug("Reaper %d watches engine processes %s", proc.pid, targets)
     return Reaper(proc, [int(t.split(":")[0]) for t in targets])
+
+
+def descendants() -> set[int]:
+    """Process ids of this process's descendants now: take it before starting a runtime, for :func:`watch_started`."""
+    import psutil
+
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+def watch_started(before: set[int]) -> Reaper | None:
+    """Watch the descendants of this process that are not in ``before`` (what a runtime just started, such as a local
+    Ray node: its GCS, raylet, dashboard and agents): when this process dies, even by SIGKILL, they are stopped.
+
+    Args:
+        before: :func:`descendants` taken just before the runtime started (other engines' processes and watchers are
+            left to their own watchers).
+
+    Returns:
+        The :class:`Reaper` (close it after shutting the runtime down), or None when nothing new was started.
+    """
+    return watch(descendants() - set(before))

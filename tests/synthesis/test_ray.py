@@ -255,3 +255,62 @@ def test_the_driver_learns_an_engine_fingerprint_from_a_ray_task_and_starts_no_e
     local = spec.lazy()
     generate_answers(rows, local, work_dir=str(tmp_path / "ray"), chunk_size=2, batch_size=2)
     assert not local.started, "the same cache keys: a local rerun finds every chunk"
+
+
+_DRIVER = r"""
+import json, time, psutil, ray
+from xl_suite.reaper import descendants, watch_started
+from xl_suite.synthesis.ray import ray_init_kwargs
+before = descendants()
+ray.init(**ray_init_kwargs(num_cpus=2))
+started = sorted(descendants() - before)
+if REAP:
+    reaper = watch_started(before)
+print(json.dumps([[p, " ".join(psutil.Process(p).cmdline())[:60]] for p in started]), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("reap", [True, False])
+def test_no_ray_process_outlives_a_killed_driver_that_started_the_runtime(reap, tmp_path):
+    """A driver that started a local Ray runtime is killed with SIGKILL: Ray's dashboard and runtime-env agents used to
+    live on (the rest of the node shares the driver's fate); the reaper stops every process the runtime started."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    code = f"REAP = {reap}\n" + _DRIVER
+    driver = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        started = json.loads(driver.stdout.readline())
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert any("DashboardAgent" in cmd for _, cmd in started), started
+
+    def alive():
+        out = []
+        for pid, cmd in started:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    out.append((pid, cmd))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = alive()
+    for pid, _ in left:  # this test's own leftovers
+        os.kill(pid, signal.SIGKILL)
+    if reap:
+        assert not left, left
+    else:  # what happened without the reaper (shows the test can fail): the agents outlived the driver
+        assert {cmd.split()[0] for _, cmd in left} >= {"ray::DashboardAgent"}, left
