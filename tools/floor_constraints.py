@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: Extras whose dependencies are installed at their floors too (small, pure-Python or wheels for every platform).
-LIGHT_EXTRAS = ("synthesis", "languages", "eval")
+LIGHT_EXTRAS = ("synthesis", "languages", "eval", "openai")
 _REQ = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(?P<spec>[^;#]*)")
 
 
