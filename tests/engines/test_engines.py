@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -117,8 +119,7 @@ def test_no_chat_template_is_refused_before_the_engine_starts(tiny_model_dir, tm
 def test_closed_vllm_generator_refuses_work():
     from xl_suite.engines.vllm_engine import VLLMGenerator
 
-    closed = object.__new__(VLLMGenerator)  # the state close() leaves behind, without paying for an engine
-    closed._llm = None
+    closed = object.__new__(VLLMGenerator)  # no engine, as after close(), without paying for one
     closed.close()  # idempotent
     assert closed.closed
     with pytest.raises(GenerationError, match="closed"):
@@ -265,6 +266,50 @@ def test_vllm_calls_from_threads_share_the_engine_and_match_sequential_calls(vll
         t.join(120)
     assert not errors and results == sequential
     assert overlap[0] > 1, "the calls were in flight together"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_async_engine_on_one_loop_changes_nothing_process_wide(vllm_generator):
+    """vLLM's async engine, driven from one event-loop thread; the interpreter's settings stay the user's."""
+    import signal
+    import sys
+
+    import vllm
+
+    assert sys.getswitchinterval() == 0.005, "Python's default switch interval: the backend must not change it"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if hasattr(signal, "pthread_sigmask"):
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "Ctrl-C still reaches the caller"
+    assert isinstance(vllm_generator._engine, vllm.AsyncLLMEngine)
+    assert vllm_generator._loop.thread.is_alive() and vllm_generator._loop.thread is not threading.main_thread()
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the signal masks in /proc (Linux)")
+def test_vllm_engine_processes_leave_ctrl_c_to_the_program(vllm_generator):
+    """A terminal's Ctrl-C goes to the whole process group: the engine's processes must not stop on it (the program
+    shuts the engine down), or the calls in flight fail with vLLM's "EngineCore encountered an issue"."""
+    import signal
+
+    assert vllm_generator.engine_pids
+    for pid in vllm_generator.engine_pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        blocked = int(next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1], 16)
+        assert blocked & (1 << (signal.SIGINT - 1)), f"engine process {pid} takes SIGINT:\n{status}"
+
+
+@pytest.mark.slow
+@pytest.mark.vllm
+def test_vllm_one_call_baseline_gives_what_generate_gives(vllm_generator):
+    sampling = SamplingConfig(n=2, temperature=1.0, max_tokens=10, seed=5)
+    before = vllm_generator.stream_stats()
+    baseline = vllm_generator.generate_in_one_call(CONVERSATIONS, sampling)
+    assert _texts(baseline) == _texts(vllm_generator.generate(CONVERSATIONS, sampling))
+    after = vllm_generator.stream_stats()
+    assert after["requests"] - before["requests"] == 2 * len(CONVERSATIONS)
+    assert after["busy_seconds"] > before["busy_seconds"] and after["idle_seconds"] >= before["idle_seconds"]
 
 
 @pytest.mark.slow
@@ -717,26 +762,3 @@ def test_vllm_serve_n_logprobs_and_json_schema(served_generator):
             assert all(1 <= len(alts) <= 2 for alts in c.top_logprobs)
     for cands in served_generator.generate(CONVERSATIONS, SamplingConfig(max_tokens=64, json_schema=JUDGE_SCHEMA)):
         _check_judge_json(cands[0].text)
-
-
-def test_switch_interval_is_fast_while_any_engine_is_open_and_restored_after_the_last(monkeypatch):
-    import sys
-
-    from xl_suite.engines import vllm_engine
-
-    # A fresh count, whatever engines this test session holds open; the interpreter's value is put back after.
-    monkeypatch.setattr(vllm_engine, "_switching", {"open": 0, "saved": None})
-    outer, before = sys.getswitchinterval(), 0.005
-    sys.setswitchinterval(before)
-    try:
-        vllm_engine._fast_switching(True)
-        vllm_engine._fast_switching(True)
-        assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL)
-        vllm_engine._fast_switching(False)
-        assert sys.getswitchinterval() == min(before, vllm_engine._SWITCH_INTERVAL), "another engine is still open"
-        vllm_engine._fast_switching(False)
-        assert sys.getswitchinterval() == before
-        vllm_engine._fast_switching(False)  # an extra close changes nothing
-        assert sys.getswitchinterval() == before
-    finally:
-        sys.setswitchinterval(outer)

