@@ -1,10 +1,14 @@
-"""Engine processes die with their parent: SIGKILL the process that built a vLLM engine, its children must go."""
+"""Engine processes and signals: SIGKILL the process that built a vLLM engine and its children go; Ctrl-C in a terminal
+during a vLLM generate ends it cleanly."""
 
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -41,8 +45,10 @@ def test_engine_processes_die_when_the_parent_is_sigkilled(tiny_model_dir, tmp_p
     )
     pids = []
     try:
-        line = proc.stdout.readline()
-        assert line.startswith("PIDS"), f"engine did not start: {line!r}"
+        seen = []  # vLLM may log to stdout first (at INFO unless VLLM_LOGGING_LEVEL says otherwise)
+        while not (line := proc.stdout.readline()).startswith("PIDS"):
+            seen.append(line)
+            assert line, f"engine did not start: {''.join(seen)}"
         pids = [int(p) for p in line.split()[1:]]
         assert pids and all(_alive(p) for p in pids)
         proc.send_signal(signal.SIGKILL)
@@ -56,3 +62,73 @@ def test_engine_processes_die_when_the_parent_is_sigkilled(tiny_model_dir, tmp_p
         for p in pids:
             if _alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+def _read_lines(stream, lines: list) -> None:
+    """(arrival time, what stays on a terminal) per line: the text after the line's last carriage return, so a
+    progress bar that redraws itself and is cleared leaves nothing."""
+    for raw in stream:
+        lines.append((time.monotonic(), raw.decode("utf-8", "replace").rstrip("\n").split("\r")[-1]))
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@require_vllm
+@pytest.mark.vllm
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ctrl_c_during_a_vllm_generate_ends_with_exit_130_one_line_and_no_engine_left(tiny_model_dir, tmp_path, seed):
+    """Ctrl-C in a terminal: SIGINT to the whole process group (the CLI and the engine's processes) at a seeded
+    moment while the engine answers. The CLI's "interrupted" line is the only thing printed after it, exit 130, no
+    traceback from vLLM or its EngineCore, and no engine process outlives the CLI."""
+    rng = random.Random(seed)
+    source = tmp_path / "alpaca_eval.json"
+    rows = [
+        {"instruction": f"Explain topic number {k} in detail.", "output": "-", "generator": "g"} for k in range(192)
+    ]
+    source.write_text(json.dumps(rows), encoding="utf-8")
+    out = tmp_path / "answers"
+    argv = [sys.executable, "-m", "xl_suite.cli", "generate", "--backend", "vllm", "--model", str(tiny_model_dir),
+            "--config", "xl-alpacaeval-de", "--source", str(source), "--output", str(out), "--chunk-size", "32",
+            "--batch-size", "8", "--max-tokens", "512", "--temperature", "1.0",
+            "--engine-kwargs", json.dumps({"max_model_len": 1024})]  # fmt: skip
+    env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    # start_new_session: its own process group, as a terminal's foreground job
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
+                            start_new_session=True)  # fmt: skip
+    stdout, stderr = [], []
+    readers = [threading.Thread(target=_read_lines, args=(s, lines), daemon=True)
+               for s, lines in ((proc.stdout, stdout), (proc.stderr, stderr))]  # fmt: skip
+    for reader in readers:
+        reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not any((out / ".work").rglob("chunk-*.p*")):  # a first call answered: the engine is generating
+            assert proc.poll() is None, f"generate ended before the interrupt: {[line for _, line in stderr]}"
+            assert time.monotonic() < deadline, "the engine did not answer within 300 s"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
+        assert proc.poll() is None, "generate finished before the interrupt: give it more work"
+        signalled = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=120)
+        for reader in readers:
+            reader.join(10)
+        deadline = time.monotonic() + 20
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _group_alive(proc.pid), "an engine process outlived the interrupted CLI"
+    finally:
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+    everything = "\n".join(line for _, line in stdout + stderr)
+    assert proc.returncode == 130, everything
+    assert "Traceback" not in everything and "KeyboardInterrupt" not in everything, everything
+    after = [line for t, line in stdout + stderr if t >= signalled and line.strip()]
+    assert len(after) == 1 and after[0].startswith("xl-suite generate: interrupted."), everything

@@ -93,6 +93,8 @@ _CPU_MAX_BATCHED_TOKENS = 8192
 _DEFAULT_STRUCTURED_OUTPUTS = {"backend": "guidance", "disable_any_whitespace": True}
 #: Seconds ``close()`` waits for the engine to shut down and for its processes to exit.
 _CLOSE_TIMEOUT = 30.0
+#: Seconds vLLM's ``shutdown(timeout=)`` lets the EngineCore stop before it is killed (see _EngineLoop._shutdown).
+_ENGINE_SHUTDOWN_TIMEOUT = 15.0
 
 
 def _import_vllm():
@@ -306,7 +308,10 @@ class _EngineLoop:
         await asyncio.gather(*calls, return_exceptions=True)
         engine, self.engine = self.engine, None
         if engine is not None:
-            engine.shutdown()
+            # Time for the EngineCore to stop its workers itself (vLLM gives a worker 5 s, then SIGTERM): with
+            # vLLM's default 5 s the EngineCore and its workers are killed first, and a worker's shared memory is
+            # left for multiprocessing's resource tracker, which warns about it when the program exits.
+            engine.shutdown(timeout=_ENGINE_SHUTDOWN_TIMEOUT)
         current = asyncio.current_task()
         rest = [t for t in asyncio.all_tasks() if t is not current]  # the engine's own output handler
         for task in rest:
@@ -674,7 +679,12 @@ class VLLMGenerator:
             coroutine.close()
             raise GenerationError("This VLLMGenerator is closed.") from e
         try:
-            return future.result()
+            while True:
+                try:
+                    return future.result(timeout=1.0)
+                except concurrent.futures.TimeoutError:
+                    if loop.loop.is_closed():  # closed before the call ever ran on the loop
+                        raise concurrent.futures.CancelledError() from None
         except concurrent.futures.CancelledError:
             raise GenerationError("This VLLMGenerator was closed while the call was running.") from None
         except BaseException:
@@ -757,7 +767,8 @@ class VLLMGenerator:
         if _is_too_long(error):
             message = f"the prompt does not fit the context of {self.max_model_len} tokens: {error}"
             return [failed_completion(RowStatus.TOO_LONG, message)] * sampling.n
-        if self._engine.errored:
+        engine = self._engine
+        if engine is not None and engine.errored:
             raise GenerationError(f"The vLLM engine failed: {error}") from error
         raise GenerationError(f"vLLM rejected request {index} of the call: {error}") from error
 
