@@ -3,8 +3,8 @@
 Real answers vary a lot in length. An engine call that holds a batch waits for its longest answer while the
 engine's running batch drains, so pipelines that send fixed-size calls one after the other lose throughput at
 every batch, chunk and stage boundary. This benchmark forces realistic lengths and compares, stage by stage, each
-pipeline with the fastest thing vLLM can do with the same requests: one ``LLM.chat`` call holding all of that
-stage's prompts with identical per-request sampling.
+pipeline with the fastest thing vLLM can do with the same requests: one batch holding all of that stage's prompts
+with identical per-request sampling, alone on the engine (what one ``LLM.chat`` call does).
 
 * **Lengths**: the word counts of the 805 real AlpacaEval answers of GPT-4o-mini
   (``../shared/data/alpaca_eval/gpt-4o-mini-2024-07-18_outputs.json``, ``--lengths-file``), a long-tailed
@@ -20,13 +20,15 @@ stage's prompts with identical per-request sampling.
   0.1 s of ``datasets``/Arrow work per chunk whatever its size (chunk files, the schema of up to 75 columns), which a
   real chunk amortises over minutes of generation but tiny ones do not (96 seeds in chunks of 24 measured 0.82-0.97
   over four runs).
-* **raw**: every request the pipeline sent, grouped by stage, replayed as one ``LLM.chat`` call per stage
-  (:meth:`xl_suite.engines.vllm_engine.VLLMGenerator.generate_in_one_call`). ``X_vs_raw = t_raw / t_pipeline``
+* **raw**: every request the pipeline sent, grouped by stage, replayed as one batch per stage on the same engine
+  (:meth:`xl_suite.engines.vllm_engine.VLLMGenerator.generate_in_one_call`: every prompt rendered, then every
+  request sent at once, with the engine to itself, as ``LLM.chat`` does). ``X_vs_raw = t_raw / t_pipeline``
   (wall clock of the whole pipeline call, chunk files and parsing included). Goal: >= 0.95.
 
 The engine runs with prefix caching off, so no measurement profits from an earlier one. Pipeline and raw
 alternate (``--repeats``) and the best time of each is kept (the ratio of the medians is printed too: on a small
-CPU, the same ``LLM.chat`` call varies by 5-15 % from one repeat to the next).
+CPU, the same batch varies by 5-15 % from one repeat to the next). Each pipeline line also shows the engine's
+stream statistics over that run (requests sent, seconds with and without a request in the engine).
 
     OMP_NUM_THREADS=1 VLLM_CPU_KVCACHE_SPACE=1 python benchmarks/bench_longtail.py          # tiny model, CPU
     python benchmarks/bench_longtail.py --model /path/to/model --seeds 4096 --judge-prompts 805 --median-tokens 256
@@ -104,7 +106,7 @@ class ForcedLengths:
 
 
 def raw_seconds(engine, requests: dict[str, list]) -> float:
-    """One ``LLM.chat`` call per stage, holding all of that stage's requests."""
+    """One batch per stage, holding all of that stage's requests, alone on the engine."""
     t = time.perf_counter()
     for reqs in requests.values():
         engine.generate_in_one_call([c for c, _ in reqs], [s for _, s in reqs])
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
             print(
                 f"{name}: {n_requests} requests in {len(wrapped.requests)} stage(s), {tokens} forced completion "
                 f"tokens; pipeline best {min(pipeline_times):.2f} s {[round(x, 2) for x in pipeline_times]}, "
-                f"raw (one LLM.chat per stage) best {min(raw_times):.2f} s {[round(x, 2) for x in raw_times]}; "
+                f"raw (one batch per stage) best {min(raw_times):.2f} s {[round(x, 2) for x in raw_times]}; "
                 f"ratio {ratios[name]:.3f} (of the medians: "
                 f"{statistics.median(raw_times) / statistics.median(pipeline_times):.3f})",
                 flush=True,

@@ -5,7 +5,7 @@ Throughput, in one process, on one engine, with the same prompts and sampling se
 * **pipeline**: :func:`xl_suite.synthesis.synthesize` on ``--seeds-rows`` seed passages (1 language), everything
   included (template rendering, ``Dataset.map``, chunk files, parsing, language identification, output files);
 * **raw**: the prompts the pipeline sent, replayed stage by stage with ``generator.generate`` on all of a stage's
-  prompts at once (for vLLM: one ``LLM.chat`` call per stage);
+  prompts at once (for vLLM: one call per stage, its requests all sent at once);
 * **per row**: the same prompts through ``Dataset.map(batched=False)``, one engine call per prompt.
 
 Because the prompts and outputs are the same, throughput ratios are time ratios: ``ratio_vs_raw = t_raw /
