@@ -41,8 +41,8 @@ _SKIP = {str(Path(__file__).resolve())}
 #: they are on) and every call of datasets' enable/disable_progress_bars() by library code is reported; the CLI
 #: (xl_suite/cli.py, xl_suite/commands/) may toggle it for a command's duration if it puts it back.
 CHECK_PROGRESS_BARS = True
-#: The thread switch interval is compared once the vLLM backend no longer sets it (owner: "vllm", issue 18).
-CHECK_SWITCH_INTERVAL = False
+#: The thread switch interval is compared (the vLLM backend no longer sets it: it runs on vLLM's async engine).
+CHECK_SWITCH_INTERVAL = True
 
 _env_writers: dict[str, str] = {}  # key -> file of the code that last wrote or deleted it
 _filter_writers: dict[tuple, str] = {}  # warnings filter entry -> file of the code that added it
