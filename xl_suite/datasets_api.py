@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import re
 import warnings
 
-from xl_suite.errors import InvalidArgumentError
+from xl_suite.errors import CacheError, InvalidArgumentError
 from xl_suite.languages import get_language, language_fingerprint, list_languages
 
 
@@ -78,16 +80,34 @@ def get_builder(config_name: str, *, cache_dir: str | None = None, **config_kwar
         version = language_fingerprint([lang] if lang != "all" else kwargs.get("languages") or ())
         if version:  # only a language that is not built in changes the config id (and so the cache folder)
             kwargs["language_version"] = version
-    if config_name in names:
-        builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
-    elif lang == "all":
+    if config_name not in names and lang == "all":
         raise InvalidArgumentError(f"Config {config_name!r} does not exist. Valid configs: {list_configs()}")
-    else:
-        builder = builder_cls(
-            cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family, **kwargs
-        )
+    with _writable_cache(cache_dir):
+        if config_name in names:
+            builder = builder_cls(config_name=config_name, cache_dir=cache_dir, **kwargs)
+        else:
+            builder = builder_cls(
+                cache_dir=cache_dir, name=config_name, language=lang, variant=variant, family=family, **kwargs
+            )
     builder.config.validate()  # datasets applies overrides with setattr, bypassing __post_init__
     return builder
+
+
+@contextlib.contextmanager
+def _writable_cache(cache_dir: str | None):
+    """Turn "cannot write the datasets cache" (a read-only HF_HOME, a full disk) into one error naming the fix."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC) or isinstance(e, FileNotFoundError):
+            raise
+        where = e.filename or cache_dir or "the datasets cache"
+        how = (
+            "pass a writable cache_dir="
+            if cache_dir
+            else "set HF_DATASETS_CACHE (or HF_HOME) to a writable folder, or pass cache_dir= in Python"
+        )
+        raise CacheError(f"Cannot write the datasets cache {str(where)!r} ({e.strerror}): {how}.") from None
 
 
 def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
@@ -144,7 +164,8 @@ def load_xl_suite(config_name: str, *, split: str | None = None, cache_dir: str 
 
     builder = get_builder(config_name, cache_dir=cache_dir, **config_kwargs)
     try:
-        builder.download_and_prepare()
+        with _writable_cache(cache_dir):
+            builder.download_and_prepare()
     except DatasetGenerationError as e:
         # datasets wraps errors raised while generating; surface our own clear source errors as they are.
         cause = e.__cause__

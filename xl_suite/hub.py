@@ -359,6 +359,11 @@ def publish_config(
     if not isinstance(repo_id, str) or not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo_id):
         raise InvalidArgumentError(f"REPO_ID must look like 'namespace/name', got {repo_id!r}.")
     parse_config_name(config_name)  # an unknown config or language: the error lists the valid ones
+    if from_dir is not None and source is not None:
+        raise InvalidArgumentError(
+            f"Pass --from-dir or --source, not both (got --from-dir {str(from_dir)!r} and --source {str(source)!r}): "
+            "--from-dir takes the config as exported in that folder, --source builds it from that source."
+        )
     if from_dir is not None:
         from xl_suite.errors import SourceNotFoundError
 

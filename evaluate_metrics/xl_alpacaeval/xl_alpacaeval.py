@@ -163,6 +163,8 @@ class XlAlpacaeval(evaluate.Metric):
             and self.judge is None
         )
         if not fidelity_only:
+            if predictions is not None and len(predictions) == 0:  # evaluate itself fails on empty inputs
+                raise ValueError("No predictions given: pass at least one answer (predictions=[...]).")
             return super().compute(predictions=predictions, references=references, **kwargs)
         unknown = sorted(set(kwargs) - {"languages", "instructions", "judge"})
         if unknown:

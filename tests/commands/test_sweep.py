@@ -193,6 +193,12 @@ CASES = [
     ("languages", "unknown value", ["languages", "list", "--format", "xml"], "xml"),
     ("push", "unknown value", ["push", "me/repo", "--config", "nope-zz", "--from-dir", "{dir}"], "nope-zz"),
     ("push", "unknown value", ["push", "me/repo", "--config", "xl-alpacaeval-de", "--from-dir", "{dir}"], "offline"),
+    (
+        "push",
+        "conflicting flags",
+        ["push", "me/repo", "--config", "xl-alpacaeval-de", "--from-dir", "{dir}", "--source", "{alpaca}"],
+        "not both",
+    ),
     # negative and NaN numbers
     ("generate", "bad number", [*GEN, "--output", "{out}", "--limit", "-3"], "-3"),
     ("generate", "bad number", [*GEN, "--output", "{out}", "--temperature", "nan"], "nan"),

@@ -304,3 +304,33 @@ def test_generate_load_and_export_serve_the_corrected_request(tmp_path, capsys, 
 
     exported = datasets.load_dataset(str(tmp_path / "x"), "xl-alpacaeval-gsw", split="test")
     assert all(x.endswith("(neu).") for x in exported["instruction"])
+
+
+def test_a_read_only_datasets_cache_is_one_clear_error(tmp_path, monkeypatch, capsys):
+    """A read-only HF_HOME (or HF_DATASETS_CACHE): generate and export name the folder and the fix, no traceback."""
+    import errno
+    import json
+    import os
+
+    from xl_suite.cli import main
+
+    read_only = tmp_path / "ro"
+    real_makedirs = os.makedirs
+
+    def makedirs(path, *args, **kwargs):  # root writes anywhere: the file system's answer, as a user would get it
+        if str(path).startswith(str(read_only)):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(read_only / "datasets"))
+    monkeypatch.setattr("datasets.config.HF_DATASETS_CACHE", str(read_only / "datasets"))
+    source = tmp_path / "a.json"
+    source.write_text(json.dumps([{"instruction": "Explain topic 1.", "output": "x"}]), encoding="utf-8")
+    gen = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de", "--source", str(source)]
+    for argv in ([*gen, "--output", str(tmp_path / "o")], ["export", str(tmp_path / "x"), "--languages", "de",
+                                                          "--alpaca-eval", str(source)]):  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Cannot write the datasets cache" in err and "Read-only file system" in err
+        assert "HF_DATASETS_CACHE" in err

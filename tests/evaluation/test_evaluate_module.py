@@ -318,3 +318,18 @@ def test_loads_from_a_hub_space(tmp_path):
     assert out["fidelity"] == 50.0
     assert {"xl_alpacaeval.py", "requirements.txt", "README.md", "app.py"} <= set(out["files"])
     assert any(p.endswith("/xl_alpacaeval.py") for p in fetched), fetched  # served by the stand-in, not a checkout
+
+
+def test_a_judge_given_by_name_or_empty_inputs_are_one_clear_error():
+    """The README invites `judge=` a preset such as gpt-4o: a name is not an engine, and the error says how to get
+    one; empty lists fail inside evaluate itself, so the metric says what is missing first."""
+    metric = evaluate.load(METRIC)
+    with pytest.raises(ValueError, match=r"judge='gpt-4o' is a name.*load_preset\('gpt-4o'\)\.build_judge\(\)") as err:
+        metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS, judge="gpt-4o")
+    assert "evaluate.load('evaluate_metrics/xl_alpacaeval', 'gpt-4o')" in str(err.value)
+    with pytest.raises(ValueError, match=r"judge='my/model' is a name.*judge_model='my/model'"):
+        evaluate.load(METRIC, judge="my/model").compute(
+            predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS
+        )
+    with pytest.raises(ValueError, match="No predictions given"):
+        metric.compute(predictions=[], references=[], instructions=[], languages=[], judge=FakeGenerator(always_a))

@@ -257,3 +257,19 @@ def test_metric_callback_logs_fidelity_and_judge_win_rate(tiny_model_dir):
     assert callback.history[0]["step"] == 3 and len(callback.history[0]["answers"]) == 2
     with pytest.raises(InvalidArgumentError, match="one reference per prompt"):
         XlMetricCallback(trainer, prompts, ["de", "mt"], judge=FakeGenerator())
+
+
+@pytest.mark.parametrize("missing", [None, math.nan])
+def test_missing_values_from_the_dataset_are_one_clear_error(missing):
+    """None/NaN (a pandas gap) in a prompt, completion, reference or language: an error naming the position."""
+    reward = XlAlpacaEvalRewardFunc(FakeGenerator(lambda m, i, s: '{"winner": "tie"}'))
+    ok = {"prompts": ["Q?", "Q2?"], "completions": ["A", "B"], "reference": ["R", "S"], "language": ["de", "de"]}
+    for column, label in (("prompts", "prompts"), ("completions", "completions"), ("reference", "reference")):
+        bad = {**ok, column: [ok[column][0], missing]}
+        with pytest.raises(InvalidArgumentError, match=rf"^{label}\[1\] is {missing}, not a string"):
+            reward(**bad)
+    with pytest.raises(InvalidArgumentError, match=rf"^language\[1\] is {missing}, not a language code"):
+        reward(**{**ok, "language": ["de", missing]})
+    judge = XlAlpacaEvalPairwiseJudge(FakeGenerator(lambda m, i, s: '{"winner": "A"}'), language="de")
+    with pytest.raises(InvalidArgumentError, match=r"^completions\[0\]\[1\] is"):
+        judge.judge(["Q?"], [["A", missing]])

@@ -413,6 +413,36 @@ def _fidelity_result(items: _Items, model_name: str | None, preset: str | None) 
     return EvaluationResult(table={}, per_sample=per_sample, meta=meta, inputs=inputs), fid
 
 
+def _check_judge(judge) -> None:
+    """A judge is an engine (a :class:`~xl_suite.engines.base.Generator`); a preset or model name is not one.
+
+    >>> _check_judge("gpt-4o")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: judge='gpt-4o' is a name, not a judge engine: ...
+    """
+    if callable(getattr(judge, "generate", None)) and hasattr(judge, "model"):
+        return
+    if isinstance(judge, str):
+        from xl_suite.evaluation.presets import list_presets
+
+        if judge in list_presets():
+            how = (
+                f"judge=xl_suite.load_preset({judge!r}).build_judge(), or, with the metric, load the preset as its "
+                f"config: evaluate.load('evaluate_metrics/xl_alpacaeval', {judge!r})"
+            )
+        else:
+            how = (
+                f"judge=xl_suite.load_preset('local-vllm', judge_model={judge!r}).build_judge() (a local model), or "
+                "a preset's judge (presets: " + ", ".join(list_presets()) + ")"
+            )
+        raise InvalidArgumentError(f"judge={judge!r} is a name, not a judge engine: pass {how}.")
+    raise InvalidArgumentError(
+        f"judge must be a judge engine (an xl_suite generator with .generate() and .model, e.g. "
+        f"xl_suite.load_preset('gpt-4o').build_judge()), got {type(judge).__name__}: {judge!r:.80}."
+    )
+
+
 def _jury(judge, config) -> tuple[list, list[JudgeConfig]]:
     """The judges (none, one, or a jury) and one config per judge (at least one, for the tables)."""
     if judge is None:
@@ -429,6 +459,8 @@ def _jury(judge, config) -> tuple[list, list[JudgeConfig]]:
             )
     else:
         configs = [config or JudgeConfig()] * max(1, len(judges))
+    for j in judges:
+        _check_judge(j)
     names = [j.model for j in judges]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:

@@ -102,7 +102,23 @@ def trl_pairwise_judge_base() -> type | None:
     return None
 
 
-def prompt_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
+def _missing(value, what: str) -> None:
+    """One clear error for a value that is neither a string nor a list of messages (None, NaN, a number...)."""
+    if isinstance(value, str) or (
+        isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)) and value is not None
+    ):
+        return
+    hint = (
+        " (NaN: the dataset row has no value there; drop or fill such rows)"
+        if isinstance(value, float) and math.isnan(value)
+        else " (the dataset row has no value there; drop or fill such rows)"
+        if value is None
+        else ""
+    )
+    raise InvalidArgumentError(f"{what} is {value!r}, not a string or a list of chat messages{hint}.")
+
+
+def prompt_text(prompt: str | Sequence[Mapping[str, Any]], what: str = "prompt") -> str:
     """The instruction a TRL prompt holds: the string itself, or the last user turn of a conversational prompt.
 
     >>> prompt_text("Write a haiku.")
@@ -113,7 +129,12 @@ def prompt_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
     Traceback (most recent call last):
     ...
     xl_suite.errors.InvalidArgumentError: A conversational prompt has no user turn: [{'role': 'assistant', 'content': 'x'}]
+    >>> prompt_text(None, "prompts[2]")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: prompts[2] is None, not a string or a list of chat messages (the dataset row has no value there; drop or fill such rows).
     """
+    _missing(prompt, what)
     if isinstance(prompt, str):
         return prompt
     users = [m.get("content") for m in prompt if isinstance(m, Mapping) and m.get("role") == "user"]
@@ -122,12 +143,17 @@ def prompt_text(prompt: str | Sequence[Mapping[str, Any]]) -> str:
     return users[-1]
 
 
-def completion_text(completion: str | Sequence[Mapping[str, Any]]) -> str:
+def completion_text(completion: str | Sequence[Mapping[str, Any]], what: str = "completion") -> str:
     """The text of a TRL completion: the string itself, or the content of a conversational completion's messages.
 
     >>> completion_text("Bonjour"), completion_text([{"role": "assistant", "content": "Hallo"}])
     ('Bonjour', 'Hallo')
+    >>> completion_text(float("nan"), "reference[0]")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: reference[0] is nan, not a string or a list of chat messages (NaN: the dataset row has no value there; drop or fill such rows).
     """
+    _missing(completion, what)
     if isinstance(completion, str):
         return completion
     parts = []
@@ -288,9 +314,9 @@ class XlAlpacaEvalPairwiseJudge(_JudgeBase):
                 raise InvalidArgumentError(f"completions[{i}] must be a pair [first, second], got {pair!r}.")
         if not prompts:
             return []
-        instructions = [prompt_text(p) for p in prompts]
-        firsts = [completion_text(c[0]) for c in completions]
-        seconds = [completion_text(c[1]) for c in completions]
+        instructions = [prompt_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)]
+        firsts = [completion_text(c[0], f"completions[{i}][0]") for i, c in enumerate(completions)]
+        seconds = [completion_text(c[1], f"completions[{i}][1]") for i, c in enumerate(completions)]
         languages = self.languages_for(prompts)
         prefs: list[float | None] = [None] * len(prompts)
         # judge_pairwise needs a non-empty second answer; an empty second loses to a non-empty first by rule.
@@ -392,9 +418,19 @@ class XlAlpacaEvalRewardFunc(_JudgeBase):
                 )
         if not prompts:
             return []
+        if len(references) != len(prompts) or len(languages) != len(prompts):
+            raise InvalidArgumentError(
+                f"{len(prompts)} prompts but {len(references)} references and {len(languages)} languages."
+            )
+        for i, code in enumerate(languages):
+            if not isinstance(code, str):
+                raise InvalidArgumentError(
+                    f"{self.language_column}[{i}] is {code!r}, not a language code: every training row needs its "
+                    "target language (drop or fill rows without one, or pass language='<code>')."
+                )
         return self._judge(
-            [prompt_text(p) for p in prompts],
-            [completion_text(c) for c in completions],
-            [completion_text(r) for r in references],
+            [prompt_text(p, f"prompts[{i}]") for i, p in enumerate(prompts)],
+            [completion_text(c, f"completions[{i}]") for i, c in enumerate(completions)],
+            [completion_text(r, f"{self.reference_column}[{i}]") for i, r in enumerate(references)],
             list(languages),
         )
