@@ -171,3 +171,38 @@ def test_truncate_prompts_from_a_config_file(tmp_path):
     _, parser = _subparser("generate")
     args = apply_config_file(parser, MINIMAL["generate"][0], str(path))
     assert engine_spec(args).engine_kwargs == {"truncate_prompts": True}
+
+
+# -- config files are checked like flags (issue 20) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("dry_run: 'false'\n", "dry_run must be true or false (a YAML boolean, not a string), got 'false'"),
+        ("chunk_size: 1.5\n", "chunk_size must be an integer, got 1.5"),
+        ("temperature: hot\n", "temperature must be a number, got 'hot'"),
+    ],
+)
+def test_config_file_values_are_checked_like_flags(tmp_path, capsys, text, message):
+    """Old code: dry_run: 'false' (a string) made a dry run; chunk_size 1.5 failed late."""
+    import json
+
+    from xl_suite.cli import main
+
+    src = tmp_path / "alpaca_eval.json"
+    src.write_text(json.dumps([{"instruction": f"Explain topic {k}.", "output": "x"} for k in range(3)]))
+    job = tmp_path / "job.yaml"
+    job.write_text(text)
+    argv = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de", "--source", str(src)]
+    rc = main([*argv, "--output", str(tmp_path / "o"), "--config-file", str(job)])
+    out, err = capsys.readouterr()
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert "dry run" not in out and not (tmp_path / "o").exists()
+
+
+def test_a_python_config_file_takes_booleans_only(tmp_path):
+    job = tmp_path / "job.yaml"
+    job.write_text("languages: [mt]\ndedup: 'no'\n")
+    with pytest.raises(InvalidArgumentError, match="dedup must be true or false"):
+        SynthesisConfig.from_file(job)

@@ -84,27 +84,122 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _interrupted(args: argparse.Namespace) -> str:
+def _interrupted(args: argparse.Namespace | None, command: str | None = None) -> str:
     """What an interrupted command saved, and how to go on (one sentence)."""
+    command = getattr(args, "command", None) or command
     output = getattr(args, "output", None)
     cache = {
         "synthesize": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.xl_suite_work"),
         "generate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
         "translate": getattr(args, "work_dir", None) or (output and f"{str(output).rstrip('/')}/.work"),
         "evaluate": getattr(args, "cache_dir", None) or (output and f"{str(output).rstrip('/')}/annotations"),
-    }.get(args.command)
+    }.get(command or "")
     if cache:
         return f"Finished chunks are saved in {cache}; rerun the same command to resume from them."
-    if args.command == "demo":
-        return "Finished chunks are saved under --output-dir; rerun the same command to resume from them."
+    if command in ("demo", "finetune") and getattr(args, "output_dir", None):
+        return (
+            f"Finished work is saved in {args.output_dir}; rerun the same command to resume from it (it reuses "
+            "every finished chunk)."
+        )
+    if command in ("export", "leaderboard", "compare-judges", "languages"):
+        return "Nothing was changed (files are replaced only once complete); rerun the same command."
     return "Rerun the same command to start it again."
 
 
+class _InterruptWatch:
+    """While the CLI runs: note when Ctrl-C (SIGINT) arrived, so that an error it caused (an engine process that
+    died of the same signal) is reported as the interruption it is; and after it, ignore further Ctrl-C while the
+    one line is printed. Restores the previous handler on exit (``main`` may run inside another program)."""
+
+    def __init__(self, *, keep_quiet: bool = False):
+        self.seen = False
+        self.keep_quiet = keep_quiet  # the process exits after main: a late Ctrl-C must not interrupt its exit
+        self._previous = None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.getsignal(signal.SIGINT)
+            if self._previous is signal.default_int_handler:
+                signal.signal(signal.SIGINT, self._handler)
+            else:
+                self._previous = None  # someone else handles SIGINT: leave it alone
+        return self
+
+    def _handler(self, signum, frame):
+        if self.seen:  # a second Ctrl-C, or the same one re-raised by a library (pyarrow's stop handler chains the
+            return  # signal on): the first is being reported; a second KeyboardInterrupt would escape the report
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def quiet(self) -> None:
+        """Ignore further Ctrl-C (while reporting the first); undone by ``__exit__``."""
+        import signal
+        import threading
+
+        self.seen = True
+        if self._previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if self.keep_quiet else self._previous)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def _report_interrupt(watch: _InterruptWatch, args, argv: list[str]) -> int:
+    watch.quiet()
+    command = getattr(args, "command", None) or _command_of(argv) or ""
+    sys.stderr.write(f"\nxl-suite {command}: interrupted. {_interrupted(args, command)}\n".replace(" :", ":"))
+    sys.stderr.flush()
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``xl-suite`` console script."""
-    parser = build_parser()
+    """Entry point of the ``xl-suite`` console script.
+
+    Ctrl-C at any moment, start-up included, ends with exit status 130 and one line saying what is saved; an error
+    that the interruption caused (an engine process stopped by the same signal) is reported as the interruption.
+    """
+    program = argv is None  # the process's own entry point (console script, python -m): it exits right after
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    with _InterruptWatch(keep_quiet=program) as watch:
+        args = None
+        try:
+            parser = build_parser()
+            args = parser.parse_args(argv)
+            code = _main(args, argv, watch)
+        except KeyboardInterrupt:
+            code = _report_interrupt(watch, args, argv)
+    if program and watch.seen:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End an interrupted program at once, its report printed and every ``finally`` run (engines closed, files
+    moved into place): the interpreter's own shutdown would restore the default SIGINT action while library threads
+    (pyarrow's stop handler, engine processes) may still pass the signal on, which killed 1 in ~15 interrupted runs
+    with no message after ours."""
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def _main(args: argparse.Namespace, argv: list[str], watch) -> int:
     from xl_suite.utils import logging as xl_logging
 
     state = xl_logging.LoggingState.capture()
@@ -119,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         with _vllm_log_level(None if args.verbose else "ERROR"):
-            return _run(args, argv)
+            return _run(args, argv, watch)
     finally:
         state.restore()
 
@@ -138,7 +233,7 @@ def _vllm_log_level(level: str | None):
             del os.environ["VLLM_LOGGING_LEVEL"]
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace, argv: list[str], watch) -> int:
     from xl_suite.errors import XlSuiteError
 
     try:
@@ -151,6 +246,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 setattr(args, key, value)
         return int(args._run(args) or 0)
     except XlSuiteError as e:  # a problem the user can fix: one line that names the fix (-v: the traceback first)
+        if watch.seen:  # caused by Ctrl-C (an engine stopped by the same signal): it is the interruption
+            return _report_interrupt(watch, args, argv)
         from xl_suite.safety import scrub_secrets
 
         if args.verbose:
@@ -159,9 +256,10 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"xl-suite {args.command}: error: {message}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print(f"xl-suite {args.command}: interrupted. {_interrupted(args)}", file=sys.stderr)
-        return 130
+        return _report_interrupt(watch, args, argv)
     except Exception as e:  # anything else is a bug in xl-suite: show it in full
+        if watch.seen:  # ...unless Ctrl-C caused it (an engine or worker stopped by the same signal)
+            return _report_interrupt(watch, args, argv)
         print(
             f"xl-suite {args.command}: internal error (a bug in xl-suite; please report it with the traceback below):",
             file=sys.stderr,

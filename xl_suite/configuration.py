@@ -220,6 +220,18 @@ def from_mapping(cls, data: Mapping[str, Any], *, source: str):
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise InvalidArgumentError(f"{source}: unknown keys {unknown}. Allowed keys: {sorted(allowed)}.")
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data or data[f.name] is None:
+            continue
+        typ, _ = _base_type(hints[f.name], cls)
+        value = data[f.name]
+        if typ is bool and not isinstance(value, bool):
+            raise InvalidArgumentError(
+                f"{source}: {f.name} must be true or false (a YAML boolean, not a string), got {value!r}."
+            )
+        if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidArgumentError(f"{source}: {f.name} must be an integer, got {value!r}.")
     try:
         return cls(**dict(data))
     except TypeError as e:
@@ -243,7 +255,9 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], path: st
     if unknown:
         raise InvalidArgumentError(f"Config file {path!r}: unknown keys {unknown}. Allowed keys: {sorted(known)}.")
     repeatable = {a.dest for a in parser._actions if isinstance(a, argparse._AppendAction)}
+    actions = {a.dest: a for a in parser._actions}
     for key, value in data.items():
+        data[key] = value = _file_value(actions[key], value, path)
         if key in repeatable:  # a repeatable flag (--template STAGE=PATH): a list, or a mapping of STAGE: PATH
             if isinstance(value, dict):
                 value = [f"{k}={v}" for k, v in value.items()]
@@ -254,6 +268,49 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str], path: st
             data[key] = json.dumps(value)
     parser.set_defaults(**data)
     return parser.parse_args(argv)
+
+
+def _file_value(action: argparse.Action, value: Any, path) -> Any:
+    """A config file's value for ``action``, checked as the flag's text would be: a switch takes a real boolean
+    (``dry_run: 'false'``, a string, would otherwise mean true), a number flag a number of its type, a choice one
+    of its choices.
+
+    >>> p = argparse.ArgumentParser()
+    >>> a = p.add_argument("--chunk-size", type=int)
+    >>> _file_value(a, 1.5, "job.yaml")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: Config file 'job.yaml': chunk_size must be an integer, got 1.5.
+    >>> b = p.add_argument("--dry-run", action="store_true")
+    >>> _file_value(b, "false", "job.yaml")
+    Traceback (most recent call last):
+    ...
+    xl_suite.errors.InvalidArgumentError: Config file 'job.yaml': dry_run must be true or false (a YAML boolean, not a string), got 'false'.
+    """
+    name = action.dest
+    if value is None:
+        return value
+    if isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction | argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise InvalidArgumentError(
+                f"Config file {str(path)!r}: {name} must be true or false (a YAML boolean, not a string), got "
+                f"{value!r}."
+            )
+        return value
+    if action.type in (int, float, _float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or (action.type is int and value != int(value))
+        ):
+            kind = "an integer" if action.type is int else "a number"
+            raise InvalidArgumentError(f"Config file {str(path)!r}: {name} must be {kind}, got {value!r}.")
+        value = int(value) if action.type is int else float(value)
+    if action.choices is not None and not isinstance(value, list | tuple | dict) and value not in action.choices:
+        raise InvalidArgumentError(
+            f"Config file {str(path)!r}: {name} must be one of {list(action.choices)}, got {value!r}."
+        )
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -564,3 +564,60 @@ def test_translate_uses_the_new_definition_not_its_cache(gsw, tmp_path):
     # a built-in language keeps its cache keys (no definition enters them)
     de = translate_prompts(prompts, FakeGenerator(_echo_system), "de", work_dir=str(tmp_path))
     assert de["de"]["translation_status"] == ["ok"]
+
+
+# -- evaluate's inputs checked before any judge (issue 20) -----------------------------------------------------
+
+_FEW = [{"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}."} for k in range(6)]
+
+
+def _answers(tmp_path, capsys, *extra, out="ans"):
+    src = tmp_path / "alpaca_eval.json"
+    src.write_text(json.dumps(_FEW), encoding="utf-8")
+    argv = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de", "--source", str(src)]
+    assert main([*argv, "--output", str(tmp_path / out), *extra]) == 0
+    capsys.readouterr()
+    return tmp_path / out
+
+
+@pytest.mark.parametrize(
+    ("name", "text"), [("p.json", "{bad json"), ("p.yaml", "judge_model: [1, 2\n"), ("q.yaml", "- a\n")]
+)
+def test_a_malformed_preset_file_is_one_line(tmp_path, capsys, name, text):
+    ans, refs = _answers(tmp_path, capsys), _answers(tmp_path, capsys, "--as-reference", out="refs")
+    preset = tmp_path / name
+    preset.write_text(text)
+    argv = ["evaluate", "--model-outputs", str(ans), "--references", str(refs), "--judge-preset", str(preset)]
+    rc = main([*argv, "--output", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"Preset file {str(preset)!r}" in err and "Traceback" not in err
+
+
+def test_an_answers_file_without_output_is_an_error_not_a_zero_report(tmp_path, capsys):
+    """Old code: a 0 % fidelity report and exit 0."""
+    rows = [json.loads(x) for x in (_answers(tmp_path, capsys) / "xl-alpacaeval-de.jsonl").read_text().splitlines()]
+    bad = tmp_path / "no_output.jsonl"
+    bad.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "output"}) + "\n" for r in rows))
+    rc = main(["evaluate", "--model-outputs", str(bad), "--output", str(tmp_path / "r")])
+    assert rc == 2 and "6 of 6 rows have no 'output' column" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_english_references_for_a_target_language_are_warned_about(tmp_path, capsys):
+    """Old code: alpaca_eval's English outputs were accepted as --language de references without a word."""
+    ans = _answers(tmp_path, capsys)
+    refs = tmp_path / "refs.json"
+    refs.write_text(
+        json.dumps(
+            [{**r, "output": f"This is a long English reference answer about topic {k}."} for k, r in enumerate(_FEW)]
+        )
+    )
+    argv = ["evaluate", "--model-outputs", str(ans), "--references", str(refs), "--language", "de"]
+    argv += ["--alpaca-eval-source", str(tmp_path / "alpaca_eval.json"), "--judge-backend", "fake", "--no-rubric"]
+    argv += ["--judge-model", "j", "--judge-engine-kwargs", json.dumps({"reply": json.dumps({"winner": "A"})})]
+    rc = main([*argv, "--n-resamples", "10", "--output", str(tmp_path / "r")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "warning: the references for de are mostly not in German (language fidelity 0%; identified: en 6)" in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert any("references for de are mostly not in German" in w for w in summary["meta"]["warnings"])

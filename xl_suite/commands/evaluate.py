@@ -75,6 +75,8 @@ def run(args) -> int:
         raise InvalidArgumentError("--judge-backend needs --judge-model (or --judge-preset).")
     model_rows, alpaca_eval_info = _read_alpaca_eval(model_rows, job, what=job.model_outputs)
     annotated = alpaca_eval_info is not None and alpaca_eval_info["kind"] == "annotations"
+    if not annotated:
+        _require_output_column(model_rows, job.model_outputs)
     if annotated and use_judge:
         raise InvalidArgumentError(
             f"{job.model_outputs!r} is an alpaca_eval annotations file: its judgments are "
@@ -89,6 +91,7 @@ def run(args) -> int:
 
     preset = judge = None
     presets: list = []
+    warnings: list[str] = []
     if use_judge:
         if not job.references:
             raise InvalidArgumentError("A judge compares answers with references: pass --references DIR_OR_FILE.")
@@ -100,6 +103,9 @@ def run(args) -> int:
                 f"{len(missing)} row(s) have no instruction (e.g. {missing[:3]}); the judge needs the "
                 "prompt. Use outputs written by `xl-suite generate`, which keep it."
             )
+        for warning in reference_language_warnings(rows):  # before any judge starts; also in the report
+            print(f"warning: {warning}")
+            warnings.append(warning)
         presets = _presets(job, judge_spec)
         preset = presets[0]
         paid = any(p.judge_backend == "openai" for p in presets)
@@ -174,6 +180,7 @@ def run(args) -> int:
                 alpaca_eval_info,
                 out,
                 claim,
+                warnings,
             )
 
 
@@ -245,7 +252,19 @@ def _settings(job, judge_spec, preset) -> dict:
 
 
 def _evaluate_locked(
-    job, rows, model_rows, judge, presets, annotated, annotators, model_name, cache_dir, alpaca_eval_info, out, claim
+    job,
+    rows,
+    model_rows,
+    judge,
+    presets,
+    annotated,
+    annotators,
+    model_name,
+    cache_dir,
+    alpaca_eval_info,
+    out,
+    claim,
+    warnings=(),
 ) -> int:
     from xl_suite.evaluation import evaluate_responses, write_report
 
@@ -276,6 +295,7 @@ def _evaluate_locked(
     describe_items(result, rows if judge is not None else model_rows)  # dataset, generators for alpaca_eval's files
     if annotated:  # alpaca_eval's own length_controlled_v1 where it applies (its df_gamed.csv in the HF cache)
         add_length_controlled_v1(result, model_rows)
+    result.meta.setdefault("warnings", []).extend(warnings)
     if alpaca_eval_info is not None:
         result.meta["alpaca_eval"] = alpaca_eval_info
         if alpaca_eval_info["warning"]:
@@ -372,3 +392,49 @@ def _model_name(rows: list[dict], path: str) -> str:
     if len(names) == 1:
         return names.pop()
     return Path(path).stem or str(path)
+
+
+def _require_output_column(rows: list[dict], what) -> None:
+    """Every answer row has an ``output`` (a file without it would score as empty answers: 0 % fidelity)."""
+    missing = [i for i, r in enumerate(rows) if "output" not in r]
+    if missing:
+        columns = sorted({k for r in rows[:100] for k in r})
+        raise InvalidArgumentError(
+            f"{str(what)!r}: {len(missing)} of {len(rows)} rows have no 'output' column (the answers; columns: "
+            f"{columns}). Pass the answers written by xl-suite generate, or rename the answer column to 'output'."
+        )
+
+
+def reference_language_warnings(rows: list[dict], *, below: float = 50.0) -> list[str]:
+    """One warning per language whose references are mostly not in that language (e.g. alpaca_eval's English
+    outputs given as the references of ``--language de``): the paper's references are in the target language.
+
+    Args:
+        rows: aligned rows with ``reference`` and ``language``.
+        below: warn when the references' language fidelity (%) is under this.
+    """
+    from collections import Counter
+
+    from xl_suite.fidelity import language_fidelity
+    from xl_suite.languages import get_language
+
+    refs = [r.get("reference") or "" for r in rows]
+    langs = [r["language"] for r in rows]
+    if not refs:
+        return []
+    fid = language_fidelity(refs, langs)
+    out = []
+    for code, entry in fid["per_language"].items():
+        rate = entry.get("language_fidelity")
+        if entry.get("status") != "ok" or rate is None or rate != rate or rate >= below:
+            continue
+        seen = Counter(
+            d for d, lang in zip(fid["detected_language"], langs, strict=True) if get_language(lang).code == code
+        )
+        top = ", ".join(f"{d} {n}" for d, n in seen.most_common(2))
+        out.append(
+            f"the references for {code} are mostly not in {get_language(code).display_name} (language fidelity "
+            f"{rate:.0f}%; identified: {top}). XL-AlpacaEval compares answers with references in the target "
+            f"language: write them with xl-suite generate --as-reference --config xl-alpacaeval-{code}."
+        )
+    return out

@@ -168,13 +168,25 @@ def load_preset(name_or_path: str | Path, **overrides) -> JudgePreset:
         path = Path(s).expanduser()
         if not path.is_file():
             raise InvalidArgumentError(f"Preset file {s!r} does not exist.")
-        text = path.read_text(encoding="utf-8")
-        if s.endswith(".json"):
-            data = json.loads(text)
-        else:
-            import yaml
+        try:
+            text = path.read_text(encoding="utf-8")
+            if s.endswith(".json"):
+                data = json.loads(text)
+            else:
+                import yaml
 
-            data = yaml.safe_load(text)
+                data = yaml.safe_load(text)
+        except Exception as e:  # noqa: BLE001 - OSError, UnicodeDecodeError, JSONDecodeError, YAMLError: say where
+            detail = " ".join(str(e).split())
+            raise InvalidArgumentError(
+                f"Preset file {s!r} is not valid {'JSON' if s.endswith('.json') else 'YAML'} ({detail}). Fix it, or "
+                f"use a shipped preset: {sorted(shipped)}."
+            ) from None
+        if not isinstance(data, dict):
+            raise InvalidArgumentError(
+                f"Preset file {s!r} must hold a mapping of settings (judge_model: ..., judge: {{...}}), got "
+                f"{type(data).__name__}."
+            )
         preset = JudgePreset.from_dict(str(path), data)
     else:
         raise InvalidArgumentError(

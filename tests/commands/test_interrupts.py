@@ -1,0 +1,95 @@
+"""Ctrl-C at seeded random moments (start-up, mid-stage, between stages): every time exit 130 (or 0 when the run
+had finished) and one line saying what is saved, no traceback; the rerun completes and says what it reused.
+
+Real processes with the fake engine. Moments start at 0.5 s: before that the Python interpreter itself is still
+booting, before any xl-suite code runs (its own KeyboardInterrupt is not ours to catch)."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+ALPACA = [{"instruction": f"Explain topic number {k} briefly.", "output": f"Topic {k}."} for k in range(8)]
+VERDICT = json.dumps({"winner": "A"})
+
+
+def _commands(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    src = tmp / "alpaca_eval.json"
+    slow = json.dumps({"delay": 0.05})
+    gen = ["generate", "--backend", "fake", "--model", "m", "--source", src, "--chunk-size", "2"]
+    return {
+        "generate": ([*gen, "--config", "xl-alpacaeval-de,xl-alpacaeval-mt", "--engine-kwargs", slow], "from cache"),
+        "translate": (
+            ["translate", "--backend", "fake", "--model", "t", "--languages", "de,mt", "--source", src]
+            + ["--chunk-size", "2", "--engine-kwargs", slow],
+            "translations from cache",
+        ),
+        "synthesize": (
+            ["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt", "--max-seeds", "8"]
+            + ["--chunk-size", "4", "--no-progress", "--engine-kwargs", json.dumps({"delay": 0.02})],
+            "the same command ran here before",
+        ),
+        "evaluate": (
+            ["evaluate", "--model-outputs", tmp / "ans", "--references", tmp / "refs", "--judge-backend", "fake"]
+            + ["--judge-model", "j", "--no-rubric", "--n-resamples", "10"]
+            + ["--judge-engine-kwargs", json.dumps({"reply": VERDICT, "delay": 0.05})],
+            "from cache",
+        ),
+    }
+
+
+def _env():
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def _cli(argv, cwd):
+    return [sys.executable, "-m", "xl_suite.cli", *map(str, argv)]
+
+
+def test_ctrl_c_at_random_moments(tmp_path):
+    (tmp_path / "alpaca_eval.json").write_text(json.dumps(ALPACA), encoding="utf-8")
+    for kind, extra in (("ans", []), ("refs", ["--as-reference"])):
+        argv = ["generate", "--backend", "fake", "--model", "m", "--config", "xl-alpacaeval-de"]
+        argv += ["--source", tmp_path / "alpaca_eval.json", "--output", tmp_path / kind, *extra]
+        subprocess.run(_cli(argv, tmp_path), cwd=tmp_path, env=_env(), check=True, capture_output=True)
+    commands = _commands(tmp_path)
+    rng = random.Random(20261207)
+    problems, interrupted = [], 0
+    deadline = time.monotonic() + 150
+    trial = 0
+    while trial < 16 and time.monotonic() < deadline:
+        name = rng.choice(sorted(commands))
+        argv, reused = commands[name]
+        out = tmp_path / f"out-{trial}"
+        cmd = _cli([*argv, "--output", out], tmp_path)
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        moment = rng.uniform(0.5, 5.0)
+        time.sleep(moment)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+        ours = [line for line in stderr.splitlines() if line.startswith("xl-suite")]
+        where = f"trial {trial} {name} at {moment:.2f} s"
+        if proc.returncode == 130:
+            interrupted += 1
+            if len(ours) != 1 or "interrupted." not in ours[0] or "Traceback" in stderr:
+                problems.append(f"{where}: {stderr[-1500:]}")
+            rerun = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+            if rerun.returncode != 0 or reused not in rerun.stdout:
+                problems.append(f"{where}, rerun {rerun.returncode}: {rerun.stdout[-800:]} {rerun.stderr[-800:]}")
+        elif proc.returncode != 0 or ours:  # finished before the signal: a normal, quiet exit
+            problems.append(f"{where}: exit {proc.returncode}: {stderr[-1500:]}")
+        trial += 1
+    assert not problems, "\n\n".join(problems)
+    assert interrupted >= trial // 2, f"only {interrupted} of {trial} runs were interrupted: the moments are too late"
