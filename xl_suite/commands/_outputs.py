@@ -28,6 +28,8 @@ RUN_CONTROL = frozenset(
         "retry_failed",
         "executor",
         "num_actors",
+        "num_gpus_per_actor",
+        "ray_address",
         "tokens_per_second",
     }
 )

@@ -60,6 +60,9 @@ def run(args) -> int:
     from xl_suite.safety import check_output_dir, lock_folders
 
     job = from_args(EvaluateConfig, args)
+    from xl_suite.commands._ray import check_executor
+
+    check_executor(job.executor, job.num_actors, job.num_gpus_per_actor)
     judge_spec = engine_spec(args, prefix="judge")
     out = check_output_dir(job.output)
     model_rows = read_rows(job.model_outputs)
@@ -270,23 +273,24 @@ def _evaluate_locked(
 
     preset = presets[0] if presets else None
     try:
-        result = evaluate_responses(
-            [r["output"] for r in rows],
-            [r["language"] for r in rows],
-            references=[r["reference"] for r in rows] if judge is not None or annotated else None,
-            instructions=[r["instruction"] for r in rows] if all(r.get("instruction") for r in rows) else None,
-            ids=[r["id"] for r in rows],
-            judge=judge,
-            config=[p.judge for p in presets] if isinstance(judge, list) else (preset.judge if preset else None),
-            cache_dir=cache_dir,
-            model_name=model_name,
-            preset=", ".join(f"{p.name} v{p.version}" for p in presets) if presets else None,
-            n_resamples=job.n_resamples,
-            seed=job.seed,
-            lc_method=job.lc_method,
-            preferences=[r["probability"] for r in model_rows] if annotated else None,
-            annotator=", ".join(annotators) or None,
-        )
+        with _executor(job, judge):
+            result = evaluate_responses(
+                [r["output"] for r in rows],
+                [r["language"] for r in rows],
+                references=[r["reference"] for r in rows] if judge is not None or annotated else None,
+                instructions=[r["instruction"] for r in rows] if all(r.get("instruction") for r in rows) else None,
+                ids=[r["id"] for r in rows],
+                judge=judge,
+                config=[p.judge for p in presets] if isinstance(judge, list) else (preset.judge if preset else None),
+                cache_dir=cache_dir,
+                model_name=model_name,
+                preset=", ".join(f"{p.name} v{p.version}" for p in presets) if presets else None,
+                n_resamples=job.n_resamples,
+                seed=job.seed,
+                lc_method=job.lc_method,
+                preferences=[r["probability"] for r in model_rows] if annotated else None,
+                annotator=", ".join(annotators) or None,
+            )
     finally:
         for engine in judge if isinstance(judge, list) else [judge] if judge is not None else []:
             engine.close()
@@ -438,3 +442,29 @@ def reference_language_warnings(rows: list[dict], *, below: float = 50.0) -> lis
             f"language: write them with xl-suite generate --as-reference --config xl-alpacaeval-{code}."
         )
     return out
+
+
+def _executor(job, judge):
+    """``--executor ray``: the judge's chunks go to a pool of Ray actors (the driver starts no engine)."""
+    import contextlib
+
+    if job.executor != "ray" or judge is None:
+        return contextlib.nullcontext()
+    from xl_suite.commands._ray import ray_session
+    from xl_suite.executors import RayExecutor
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(ray_session(num_actors=job.num_actors, address=job.ray_address))
+    remote = {"num_gpus": job.num_gpus_per_actor} if job.num_gpus_per_actor else None
+    executor = stack.enter_context(RayExecutor(num_actors=job.num_actors, ray_remote_args=remote))
+    stack.callback(_print_ray_work, executor)
+    return stack
+
+
+def _print_ray_work(executor) -> None:
+    """What the Ray actors computed (the ledger below counts what this process judged: with Ray, nothing)."""
+    for run in executor.runs:
+        print(
+            f"{run['stage']}: {run['chunks_computed']} of {run['chunks']} chunks judged by the Ray actors "
+            f"({len(run['chunks_per_process'])} worker processes)"
+        )

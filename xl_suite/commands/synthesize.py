@@ -83,6 +83,9 @@ def run(args, *, generator=None, scorer=None) -> int:
 
     config = config_from_args(args)  # validate everything that can be validated before any engine starts
     options = from_args(SynthesisRunOptions, args)
+    from xl_suite.commands._ray import check_executor
+
+    check_executor(options.executor, options.num_actors, options.num_gpus_per_actor)
     gen_spec, scorer_spec = engine_spec(args), engine_spec(args, prefix="scorer")
     if generator is None and not gen_spec.model:
         raise InvalidArgumentError("--model is required (the generator model).")
@@ -154,7 +157,10 @@ def run(args, *, generator=None, scorer=None) -> int:
             claim = claim_output(options.output, "synthesize", settings, **claim_args)
             if claim.describe():
                 print(claim.describe())
-        result = _run(options, config, seeds, generator, scorer, owned, storage_options, plan)
+        if options.executor == "ray":
+            result = _run_on_ray(args, options, config, seeds, gen_spec, scorer_spec, owned, storage_options)
+        else:
+            result = _run(options, config, seeds, generator, scorer, owned, storage_options, plan)
         if claim is not None:
             claim.complete(result.files.values())
     print(format_summary(result.summary))
@@ -248,3 +254,36 @@ def _print_estimates(config, options, seeds, gen_spec, scorer_spec) -> None:
         f"estimate for {len(texts):,} seed passages (upper bounds: every seed kept, every completion at max tokens):"
     )
     print(format_estimates(estimates, options.tokens_per_second))
+
+
+def _run_on_ray(args, options, config, seeds, gen_spec, scorer_spec, owned, storage_options):
+    """The same run on a pool of Ray actors (:func:`xl_suite.synthesis.ray.synthesize_ray`); the driver starts no
+    engine. The failure check is the command's, as for a local run."""
+    import functools
+
+    from xl_suite.commands._ray import ray_session
+    from xl_suite.synthesis.ray import synthesize_ray
+
+    for engine in owned:  # lazy engines of the local path: never started here
+        engine.close()
+
+    def engine(spec):
+        return functools.partial(_engine, spec) if spec.backend == "fake" else spec
+
+    remote = {"num_gpus": options.num_gpus_per_actor} if options.num_gpus_per_actor else None
+    verbose = bool(getattr(args, "verbose", False))
+    with ray_session(num_actors=options.num_actors, address=options.ray_address, verbose=verbose):
+        return synthesize_ray(
+            seeds,
+            engine(gen_spec),
+            config,
+            scorer=engine(scorer_spec) if scorer_spec.model else None,
+            output=options.output,
+            work_dir=options.work_dir,
+            storage_options=storage_options,
+            text_column=options.text_column,
+            id_column=options.id_column,
+            num_actors=options.num_actors,
+            ray_remote_args=remote,
+            max_error_rate=None,  # checked below, after the summary is printed, as for a local run
+        )

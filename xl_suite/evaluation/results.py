@@ -121,6 +121,19 @@ class EvaluateConfig:
     tokens_per_second: float | None = option(
         None, "generated tokens per second of a local judge engine, for the engine-hours of --dry-run"
     )
+    executor: str = option(
+        "local",
+        "where the judge runs: local (this process) or ray (a pool of Ray actors: the running cluster, else a "
+        "local Ray runtime; pip install 'xl-suite[ray]')",
+        choices=("local", "ray"),
+    )
+    num_actors: int = option(1, "with --executor ray: judge actors (each holds its own engine)")
+    num_gpus_per_actor: float = option(0.0, "with --executor ray: GPUs each actor requests (e.g. 1)")
+    ray_address: str | None = option(
+        None,
+        "with --executor ray: the Ray cluster to join (default: the running one, found as ray.init(address='auto') "
+        "finds it, else a local runtime for this run; 'local': always a local runtime)",
+    )
     max_error_rate: float = option(
         0.05,
         "largest share of unparsed judgments that still exits 0; above it (or with no judgment parsed at all) the "

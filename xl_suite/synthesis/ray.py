@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from xl_suite.errors import GenerationError, InvalidArgumentError
+from xl_suite.runner import DEFAULT_MAX_ERROR_RATE
 from xl_suite.synthesis.config import Stage, SynthesisConfig
 from xl_suite.synthesis.outputs import SynthesisResult
 
@@ -317,7 +318,7 @@ def synthesize_ray(
     num_actors: int = 1,
     num_cpus_per_actor: float = 1,
     ray_remote_args: dict | None = None,
-    max_error_rate: float | None = None,
+    max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE,
 ) -> SynthesisResult:
     """Run the synthesis pipeline with its engine work on a pool of Ray Data actors (``ray.init`` must have run).
 
@@ -337,8 +338,9 @@ def synthesize_ray(
         num_actors: engine actors; Ray Data gives each idle actor the next chunk.
         num_cpus_per_actor: logical CPUs each actor requests.
         ray_remote_args: extra Ray options for the actors (``{"num_gpus": 1}``, a ``runtime_env``...).
-        max_error_rate: as in :func:`~xl_suite.synthesis.synthesize`: above this share of failed LLM outputs,
-            :class:`~xl_suite.errors.FailureRateError` once everything is written; ``None``: not checked.
+        max_error_rate: as in :func:`~xl_suite.synthesis.synthesize` and ``xl-suite synthesize --max-error-rate``
+            (default 0.05): above this share of failed LLM outputs, :class:`~xl_suite.errors.FailureRateError` once
+            everything is written; ``None``: not checked.
 
     Returns:
         A :class:`~xl_suite.synthesis.SynthesisResult`, its summary that of the local pipeline plus ``executor``.
