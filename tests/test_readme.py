@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 
+AT_SCALE = "pip install -e '.[vllm,openai,eval,ray]'"
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 BLOCKS = [(m.group(1), m.group(2)) for m in re.finditer(r"```(\w*)\n(.*?)```", README, re.DOTALL)]
@@ -35,6 +36,7 @@ NOT_RUN = {
     "command on fake judges and on alpaca_eval's annotations)",
     "xl-suite push me/xl-suite": "pushes to the Hub (tests/datasets/test_publish.py runs it against a local Hub stand-in)",
     "xl-suite finetune --output-dir ft/": "trains a model with TRL (tests/training/test_finetune.py, notebook 04)",
+    AT_SCALE: "a GPU cluster: test_the_paper_at_scale_runs_line_by_line runs its commands (dry runs as written)",
     "xl_suite/": "the layout, not a command",
     "@inproceedings": "the citation",
 }
@@ -111,3 +113,66 @@ def test_readme_walkthrough_runs_as_written(tmp_path):
             if prefix == "import evaluate":
                 assert "'language_fidelity': 100.0" in r.stdout
     assert (tmp_path / "my-xl-suite" / ".xl-suite-output.json").is_file()
+
+
+def _at_scale_argv(line: str) -> list[str] | None:
+    """A line of the paper-at-scale block as the test runs it: dry runs as written (nothing starts); real runs on
+    the fake engine, locally (Ray: tests/test_ray_cli.py), with 2 pairs per language instead of 8,000."""
+    argv = shlex.split(line)
+    if argv[0] != "xl-suite":
+        return None  # pip, ray start, export: set-up of the cluster
+    if "--dry-run" in argv:
+        return _to_argv(line)
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a in ("--engine-kwargs", "--executor", "--num-actors", "--num-gpus-per-actor"):
+            skip = True
+            continue
+        if a == "--backend":
+            skip = True
+            continue
+        if argv[i - 1] == "--num-examples":
+            a = "2"
+        if a == "--judge-preset":
+            skip = True
+            verdict = json.dumps({"winner": "A", **dict.fromkeys(("helpfulness", "relevance"), 4)})
+            out += ["--judge-backend", "fake", "--judge-model", "gpt-4o-2024-08-06", "--no-rubric"]
+            out += ["--judge-engine-kwargs", json.dumps({"reply": verdict}), "--n-resamples", "10"]
+            continue
+        out.append(a)
+    if out[1] in ("synthesize", "generate"):
+        out[2:2] = ["--backend", "fake"]
+    if out[1] == "synthesize":
+        out.append("--no-progress")
+    return _to_argv(shlex.join(out))
+
+
+@pytest.mark.slow
+def test_the_paper_at_scale_runs_line_by_line(tmp_path):
+    """The README's paper-scale commands in order: the dry runs as written, the runs on the fake engine."""
+    from xl_suite.synthesis.seeds import builtin_seeds
+
+    (tmp_path / "alpaca_eval.json").write_text(json.dumps(ALPACA), encoding="utf-8")
+    (tmp_path / "seeds").mkdir()
+    builtin_seeds().select_columns(["text"]).to_json(str(tmp_path / "seeds" / "culturax-en.jsonl"))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env.pop("OPENAI_API_KEY", None)  # a dry run needs no key
+    _, body = _find(AT_SCALE)
+    ran = []
+    for line in _shell_lines(body):
+        argv = _at_scale_argv(line)
+        if argv is None:
+            continue
+        r = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"{line}\n{argv}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+        assert "Traceback" not in r.stderr
+        if "--dry-run" in argv:
+            assert "total:" in r.stdout or "requests" in r.stdout, r.stdout
+            assert "no request was sent" in r.stdout
+        ran.append(argv[3])
+    assert ran == ["synthesize", "synthesize", "generate", "generate", "generate", "evaluate", "evaluate"]
+    assert (tmp_path / "runs" / "report" / "report.md").is_file()
+    assert (tmp_path / "runs" / "xl-instruct" / "summary.json").is_file()
