@@ -37,7 +37,7 @@ def _commands(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "synthesize": (
             ["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt", "--max-seeds", "8"]
             + ["--chunk-size", "4", "--no-progress", "--engine-kwargs", json.dumps({"delay": 0.02})],
-            "the same command ran here before",
+            "chunks(new/reused)",
         ),
         "evaluate": (
             ["evaluate", "--model-outputs", tmp / "ans", "--references", tmp / "refs", "--judge-backend", "fake"]
