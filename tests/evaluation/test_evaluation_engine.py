@@ -47,7 +47,7 @@ class SharedEngine:
 
 @pytest.mark.slow
 @pytest.mark.vllm
-def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, monkeypatch, capsys):
+def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tiny_model_dir, tmp_path, monkeypatch, capsys):
     engine = SharedEngine(vllm_generator)
     built = []
 
@@ -63,7 +63,7 @@ def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, mon
     )
     common = [
         "--model",
-        "tiny",
+        str(tiny_model_dir),  # a real model folder: the command checks it before any engine starts
         "--backend",
         "vllm",
         "--config",
@@ -102,7 +102,7 @@ def test_cli_generate_and_evaluate_with_tiny_model(vllm_generator, tmp_path, mon
         "--judge-backend",
         "vllm",
         "--judge-model",
-        "tiny",
+        str(tiny_model_dir),  # a real model folder: the command checks it before any engine starts
         "--output",
         str(report),
         "--n-resamples",

@@ -118,7 +118,7 @@ def test_swahili_chain_on_the_tiny_model(vllm_generator, tiny_model_dir, tmp_pat
     source.write_text(json.dumps([{"instruction": p, "output": "", "dataset": "helpful_base"} for p in PROMPTS]))
     common = [
         "--model",
-        "tiny",
+        str(tiny_model_dir),  # a real model folder: the command checks it before any engine starts
         "--backend",
         "vllm",
         "--config",
@@ -142,7 +142,7 @@ def test_swahili_chain_on_the_tiny_model(vllm_generator, tiny_model_dir, tmp_pat
                 "--judge-backend",
                 "vllm",
                 "--judge-model",
-                "tiny",
+                str(tiny_model_dir),  # a real model folder: the command checks it before any engine starts
                 "--output",
                 str(report),
                 "--n-resamples",
