@@ -421,6 +421,7 @@ def reference_language_warnings(rows: list[dict], *, below: float = 50.0) -> lis
 
     from xl_suite.fidelity import language_fidelity
     from xl_suite.languages import get_language
+    from xl_suite.status import RowStatus
 
     refs = [r.get("reference") or "" for r in rows]
     langs = [r["language"] for r in rows]
@@ -430,7 +431,7 @@ def reference_language_warnings(rows: list[dict], *, below: float = 50.0) -> lis
     out = []
     for code, entry in fid["per_language"].items():
         rate = entry.get("language_fidelity")
-        if entry.get("status") != "ok" or rate is None or rate != rate or rate >= below:
+        if entry.get("status") == RowStatus.NOT_APPLICABLE or rate is None or rate != rate or rate >= below:
             continue
         seen = Counter(
             d for d, lang in zip(fid["detected_language"], langs, strict=True) if get_language(lang).code == code
