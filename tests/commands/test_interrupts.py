@@ -1,8 +1,9 @@
 """Ctrl-C at seeded random moments (start-up, mid-stage, between stages): every time exit 130 (or 0 when the run
 had finished) and one line saying what is saved, no traceback; the rerun completes and says what it reused.
 
-Real processes with the fake engine. Moments start at 0.5 s: before that the Python interpreter itself is still
-booting, before any xl-suite code runs (its own KeyboardInterrupt is not ours to catch)."""
+Real processes with the fake engine. Moments start at 0.5 s; on a loaded machine the interpreter may still be
+starting then (runpy importing the package, before ``xl_suite.cli.main`` runs): such a signal reaches no xl-suite
+code and no program can catch it, so those trials are counted apart (at most a quarter of them)."""
 
 import json
 import os
@@ -48,6 +49,15 @@ def _commands(tmp: Path) -> dict[str, tuple[list[str], str]]:
     }
 
 
+def _during_interpreter_start(stderr: str) -> bool:
+    """A KeyboardInterrupt traceback from the interpreter's own start-up (runpy importing the package), before
+    ``xl_suite.cli.main`` runs: on a loaded machine that can last a second or more; no program can catch it."""
+    if "Traceback" not in stderr or not stderr.rstrip().endswith("KeyboardInterrupt"):
+        return False
+    frames = [line for line in stderr.splitlines() if line.lstrip().startswith("File ")]
+    return bool(frames) and not any("xl_suite" in f and "__init__" not in f for f in frames)
+
+
 def _env():
     return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 
@@ -64,7 +74,7 @@ def test_ctrl_c_at_random_moments(tmp_path):
         subprocess.run(_cli(argv, tmp_path), cwd=tmp_path, env=_env(), check=True, capture_output=True)
     commands = _commands(tmp_path)
     rng = random.Random(20261207)
-    problems, interrupted = [], 0
+    problems, interrupted, booting = [], 0, 0
     deadline = time.monotonic() + 150
     trial = 0
     while trial < 16 and time.monotonic() < deadline:
@@ -81,7 +91,9 @@ def test_ctrl_c_at_random_moments(tmp_path):
         stdout, stderr = proc.communicate(timeout=120)
         ours = [line for line in stderr.splitlines() if line.startswith("xl-suite")]
         where = f"trial {trial} {name} at {moment:.2f} s"
-        if proc.returncode == 130:
+        if _during_interpreter_start(stderr):
+            booting += 1  # the interpreter was still starting (runpy/importlib only): no xl-suite code had run
+        elif proc.returncode == 130:
             interrupted += 1
             if len(ours) != 1 or "interrupted." not in ours[0] or "Traceback" in stderr:
                 problems.append(f"{where}: {stderr[-1500:]}")
@@ -92,4 +104,5 @@ def test_ctrl_c_at_random_moments(tmp_path):
             problems.append(f"{where}: exit {proc.returncode}: {stderr[-1500:]}")
         trial += 1
     assert not problems, "\n\n".join(problems)
+    assert booting <= trial // 4, f"{booting} of {trial} signals came before any xl-suite code ran: too early"
     assert interrupted >= trial // 2, f"only {interrupted} of {trial} runs were interrupted: the moments are too late"
