@@ -407,6 +407,7 @@ def _answer(plan: _Plan, engines: _Engines, echo):
     """[3/5] The benchmark, its reference answers and the model's answers."""
     from xl_suite.commands._outputs import cached_line
     from xl_suite.evaluation import generate_answers, generate_references
+    from xl_suite.evaluation.answers import usable_rows
     from xl_suite.runner import StageStats
 
     echo(
@@ -421,6 +422,12 @@ def _answer(plan: _Plan, engines: _Engines, echo):
     )
     answers = generate_answers(bench, engines.generator, sampling=_sampling(plan), work_dir=work, stats=answer_stats)
     echo(f"      {cached_line(refs_stats, 'references')}; {cached_line(answer_stats, 'answers')}")
+    answers, with_refs, failed = usable_rows(answers, with_refs)
+    if any(failed.values()):  # never judged nor exported as data; the rerun retries them from the cache
+        echo(
+            f"      {failed['references']} references and {failed['answers']} answers failed (empty, error or too "
+            "long): left out of the evaluation and the export, kept in the cache; rerun to retry them"
+        )
     return with_refs, answers
 
 
@@ -437,10 +444,11 @@ def _evaluate(plan: _Plan, engines: _Engines, with_refs, answers, echo):
     from xl_suite.evaluation import evaluate_responses, format_table, write_report
 
     echo("[4/5] Judging (both orders) and scoring language fidelity")
+    refs = dict(zip(zip(with_refs["id"], with_refs["language"], strict=True), with_refs["reference"], strict=True))
     result = evaluate_responses(
         answers["output"],
         answers["language"],
-        references=with_refs["reference"],
+        references=[refs[k] for k in zip(answers["id"], answers["language"], strict=True)],
         instructions=answers["instruction"],
         ids=answers["id"],
         judge=engines.judge,

@@ -117,3 +117,38 @@ def test_seeds_flag_and_dry_run(demo, tmp_path, capsys):
     assert rc == 0, err
     summary = json.loads((tmp_path / "xl-suite-demo" / "demo_summary.json").read_text())
     assert summary["seeds"] == str(seeds)
+
+
+def test_failed_references_and_answers_are_neither_judged_nor_exported(demo, tmp_path, capsys, monkeypatch):
+    """A reference or an answer that failed (error, empty, too long) is no data: the demo leaves it out of the
+    evaluation and the export, says so, and the rerun retries it (it stays in the cache)."""
+    import datasets
+
+    import xl_suite.evaluation
+
+    def failing_first(fn, column):
+        def wrapped(*args, **kwargs):
+            ds = fn(*args, **kwargs)
+            return ds.map(lambda r, i: {column: "error"} if i == 0 else {}, with_indices=True)
+
+        return wrapped
+
+    monkeypatch.setattr(
+        xl_suite.evaluation,
+        "generate_references",
+        failing_first(xl_suite.evaluation.generate_references, "reference_status"),
+    )
+    monkeypatch.setattr(
+        xl_suite.evaluation, "generate_answers", failing_first(xl_suite.evaluation.generate_answers, "output_status")
+    )
+    rc, out, err = _cli(demo, capsys)
+    assert rc == 0, err
+    assert "1 references and 1 answers failed" in out and "left out of the evaluation and the export" in out
+    summary = json.loads((tmp_path / "xl-suite-demo" / "report" / "summary.json").read_text())
+    assert summary["table"]["overall"]["n"] == 5  # 6 pairs, the first one's reference and answer failed
+    exported = [
+        datasets.load_dataset(str(tmp_path / "xl-suite"), name, split="test")
+        for name in ("xl-alpacaeval-de", "xl-alpacaeval-mt")
+        if (tmp_path / "xl-suite" / name).is_dir()
+    ]
+    assert sum(d.num_rows for d in exported) == 5 and all(s == "ok" for d in exported for s in d["reference_status"])

@@ -69,3 +69,38 @@ def test_a_finished_recipe_reruns_without_training_or_engines(tmp_path, capsys):
     assert again["training"]["losses"] == first["training"]["losses"] and again["after"] == first["after"]
     rc, _, err = _cli(_argv(out, "--max-steps", "3"), capsys)
     assert rc == 2 and "max_steps 2 then, 3 now" in err and "--overwrite" in err
+
+
+def test_each_answer_is_judged_against_its_own_languages_reference_and_failed_rows_are_left_out(tmp_path):
+    """A prompt has the same id in every language: references were looked up by id alone, so with two languages one
+    language's answers were judged against the other's references. Failed answers/references are not judged."""
+    from types import SimpleNamespace
+
+    import datasets
+
+    from xl_suite.engines.fake import FakeGenerator
+    from xl_suite.training.finetune import _judge
+
+    answers = datasets.Dataset.from_dict(
+        {
+            "id": ["a", "a", "b", "b"],
+            "language": ["de", "mt", "de", "mt"],
+            "instruction": ["Q? de", "Q? mt", "Q2? de", "Q2? mt"],
+            "output": ["Antwort", "Tweġiba", "", "Tweġiba 2"],
+            "output_status": ["ok", "ok", "error", "ok"],
+        }
+    )
+    with_refs = datasets.Dataset.from_dict(
+        {
+            "id": ["a", "b", "a", "b"],
+            "language": ["de", "de", "mt", "mt"],
+            "reference": ["Referenz a", "Referenz b", "Referenza a", ""],
+            "reference_status": ["ok", "ok", "ok", "empty"],
+        }
+    )
+    cfg = SimpleNamespace(judge_preset=None)
+    result, _ = _judge(
+        cfg, "before", answers, with_refs, FakeGenerator(reply='{"winner": "A"}'), None, tmp_path, model_label="x"
+    )
+    got = {(x["id"], x["language"]): x["references"] for x in result.inputs}
+    assert got == {("a", "de"): ["Referenz a"], ("a", "mt"): ["Referenza a"]}

@@ -27,6 +27,7 @@ __all__ = [
     "complete_first",
     "generation_fingerprint",
     "require_columns",
+    "usable_rows",
 ]
 
 #: Greedy decoding for answers and references unless the caller says otherwise (recorded on every row).
@@ -342,3 +343,37 @@ def require_columns(dataset, columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise InvalidArgumentError(f"The dataset lacks columns {missing}; it has {dataset.column_names}.")
+
+
+def usable_rows(answers, references) -> tuple[Any, Any, dict[str, int]]:
+    """The answers and references that are data, for an evaluation or an export: failed rows left out.
+
+    A reference whose ``reference_status`` is a failure (empty, error, too long) is no reference, and an answer whose
+    ``output_status`` is one is no answer: both stay in the cache for the retry, and an answer is kept only where its
+    reference (same ``id`` and ``language``) is usable, so the two stay paired.
+
+    Args:
+        answers: rows of :func:`generate_answers` (``id``, ``language``, ``output``, ``output_status``).
+        references: rows of :func:`generate_references` (``id``, ``language``, ``reference``, ``reference_status``).
+
+    Returns:
+        ``(answers kept, references kept, {"answers": failed answers, "references": failed references})``.
+
+    >>> import datasets
+    >>> ans = datasets.Dataset.from_dict({"id": ["a", "b", "c"], "language": ["de"] * 3,
+    ...                                   "output_status": ["ok", "error", "ok"]})
+    >>> refs = datasets.Dataset.from_dict({"id": ["a", "b", "c"], "language": ["de"] * 3,
+    ...                                    "reference_status": ["ok", "ok", "empty"]})
+    >>> a, r, failed = usable_rows(ans, refs)
+    >>> list(a["id"]), list(r["id"]), failed
+    (['a'], ['a', 'b'], {'answers': 1, 'references': 1})
+    """
+    from xl_suite.run.policy import drop_failed
+
+    refs_kept, ref_failed = drop_failed(references, ["reference_status"])
+    answers_ok, answer_failed = drop_failed(answers, ["output_status"])
+    usable = set(zip(refs_kept["id"], refs_kept["language"], strict=True))
+    keep = [i for i, k in enumerate(zip(answers_ok["id"], answers_ok["language"], strict=True)) if k in usable]
+    if len(keep) != answers_ok.num_rows:
+        answers_ok = answers_ok.select(keep)
+    return answers_ok, refs_kept, {"answers": sum(answer_failed.values()), "references": sum(ref_failed.values())}

@@ -920,14 +920,18 @@ def train_sft(
 
 def _judge(cfg, name, answers, with_refs, judge_engine, preset, out: Path, *, model_label: str):
     from xl_suite.evaluation import evaluate_responses, write_report
+    from xl_suite.evaluation.answers import usable_rows
     from xl_suite.evaluation.judging import JudgeConfig
 
     judge_config = preset.judge if preset else JudgeConfig(max_tokens=32, rubric=False)
-    refs = dict(zip(with_refs["id"], with_refs["reference"], strict=True))
+    # failed answers or references (empty, error, too long) are never judged as data: the rerun retries them
+    answers, with_refs, _ = usable_rows(answers, with_refs)
+    # keyed by (id, language): a prompt has the same id in every language
+    refs = dict(zip(zip(with_refs["id"], with_refs["language"], strict=True), with_refs["reference"], strict=True))
     result = evaluate_responses(
         answers["output"],
         answers["language"],
-        references=[refs[i] for i in answers["id"]],
+        references=[refs[k] for k in zip(answers["id"], answers["language"], strict=True)],
         instructions=answers["instruction"],
         ids=answers["id"],
         judge=judge_engine,
