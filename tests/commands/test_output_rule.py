@@ -223,3 +223,29 @@ def test_synthesize_dry_run_prints_requests_tokens_and_engine_hours_and_writes_n
     total = next(line for line in lines if line.startswith("total:"))
     assert "engine-hours at 100 generated tokens/s" in total
     assert "no request was sent" in stdout
+
+
+# -- rows failed for ever: --retry-failed (issue 20) -------------------------------------------------------------
+
+
+def test_rows_that_used_all_attempts_are_retried_with_retry_failed(alpaca_file, tmp_path, capsys, caplog):
+    """Old code: three reruns during an outage used up the attempts; with the server healthy again the run sent 0
+    requests, still exited 3, and its message still said "rerunning retries them"."""
+    import logging
+
+    out = tmp_path / "ans"
+    outage = ["--engine-kwargs", json.dumps({"empty_every": 2})]
+    for _ in range(3):  # the outage: every rerun fails the same rows again, until their attempts are used
+        rc, stdout, err = _cli(_gen(alpaca_file, out, *outage), capsys)
+        assert rc == 3, err
+    assert "used all 3 attempts each, so a plain rerun sends no request for them" in err
+    assert "rerun with --retry-failed" in err
+    with caplog.at_level(logging.INFO, logger="xl_suite.run.scheduler"):
+        rc, stdout, err = _cli(_gen(alpaca_file, out), capsys)  # healthy, but a plain rerun: nothing to send
+    assert rc == 3 and "--retry-failed" in err and "6 of 6 answers from cache, 0 computed now" in stdout
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    rc, stdout, err = _cli(_gen(alpaca_file, out, "--retry-failed"), capsys)
+    assert rc == 0, err
+    assert "0 computed now" not in stdout
+    rows = [json.loads(x) for x in (out / "xl-alpacaeval-de.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["output_status"] for r in rows} == {"ok"}

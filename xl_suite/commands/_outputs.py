@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 
-__all__ = ["engine_settings", "source_setting", "RUN_CONTROL", "cached_line"]
+__all__ = ["engine_settings", "source_setting", "RUN_CONTROL", "cached_line", "retry_advice"]
 
 #: Settings that change how a run goes, not what it writes: a rerun that differs only in these resumes.
 RUN_CONTROL = frozenset(
@@ -60,3 +60,27 @@ def cached_line(stats, what: str) -> str:
     now = stats.rows_computed
     reused = max(stats.rows_in - now, 0)
     return f"{reused} of {stats.rows_in} {what} from cache, {now} computed now"
+
+
+def retry_advice(failed: int, exhausted: int, *, attempts: int = 3) -> str:
+    """What a rerun does with ``failed`` rows of which ``exhausted`` used all their attempts (the message's tail).
+
+    >>> retry_advice(4, 0)
+    'rerunning the same command retries them (up to 3 attempts per row)'
+    >>> retry_advice(4, 4)
+    'they used all 3 attempts each, so a plain rerun sends no request for them: once the cause is fixed (the server answers again), rerun with --retry-failed to try them again'
+    >>> retry_advice(4, 1)
+    'rerunning the same command retries 3 of them (up to 3 attempts per row); the other 1 used all 3 attempts: add --retry-failed to try it too'
+    """
+    if not exhausted:
+        return f"rerunning the same command retries them (up to {attempts} attempts per row)"
+    if exhausted >= failed:
+        return (
+            f"they used all {attempts} attempts each, so a plain rerun sends no request for them: once the cause is "
+            "fixed (the server answers again), rerun with --retry-failed to try them again"
+        )
+    them = "it" if exhausted == 1 else "them"
+    return (
+        f"rerunning the same command retries {failed - exhausted} of them (up to {attempts} attempts per row); the "
+        f"other {exhausted} used all {attempts} attempts: add --retry-failed to try {them} too"
+    )

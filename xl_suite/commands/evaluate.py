@@ -270,10 +270,11 @@ def _evaluate_locked(
     warnings=(),
 ) -> int:
     from xl_suite.evaluation import evaluate_responses, write_report
+    from xl_suite.run.context import retrying_failed
 
     preset = presets[0] if presets else None
     try:
-        with _executor(job, judge):
+        with _executor(job, judge), retrying_failed(job.retry_failed):
             result = evaluate_responses(
                 [r["output"] for r in rows],
                 [r["language"] for r in rows],
@@ -363,7 +364,7 @@ def check_judgments(result, max_error_rate: float) -> None:
         stages,
         max_error_rate=max_error_rate,
         what="judgments",
-        retry="rerunning the same command judges them again (up to 3 attempts each)",
+        retry="rerunning the same command judges them again (up to 3 attempts each; after that, with --retry-failed)",
     )
     if warning:
         print(f"warning: {warning}")

@@ -37,11 +37,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite generate``; returns the exit code (errors raise and the CLI prints them)."""
-    from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, source_setting
+    from xl_suite.commands._outputs import RUN_CONTROL, engine_settings, retry_advice, source_setting
     from xl_suite.configuration import from_args
     from xl_suite.datasets_api import load_xl_suite
     from xl_suite.evaluation.answers import GenerateConfig
     from xl_suite.output_folder import claim_output, settings_of
+    from xl_suite.run.context import retrying_failed
     from xl_suite.run.policy import check_stage_failure_rates, drop_failed
     from xl_suite.safety import check_output_dir, lock_folders
     from xl_suite.status import RowStatus
@@ -80,7 +81,8 @@ def run(args) -> int:
         with lock_folders([work_dir], purpose="xl-suite generate"):
             if spec.backend == "openai":  # a paid API: say what the run will cost before it starts
                 _print_estimates(job, spec, datasets_by_name)
-            results, failed = _generate(job, spec, datasets_by_name, targets, work_dir)
+            with retrying_failed(job.retry_failed):
+                results, failed, exhausted = _generate(job, spec, datasets_by_name, targets, work_dir)
         claim.complete(targets.values())
     status = "reference_status" if job.as_reference else "output_status"
     what = "references" if job.as_reference else "answers"
@@ -98,6 +100,7 @@ def run(args) -> int:
         {name: (failed[name], results[name].num_rows) for name in results},
         max_error_rate=job.max_error_rate,
         what=what,
+        retry=retry_advice(sum(sum(f.values()) for f in failed.values()), exhausted),
     )
     if warning:
         print(f"warning: {warning}")
@@ -127,19 +130,20 @@ def _load(job, configs, load) -> dict:
     return datasets_by_name
 
 
-def _generate(job, spec, datasets_by_name, targets, work_dir) -> tuple[dict, dict]:
-    """Answer each config and write its file: (results with every row, failed rows by status per config).
+def _generate(job, spec, datasets_by_name, targets, work_dir) -> tuple[dict, dict, int]:
+    """Answer each config and write its file: (results with every row, failed rows by status per config, failed rows
+    that used all their attempts).
 
     A failed row (empty, error, too long) stays in the cache, where the rerun retries it; the file holds only the
     rows that are answers.
     """
-    from xl_suite.commands._outputs import cached_line
+    from xl_suite.commands._outputs import cached_line, retry_advice
     from xl_suite.evaluation import generate_answers, generate_references
     from xl_suite.run.policy import drop_failed
     from xl_suite.runner import StageStats
     from xl_suite.sources import write_jsonl
 
-    results, failed = {}, {}
+    results, failed, exhausted = {}, {}, 0
     what = "references" if job.as_reference else "answers"
     status = "reference_status" if job.as_reference else "output_status"
     generator = spec.lazy()  # starts only if a chunk is not cached
@@ -158,6 +162,7 @@ def _generate(job, spec, datasets_by_name, targets, work_dir) -> tuple[dict, dic
                 stats=stats,
             )
             kept, failed[name] = drop_failed(result, [status])
+            exhausted += stats.rows_exhausted
             write_jsonl(kept.to_list(), targets[name])
             results[name] = result
             tokens = sum(result["completion_tokens"]) if "completion_tokens" in result.column_names else None
@@ -167,14 +172,15 @@ def _generate(job, spec, datasets_by_name, targets, work_dir) -> tuple[dict, dic
                 + (f"; {tokens} completion tokens" if tokens is not None else "")
                 + ")"
                 + (
-                    f"; {n_failed} failed, not written (kept in the cache; rerunning the same command retries them)"
+                    f"; {n_failed} failed, not written (kept in the cache; "
+                    f"{retry_advice(n_failed, stats.rows_exhausted)})"
                     if n_failed
                     else ""
                 )
             )
     finally:
         generator.close()
-    return results, failed
+    return results, failed, exhausted
 
 
 def _print_estimates(job, spec, datasets_by_name) -> None:

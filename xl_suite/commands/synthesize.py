@@ -75,6 +75,7 @@ def run(args, *, generator=None, scorer=None) -> int:
 
     from xl_suite.configuration import from_args
     from xl_suite.output_folder import claim_output
+    from xl_suite.run.context import retrying_failed
     from xl_suite.safety import lock_folders
     from xl_suite.synthesis import format_summary, plan_synthesis
     from xl_suite.synthesis.config import SynthesisRunOptions
@@ -157,10 +158,11 @@ def run(args, *, generator=None, scorer=None) -> int:
             claim = claim_output(options.output, "synthesize", settings, **claim_args)
             if claim.describe():
                 print(claim.describe())
-        if options.executor == "ray":
-            result = _run_on_ray(args, options, config, seeds, gen_spec, scorer_spec, owned, storage_options)
-        else:
-            result = _run(options, config, seeds, generator, scorer, owned, storage_options, plan)
+        with retrying_failed(options.retry_failed):
+            if options.executor == "ray":
+                result = _run_on_ray(args, options, config, seeds, gen_spec, scorer_spec, owned, storage_options)
+            else:
+                result = _run(options, config, seeds, generator, scorer, owned, storage_options, plan)
         if claim is not None:
             claim.complete(result.files.values())
     print(format_summary(result.summary))
@@ -168,7 +170,10 @@ def run(args, *, generator=None, scorer=None) -> int:
         print(f"wrote {result.files[name]}")
     codes = list(config.languages)
     print(f"Load with: xl_suite.load_xl_suite('xl-instruct-{codes[0]}', source={options.output!r})")
-    warning = check_failures(result.summary, options.max_error_rate)  # everything is written; raises above it
+    retry = "rerunning the same command retries them (up to 3 attempts per row; after that, with --retry-failed)"
+    warning = check_failures(
+        result.summary, options.max_error_rate, retry=retry
+    )  # everything is written; raises above it
     if warning:
         print(f"warning: {warning}")
     if options.push:

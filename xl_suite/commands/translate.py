@@ -35,12 +35,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     """Run ``xl-suite translate``; returns the exit code (errors raise and the CLI prints them)."""
-    from xl_suite.commands._outputs import RUN_CONTROL, cached_line, engine_settings, source_setting
+    from xl_suite.commands._outputs import RUN_CONTROL, cached_line, engine_settings, retry_advice, source_setting
     from xl_suite.configuration import from_args
     from xl_suite.evaluation import english_prompts, translate_prompts, write_m_alpacaeval
     from xl_suite.evaluation.translation import TranslateConfig
     from xl_suite.languages import resolve_languages
     from xl_suite.output_folder import claim_output, settings_of
+    from xl_suite.run.context import retrying_failed
     from xl_suite.run.policy import check_stage_failure_rates, drop_failed
     from xl_suite.runner import StageStats
     from xl_suite.safety import check_output_dir, lock_folders
@@ -81,20 +82,21 @@ def run(args) -> int:
                 _print_estimate(job, spec, specs, prompts)
             generator = spec.lazy()  # starts only if a chunk is not cached
             stats = StageStats(stage="translate")
-            try:
-                translations = translate_prompts(
-                    prompts,
-                    generator,
-                    [s.code for s in specs],
-                    sampling=job.sampling(),
-                    template=job.template,
-                    work_dir=work_dir,
-                    chunk_size=job.chunk_size,
-                    batch_size=job.batch_size,
-                    stats=stats,
-                )
-            finally:
-                generator.close()
+            with retrying_failed(job.retry_failed):
+                try:
+                    translations = translate_prompts(
+                        prompts,
+                        generator,
+                        [s.code for s in specs],
+                        sampling=job.sampling(),
+                        template=job.template,
+                        work_dir=work_dir,
+                        chunk_size=job.chunk_size,
+                        batch_size=job.batch_size,
+                        stats=stats,
+                    )
+                finally:
+                    generator.close()
         # A failed translation (empty, error...) stays in the cache for the retry; it is never written as a prompt.
         kept, failed = {}, {}
         for code, ds in translations.items():
@@ -108,11 +110,7 @@ def run(args) -> int:
         print(
             f"{code}: {len(status)} prompts -> {path}"
             + (f" ({flagged} truncated or from a truncated prompt, kept and marked)" if flagged else "")
-            + (
-                f"; {n_failed} failed, not written (kept in the cache; rerunning the same command retries them)"
-                if n_failed
-                else ""
-            )
+            + (f"; {n_failed} failed, not written (kept in the cache)" if n_failed else "")
         )
     print(f"translations: {cached_line(stats, 'translations')}")
     print(f'Load with: xl_suite.load_xl_suite("m-alpacaeval-{specs[0].code}", split="test", source="{out}")')
@@ -121,6 +119,7 @@ def run(args) -> int:
         {f"translate {code}": (failed[code], ds.num_rows) for code, ds in translations.items()},
         max_error_rate=job.max_error_rate,
         what="translations",
+        retry=retry_advice(sum(sum(f.values()) for f in failed.values()), stats.rows_exhausted),
     )
     if warning:
         print(f"warning: {warning}")

@@ -60,6 +60,11 @@ class BatchGenerationConfig:
     tokens_per_second: float | None = option(
         None, "generated tokens per second of your local engine, for the engine-hours of --dry-run"
     )
+    retry_failed: bool = option(
+        False,
+        "try the stored failed rows again even when they used all 3 attempts (after an outage; a plain rerun "
+        "retries only rows with attempts left)",
+    )
     max_error_rate: float = option(
         0.05,
         "largest share of failed rows (unparsed, empty, error, too long) that still exits 0; above it the run "

@@ -121,6 +121,11 @@ class EvaluateConfig:
     tokens_per_second: float | None = option(
         None, "generated tokens per second of a local judge engine, for the engine-hours of --dry-run"
     )
+    retry_failed: bool = option(
+        False,
+        "judge the stored unparsed judgments again even when they used all 3 attempts (a plain rerun retries only "
+        "those with attempts left)",
+    )
     executor: str = option(
         "local",
         "where the judge runs: local (this process) or ray (a pool of Ray actors: the running cluster, else a "

@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 
 
-__all__ = ["current_executor", "using_executor"]
+__all__ = ["current_executor", "using_executor", "retry_exhausted", "retrying_failed"]
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("xl_suite_executor", default=None)
 
@@ -28,3 +28,22 @@ def using_executor(executor):
         yield executor
     finally:
         _CURRENT.reset(token)
+
+
+_RETRY_EXHAUSTED: contextvars.ContextVar = contextvars.ContextVar("xl_suite_retry_exhausted", default=False)
+
+
+def retry_exhausted() -> bool:
+    """Whether failed rows that used all their attempts are tried again in this context (``--retry-failed``)."""
+    return _RETRY_EXHAUSTED.get()
+
+
+@contextlib.contextmanager
+def retrying_failed(enabled: bool = True):
+    """Inside the block, every stored failed row is tried once more, however many attempts it has had (the CLI's
+    ``--retry-failed``: after an outage the limit of attempts must not keep a healthy server from answering)."""
+    token = _RETRY_EXHAUSTED.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _RETRY_EXHAUSTED.reset(token)

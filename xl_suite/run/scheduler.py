@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.fingerprint import content_hash, stable_hash
-from xl_suite.run.context import current_executor
+from xl_suite.run.context import current_executor, retry_exhausted
 from xl_suite.run.policy import FAILURE_STATUSES, failed_rows, failure_counts, new_status_columns
 from xl_suite.run.stats import StageStats
 from xl_suite.run.store import ChunkStore, attempts_of, concat_tables, id_column, own_metadata, replace_rows
@@ -387,7 +387,11 @@ def _plan(run: StageRun, dataset, store, stats, one_to_one, prior_attempts) -> l
             c.attempts = attempts_of(c.table)
             c.status_cols = new_status_columns(c.table, c.in_table.column_names)
             bad = failed_rows(c.table, c.status_cols, run.failure_statuses) if c.status_cols else []
-            c.todo = [j for j in bad if c.attempts[j] < run.max_attempts] if run.retry_failed and one_to_one else []
+            c.todo = (
+                [j for j in bad if c.attempts[j] < run.max_attempts or retry_exhausted()]
+                if run.retry_failed and one_to_one
+                else []
+            )
             if c.todo:
                 logger.info(
                     "stage %s chunk %d: retrying %d failed rows (attempt %d of at most %d)",
@@ -472,6 +476,8 @@ def _assemble(run: StageRun, chunks: list[_Chunk], stats: StageStats):
             bad = failed_rows(c.table, c.status_cols, run.failure_statuses)
             if bad:
                 stats.count_failures(failure_counts(c.table.take(bad), c.status_cols, run.failure_statuses))
+                attempts = c.attempts if len(c.attempts) == c.table.num_rows else attempts_of(c.table)
+                stats.rows_exhausted += sum(1 for j in bad if j < len(attempts) and attempts[j] >= run.max_attempts)
         parts.append(datasets.Dataset(c.table))
         if c.path:  # "<stage>/<file>": relative to the work dir, however it is reached
             stats.stored_files.append("/".join(c.path.rsplit("/", 2)[-2:]))
@@ -492,7 +498,7 @@ def _compute_elsewhere(executor, run: StageRun, chunks, store, stats, one_to_one
         fingerprint=run.fingerprint,
         work_dir=run.work_dir,
         fn_kwargs=run.fn_kwargs,
-        run_kwargs=run.run_kwargs(),
+        run_kwargs=_elsewhere_kwargs(run),
         prior_attempts=prior or None,
     )
     for c in missing:
@@ -507,6 +513,19 @@ def _compute_elsewhere(executor, run: StageRun, chunks, store, stats, one_to_one
         c.todo, c.status_cols = [], None
         if not retried:
             stats.chunks_computed += 1
+
+
+def _elsewhere_kwargs(run: StageRun) -> dict:
+    """The run's settings for an executor's workers; ``--retry-failed`` (a context of this process) travels as a
+    limit of attempts no stored row has reached."""
+    kwargs = run.run_kwargs()
+    if retry_exhausted():
+        kwargs["max_attempts"] = _NO_LIMIT
+    return kwargs
+
+
+#: ``max_attempts`` that stands for "however many attempts a row has had" on an executor's workers.
+_NO_LIMIT = 1_000_000
 
 
 def _read_chunk(store: ChunkStore, c: _Chunk, stage: str, one_to_one: bool):
@@ -709,7 +728,7 @@ def _run_keyed(run: StageRun, dataset, store: ChunkStore, stats: StageStats):
         found = index.get(key)
         if found is None:
             todo.append(i)
-        elif found.failed and run.retry_failed and found.attempts < run.max_attempts:
+        elif found.failed and run.retry_failed and (found.attempts < run.max_attempts or retry_exhausted()):
             todo.append(i)
             retried += 1
         else:
@@ -758,5 +777,9 @@ def _run_keyed(run: StageRun, dataset, store: ChunkStore, stats: StageStats):
     bad = failed_rows(table, status_cols, run.failure_statuses) if status_cols else []
     if bad:
         stats.count_failures(failure_counts(table.take(bad), status_cols, run.failure_statuses))
+    # failed rows that used all their attempts: the reused ones from the index, the computed ones from the sub-run
+    stats.rows_exhausted += sub.rows_exhausted + sum(
+        1 for i in reuse if index[keys[i]].failed and index[keys[i]].attempts >= run.max_attempts
+    )
     stats.seconds += time.perf_counter() - t0
     return result

@@ -50,6 +50,8 @@ class StageStats:
         extra: more entries for the summary (a stage's own counts), reported by :meth:`to_dict`.
         rows_reused: keyed runs (``run_stage(key_column=...)``): rows read from the store.
         keys_computed: keyed runs: the keys not read from the store. Neither is part of :meth:`to_dict`.
+        rows_exhausted: failed output rows that used all their attempts, which a plain rerun does not try again
+            (``--retry-failed`` does: :func:`xl_suite.run.context.retrying_failed`); not part of :meth:`to_dict`.
         status: every status of the stage's output rows, counted (a pipeline's recording, like the fields below).
         kept: output rows the stage's keep filter kept.
         dropped: output rows it dropped.
@@ -90,6 +92,7 @@ class StageStats:
     json_repaired: int = 0
     wall_seconds: float = 0.0
     stored_files: list = field(default_factory=list)
+    rows_exhausted: int = 0
 
     def merge(self, other: StageStats, *, counters: tuple[str, ...] = _COUNTERS) -> None:
         """Add ``other``'s counts (of the same stage: another call, chunk or worker) to these.
@@ -104,6 +107,7 @@ class StageStats:
         for status, count in other.status.items():
             self.status[status] = self.status.get(status, 0) + count
         self.rows_reused += other.rows_reused
+        self.rows_exhausted += other.rows_exhausted
         self.keys_computed |= other.keys_computed
         self.stored_files += other.stored_files
 

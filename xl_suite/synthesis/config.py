@@ -398,6 +398,11 @@ class SynthesisRunOptions:
     tokens_per_second: float | None = option(
         None, "generated tokens per second of your local engine, for the engine-hours of --dry-run"
     )
+    retry_failed: bool = option(
+        False,
+        "try the stored failed rows again even when they used all 3 attempts (after an outage; a plain rerun "
+        "retries only rows with attempts left)",
+    )
     executor: str = option(
         "local",
         "where the engine work runs: local (this process) or ray (a pool of Ray actors: the running cluster, "

@@ -193,7 +193,7 @@ def build_summary(run, *, seeds_rows: int, seconds: float, seed_source: str | No
     }
 
 
-def check_failures(summary: Mapping[str, Any], max_error_rate: float) -> str | None:
+def check_failures(summary: Mapping[str, Any], max_error_rate: float, *, retry: str | None = None) -> str | None:
     """Judge a finished run's failed LLM outputs (``summary["failures"]``) against ``max_error_rate``, stage by stage.
 
     The one check behind ``xl-suite synthesize --max-error-rate`` (exit 3) and the ``max_error_rate=`` argument of
@@ -201,6 +201,8 @@ def check_failures(summary: Mapping[str, Any], max_error_rate: float) -> str | N
     everything is written. Each engine stage is judged on its own
     (:func:`~xl_suite.run.policy.check_stage_failure_rates`): a stage that lost 21% of its rows fails the run even
     when the later stages, fed by the rows it kept, lost none.
+
+    ``retry`` replaces the message's account of what a rerun does with the failed rows.
 
     Returns:
         None when no row failed, else a one-line warning (every stage's share is within the threshold).
@@ -219,6 +221,7 @@ def check_failures(summary: Mapping[str, Any], max_error_rate: float) -> str | N
         {name: (entry["by_status"], entry["rows"]) for name, entry in failures.items()},
         max_error_rate=max_error_rate,
         what="LLM outputs",
+        **({"retry": retry} if retry else {}),
     )
 
 
