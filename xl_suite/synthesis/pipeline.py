@@ -312,8 +312,7 @@ class SynthesisRun:
         self.stop = threading.Event()
         #: Lock a local work dir per stage; off in Ray workers, which share the work dir of one run.
         self.lock_work_dir = True
-        #: Recompute stored rows with a failure status (``run_stage``'s ``retry_failed``); off where the engines
-        #: cannot generate (the driver of :func:`~xl_suite.synthesis.ray.synthesize_ray`, whose actors retried them).
+        #: Recompute stored rows with a failure status (``run_stage``'s ``retry_failed``; ``synthesize(retry_failed=)``).
         self.retry_failed = True
         # Chunks that run at once (see _lookahead): with engines that take concurrent calls, the next chunks' first
         # stages run while the current chunk's later stages finish, so no stage boundary drains the engine.
