@@ -79,3 +79,56 @@ def test_evaluate_on_ray(tmp_path):
     assert not noise, noise
     rerun = _run(argv[: argv.index("--executor")], tmp_path)  # a local rerun of the Ray run judges nothing
     assert rerun.returncode == 0 and "pairwise_judge: 0 judged now, 12 from cache" in rerun.stdout, rerun.stderr
+
+
+def test_no_ray_process_outlives_a_killed_command(tmp_path):
+    """SIGKILL to `synthesize --executor ray` on the local runtime it started: every process that runtime started is
+    stopped by the reaper (Ray's dashboard and runtime-env agents used to live on)."""
+    import signal
+    import time
+
+    import psutil
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+    argv = _synth(tmp_path / "killed", "--executor", "ray", "--num-actors", "1", "--ray-address", "local")
+    argv += ["--engine-kwargs", json.dumps({"delay": 1.0})]  # a slow engine: the run is still going when killed
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "xl_suite.cli", *map(str, argv)], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in driver.stdout:
+            seen.append(line)
+            if line.startswith("executor: Ray"):
+                break
+        started = []
+        for proc in psutil.Process(driver.pid).children(recursive=True):
+            try:
+                cmd = " ".join(proc.cmdline())
+            except psutil.Error:  # gone, or a zombie, already
+                continue
+            if "reaper" not in cmd:  # the watcher itself ends once it has done its work
+                started.append((proc, cmd))
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert any("DashboardAgent" in cmd for _, cmd in started), (seen, [cmd for _, cmd in started])
+
+    def alive():
+        out = []
+        for p, cmd in started:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append((p, cmd))
+            except psutil.NoSuchProcess:
+                pass
+        return out
+
+    deadline = time.monotonic() + 20
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    left = alive()
+    for p, _ in left:  # this test's own leftovers
+        p.kill()
+    assert not left, [cmd[:60] for _, cmd in left]

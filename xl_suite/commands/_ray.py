@@ -59,7 +59,7 @@ def ray_session(*, num_actors: int, address: str | None = None, verbose: bool = 
     import ray
 
     quiet = {"log_to_driver": verbose, "logging_level": logging.INFO if verbose else logging.ERROR}
-    started = False
+    started, reaper = False, None
     if ray.is_initialized():
         where = "the Ray runtime of this process"
     elif address not in (None, "local"):
@@ -72,12 +72,17 @@ def ray_session(*, num_actors: int, address: str | None = None, verbose: bool = 
             ray.init(address="auto", **quiet)
             where = "the running Ray cluster"
         except ConnectionError:
+            from xl_suite.reaper import descendants, watch_started
             from xl_suite.synthesis.ray import ray_init_kwargs
 
             kwargs = ray_init_kwargs(num_cpus=max(os.cpu_count() or 1, num_actors + 1))
             kwargs.update(quiet)
+            before = descendants()
             ray.init(**kwargs)
             started = True
+            if os.environ.get("XL_SUITE_ENGINE_REAPER", "1") != "0":
+                # the runtime's processes die with this one, even on SIGKILL (Ray's agents outlived a killed driver)
+                reaper = watch_started(before)
             where = "a local Ray runtime" + ("" if address == "local" else " (no cluster was running)")
     _quiet_ray_data(verbose)
     resources = ray.cluster_resources()
@@ -93,6 +98,8 @@ def ray_session(*, num_actors: int, address: str | None = None, verbose: bool = 
     finally:
         if started:
             ray.shutdown()
+        if reaper is not None:
+            reaper.close()
 
 
 def _quiet_ray_data(verbose: bool) -> None:
