@@ -150,7 +150,11 @@ def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(t
         again = synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "ray"), max_error_rate=0.9)
     assert [r.getMessage() for r in caplog.records if "within --max-error-rate 0.9" in r.getMessage()]
     assert again.summary["failures"]["score"]["retried"] > 0, "the actors retried the failed rows on the rerun"
-    assert synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "none")).summary["failures"]
+    # the default is the CLI's 0.05 (journey, ce75a6e); None turns the check off, the failures are only counted
+    with pytest.raises(FailureRateError, match=r"^score: .* above --max-error-rate 0.05 \(checked per stage\)"):
+        synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "default"))
+    unchecked = synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "none"), max_error_rate=None)
+    assert unchecked.summary["failures"]["score"]["failed"] > 0
 
 
 def _comparable(summary: dict) -> dict:
