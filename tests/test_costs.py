@@ -94,6 +94,7 @@ def test_unknown_price_says_so():
     assert e.cost_usd is None and "cost unknown" in e.line()
 
 
+@pytest.mark.slow  # 26,301 judge requests rendered and counted (797 prompts x 11 languages x 3; about 3 s)
 @pytest.mark.data
 def test_paper_scale_judging_estimate(alpaca_eval_path):
     from xl_suite.evaluation.judging import JudgeConfig, estimate_judging_cost

@@ -42,6 +42,7 @@ def demo(tmp_path, monkeypatch):
     ]
 
 
+@pytest.mark.slow  # two whole demo runs (seconds)
 def test_a_finished_demo_reruns_from_cache_without_starting_an_engine(demo, tmp_path, capsys):
     rc, out, err = _cli(demo, capsys)
     assert rc == 0, err

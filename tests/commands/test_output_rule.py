@@ -138,6 +138,7 @@ def test_evaluate_refuses_another_report_and_overwrite_removes_its_rubric(alpaca
     assert "pairwise_judge: 12 judged now, 0 from cache" in stdout  # its judgment cache went with it
 
 
+@pytest.mark.slow  # several synthesize runs (seconds)
 def test_synthesize_refuses_other_settings_and_overwrite_leaves_no_earlier_file(tmp_path, capsys):
     out = tmp_path / "syn"
     rc, _, err = _cli(_synth(out, "--languages", "mt"), capsys)

@@ -647,6 +647,7 @@ def test_one_bad_reply_is_one_failed_answer_not_a_traceback(bad, alpaca_file, tm
     assert len(_rows(out / "xl-alpacaeval-de.jsonl")) == 6 and srv.requests == 7
 
 
+@pytest.mark.slow  # five commands over HTTP (seconds)
 def test_a_bad_reply_in_translate_evaluate_and_synthesize_is_one_failed_row(alpaca_file, tmp_path, capsys, server):
     pytest.importorskip("openai")
     # translate

@@ -197,6 +197,7 @@ def test_a_config_for_every_builtin_language():
     assert len(expected) >= 150 and names["xl-alpacaeval-sw"] == "sw" and names["xl-alpacaeval-zh-hant"] == "zh-Hant"
 
 
+@pytest.mark.slow  # builds 797 prompts x every built-in language (~160,000 rows, about 20 s of CPU)
 def test_every_builtin_language_from_the_same_797_prompts(alpaca_eval_path, tmp_path):
     """All built-in target languages at once (one build): 797 rows each, the same ids, each language's request."""
     from xl_suite.languages import BENCHMARK_LANGUAGES, builtin_languages

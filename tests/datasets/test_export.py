@@ -78,6 +78,7 @@ def test_refuses_existing_folder_unless_overwrite(exported, alpaca_eval_path):
     assert sorted(p.name for p in exported.iterdir()) == before
 
 
+@pytest.mark.slow  # four `xl-suite export` subprocesses
 def test_cli_export_and_overwrite(alpaca_eval_path, tmp_path):
     env = dict(os.environ)
     cmd = [

@@ -146,17 +146,20 @@ def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypat
     """The HTTP judge stores each answer as it arrives (a piece file per request), not when its whole batch is
     done: a server that answers some requests and then fails loses only the requests in flight, and the rerun sends
     only the others."""
+    from xl_suite.engines.openai_engine import OpenAIGenerator
     from xl_suite.evaluation.judging import JudgeConfig, judge_pairwise
 
-    answered = {"n": 0, "healthy": False}
+    rerun_key = KEY[::-1]  # the rerun's requests are told apart by their key: a request of the first run that reaches
+    answered = {"first": 0, "rerun": 0}  # the server after its client gave up is not counted as the rerun's
     lock = threading.Lock()
     verdict = _chat('{"winner": "A"}')
 
-    def some_then_fail(handler):  # answers 5 requests, then fails every one; answers all once healthy again
+    def some_then_fail(handler):  # answers the first run's first 5 requests, then fails; answers every rerun request
+        run = "rerun" if handler.headers.get("authorization", "").endswith(rerun_key) else "first"
         with lock:
-            answered["n"] += 1
-            n = answered["n"]
-        return verdict(handler) if n <= 5 or answered["healthy"] else (401, {"error": {"message": "key revoked"}})
+            answered[run] += 1
+            n = answered[run]
+        return verdict(handler) if run == "rerun" or n <= 5 else (401, {"error": {"message": "key revoked"}})
 
     items = {
         "instructions": [f"Question {i}?" for i in range(8)],
@@ -175,11 +178,10 @@ def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypat
     )
     assert 4 <= stored <= 5, stored  # 5 answered; at most the one in flight beside the failing request is lost
 
-    answered.update(n=0, healthy=True)
-    res = judge_pairwise(
-        **items, judge=_gen(url, monkeypatch, max_concurrency=2), config=config, cache_dir=str(tmp_path)
-    )
-    assert answered["n"] == 16 - stored and res.ledger["from_cache"] == stored
+    monkeypatch.setenv("XL_TEST_RERUN_KEY", rerun_key)
+    rerun = OpenAIGenerator("m", base_url=url, api_key_env="XL_TEST_RERUN_KEY", backoff_base=0.01, max_concurrency=2)
+    res = judge_pairwise(**items, judge=rerun, config=config, cache_dir=str(tmp_path))
+    assert answered["rerun"] == 16 - stored and res.ledger["from_cache"] == stored
     assert not list(tmp_path.glob("judge-pairwise-*/*.piece-*")), "pieces are deleted once their chunk is written"
 
 

@@ -33,6 +33,7 @@ def _csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # alpaca_eval's 805-row annotation files evaluated (seconds)
 @pytest.mark.data
 @pytest.mark.parametrize("model", ["claude-2.1", "alpaca-7b"])
 def test_annotations_file_unchanged_reproduces_alpaca_eval_leaderboard(model, shared_data, tmp_path, capsys):

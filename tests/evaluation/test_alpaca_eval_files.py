@@ -168,6 +168,7 @@ def test_alpaca_eval_leaderboard_code_recomputes_our_report(tmp_path):
     assert math.isclose(row["discrete_win_rate"], 100 * (3 + 0.5) / 6)
 
 
+@pytest.mark.slow  # alpaca_eval's 805-row annotation files round-tripped (seconds)
 @pytest.mark.data
 def test_alpaca_eval_annotations_round_trip(shared_data, tmp_path, capsys):
     """alpaca_eval's annotations in, ours out: alpaca_eval reads them back to our win rate, and so do we."""

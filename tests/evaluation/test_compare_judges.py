@@ -180,6 +180,7 @@ def test_command_writes_judges_csv_and_a_page_section(tmp_path, reports, capsys)
     assert 'id="judges"' in page and 'id="board"' in page and 'data-model="model-x"' in page
 
 
+@pytest.mark.slow  # alpaca_eval's 805-row annotation files through compare-judges and its Analyzer (about 5 s)
 @pytest.mark.data
 def test_alpaca_eval_annotations_against_a_second_judge(shared_data, tmp_path, capsys):
     """alpaca_eval's annotations of two models (its weighted GPT-4-turbo judge) against a second judge that gives the

@@ -12,8 +12,6 @@ import pytest
 from xl_suite.engines.fake import FakeGenerator
 
 
-evaluate = pytest.importorskip("evaluate")
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 METRIC = str(REPO_ROOT / "evaluate_metrics" / "xl_alpacaeval")
@@ -31,11 +29,18 @@ INSTR = [
 ]
 
 
+@pytest.fixture(scope="module")
+def evaluate():
+    """``evaluate``, imported when a test of this module first needs it: importing it imports transformers and torch
+    (several seconds), which collecting the suite should not pay."""
+    return pytest.importorskip("evaluate")
+
+
 def always_a(messages, i, sampling):
     return '{"winner": "A"}'
 
 
-def test_fidelity_config():
+def test_fidelity_config(evaluate):
     metric = evaluate.load(METRIC, "fidelity")
     out = metric.compute(predictions=PREDS, languages=LANGS)
     assert out["language_fidelity"] == pytest.approx(200 / 3)
@@ -45,13 +50,13 @@ def test_fidelity_config():
         metric.compute(predictions=PREDS, languages=LANGS, judge=FakeGenerator(always_a))
 
 
-def test_default_config_without_judge_is_fidelity_only():
+def test_default_config_without_judge_is_fidelity_only(evaluate):
     metric = evaluate.load(METRIC)
     out = metric.compute(predictions=PREDS, references=REFS, instructions=INSTR, languages=LANGS)
     assert "win_rate" not in out and out["language_fidelity"] == pytest.approx(200 / 3)
 
 
-def test_default_config_with_judge(tmp_path):
+def test_default_config_with_judge(evaluate, tmp_path):
     metric = evaluate.load(METRIC)
     judge = FakeGenerator(always_a)
     out = metric.compute(
@@ -98,7 +103,7 @@ def test_default_config_with_judge(tmp_path):
     assert again["ledger"]["pairwise_judge"]["judged_now"] == 0 and again["ledger"]["rubric_judge"]["judged_now"] == 3
 
 
-def test_multiple_references_schema():
+def test_multiple_references_schema(evaluate):
     metric = evaluate.load(METRIC)
     out = metric.compute(
         predictions=PREDS[:1],
@@ -113,7 +118,7 @@ def test_multiple_references_schema():
     assert out["preferences"] == [0.5] and "rubric_fluency" not in out
 
 
-def test_preset_config_builds_judge_lazily():
+def test_preset_config_builds_judge_lazily(evaluate):
     metric = evaluate.load(METRIC, "local-vllm", judge_model="tiny-judge", judge_backend="fake")
     assert isinstance(metric.judge, FakeGenerator) and metric.judge.model == "tiny-judge"
     out = metric.compute(
@@ -132,7 +137,7 @@ def test_preset_config_builds_judge_lazily():
     assert metric.judge is None
 
 
-def test_configs_and_bad_input():
+def test_configs_and_bad_input(evaluate):
     with pytest.raises(ValueError, match="Unknown config 'gpt-5'"):
         evaluate.load(METRIC, "gpt-5")
     metric = evaluate.load(METRIC, "local-vllm")  # no judge_model: fails only when asked to judge
@@ -157,9 +162,7 @@ def test_kwargs_description_examples_run(monkeypatch):
     assert runner.failures == 0 and runner.tries >= 8
 
 
-def test_fidelity_config_reports_strict_and_family_aware_scores():
-    import evaluate
-
+def test_fidelity_config_reports_strict_and_family_aware_scores(evaluate):
     metric = evaluate.load(METRIC, "fidelity")
     out = metric.compute(
         predictions=[
@@ -173,7 +176,7 @@ def test_fidelity_config_reports_strict_and_family_aware_scores():
     assert out["per_language"]["fur"]["status"] == "n/a" and out["per_language"]["fur"]["reason"]
 
 
-def test_default_config_computes_fidelity_from_predictions_and_languages_alone():
+def test_default_config_computes_fidelity_from_predictions_and_languages_alone(evaluate):
     metric = evaluate.load(METRIC)
     out = metric.compute(predictions=PREDS, languages=LANGS)
     assert out["language_fidelity"] == pytest.approx(200 / 3) and "win_rate" not in out
@@ -186,7 +189,7 @@ def test_default_config_computes_fidelity_from_predictions_and_languages_alone()
         metric.compute(predictions=PREDS, languages=LANGS, judge=FakeGenerator(always_a))
 
 
-def test_requirements_name_the_package_and_satisfy_evaluates_dependency_check(monkeypatch):
+def test_requirements_name_the_package_and_satisfy_evaluates_dependency_check(evaluate, monkeypatch):
     """requirements.txt covers every library the script imports; evaluate's check names the pip requirement."""
     import sys
 
@@ -220,7 +223,7 @@ def test_metric_path_is_the_checkout_folder():
 
 
 @pytest.mark.slow
-def test_loads_from_an_installed_wheel(tmp_path):
+def test_loads_from_an_installed_wheel(evaluate, tmp_path):
     """Build the wheel, install it into a bare folder and load the metric from there, away from the checkout."""
     import json
     import os
@@ -273,7 +276,7 @@ def test_loads_from_an_installed_wheel(tmp_path):
 
 
 @pytest.mark.slow
-def test_loads_from_a_hub_space(tmp_path):
+def test_loads_from_a_hub_space(evaluate, tmp_path):
     """The metric folder pushed as a Space to the Hub stand-in loads with ``evaluate.load("user/xl_alpacaeval")``.
 
     ``evaluate`` fetches ``{HF_ENDPOINT}/spaces/<id>/resolve/<rev>/xl_alpacaeval.py`` (it reads HF_ENDPOINT at import,

@@ -192,6 +192,7 @@ def test_leaderboard_command(tmp_path, reports, capsys):
     assert not (reports["model-b"] / "index.html").exists()
 
 
+@pytest.mark.slow  # alpaca_eval's annotation files on the board (seconds)
 @pytest.mark.data
 def test_alpaca_eval_annotations_and_a_report_make_one_board(shared_data, tmp_path, reports):
     """The issue's done-criterion: alpaca_eval's two annotation files and one of our reports on one board; its
@@ -286,6 +287,7 @@ def _run_chromium(binary: str, profile: Path, *args: str) -> subprocess.Complete
     return subprocess.run([binary, *flags, *args], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # starts headless Chromium
 @pytest.mark.browser
 def test_page_renders_and_sorts_in_headless_chromium(tmp_path, reports):
     binary = _chromium()

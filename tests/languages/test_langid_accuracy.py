@@ -49,6 +49,7 @@ def _sample(messages: list[str], limit: int) -> list[str]:
     return shuffled[:limit]
 
 
+@pytest.mark.slow  # the corpus fixture reads seven wheels' catalogs (about 8 s of CPU)
 def test_corpus_is_the_one_the_table_was_built_from(bench, corpus):
     assert accuracy_table_meta()["corpus"] == bench.corpus_description()
     assert accuracy_table_meta()["corpus"].startswith("Django 5.2.19 (BSD-3-Clause), plone.app.locales 7.0.4 ")
@@ -96,6 +97,7 @@ def test_mo_reader_keeps_plural_forms_and_skips_the_header(bench, tmp_path):
         bench.read_mo(b"\0" * 28)
 
 
+@pytest.mark.slow  # needs the corpus (seven wheels' catalogs)
 @pytest.mark.parametrize("code", ["zh", "zh-Hant", "de", "mt", "sr-Latn", "nn", "ga", "hi", "yo", "lb", "am", "ba"])
 def test_table_reproduces_on_a_sample_of_languages(bench, corpus, code):
     row = measured_accuracy(code)
@@ -111,6 +113,7 @@ def test_table_reproduces_on_a_sample_of_languages(bench, corpus, code):
     }
 
 
+@pytest.mark.slow  # needs the corpus (seven wheels' catalogs)
 def test_mandarin_fidelity_on_real_text(corpus):
     """The issue's case: real Mandarin scored as zh without a judge, family-aware >= 0.90 (strict may be lower)."""
     texts = _sample(corpus["zh"], 300)
@@ -121,6 +124,7 @@ def test_mandarin_fidelity_on_real_text(corpus):
     assert as_japanese["language_fidelity"] <= 10.0  # an unrelated language does not pass
 
 
+@pytest.mark.slow  # needs the corpus (seven wheels' catalogs)
 @pytest.mark.skipif(
     not is_heliport_available(), reason="heliport measures Interlingua: pip install 'xl-suite[langid-wide]'"
 )

@@ -91,17 +91,24 @@ def test_run_stage_on_memory_filesystem():
 
 class _OverlapEngine:
     """Takes concurrent calls (as vLLM's request stream does); records how many were in flight at once and which
-    chunk files existed when each call started. Row ``x`` takes ``x % 5`` ms: a long tail inside every batch."""
+    chunk files existed when each call started. Row ``x`` takes ``x % 5`` ms: a long tail inside every batch.
+
+    ``hold_row``: the call holding that row waits (at most ``HOLD_TIMEOUT`` s) until a call of a later row has
+    started, so whether the next chunk starts before this one is written does not depend on thread timing; with a
+    barrier between chunks no later call starts, the wait times out and ``held_alone`` says so."""
+
+    HOLD_TIMEOUT = 10.0
 
     concurrent_calls = True
 
-    def __init__(self, folder=None, fail_on=None):
+    def __init__(self, folder=None, fail_on=None, hold_row=None):
         import threading
 
         self.lock = threading.Lock()
         self.running = self.max_running = self.calls = 0
         self.folder, self.fail_on = folder, fail_on
         self.files_seen: list[int] = []
+        self.hold_row, self.later_call_started, self.held_alone = hold_row, threading.Event(), False
 
     def __call__(self, batch, engine):
         import time
@@ -112,9 +119,13 @@ class _OverlapEngine:
             engine.max_running = max(engine.max_running, engine.running)
             if engine.folder is not None:
                 engine.files_seen.append(len(list(engine.folder.glob("stage/chunk-*.parquet"))))
+            if engine.hold_row is not None and min(batch["x"]) > engine.hold_row:
+                engine.later_call_started.set()
         try:
             if engine.fail_on is not None and engine.fail_on in batch["x"]:
                 raise RuntimeError(f"engine died on row {engine.fail_on}")
+            if engine.hold_row in batch["x"] and not engine.later_call_started.wait(engine.HOLD_TIMEOUT):
+                engine.held_alone = True
             time.sleep(max(batch["x"]) % 5 / 1000)
             return {"y": [x * 3 for x in batch["x"]], "y_status": ["ok"] * len(batch["x"])}
         finally:
@@ -142,13 +153,14 @@ def test_engine_calls_overlap_across_batch_and_chunk_boundaries(tmp_path):
     from xl_suite.runner import in_flight_batches
 
     ds = datasets.Dataset.from_dict({"id": [f"r{i}" for i in range(40)], "x": list(range(40))})
-    engine = _OverlapEngine(tmp_path)
+    engine = _OverlapEngine(tmp_path, hold_row=7)  # chunk 1's last call waits until a call of chunk 2 has started
     assert in_flight_batches({"engine": engine}, 8, 2, None) == 4
     stats = StageStats("stage")
     out = _window_run(ds, tmp_path, engine, stats=stats)
     assert out["y"] == [x * 3 for x in range(40)] and out["id"] == ds["id"]
     assert engine.max_running > 1, "calls overlapped"
     assert stats.chunks_computed == 5 and len(list(tmp_path.glob("stage/chunk-*.parquet"))) == 5
+    assert not engine.held_alone, "no call of chunk 2 started while chunk 1 was unfinished: the chunk is a barrier"
     first_of_chunk_2 = engine.files_seen[4]  # calls start in order; call 4 opens chunk 2 (4 calls per chunk)
     assert first_of_chunk_2 == 0, "chunk 2 started before chunk 1 was written: the chunk is not a barrier"
 

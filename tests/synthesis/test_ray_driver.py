@@ -100,6 +100,7 @@ def _unlocked(folder: Path) -> bool:
         os.close(fd)
 
 
+@pytest.mark.slow  # a local run and a driver run (seconds)
 def test_the_quota_stops_the_actors_at_the_chunk_where_the_local_run_stops(tmp_path, handed):
     config = SynthesisConfig(languages=("mt", "de"), num_examples=3, max_seeds=20, chunk_size=2, batch_size=2)
     remote = synthesize_ray(builtin_seeds(), _fake, config, output=str(tmp_path / "ray"))
@@ -130,6 +131,7 @@ def test_the_quota_watch_counts_after_duplicate_removal(tmp_path, handed):
     assert handed == list(range(remote.summary["executor"]["quota_reached_at_chunk"] + 1))
 
 
+@pytest.mark.slow  # a local run and a driver run (seconds)
 def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(tmp_path, handed, caplog):
     flaky = functools.partial(FakeGenerator, FaultInjectingResponder(FakeSynthesisResponder(unparseable_every=2)))
     config = SynthesisConfig(languages=("mt",), max_seeds=8, chunk_size=4)
@@ -171,6 +173,7 @@ def _comparable(summary: dict) -> dict:
     return strip({k: v for k, v in summary.items() if k not in ("executor", "generated", "output", "work_dir")})
 
 
+@pytest.mark.slow  # a local run and a driver run per case (about 5 s of CPU each)
 @pytest.mark.parametrize(
     "config",
     [
@@ -199,6 +202,7 @@ def test_the_driver_writes_the_local_runs_files_and_summary(tmp_path, handed, co
     )
 
 
+@pytest.mark.slow  # a local run and a driver run (seconds)
 def test_the_driver_reads_back_only_the_released_stages_and_runs_none(tmp_path, monkeypatch):
     """The driver assembles from the store: the stage outputs that reach a release file (the snapshot stages and
     the last one) are read back; no stage function runs on the driver, and the other stages' files are not needed."""

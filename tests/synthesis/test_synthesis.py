@@ -396,6 +396,7 @@ def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
     assert again.num_rows == sum(passed)
 
 
+@pytest.mark.slow  # several synthesize runs (seconds)
 def test_rerun_is_free_and_changes_recompute_from_the_changed_stage(tmp_path):
     out = str(tmp_path / "out")
 
@@ -530,6 +531,7 @@ class _SlowStage:
         return self.inner(messages, index, sampling)
 
 
+@pytest.mark.slow  # five synthesize runs with delayed replies (about 9 s of CPU)
 def test_chunks_overlap_with_an_engine_taking_concurrent_calls_and_results_are_identical(tmp_path):
     """No stage or chunk boundary is a barrier: with concurrent calls, the next chunk's stages run while the current
     one finishes; outputs, summary counts, chunk files and quota stops are those of a one-call-at-a-time run."""
