@@ -52,11 +52,23 @@ browser:
 demo: venv
 	$(BIN)/xl-suite demo $(ARGS)
 
+# Two pytest runs, both always made: the tiers without an engine in WORKERS processes (pytest-xdist), then the engine
+# tiers (vllm, ray) in one process, so that a run starts ONE shared vLLM engine (tests/engine_fixtures.py). The target
+# fails if either run fails; one run selecting no test (exit 5, e.g. ARGS naming one file) is fine, both are not.
+# WORKERS=0 runs the first in one process.
+WORKERS ?= 2
+define TIERS
+status=0; empty=0; \
+$(BIN)/python -m pytest -n $(WORKERS) -m "$(1)" $(ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then empty=$$((empty+1)); else status=$$rc; fi; }; \
+$(BIN)/python -m pytest -m "$(2)" $(ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then empty=$$((empty+1)); else status=$$rc; fi; }; \
+[ $$empty -lt 2 ] || status=5; exit $$status
+endef
+
 test: venv langid-corpus
-	$(BIN)/python -m pytest $(ARGS)
+	@$(call TIERS,not vllm and not ray,vllm or ray)
 
 test-fast: venv langid-corpus
-	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+	@$(call TIERS,not slow and not vllm and not ray,not slow and (vllm or ray))
 
 quality: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
