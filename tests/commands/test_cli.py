@@ -19,6 +19,7 @@ def test_all_commands_registered():
     assert sorted(sub.choices) == sorted(COMMANDS)
 
 
+@pytest.mark.slow  # one `xl-suite COMMAND --help` subprocess per command
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_help_exits_zero_and_stays_light(command):
     args = ["--help"] if command is None else [command, "--help"]
@@ -34,6 +35,7 @@ def test_help_exits_zero_and_stays_light(command):
     assert "HEAVY []" in r.stdout
 
 
+@pytest.mark.slow  # `xl-suite languages` subprocesses
 def test_languages_add_and_list(tmp_path):
     import os
 

@@ -58,6 +58,7 @@ def test_a_finished_demo_reruns_from_cache_without_starting_an_engine(demo, tmp_
     assert summary["decontaminated_against"] == [str(tmp_path / "alpaca_eval.json")]  # --alpaca-eval honoured
 
 
+@pytest.mark.slow  # a whole demo run (about 2.5 s of CPU)
 def test_the_demo_checks_its_synthesis_once_and_reads_the_benchmark_once(demo, capsys, monkeypatch):
     """The demo's plan checks the synthesis templates and reads the decontamination benchmark before any engine starts,
     and hands them to synthesize, which neither checks nor reads them again."""

@@ -120,6 +120,7 @@ def test_dry_run_writes_and_deletes_nothing(alpaca_file, tmp_path, capsys):
     assert rc == 2 and "holds the output of another run" in err  # a dry run says what the run would meet
 
 
+@pytest.mark.slow  # four evaluate runs (about 2 s of CPU)
 def test_evaluate_refuses_another_report_and_overwrite_removes_its_rubric(alpaca_file, tmp_path, capsys):
     assert _cli(_gen(alpaca_file, tmp_path / "ans"), capsys)[0] == 0
     assert _cli(_gen(alpaca_file, tmp_path / "refs", "--as-reference"), capsys)[0] == 0

@@ -182,6 +182,7 @@ def test_builtin_table_passes_the_full_cldr_checks():
         L.LanguageSpec(code=spec.code, name=spec.name, native_name=spec.native_name, script=spec.script)
 
 
+@pytest.mark.slow  # runs tools/build_language_table.py in a subprocess
 def test_language_table_is_regenerable():
     """xl_suite/data/languages.json is what tools/build_language_table.py makes from the installed CLDR data."""
     import subprocess

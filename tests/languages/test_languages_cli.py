@@ -29,6 +29,7 @@ def _run(args, tmp_path):
     return subprocess.run(BASE + args, capture_output=True, text=True, env=env, timeout=120)
 
 
+@pytest.mark.slow  # `xl-suite languages` subprocesses (about 2 s of CPU)
 def test_list_shows_coverage_and_accuracy_for_90_plus_languages(tmp_path):
     pytest.importorskip("py3langid")
     r = _run(["list", "--format", "json"], tmp_path)

@@ -116,6 +116,7 @@ def test_near_duplicate_index_any_script():
 # -- the pipeline, with real AlpacaEval prompts ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # synthesis decontaminated against AlpacaEval's 805 prompts (about 2 s of CPU)
 @pytest.mark.data
 def test_pairs_copying_alpaca_eval_are_dropped_and_counted(alpaca_eval_path, tmp_path):
     copied, in_answer, _ = _alpaca_prompts(alpaca_eval_path)

@@ -113,6 +113,7 @@ def test_the_quota_stops_the_actors_at_the_chunk_where_the_local_run_stops(tmp_p
     assert remote.summary["executor"]["generated"]["prompts"] == local.summary["generated"]["prompts"]
 
 
+@pytest.mark.slow  # a local run and a driver run (about 2 s of CPU)
 def test_the_quota_watch_counts_after_duplicate_removal(tmp_path, handed):
     """Every seed twice, the copy with a sentence appended (same first words, so the fake engine writes the same
     instruction): each copy's pair is a duplicate, so counting rows before the duplicate removal would stop too
