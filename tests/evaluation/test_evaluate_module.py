@@ -323,7 +323,7 @@ def test_loads_from_a_hub_space(evaluate, tmp_path):
     assert any(p.endswith("/xl_alpacaeval.py") for p in fetched), fetched  # served by the stand-in, not a checkout
 
 
-def test_a_judge_given_by_name_or_empty_inputs_are_one_clear_error():
+def test_a_judge_given_by_name_or_empty_inputs_are_one_clear_error(evaluate):
     """The README invites `judge=` a preset such as gpt-4o: a name is not an engine, and the error says how to get
     one; empty lists fail inside evaluate itself, so the metric says what is missing first."""
     metric = evaluate.load(METRIC)
