@@ -20,6 +20,7 @@ __all__ = [
     "load_dataset",
     "list_configs",
     "get_builder",
+    "check_source_language",
     "parse_config_name",
     "language_fingerprint",
     "source_fingerprint",
@@ -145,18 +146,32 @@ def source_fingerprint(source: str, storage_options: dict | None = None) -> str:
     return stable_hash(keys)
 
 
-def load_xl_suite(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):
+def load_xl_suite(
+    config_name: str,
+    *,
+    split: str | None = None,
+    cache_dir: str | None = None,
+    check_language: bool = True,
+    **config_kwargs,
+):
     """Load an XL-Suite config (``xl-alpacaeval-de``, ``m-alpacaeval-mt``, ``xl-instruct-bestof3-hi``...).
 
     Args:
         config_name: the config; see :func:`list_configs`.
         split: return one split (``"test"`` for the benchmarks, ``"train"`` for XL-Instruct) instead of the dict.
         cache_dir: datasets cache folder (default: ``HF_DATASETS_CACHE``).
+        check_language: for the target-language families (``m-alpacaeval-*`` instructions, ``xl-instruct-*``
+            responses), refuse a source whose texts are confidently in another language (an English AlpacaEval file
+            given as the source of ``m-alpacaeval-de``): :func:`check_source_language`. False skips the check.
         **config_kwargs: :class:`xl_suite.builders.XlSuiteConfig` fields, e.g. ``source="alpaca_eval.json"``,
             ``column_mapping={"response": "target"}``, ``languages=("de", "mt")`` for an ``-all`` config.
 
     Returns:
         ``datasets.DatasetDict``, or a ``datasets.Dataset`` when ``split`` is given.
+
+    Raises:
+        SourceError: the source cannot be read, holds no rows for the config, or (``check_language``) is in
+            another language than the config's.
     """
     from datasets.exceptions import DatasetGenerationError
 
@@ -175,7 +190,7 @@ def load_xl_suite(config_name: str, *, split: str | None = None, cache_dir: str 
             raise SourceError(f"{config_name}: {cause}") from e
         raise
     try:
-        return builder.as_dataset(split=split)
+        data = builder.as_dataset(split=split)
     except ValueError as e:
         if "corresponds to no data" not in str(e):
             raise
@@ -183,6 +198,73 @@ def load_xl_suite(config_name: str, *, split: str | None = None, cache_dir: str 
             f"{config_name}: the source {builder.config.source or '(default)'!r} holds no rows for this config "
             "(for a synthesis run: no pair survived for this language; see its summary.json)."
         ) from e
+    if check_language:
+        check_source_language(config_name, data, source=builder.config.source)
+    return data
+
+
+#: Per family, the column whose text must be in the config's language.
+_TARGET_COLUMNS = {"m-alpacaeval": "instruction", "xl-instruct": "response"}
+
+
+def check_source_language(config_name: str, data, *, source=None, share: float = 0.6, min_prob: float = 0.8) -> None:
+    """Refuse a target-language config whose texts are confidently in one other language (issue: an English file
+    accepted as the source of ``m-alpacaeval-de`` or ``xl-instruct-de``).
+
+    Rows are checked per language (``-all`` configs too). A language is refused when at least ``share`` of its rows
+    are identified, with probability >= ``min_prob``, as one and the same other language (not a relative the
+    fidelity score accepts). Text in no language (a stand-in model's) or a language no identifier knows passes:
+    only a confident, consistent other language is an error.
+
+    Raises:
+        SourceError: naming the config, the language found and the fix.
+    """
+    from collections import Counter
+
+    from xl_suite.fidelity import language_fidelity
+    from xl_suite.sources import SourceError
+    from xl_suite.status import RowStatus
+
+    family, _, _ = parse_config_name(config_name)
+    column = _TARGET_COLUMNS.get(family)
+    if column is None:
+        return
+    parts = data.values() if hasattr(data, "values") and not hasattr(data, "column_names") else [data]
+    texts, langs = [], []
+    for part in parts:
+        if column not in part.column_names or "language" not in part.column_names:
+            continue
+        texts += [t or "" for t in part[column]]
+        langs += list(part["language"])
+    if not texts:
+        return
+    fid = language_fidelity(texts, langs)
+    by_language: dict[str, list[int]] = {}
+    for i, lang in enumerate(langs):
+        by_language.setdefault(get_language(lang).code, []).append(i)
+    for code, rows in by_language.items():
+        if fid["per_language"].get(code, {}).get("status") == RowStatus.NOT_APPLICABLE:
+            continue  # no identifier knows the language: nothing to say
+        wrong = Counter(
+            fid["detected_language"][i]
+            for i in rows
+            if fid["is_target"][i] is False and float(fid["detected_prob"][i] or 0) >= min_prob
+        )
+        if not wrong:
+            continue
+        other, n = wrong.most_common(1)[0]
+        if n < share * len(rows):
+            continue
+        target = get_language(code).display_name
+        fix = (
+            "its source must hold the prompts translated into the language (xl-suite translate writes them)"
+            if family == "m-alpacaeval"
+            else "its source must hold responses in the language (a synthesis output or the authors' release)"
+        )
+        raise SourceError(
+            f"{config_name}: {n} of {len(rows)} {column}s of {source or 'the source'!r} are in {other!r}, not "
+            f"{target}: {fix}. Pass check_language=False to load it anyway."
+        )
 
 
 def load_dataset(config_name: str, *, split: str | None = None, cache_dir: str | None = None, **config_kwargs):

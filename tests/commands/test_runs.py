@@ -487,7 +487,10 @@ def test_translate_never_writes_a_failed_translation_and_the_loader_never_serves
     assert 0 < n_failed < 6 and all(r["translation_status"] == "ok" and r["instruction"] for r in rows)
     assert rc == 3 and f"translate de: {n_failed} of 6 translations failed" in err and "Traceback" not in err
     assert f"{n_failed} failed, not written" in stdout
-    served = load_xl_suite("m-alpacaeval-de", split="test", source=str(out), cache_dir=str(tmp_path / "c1"))
+    # the fake translator writes English: the loader's language check would (rightly) refuse it
+    served = load_xl_suite(
+        "m-alpacaeval-de", split="test", source=str(out), cache_dir=str(tmp_path / "c1"), check_language=False
+    )
     assert served.num_rows == 6 - n_failed and all(served["instruction"])
 
     # a file written before (failed rows kept as empty prompts): the builder leaves them out
@@ -495,7 +498,9 @@ def test_translate_never_writes_a_failed_translation_and_the_loader_never_serves
     old.mkdir()
     bad = {**rows[0], "id": "bad", "instruction": "", "translation_status": "empty"}
     (old / "de.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, bad]), encoding="utf-8")
-    served = load_xl_suite("m-alpacaeval-de", split="test", source=str(old), cache_dir=str(tmp_path / "c2"))
+    served = load_xl_suite(
+        "m-alpacaeval-de", split="test", source=str(old), cache_dir=str(tmp_path / "c2"), check_language=False
+    )
     assert served.num_rows == len(rows) and "bad" not in served["id"]
 
     # the engine recovers: the rerun the message advises translates only the failed rows, and writes them

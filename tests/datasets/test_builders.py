@@ -335,3 +335,50 @@ def test_a_read_only_datasets_cache_is_one_clear_error(tmp_path, monkeypatch, ca
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "Cannot write the datasets cache" in err and "Read-only file system" in err
         assert "HF_DATASETS_CACHE" in err
+
+
+# -- wrong-language sources (issue 20) ---------------------------------------------------------------------------
+
+_ENGLISH = [f"Please explain in detail how topic number {k} works and why it matters to people." for k in range(8)]
+
+
+def test_an_english_file_is_not_accepted_as_a_target_language_source(tmp_path, capsys):
+    """Old code: an English AlpacaEval file passed as the source of m-alpacaeval-de (generate, load, push)."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "de.jsonl").write_text(
+        "".join(json.dumps({"id": str(k), "instruction": t}) + "\n" for k, t in enumerate(_ENGLISH))
+    )
+    with pytest.raises(SourceError, match=r"m-alpacaeval-de: 8 of 8 instructions .* are in 'en', not German"):
+        xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source=str(folder))
+    assert (
+        xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source=str(folder), check_language=False).num_rows == 8
+    )
+    argv = ["generate", "--backend", "fake", "--model", "m", "--config", "m-alpacaeval-de", "--source", str(folder)]
+    assert main([*argv, "--output", str(tmp_path / "ans")]) == 2
+    assert "are in 'en', not German" in capsys.readouterr().err
+    release = tmp_path / "x"
+    release.mkdir()
+    pairs = [
+        {"instruction": t, "response": f"This English answer to question {k} is long enough."}
+        for k, t in enumerate(_ENGLISH)
+    ]
+    (release / "de.json").write_text(json.dumps(pairs))
+    with pytest.raises(SourceError, match=r"xl-instruct-de: 8 of 8 responses .* are in 'en', not German"):
+        xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(release))
+
+
+def test_german_sources_and_text_in_no_language_pass(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    german = [
+        f"Bitte erkläre ausführlich, wie das Thema Nummer {k} funktioniert und warum es wichtig ist." for k in range(8)
+    ]
+    (folder / "de.jsonl").write_text(
+        "".join(json.dumps({"id": str(k), "instruction": t}) + "\n" for k, t in enumerate(german))
+    )
+    assert xl_suite.load_xl_suite("m-alpacaeval-de", split="test", source=str(folder)).num_rows == 8
+    noise = tmp_path / "n"
+    noise.mkdir()  # a stand-in model's text is in no language: not an error
+    (noise / "de.json").write_text(json.dumps([{"instruction": t, "response": "zq xv kkp tt"} for t in _ENGLISH]))
+    assert xl_suite.load_xl_suite("xl-instruct-de", split="train", source=str(noise)).num_rows == 8
