@@ -29,18 +29,20 @@ _fake = functools.partial(FakeGenerator, FakeSynthesisResponder())
 
 
 def _in_process(chunks, worker, constructor_kwargs, *, num_actors, until=None, handed=None, **_):
-    """``map_chunks`` in this process: one worker, the chunks in order, stopping when ``until`` says so."""
-    tables = []
-    for index, rows in chunks:
-        table = rows.with_format("arrow")[:]
-        tables.append(table.append_column("__xl_chunk", [[index] * table.num_rows]))
-    schema = tables[0].schema.remove(tables[0].schema.get_field_index("__xl_chunk"))
-    actor = worker(**constructor_kwargs, schema=schema)
+    """``map_chunks`` in this process: one worker, the chunks in order, stopping when ``until`` says so. The worker
+    runs in a context of its own, as in another process: nothing the driver set in its context reaches it."""
+    import contextvars
+
+    from xl_suite.executors import chunk_tables
+
+    tables, schema = chunk_tables(chunks)
+    elsewhere = contextvars.Context()
+    actor = elsewhere.run(worker, **constructor_kwargs, schema=schema)
     out = []
     for table in tables:
         if handed is not None:
             handed.append(table.column("__xl_chunk")[0].as_py())
-        rows = actor(table).to_pylist()
+        rows = elsewhere.run(actor, table).to_pylist()
         out += rows
         if until is not None and any(until(r) for r in rows):
             break
@@ -158,6 +160,24 @@ def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(t
         synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "default"))
     unchecked = synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "none"), max_error_rate=None)
     assert unchecked.summary["failures"]["score"]["failed"] > 0
+
+
+def test_retry_failed_reaches_the_actors(tmp_path, handed):
+    """``--retry-failed`` (the driver's ``retrying_failed`` context) travels to the actors: rows that used all their
+    attempts are tried once more there; a plain rerun leaves them."""
+    from xl_suite.run.context import retrying_failed
+
+    flaky = functools.partial(FakeGenerator, FaultInjectingResponder(FakeSynthesisResponder(unparseable_every=2)))
+    config = SynthesisConfig(languages=("mt",), max_seeds=8, chunk_size=4)
+
+    def run():
+        return synthesize_ray(builtin_seeds(), flaky, config, output=str(tmp_path / "ray"), max_error_rate=None)
+
+    for _ in range(3):  # 3 attempts: the failed rows are exhausted
+        run()
+    assert run().summary["failures"]["score"]["retried"] == 0
+    with retrying_failed():
+        assert run().summary["failures"]["score"]["retried"] > 0
 
 
 def _comparable(summary: dict) -> dict:

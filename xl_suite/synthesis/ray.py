@@ -32,7 +32,8 @@ to the chunks finished in order and stops the actors as soon as those hold the q
 estimate, so the assembly stops at the same chunk; what the actors were computing or had finished beyond it
 (a chunk or two per actor) is wasted. ``max_error_rate=`` applies the check of ``xl-suite synthesize
 --max-error-rate`` (:func:`~xl_suite.synthesis.report.check_failures`) as :func:`~xl_suite.synthesis.synthesize`
-does, once everything is written; the actors retry stored failed rows (on a rerun), the driver never does. The summary
+does, once everything is written; the actors retry stored failed rows (on a rerun; those that used all their attempts
+too inside :func:`~xl_suite.run.context.retrying_failed`, ``--retry-failed``), the driver never does. The summary
 gains an ``executor`` section (actors, chunks handed back, the chunk where the quota was reached, chunks per worker
 process, what the actors generated); its timings are the actors' (a stage's ``seconds`` and engine seconds) and the
 whole run's (``seconds``).
@@ -123,7 +124,18 @@ class ChunkWorker:
     stages return no such columns).
     """
 
-    def __init__(self, config, generator, scorer, stages, work_dir, storage_options, schema, benchmark=None):
+    def __init__(
+        self,
+        config,
+        generator,
+        scorer,
+        stages,
+        work_dir,
+        storage_options,
+        schema,
+        benchmark=None,
+        retry_exhausted=False,
+    ):
         from xl_suite.synthesis.config import default_stages
         from xl_suite.synthesis.pipeline import SynthesisRun
 
@@ -146,17 +158,22 @@ class ChunkWorker:
         )
         self.run.lock_work_dir = False  # the actors of one run share its work dir; each writes its own chunks
         self.schema = schema
+        #: The driver's ``--retry-failed`` (:func:`~xl_suite.run.context.retrying_failed`), which does not cross
+        #: processes by itself.
+        self.retry_exhausted = retry_exhausted
 
     def __call__(self, batch):
         import pyarrow as pa
 
         from xl_suite.executors import split_chunks
+        from xl_suite.run.context import retrying_failed
 
         rows = []
         for index, chunk in split_chunks(batch, self.schema):
             before = self._generated()
             t0 = time.perf_counter()
-            processed = self.run.process(chunk)
+            with retrying_failed(self.retry_exhausted):
+                processed = self.run.process(chunk)
             after = self._generated()
             # Per stage that ran: this chunk's counts (with the store files holding its output, which the driver
             # reads back) and what the stage's engine generated for it.
@@ -408,6 +425,7 @@ def _synthesize_ray_locked(
     ray_remote_args,
 ) -> SynthesisResult:
     from xl_suite.executors import chunks_per_process, map_chunks
+    from xl_suite.run.context import retry_exhausted
     from xl_suite.synthesis.pipeline import plan_synthesis
     from xl_suite.synthesis.seeds import SeedCounts, iter_seed_chunks
 
@@ -441,6 +459,7 @@ def _synthesize_ray_locked(
             "work_dir": work_dir,
             "storage_options": storage_options,
             "benchmark": plan.benchmark,
+            "retry_exhausted": retry_exhausted(),
         },
         num_actors=num_actors,
         num_cpus_per_actor=num_cpus_per_actor,
