@@ -550,7 +550,7 @@ def _dry_run(plan: _Plan, echo) -> dict:
     from xl_suite.costs import estimate_cost, format_estimates, list_price
     from xl_suite.evaluation.judging import estimate_judging_cost
     from xl_suite.prompting import load_template
-    from xl_suite.synthesis.estimate import estimate_synthesis
+    from xl_suite.synthesis.estimate import estimate_synthesis, seeds_note
 
     cfg = plan.cfg
     model = cfg.model or "tiny stand-in"
@@ -590,6 +590,9 @@ def _dry_run(plan: _Plan, echo) -> dict:
         estimates.append(dataclasses.replace(e, local=(judge.backend or "vllm") not in ("openai", "fake")))
     echo(f"demo dry run: {len(plan.langs)} languages, {plan.seeds.num_rows} seed passages, prompts from {plan.label}")
     echo(format_estimates(estimates, cfg.tokens_per_second))
+    note = seeds_note(plan.synthesis, plan.seeds.num_rows)
+    if note:
+        echo(note)
     echo("dry run: no model was built, no request was sent, nothing was written.")
     return {"dry_run": True, "estimates": [dataclasses.asdict(e) for e in estimates]}
 

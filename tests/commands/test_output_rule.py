@@ -222,6 +222,7 @@ def test_synthesize_dry_run_prints_requests_tokens_and_engine_hours_and_writes_n
     lines = stdout.splitlines()
     respond = next(line for line in lines if line.startswith("synthesis respond"))
     assert "40 requests (20 seeds x 2 languages, 3 completions each)" in respond and "engine-hours" in respond
+    assert "note: 40 seed passages for 5 pairs" not in stdout  # 20 seeds are enough for 5 pairs
     total = next(line for line in lines if line.startswith("total:"))
     assert "engine-hours at 100 generated tokens/s" in total
     assert "no request was sent" in stdout

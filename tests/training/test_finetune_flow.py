@@ -104,3 +104,24 @@ def test_each_answer_is_judged_against_its_own_languages_reference_and_failed_ro
     )
     got = {(x["id"], x["language"]): x["references"] for x in result.inputs}
     assert got == {("a", "de"): ["Referenz a"], ("a", "mt"): ["Referenza a"]}
+
+
+def test_finetune_dry_run_starts_nothing_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a dry run needs no key
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "--output-dir",
+        out,
+        "--teacher-backend",
+        "openai",
+        "--teacher-model",
+        "gpt-4o-mini-2024-07-18",
+    ]
+    argv += ["--judge-preset", "gpt-4o", "--num-examples", "100", "--dry-run", "--tokens-per-second", "1000"]
+    rc, stdout, err = _cli(argv, capsys)
+    assert rc == 0, err
+    assert "synthesis respond (gpt-4o-mini-2024-07-18): 80 requests" in stdout
+    assert "answers after (tiny stand-in)" in stdout and "pairwise judge (after) (gpt-4o-2024-08-06)" in stdout
+    assert "total: " in stdout and "training: 8 steps" in stdout and "note: 40 seed passages for 100 pairs" in stdout
+    assert not out.exists()

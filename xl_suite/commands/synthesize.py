@@ -241,7 +241,7 @@ def _files(config) -> list[str]:
 def _print_estimates(config, options, seeds, gen_spec, scorer_spec) -> None:
     """Requests and tokens per stage (upper bounds), dollars for API models, engine-hours for local ones."""
     from xl_suite.costs import format_estimates, list_price
-    from xl_suite.synthesis.estimate import estimate_synthesis
+    from xl_suite.synthesis.estimate import estimate_synthesis, seeds_note
 
     texts = seeds[options.text_column]
     scorer_backend = scorer_spec.backend or gen_spec.backend
@@ -259,6 +259,9 @@ def _print_estimates(config, options, seeds, gen_spec, scorer_spec) -> None:
         f"estimate for {len(texts):,} seed passages (upper bounds: every seed kept, every completion at max tokens):"
     )
     print(format_estimates(estimates, options.tokens_per_second))
+    note = seeds_note(config, len(texts))
+    if note:
+        print(note)
 
 
 def _run_on_ray(args, options, config, seeds, gen_spec, scorer_spec, owned, storage_options):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from xl_suite.costs import CHARS_PER_TOKEN, CostEstimate, estimate_prompt_tokens
 
 
-__all__ = ["estimate_synthesis", "seeds_used"]
+__all__ = ["estimate_synthesis", "seeds_used", "seeds_note"]
 
 
 def seeds_used(config, n_seeds: int) -> int:
@@ -109,3 +109,24 @@ def _fixed_values(criteria) -> dict:
     from xl_suite.scoring import SCORE_SCALE, criteria_list
 
     return {"criteria": criteria_list(criteria), "scale_min": SCORE_SCALE[0], "scale_max": SCORE_SCALE[1]}
+
+
+def seeds_note(config, n_seeds: int) -> str | None:
+    """A note when the seeds are too few for ``num_examples`` pairs per language (the run would fall short).
+
+    >>> from xl_suite.synthesis.config import SynthesisConfig
+    >>> print(seeds_note(SynthesisConfig(languages=("mt",), num_examples=8000), 40))
+    note: 40 seed passages for 8,000 pairs per language: the run reads up to 32,000 (num_examples x oversample 4.0) and keeps at most one pair per seed and language; expect far fewer than 8,000. Pass more passages with --seeds.
+    >>> seeds_note(SynthesisConfig(languages=("mt",), num_examples=5), 40) is None
+    True
+    """
+    if config.num_examples is None or config.max_seeds is not None:
+        return None
+    wanted = math.ceil(config.num_examples * config.oversample)
+    if n_seeds >= wanted:
+        return None
+    return (
+        f"note: {n_seeds:,} seed passages for {config.num_examples:,} pairs per language: the run reads up to "
+        f"{wanted:,} (num_examples x oversample {config.oversample}) and keeps at most one pair per seed and "
+        f"language; expect far fewer than {config.num_examples:,}. Pass more passages with --seeds."
+    )

@@ -122,6 +122,14 @@ class FinetuneConfig:
         "replace the output of a recipe with other settings in the output folder (its data, model and reports are "
         "deleted first); the same command resumes without it, and a finished one trains nothing",
     )
+    dry_run: bool = option(
+        False,
+        "print the requests and tokens of every step (upper bounds; dollars for API models, engine-hours with "
+        "--tokens-per-second) and the training steps, then stop: no model is built, no engine starts",
+    )
+    tokens_per_second: float | None = option(
+        None, "generated tokens per second of the local engines, for the engine-hours of --dry-run"
+    )
 
     def __post_init__(self):
         """Check every setting before any work: sizes, the language list, the learning rate and LoRA settings."""
@@ -263,6 +271,8 @@ def run_finetune(
     from xl_suite.safety import lock_folders
 
     plan = _plan(config or FinetuneConfig(), student, teacher, judge)
+    if plan.cfg.dry_run:
+        return _dry_run(plan, echo)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with lock_folders([plan.out], purpose="xl-suite finetune"):
@@ -358,15 +368,15 @@ def _plan(cfg: FinetuneConfig, student, teacher, judge) -> _Plan:
     seeds = builtin_seeds() if cfg.seeds is None else load_seeds(cfg.seeds)
     check_text_column(seeds, "text")
     bench, label = _benchmark(cfg, langs)
-    for spec in (student, teacher, judge):
+    for spec in (student, teacher, judge) if not cfg.dry_run else ():
         if spec is not None and not _is_engine(spec) and spec.model:
             spec.check()  # keys and models, before any engine starts
-    if preset is not None:
+    if preset is not None and not cfg.dry_run:
         EngineSpec(model=preset.judge_model, backend=preset.judge_backend, revision=preset.judge_revision).check()
     if cfg.lora:  # before synthesis, not after it (the stand-in's architecture is known without building it)
         check_lora_targets(student.model, cfg.lora_target_modules, revision=student.revision)
     settings = {
-        **{k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite", "close_engines_for_training")},
+        **{k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS},
         "seeds": source_setting(cfg.seeds),
         "alpaca_eval": source_setting(cfg.alpaca_eval),
         **engine_settings(student if student.model else EngineSpec(model="tiny stand-in"), prefix="student_"),
@@ -381,6 +391,8 @@ def _plan(cfg: FinetuneConfig, student, teacher, judge) -> _Plan:
     return plan
 
 
+#: FinetuneConfig fields that change how a run goes, not what it makes (left out of its settings and training key).
+_NOT_SETTINGS = ("output_dir", "overwrite", "close_engines_for_training", "dry_run", "tokens_per_second")
 _CACHES = ["tiny-model", "synthesis", "work", "judgments", "trainer", "model", "adapter"]
 _FILES = ["finetune_summary.json", "report-before", "report-after"]
 
@@ -563,9 +575,7 @@ def _training_key(cfg: FinetuneConfig, roles: _Roles, train_ds, eval_ds, metric_
     from xl_suite.engines import local_model_hash
     from xl_suite.fingerprint import content_hash, stable_hash
 
-    settings = {
-        k: v for k, v in asdict(cfg).items() if k not in ("output_dir", "overwrite", "close_engines_for_training")
-    }
+    settings = {k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS}
     base = local_model_hash(roles.model) if Path(roles.model).is_dir() else roles.model
     return stable_hash(
         "xl-suite-sft",
@@ -744,10 +754,88 @@ def _answer_sampling(cfg: FinetuneConfig, stand_in: bool):
     )
 
 
+def _synthesis_config(cfg: FinetuneConfig, langs, language_filter: bool):
+    from xl_suite.synthesis import SynthesisConfig
+
+    return SynthesisConfig(
+        languages=tuple(langs),
+        num_examples=cfg.num_examples,
+        threshold=cfg.threshold,
+        max_tokens=cfg.max_tokens,
+        language_filter=language_filter,
+        seed=cfg.seed,
+        batch_size=256,
+        chunk_size=256,
+    )
+
+
+def _dry_run(plan: _Plan, echo) -> dict:
+    """What each step would send (upper bounds) and the training it would run; nothing starts, nothing is written."""
+    import dataclasses
+
+    from xl_suite.costs import estimate_cost, format_estimates, list_price
+    from xl_suite.evaluation.judging import JudgeConfig, estimate_judging_cost
+    from xl_suite.prompting import load_template
+    from xl_suite.synthesis.estimate import estimate_synthesis, seeds_note
+
+    cfg = plan.cfg
+
+    def name_of(spec, default):
+        return getattr(spec, "model", None) or default
+
+    def is_local(spec):
+        return (getattr(spec, "backend", None) or "vllm") not in ("openai", "fake")
+
+    student = name_of(plan.student, "tiny stand-in")
+    teacher = plan.teacher if plan.teacher is not None and name_of(plan.teacher, None) else plan.student
+    teacher_name = name_of(teacher, student)
+    estimates = estimate_synthesis(
+        _synthesis_config(cfg, plan.langs, cfg.language_filter),
+        plan.seeds["text"],
+        model=teacher_name,
+        price=list_price(teacher_name),
+        local=is_local(teacher),
+    )
+    template = load_template("answer")
+    convs = [template.render(instruction=x) for x in plan.bench["instruction"]]
+    detail = f"{cfg.num_prompts} prompts x {len(plan.langs)} languages"
+    reference = plan.preset.reference_model if plan.preset is not None and plan.preset.reference_model else None
+    rows = [("references", reference or teacher_name, reference is None and is_local(teacher))]
+    rows += [("answers before", student, is_local(plan.student)), ("answers after", student, is_local(plan.student))]
+    for stage, model, local in rows:
+        estimates.append(
+            estimate_cost(stage, model, convs, max_tokens=cfg.max_tokens, price=list_price(model), detail=detail,
+                          local=local)
+        )  # fmt: skip
+    judge_cfg = plan.preset.judge if plan.preset is not None else JudgeConfig(max_tokens=32, rubric=False)
+    judge_name = plan.preset.judge_model if plan.preset is not None else name_of(plan.judge, teacher_name)
+    judge_local = (plan.preset.judge_backend if plan.preset is not None else None) not in ("openai",) and (
+        plan.preset is not None or is_local(plan.judge or teacher)
+    )
+    placeholder = ["x" * (4 * cfg.max_tokens)] * plan.bench.num_rows
+    for which in ("before", "after"):
+        for e in estimate_judging_cost(
+            plan.bench["instruction"], placeholder, placeholder, plan.bench["language"], config=judge_cfg,
+            judge_model=judge_name, price=list_price(judge_name),
+        ):  # fmt: skip
+            estimates.append(dataclasses.replace(e, stage=f"{e.stage} ({which})", local=judge_local))
+    echo(f"finetune dry run: {', '.join(plan.langs)}; {plan.seeds.num_rows} seed passages; prompts from {plan.label}")
+    echo(format_estimates(estimates, cfg.tokens_per_second))
+    note = seeds_note(_synthesis_config(cfg, plan.langs, cfg.language_filter), plan.seeds.num_rows)
+    if note:
+        echo(note)
+    echo(
+        f"training: {cfg.max_steps} steps of {cfg.batch_size} x {cfg.gradient_accumulation_steps} examples "
+        f"({'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'all weights'}), at most {cfg.max_length} tokens each"
+    )
+    echo("dry run: no model was built, no request was sent, nothing was written.")
+    return {"dry_run": True, "estimates": [dataclasses.asdict(e) for e in estimates]}
+
+
 def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, echo, *, seeds=None):
     import datasets
 
-    from xl_suite.synthesis import SynthesisConfig, synthesize
+    from xl_suite.synthesis import synthesize
     from xl_suite.synthesis.seeds import builtin_seeds, load_seeds
 
     language_filter = cfg.language_filter and not stand_in
@@ -760,16 +848,7 @@ def _synthesize(cfg: FinetuneConfig, langs, teacher, out: Path, stand_in: bool, 
     syn = synthesize(
         seeds,
         teacher,
-        SynthesisConfig(
-            languages=tuple(langs),
-            num_examples=cfg.num_examples,
-            threshold=cfg.threshold,
-            max_tokens=cfg.max_tokens,
-            language_filter=language_filter,
-            seed=cfg.seed,
-            batch_size=256,
-            chunk_size=256,
-        ),
+        _synthesis_config(cfg, langs, language_filter),
         output=str(out / "synthesis"),
         seed_source="builtin" if cfg.seeds is None else cfg.seeds,
     )
