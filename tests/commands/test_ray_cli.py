@@ -132,3 +132,31 @@ def test_no_ray_process_outlives_a_killed_command(tmp_path):
     for p, _ in left:  # this test's own leftovers
         p.kill()
     assert not left, [cmd[:60] for _, cmd in left]
+
+
+def test_ctrl_c_on_ray_is_one_line_and_the_rerun_resumes(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "ray"
+    argv = _synth(out, "--executor", "ray", "--num-actors", "2", "--ray-address", "local", "--max-seeds", "16")
+    argv += ["--engine-kwargs", json.dumps({"delay": 0.2})]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    cmd = [sys.executable, "-m", "xl_suite.cli", *map(str, argv)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((out / ".xl_suite_work").rglob("chunk-*.parquet")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.2)  # the actors are mid-run: some chunks stored, others computing
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    lines = _quiet(stderr)
+    assert lines[-1].startswith("xl-suite synthesize: interrupted. Finished chunks are saved in"), lines
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    rerun = _run(argv[: argv.index("--executor")] + ["--max-seeds", "16"], tmp_path)  # locally: reuses the chunks
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "the same command ran here before (unfinished)" in rerun.stdout
