@@ -111,6 +111,23 @@ def test_01_load_and_inspect_sample(kernel_dir, work_dir, tmp_path):
 
 
 @pytest.mark.slow
+def test_01_twice_with_different_sources(kernel_dir, tmp_path):
+    """Issue 20: the second run re-exports other rows into the same folder and loads them back with plain datasets
+    from the same HF cache; before the export named its files by content, the old rows came back (and failed)."""
+    import json
+
+    work = tmp_path / "work"
+    env = _kernel_env(tmp_path, work, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    _, text = _execute("01_load_and_inspect", kernel_dir, tmp_path, env)
+    assert f"loaded back: xl-alpacaeval-mt, {_n_sample_prompts()} rows" in text
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"instruction": f"Describe place number {k} in two sentences.", "output": "x"}
+                                 for k in range(5)]))  # fmt: skip
+    _, text = _execute("01_load_and_inspect", kernel_dir, tmp_path, {**env, "XL_SUITE_ALPACA_EVAL": str(other)})
+    assert "loaded back: xl-alpacaeval-mt, 5 rows" in text and "identical to the builder's rows" in text
+
+
+@pytest.mark.slow
 @pytest.mark.data
 def test_01_load_and_inspect_alpaca_eval(kernel_dir, work_dir, tmp_path, alpaca_eval_path):
     env = _kernel_env(
