@@ -702,6 +702,9 @@ def test_a_bad_reply_in_translate_evaluate_and_synthesize_is_one_failed_row(alpa
     ]
     rc, stdout, err = _cli([*argv, "--max-error-rate", "0.1"], capsys)
     assert rc == 0 and "pairwise: 1 of 12 judgments failed (8.3%: error 1), within" in stdout, (stdout, err)
+    judgments = [json.loads(x) for x in (tmp_path / "r" / "judgments.jsonl").read_text().splitlines()]
+    (failed,) = [j for j in judgments if j["parse_status"] == "error"]
+    assert failed["raw_completion"].startswith("[error] ") and "content_filter" in failed["raw_completion"]
 
     # synthesize
     srv = server(bad="truncated JSON", bad_at=2)

@@ -129,6 +129,20 @@ def failure_status(completion) -> RowStatus | None:
     return RowStatus(status) if status in BACKEND_FAILED else None
 
 
+def raw_text(completion) -> str:
+    """What a row records as the raw completion: the text, or, for a request that failed on its own
+    (:func:`failed_completion`), its status and message (``"[error] ..."``; the backends scrub credentials from
+    it), so a report's raw replies say why a row failed.
+
+    >>> raw_text(Completion("Hallo")), raw_text(failed_completion(RowStatus.ERROR, "HTTP 200 with no content"))
+    ('Hallo', '[error] HTTP 200 with no content')
+    """
+    status = failure_status(completion)
+    if status is None:
+        return completion.text
+    return f"[{status}] {(completion.extra or {}).get('error', '')}".rstrip()
+
+
 def prompt_truncated(completion) -> bool:
     """True when the backend cut this completion's prompt to fit its context (``extra["prompt_truncated"]``)."""
     return bool((getattr(completion, "extra", None) or {}).get("prompt_truncated"))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xl_suite.configuration import option
-from xl_suite.engines.base import Generator, SamplingConfig, failure_status, prompt_truncated
+from xl_suite.engines.base import Generator, SamplingConfig, failure_status, prompt_truncated, raw_text
 from xl_suite.errors import OutputExistsError
 from xl_suite.evaluation.answers import (
     BatchGenerationConfig,
@@ -84,7 +84,7 @@ def translate_batch(
         "instruction": [c.text.strip() for c in comps],
         "translator": [model_label(generator)] * n,
         "translation_status": status,
-        "raw_completion": [c.text for c in comps],
+        "raw_completion": [raw_text(c) for c in comps],
     }
     out.update({k: [v] * n for k, v in prov.items()})
     out["prompt_tokens"] = [int(c.prompt_tokens or 0) for c in comps]

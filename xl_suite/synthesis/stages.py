@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 
-from xl_suite.engines.base import SamplingConfig, row_status
+from xl_suite.engines.base import SamplingConfig, raw_text, row_status
 from xl_suite.errors import GenerationError, InvalidArgumentError
 from xl_suite.languages import get_language
 from xl_suite.prompting import neutralise_markers
@@ -156,7 +156,7 @@ def backtranslate_batch(batch: dict[str, list], *, generator, template, sampling
     parsed = [parse_instruction(t) for t in texts]
     out |= {
         "instruction": [p or "" for p in parsed],
-        "backtranslate_raw": texts,
+        "backtranslate_raw": [raw_text(r[0]) for r in results],
         "backtranslate_status": [row_status(r[0], bool(p)) for r, p in zip(results, parsed, strict=True)],
         **_completion_columns("backtranslate", results),
     }
@@ -182,7 +182,7 @@ def refine_batch(batch: dict[str, list], *, generator, template, sampling: Sampl
     parsed = [parse_response(t) for t in texts]
     out |= {
         "response_en": [p or "" for p in parsed],
-        "refine_raw": texts,
+        "refine_raw": [raw_text(r[0]) for r in results],
         "refine_status": [row_status(r[0], bool(p)) for r, p in zip(results, parsed, strict=True)],
         **_completion_columns("refine", results),
     }
@@ -222,7 +222,7 @@ def score_batch(
         "score_repaired": [how == RowStatus.REPAIRED for _, how in read],
         "score_scores": [json.dumps(p) for p in parsed],
         "score_mean": [aggregate_scores(p, aggregate) for p in parsed],
-        "score_raw": texts,
+        "score_raw": [raw_text(r[0]) for r in results],
         "score_status": [
             row_status(r[0], p is not None, RowStatus.UNPARSED) for r, p in zip(results, parsed, strict=True)
         ],
@@ -279,7 +279,7 @@ def respond_batch(batch: dict[str, list], *, generator, template, sampling: Samp
         "template_version": out["respond_template"],
         "sampling": out["respond_sampling"],
         "candidates": [[p or "" for p in ps] for ps in parsed],
-        "respond_raw": [[c.text for c in cands] for cands in results],
+        "respond_raw": [[raw_text(c) for c in cands] for cands in results],
         "respond_status": [
             [row_status(c, bool(p)) for c, p in zip(cands, ps, strict=True)]
             for cands, ps in zip(results, parsed, strict=True)
@@ -347,7 +347,7 @@ def judge_batch(
         comp = res[0]
         parsed, how = parse_scores_with_status(comp.text, criteria)
         repaired[row][j] = how == RowStatus.REPAIRED
-        raw[row][j] = comp.text
+        raw[row][j] = raw_text(comp)
         scores[row][j] = json.dumps(parsed)
         means[row][j] = aggregate_scores(parsed, aggregate)
         status[row][j] = row_status(comp, parsed is not None, RowStatus.UNPARSED)

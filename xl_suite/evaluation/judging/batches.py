@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from xl_suite.engines.base import Completion, Generator, SamplingConfig, row_status
+from xl_suite.engines.base import Completion, Generator, SamplingConfig, raw_text, row_status
 from xl_suite.errors import GenerationError
 from xl_suite.evaluation.judging.parsing import (
     parse_verdict_with_status,
@@ -71,7 +71,7 @@ def pairwise_batch(
             **ident,
             "judge_template_version": template.template_version,
             "judge_sampling": sampling.to_json(),
-            "raw_completion": c.text,
+            "raw_completion": raw_text(c),
             "verdict": verdict,
             "parse_status": row_status(c, verdict is not None, RowStatus.UNPARSED),
             "json_repaired": how == RowStatus.REPAIRED,
@@ -113,7 +113,7 @@ def rubric_batch(
             **ident,
             "judge_template_version": template.template_version,
             "judge_sampling": sampling.to_json(),
-            "raw_completion": c.text,
+            "raw_completion": raw_text(c),
             "parse_status": row_status(c, bool(scores), RowStatus.UNPARSED),
             "json_repaired": how == RowStatus.REPAIRED,
             "scores": json.dumps(scores, sort_keys=True) if scores else None,
