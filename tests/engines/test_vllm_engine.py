@@ -98,7 +98,7 @@ def test_ctrl_c_during_a_vllm_generate_ends_with_exit_130_one_line_and_no_engine
             "--config", "xl-alpacaeval-de", "--source", str(source), "--output", str(out), "--chunk-size", "32",
             "--batch-size", "8", "--max-tokens", "512", "--temperature", "1.0",
             "--engine-kwargs", json.dumps({"max_model_len": 1024})]  # fmt: skip
-    env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "HF_HUB_OFFLINE": "1"}
+    env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1"}
     # start_new_session: its own process group, as a terminal's foreground job
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
                             start_new_session=True)  # fmt: skip
