@@ -240,7 +240,7 @@ def test_vllm_seeded_sampling_is_reproducible_and_batch_independent(vllm_generat
 @pytest.mark.slow
 @pytest.mark.vllm
 def test_vllm_calls_from_threads_share_the_engine_and_match_sequential_calls(vllm_generator):
-    """The request stream: concurrent calls join one running batch; each gets exactly its own outputs."""
+    """The async engine: concurrent calls join one running batch; each gets exactly its own outputs."""
     import threading
 
     sampling = SamplingConfig(temperature=1.0, max_tokens=10, seed=3)

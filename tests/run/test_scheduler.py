@@ -90,7 +90,7 @@ def test_run_stage_on_memory_filesystem():
 
 
 class _OverlapEngine:
-    """Takes concurrent calls (as vLLM's request stream does); records how many were in flight at once and which
+    """Takes concurrent calls (as vLLM's async engine does); records how many were in flight at once and which
     chunk files existed when each call started. Row ``x`` takes ``x % 5`` ms: a long tail inside every batch.
 
     ``hold_row``: the call holding that row waits (at most ``HOLD_TIMEOUT`` s) until a call of a later row has

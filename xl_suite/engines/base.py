@@ -179,7 +179,7 @@ def row_status(completion, ok: bool | None = None, otherwise: RowStatus = RowSta
 
 def concurrent_calls(generator) -> bool:
     """True when ``generator.generate`` may be called from several threads at once and their requests share the
-    engine (vLLM's request stream, the HTTP backend's one sliding window). :func:`xl_suite.runner.run_stage` then
+    engine (vLLM's async engine, the HTTP backend's one sliding window). :func:`xl_suite.runner.run_stage` then
     keeps several batches in flight, so the engine never waits for a batch's slowest row."""
     return bool(getattr(generator, "concurrent_calls", False))
 

@@ -28,7 +28,7 @@ class FakeGenerator:
 
     ``responder(messages, index, sampling)`` returns the text of candidate ``index``; the default echoes a
     hash of the last user turn. It is never a substitute for a real engine in engine-tier tests.
-    ``concurrent_calls=True`` lets pipelines overlap calls, as with vLLM's request stream (the counters are
+    ``concurrent_calls=True`` lets pipelines overlap calls, as with vLLM's async engine (the counters are
     thread-safe; ``max_in_flight`` records the most calls seen at once).
 
     The keyword arguments after ``fail_on`` are plain values, so ``--backend fake --engine-kwargs JSON`` can set

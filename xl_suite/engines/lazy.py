@@ -80,7 +80,7 @@ class LazyGenerator:
     @property
     def concurrent_calls(self) -> bool:
         """Whether calls may overlap (:func:`xl_suite.engines.base.concurrent_calls`): the engine's answer once it
-        runs; before that, known per backend (vLLM's request stream and the HTTP backend take concurrent calls)."""
+        runs; before that, known per backend (vLLM's async engine and the HTTP backend take concurrent calls)."""
         if self._engine is not None:
             return concurrent_calls(self._engine)
         return self.backend in _CONCURRENT

@@ -222,7 +222,7 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
     """How many engine calls :func:`run_stage` keeps in flight.
 
     ``concurrency`` when given; otherwise, when an engine in ``fn_kwargs`` takes concurrent calls
-    (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's request stream, the HTTP backend), enough calls to hold
+    (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's async engine, the HTTP backend), enough calls to hold
     a chunk and the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
     ``max_num_seqs``), at least 2; else 1 (one call at a time, chunk by chunk). For an engine whose requests stand
     alone (``independent_requests``: the HTTP backend) a call is one request, and this is its ``max_concurrency``:
