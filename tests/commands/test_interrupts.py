@@ -1,9 +1,12 @@
 """Ctrl-C at seeded random moments (start-up, mid-stage, between stages): every time exit 130 (or 0 when the run
 had finished) and one line saying what is saved, no traceback; the rerun completes and says what it reused.
 
-Real processes with the fake engine. Moments start at 0.5 s; on a loaded machine the interpreter may still be
-starting then (runpy importing the package, before ``xl_suite.cli.main`` runs): such a signal reaches no xl-suite
-code and no program can catch it, so those trials are counted apart (at most a quarter of them)."""
+Real processes with the fake engine. The moments are relative to this machine's speed, measured in the same test:
+each command is first run once to the end (its duration D), and ``xl-suite --help`` once (the interpreter's start-up
+S); a trial's moment is drawn from [S, 0.85 D], so a fast machine (CI) is not signalled after its runs have ended and
+a slow one not only during start-up. A signal that still lands while the interpreter is starting (runpy importing the
+package, before ``xl_suite.cli.main`` runs) reaches no xl-suite code and no program can catch it: those trials are
+counted apart (at most a quarter of them)."""
 
 import json
 import os
@@ -66,6 +69,14 @@ def _cli(argv, cwd):
     return [sys.executable, "-m", "xl_suite.cli", *map(str, argv)]
 
 
+def _timed(cmd, cwd) -> float:
+    """Seconds one uninterrupted run of ``cmd`` takes here (it must succeed)."""
+    began = time.monotonic()
+    done = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{cmd}: exit {done.returncode}: {done.stderr[-1500:]}"
+    return time.monotonic() - began
+
+
 def test_ctrl_c_at_random_moments(tmp_path):
     (tmp_path / "alpaca_eval.json").write_text(json.dumps(ALPACA), encoding="utf-8")
     for kind, extra in (("ans", []), ("refs", ["--as-reference"])):
@@ -73,6 +84,11 @@ def test_ctrl_c_at_random_moments(tmp_path):
         argv += ["--source", tmp_path / "alpaca_eval.json", "--output", tmp_path / kind, *extra]
         subprocess.run(_cli(argv, tmp_path), cwd=tmp_path, env=_env(), check=True, capture_output=True)
     commands = _commands(tmp_path)
+    start_up = _timed(_cli(["--help"], tmp_path), tmp_path)
+    durations = {}
+    for name, (argv, _) in sorted(commands.items()):
+        durations[name] = _timed(_cli([*argv, "--output", tmp_path / f"timing-{name}"], tmp_path), tmp_path)
+    windows = {name: (start_up, max(start_up + 0.2, 0.85 * d)) for name, d in durations.items()}
     rng = random.Random(20261207)
     problems, interrupted, booting = [], 0, 0
     deadline = time.monotonic() + 150
@@ -85,12 +101,12 @@ def test_ctrl_c_at_random_moments(tmp_path):
         proc = subprocess.Popen(
             cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        moment = rng.uniform(0.5, 5.0)
+        moment = rng.uniform(*windows[name])
         time.sleep(moment)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
         ours = [line for line in stderr.splitlines() if line.startswith("xl-suite")]
-        where = f"trial {trial} {name} at {moment:.2f} s"
+        where = f"trial {trial} {name} at {moment:.2f} s (start-up {start_up:.2f} s, full run {durations[name]:.2f} s)"
         if _during_interpreter_start(stderr):
             booting += 1  # the interpreter was still starting (runpy/importlib only): no xl-suite code had run
         elif proc.returncode == 130:
@@ -104,5 +120,6 @@ def test_ctrl_c_at_random_moments(tmp_path):
             problems.append(f"{where}: exit {proc.returncode}: {stderr[-1500:]}")
         trial += 1
     assert not problems, "\n\n".join(problems)
-    assert booting <= trial // 4, f"{booting} of {trial} signals came before any xl-suite code ran: too early"
-    assert interrupted >= trial // 2, f"only {interrupted} of {trial} runs were interrupted: the moments are too late"
+    timings = f"start-up {start_up:.2f} s, full runs {', '.join(f'{k} {v:.2f} s' for k, v in durations.items())}"
+    assert booting <= trial // 4, f"{booting} of {trial} signals came before any xl-suite code ran ({timings})"
+    assert interrupted >= trial // 2, f"only {interrupted} of {trial} runs were interrupted ({timings})"

@@ -568,6 +568,13 @@ BAD_REPLIES = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that drops its connection (a cancelled run, a timeout under test) is expected here: no traceback."""
+
+    def handle_error(self, request, client_address):
+        pass
+
+
 class _Server:
     """An OpenAI-compatible stand-in answering with the fake synthesis model (which also answers the judges and
     plain prompts); request number ``bad_at`` (1-based, in arrival order; None: every request) gets the bad reply
@@ -603,7 +610,7 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()

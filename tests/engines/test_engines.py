@@ -332,6 +332,24 @@ def test_vllm_truncate_prompts_keeps_the_tail_and_says_so(vllm_generator, monkey
     (cands,) = vllm_generator.generate([too_long], SamplingConfig(max_tokens=4, min_tokens=4))
     assert failure_status(cands[0]) is None and cands[0].completion_tokens == 4
     assert cands[0].prompt_tokens == 2048 - 4 and cands[0].extra["prompt_truncated"] is True
+    # Which end is kept: prompts that differ only in their first words give the same next-token distribution
+    # (that head is cut), prompts that differ only in their last words do not (the tail is what the model reads).
+    body = "Grüße ġħż " * 2000
+    heads = [f"{head} {body} Ende." for head in ("Erstens, bitte:", "Zuerst ganz anders, bitte:")]
+    tails = [f"Erstens, bitte: {body} {tail}" for tail in ("Ende.", "Schluss jetzt, danke!")]
+    first = SamplingConfig(temperature=0.0, max_tokens=1, logprobs=20)
+
+    def next_token(texts):
+        out = vllm_generator.generate([[{"role": "user", "content": t}] for t in texts], first)
+        return [c[0].top_logprobs[0] for c in out]
+
+    def same(a, b):
+        return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+
+    head_a, head_b = next_token(heads)
+    tail_a, tail_b = next_token(tails)
+    assert same(head_a, head_b), "prompts that differ only at the head must read the same once the head is cut"
+    assert not same(tail_a, tail_b), "prompts that differ at the tail must not: the tail is the part kept"
     monkeypatch.setattr(vllm_generator, "truncate_prompts", False)
     assert vllm_generator.fingerprint() != fingerprint, "truncation changes outputs, so it changes the fingerprint"
 
