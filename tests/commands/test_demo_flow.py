@@ -86,6 +86,7 @@ def test_the_demo_checks_its_synthesis_once_and_reads_the_benchmark_once(demo, c
     assert calls == {"preflight": 1, "resolve_benchmark": 1}
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_another_demo_into_the_folders_needs_overwrite(demo, tmp_path, capsys):
     assert _cli(demo, capsys)[0] == 0
     rc, _, err = _cli([*demo, "--languages", "de"], capsys)
@@ -104,6 +105,7 @@ def test_a_judge_without_its_key_fails_before_any_model_or_engine(demo, tmp_path
     assert not (tmp_path / "xl-suite-demo").exists()  # old code: built the model and started vLLM first
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_seeds_flag_and_dry_run(demo, tmp_path, capsys):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(
@@ -121,6 +123,7 @@ def test_seeds_flag_and_dry_run(demo, tmp_path, capsys):
     assert summary["seeds"] == str(seeds)
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_failed_references_and_answers_are_neither_judged_nor_exported(demo, tmp_path, capsys, monkeypatch):
     """A reference or an answer that failed (error, empty, too long) is no data: the demo leaves it out of the
     evaluation and the export, says so, and the rerun retries it (it stays in the cache)."""

@@ -141,6 +141,7 @@ def test_translate_above_the_threshold_exits_3_after_writing(alpaca_file, tmp_pa
     assert (out / "de.jsonl").is_file() and (out / "mt.jsonl").is_file()
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_evaluate_unparsed_judgments_share(alpaca_file, tmp_path, capsys):
     for kind in ("ans", "refs"):
         extra = ["--as-reference"] if kind == "refs" else []
@@ -177,6 +178,7 @@ def test_evaluate_unparsed_judgments_share(alpaca_file, tmp_path, capsys):
     assert f"pairwise_judge: {n_bad} judged now, {24 - n_bad} from cache" in stdout
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_synthesize_failure_share_and_retry(tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["synthesize", "--backend", "fake", "--model", "f", "--languages", "mt", "--max-seeds", "8"]
@@ -643,6 +645,7 @@ def _http(server, **extra) -> str:
 
 
 @pytest.mark.parametrize("bad", sorted(BAD_REPLIES))
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_one_bad_reply_is_one_failed_answer_not_a_traceback(bad, alpaca_file, tmp_path, capsys, server, caplog):
     pytest.importorskip("openai")
     srv = server(bad=bad)

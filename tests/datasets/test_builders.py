@@ -58,6 +58,7 @@ def test_exactly_the_8_documented_exclusions(alpaca_eval_path):
     assert not set(ds["alpaca_eval_index"]) & set(EXPECTED_EXCLUDED_INDICES)
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_all_config_and_builder_used_directly(alpaca_eval_path, tmp_path):
     b = XlAlpacaEval(
         config_name="xl-alpacaeval-all", cache_dir=str(tmp_path), source=str(alpaca_eval_path), languages=("de", "ga")
@@ -112,6 +113,7 @@ def _write(path, text):
     return path
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_m_alpacaeval_from_release_layout(tmp_path):
     folder = tmp_path / "m"
     folder.mkdir()

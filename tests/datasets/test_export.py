@@ -33,6 +33,7 @@ def exported(alpaca_eval_path, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_every_config_loads_with_plain_datasets(exported):
     names = datasets.get_dataset_config_names(str(exported))
     assert sorted(names) == sorted(

@@ -80,6 +80,7 @@ def test_exported_folder_loads_without_a_config_name(tmp_path):
     assert mark_default_config([]) == []
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_export_of_a_synthesis_output_carries_its_recipe(tmp_path):
     import json
 

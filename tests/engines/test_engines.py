@@ -90,6 +90,7 @@ def test_vllm_generator_bad_model_path_names_it(tmp_path):
 
 
 @requires_transformers
+@pytest.mark.slow  # imports torch and builds the tiny model (about 8 s here)
 def test_vllm_generator_without_vllm_says_how_to_install(tiny_model_dir, monkeypatch):
     from xl_suite.engines import vllm_engine
 
@@ -99,6 +100,7 @@ def test_vllm_generator_without_vllm_says_how_to_install(tiny_model_dir, monkeyp
 
 
 @requires_transformers
+@pytest.mark.slow  # imports torch and builds the tiny model (about 8 s here)
 def test_no_chat_template_is_refused_before_the_engine_starts(tiny_model_dir, tmp_path):
     from xl_suite.engines.vllm_engine import VLLMGenerator
 
@@ -127,6 +129,7 @@ def test_closed_vllm_generator_refuses_work():
 
 
 @requires_transformers
+@pytest.mark.slow  # imports torch and builds the tiny model (about 8 s here)
 def test_tiny_model_is_deterministic_and_reused(tiny_model_dir, tmp_path):
     from xl_suite.engines.tiny_model import MARKER_FILE, build_tiny_model
 
@@ -159,6 +162,7 @@ def test_tiny_model_module_does_not_import_torch():
 
 
 @requires_transformers
+@pytest.mark.slow  # imports torch and builds the tiny model (about 8 s here)
 def test_tiny_tokenizer_covers_every_target_script(tiny_model_dir):
     from transformers import AutoTokenizer
 

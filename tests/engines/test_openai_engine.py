@@ -91,6 +91,7 @@ def test_retry_warnings_are_scrubbed(serve, monkeypatch, caplog):
     assert KEY not in caplog.text and "leak ***" in caplog.text
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_hung_server_fails_within_the_total_budget(serve, monkeypatch):
     url = serve(lambda h: (time.sleep(30), (None, None))[1])
     gen = _gen(url, monkeypatch, timeout=0.5, total_timeout=2)
@@ -142,6 +143,7 @@ def test_bad_numbers_are_invalid_argument_errors(monkeypatch, kw):
         _gen("http://127.0.0.1:9/v1", monkeypatch, **kw)
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypatch, tmp_path):
     """The HTTP judge stores each answer as it arrives (a piece file per request), not when its whole batch is
     done: a server that answers some requests and then fails loses only the requests in flight, and the rerun sends
@@ -185,6 +187,7 @@ def test_a_judge_that_stops_mid_batch_keeps_every_answer_it_got(serve, monkeypat
     assert not list(tmp_path.glob("judge-pairwise-*/*.piece-*")), "pieces are deleted once their chunk is written"
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_trickling_reply_fails_within_the_total_budget_and_progress_is_shown(monkeypatch, caplog):
     """A server that sends its reply at 2 bytes a second never trips a per-read timeout; the total budget holds
     anyway, and while it waits the backend says so."""

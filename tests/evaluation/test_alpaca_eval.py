@@ -97,6 +97,7 @@ def test_annotations_file_unchanged_reproduces_alpaca_eval_leaderboard(model, sh
 
 
 @pytest.mark.data
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_model_outputs_file_unchanged_with_language(shared_data, alpaca_eval_path, tmp_path, capsys):
     """GPT-4o-mini's alpaca_eval outputs (English answers) scored as German answers: fidelity is near zero."""
     report = tmp_path / "report"

@@ -118,6 +118,7 @@ def _alpaca_eval():
     return pd
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_alpaca_eval_get_winrate_on_our_annotations(tmp_path):
     pd = _alpaca_eval()
     from alpaca_eval.metrics import get_winrate

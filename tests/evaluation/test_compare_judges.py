@@ -152,6 +152,7 @@ def test_agreement_is_alpaca_evals_analyzer(reports):
         assert row["n_pairs"] == theirs["counts"]
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_judges_without_common_pairs_are_an_error(tmp_path, reports):
     other = _report(tmp_path / "other", FakeGenerator(prefers_good, model="judge-c"))
     annotations = json.loads((other / "annotations.json").read_text(encoding="utf-8"))

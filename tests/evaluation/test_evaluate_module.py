@@ -137,6 +137,7 @@ def test_preset_config_builds_judge_lazily(evaluate):
     assert metric.judge is None
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_configs_and_bad_input(evaluate):
     with pytest.raises(ValueError, match="Unknown config 'gpt-5'"):
         evaluate.load(METRIC, "gpt-5")
@@ -323,6 +324,7 @@ def test_loads_from_a_hub_space(evaluate, tmp_path):
     assert any(p.endswith("/xl_alpacaeval.py") for p in fetched), fetched  # served by the stand-in, not a checkout
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_judge_given_by_name_or_empty_inputs_are_one_clear_error(evaluate):
     """The README invites `judge=` a preset such as gpt-4o: a name is not an engine, and the error says how to get
     one; empty lists fail inside evaluate itself, so the metric says what is missing first."""

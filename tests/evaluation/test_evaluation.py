@@ -322,6 +322,7 @@ def alpaca_file(tmp_path):
     return path
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_cli_generate_evaluate_translate(tmp_path, alpaca_file, capsys):
     common = [
         "--backend",

@@ -113,6 +113,7 @@ def test_reports_become_one_leaderboard(tmp_path, reports):
     assert board.languages == ["overall", "de", "fr", "mt"]
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_adding_a_model_updates_the_board_in_place(tmp_path, reports):
     build_leaderboard([reports["model-a"]], tmp_path / "board")
     build_leaderboard([reports["model-b"]], tmp_path / "board")

@@ -125,6 +125,7 @@ def test_v1_matches_alpaca_eval_on_the_sample_file(monkeypatch):
 
 @pytest.mark.data
 @pytest.mark.parametrize("model", ["claude-2.1", "alpaca-7b"])
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_v1_matches_alpaca_eval_on_its_annotations(model, shared_data, tmp_path, monkeypatch):
     annotations = json.loads((shared_data / "alpaca_eval" / f"annotations_{model}.json").read_text("utf-8"))
     gamed_path = _write_gamed(tmp_path / GAMED_FILENAME, len(annotations), seed=7)
@@ -217,6 +218,7 @@ def test_v1_applies_only_to_alpaca_eval_own_annotations():
     assert "not matched" in length_controlled_v1_reason([{**row, "alpaca_eval_index": None}])
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_add_v1_fills_only_english_and_overall_when_all_english():
     from xl_suite.evaluation import evaluate_responses
 
@@ -254,6 +256,7 @@ def _evaluate(root: Path, model: str, report: Path) -> None:
 
 
 @pytest.mark.data
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_report_without_df_gamed_has_no_column_under_the_boards_name(shared_data, tmp_path, monkeypatch, capsys):
     import huggingface_hub.constants
 
@@ -273,6 +276,7 @@ def test_report_without_df_gamed_has_no_column_under_the_boards_name(shared_data
 
 
 @pytest.mark.data
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_report_with_df_gamed_in_the_cache_has_alpaca_evals_v1(shared_data, tmp_path, monkeypatch):
     import huggingface_hub.constants
 

@@ -31,6 +31,7 @@ def test_builtin_registry_covers_paper_languages():
     assert L.get_language("hi").request == "Please respond in Hindi."
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_builtin_registry_covers_every_py3langid_label():
     from py3langid import langid
 
@@ -327,6 +328,7 @@ def test_load_user_languages_registers_a_named_file(tmp_path):
 CODES = [("qaa", "alpha"), ("qab", "bravo"), ("qac", "charlie"), ("qad", "delta"), ("qae", "echo"), ("qaf", "foxtrot")]
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_concurrent_saves_keep_every_language(tmp_path, monkeypatch):
     """Six saves at once, each one slowed between reading the file and writing it back: all six are kept."""
     path = tmp_path / "languages.json"

@@ -46,6 +46,7 @@ def test_list_shows_coverage_and_accuracy_for_90_plus_languages(tmp_path):
     assert "measured on real text" in table.stdout and "zh-Hant" in table.stdout
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_add_rejects_a_name_cldr_gives_another_language(tmp_path):
     r = _run(["add", "gsw", "--name", "german", "--native-name", "Schwiizertüütsch", "--script", "Latn"], tmp_path)
     assert r.returncode == 2

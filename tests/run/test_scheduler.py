@@ -300,6 +300,7 @@ def _chunk_files(folder):
 
 
 @pytest.mark.parametrize("reshape", [False, True], ids=["1:1", "n->m"])
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_call_failing_mid_chunk_keeps_the_chunks_finished_calls_and_the_rerun_makes_only_the_others(
     tmp_path, reshape
 ):
@@ -371,6 +372,7 @@ def test_pieces_of_other_content_or_of_another_retry_are_not_reused(tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other rows"])
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_damaged_piece_is_moved_aside_and_computed_again(tmp_path, caplog, damage):
 
     ds = _pieces_ds()
@@ -497,6 +499,7 @@ def test_a_keyed_run_on_an_executor_hands_the_earlier_attempts_to_the_workers(tm
 
 
 @pytest.mark.parametrize("keep_metadata", [False, True], ids=["checksum dropped", "old checksum kept"])
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_an_edited_piece_is_moved_aside_and_its_rows_computed_again(tmp_path, keep_metadata):
     ds = _pieces_ds()
     reference, _ = _pieces_run(ds, tmp_path / "ref", _Asked())

@@ -162,6 +162,7 @@ def test_failure_threshold_is_the_same_check_for_synthesize_and_synthesize_ray(t
     assert unchecked.summary["failures"]["score"]["failed"] > 0
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_retry_failed_reaches_the_actors(tmp_path, handed):
     """``--retry-failed`` (the driver's ``retrying_failed`` context) travels to the actors: rows that used all their
     attempts are tried once more there; a plain rerun leaves them."""

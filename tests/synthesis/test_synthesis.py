@@ -328,6 +328,7 @@ def test_fingerprint_changes_with_template_sampling_model_and_params(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_pipeline_writes_release_shapes_loadable_and_exportable(tmp_path):
     gen = fake(unparseable_every=5, low_score_every=4)
     out = tmp_path / "out"
@@ -438,6 +439,7 @@ def test_rerun_is_free_and_changes_recompute_from_the_changed_stage(tmp_path):
     assert "backtranslate" not in gen.responder.counts and "score" not in gen.responder.counts
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_memory_filesystem_output_and_work_dir():
     import fsspec
 
@@ -466,6 +468,7 @@ def test_in_memory_run_without_output():
     assert res.dataset("en", "scored").num_rows == 6
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_engine_error_propagates_and_rerun_continues(tmp_path):
     out = str(tmp_path / "out")
     data = seeds(8)
@@ -501,6 +504,7 @@ def test_all_scores_unparseable_is_reported_not_looped(tmp_path):
     assert read(tmp_path / "en_scored.parquet").num_rows == 0  # no pair was scored: none is written as scored
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_num_examples_quota_early_stop_and_shortfall(tmp_path):
     config = small_config(languages=("mt",), num_examples=3, oversample=2.0)
     res = synthesize(builtin_seeds(), fake(), config, output=str(tmp_path / "a"))
@@ -565,6 +569,7 @@ def test_chunks_overlap_with_an_engine_taking_concurrent_calls_and_results_are_i
     assert read(tmp_path / "q1" / "mt.parquet").to_list() == read(tmp_path / "q2" / "mt.parquet").to_list()
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_duplicates_removed_per_language(tmp_path):
     data = datasets.Dataset.from_dict(
         {"text": ["Same passage about bread and yeast.", "Another passage.", "same passage about bread AND yeast!"]}
@@ -593,6 +598,7 @@ def test_duplicates_removed_per_language(tmp_path):
     assert res.dataset("mt").num_rows == 3
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_language_filter_and_its_switch(tmp_path):
     def responder(messages, i, s):  # the "Maltese" answers are English
         if stage_of(messages) == "respond":
@@ -708,6 +714,7 @@ def test_cli_help(capsys):
     assert "--no-language-filter" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_cli_fake_backend_end_to_end(tmp_path, capsys):
     user = tmp_path / "refine.jinja"
     user.write_text(load_template("synth_refine").source + "\nKeep it short.\n", encoding="utf-8")
@@ -1189,6 +1196,7 @@ class TruncatingFake(FakeGenerator):
         return out
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp_path):
     config = small_config(languages=("mt",), chunk_size=16)
     plain = synthesize(seeds(6), FakeGenerator(FakeSynthesisResponder()), config)
@@ -1225,6 +1233,7 @@ def test_rows_from_truncated_prompts_are_kept_marked_counted_and_not_retried(tmp
     assert "prompts truncated to the context" in readme and "- respond: " in readme
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_run_resolves_its_benchmark_and_checks_its_stages_once(tmp_path, monkeypatch, capsys):
     """One synthesize (from Python or the CLI) resolves the decontamination benchmark once and runs the preflight
     checks once: the command's early checks are handed down, not repeated (a second resolve read the Hub)."""
@@ -1300,6 +1309,7 @@ class _LosingBacktranslations:
         return self.inner(messages, index, sampling)
 
 
+@pytest.mark.slow  # over 1 s here (tests/README.md, Tiers)
 def test_a_synthesis_stage_losing_a_fifth_of_its_seeds_fails_the_run_whatever_the_other_stages_did(tmp_path):
     from xl_suite.synthesis import SynthesisConfig, synthesize
     from xl_suite.synthesis.seeds import builtin_seeds
