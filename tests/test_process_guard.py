@@ -63,6 +63,14 @@ INNER = textwrap.dedent(
         run_as(LIBRARY, "import sys; sys.setswitchinterval(0.0005)")
 
 
+    def test_planted_sigint_ignored():
+        run_as(LIBRARY, "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN)")
+
+
+    def test_planted_sigint_blocked():
+        run_as(LIBRARY, "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGINT}})")
+
+
     def test_third_party_import_time_changes_are_not_ours():
         run_as(THIRD_PARTY, "import os, warnings; os.environ['OTHER_LIB_FLAG'] = '1'; warnings.simplefilter('ignore', FutureWarning)")
 
@@ -91,8 +99,8 @@ def test_the_guard_fails_each_planted_change(pytester, monkeypatch):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=300)
     out = result.stdout.str()
     outcomes = result.parseoutcomes()
-    # every test body passes; the guard adds a teardown error to the 7 planted ones and to no other
-    assert outcomes.get("passed") == 11 and outcomes.get("errors") == 7, out
+    # every test body passes; the guard adds a teardown error to the 9 planted ones and to no other
+    assert outcomes.get("passed") == 13 and outcomes.get("errors") == 9, out
     planted = {
         "test_planted_environment_variable": "os.environ['XL_SUITE_PLANTED']: None -> '1' (by ",
         "test_planted_warning_filter": "warnings filter added: ('ignore', None, <class 'UserWarning'>",
@@ -101,6 +109,8 @@ def test_the_guard_fails_each_planted_change(pytester, monkeypatch):
         "test_planted_progress_bars": "datasets' progress bars were turned on during this test",
         "test_planted_switch_interval": "sys.getswitchinterval(): 0.005 -> 0.0005",
         "test_planted_progress_bar_toggle": "datasets.enable_progress_bars() called by ",
+        "test_planted_sigint_ignored": "SIGINT handler: <built-in function default_int_handler> -> <Handlers.SIG_IGN: 1>",
+        "test_planted_sigint_blocked": "signals blocked in the main thread: [] -> [<Signals.SIGINT: 2>]",
     }
     for test, message in planted.items():
         assert f"ERROR at teardown of {test}" in out, out

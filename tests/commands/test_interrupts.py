@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal import like_a_terminal
 
 
 pytestmark = pytest.mark.slow
@@ -99,7 +100,13 @@ def test_ctrl_c_at_random_moments(tmp_path):
         out = tmp_path / f"out-{trial}"
         cmd = _cli([*argv, "--output", out], tmp_path)
         proc = subprocess.Popen(
-            cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            cmd,
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=like_a_terminal,
         )
         moment = rng.uniform(*windows[name])
         time.sleep(moment)

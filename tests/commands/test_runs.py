@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from terminal import like_a_terminal
 
 from xl_suite.cli import main
 from xl_suite.engines.base import SamplingConfig
@@ -278,6 +279,7 @@ def _start(argv, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=like_a_terminal,
     )
 
 
