@@ -109,7 +109,7 @@ def test_the_guard_fails_each_planted_change(pytester, monkeypatch):
         "test_planted_progress_bars": "datasets' progress bars were turned on during this test",
         "test_planted_switch_interval": "sys.getswitchinterval(): 0.005 -> 0.0005",
         "test_planted_progress_bar_toggle": "datasets.enable_progress_bars() called by ",
-        "test_planted_sigint_ignored": "SIGINT handler: <built-in function default_int_handler> -> <Handlers.SIG_IGN: 1>",
+        "test_planted_sigint_ignored": "SIGINT ignored: False -> True",
         "test_planted_sigint_blocked": "signals blocked in the main thread: [] -> [<Signals.SIGINT: 2>]",
     }
     for test, message in planted.items():
