@@ -207,6 +207,12 @@ def state_changes(before: dict[str, object], after: dict[str, object]) -> list[s
             removed = [e for e in old if e not in new]
             changes += [f"warnings filter added: {e!r} (by {_filter_writers.get(e, '<unknown>')})" for e in added]
             changes += [f"warnings filter removed: {e!r}" for e in removed]
+        elif key == "SIGINT ignored":  # harmful one way only: ignored after, not before (a child inherits it)
+            if new and not old:
+                changes.append(f"{key}: {old!r} -> {new!r}")
+        elif key == "signals blocked in the main thread":
+            if set(new) - set(old):
+                changes.append(f"{key}: {old!r} -> {new!r}")
         elif old != new:
             changes.append(f"{key}: {old!r} -> {new!r}")
     return changes

@@ -18,7 +18,14 @@ REPO = TESTS.parent
 
 INNER = textwrap.dedent(
     """
+    import signal
+
     import process_guard
+
+    # The planted SIGINT cases need a runner in which Ctrl-C works (this run may have been started in the background
+    # by a non-interactive shell, which ignores SIGINT); set before any test, so no guard snapshot sees the change.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
 
     process_guard.CHECK_PROGRESS_BARS = True  # planted below: checked whatever the owners' flags say today
     process_guard.CHECK_SWITCH_INTERVAL = True
@@ -134,3 +141,15 @@ def test_state_changes_names_only_what_changed():
     assert len(changes) == 1 and changes[0].startswith("os.environ['XL_SUITE_GUARD_SELFTEST']: None -> '1' (by ")
     assert changes[0].endswith(f"{Path(__file__).resolve()})")
     assert state_changes(before, process_state()) == []
+
+
+def test_sigint_counts_only_when_left_ignored_or_blocked():
+    """A child inherits an ignored or blocked SIGINT; a handler installed where it was ignored harms nobody."""
+    from process_guard import state_changes
+
+    ignored, blocked = "SIGINT ignored", "signals blocked in the main thread"
+    clean = {ignored: False, blocked: []}
+    assert state_changes(clean, {**clean, ignored: True}) == ["SIGINT ignored: False -> True"]
+    assert state_changes({**clean, ignored: True}, clean) == []
+    assert state_changes(clean, {**clean, blocked: [2]}) == ["signals blocked in the main thread: [] -> [2]"]
+    assert state_changes({**clean, blocked: [2]}, clean) == []
