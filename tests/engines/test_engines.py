@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from engine_fixtures import SIGINT_HANDLER_AT_START
 
 from xl_suite.engines import is_openai_available, is_transformers_available, local_model_hash, resolve_model
 from xl_suite.engines.base import Completion, SamplingConfig, conversation_seed, failure_status
@@ -282,7 +283,7 @@ def test_vllm_async_engine_on_one_loop_changes_nothing_process_wide(vllm_generat
     import vllm
 
     assert sys.getswitchinterval() == 0.005, "Python's default switch interval: the backend must not change it"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is SIGINT_HANDLER_AT_START, "the backend must leave Ctrl-C's handler alone"
     if hasattr(signal, "pthread_sigmask"):
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []), "Ctrl-C still reaches the caller"
     assert isinstance(vllm_generator._engine, vllm.AsyncLLMEngine)
