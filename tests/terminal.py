@@ -9,6 +9,7 @@ child gets SIGINT's default disposition and an unblocked SIGINT, what a shell in
 from __future__ import annotations
 
 import signal
+import subprocess
 
 
 def like_a_terminal() -> None:
@@ -16,3 +17,10 @@ def like_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def start_interruptible(cmd, **kwargs) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, **kwargs)`` started :func:`like_a_terminal`, with text stdout/stderr pipes unless
+    ``kwargs`` says otherwise."""
+    kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True, **kwargs}
+    return subprocess.Popen(cmd, preexec_fn=like_a_terminal, **kwargs)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from terminal import like_a_terminal
+from terminal import start_interruptible
 
 
 pytestmark = pytest.mark.slow
@@ -99,15 +99,7 @@ def test_ctrl_c_at_random_moments(tmp_path):
         argv, reused = commands[name]
         out = tmp_path / f"out-{trial}"
         cmd = _cli([*argv, "--output", out], tmp_path)
-        proc = subprocess.Popen(
-            cmd,
-            cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=like_a_terminal,
-        )
+        proc = start_interruptible(cmd, cwd=tmp_path, env=_env())
         moment = rng.uniform(*windows[name])
         time.sleep(moment)
         proc.send_signal(signal.SIGINT)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from terminal import like_a_terminal
+from terminal import start_interruptible
 
 
 pytest.importorskip("ray")
@@ -144,15 +144,7 @@ def test_ctrl_c_on_ray_is_one_line_and_the_rerun_resumes(tmp_path):
     argv += ["--engine-kwargs", json.dumps({"delay": 0.2})]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "xl_suite.cli", *map(str, argv)]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=like_a_terminal,
-    )
+    proc = start_interruptible(cmd, cwd=tmp_path, env=env)
     try:
         deadline = time.monotonic() + 240
         while not list((out / ".xl_suite_work").rglob("chunk-*.parquet")) and time.monotonic() < deadline:

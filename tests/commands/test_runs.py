@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from terminal import like_a_terminal
+from terminal import start_interruptible
 
 from xl_suite.cli import main
 from xl_suite.engines.base import SamplingConfig
@@ -272,15 +271,7 @@ def _env():
 
 
 def _start(argv, tmp_path):
-    return subprocess.Popen(
-        [sys.executable, "-m", "xl_suite.cli", *map(str, argv)],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=like_a_terminal,
-    )
+    return start_interruptible([sys.executable, "-m", "xl_suite.cli", *map(str, argv)], cwd=tmp_path, env=_env())
 
 
 def _wait_for(predicate, proc, timeout=60.0):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from engine_fixtures import ENGINE_ENV_DEFAULTS, require_vllm
-from terminal import like_a_terminal
+from terminal import start_interruptible
 
 
 _CHILD = textwrap.dedent("""
@@ -100,9 +100,8 @@ def test_ctrl_c_during_a_vllm_generate_ends_with_exit_130_one_line_and_no_engine
             "--batch-size", "8", "--max-tokens", "512", "--temperature", "1.0",
             "--engine-kwargs", json.dumps({"max_model_len": 1024})]  # fmt: skip
     env = {**ENGINE_ENV_DEFAULTS, **os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "HF_HUB_OFFLINE": "1"}
-    # start_new_session: its own process group, as a terminal's foreground job
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path,
-                            start_new_session=True, preexec_fn=like_a_terminal)  # fmt: skip
+    # start_new_session: its own process group, as a terminal's foreground job; bytes, which _read_lines decodes
+    proc = start_interruptible(argv, env=env, cwd=tmp_path, start_new_session=True, text=False)
     stdout, stderr = [], []
     readers = [threading.Thread(target=_read_lines, args=(s, lines), daemon=True)
                for s, lines in ((proc.stdout, stdout), (proc.stderr, stderr))]  # fmt: skip
