@@ -52,23 +52,16 @@ browser:
 demo: venv
 	$(BIN)/xl-suite demo $(ARGS)
 
-# Two pytest runs, both always made: the tiers without an engine in WORKERS processes (pytest-xdist), then the engine
-# tiers (vllm, ray) in one process, so that a run starts ONE shared vLLM engine (tests/engine_fixtures.py). The target
-# fails if either run fails; one run selecting no test (exit 5, e.g. ARGS naming one file) is fine, both are not.
-# WORKERS=0 runs the first in one process.
+# One pytest run in WORKERS processes (pytest-xdist, --dist loadgroup): the tests that share one vLLM engine (and one
+# `vllm serve`) run in one worker, the Ray tests in one worker, every other test wherever a worker is free, longest
+# first (tests/conftest.py). WORKERS=0 runs everything in this process.
 WORKERS ?= 2
-define TIERS
-status=0; empty=0; \
-$(BIN)/python -m pytest -n $(WORKERS) -m "$(1)" $(ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then empty=$$((empty+1)); else status=$$rc; fi; }; \
-$(BIN)/python -m pytest -m "$(2)" $(ARGS) || { rc=$$?; if [ $$rc -eq 5 ]; then empty=$$((empty+1)); else status=$$rc; fi; }; \
-[ $$empty -lt 2 ] || status=5; exit $$status
-endef
 
 test: venv langid-corpus
-	@$(call TIERS,not vllm and not ray,vllm or ray)
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
 
 test-fast: venv langid-corpus
-	@$(call TIERS,not slow and not vllm and not ray,not slow and (vllm or ray))
+	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup -m "not slow" $(ARGS)
 
 quality: venv
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

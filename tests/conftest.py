@@ -10,7 +10,7 @@ import pytest
 
 # tests/ and its folders are not packages: under pytest's default import mode this folder is on sys.path, so the
 # plugin (and hub_server) import by module name from every folder; test file names must be unique across folders.
-pytest_plugins = ["process_guard", "engine_fixtures", "pytester"]
+pytest_plugins = ["process_guard", "engine_fixtures", "xdist_groups", "pytester"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "data"

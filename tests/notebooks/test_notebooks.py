@@ -1,9 +1,12 @@
-"""The three notebooks run top to bottom (nbclient) on the tiny local model, so they never rot.
+"""The four notebooks run top to bottom (nbclient) on the tiny local model, so they never rot.
 
 Each notebook runs in a fresh kernel of *this* interpreter (a kernelspec written to a temporary folder, so a user's
 own ``python3`` kernel can never be picked up), in a temporary working folder, with an environment built here from
-scratch: isolated HF caches, offline for notebooks 01 and 03, and for notebook 02 a local Hub stand-in
+scratch: isolated HF caches, offline for notebooks 01, 03 and 04, and for notebook 02 a local Hub stand-in
 (``tests/hub_server.py``) that the notebook pushes to and loads back from.
+
+Notebook 02 starts its own vLLM engine, as a user's kernel does. Notebooks 03 and 04 take the run's one ``vllm serve``
+(``XL_SUITE_NOTEBOOK_SERVER``, the ``vllm_server`` fixture) instead of starting two more engines of 40 s each.
 
 The committed notebooks carry no outputs; a fast test checks that.
 """
@@ -84,7 +87,13 @@ def _execute(name: str, kernel_dir: Path, cwd: Path, env: dict[str, str]) -> tup
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     km = KernelManager(kernel_name="python3", kernel_spec_manager=specs)
     client = NotebookClient(nb, km=km, timeout=CELL_TIMEOUT, resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=env)
+    try:
+        client.execute(env=env)
+    finally:
+        # nbclient leaves a kernel it was handed running: stop it, or each notebook's kernel (and its share of the
+        # CPU) lives until the end of the test run
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
     texts = []
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -93,6 +102,11 @@ def _execute(name: str, kernel_dir: Path, cwd: Path, env: dict[str, str]) -> tup
             elif out.output_type in ("execute_result", "display_data"):
                 texts.append(out.data.get("text/plain", ""))
     return nb, "\n".join(texts)
+
+
+def _served(server) -> dict[str, str]:
+    """The kernel's variables that point a notebook at the shared ``vllm serve`` (no engine of its own)."""
+    return {"XL_SUITE_NOTEBOOK_SERVER": server.base_url, "XL_SUITE_NOTEBOOK_SERVED_MODEL": server.model}
 
 
 def _n_sample_prompts() -> int:
@@ -161,8 +175,8 @@ def test_02_synthesize_and_publish_to_hub_stand_in(kernel_dir, work_dir, tmp_pat
 @pytest.mark.slow
 @pytest.mark.vllm
 @require_vllm
-def test_03_evaluate_and_plot(kernel_dir, work_dir, tmp_path):
-    env = _kernel_env(tmp_path, work_dir, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+def test_03_evaluate_and_plot(kernel_dir, work_dir, tmp_path, vllm_server):
+    env = _kernel_env(tmp_path, work_dir, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **_served(vllm_server))
     nb, text = _execute("03_evaluate_and_plot", kernel_dir, tmp_path, env)
     assert "benchmark: 12 prompts (6 x ['de', 'mt'])" in text
     assert "report written: " in text and "win_rates.png" in text
@@ -176,10 +190,10 @@ def test_03_evaluate_and_plot(kernel_dir, work_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.vllm
 @require_vllm
-def test_04_finetune_with_trl(kernel_dir, work_dir, tmp_path):
+def test_04_finetune_with_trl(kernel_dir, work_dir, tmp_path, vllm_server):
     pytest.importorskip("trl")
     pytest.importorskip("peft")
-    env = _kernel_env(tmp_path, work_dir, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env = _kernel_env(tmp_path, work_dir, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", **_served(vllm_server))
     _, text = _execute("04_finetune_with_trl", kernel_dir, tmp_path, env)
     indices = re.search(r"TRL judge indices: \[(-?\d), (-?\d)\]", text)
     assert indices and {int(i) for i in indices.groups()} <= {-1, 0, 1}
