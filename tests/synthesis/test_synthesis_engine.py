@@ -3,7 +3,8 @@
 The tiny model is random: its text is in no language, so these runs use ``--no-language-filter`` (the language
 check is still recorded and its counts asserted) and ``--threshold 1`` (its scores are whatever the constrained
 decoder picks). Every test but one shares the session's engine (``vllm_generator``); the SIGKILL test needs a
-process of its own, hence a second engine.
+process of its own, hence a second engine (and it is also the check that an engine's processes die with the process
+that built it).
 """
 
 from __future__ import annotations
@@ -121,10 +122,20 @@ def _chunk_files(work: Path) -> dict[str, set[str]]:
     return {d.name: {p.name for p in d.glob("chunk-*.parquet")} for d in work.iterdir() if d.is_dir()}
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+
+
 def test_sigkill_mid_run_with_vllm_then_resume(vllm_generator, tiny_model_dir, tmp_path):
-    """A real ``xl-suite synthesize`` process with its own vLLM engine is SIGKILLed mid-run (engine included);
-    rerunning the command reuses every chunk it finished, redoes only the one in flight, and gives the same data
-    as an uninterrupted run."""
+    """A real ``xl-suite synthesize`` process with its own vLLM engine is SIGKILLed mid-run (as the OOM killer or
+    ``kill -9`` does: the CLI alone); its engine processes (EngineCore, worker) go within seconds (the reaper,
+    ``xl_suite.reaper``); rerunning the command reuses every chunk it finished, redoes only the one in flight, and
+    gives the same data as an uninterrupted run."""
+    import psutil
+
     out = tmp_path / "killed"
     argv = _argv(tiny_model_dir, out, "--chunk-size", "2")
     env = {
@@ -151,8 +162,20 @@ def test_sigkill_mid_run_with_vllm_then_resume(vllm_generator, tiny_model_dir, t
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"the run ended before the kill:\n{log.read_text(errors='replace')[-3000:]}"
+        descendants = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert descendants, "the CLI started no engine process"
+        proc.send_signal(signal.SIGKILL)  # the CLI only: its engine processes must not outlive it
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 20  # the reaper: SIGTERM, then SIGKILL after 5 s; measured: gone within 3-6 s
+        while time.monotonic() < deadline and any(_alive(p) for p in descendants):
+            time.sleep(0.2)
+        left = [p for p in descendants if _alive(p)]
+        assert not left, f"processes of the SIGKILLed CLI outlived it: {left}"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the whole process group: the CLI and its engine processes
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the CLI's session
+        except ProcessLookupError:
+            pass
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     done = _chunk_files(work)
