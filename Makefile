@@ -53,8 +53,8 @@ demo: venv
 	$(BIN)/xl-suite demo $(ARGS)
 
 # One pytest run in WORKERS processes (pytest-xdist, --dist loadgroup): the tests that share one vLLM engine (and one
-# `vllm serve`) run in one worker, the Ray tests in one worker, every other test wherever a worker is free, longest
-# first (tests/conftest.py). WORKERS=0 runs everything in this process.
+# `vllm serve`) run in one worker, the tests of the in-process Ray runtime in one worker, every other test wherever a
+# worker is free, longest first (tests/xdist_groups.py). WORKERS=0 runs everything in this process.
 WORKERS ?= 2
 
 test: venv langid-corpus

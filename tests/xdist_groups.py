@@ -1,8 +1,10 @@
 """How ``make test`` spreads one pytest run over pytest-xdist workers (``-n 2 --dist loadgroup``).
 
 * Tests that use a process-wide engine run in one worker, so that a run starts ONE in-process vLLM engine and ONE
-  ``vllm serve`` (the ``vllm_generator`` and ``vllm_server`` fixtures: group ``vllm-engine``); the Ray tests run in one
-  worker (one local Ray runtime per process: group ``ray``). Every other test goes to whichever worker is free.
+  ``vllm serve`` (the ``vllm_generator`` and ``vllm_server`` fixtures: group ``vllm-engine``); the tests of the
+  in-process local Ray runtime run in one worker (one runtime per process: the ``local_ray`` fixture, group ``ray``).
+  Every other test goes to whichever worker is free, the Ray tests whose commands start a runtime of their own
+  (``--ray-address local`` does not join another one) included.
 * The longest tests are handed out first (engine tests, then the ``slow`` tier, then the rest), so that the workers
   finish together instead of one waiting on a long test picked up last.
 
@@ -25,15 +27,17 @@ import pytest
 
 
 SHARED_ENGINE_FIXTURES = frozenset({"vllm_generator", "vllm_server"})
+IN_PROCESS_RAY_FIXTURES = frozenset({"local_ray"})
 _WORKERINPUT_KEY = "xl_suite_groups_dir"
 _DIR_KEY = pytest.StashKey[Path]()
 
 
 def group_of(item: pytest.Item) -> str | None:
     """The worker group of a test: ``vllm-engine``, ``ray`` or None (any worker)."""
-    if SHARED_ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+    names = set(getattr(item, "fixturenames", ()))
+    if SHARED_ENGINE_FIXTURES & names:
         return "vllm-engine"
-    if item.get_closest_marker("ray"):
+    if IN_PROCESS_RAY_FIXTURES & names:
         return "ray"
     return None
 

@@ -1,7 +1,8 @@
 """The synthesis stages on Ray Data: a local Ray started by this module, the fake engine and the tiny vLLM model.
 
 Run under ``flock /tmp/vllm.lock`` on shared small machines: Ray and the engine each want the CPUs. In ``make test``
-these tests share one xdist worker (``tests/xdist_groups.py``), while the other worker runs the rest.
+the tests of this module's local Ray share one xdist worker (``tests/xdist_groups.py``), while the other worker runs
+the rest.
 """
 
 from __future__ import annotations
