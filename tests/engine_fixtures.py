@@ -46,6 +46,10 @@ ENGINE_ENV_DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 SERVED_MODEL_NAME = "tiny-llama"
+#: What Ray says when its raylet misses the fixed 30 s it is given to register (ray/_private/node.py). In `make test`
+#: the other xdist worker may be starting vLLM engines on the same 2 cores at that moment: a Ray test that starts a
+#: runtime tries once more on exactly this message, and on nothing else.
+RAY_START_TIMED_OUT = "timed out during startup"
 SERVER_START_TIMEOUT = float(os.environ.get("XL_SUITE_VLLM_SERVER_TIMEOUT", "240"))
 
 
@@ -224,4 +228,5 @@ __all__ = [
     "ServedModel",
     "ENGINE_ENV_DEFAULTS",
     "SERVED_MODEL_NAME",
+    "RAY_START_TIMED_OUT",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from engine_fixtures import RAY_START_TIMED_OUT
 from terminal import start_interruptible
 
 
@@ -26,9 +27,7 @@ def _run(argv, cwd):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "xl_suite.cli", *map(str, argv)]
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0 and "timed out during startup" in done.stderr:
-        # Ray gives its raylet a fixed 30 s to register; in `make test` the other xdist worker may be starting vLLM
-        # engines on the same 2 cores at that moment. The same command once more (it resumes: nothing was computed).
+    if done.returncode != 0 and RAY_START_TIMED_OUT in done.stderr:  # once more; it resumes: nothing was computed
         done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     return done
 

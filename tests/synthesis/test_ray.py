@@ -12,6 +12,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from engine_fixtures import RAY_START_TIMED_OUT
 
 from xl_suite.engines.fake import FakeGenerator, FaultInjectingResponder
 from xl_suite.synthesis import SynthesisConfig, synthesize
@@ -32,9 +33,7 @@ def local_ray():
     try:
         ray.init(**ray_init_kwargs(num_cpus=8))
     except Exception as e:
-        # Ray gives its raylet a fixed 30 s to register (ray/_private/node.py); in `make test` the other worker may be
-        # starting vLLM engines at that moment on the same 2 cores. Once more, after that burst.
-        if "timed out during startup" not in str(e):
+        if RAY_START_TIMED_OUT not in str(e):  # see engine_fixtures: once more, after the other worker's burst
             raise
         ray.shutdown()
         ray.init(**ray_init_kwargs(num_cpus=8))
