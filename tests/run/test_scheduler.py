@@ -612,3 +612,56 @@ def test_lock_is_reentrant_and_released(tmp_path):
     with DirLock(tmp_path):
         pass
     assert os.path.exists(tmp_path / ".xl-suite.lock")
+
+
+@pytest.mark.parametrize("mapped_by_index", [False, True], ids=["plain", "index-mapped"])
+def test_apply_batched_gives_the_table_dataset_map_gives(mapped_by_index):
+    """The pieces of overlapping calls are computed without ``Dataset.map`` (no Dataset, no fingerprint hashing per
+    batch), yet give the same table as ``map``: batches formatted the same way (a ClassLabel as its int, nested lists
+    as lists), untouched columns kept, new and replaced columns typed, removed columns gone, schema metadata
+    (features) included; and a piece cut from a chunk is that chunk's rows."""
+    from xl_suite.run.scheduler import _Piece, _to_table, apply_batched
+
+    features = datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["no", "yes"]),
+            "tags": datasets.Sequence(datasets.Value("string")),
+            "score": datasets.Value("float32"),
+        }
+    )
+    ds = datasets.Dataset.from_dict(
+        {
+            "id": [f"r{i}" for i in range(7)],
+            "label": [i % 2 for i in range(7)],
+            "tags": [[f"t{j}" for j in range(i % 3)] for i in range(7)],
+            "score": [i / 4 for i in range(7)],
+        },
+        features=features,
+    )
+    if mapped_by_index:
+        ds = ds.select([6, 2, 5, 0, 3])
+    seen = []
+
+    def fn(batch, suffix):
+        seen.append({k: type(v[0]).__name__ for k, v in batch.items()})
+        return {
+            "id": [i + suffix for i in batch["id"]],
+            "n_tags": [len(t) for t in batch["tags"]],
+            "verdict": [{"label": label, "tags": tags} for label, tags in zip(batch["label"], batch["tags"])],
+        }
+
+    kwargs = {"fn_kwargs": {"suffix": "!"}, "batch_size": 2, "remove_columns": ["score"]}
+    expected = _to_table(
+        ds.map(fn, batched=True, new_fingerprint="f", load_from_cache_file=False, keep_in_memory=True, **kwargs)
+    )
+    by_map = list(seen)
+    seen.clear()
+    got = apply_batched(ds, fn, kwargs["fn_kwargs"], batch_size=2, remove_columns=["score"], fingerprint="f")
+    assert seen == by_map and by_map[0] == {"id": "str", "label": "int", "tags": "list", "score": "float"}
+    assert got.equals(expected, check_metadata=True), (got.schema, expected.schema)
+    assert got.column_names == ["id", "label", "tags", "n_tags", "verdict"] and got.num_rows == ds.num_rows
+
+    piece = _Piece(ds, 1, 4)
+    assert piece.table().equals(_to_table(ds.select(range(1, 4))))
+    assert piece.table().to_pydict()["id"] == ds["id"][1:4]

@@ -250,29 +250,47 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
 def apply_batched(rows, function: Callable, fn_kwargs: dict, *, batch_size: int, remove_columns, fingerprint: str):
     """``rows.map(function, batched=True, ...)`` as an Arrow table, without a progress bar of its own.
 
-    The same columns, types and features as ``Dataset.map`` (the same writer, fed the same way: untouched input
-    columns kept as Arrow, the function's columns added or replacing, ``remove_columns`` dropped), so a chunk put
-    together from pieces computed here is the chunk one ``map`` computes. Used for the pieces of overlapping calls,
-    which share one progress bar per stage instead of one bar each.
+    The same columns, types and features as ``Dataset.map`` (the same writer, fed the same way: each batch formatted
+    by ``datasets``' Python formatter, untouched input columns kept as Arrow, the function's columns added or
+    replacing, ``remove_columns`` dropped), so a chunk put together from pieces computed here is the chunk one ``map``
+    computes. Used for the pieces of overlapping calls, which share one progress bar per stage instead of one bar
+    each.
     """
+    return _apply_to_table(
+        _to_table(rows),
+        rows.features,
+        function,
+        fn_kwargs,
+        batch_size=batch_size,
+        remove_columns=remove_columns,
+        fingerprint=fingerprint,
+    )
+
+
+def _apply_to_table(table, features, function, fn_kwargs, *, batch_size, remove_columns, fingerprint):
+    """:func:`apply_batched` on an Arrow table and its features. No ``Dataset`` is built per batch: one would hash
+    its whole table for a fingerprint nobody reads (about a tenth of the pipeline's own CPU time at long-tailed
+    lengths, on the process that also takes vLLM's outputs)."""
     import datasets
     import pyarrow as pa
     from datasets.arrow_writer import ArrowWriter
+    from datasets.formatting import get_formatter
 
+    if not table.num_rows:
+        rows = datasets.Dataset(table, info=datasets.DatasetInfo(features=features), fingerprint=fingerprint)
+        return _to_table(_map(rows, function, fn_kwargs, batch_size, remove_columns, fingerprint, None))
     remove = set(remove_columns or ())
-    table = _to_table(rows)
+    formatter = get_formatter(None, features=features)  # what Dataset.map formats its batches with
     sink = pa.BufferOutputStream()
-    with ArrowWriter(features=rows.features, stream=sink, update_features=True, fingerprint=fingerprint) as writer:
+    with ArrowWriter(features=features, stream=sink, update_features=True, fingerprint=fingerprint) as writer:
         for start in range(0, table.num_rows, batch_size):
             part = table.slice(start, batch_size)
-            out = function(datasets.Dataset(part, info=rows.info.copy())[:], **fn_kwargs)
+            out = function(formatter.format_batch(part), **fn_kwargs)
             merged = {k: part.column(k) for k in part.column_names if k not in remove and k not in out}
             merged.update(out)
             writer.write_batch(merged)
-        if not table.num_rows:
-            return _to_table(_map(rows, function, fn_kwargs, batch_size, remove_columns, fingerprint, None))
         writer.finalize()
-    return _to_table(datasets.Dataset(pa.ipc.open_stream(sink.getvalue()).read_all()))
+    return pa.ipc.open_stream(sink.getvalue()).read_all()
 
 
 def _map(rows, function, fn_kwargs, batch_size, remove_columns, fingerprint, desc):
@@ -334,6 +352,12 @@ class _Piece:
         if self.start == 0 and self.stop == self.source.num_rows:
             return self.source
         return self.source.select(range(self.start, self.stop))
+
+    def table(self):
+        """The piece's rows as an Arrow table: a zero-copy slice, unless the source maps its rows by an index."""
+        if self.source._indices is None:
+            return self.source.data.table.slice(self.start, self.num_rows)
+        return _to_table(self.rows())
 
 
 def _run_chunks(run: StageRun, dataset, store: ChunkStore | None, stats: StageStats, prior_attempts=None):
@@ -440,8 +464,9 @@ def _compute(run: StageRun, chunks: list[_Chunk], store, stats, one_to_one) -> N
         label = f"{c.index + 1}/{label_total}" + (" retry" if c.table is not None else "") + (f" #{k}" if k else "")
         fingerprint = stable_hash("map", c.key, label)
         if piecewise:
-            return apply_batched(
-                piece.rows(),
+            return _apply_to_table(
+                piece.table(),
+                piece.source.features,
                 run.function,
                 run.fn_kwargs,
                 batch_size=run.batch_size,
