@@ -105,6 +105,33 @@ class ForcedLengths:
         pass
 
 
+class Measured:
+    """Wall seconds of a block, this process's CPU seconds (all its threads: the pipeline's own work and vLLM's
+    output handling; the engine's processes are not counted) and the engine's stream statistics over it, with the
+    mean number of requests in the engine (``request_seconds`` / wall)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def __enter__(self):
+        self._stats, self._cpu, self._t = self.engine.stream_stats(), time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self._t
+        self.cpu_seconds = time.process_time() - self._cpu
+        after = self.engine.stream_stats()
+        self.stream = {k: after[k] - self._stats[k] for k in after}
+
+    def __str__(self):
+        s = self.stream
+        return (
+            f"{self.seconds:.2f} s, client CPU {self.cpu_seconds:.2f} s; engine stream: {s['requests']:.0f} requests, "
+            f"busy {s['busy_seconds']:.2f} s, idle {s['idle_seconds']:.2f} s, "
+            f"mean in flight {s['request_seconds'] / max(self.seconds, 1e-9):.1f}"
+        )
+
+
 def raw_seconds(engine, requests: dict[str, list]) -> float:
     """One batch per stage, holding all of that stage's requests, alone on the engine."""
     t = time.perf_counter()
@@ -222,17 +249,13 @@ def main(argv=None) -> int:
             pipeline_times, raw_times = [], []
             for _ in range(args.repeats):
                 wrapped = ForcedLengths(engine, lengths)
-                before = engine.stream_stats()
-                t = time.perf_counter()
-                run(wrapped)
-                pipeline_times.append(time.perf_counter() - t)
-                after = engine.stream_stats()
-                print(
-                    f"  {name} pipeline: {pipeline_times[-1]:.2f} s; engine stream "
-                    + ", ".join(f"{k} {after[k] - before[k]:.2f}" for k in after),
-                    flush=True,
-                )
-                raw_times.append(raw_seconds(engine, wrapped.requests))
+                with Measured(engine) as pipeline:
+                    run(wrapped)
+                pipeline_times.append(pipeline.seconds)
+                with Measured(engine) as raw:
+                    raw_seconds(engine, wrapped.requests)
+                raw_times.append(raw.seconds)
+                print(f"  {name} pipeline: {pipeline}\n  {name} raw:      {raw}", flush=True)
             n_requests = sum(len(r) for r in wrapped.requests.values())
             if wrapped.too_long:
                 print(f"{name}: {wrapped.too_long} prompts too long for the context (rows marked too_long)")

@@ -315,6 +315,9 @@ def test_vllm_one_call_baseline_gives_what_generate_gives(vllm_generator):
     after = vllm_generator.stream_stats()
     assert after["requests"] - before["requests"] == 2 * len(CONVERSATIONS)
     assert after["busy_seconds"] > before["busy_seconds"] and after["idle_seconds"] >= before["idle_seconds"]
+    # request-seconds: busy time weighted by the requests in flight (at least one, at most one call's requests)
+    busy, request_seconds = (after[k] - before[k] for k in ("busy_seconds", "request_seconds"))
+    assert busy * (1 - 1e-9) <= request_seconds <= 2 * len(CONVERSATIONS) * busy * (1 + 1e-9)
 
 
 @pytest.mark.slow

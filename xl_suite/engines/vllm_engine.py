@@ -498,11 +498,11 @@ class VLLMGenerator:
         self._gate = asyncio.Event()
         self._gate.set()
         self._drained = asyncio.Event()
-        # Stream statistics: requests sent, seconds with / without a request in the engine.
+        # Stream statistics: requests sent, seconds with / without a request in the engine, request-seconds.
         self._stats_lock = threading.Lock()
-        self._stats = {"requests": 0, "busy_seconds": 0.0, "idle_seconds": 0.0}
+        self._stats = {"requests": 0, "busy_seconds": 0.0, "idle_seconds": 0.0, "request_seconds": 0.0}
         self._in_flight = 0
-        self._since = time.perf_counter()
+        self._since = self._changed = time.perf_counter()
         logger.info(
             "vLLM engine for %s ready in %.1f s (dtype=%s, platform=%s)",
             self.model,
@@ -557,12 +557,16 @@ class VLLMGenerator:
         return results
 
     def stream_stats(self) -> dict:
-        """Requests sent so far, and seconds the open engine spent with and without a request in it (a copy)."""
+        """Requests sent so far, seconds the open engine spent with and without a request in it, and request-seconds
+        (the requests in flight summed over time: over a span, divided by its wall time, the mean number of
+        requests in flight). A copy."""
         if getattr(self, "_stats", None) is None:
             return {}
         with self._stats_lock:
             stats = dict(self._stats)
-            stats["busy_seconds" if self._in_flight else "idle_seconds"] += time.perf_counter() - self._since
+            now = time.perf_counter()
+            stats["busy_seconds" if self._in_flight else "idle_seconds"] += now - self._since
+            stats["request_seconds"] += self._in_flight * (now - self._changed)
         return stats
 
     def generate_in_one_call(
@@ -774,8 +778,10 @@ class VLLMGenerator:
 
     def _stats_enter(self) -> None:
         with self._stats_lock:
+            now = time.perf_counter()
+            self._stats["request_seconds"] += self._in_flight * (now - self._changed)
+            self._changed = now
             if not self._in_flight:
-                now = time.perf_counter()
                 self._stats["idle_seconds"] += now - self._since
                 self._since = now
             self._in_flight += 1
@@ -783,9 +789,11 @@ class VLLMGenerator:
 
     def _stats_leave(self) -> None:
         with self._stats_lock:
+            now = time.perf_counter()
+            self._stats["request_seconds"] += self._in_flight * (now - self._changed)
+            self._changed = now
             self._in_flight -= 1
             if not self._in_flight:
-                now = time.perf_counter()
                 self._stats["busy_seconds"] += now - self._since
                 self._since = now
 
