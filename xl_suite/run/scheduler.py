@@ -223,14 +223,20 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
 
     ``concurrency`` when given; otherwise, when an engine in ``fn_kwargs`` takes concurrent calls
     (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's async engine, the HTTP backend), enough calls to hold
-    a chunk and the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
-    ``max_num_seqs``), at least 2; else 1 (one call at a time, chunk by chunk). For an engine whose requests stand
+    a chunk and twice the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
+    ``max_num_seqs``), at least 2; else 1 (one call at a time, chunk by chunk). Twice, because a call holds its slot
+    until its longest answer is done, with ever fewer of its requests in the engine meanwhile (at long-tailed lengths
+    the calls' requests in the engine averaged about half of what they held: ``benchmarks/bench_longtail.py``). For an engine whose requests stand
     alone (``independent_requests``: the HTTP backend) a call is one request, and this is its ``max_concurrency``:
     each finished request is then stored at once. With a work dir, a kill loses at most the calls in flight: with more than one, each finished call
     is written at once (as a piece file until its chunk is complete); with one, the chunk being computed.
 
     >>> in_flight_batches({}, 1024, 256, None), in_flight_batches({}, 1024, 256, 3)
     (1, 3)
+    >>> class VLLMLike:
+    ...     concurrent_calls, in_flight_rows = True, 256
+    >>> in_flight_batches({"engine": VLLMLike()}, 64, 16, None), in_flight_batches({"engine": VLLMLike()}, 1024, 256, None)
+    (32, 4)
     """
     from xl_suite.engines.base import concurrent_calls
 
@@ -242,7 +248,7 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
     if engines:
         if any(getattr(e, "independent_requests", False) for e in engines):  # one call per request
             return max(1, max(int(getattr(e, "max_concurrency", 0) or 0) for e in engines))
-        rows = max([chunk_size] + [int(getattr(e, "in_flight_rows", 0) or 0) for e in engines])
+        rows = max([chunk_size] + [2 * int(getattr(e, "in_flight_rows", 0) or 0) for e in engines])
         return max(2, -(-rows // batch_size))
     return 1
 
