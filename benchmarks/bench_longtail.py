@@ -27,8 +27,10 @@ with identical per-request sampling, alone on the engine (what one ``LLM.chat`` 
 
 The engine runs with prefix caching off, so no measurement profits from an earlier one. Pipeline and raw
 alternate (``--repeats``) and the best time of each is kept (the ratio of the medians is printed too: on a small
-CPU, the same batch varies by 5-15 % from one repeat to the next). Each pipeline line also shows the engine's
-stream statistics over that run (requests sent, seconds with and without a request in the engine).
+CPU, the same batch varies by 5-40 % from one repeat to the next). Each pipeline and raw line also shows this
+process's CPU seconds over it (the pipeline's own work and vLLM's output handling; not the engine's processes) and
+the engine's stream statistics (requests sent, seconds with and without a request in the engine, and the mean
+number of requests in the engine: below vLLM's ``max_num_seqs`` the engine runs a part-empty batch).
 
     OMP_NUM_THREADS=1 VLLM_CPU_KVCACHE_SPACE=1 python benchmarks/bench_longtail.py          # tiny model, CPU
     python benchmarks/bench_longtail.py --model /path/to/model --seeds 4096 --judge-prompts 805 --median-tokens 256
