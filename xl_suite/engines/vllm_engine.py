@@ -469,7 +469,9 @@ class VLLMGenerator:
         self.ledger = TokenLedger()
         self.dtype = str(engine.model_config.dtype).removeprefix("torch.")
         self.max_model_len = int(engine.model_config.max_model_len)
-        #: Requests the scheduler runs at once; pipelines keep twice that in flight so the engine never waits.
+        #: Requests the scheduler runs at once. The engine wants twice that in flight, so it never waits
+        #: (``in_flight_rows``); pipelines hold calls and chunks for twice that again, since each holds its place
+        #: until its longest answer is done (:func:`xl_suite.run.scheduler.in_flight_batches`).
         self.max_num_seqs = int(engine.vllm_config.scheduler_config.max_num_seqs)
         self.in_flight_rows = 2 * self.max_num_seqs
         tokenizer = engine.renderer.get_tokenizer()
