@@ -648,7 +648,9 @@ def test_apply_batched_gives_the_table_dataset_map_gives(mapped_by_index):
         return {
             "id": [i + suffix for i in batch["id"]],
             "n_tags": [len(t) for t in batch["tags"]],
-            "verdict": [{"label": label, "tags": tags} for label, tags in zip(batch["label"], batch["tags"])],
+            "verdict": [
+                {"label": label, "tags": tags} for label, tags in zip(batch["label"], batch["tags"], strict=True)
+            ],
         }
 
     kwargs = {"fn_kwargs": {"suffix": "!"}, "batch_size": 2, "remove_columns": ["score"]}
