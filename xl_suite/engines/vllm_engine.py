@@ -780,20 +780,23 @@ class VLLMGenerator:
 
     def _stats_enter(self) -> None:
         with self._stats_lock:
-            now = time.perf_counter()
-            self._stats["request_seconds"] += self._in_flight * (now - self._changed)
-            self._changed = now
+            now = self._count_request_seconds()
             if not self._in_flight:
                 self._stats["idle_seconds"] += now - self._since
                 self._since = now
             self._in_flight += 1
             self._stats["requests"] += 1
 
+    def _count_request_seconds(self) -> float:
+        """Add the requests in flight since the last change, times its duration; return now (under the stats lock)."""
+        now = time.perf_counter()
+        self._stats["request_seconds"] += self._in_flight * (now - self._changed)
+        self._changed = now
+        return now
+
     def _stats_leave(self) -> None:
         with self._stats_lock:
-            now = time.perf_counter()
-            self._stats["request_seconds"] += self._in_flight * (now - self._changed)
-            self._changed = now
+            now = self._count_request_seconds()
             self._in_flight -= 1
             if not self._in_flight:
                 self._stats["busy_seconds"] += now - self._since

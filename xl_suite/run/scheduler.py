@@ -218,15 +218,20 @@ def execute(run: StageRun, dataset, stats: StageStats | None = None, *, prior_at
         return _run_chunks(run, dataset, store, stats, list(prior_attempts) if prior_attempts is not None else None)
 
 
+#: A call or a chunk in flight holds its place until its longest answer is done, with ever fewer of its requests in
+#: the engine meanwhile (at long-tailed lengths about half of what it held, ``benchmarks/bench_longtail.py``): the
+#: scheduler's calls and synthesis' seed chunks hold this many times the requests the engine wants in flight.
+HOLD_FACTOR = 2
+
+
 def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, concurrency: int | None) -> int:
     """How many engine calls :func:`run_stage` keeps in flight.
 
     ``concurrency`` when given; otherwise, when an engine in ``fn_kwargs`` takes concurrent calls
     (:func:`xl_suite.engines.base.concurrent_calls`: vLLM's async engine, the HTTP backend), enough calls to hold
     a chunk and twice the engine's preferred number of requests in flight (``in_flight_rows``: twice vLLM's
-    ``max_num_seqs``), at least 2; else 1 (one call at a time, chunk by chunk). Twice, because a call holds its slot
-    until its longest answer is done, with ever fewer of its requests in the engine meanwhile (at long-tailed lengths
-    the calls' requests in the engine averaged about half of what they held: ``benchmarks/bench_longtail.py``). For an engine whose requests stand
+    ``max_num_seqs``), at least 2; else 1 (one call at a time, chunk by chunk). Twice: :data:`HOLD_FACTOR`. For an
+    engine whose requests stand
     alone (``independent_requests``: the HTTP backend) a call is one request, and this is its ``max_concurrency``:
     each finished request is then stored at once. With a work dir, a kill loses at most the calls in flight: with more than one, each finished call
     is written at once (as a piece file until its chunk is complete); with one, the chunk being computed.
@@ -248,7 +253,7 @@ def in_flight_batches(fn_kwargs: dict | None, chunk_size: int, batch_size: int, 
     if engines:
         if any(getattr(e, "independent_requests", False) for e in engines):  # one call per request
             return max(1, max(int(getattr(e, "max_concurrency", 0) or 0) for e in engines))
-        rows = max([chunk_size] + [2 * int(getattr(e, "in_flight_rows", 0) or 0) for e in engines])
+        rows = max([chunk_size] + [HOLD_FACTOR * int(getattr(e, "in_flight_rows", 0) or 0) for e in engines])
         return max(2, -(-rows // batch_size))
     return 1
 

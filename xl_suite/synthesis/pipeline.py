@@ -469,10 +469,10 @@ def _lookahead(engines, chunk_size: int, most: int = 16) -> int:
     """Seed chunks in flight at once: 1 unless every engine takes concurrent calls; then twice the chunks that hold
     the engines' preferred number of requests in flight (``in_flight_rows``), at least 2 and at most ``most``.
 
-    Twice, because a chunk in flight holds requests of one stage at a time and ever fewer of them as that stage's
-    shorter answers finish: it waits for its longest answer before its next stage starts. With only as many chunks
-    as fill the engine, the run's last chunks then go through their stages nearly alone, on a part-empty engine
-    (measured at long-tailed lengths, ``benchmarks/bench_longtail.py``). A killed run loses at most the engine calls
+    Twice (:data:`xl_suite.run.scheduler.HOLD_FACTOR`), because a chunk in flight holds requests of one stage at a
+    time and ever fewer of them as that stage's shorter answers finish: it waits for its longest answer before its
+    next stage starts. With only as many chunks as fill the engine, the run's last chunks went through their stages
+    nearly alone, on a part-empty engine. A killed run loses at most the engine calls
     in flight, not whole chunks: each chunk's stage outputs are stored as each stage finishes, and within a stage
     each finished call as a piece file (:func:`xl_suite.run.scheduler.run_stage`).
 
@@ -481,11 +481,13 @@ def _lookahead(engines, chunk_size: int, most: int = 16) -> int:
     >>> _lookahead([E()], 1024), _lookahead([E()], 256), _lookahead([E()], 96), _lookahead([object()], 64)
     (2, 4, 12, 1)
     """
+    from xl_suite.run.scheduler import HOLD_FACTOR
+
     engines = [e for e in engines if e is not None]
     if not engines or not all(concurrent_calls(e) for e in engines):
         return 1
     rows = max(int(getattr(e, "in_flight_rows", 0) or 0) for e in engines)
-    return min(most, max(2, 2 * -(-rows // max(chunk_size, 1))))
+    return min(most, max(2, HOLD_FACTOR * -(-rows // max(chunk_size, 1))))
 
 
 def _in_order(items, work, lookahead: int, stop: threading.Event | None = None):
